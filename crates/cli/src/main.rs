@@ -1,0 +1,50 @@
+//! # inferwatch
+//!
+//! The `inferwatch` binary: the only crate that uses `anyhow`. Each
+//! subcommand lives in its own module with a clap `Args` struct and a `run`
+//! function, so `main` only dispatches.
+
+mod detect_cmd;
+mod map_cmd;
+mod rules_cmd;
+mod simulate_cmd;
+
+use clap::{Parser, Subcommand};
+
+/// A SIEM for AI model inference.
+#[derive(Parser)]
+#[command(name = "inferwatch", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate a deterministic synthetic model fleet as JSONL.
+    Simulate(simulate_cmd::Args),
+    /// Run detection rules over log files or stdin and print alerts as JSONL.
+    Detect(detect_cmd::Args),
+    /// Check or test a directory of rules.
+    #[command(subcommand)]
+    Rules(rules_cmd::RulesCommand),
+    /// Decode and map logs into canonical events, printed as JSONL.
+    Map(map_cmd::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Simulate(args) => simulate_cmd::run(args),
+        Command::Detect(args) => detect_cmd::run(args),
+        Command::Rules(command) => rules_cmd::run(command),
+        Command::Map(args) => map_cmd::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
