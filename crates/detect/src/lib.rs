@@ -1,1 +1,90 @@
-//! placeholder
+//! # inferwatch-detect
+//!
+//! Turns a stream of canonical inference events (Arrow `RecordBatch`es) into
+//! alert transitions, in event time, deterministically.
+//!
+//! It sits after decoding in the flow `sources → decode → detect → alert`.
+//! A detection rule is a YAML file ([`Rule`]):
+//!
+//! ```yaml
+//! id: canary-regression
+//! title: Canary slower or failing more than its baseline
+//! severity: high
+//! group_by: [model_id]
+//! segments:
+//!   canary: ab_group == "canary"
+//!   baseline: ab_group == "baseline"
+//! window: 5m
+//! every: 1m
+//! condition: >
+//!   (canary.p99(latency_ms) > 500) for 5m
+//!   or (canary.error_rate() > 2 * baseline.error_rate()) for 3m
+//! ```
+//!
+//! * `filter` and `segments` are row predicates ([`filter`]), evaluated on
+//!   whole batches with Arrow kernels;
+//! * the `condition` ([`condition`]) is an expression over window aggregates —
+//!   `count`, `rate`, `errors`, `error_rate`, `sum`, `avg`, `min`, `max`,
+//!   `stddev`, `quantile`/`pNN`/`median` (DDSketch, ≤1 % relative error) and
+//!   `distinct` (HyperLogLog) — optionally qualified by a segment, with
+//!   arithmetic, comparisons, `and`/`or`/`not` and `(…) for DURATION`;
+//! * `for` and `keep_firing_for` drive the pending → firing → resolved
+//!   lifecycle per group key.
+//!
+//! The [`Engine`] keeps, per rule and group key, a ring of time buckets of
+//! mergeable summaries ([`summary`]). Its state grows with keys × buckets,
+//! never with events. Windows advance by a watermark with an allowed
+//! lateness; the result does not depend on how the input was batched.
+//!
+//! ```
+//! use std::path::Path;
+//! use inferwatch_detect::{Engine, Rule};
+//! let rule = Rule::from_yaml_str(
+//!     Path::new("slow.yaml"),
+//!     "id: slow\ntitle: Slow\nseverity: high\nwindow: 5m\ncondition: p99(latency_ms) > 500\n",
+//! ).unwrap();
+//! let engine = Engine::new(vec![rule], &inferwatch_core::canonical_schema()).unwrap();
+//! assert_eq!(engine.observable_state()[0].groups, 0);
+//! ```
+
+pub mod condition;
+mod engine;
+pub mod expr;
+pub mod filter;
+mod rule;
+pub mod summary;
+
+use std::path::PathBuf;
+
+pub use engine::{Engine, EngineStats, RuleState};
+pub use rule::{load_rules_dir, ExpectedAlert, Rule, RuleTest, SimulatedInput, DEFAULT_ALLOWED_LATENESS};
+
+/// Errors raised while loading, validating or running rules.
+#[derive(Debug, thiserror::Error)]
+pub enum DetectError {
+    /// A rule file is invalid; the position names the offending token.
+    #[error("{}:{line}:{column}: {message}{}", path.display(), token.as_ref().map(|t| format!(" (at '{t}')")).unwrap_or_default())]
+    Rule {
+        /// The rule file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// The offending text, when there is one.
+        token: Option<String>,
+        /// What is wrong and what was expected.
+        message: String,
+    },
+    /// A rule file or directory could not be read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// An invariant was broken: this is a bug in inferwatch.
+    #[error("internal error (this is a bug): {0}")]
+    Internal(String),
+}

@@ -1,0 +1,719 @@
+//! The streaming, event-time window engine.
+//!
+//! Per rule, per group key and per segment, the engine keeps a ring of
+//! fixed-width time buckets, each holding a mergeable [`Summary`]. A batch is
+//! processed in three steps:
+//!
+//! 1. filters and segments are evaluated on the whole batch with Arrow
+//!    kernels ([`evaluate_predicate`]), giving one bitmap each;
+//! 2. selected rows are mapped to a (group, bucket) cell — group keys are
+//!    interned once per distinct dictionary value, not per row;
+//! 3. each summary kind is updated in one tight typed loop over the
+//!    (row, cell) pairs.
+//!
+//! Time is event time. The watermark is the largest timestamp seen minus the
+//! rule's allowed lateness; a tick `t` (a multiple of `every`) is evaluated
+//! over the window `[t - window, t)` as soon as the watermark reaches `t`.
+//! A batch is cut at every row that moves the watermark past a tick, so the
+//! result is exactly what row-at-a-time processing would give: the same input
+//! yields the same alerts whatever the batch sizes. Rows older than the last
+//! evaluated tick are late: they are counted and dropped.
+//!
+//! Alerts are released in (time, rule, group) order once every rule has
+//! evaluated past their time, so the output order is deterministic too.
+
+use std::collections::BTreeMap;
+
+use ahash::AHashMap;
+use arrow::array::{Array, ArrayRef, AsArray, Float64Array};
+use arrow::buffer::BooleanBuffer;
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Float64Type, Int32Type, SchemaRef, TimestampNanosecondType};
+use arrow::record_batch::RecordBatch;
+use inferwatch_core::{column, fingerprint, format_timestamp, Alert, AlertState, Impact};
+use serde::Serialize;
+
+use crate::condition::{compile_condition, evaluate, AggregateKind, CompiledCondition, HeldTimers, Witness};
+use crate::filter::{compile_predicate, evaluate_predicate, RowPredicate};
+use crate::rule::Rule;
+use crate::summary::{Summary, SummaryLayout};
+use crate::DetectError;
+
+/// Ticks evaluated in one jump before the engine skips ahead over an empty stretch.
+const MAX_TICKS_PER_ADVANCE: i64 = 100_000;
+
+/// Counters the engine exposes for progress reporting and tests.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct EngineStats {
+    /// Rows observed.
+    pub events: u64,
+    /// Rows dropped as later than the allowed lateness, summed over rules.
+    pub late_events: u64,
+    /// Largest event time seen (ns), if any.
+    pub max_event_time: Option<i64>,
+    /// Alert transitions released.
+    pub transitions: u64,
+}
+
+/// What a rule holds right now, for tests and the UI.
+#[derive(Debug, Clone, Serialize)]
+pub struct RuleState {
+    /// Rule id.
+    pub rule_id: String,
+    /// Group keys tracked.
+    pub groups: usize,
+    /// Groups currently firing.
+    pub firing: Vec<BTreeMap<String, String>>,
+    /// Groups currently pending.
+    pub pending: usize,
+    /// Next tick to evaluate (RFC 3339).
+    pub next_tick: Option<String>,
+    /// Rows dropped as late.
+    pub late_events: u64,
+    /// Summary cells allocated (groups × segments × ring slots).
+    pub cells: usize,
+}
+
+/// Runs a set of rules over a stream of batches.
+pub struct Engine {
+    rules: Vec<RuleRuntime>,
+    outbox: Vec<(i64, usize, String, Alert)>,
+    timestamp_column: usize,
+    stats: EngineStats,
+}
+
+impl Engine {
+    /// Compiles `rules` against the schema of the batches that will be observed.
+    pub fn new(rules: Vec<Rule>, schema: &SchemaRef) -> Result<Engine, DetectError> {
+        let timestamp_column = schema
+            .index_of(column::TIMESTAMP)
+            .map_err(|_| DetectError::Internal("the event schema has no timestamp column".into()))?;
+        let mut runtimes = Vec::with_capacity(rules.len());
+        for rule in rules {
+            runtimes.push(RuleRuntime::new(rule, schema)?);
+        }
+        Ok(Engine { rules: runtimes, outbox: Vec::new(), timestamp_column, stats: EngineStats::default() })
+    }
+
+    /// Validates `rules` against a schema without running them.
+    pub fn check(rules: &[Rule], schema: &SchemaRef) -> Vec<DetectError> {
+        rules.iter().filter_map(|rule| RuleRuntime::new(rule.clone(), schema).err()).collect()
+    }
+
+    /// Feeds one batch; returns the alert transitions that became final.
+    pub fn observe(&mut self, batch: &RecordBatch) -> Vec<Alert> {
+        if batch.num_rows() > 0 {
+            let Some(timestamps) = batch.column(self.timestamp_column).as_primitive_opt::<TimestampNanosecondType>() else {
+                return Vec::new();
+            };
+            let timestamps = timestamps.values();
+            self.stats.events += batch.num_rows() as u64;
+            let batch_max = timestamps.iter().copied().max().unwrap_or(i64::MIN);
+            self.stats.max_event_time = Some(self.stats.max_event_time.map_or(batch_max, |m| m.max(batch_max)));
+            for (rule_index, rule) in self.rules.iter_mut().enumerate() {
+                rule.observe(batch, timestamps, rule_index, &mut self.outbox);
+            }
+            self.stats.late_events = self.rules.iter().map(|r| r.late_events).sum();
+        }
+        let horizon = self.rules.iter().map(RuleRuntime::last_evaluated_tick).min().unwrap_or(i64::MAX);
+        self.release(horizon)
+    }
+
+    /// Evaluates every tick up to the newest event time (the lateness wait is
+    /// over: no more input is coming) and returns the remaining transitions.
+    pub fn finish(&mut self) -> Vec<Alert> {
+        if let Some(max_event_time) = self.stats.max_event_time {
+            for (rule_index, rule) in self.rules.iter_mut().enumerate() {
+                rule.advance_to(max_event_time, rule_index, &mut self.outbox);
+            }
+        }
+        self.release(i64::MAX)
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &EngineStats {
+        &self.stats
+    }
+
+    /// Per-rule state, for tests and the UI.
+    pub fn observable_state(&self) -> Vec<RuleState> {
+        self.rules.iter().map(RuleRuntime::state).collect()
+    }
+
+    fn release(&mut self, horizon: i64) -> Vec<Alert> {
+        if self.outbox.is_empty() {
+            return Vec::new();
+        }
+        self.outbox.sort_by(|a, b| (a.0, a.1, &a.2).cmp(&(b.0, b.1, &b.2)));
+        let ready = self.outbox.partition_point(|entry| entry.0 <= horizon);
+        let released: Vec<Alert> = self.outbox.drain(..ready).map(|entry| entry.3).collect();
+        self.stats.transitions += released.len() as u64;
+        released
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct GroupAlertState {
+    pending_since: Option<i64>,
+    firing_since: Option<i64>,
+    last_true: Option<i64>,
+    timers: HeldTimers,
+}
+
+/// Interned group keys of one rule.
+#[derive(Default)]
+struct GroupTable {
+    value_ids: Vec<AHashMap<String, u32>>,
+    value_names: Vec<Vec<String>>,
+    key_to_group: AHashMap<Box<[u32]>, u32>,
+    group_values: Vec<BTreeMap<String, String>>,
+    group_text: Vec<String>,
+}
+
+const NULL_VALUE: u32 = u32::MAX;
+
+impl GroupTable {
+    fn new(columns: usize) -> Self {
+        GroupTable {
+            value_ids: vec![AHashMap::default(); columns],
+            value_names: vec![Vec::new(); columns],
+            ..GroupTable::default()
+        }
+    }
+
+    fn intern_value(&mut self, column: usize, value: &str) -> u32 {
+        if let Some(id) = self.value_ids[column].get(value) {
+            return *id;
+        }
+        let id = self.value_names[column].len() as u32;
+        self.value_names[column].push(value.to_string());
+        self.value_ids[column].insert(value.to_string(), id);
+        id
+    }
+
+    fn group_of(&mut self, key: &[u32], names: &[String]) -> u32 {
+        if let Some(group) = self.key_to_group.get(key) {
+            return *group;
+        }
+        let group = self.group_values.len() as u32;
+        let mut values = BTreeMap::new();
+        let mut text = String::new();
+        for (column, (id, name)) in key.iter().zip(names).enumerate() {
+            let value = if *id == NULL_VALUE { String::new() } else { self.value_names[column][*id as usize].clone() };
+            if !text.is_empty() {
+                text.push(',');
+            }
+            text.push_str(name);
+            text.push('=');
+            text.push_str(&value);
+            values.insert(name.clone(), value);
+        }
+        self.group_values.push(values);
+        self.group_text.push(text);
+        self.key_to_group.insert(key.into(), group);
+        group
+    }
+
+    fn len(&self) -> usize {
+        self.group_values.len()
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Cell {
+    bucket: i64,
+    summary: Summary,
+}
+
+/// Where a condition aggregate reads its value from in a merged window summary.
+#[derive(Debug, Clone, Copy)]
+enum AggregateSlot {
+    Count,
+    Rate,
+    Errors,
+    ErrorRate,
+    Sum(usize),
+    Avg(usize),
+    Min(usize),
+    Max(usize),
+    Stddev(usize),
+    Quantile(usize, f64),
+    Distinct(usize),
+}
+
+struct RuleRuntime {
+    rule: Rule,
+    filter: RowPredicate,
+    segment_filters: Vec<RowPredicate>,
+    error_predicate: RowPredicate,
+    group_columns: Vec<usize>,
+    group_names: Vec<String>,
+    condition: CompiledCondition,
+    layouts: Vec<SummaryLayout>,
+    slots: Vec<(usize, AggregateSlot)>,
+    bucket_width: i64,
+    ring: usize,
+    next_tick: Option<i64>,
+    max_event_time: i64,
+    groups: GroupTable,
+    cells: Vec<Vec<Cell>>,
+    totals: Vec<(i64, u64)>,
+    alert_states: Vec<GroupAlertState>,
+    late_events: u64,
+    row_groups: Vec<u32>,
+    pairs: Vec<Vec<(u32, u32)>>,
+}
+
+fn gcd(a: i64, b: i64) -> i64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+impl RuleRuntime {
+    fn new(rule: Rule, schema: &SchemaRef) -> Result<RuleRuntime, DetectError> {
+        let text_equals = |name: &str, value: &str| -> Option<RowPredicate> {
+            let index = schema.index_of(name).ok()?;
+            Some(RowPredicate::TextIn { column: index, values: vec![value.to_string()], negated: false })
+        };
+        let mut filter = text_equals(column::STREAM, &rule.stream).unwrap_or(RowPredicate::Constant(true));
+        if let Some(located) = &rule.filter {
+            let compiled = compile_predicate(&located.expr, schema).map_err(|e| rule.expression_error(located, &e))?;
+            filter = RowPredicate::And(Box::new(filter), Box::new(compiled));
+        }
+        let mut segment_filters = Vec::new();
+        for (_, located) in &rule.segments {
+            segment_filters.push(compile_predicate(&located.expr, schema).map_err(|e| rule.expression_error(located, &e))?);
+        }
+        let error_predicate = text_equals(column::STATUS, "error").unwrap_or(RowPredicate::Constant(false));
+        let mut group_columns = Vec::new();
+        for (index, (name, _, _)) in rule.group_by.iter().enumerate() {
+            let column = schema.index_of(name).map_err(|_| rule.group_by_error(index, format!("unknown column '{name}'")))?;
+            if matches!(schema.field(column).data_type(), DataType::List(_) | DataType::Map(..) | DataType::Struct(_)) {
+                return Err(rule.group_by_error(index, format!("column '{name}' can't be grouped by")));
+            }
+            group_columns.push(column);
+        }
+        let condition = compile_condition(&rule, schema)?;
+        let segments = rule.segments.len() + 1;
+        let mut layouts = vec![SummaryLayout::default(); segments];
+        let mut slots = Vec::new();
+        fn position_of(list: &mut Vec<usize>, column: usize) -> usize {
+            match list.iter().position(|c| *c == column) {
+                Some(index) => index,
+                None => {
+                    list.push(column);
+                    list.len() - 1
+                }
+            }
+        }
+        for aggregate in &condition.aggregates {
+            let layout = &mut layouts[aggregate.segment];
+            let slot = match aggregate.kind {
+                AggregateKind::Count => AggregateSlot::Count,
+                AggregateKind::Rate => AggregateSlot::Rate,
+                AggregateKind::Errors => AggregateSlot::Errors,
+                AggregateKind::ErrorRate => AggregateSlot::ErrorRate,
+                AggregateKind::Sum(c) => AggregateSlot::Sum(position_of(&mut layout.moment_columns, c)),
+                AggregateKind::Avg(c) => AggregateSlot::Avg(position_of(&mut layout.moment_columns, c)),
+                AggregateKind::Min(c) => AggregateSlot::Min(position_of(&mut layout.moment_columns, c)),
+                AggregateKind::Max(c) => AggregateSlot::Max(position_of(&mut layout.moment_columns, c)),
+                AggregateKind::Stddev(c) => AggregateSlot::Stddev(position_of(&mut layout.moment_columns, c)),
+                AggregateKind::Quantile(c, q) => AggregateSlot::Quantile(position_of(&mut layout.sketch_columns, c), q),
+                AggregateKind::Distinct(c) => AggregateSlot::Distinct(position_of(&mut layout.distinct_columns, c)),
+            };
+            slots.push((aggregate.segment, slot));
+        }
+        let bucket_width = gcd(rule.window, rule.every);
+        let span = rule.window + rule.every + rule.allowed_lateness;
+        let ring = (span / bucket_width + 2) as usize;
+        let group_names = rule.group_by.iter().map(|(name, _, _)| name.clone()).collect();
+        Ok(RuleRuntime {
+            filter,
+            segment_filters,
+            error_predicate,
+            groups: GroupTable::new(group_columns.len()),
+            group_columns,
+            group_names,
+            condition,
+            layouts,
+            slots,
+            bucket_width,
+            ring,
+            next_tick: None,
+            max_event_time: i64::MIN,
+            cells: vec![Vec::new(); segments],
+            totals: vec![(i64::MIN, 0); ring],
+            alert_states: Vec::new(),
+            late_events: 0,
+            row_groups: Vec::new(),
+            pairs: vec![Vec::new(); segments],
+            rule,
+        })
+    }
+
+    fn last_evaluated_tick(&self) -> i64 {
+        match self.next_tick {
+            Some(tick) => tick - self.rule.every,
+            None => i64::MIN,
+        }
+    }
+
+    fn observe(&mut self, batch: &RecordBatch, timestamps: &[i64], rule_index: usize, outbox: &mut Vec<(i64, usize, String, Alert)>) {
+        if self.next_tick.is_none() {
+            // The first tick is the first multiple of `every` after the earliest
+            // time an on-time event could carry, so shuffling within the lateness
+            // can't change which non-empty windows get evaluated.
+            let earliest = timestamps[0].saturating_sub(self.rule.allowed_lateness);
+            self.next_tick = Some((earliest.div_euclid(self.rule.every) + 1) * self.rule.every);
+        }
+        let mask = evaluate_predicate(&self.filter, batch);
+        let segment_masks: Vec<BooleanBuffer> = self
+            .segment_filters
+            .iter()
+            .map(|predicate| &evaluate_predicate(predicate, batch) & &mask)
+            .collect();
+        let errors = evaluate_predicate(&self.error_predicate, batch);
+        self.resolve_groups(batch, &mask);
+        let lateness = self.rule.allowed_lateness;
+        let mut slice_start = 0;
+        for (row, &timestamp) in timestamps.iter().enumerate() {
+            if timestamp <= self.max_event_time {
+                continue;
+            }
+            self.max_event_time = timestamp;
+            let watermark = timestamp.saturating_sub(lateness);
+            if watermark >= self.next_tick.unwrap_or(i64::MAX) {
+                self.aggregate_rows(batch, timestamps, slice_start..row, &mask, &segment_masks, &errors);
+                slice_start = row;
+                self.advance_to(watermark, rule_index, outbox);
+            }
+        }
+        self.aggregate_rows(batch, timestamps, slice_start..timestamps.len(), &mask, &segment_masks, &errors);
+    }
+
+    /// Interns group keys for every selected row of the batch into `row_groups`.
+    fn resolve_groups(&mut self, batch: &RecordBatch, mask: &BooleanBuffer) {
+        let rows = batch.num_rows();
+        let columns = self.group_columns.len();
+        let mut value_ids: Vec<Vec<u32>> = Vec::with_capacity(columns);
+        for position in 0..columns {
+            let column = batch.column(self.group_columns[position]);
+            value_ids.push(self.column_value_ids(position, column, mask));
+        }
+        self.row_groups.clear();
+        self.row_groups.resize(rows, u32::MAX);
+        let mut key = vec![0u32; columns];
+        for row in mask.set_indices() {
+            for (position, ids) in value_ids.iter().enumerate() {
+                key[position] = ids[row];
+            }
+            self.row_groups[row] = self.groups.group_of(&key, &self.group_names);
+        }
+        let groups = self.groups.len();
+        if self.alert_states.len() < groups {
+            let timers = HeldTimers::new(self.condition.held_timers);
+            self.alert_states.resize(groups, GroupAlertState { timers, ..GroupAlertState::default() });
+            for (segment, cells) in self.cells.iter_mut().enumerate() {
+                let empty = Cell { bucket: i64::MIN, summary: Summary::empty(&self.layouts[segment]) };
+                cells.resize(groups * self.ring, empty);
+            }
+        }
+    }
+
+    /// Global value ids of one group column for each row (dictionary values are interned once).
+    fn column_value_ids(&mut self, position: usize, array: &ArrayRef, mask: &BooleanBuffer) -> Vec<u32> {
+        let rows = array.len();
+        if let Some(dictionary) = array.as_dictionary_opt::<Int32Type>() {
+            if let Some(values) = dictionary.values().as_string_opt::<i32>() {
+                let ids: Vec<u32> = (0..values.len())
+                    .map(|i| if values.is_valid(i) { self.groups.intern_value(position, values.value(i)) } else { NULL_VALUE })
+                    .collect();
+                let keys = dictionary.keys();
+                return (0..rows)
+                    .map(|row| if keys.is_valid(row) { ids[keys.value(row) as usize] } else { NULL_VALUE })
+                    .collect();
+            }
+        }
+        let as_text = match array.data_type() {
+            DataType::Utf8 => array.clone(),
+            _ => match cast(array, &DataType::Utf8) {
+                Ok(text) => text,
+                Err(_) => return vec![NULL_VALUE; rows],
+            },
+        };
+        let strings = as_text.as_string::<i32>();
+        (0..rows)
+            .map(|row| {
+                if !mask.value(row) || strings.is_null(row) {
+                    NULL_VALUE
+                } else {
+                    self.groups.intern_value(position, strings.value(row))
+                }
+            })
+            .collect()
+    }
+
+    fn aggregate_rows(
+        &mut self,
+        batch: &RecordBatch,
+        timestamps: &[i64],
+        rows: std::ops::Range<usize>,
+        mask: &BooleanBuffer,
+        segment_masks: &[BooleanBuffer],
+        errors: &BooleanBuffer,
+    ) {
+        if rows.is_empty() {
+            return;
+        }
+        let late_before = self.last_evaluated_tick();
+        for pairs in &mut self.pairs {
+            pairs.clear();
+        }
+        let ring = self.ring as i64;
+        for row in rows {
+            if !mask.value(row) {
+                continue;
+            }
+            let timestamp = timestamps[row];
+            if timestamp < late_before {
+                self.late_events += 1;
+                continue;
+            }
+            let bucket = timestamp.div_euclid(self.bucket_width);
+            let slot = bucket.rem_euclid(ring) as usize;
+            let total = &mut self.totals[slot];
+            if total.0 != bucket {
+                *total = (bucket, 0);
+            }
+            total.1 += 1;
+            let group = self.row_groups[row] as usize;
+            debug_assert!(group < self.groups.len());
+            let cell_index = group * self.ring + slot;
+            for segment in 0..self.cells.len() {
+                if segment > 0 && !segment_masks[segment - 1].value(row) {
+                    continue;
+                }
+                let cell = &mut self.cells[segment][cell_index];
+                if cell.bucket != bucket {
+                    cell.summary.clear(&self.layouts[segment]);
+                    cell.bucket = bucket;
+                }
+                self.pairs[segment].push((row as u32, cell_index as u32));
+            }
+        }
+        for segment in 0..self.cells.len() {
+            let pairs = &self.pairs[segment];
+            if pairs.is_empty() {
+                continue;
+            }
+            let cells = &mut self.cells[segment];
+            for &(row, cell) in pairs {
+                let summary = &mut cells[cell as usize].summary;
+                summary.count += 1;
+                summary.errors += u64::from(errors.value(row as usize));
+            }
+            let layout = &self.layouts[segment];
+            for (position, column) in layout.moment_columns.iter().enumerate() {
+                let values = float_column(batch.column(*column));
+                for &(row, cell) in pairs {
+                    if values.is_valid(row as usize) {
+                        cells[cell as usize].summary.moments[position].add(values.value(row as usize));
+                    }
+                }
+            }
+            for (position, column) in layout.sketch_columns.iter().enumerate() {
+                let values = float_column(batch.column(*column));
+                for &(row, cell) in pairs {
+                    if values.is_valid(row as usize) {
+                        cells[cell as usize].summary.sketches[position].add(values.value(row as usize));
+                    }
+                }
+            }
+            for (position, column) in layout.distinct_columns.iter().enumerate() {
+                let hashes = value_hashes(batch.column(*column));
+                for &(row, cell) in pairs {
+                    if let Some(hash) = hashes[row as usize] {
+                        cells[cell as usize].summary.distinct[position].add_hash(hash);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Evaluates every tick up to `watermark`.
+    fn advance_to(&mut self, watermark: i64, rule_index: usize, outbox: &mut Vec<(i64, usize, String, Alert)>) {
+        let Some(mut tick) = self.next_tick else {
+            return;
+        };
+        let every = self.rule.every;
+        if (watermark - tick) / every > MAX_TICKS_PER_ADVANCE {
+            // A clock jump: evaluate the (empty) window once, then skip to the present.
+            self.evaluate_tick(tick, rule_index, outbox);
+            tick = (watermark.div_euclid(every)) * every;
+        }
+        while tick <= watermark {
+            self.evaluate_tick(tick, rule_index, outbox);
+            tick += every;
+        }
+        self.next_tick = Some(tick);
+    }
+
+    fn evaluate_tick(&mut self, tick: i64, rule_index: usize, outbox: &mut Vec<(i64, usize, String, Alert)>) {
+        let first_bucket = (tick - self.rule.window).div_euclid(self.bucket_width);
+        let last_bucket = tick.div_euclid(self.bucket_width) - 1;
+        let in_window = |bucket: i64| bucket >= first_bucket && bucket <= last_bucket;
+        let total: u64 = self.totals.iter().filter(|(bucket, _)| in_window(*bucket)).map(|(_, count)| count).sum();
+        let window_seconds = self.rule.window as f64 / 1e9;
+        let segments = self.cells.len();
+        let mut merged: Vec<Summary> = self.layouts.iter().map(Summary::empty).collect();
+        let mut values = vec![0.0; self.slots.len()];
+        for group in 0..self.groups.len() {
+            for segment in 0..segments {
+                let layout = &self.layouts[segment];
+                let target = &mut merged[segment];
+                target.clear(layout);
+                let base = group * self.ring;
+                for cell in &self.cells[segment][base..base + self.ring] {
+                    if in_window(cell.bucket) {
+                        target.merge(&cell.summary);
+                    }
+                }
+            }
+            for (value, (segment, slot)) in values.iter_mut().zip(&self.slots) {
+                let summary = &merged[*segment];
+                let count = summary.count as f64;
+                *value = match *slot {
+                    AggregateSlot::Count => count,
+                    AggregateSlot::Rate => count / window_seconds,
+                    AggregateSlot::Errors => summary.errors as f64,
+                    AggregateSlot::ErrorRate => summary.errors as f64 / count,
+                    AggregateSlot::Sum(i) => summary.moments[i].sum(),
+                    AggregateSlot::Avg(i) => summary.moments[i].mean(),
+                    AggregateSlot::Min(i) => summary.moments[i].min(),
+                    AggregateSlot::Max(i) => summary.moments[i].max(),
+                    AggregateSlot::Stddev(i) => summary.moments[i].stddev(),
+                    AggregateSlot::Quantile(i, q) => summary.sketches[i].quantile(q),
+                    AggregateSlot::Distinct(i) => summary.distinct[i].estimate(),
+                };
+            }
+            let state = &mut self.alert_states[group];
+            let mut witness = Witness::default();
+            let holds = evaluate(&self.condition.root, &values, tick, &mut state.timers, &mut witness) != 0.0;
+            let mut transition = None;
+            if holds {
+                state.last_true = Some(tick);
+                if state.firing_since.is_none() {
+                    let since = *state.pending_since.get_or_insert(tick);
+                    if tick - since >= self.rule.pending_for {
+                        state.firing_since = Some(tick);
+                        transition = Some((AlertState::Firing, tick, None));
+                    }
+                }
+            } else {
+                state.pending_since = None;
+                if let Some(started) = state.firing_since {
+                    if tick - state.last_true.unwrap_or(tick) >= self.rule.keep_firing_for {
+                        state.firing_since = None;
+                        transition = Some((AlertState::Resolved, started, Some(tick)));
+                    }
+                }
+            }
+            if let Some((alert_state, started, ended)) = transition {
+                let events = merged[0].count;
+                let impact = Impact {
+                    events,
+                    share_of_traffic: if total == 0 { 0.0 } else { events as f64 / total as f64 },
+                    distinct_clients: None,
+                };
+                let alert = self.alert(group, alert_state, started, ended, witness, impact);
+                outbox.push((tick, rule_index, self.groups.group_text[group].clone(), alert));
+            }
+        }
+    }
+
+    fn alert(
+        &self,
+        group: usize,
+        state: AlertState,
+        started: i64,
+        ended: Option<i64>,
+        witness: Witness,
+        impact: Impact,
+    ) -> Alert {
+        let group_text = &self.groups.group_text[group];
+        let starts_at = format_timestamp(started);
+        let rule = &self.rule;
+        Alert {
+            alert_id: fingerprint([rule.id.as_str(), group_text.as_str(), starts_at.as_str()]),
+            fingerprint: fingerprint([rule.id.as_str(), group_text.as_str()]),
+            rule_id: rule.id.clone(),
+            title: rule.title.clone(),
+            severity: rule.severity,
+            state,
+            starts_at,
+            ends_at: ended.map(format_timestamp),
+            group: self.groups.group_values[group].clone(),
+            value: witness.value.filter(|v| v.is_finite()),
+            threshold: witness.threshold.filter(|v| v.is_finite()),
+            condition: rule.condition.text.split_whitespace().collect::<Vec<_>>().join(" "),
+            atlas: rule.atlas.clone(),
+            impact,
+            explanation: Vec::new(),
+            labels: rule.labels.clone(),
+        }
+    }
+
+    fn state(&self) -> RuleState {
+        let firing = self
+            .alert_states
+            .iter()
+            .enumerate()
+            .filter(|(_, state)| state.firing_since.is_some())
+            .map(|(group, _)| self.groups.group_values[group].clone())
+            .collect();
+        RuleState {
+            rule_id: self.rule.id.clone(),
+            groups: self.groups.len(),
+            firing,
+            pending: self.alert_states.iter().filter(|s| s.pending_since.is_some() && s.firing_since.is_none()).count(),
+            next_tick: self.next_tick.map(format_timestamp),
+            late_events: self.late_events,
+            cells: self.cells.iter().map(Vec::len).sum(),
+        }
+    }
+}
+
+fn float_column(array: &ArrayRef) -> Float64Array {
+    if let Some(floats) = array.as_primitive_opt::<Float64Type>() {
+        return floats.clone();
+    }
+    match cast(array, &DataType::Float64) {
+        Ok(cast_array) => cast_array.as_primitive::<Float64Type>().clone(),
+        Err(_) => Float64Array::new_null(array.len()),
+    }
+}
+
+/// Portable 64-bit hashes of each row's value (xxh3 of its text form), for distinct counts.
+fn value_hashes(array: &ArrayRef) -> Vec<Option<u64>> {
+    use xxhash_rust::xxh3::xxh3_64;
+    if let Some(dictionary) = array.as_dictionary_opt::<Int32Type>() {
+        if let Some(values) = dictionary.values().as_string_opt::<i32>() {
+            let hashes: Vec<Option<u64>> =
+                (0..values.len()).map(|i| values.is_valid(i).then(|| xxh3_64(values.value(i).as_bytes()))).collect();
+            let keys = dictionary.keys();
+            return (0..keys.len()).map(|row| if keys.is_valid(row) { hashes[keys.value(row) as usize] } else { None }).collect();
+        }
+    }
+    let text = match array.data_type() {
+        DataType::Utf8 => array.clone(),
+        _ => match cast(array, &DataType::Utf8) {
+            Ok(text) => text,
+            Err(_) => return vec![None; array.len()],
+        },
+    };
+    let strings = text.as_string::<i32>();
+    (0..strings.len()).map(|row| strings.is_valid(row).then(|| xxh3_64(strings.value(row).as_bytes()))).collect()
+}
