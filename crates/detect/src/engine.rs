@@ -154,9 +154,13 @@ impl Engine {
 
 #[derive(Debug, Clone, Default)]
 struct GroupAlertState {
+    /// Earliest bucket with a row of this group. A group is evaluated only at
+    /// ticks after it; this is the same whatever the arrival order.
+    first_bucket: Option<i64>,
     pending_since: Option<i64>,
     firing_since: Option<i64>,
-    last_true: Option<i64>,
+    /// First tick the condition stopped holding while firing (for `keep_firing_for`).
+    clear_since: Option<i64>,
     timers: HeldTimers,
 }
 
@@ -491,6 +495,8 @@ impl RuleRuntime {
             total.1 += 1;
             let group = self.row_groups[row] as usize;
             debug_assert!(group < self.groups.len());
+            let first_bucket = &mut self.alert_states[group].first_bucket;
+            *first_bucket = Some(first_bucket.map_or(bucket, |b| b.min(bucket)));
             let cell_index = group * self.ring + slot;
             for segment in 0..self.cells.len() {
                 if segment > 0 && !segment_masks[segment - 1].value(row) {
@@ -571,6 +577,9 @@ impl RuleRuntime {
         let mut merged: Vec<Summary> = self.layouts.iter().map(Summary::empty).collect();
         let mut values = vec![0.0; self.slots.len()];
         for group in 0..self.groups.len() {
+            if self.alert_states[group].first_bucket.is_none_or(|first| first > last_bucket) {
+                continue;
+            }
             for segment in 0..segments {
                 let layout = &self.layouts[segment];
                 let target = &mut merged[segment];
@@ -604,7 +613,7 @@ impl RuleRuntime {
             let holds = evaluate(&self.condition.root, &values, tick, &mut state.timers, &mut witness) != 0.0;
             let mut transition = None;
             if holds {
-                state.last_true = Some(tick);
+                state.clear_since = None;
                 if state.firing_since.is_none() {
                     let since = *state.pending_since.get_or_insert(tick);
                     if tick - since >= self.rule.pending_for {
@@ -615,8 +624,10 @@ impl RuleRuntime {
             } else {
                 state.pending_since = None;
                 if let Some(started) = state.firing_since {
-                    if tick - state.last_true.unwrap_or(tick) >= self.rule.keep_firing_for {
+                    let clear_since = *state.clear_since.get_or_insert(tick);
+                    if tick - clear_since >= self.rule.keep_firing_for {
                         state.firing_since = None;
+                        state.clear_since = None;
                         transition = Some((AlertState::Resolved, started, Some(tick)));
                     }
                 }
