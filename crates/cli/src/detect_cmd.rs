@@ -1,10 +1,341 @@
-//! Placeholder, replaced by the subcommand's implementation.
+//! `inferwatch detect`: run rules over logs and print alert transitions as JSONL.
 
-/// Arguments.
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use inferwatch_core::{format_timestamp, Alert};
+use inferwatch_detect::{load_rules_dir, Engine};
+use inferwatch_ingest::{DeadLetterWriter, DecodeCounters, Decoder, Mapping, SinkMark};
+use serde::Serialize;
+
+use crate::pipeline::{InputSpec, Pipeline, PipelineEvent};
+
+/// Arguments of `inferwatch detect`.
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Directory (or single file) of YAML rules.
+    #[arg(long)]
+    pub rules: PathBuf,
+    /// Field mapping (YAML); the built-in mappings apply when omitted.
+    #[arg(long)]
+    pub mapping: Option<PathBuf>,
+    /// Keep reading as files grow and rotate, like `tail -F`.
+    #[arg(long)]
+    pub follow: bool,
+    /// Checkpoint file: a restart resumes reading where the last run stopped.
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    /// Where refused lines go, one JSON object each.
+    #[arg(long, default_value = "inferwatch.dlq.jsonl")]
+    pub dead_letter: PathBuf,
+    /// Write alerts here instead of standard output.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// Decoder threads (default: available cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Target chunk size in bytes (a chunk becomes one batch).
+    #[arg(long, default_value_t = 2 << 20)]
+    pub chunk_bytes: usize,
+    /// Write a JSON run summary (events, dead letters, late events, alerts, timing) here.
+    #[arg(long)]
+    pub summary: Option<PathBuf>,
+    /// Hide the progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Log files or globs (`.gz` is read transparently); `-` or nothing reads standard input.
+    pub inputs: Vec<String>,
+}
 
-/// Runs the subcommand.
-pub fn run(_args: Args) -> anyhow::Result<std::process::ExitCode> {
-    anyhow::bail!("not built yet")
+/// The run summary printed to stderr and optionally written as JSON.
+#[derive(Serialize)]
+pub struct RunSummary {
+    /// Lines read.
+    pub lines: u64,
+    /// Events decoded.
+    pub events: u64,
+    /// Refused lines.
+    pub dead_letters: u64,
+    /// Refused lines by reason.
+    pub dead_letters_by_reason: std::collections::BTreeMap<String, u64>,
+    /// Events dropped as later than the allowed lateness (summed over rules).
+    pub late_events: u64,
+    /// Alert transitions printed.
+    pub alerts: u64,
+    /// Bytes read.
+    pub bytes: u64,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+    /// Events per second.
+    pub events_per_second: f64,
+}
+
+/// Loads the mapping named on the command line, or the built-in one.
+pub fn load_mapping(path: Option<&PathBuf>) -> anyhow::Result<Arc<Mapping>> {
+    Ok(Arc::new(match path {
+        Some(path) => Mapping::from_yaml_path(path)?,
+        None => Mapping::builtin(),
+    }))
+}
+
+/// Loads and compiles rules, reporting every error at once.
+pub fn load_engine(rules_dir: &PathBuf, decoder: &Decoder) -> anyhow::Result<Engine> {
+    let (rules, errors) = load_rules_dir(rules_dir);
+    let mut messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    messages.extend(
+        Engine::check(&rules, &decoder.schema())
+            .iter()
+            .map(ToString::to_string),
+    );
+    if !messages.is_empty() {
+        bail!(
+            "{} rule error(s):\n  {}",
+            messages.len(),
+            messages.join("\n  ")
+        );
+    }
+    if rules.is_empty() {
+        bail!("no rules found in {}", rules_dir.display());
+    }
+    Ok(Engine::new(rules, &decoder.schema())?)
+}
+
+/// Runs `inferwatch detect`.
+pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
+    if let Some(path) = &args.output {
+        // Checkpoints record absolute sink paths.
+        args.output = Some(
+            std::path::absolute(path).with_context(|| format!("resolving {}", path.display()))?,
+        );
+    }
+    let mapping = load_mapping(args.mapping.as_ref())?;
+    let decoder = Decoder::new(mapping);
+    let mut engine = load_engine(&args.rules, &decoder)?;
+    let total_bytes = input_size(&args.inputs);
+    let threads = args.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    });
+    let spec = InputSpec {
+        inputs: args.inputs.clone(),
+        follow: args.follow,
+        checkpoint: args.checkpoint.clone(),
+        chunk_bytes: args.chunk_bytes,
+    };
+    let mut pipeline = Pipeline::start(spec, decoder, threads)?;
+    let stop = pipeline.stop_flag();
+    ctrlc::set_handler(move || stop.store(true, Ordering::Relaxed))
+        .context("installing the Ctrl-C handler")?;
+
+    let mut output: Box<dyn Write> = match &args.output {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("opening {}", path.display()))?;
+            // Alerts written after the last checkpoint commit are written again on resume.
+            if let Some(mark) = pipeline
+                .resumed_sinks()
+                .iter()
+                .find(|mark| &mark.path == path)
+            {
+                file.set_len(mark.length)
+                    .with_context(|| format!("truncating {}", path.display()))?;
+            }
+            Box::new(std::io::BufWriter::new(file))
+        }
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    let mut dead_letters: Option<DeadLetterWriter> = None;
+    let progress = Progress::new(total_bytes, args.quiet);
+    let started = Instant::now();
+    let mut counters = DecodeCounters::default();
+    let mut lines = 0u64;
+    let mut bytes_read = 0u64;
+    let mut alerts_written = 0u64;
+    let write_alerts = |alerts: Vec<Alert>, output: &mut Box<dyn Write>| -> anyhow::Result<u64> {
+        for alert in &alerts {
+            serde_json::to_writer(&mut *output, alert)?;
+            output.write_all(b"\n")?;
+        }
+        Ok(alerts.len() as u64)
+    };
+    while let Some(event) = pipeline.next()? {
+        match event {
+            PipelineEvent::Batch {
+                decoded,
+                position,
+                bytes,
+            } => {
+                lines += decoded.lines;
+                bytes_read += bytes;
+                counters.merge(&decoded.counters);
+                if !decoded.dead_letters.is_empty() {
+                    let writer = match &mut dead_letters {
+                        Some(writer) => writer,
+                        None => dead_letters.insert(DeadLetterWriter::open(&args.dead_letter)?),
+                    };
+                    writer.write(&decoded.dead_letters)?;
+                }
+                let alerts = engine.observe(&decoded.batch);
+                alerts_written += write_alerts(alerts, &mut output)?;
+                if args.follow {
+                    output.flush()?;
+                }
+                if args.checkpoint.is_some() {
+                    output.flush()?;
+                    let sinks = match &args.output {
+                        Some(path) => vec![SinkMark {
+                            path: path.clone(),
+                            length: std::fs::metadata(path)?.len(),
+                        }],
+                        None => Vec::new(),
+                    };
+                    pipeline.commit(position, sinks);
+                }
+                progress.update(
+                    bytes_read,
+                    engine.stats(),
+                    alerts_written,
+                    counters.dead_letters(),
+                    started,
+                );
+            }
+            PipelineEvent::Idle => {
+                output.flush()?;
+                progress.update(
+                    bytes_read,
+                    engine.stats(),
+                    alerts_written,
+                    counters.dead_letters(),
+                    started,
+                );
+            }
+        }
+    }
+    alerts_written += write_alerts(engine.finish(), &mut output)?;
+    output.flush()?;
+    pipeline.finish();
+    progress.finish();
+
+    let seconds = started.elapsed().as_secs_f64();
+    let stats = engine.stats();
+    let summary = RunSummary {
+        lines,
+        events: stats.events,
+        dead_letters: counters.dead_letters(),
+        dead_letters_by_reason: counters
+            .dead_letter_counts()
+            .map(|(kind, n)| (kind.as_str().to_string(), n))
+            .collect(),
+        late_events: stats.late_events,
+        alerts: alerts_written,
+        bytes: bytes_read,
+        seconds,
+        events_per_second: stats.events as f64 / seconds.max(1e-9),
+    };
+    eprintln!(
+        "inferwatch detect: {} events in {:.2}s ({:.0} events/s), {} alert transitions, {} dead letters{}, {} late events",
+        summary.events,
+        seconds,
+        summary.events_per_second,
+        summary.alerts,
+        summary.dead_letters,
+        if summary.dead_letters > 0 { format!(" (see {})", args.dead_letter.display()) } else { String::new() },
+        summary.late_events,
+    );
+    if let Some(path) = &args.summary {
+        std::fs::write(path, serde_json::to_vec_pretty(&summary)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn input_size(inputs: &[String]) -> Option<u64> {
+    if inputs.is_empty() || inputs.iter().any(|i| i == "-") {
+        return None;
+    }
+    let mut total = 0;
+    for input in inputs {
+        let paths: Vec<PathBuf> = match glob::glob(input) {
+            Ok(paths) => paths.flatten().collect(),
+            Err(_) => vec![PathBuf::from(input)],
+        };
+        for path in paths {
+            if path.extension().is_some_and(|e| e == "gz") {
+                return None;
+            }
+            total += std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        }
+    }
+    Some(total)
+}
+
+/// The stderr progress bar: bytes, events/s, event time and lag behind the wall clock.
+struct Progress {
+    bar: indicatif::ProgressBar,
+    last_draw: std::cell::Cell<Instant>,
+}
+
+impl Progress {
+    fn new(total_bytes: Option<u64>, quiet: bool) -> Progress {
+        let bar = match (quiet, total_bytes) {
+            (true, _) => indicatif::ProgressBar::hidden(),
+            (false, Some(total)) => indicatif::ProgressBar::new(total),
+            (false, None) => indicatif::ProgressBar::new_spinner(),
+        };
+        let template = if total_bytes.is_some() {
+            "{bar:30} {bytes}/{total_bytes} {msg}"
+        } else {
+            "{spinner} {bytes} {msg}"
+        };
+        if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+            bar.set_style(style);
+        }
+        Progress {
+            bar,
+            last_draw: std::cell::Cell::new(Instant::now()),
+        }
+    }
+
+    fn update(
+        &self,
+        bytes: u64,
+        stats: &inferwatch_detect::EngineStats,
+        alerts: u64,
+        dead_letters: u64,
+        started: Instant,
+    ) {
+        if self.last_draw.get().elapsed() < Duration::from_millis(200) {
+            return;
+        }
+        self.last_draw.set(Instant::now());
+        self.bar.set_position(bytes);
+        let rate = stats.events as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        let (event_time, lag) = match stats.max_event_time {
+            Some(max) => {
+                let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
+                (
+                    format_timestamp(max),
+                    format!("{}s", (now - max) / 1_000_000_000),
+                )
+            }
+            None => ("-".into(), "-".into()),
+        };
+        self.bar.set_message(format!(
+            "{:.0} events/s · event time {event_time} · lag {lag} · {alerts} alerts · {dead_letters} dead letters · {} late",
+            rate, stats.late_events
+        ));
+    }
+
+    fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
 }

@@ -6,6 +6,7 @@
 
 mod detect_cmd;
 mod map_cmd;
+mod pipeline;
 mod rules_cmd;
 mod simulate_cmd;
 

@@ -261,14 +261,25 @@ impl HeldTimers {
     }
 }
 
-/// The comparison that best explains an evaluation: the first one that held, else the first one.
+/// The comparisons that explain an evaluation: the first one that held and
+/// the first one that did not. A firing alert reports the former, a resolved
+/// alert the latter (the reason it stopped).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Witness {
-    /// Left side.
-    pub value: Option<f64>,
-    /// Right side.
-    pub threshold: Option<f64>,
-    held: bool,
+    held: Option<(f64, f64)>,
+    failed: Option<(f64, f64)>,
+}
+
+impl Witness {
+    /// `(value, threshold)` of the first comparison whose truth is `held`,
+    /// falling back to the other kind.
+    pub fn explaining(&self, held: bool) -> Option<(f64, f64)> {
+        if held {
+            self.held.or(self.failed)
+        } else {
+            self.failed.or(self.held)
+        }
+    }
 }
 
 /// Evaluates a condition at `now`, updating timers; every `for` timer is updated (no short-circuit).
@@ -286,9 +297,8 @@ pub fn evaluate(condition: &Condition, values: &[f64], now: i64, timers: &mut He
             let left = evaluate(left, values, now, timers, witness);
             let right = evaluate(right, values, now, timers, witness);
             let held = op.apply(left, right);
-            if (held && !witness.held) || witness.value.is_none() {
-                *witness = Witness { value: Some(left), threshold: Some(right), held };
-            }
+            let slot = if held { &mut witness.held } else { &mut witness.failed };
+            slot.get_or_insert((left, right));
             truth(held)
         }
         Condition::And(left, right) => {

@@ -657,6 +657,7 @@ impl RuleRuntime {
         let group_text = &self.groups.group_text[group];
         let starts_at = format_timestamp(started);
         let rule = &self.rule;
+        let explained = witness.explaining(state == AlertState::Firing);
         Alert {
             alert_id: fingerprint([rule.id.as_str(), group_text.as_str(), starts_at.as_str()]),
             fingerprint: fingerprint([rule.id.as_str(), group_text.as_str()]),
@@ -667,8 +668,8 @@ impl RuleRuntime {
             starts_at,
             ends_at: ended.map(format_timestamp),
             group: self.groups.group_values[group].clone(),
-            value: witness.value.filter(|v| v.is_finite()),
-            threshold: witness.threshold.filter(|v| v.is_finite()),
+            value: explained.map(|(value, _)| value).filter(|v| v.is_finite()),
+            threshold: explained.map(|(_, threshold)| threshold).filter(|v| v.is_finite()),
             condition: rule.condition.text.split_whitespace().collect::<Vec<_>>().join(" "),
             atlas: rule.atlas.clone(),
             impact,
