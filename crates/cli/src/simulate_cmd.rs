@@ -1,10 +1,111 @@
-//! Placeholder, replaced by the subcommand's implementation.
+//! `inferwatch simulate`: write a deterministic synthetic model fleet as JSONL,
+//! and optionally the labels of the injected incidents.
 
-/// Arguments.
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context;
+use inferwatch_sim::{Scenario, SimConfig, SimError};
+
+/// Arguments of `inferwatch simulate`.
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Scenarios to inject, comma separated: baseline, latency-regression,
+    /// error-spike, canary-regression, poisoned-source, input-length-shift,
+    /// extraction, dos.
+    #[arg(long, default_value = "baseline", value_name = "NAME[,NAME...]")]
+    scenario: String,
+    /// Simulated time span, e.g. 10m, 1h, 1d.
+    #[arg(long, default_value = "1h")]
+    duration: String,
+    /// Seed of every random draw: same arguments and seed, same bytes.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Output file; `-` writes to standard output.
+    #[arg(long, short, default_value = "-")]
+    output: PathBuf,
+    /// Write one JSON line per injected incident to this file.
+    #[arg(long)]
+    labels: Option<PathBuf>,
+    /// Fleet traffic in events per second (attack scenarios add to it).
+    #[arg(long, default_value_t = 300.0, value_name = "EV_PER_S")]
+    rate: f64,
+    /// Event time of the first instant (RFC 3339).
+    #[arg(long, default_value = "2026-01-01T00:00:00Z")]
+    start: String,
+    /// Generator threads (0: one per core, at most 4); the output does not
+    /// depend on it.
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+}
 
 /// Runs the subcommand.
-pub fn run(_args: Args) -> anyhow::Result<std::process::ExitCode> {
-    anyhow::bail!("not built yet")
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let config = SimConfig {
+        scenarios: Scenario::parse_list(&args.scenario)?,
+        duration_ns: inferwatch_core::parse_duration(&args.duration)?,
+        seed: args.seed,
+        rate: args.rate,
+        start_ns: inferwatch_core::parse_timestamp_text(&args.start)?,
+        threads: args.threads,
+    };
+    config.validate()?;
+
+    let incidents = inferwatch_sim::incidents(&config);
+    if let Some(path) = &args.labels {
+        let file = File::create(path)
+            .with_context(|| format!("cannot create labels file {}", path.display()))?;
+        let mut labels = BufWriter::new(file);
+        for incident in &incidents {
+            serde_json::to_writer(&mut labels, incident)?;
+            labels.write_all(b"\n")?;
+        }
+        labels
+            .flush()
+            .with_context(|| format!("cannot write labels file {}", path.display()))?;
+    }
+
+    let began = Instant::now();
+    let to_stdout = args.output.as_os_str() == "-";
+    let result = if to_stdout {
+        let stdout = std::io::stdout();
+        inferwatch_sim::generate(&config, BufWriter::with_capacity(1 << 20, stdout.lock()))
+    } else {
+        let file = File::create(&args.output)
+            .with_context(|| format!("cannot create output file {}", args.output.display()))?;
+        inferwatch_sim::generate(&config, BufWriter::with_capacity(1 << 20, file))
+    };
+    let summary = match result {
+        Ok(summary) => summary,
+        // A reader such as `head` closed the pipe: that is how it says "enough".
+        Err(SimError::Write(error))
+            if to_stdout && error.kind() == std::io::ErrorKind::BrokenPipe =>
+        {
+            return Ok(ExitCode::SUCCESS)
+        }
+        Err(error) => {
+            return Err(anyhow::Error::new(error))
+                .with_context(|| format!("simulating into {}", args.output.display()))
+        }
+    };
+
+    let seconds = began.elapsed().as_secs_f64().max(1e-9);
+    eprintln!(
+        "simulate: {} events ({:.1} MB, {:.0} bytes/event), {} incident{}, {:.2} s, {:.0} events/s",
+        summary.events,
+        summary.bytes as f64 / 1e6,
+        summary.bytes as f64 / summary.events.max(1) as f64,
+        summary.incidents.len(),
+        if summary.incidents.len() == 1 {
+            ""
+        } else {
+            "s"
+        },
+        seconds,
+        summary.events as f64 / seconds,
+    );
+    Ok(ExitCode::SUCCESS)
 }

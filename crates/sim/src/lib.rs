@@ -1,1 +1,251 @@
-//! placeholder
+//! # inferwatch-sim
+//!
+//! A deterministic synthetic model fleet: it writes the JSON lines that model
+//! servers would log (one object per inference request), with labelled faults
+//! and attacks injected at known times, so that rules, detectors and the whole
+//! pipeline can be tested, tuned and benchmarked without production data.
+//!
+//! ## Where it sits
+//!
+//! The simulator is a *source of input*, outside the data flow
+//! `sources → decode+map → enrich → batch → detect → alert`. Its output uses
+//! the canonical column names ([`inferwatch_core::column`]), so the default
+//! field mapping reads it as is, and its labels file (one [`Incident`] per
+//! line) is the ground truth against which alerts are scored. It depends only
+//! on `inferwatch-core`. The `inferwatch simulate` subcommand is a thin
+//! wrapper around [`generate`] and [`incidents`].
+//!
+//! ## The event
+//!
+//! One JSON object per line, fields always in this order:
+//!
+//! ```text
+//! {"timestamp":"2026-01-01T00:00:00.123Z","model_id":"recsys","model_version":"2.0",
+//!  "ab_group":"baseline","request_id":"r-000000000001a2b3","client_id":"c-00042",
+//!  "client_ip":"10.66.153.229","source_id":"src-03","status":"ok","http_status":200,
+//!  "latency_ms":123.4,"input_tokens":312,"output_tokens":20,"input_hash":"9f2c0a4b1d7e3c55",
+//!  "predicted_class":0,"confidence":0.71,"probabilities":[0.71,0.12,0.09,0.05,0.03]}
+//! ```
+//!
+//! * `timestamp`: RFC 3339 UTC, always millisecond precision; lines are sorted
+//!   by it;
+//! * failed requests have `"status":"error"`, an `error_type` (`timeout` 504,
+//!   `internal` 500, `unavailable` 503, `rate_limited` 429) placed before
+//!   `http_status`, `output_tokens` 0, and no class fields;
+//! * `chat-llm` logs `ttft_ms` (after `latency_ms`) and no class fields;
+//! * the classifiers log `predicted_class` (argmax), `confidence` (its
+//!   probability) and `probabilities`, rounded to 4 decimals;
+//! * `request_id` is `r-` and 16 hex digits, unique within a run;
+//! * `input_hash` is 16 hex digits.
+//!
+//! Lines are 345 to 460 bytes, 416 on average.
+//!
+//! ## The fleet (fixed; the seed only drives the traffic)
+//!
+//! | model | version (`ab_group`) | traffic share | median latency | p99 / median | timeout | input tokens (median, σ) | output tokens | classes (concentration) |
+//! |---|---|---|---|---|---|---|---|---|
+//! | `recsys` | `2.0` (baseline), `2.1` (canary) | 40.5 %, 4.5 % | 160 ms | 2.01 (p99 321 ms) | 1.5 s | 300, 0.35 | ~20 | 5 (16) |
+//! | `fraud` | `1.3` (baseline) | 25 % | 25 ms | 2.01 (p99 50 ms) | 0.5 s | 120, 0.2 | 1 | 2 (9) |
+//! | `chat-llm` | `4.0` (baseline) | 10 % | 2 400 ms | 2.01 (p99 4.8 s) | 30 s | 800, 0.5 | ~250 | none; logs `ttft_ms` |
+//! | `vision` | `3.2` (baseline) | 20 % | 60 ms | 2.01 (p99 121 ms) | 2 s | 1 024, 0.1 | 1 | 10 (30) |
+//!
+//! * **Latency** is log-normal with a total log-sigma of 0.30 per model, so
+//!   within any window p99 ≈ 2.0 × median. Its log is the sum of the model's
+//!   log-median, the daily cycle, `elasticity × ln(tokens / median tokens)`
+//!   (input elasticity 0.3, 0.5 for `vision`; output elasticity 0.4 for
+//!   `chat-llm`) and independent noise. Longer inputs therefore *cause*
+//!   longer latency.
+//! * **Daily cycle**: medians are multiplied by
+//!   `1 + 0.2 cos(2π (hour_utc − 14) / 24)`: ×1.2 at 14:00 UTC, ×0.8 at
+//!   02:00 UTC, ×1.0 at 08:00 and 20:00. The medians above are at ×1.0. A
+//!   run from the default start (`2026-01-01T00:00:00Z`) sits at ×0.81–0.83
+//!   for its first hour (so `recsys` shows a median near 131 ms and p99 near
+//!   265 ms there). Even at the daily peak, p99 stays below 2.45 × the
+//!   table's median.
+//! * **Errors**: 0.3 % of every version's requests outside incidents (30 %
+//!   `timeout`, 50 % `internal`, 20 % `rate_limited`). At the default rate
+//!   (300 ev/s) the smallest slice, the `recsys` 2.1 canary, gets 13.5 ev/s,
+//!   about 4 000 events per 5 minutes, so its 5-minute error rate stays far
+//!   below 2 % and no version is ever silent for a minute.
+//! * **Confidence**: the probabilities are a Dirichlet draw with parameter
+//!   `c` on the true class (drawn from the model's class prior) and 1 on the
+//!   others; mean confidence is about 0.80 (`recsys`), 0.90 (`fraud`) and
+//!   0.77 (`vision`), mostly between 0.6 and 0.99.
+//! * **Clients**: 2 000 clients `c-00000` .. `c-01999` with Zipf(0.8)
+//!   popularity (the busiest sends 5.4 % of the traffic), each with one
+//!   stable address in `10.0.0.0/8`. 30 % of a client's inputs are new; the
+//!   rest repeat one of its 32 usual inputs, so a busy client's unique-input
+//!   ratio is 0.3–0.5.
+//! * **Sources**: `src-00` .. `src-19`, uniform.
+//!
+//! ## Scenarios
+//!
+//! | scenario | what changes during the incident | label key |
+//! |---|---|---|
+//! | `baseline` | nothing (no incident) | – |
+//! | `latency-regression` | `fraud` latency ×3 | `model_id=fraud` |
+//! | `error-spike` | `vision` error rate 15 % (500 / 503) | `model_id=vision` |
+//! | `canary-regression` | `recsys` 2.1 latency ×2.2 (p99 ≥ 550 ms), errors 6 % | `model_id=recsys, model_version=2.1` |
+//! | `poisoned-source` | `src-07` inputs: concentration 2.5 instead of 9–30, 60 % forced to the last class | `source_id=src-07` |
+//! | `input-length-shift` | `recsys` input tokens ×4, latency ×1.5 through the elasticity | `model_id=recsys` |
+//! | `extraction` | new client `c-31337` from `203.0.113.77` queries `vision` at +10 % of the rate (+30 ev/s at the default), every input unique | `client_id=c-31337` |
+//! | `dos` | 40 new clients (`c-20000`.., `198.51.100.10`..) add 2× `chat-llm`'s volume with ~8k-token prompts; `chat-llm` overloads: latency ×2.5, 20 % errors (429 / 503) | `model_id=chat-llm` |
+//!
+//! The timing rule is in [`incidents`]: with one scenario, the incident starts
+//! at 40 % of the duration (whole minutes) and lasts `min(20 min, 30 %)`;
+//! several scenarios are staggered so that they don't overlap.
+//!
+//! ## Determinism and speed
+//!
+//! Simulated time is cut into one-second chunks. Each chunk draws from its
+//! own `Xoshiro256PlusPlus`, seeded from `(seed, chunk index)`, and chunks
+//! are written in order, so the output is byte-identical for the same
+//! configuration whatever the number of threads. Worker threads format
+//! chunks into reused buffers (no per-event allocation) while the calling
+//! thread writes them.
+//!
+//! ## Example
+//!
+//! ```
+//! use inferwatch_sim::{generate, incidents, Scenario, SimConfig};
+//!
+//! let config = SimConfig {
+//!     scenarios: Scenario::parse_list("latency-regression").unwrap(),
+//!     duration_ns: inferwatch_core::parse_duration("10m").unwrap(),
+//!     rate: 20.0,
+//!     ..SimConfig::default()
+//! };
+//! let labels = incidents(&config);
+//! assert_eq!(labels[0].key["model_id"], "fraud");
+//! let mut output = Vec::new();
+//! let summary = generate(&config, &mut output).unwrap();
+//! assert_eq!(summary.events, output.iter().filter(|&&byte| byte == b'\n').count() as u64);
+//! ```
+
+mod fleet;
+mod format;
+mod generate;
+mod scenario;
+
+pub use fleet::{
+    client_id, client_ip, daily_cycle, source_id, Deployment, ModelProfile, BACKGROUND_ERROR_RATE,
+    CLIENT_COUNT, CLIENT_ZIPF_EXPONENT, DAILY_CYCLE_AMPLITUDE, DAILY_CYCLE_PEAK_HOUR, DEPLOYMENTS,
+    FRESH_INPUT_SHARE, INPUT_POOL_SIZE, MODELS, SOURCE_COUNT,
+};
+pub use scenario::{incidents, targets, Incident, Scenario};
+
+use std::io::Write;
+
+/// Errors of the simulator.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// A scenario name is not one of [`Scenario::ALL`].
+    #[error("unknown scenario '{name}'; valid scenarios: {valid}")]
+    UnknownScenario {
+        /// The name that was given.
+        name: String,
+        /// The valid names, comma separated.
+        valid: String,
+    },
+    /// A configuration value is out of range.
+    #[error("invalid simulation config: {0}")]
+    InvalidConfig(String),
+    /// Writing the output failed.
+    #[error("cannot write simulated events: {0}")]
+    Write(#[source] std::io::Error),
+    /// An invariant was broken: this is a bug in inferwatch.
+    #[error("internal error (this is a bug): {0}")]
+    Internal(String),
+}
+
+/// What to simulate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimConfig {
+    /// Scenarios to inject (empty or `[Baseline]`: no incident).
+    pub scenarios: Vec<Scenario>,
+    /// Simulated time span, nanoseconds.
+    pub duration_ns: i64,
+    /// Seed of every random draw.
+    pub seed: u64,
+    /// Fleet traffic in events per second (attacks add to it).
+    pub rate: f64,
+    /// Event time of the first instant, UTC nanoseconds.
+    pub start_ns: i64,
+    /// Worker threads; 0 picks the number of cores (at most 4). The output
+    /// does not depend on it.
+    pub threads: usize,
+}
+
+impl Default for SimConfig {
+    /// Baseline, 1 h from `2026-01-01T00:00:00Z`, 300 ev/s, seed 42.
+    fn default() -> Self {
+        Self {
+            scenarios: vec![Scenario::Baseline],
+            duration_ns: 3_600 * inferwatch_core::NANOS_PER_SECOND,
+            seed: 42,
+            rate: 300.0,
+            start_ns: 1_767_225_600 * inferwatch_core::NANOS_PER_SECOND,
+            threads: 0,
+        }
+    }
+}
+
+impl SimConfig {
+    /// Checks the ranges: a rate in `[0, 10 000 000]`, a non-negative
+    /// duration, and a start at or after 1970 such that the end is
+    /// representable.
+    pub fn validate(&self) -> Result<(), SimError> {
+        if !self.rate.is_finite() || self.rate < 0.0 || self.rate > generate::MAX_RATE {
+            return Err(SimError::InvalidConfig(format!(
+                "rate {} is not between 0 and {} events per second",
+                self.rate,
+                generate::MAX_RATE
+            )));
+        }
+        if self.duration_ns < 0 {
+            return Err(SimError::InvalidConfig(format!(
+                "duration {} ns is negative",
+                self.duration_ns
+            )));
+        }
+        if self.start_ns < 0 || self.start_ns.checked_add(self.duration_ns).is_none() {
+            return Err(SimError::InvalidConfig(
+                "start must be between 1970 and 2262, end included".to_string(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn worker_threads(&self) -> usize {
+        if self.threads > 0 {
+            return self.threads;
+        }
+        std::thread::available_parallelism()
+            .map(|count| count.get())
+            .unwrap_or(1)
+            .min(4)
+    }
+}
+
+/// What [`generate`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimSummary {
+    /// Lines (events) written.
+    pub events: u64,
+    /// Bytes written.
+    pub bytes: u64,
+    /// The injected incidents, as [`incidents`] returns them.
+    pub incidents: Vec<Incident>,
+}
+
+/// Writes the simulated events of `config` to `writer`, one JSON object per
+/// line, sorted by timestamp. Large writes (one simulated second at a time)
+/// are issued, so wrapping `writer` in a `BufWriter` is optional.
+pub fn generate(config: &SimConfig, mut writer: impl Write) -> Result<SimSummary, SimError> {
+    config.validate()?;
+    let plan = generate::Plan::new(config, incidents(config))?;
+    generate::run(&plan, config.worker_threads(), &mut writer)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,662 @@
+//! The event generator: one-second chunks, each drawn from its own random
+//! stream, formatted into a reused buffer and written in order.
+
+use std::io::Write;
+use std::sync::mpsc;
+
+use rand::{Rng, RngCore, SeedableRng};
+use rand_distr::{Distribution, Exp1, Gamma, Poisson, StandardNormal};
+use rand_xoshiro::Xoshiro256PlusPlus;
+
+use crate::fleet::{
+    self, AliasTable, ModelProfile, CHAT_LLM, CLIENT_COUNT, DEPLOYMENTS, FRAUD, MODELS, RECSYS,
+    RECSYS_CANARY, SOURCE_COUNT, VISION,
+};
+use crate::format::{
+    push_hex16, push_integer, push_one_decimal, push_probability, push_two_digits,
+    TimestampFormatter,
+};
+use crate::scenario::{targets, Incident, Scenario};
+use crate::{SimConfig, SimError, SimSummary};
+
+/// Simulated time covered by one chunk.
+const CHUNK_NS: i64 = 1_000_000_000;
+/// Request ids are `chunk << 24 | index in chunk`.
+const REQUEST_INDEX_BITS: u32 = 24;
+/// Highest accepted `--rate`, so that a chunk never holds 2^24 events.
+pub(crate) const MAX_RATE: f64 = 10_000_000.0;
+/// Index of the extraction attacker among the clients.
+const EXTRACTION_CLIENT: usize = CLIENT_COUNT;
+/// Index of the first flooding client.
+const DOS_FIRST_CLIENT: usize = CLIENT_COUNT + 1;
+/// Deployment indices of the single-version models hit by attacks.
+const CHAT_DEPLOYMENT: usize = 3;
+const VISION_DEPLOYMENT: usize = 4;
+/// Distinct prompts replayed by the flooding clients.
+const DOS_PROMPT_COUNT: u64 = 5;
+/// Most classes of any model.
+const MAX_CLASSES: usize = 10;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stream {
+    Fleet,
+    Extraction,
+    Dos,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Ok,
+    Timeout,
+    Internal,
+    Unavailable,
+    RateLimited,
+}
+
+impl Outcome {
+    /// The JSON between the source id and the latency value.
+    fn fragment(self) -> &'static [u8] {
+        match self {
+            Outcome::Ok => br#"","status":"ok","http_status":200,"latency_ms":"#,
+            Outcome::Timeout => {
+                br#"","status":"error","error_type":"timeout","http_status":504,"latency_ms":"#
+            }
+            Outcome::Internal => {
+                br#"","status":"error","error_type":"internal","http_status":500,"latency_ms":"#
+            }
+            Outcome::Unavailable => {
+                br#"","status":"error","error_type":"unavailable","http_status":503,"latency_ms":"#
+            }
+            Outcome::RateLimited => {
+                br#"","status":"error","error_type":"rate_limited","http_status":429,"latency_ms":"#
+            }
+        }
+    }
+}
+
+/// Which errors a failing request gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ErrorMix {
+    /// 30 % timeout, 50 % internal, 20 % rate limited.
+    Background,
+    /// 70 % internal, 30 % unavailable.
+    Spike,
+    /// 60 % internal, 40 % timeout.
+    Canary,
+    /// 60 % rate limited, 40 % unavailable.
+    Overload,
+}
+
+impl ErrorMix {
+    fn pick(self, uniform: f64) -> Outcome {
+        match self {
+            ErrorMix::Background if uniform < 0.3 => Outcome::Timeout,
+            ErrorMix::Background if uniform < 0.8 => Outcome::Internal,
+            ErrorMix::Background => Outcome::RateLimited,
+            ErrorMix::Spike if uniform < 0.7 => Outcome::Internal,
+            ErrorMix::Spike => Outcome::Unavailable,
+            ErrorMix::Canary if uniform < 0.6 => Outcome::Internal,
+            ErrorMix::Canary => Outcome::Timeout,
+            ErrorMix::Overload if uniform < 0.6 => Outcome::RateLimited,
+            ErrorMix::Overload => Outcome::Unavailable,
+        }
+    }
+}
+
+/// What the incidents active at one instant do to one event.
+#[derive(Debug, Clone, Copy)]
+struct Effects {
+    latency_log_shift: f64,
+    input_log_shift: f64,
+    error_rate: f64,
+    error_mix: ErrorMix,
+    poisoned: bool,
+}
+
+impl Effects {
+    const NONE: Effects = Effects {
+        latency_log_shift: 0.0,
+        input_log_shift: 0.0,
+        error_rate: fleet::BACKGROUND_ERROR_RATE,
+        error_mix: ErrorMix::Background,
+        poisoned: false,
+    };
+
+    fn raise_errors(&mut self, rate: f64, mix: ErrorMix) {
+        if rate > self.error_rate {
+            self.error_rate = rate;
+            self.error_mix = mix;
+        }
+    }
+}
+
+struct ModelRuntime {
+    profile: &'static ModelProfile,
+    ln_median_latency: f64,
+    noise_sigma: f64,
+    ln_input_median: f64,
+    ln_output_median: f64,
+    class_cumulative: Vec<f64>,
+    gamma: Option<Gamma<f64>>,
+}
+
+/// Everything the chunks share: precomputed once per run.
+pub(crate) struct Plan {
+    start_ns: i64,
+    end_ns: i64,
+    seed: u64,
+    fleet_rate: f64,
+    extraction_rate: f64,
+    dos_rate: f64,
+    incidents: Vec<Incident>,
+    models: Vec<ModelRuntime>,
+    deployment_cumulative: [f64; DEPLOYMENTS.len()],
+    deployment_fragments: Vec<Vec<u8>>,
+    client_fragments: Vec<Vec<u8>>,
+    client_popularity: AliasTable,
+    poisoned_gamma: Gamma<f64>,
+    ln_dos_input: f64,
+}
+
+impl Plan {
+    pub(crate) fn new(config: &SimConfig, incidents: Vec<Incident>) -> Result<Plan, SimError> {
+        let gamma = |shape: f64| {
+            Gamma::new(shape, 1.0).map_err(|error| {
+                SimError::Internal(format!("gamma distribution with shape {shape}: {error}"))
+            })
+        };
+        let mut models = Vec::with_capacity(MODELS.len());
+        for profile in &MODELS {
+            let mut cumulative = Vec::with_capacity(profile.class_prior.len());
+            let mut total = 0.0;
+            for share in profile.class_prior {
+                total += share;
+                cumulative.push(total);
+            }
+            let gamma = if profile.class_prior.is_empty() {
+                None
+            } else {
+                Some(gamma(profile.concentration)?)
+            };
+            models.push(ModelRuntime {
+                profile,
+                ln_median_latency: profile.median_latency_ms.ln(),
+                noise_sigma: profile.noise_sigma(),
+                ln_input_median: profile.input_tokens_median.ln(),
+                ln_output_median: profile.output_tokens_median.ln(),
+                class_cumulative: cumulative,
+                gamma,
+            });
+        }
+        let mut deployment_cumulative = [0.0; DEPLOYMENTS.len()];
+        let mut total = 0.0;
+        for (slot, deployment) in deployment_cumulative.iter_mut().zip(&DEPLOYMENTS) {
+            total += deployment.share;
+            *slot = total;
+        }
+        let deployment_fragments =
+            DEPLOYMENTS
+                .iter()
+                .map(|deployment| {
+                    format!(
+                    r#"","model_id":"{}","model_version":"{}","ab_group":"{}","request_id":"r-"#,
+                    MODELS[deployment.model].model_id, deployment.model_version, deployment.ab_group
+                )
+                .into_bytes()
+                })
+                .collect();
+        let client_fragment = |id: &str, ip: &str| {
+            format!(r#"","client_id":"{id}","client_ip":"{ip}","source_id":"src-"#).into_bytes()
+        };
+        let mut client_fragments: Vec<Vec<u8>> = (0..CLIENT_COUNT)
+            .map(|index| client_fragment(&fleet::client_id(index), &fleet::client_ip(index)))
+            .collect();
+        client_fragments.push(client_fragment(
+            targets::EXTRACTION_CLIENT_ID,
+            targets::EXTRACTION_CLIENT_IP,
+        ));
+        for index in 0..targets::DOS_CLIENT_COUNT {
+            client_fragments.push(client_fragment(
+                &format!("c-{:05}", 20_000 + index),
+                &format!("198.51.100.{}", 10 + index),
+            ));
+        }
+        let chat_share = DEPLOYMENTS
+            .iter()
+            .filter(|deployment| deployment.model == CHAT_LLM)
+            .map(|deployment| deployment.share)
+            .sum::<f64>();
+        Ok(Plan {
+            start_ns: config.start_ns,
+            end_ns: config.start_ns + config.duration_ns,
+            seed: config.seed,
+            fleet_rate: config.rate,
+            extraction_rate: config.rate * targets::EXTRACTION_RATE_SHARE,
+            dos_rate: config.rate * chat_share * targets::DOS_EXTRA_VOLUME,
+            incidents,
+            models,
+            deployment_cumulative,
+            deployment_fragments,
+            client_fragments,
+            client_popularity: AliasTable::new(&fleet::zipf_weights(
+                CLIENT_COUNT,
+                fleet::CLIENT_ZIPF_EXPONENT,
+            )),
+            poisoned_gamma: gamma(targets::POISONED_CONCENTRATION)?,
+            ln_dos_input: targets::DOS_INPUT_TOKENS.ln(),
+        })
+    }
+
+    pub(crate) fn chunk_count(&self) -> u64 {
+        let span = self.end_ns - self.start_ns;
+        (span as u64).div_ceil(CHUNK_NS as u64)
+    }
+}
+
+/// SplitMix64's finaliser: a cheap, well-mixed 64-bit hash.
+#[inline]
+fn mix64(value: u64) -> u64 {
+    let mut z = value.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Per-thread scratch space and the chunk-filling logic.
+pub(crate) struct ChunkGenerator<'plan> {
+    plan: &'plan Plan,
+    arrivals: Vec<(i64, Stream)>,
+    active: Vec<(Scenario, i64, i64)>,
+    timestamps: TimestampFormatter,
+}
+
+impl<'plan> ChunkGenerator<'plan> {
+    pub(crate) fn new(plan: &'plan Plan) -> Self {
+        Self {
+            plan,
+            arrivals: Vec::new(),
+            active: Vec::new(),
+            timestamps: TimestampFormatter::new(),
+        }
+    }
+
+    /// Appends the events of chunk `chunk` to `buffer`; returns how many.
+    pub(crate) fn fill(&mut self, chunk: u64, buffer: &mut Vec<u8>) -> u64 {
+        let plan = self.plan;
+        let chunk_start = plan.start_ns + chunk as i64 * CHUNK_NS;
+        let chunk_end = (chunk_start + CHUNK_NS).min(plan.end_ns);
+        if chunk_start >= chunk_end {
+            return 0;
+        }
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(mix64(
+            mix64(plan.seed) ^ chunk.wrapping_mul(0xD1B5_4A32_D192_ED03),
+        ));
+
+        self.active.clear();
+        self.active.extend(
+            plan.incidents
+                .iter()
+                .filter(|incident| incident.start_ns < chunk_end && chunk_start < incident.end_ns)
+                .map(|incident| (incident.scenario, incident.start_ns, incident.end_ns)),
+        );
+
+        self.arrivals.clear();
+        add_arrivals(
+            &mut self.arrivals,
+            &mut rng,
+            Stream::Fleet,
+            plan.fleet_rate,
+            chunk_start,
+            chunk_end,
+        );
+        for index in 0..self.active.len() {
+            let (scenario, start, end) = self.active[index];
+            let (stream, rate) = match scenario {
+                Scenario::Extraction => (Stream::Extraction, plan.extraction_rate),
+                Scenario::Dos => (Stream::Dos, plan.dos_rate),
+                _ => continue,
+            };
+            add_arrivals(
+                &mut self.arrivals,
+                &mut rng,
+                stream,
+                rate,
+                start.max(chunk_start),
+                end.min(chunk_end),
+            );
+        }
+        self.arrivals
+            .sort_unstable_by_key(|&(timestamp, stream)| (timestamp, stream as u8));
+
+        let middle = chunk_start + (chunk_end - chunk_start) / 2;
+        let ln_cycle = fleet::daily_cycle(middle).ln();
+        let request_base = chunk << REQUEST_INDEX_BITS;
+        for index in 0..self.arrivals.len() {
+            let (timestamp, stream) = self.arrivals[index];
+            self.write_event(
+                buffer,
+                &mut rng,
+                timestamp,
+                stream,
+                request_base | index as u64,
+                ln_cycle,
+            );
+        }
+        self.arrivals.len() as u64
+    }
+
+    fn effects(&self, timestamp: i64, deployment: usize, source: usize) -> Effects {
+        let mut effects = Effects::NONE;
+        let model = DEPLOYMENTS[deployment].model;
+        for &(scenario, start, end) in &self.active {
+            if timestamp < start || timestamp >= end {
+                continue;
+            }
+            match scenario {
+                Scenario::Baseline | Scenario::Extraction => {}
+                Scenario::LatencyRegression if model == FRAUD => {
+                    effects.latency_log_shift += targets::LATENCY_REGRESSION_FACTOR.ln();
+                }
+                Scenario::ErrorSpike if model == VISION => {
+                    effects.raise_errors(targets::ERROR_SPIKE_RATE, ErrorMix::Spike);
+                }
+                Scenario::CanaryRegression if deployment == RECSYS_CANARY => {
+                    effects.latency_log_shift += targets::CANARY_LATENCY_FACTOR.ln();
+                    effects.raise_errors(targets::CANARY_ERROR_RATE, ErrorMix::Canary);
+                }
+                Scenario::PoisonedSource if source == targets::POISONED_SOURCE_INDEX => {
+                    effects.poisoned = true;
+                }
+                Scenario::InputLengthShift if model == RECSYS => {
+                    effects.input_log_shift += targets::INPUT_LENGTH_FACTOR.ln();
+                }
+                Scenario::Dos if model == CHAT_LLM => {
+                    effects.latency_log_shift += targets::DOS_OVERLOAD_FACTOR.ln();
+                    effects.raise_errors(targets::DOS_ERROR_RATE, ErrorMix::Overload);
+                }
+                _ => {}
+            }
+        }
+        effects
+    }
+
+    fn write_event(
+        &mut self,
+        buffer: &mut Vec<u8>,
+        rng: &mut Xoshiro256PlusPlus,
+        timestamp: i64,
+        stream: Stream,
+        request_id: u64,
+        ln_cycle: f64,
+    ) {
+        let plan = self.plan;
+        let (deployment, client) = match stream {
+            Stream::Fleet => {
+                let uniform: f64 = rng.random();
+                let deployment = plan
+                    .deployment_cumulative
+                    .iter()
+                    .position(|&bound| uniform < bound)
+                    .unwrap_or(DEPLOYMENTS.len() - 1);
+                (deployment, plan.client_popularity.sample(rng.next_u64()))
+            }
+            Stream::Extraction => (VISION_DEPLOYMENT, EXTRACTION_CLIENT),
+            Stream::Dos => {
+                let offset =
+                    ((rng.next_u32() as u64 * targets::DOS_CLIENT_COUNT as u64) >> 32) as usize;
+                (CHAT_DEPLOYMENT, DOS_FIRST_CLIENT + offset)
+            }
+        };
+        let source = ((rng.next_u32() as u64 * SOURCE_COUNT as u64) >> 32) as usize;
+        let model_index = DEPLOYMENTS[deployment].model;
+        let model = &plan.models[model_index];
+        let profile = model.profile;
+        let effects = self.effects(timestamp, deployment, source);
+
+        // Token counts, then latency caused by them.
+        let normal: f64 = rng.sample(StandardNormal);
+        let input_deviation = if stream == Stream::Dos {
+            plan.ln_dos_input - model.ln_input_median + 0.1 * normal
+        } else {
+            effects.input_log_shift + profile.input_tokens_sigma * normal
+        };
+        let input_tokens = (model.ln_input_median + input_deviation)
+            .exp()
+            .round()
+            .max(1.0) as u64;
+        let (mut output_tokens, output_deviation) = if profile.output_tokens_sigma > 0.0 {
+            let normal: f64 = rng.sample(StandardNormal);
+            let deviation = profile.output_tokens_sigma * normal;
+            let tokens = (model.ln_output_median + deviation).exp().round().max(1.0) as u64;
+            (tokens, deviation)
+        } else {
+            (profile.output_tokens_median as u64, 0.0)
+        };
+        let noise: f64 = rng.sample(StandardNormal);
+        let mut latency = (model.ln_median_latency
+            + ln_cycle
+            + profile.input_elasticity * input_deviation
+            + profile.output_elasticity * output_deviation
+            + model.noise_sigma * noise
+            + effects.latency_log_shift)
+            .exp();
+
+        let coin: f64 = rng.random();
+        let mut outcome = if coin < effects.error_rate {
+            effects.error_mix.pick(coin / effects.error_rate)
+        } else {
+            Outcome::Ok
+        };
+        if outcome == Outcome::Ok && latency > profile.timeout_ms {
+            outcome = Outcome::Timeout;
+        }
+        match outcome {
+            Outcome::Ok => {}
+            Outcome::Timeout => latency = profile.timeout_ms * (1.0 + 0.01 * rng.random::<f64>()),
+            Outcome::Internal => latency *= 0.3,
+            Outcome::Unavailable => latency = 0.5 + 0.05 * latency,
+            Outcome::RateLimited => latency = 0.3 + 1.5 * rng.random::<f64>(),
+        }
+        if outcome != Outcome::Ok {
+            output_tokens = 0;
+        }
+
+        let input_hash = match stream {
+            Stream::Extraction => rng.next_u64(),
+            Stream::Dos => mix64(0xD05_0000 + rng.next_u64() % DOS_PROMPT_COUNT),
+            Stream::Fleet => {
+                let uniform: f64 = rng.random();
+                if uniform < fleet::FRESH_INPUT_SHARE {
+                    rng.next_u64()
+                } else {
+                    let within =
+                        (uniform - fleet::FRESH_INPUT_SHARE) / (1.0 - fleet::FRESH_INPUT_SHARE);
+                    let item = (within * within * within * fleet::INPUT_POOL_SIZE as f64) as u64;
+                    mix64(((client as u64) << 16) | ((model_index as u64) << 8) | item)
+                }
+            }
+        };
+
+        buffer.extend_from_slice(br#"{"timestamp":""#);
+        self.timestamps.push(buffer, timestamp);
+        buffer.extend_from_slice(&plan.deployment_fragments[deployment]);
+        push_hex16(buffer, request_id);
+        buffer.extend_from_slice(&plan.client_fragments[client]);
+        push_two_digits(buffer, source);
+        buffer.extend_from_slice(outcome.fragment());
+        push_one_decimal(buffer, latency);
+        if profile.logs_ttft && outcome == Outcome::Ok {
+            let normal: f64 = rng.sample(StandardNormal);
+            let ttft = (latency * 0.15 * (0.2 * normal).exp()).min(0.9 * latency);
+            buffer.extend_from_slice(br#","ttft_ms":"#);
+            push_one_decimal(buffer, ttft);
+        }
+        buffer.extend_from_slice(br#","input_tokens":"#);
+        push_integer(buffer, input_tokens);
+        buffer.extend_from_slice(br#","output_tokens":"#);
+        push_integer(buffer, output_tokens);
+        buffer.extend_from_slice(br#","input_hash":""#);
+        push_hex16(buffer, input_hash);
+        buffer.push(b'"');
+        if outcome == Outcome::Ok {
+            if let Some(gamma) = &model.gamma {
+                self.write_probabilities(buffer, rng, model, gamma, effects.poisoned);
+            }
+        }
+        buffer.extend_from_slice(b"}\n");
+    }
+
+    fn write_probabilities(
+        &self,
+        buffer: &mut Vec<u8>,
+        rng: &mut Xoshiro256PlusPlus,
+        model: &ModelRuntime,
+        gamma: &Gamma<f64>,
+        poisoned: bool,
+    ) {
+        let classes = model.class_cumulative.len();
+        debug_assert!(classes > 1 && classes <= MAX_CLASSES);
+        let uniform: f64 = rng.random();
+        let true_class = if poisoned && uniform < targets::POISONED_CLASS_SKEW {
+            classes - 1
+        } else {
+            let uniform = if poisoned {
+                (uniform - targets::POISONED_CLASS_SKEW) / (1.0 - targets::POISONED_CLASS_SKEW)
+            } else {
+                uniform
+            };
+            model
+                .class_cumulative
+                .iter()
+                .position(|&bound| uniform < bound)
+                .unwrap_or(classes - 1)
+        };
+        let concentration = if poisoned {
+            &self.plan.poisoned_gamma
+        } else {
+            gamma
+        };
+        let mut probabilities = [0.0_f64; MAX_CLASSES];
+        let mut total = 0.0;
+        for (class, slot) in probabilities[..classes].iter_mut().enumerate() {
+            let draw: f64 = if class == true_class {
+                concentration.sample(rng)
+            } else {
+                rng.sample(Exp1)
+            };
+            *slot = draw;
+            total += draw;
+        }
+        let mut predicted = 0;
+        for class in 0..classes {
+            probabilities[class] /= total;
+            if probabilities[class] > probabilities[predicted] {
+                predicted = class;
+            }
+        }
+        buffer.extend_from_slice(br#","predicted_class":"#);
+        push_integer(buffer, predicted as u64);
+        buffer.extend_from_slice(br#","confidence":"#);
+        push_probability(buffer, probabilities[predicted]);
+        buffer.extend_from_slice(br#","probabilities":["#);
+        for (class, probability) in probabilities[..classes].iter().enumerate() {
+            if class > 0 {
+                buffer.push(b',');
+            }
+            push_probability(buffer, *probability);
+        }
+        buffer.push(b']');
+    }
+}
+
+/// Adds a Poisson number of arrivals at `rate` per second, uniform in
+/// `[start, end)`.
+fn add_arrivals(
+    arrivals: &mut Vec<(i64, Stream)>,
+    rng: &mut Xoshiro256PlusPlus,
+    stream: Stream,
+    rate: f64,
+    start: i64,
+    end: i64,
+) {
+    let span = end - start;
+    let expected = rate * span as f64 / 1e9;
+    if span <= 0 || expected <= 0.0 {
+        return;
+    }
+    let count = match Poisson::new(expected) {
+        Ok(poisson) => poisson.sample(rng) as u64,
+        Err(_) => expected.round() as u64,
+    };
+    arrivals.reserve(count as usize);
+    for _ in 0..count {
+        let offset =
+            ((rng.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64) * span as f64) as i64;
+        arrivals.push((start + offset.min(span - 1), stream));
+    }
+}
+
+/// Generates every chunk and writes them in order, with `threads` worker
+/// threads formatting chunks while the calling thread writes.
+pub(crate) fn run(
+    plan: &Plan,
+    threads: usize,
+    writer: &mut dyn Write,
+) -> Result<SimSummary, SimError> {
+    let chunk_count = plan.chunk_count();
+    let mut summary = SimSummary {
+        events: 0,
+        bytes: 0,
+        incidents: plan.incidents.clone(),
+    };
+    let threads = threads.clamp(1, chunk_count.clamp(1, 64) as usize);
+    if threads == 1 {
+        let mut generator = ChunkGenerator::new(plan);
+        let mut buffer = Vec::new();
+        for chunk in 0..chunk_count {
+            buffer.clear();
+            summary.events += generator.fill(chunk, &mut buffer);
+            summary.bytes += buffer.len() as u64;
+            writer.write_all(&buffer).map_err(SimError::Write)?;
+        }
+        writer.flush().map_err(SimError::Write)?;
+        return Ok(summary);
+    }
+
+    std::thread::scope(|scope| {
+        let mut filled = Vec::with_capacity(threads);
+        let mut recycle = Vec::with_capacity(threads);
+        for worker in 0..threads {
+            let (filled_sender, filled_receiver) = mpsc::sync_channel::<(Vec<u8>, u64)>(2);
+            let (recycle_sender, recycle_receiver) = mpsc::channel::<Vec<u8>>();
+            filled.push(filled_receiver);
+            recycle.push(recycle_sender);
+            scope.spawn(move || {
+                let mut generator = ChunkGenerator::new(plan);
+                let mut chunk = worker as u64;
+                while chunk < chunk_count {
+                    let mut buffer = recycle_receiver.try_recv().unwrap_or_default();
+                    buffer.clear();
+                    let events = generator.fill(chunk, &mut buffer);
+                    if filled_sender.send((buffer, events)).is_err() {
+                        return; // The writer stopped.
+                    }
+                    chunk += threads as u64;
+                }
+            });
+        }
+        for chunk in 0..chunk_count {
+            let worker = (chunk % threads as u64) as usize;
+            let (buffer, events) = filled[worker].recv().map_err(|_| {
+                SimError::Internal(format!("generator thread for chunk {chunk} stopped"))
+            })?;
+            summary.events += events;
+            summary.bytes += buffer.len() as u64;
+            writer.write_all(&buffer).map_err(SimError::Write)?;
+            // The worker may have finished already; then the buffer is dropped.
+            let _ = recycle[worker].send(buffer);
+        }
+        writer.flush().map_err(SimError::Write)?;
+        Ok(summary)
+    })
+}
