@@ -504,7 +504,7 @@ impl RuleRuntime {
                 }
                 let cell = &mut self.cells[segment][cell_index];
                 if cell.bucket != bucket {
-                    cell.summary.clear(&self.layouts[segment]);
+                    cell.summary.clear();
                     cell.bucket = bucket;
                 }
                 self.pairs[segment].push((row as u32, cell_index as u32));
@@ -581,9 +581,8 @@ impl RuleRuntime {
                 continue;
             }
             for segment in 0..segments {
-                let layout = &self.layouts[segment];
                 let target = &mut merged[segment];
-                target.clear(layout);
+                target.clear();
                 let base = group * self.ring;
                 for cell in &self.cells[segment][base..base + self.ring] {
                     if in_window(cell.bucket) {

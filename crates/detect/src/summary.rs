@@ -207,12 +207,16 @@ impl Summary {
         }
     }
 
-    /// Empties the summary for reuse, keeping allocations where the types allow.
-    pub fn clear(&mut self, layout: &SummaryLayout) {
+    /// Empties the summary in place (its shape stays that of its layout).
+    pub fn clear(&mut self) {
         if self.count == 0 {
             return;
         }
-        *self = Summary::empty(layout);
+        self.count = 0;
+        self.errors = 0;
+        self.moments.iter_mut().for_each(|m| *m = Moments::default());
+        self.sketches.iter_mut().for_each(|s| *s = QuantileSketch::default());
+        self.distinct.iter_mut().for_each(|d| *d = DistinctSketch::default());
     }
 }
 
