@@ -28,6 +28,22 @@ pub enum IngestError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// A checkpoint file exists but cannot be used.
+    #[error("checkpoint {path}: {message}")]
+    Checkpoint {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// What is wrong with it, and what to do.
+        message: String,
+    },
+    /// An input path or glob pattern is invalid or matches nothing.
+    #[error("input '{pattern}': {message}")]
+    InvalidPattern {
+        /// The path or pattern as given.
+        pattern: String,
+        /// What is wrong.
+        message: String,
+    },
     /// An invariant was broken: this is a bug in inferwatch.
     #[error("internal error (this is a bug): {0}")]
     Internal(String),

@@ -1,0 +1,357 @@
+//! Sources: where log lines come from, cut into [`Chunk`]s of whole lines.
+//!
+//! A [`Source`] is polled with [`Source::next_chunk`], which answers with a
+//! [`SourcePoll`]:
+//!
+//! * [`SourcePoll::Ready`]: a chunk of whole lines plus the [`SourcePosition`]
+//!   just after it;
+//! * [`SourcePoll::Idle`]: nothing new arrived within one poll interval
+//!   (follow mode only). The source has already slept, so the caller can do
+//!   wall-clock work (flush, tick windows) and call again without spinning;
+//! * [`SourcePoll::End`]: end of input when reading once, or the stop flag was
+//!   raised when following.
+//!
+//! The caller decides when a position is *durable*: once everything up to a
+//! chunk has been handled (written, flushed, fsynced), it calls
+//! [`Source::commit`] with that chunk's position. A restart with the same
+//! checkpoint file resumes just after the last committed line: no loss, no
+//! duplicates. Committing is explicit because only the caller knows when its
+//! own output is safe; a source that committed on read would lose data on a
+//! crash between reading and writing.
+//!
+//! ```no_run
+//! use inferwatch_ingest::{FileSource, FileSourceOptions, Source, SourcePoll};
+//! let mut options = FileSourceOptions::new(vec!["/var/log/model/*.log".to_string()]);
+//! options.checkpoint = Some("/var/lib/inferwatch/ckpt.json".into());
+//! let mut source = FileSource::open(options)?;
+//! while let SourcePoll::Ready(ready) = source.next_chunk()? {
+//!     // ... handle ready.chunk durably ...
+//!     source.commit(&ready.position)?;
+//! }
+//! # Ok::<(), inferwatch_ingest::IngestError>(())
+//! ```
+
+mod file;
+
+pub use file::{FileSource, FileSourceOptions};
+
+use std::io::Read;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::checkpoint::{FileCheckpoint, SinkMark};
+use crate::{Chunk, IngestError};
+
+/// Default target size of a chunk: 1 MiB.
+pub const DEFAULT_CHUNK_BYTES: usize = 1 << 20;
+
+/// Default pause between two polls of a followed input.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The answer of [`Source::next_chunk`].
+#[derive(Debug)]
+pub enum SourcePoll {
+    /// A chunk of whole lines, and the position just after it.
+    Ready(SourceChunk),
+    /// Nothing new within one poll interval (the source already waited).
+    /// Only returned when following; call again.
+    Idle,
+    /// No more input: end of input, or the stop flag was raised.
+    End,
+}
+
+/// A chunk and the position to commit once it has been handled.
+#[derive(Debug)]
+pub struct SourceChunk {
+    /// Whole lines.
+    pub chunk: Chunk,
+    /// Where reading stands just after this chunk, across all inputs.
+    pub position: SourcePosition,
+}
+
+/// An opaque resume token: a snapshot of how far every input has been read.
+///
+/// Positions are cumulative (each one covers everything emitted before it),
+/// so committing the latest one after handling a run of chunks is enough.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourcePosition {
+    pub(crate) files: Vec<FileCheckpoint>,
+}
+
+impl SourcePosition {
+    /// The per-file entries of this position (empty for unseekable sources).
+    pub fn files(&self) -> &[FileCheckpoint] {
+        &self.files
+    }
+}
+
+/// Something that produces chunks of log lines and can resume after a restart.
+pub trait Source: Send {
+    /// Returns the next chunk, [`SourcePoll::Idle`] or [`SourcePoll::End`].
+    fn next_chunk(&mut self) -> Result<SourcePoll, IngestError>;
+
+    /// Records that everything up to `position` has been durably handled,
+    /// together with the lengths of the caller's output files.
+    ///
+    /// A no-op for sources that have no checkpoint.
+    fn commit_with_sinks(
+        &mut self,
+        position: &SourcePosition,
+        sinks: &[SinkMark],
+    ) -> Result<(), IngestError>;
+
+    /// Records that everything up to `position` has been durably handled.
+    fn commit(&mut self, position: &SourcePosition) -> Result<(), IngestError> {
+        self.commit_with_sinks(position, &[])
+    }
+
+    /// The sink lengths recorded by the checkpoint this source resumed from.
+    /// A caller that writes to a file truncates it to this length before
+    /// writing, which discards output written after the last commit.
+    fn resumed_sinks(&self) -> &[SinkMark] {
+        &[]
+    }
+}
+
+/// Counts the lines in `data`, counting a final unterminated line too.
+pub(crate) fn count_lines(data: &[u8]) -> u64 {
+    let newlines = memchr::memchr_iter(b'\n', data).count() as u64;
+    let unterminated = u64::from(!data.is_empty() && data.last() != Some(&b'\n'));
+    newlines + unterminated
+}
+
+/// Where the next chunk of `pending` ends: after the last newline within the
+/// first `chunk_bytes`, or, when the first line is longer than that, after
+/// its newline. `None` when `pending` holds no newline at all.
+pub(crate) fn chunk_end(pending: &[u8], chunk_bytes: usize) -> Option<usize> {
+    let head = &pending[..pending.len().min(chunk_bytes)];
+    if let Some(newline) = memchr::memrchr(b'\n', head) {
+        return Some(newline + 1);
+    }
+    memchr::memchr(b'\n', &pending[head.len()..]).map(|newline| head.len() + newline + 1)
+}
+
+/// Sleeps for `duration`, waking early when `stop` is raised.
+pub(crate) fn sleep_unless_stopped(duration: Duration, stop: &AtomicBool) {
+    // Short slices keep shutdown prompt even with a long poll interval.
+    const SLICE: Duration = Duration::from_millis(25);
+    let deadline = std::time::Instant::now() + duration;
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let now = std::time::Instant::now();
+        if now >= deadline {
+            return;
+        }
+        std::thread::sleep(SLICE.min(deadline - now));
+    }
+}
+
+/// Reads any byte stream (standard input, a pipe) to its end, in chunks.
+///
+/// A background thread does the blocking reads so that
+/// [`next_chunk`](Source::next_chunk) can return [`SourcePoll::Idle`] while
+/// the stream is quiet. There is no checkpoint: a stream cannot be re-read.
+pub struct ReaderSource {
+    name: Arc<str>,
+    receiver: Receiver<std::io::Result<Vec<u8>>>,
+    pending: Vec<u8>,
+    offset: u64,
+    line: u64,
+    at_end: bool,
+    chunk_bytes: usize,
+    poll_interval: Duration,
+    stop: Arc<AtomicBool>,
+}
+
+/// Reads standard input until end of file.
+pub type StdinSource = ReaderSource;
+
+impl ReaderSource {
+    /// Reads standard input.
+    pub fn stdin() -> ReaderSource {
+        Self::new("stdin", std::io::stdin())
+    }
+
+    /// Reads `reader` on a background thread; `name` labels its chunks.
+    pub fn new(name: &str, mut reader: impl Read + Send + 'static) -> ReaderSource {
+        const BLOCK: usize = 256 * 1024;
+        // A small bound keeps memory flat when the consumer is slower.
+        let (sender, receiver) = mpsc::sync_channel(4);
+        std::thread::Builder::new()
+            .name(format!("read-{name}"))
+            .spawn(move || loop {
+                let mut block = Vec::with_capacity(BLOCK);
+                match (&mut reader).take(BLOCK as u64).read_to_end(&mut block) {
+                    Ok(0) => return,
+                    Ok(_) => {
+                        if sender.send(Ok(block)).is_err() {
+                            return;
+                        }
+                    }
+                    Err(error) => {
+                        let _ = sender.send(Err(error));
+                        return;
+                    }
+                }
+            })
+            .expect("spawning a reader thread");
+        ReaderSource {
+            name: Arc::from(name),
+            receiver,
+            pending: Vec::new(),
+            offset: 0,
+            line: 0,
+            at_end: false,
+            chunk_bytes: DEFAULT_CHUNK_BYTES,
+            poll_interval: DEFAULT_POLL_INTERVAL,
+            stop: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Sets the target chunk size.
+    pub fn with_chunk_bytes(mut self, chunk_bytes: usize) -> ReaderSource {
+        self.chunk_bytes = chunk_bytes.max(1);
+        self
+    }
+
+    /// Sets how long to wait for data before answering [`SourcePoll::Idle`].
+    pub fn with_poll_interval(mut self, poll_interval: Duration) -> ReaderSource {
+        self.poll_interval = poll_interval;
+        self
+    }
+
+    /// Uses `stop` as the stop flag.
+    pub fn with_stop(mut self, stop: Arc<AtomicBool>) -> ReaderSource {
+        self.stop = stop;
+        self
+    }
+
+    fn emit(&mut self, length: usize) -> SourcePoll {
+        let rest = self.pending.split_off(length);
+        let data = std::mem::replace(&mut self.pending, rest);
+        let chunk = Chunk {
+            source: self.name.clone(),
+            first_line: self.line + 1,
+            first_offset: self.offset,
+            data,
+        };
+        self.offset += chunk.data.len() as u64;
+        self.line += count_lines(&chunk.data);
+        SourcePoll::Ready(SourceChunk {
+            chunk,
+            position: SourcePosition::default(),
+        })
+    }
+
+    fn cut(&self) -> Option<usize> {
+        chunk_end(&self.pending, self.chunk_bytes)
+    }
+}
+
+impl Source for ReaderSource {
+    fn next_chunk(&mut self) -> Result<SourcePoll, IngestError> {
+        loop {
+            if self.stop.load(Ordering::Relaxed) {
+                return Ok(SourcePoll::End);
+            }
+            if self.pending.len() >= self.chunk_bytes {
+                if let Some(cut) = self.cut() {
+                    return Ok(self.emit(cut));
+                }
+            }
+            if self.at_end {
+                return Ok(match self.pending.len() {
+                    0 => SourcePoll::End,
+                    // At the end of the stream, the final line needs no newline.
+                    all => self.emit(all),
+                });
+            }
+            // With whole lines in hand, take only what is already there, so
+            // an interactive stream is not held back waiting for a full chunk.
+            let received = match self.cut() {
+                Some(cut) => match self.receiver.try_recv() {
+                    Ok(received) => Some(received),
+                    Err(TryRecvError::Empty) => return Ok(self.emit(cut)),
+                    Err(TryRecvError::Disconnected) => None,
+                },
+                None => match self.receiver.recv_timeout(self.poll_interval) {
+                    Ok(received) => Some(received),
+                    Err(RecvTimeoutError::Timeout) => return Ok(SourcePoll::Idle),
+                    Err(RecvTimeoutError::Disconnected) => None,
+                },
+            };
+            match received {
+                Some(Ok(block)) => self.pending.extend_from_slice(&block),
+                Some(Err(source)) => {
+                    return Err(IngestError::Io {
+                        path: self.name.as_ref().into(),
+                        source,
+                    })
+                }
+                None => self.at_end = true,
+            }
+        }
+    }
+
+    fn commit_with_sinks(
+        &mut self,
+        _position: &SourcePosition,
+        _sinks: &[SinkMark],
+    ) -> Result<(), IngestError> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain(source: &mut dyn Source) -> Vec<Chunk> {
+        let mut chunks = Vec::new();
+        loop {
+            match source.next_chunk().unwrap() {
+                SourcePoll::Ready(ready) => chunks.push(ready.chunk),
+                SourcePoll::Idle => continue,
+                SourcePoll::End => return chunks,
+            }
+        }
+    }
+
+    #[test]
+    fn reader_source_cuts_whole_lines_and_keeps_final_line() {
+        let input: Vec<u8> = (0..1000)
+            .map(|index| format!("{{\"n\":{index}}}\n"))
+            .collect::<String>()
+            .into_bytes();
+        let mut with_tail = input.clone();
+        with_tail.extend_from_slice(b"{\"n\":\"tail\"}");
+        let mut source = ReaderSource::new("test", std::io::Cursor::new(with_tail.clone()))
+            .with_chunk_bytes(100);
+        let chunks = drain(&mut source);
+        assert!(chunks.len() > 10);
+        let mut joined = Vec::new();
+        let mut next_line = 1;
+        for chunk in &chunks {
+            assert_eq!(chunk.first_offset, joined.len() as u64);
+            assert_eq!(chunk.first_line, next_line);
+            next_line += count_lines(&chunk.data);
+            joined.extend_from_slice(&chunk.data);
+        }
+        assert_eq!(joined, with_tail);
+        assert_eq!(next_line, 1002);
+        for chunk in &chunks[..chunks.len() - 1] {
+            assert_eq!(chunk.data.last(), Some(&b'\n'));
+        }
+    }
+
+    #[test]
+    fn count_lines_counts_unterminated_tail() {
+        assert_eq!(count_lines(b""), 0);
+        assert_eq!(count_lines(b"a\n"), 1);
+        assert_eq!(count_lines(b"a\nb"), 2);
+    }
+}
