@@ -24,15 +24,24 @@ fn run_case(case: &Path) -> Result<(), String> {
         .output()
         .map_err(|e| format!("running inferwatch: {e}"))?;
     if !output.status.success() {
-        return Err(format!("inferwatch failed: {}", String::from_utf8_lossy(&output.stderr)));
+        return Err(format!(
+            "inferwatch failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        ));
     }
     let alerts = String::from_utf8_lossy(&output.stdout).to_string();
     // The dead-letter `source` is the input path, which differs per checkout: keep the file name.
     let dead = std::fs::read_to_string(&dead_letters).unwrap_or_default();
     let input_path = case.join("input.jsonl").to_string_lossy().to_string();
-    let dead = dead.replace(&serde_json::to_string(&input_path).unwrap(), "\"input.jsonl\"");
+    let dead = dead.replace(
+        &serde_json::to_string(&input_path).unwrap(),
+        "\"input.jsonl\"",
+    );
     let mut problems = Vec::new();
-    for (name, actual) in [("expected.jsonl", alerts), ("expected_dead_letters.jsonl", dead)] {
+    for (name, actual) in [
+        ("expected.jsonl", alerts),
+        ("expected_dead_letters.jsonl", dead),
+    ] {
         let path = case.join(name);
         if std::env::var_os("UPDATE_EXPECT").is_some() {
             if actual.is_empty() && name != "expected.jsonl" {
@@ -44,7 +53,9 @@ fn run_case(case: &Path) -> Result<(), String> {
         }
         let expected = std::fs::read_to_string(&path).unwrap_or_default();
         if expected != actual {
-            problems.push(format!("{name} differs\n--- expected\n{expected}\n--- actual\n{actual}"));
+            problems.push(format!(
+                "{name} differs\n--- expected\n{expected}\n--- actual\n{actual}"
+            ));
         }
     }
     if problems.is_empty() {
@@ -63,10 +74,18 @@ fn every_detect_golden_case_matches() {
         .filter(|path| path.join("rules.yaml").exists())
         .collect();
     cases.sort();
-    assert!(cases.len() >= 10, "expected at least 10 detect cases, found {}", cases.len());
+    assert!(
+        cases.len() >= 10,
+        "expected at least 10 detect cases, found {}",
+        cases.len()
+    );
     let failures: Vec<String> = cases
         .iter()
-        .filter_map(|case| run_case(case).err().map(|e| format!("case {}: {e}", case.display())))
+        .filter_map(|case| {
+            run_case(case)
+                .err()
+                .map(|e| format!("case {}: {e}", case.display()))
+        })
         .collect();
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }

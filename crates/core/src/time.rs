@@ -102,6 +102,9 @@ mod tests {
         }
         assert!(parse_timestamp_text("yesterday").is_err());
         assert!(parse_timestamp_text("-5").is_err());
-        assert_eq!(format_timestamp(expected + 250_000_000), "2026-01-01T00:00:00.250Z");
+        assert_eq!(
+            format_timestamp(expected + 250_000_000),
+            "2026-01-01T00:00:00.250Z"
+        );
     }
 }

@@ -80,24 +80,47 @@ pub struct CompiledCondition {
 
 /// Checks what needs no schema: known functions, known segments, boolean shape.
 pub(crate) fn check_condition_shape(rule: &Rule) -> Result<(), DetectError> {
-    let segment_names: Vec<&str> = rule.segments.iter().map(|(name, _)| name.as_str()).collect();
+    let segment_names: Vec<&str> = rule
+        .segments
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .collect();
     let mut compiler = Compiler {
         schema: None,
         segment_names: &segment_names,
-        output: CompiledCondition { root: Condition::Number(0.0), aggregates: Vec::new(), held_timers: 0, comparisons: 0 },
+        output: CompiledCondition {
+            root: Condition::Number(0.0),
+            aggregates: Vec::new(),
+            held_timers: 0,
+            comparisons: 0,
+        },
     };
-    compiler.boolean(&rule.condition.expr).map(|_| ()).map_err(|error| rule.expression_error(&rule.condition, &error))
+    compiler
+        .boolean(&rule.condition.expr)
+        .map(|_| ())
+        .map_err(|error| rule.expression_error(&rule.condition, &error))
 }
 
 /// Compiles a rule's condition against a schema.
 pub fn compile_condition(rule: &Rule, schema: &Schema) -> Result<CompiledCondition, DetectError> {
-    let segment_names: Vec<&str> = rule.segments.iter().map(|(name, _)| name.as_str()).collect();
+    let segment_names: Vec<&str> = rule
+        .segments
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .collect();
     let mut compiler = Compiler {
         schema: Some(schema),
         segment_names: &segment_names,
-        output: CompiledCondition { root: Condition::Number(0.0), aggregates: Vec::new(), held_timers: 0, comparisons: 0 },
+        output: CompiledCondition {
+            root: Condition::Number(0.0),
+            aggregates: Vec::new(),
+            held_timers: 0,
+            comparisons: 0,
+        },
     };
-    let root = compiler.boolean(&rule.condition.expr).map_err(|error| rule.expression_error(&rule.condition, &error))?;
+    let root = compiler
+        .boolean(&rule.condition.expr)
+        .map_err(|error| rule.expression_error(&rule.condition, &error))?;
     compiler.output.root = root;
     Ok(compiler.output)
 }
@@ -111,8 +134,14 @@ struct Compiler<'a> {
 impl Compiler<'_> {
     fn boolean(&mut self, expr: &Expr) -> Result<Condition, ExprError> {
         match expr {
-            Expr::And(left, right) => Ok(Condition::And(Box::new(self.boolean(left)?), Box::new(self.boolean(right)?))),
-            Expr::Or(left, right) => Ok(Condition::Or(Box::new(self.boolean(left)?), Box::new(self.boolean(right)?))),
+            Expr::And(left, right) => Ok(Condition::And(
+                Box::new(self.boolean(left)?),
+                Box::new(self.boolean(right)?),
+            )),
+            Expr::Or(left, right) => Ok(Condition::Or(
+                Box::new(self.boolean(left)?),
+                Box::new(self.boolean(right)?),
+            )),
             Expr::Not(inner) => Ok(Condition::Not(Box::new(self.boolean(inner)?))),
             Expr::HeldFor(inner, duration, span) => {
                 if *duration <= 0 {
@@ -128,10 +157,20 @@ impl Compiler<'_> {
                 let right = self.numeric(right)?;
                 let index = self.output.comparisons;
                 self.output.comparisons += 1;
-                Ok(Condition::Compare(*op, Box::new(left), Box::new(right), index))
+                Ok(Condition::Compare(
+                    *op,
+                    Box::new(left),
+                    Box::new(right),
+                    index,
+                ))
             }
-            Expr::Literal(Literal::Bool(value), _) => Ok(Condition::Number(if *value { 1.0 } else { 0.0 })),
-            other => Err(ExprError::new(other.span(), "expected a comparison such as p99(latency_ms) > 500")),
+            Expr::Literal(Literal::Bool(value), _) => {
+                Ok(Condition::Number(if *value { 1.0 } else { 0.0 }))
+            }
+            other => Err(ExprError::new(
+                other.span(),
+                "expected a comparison such as p99(latency_ms) > 500",
+            )),
         }
     }
 
@@ -139,13 +178,24 @@ impl Compiler<'_> {
         match expr {
             Expr::Literal(Literal::Number(value), _) => Ok(Condition::Number(*value)),
             Expr::Literal(_, span) => Err(ExprError::new(*span, "conditions compare numbers")),
-            Expr::Arith(op, left, right) => Ok(Condition::Arith(*op, Box::new(self.numeric(left)?), Box::new(self.numeric(right)?))),
+            Expr::Arith(op, left, right) => Ok(Condition::Arith(
+                *op,
+                Box::new(self.numeric(left)?),
+                Box::new(self.numeric(right)?),
+            )),
             Expr::Negate(inner) => Ok(Condition::Negate(Box::new(self.numeric(inner)?))),
             Expr::Identifier { name, span, .. } => Err(ExprError::new(
                 *span,
-                format!("'{name}' is not an aggregate: write e.g. avg({name}), p99({name}) or count()"),
+                format!(
+                    "'{name}' is not an aggregate: write e.g. avg({name}), p99({name}) or count()"
+                ),
             )),
-            Expr::Call { qualifier, function, arguments, span } => {
+            Expr::Call {
+                qualifier,
+                function,
+                arguments,
+                span,
+            } => {
                 let segment = match qualifier {
                     None => 0,
                     Some(name) => match self.segment_names.iter().position(|s| s == name) {
@@ -169,36 +219,60 @@ impl Compiler<'_> {
                 };
                 Ok(Condition::Aggregate(index))
             }
-            other => Err(ExprError::new(other.span(), "expected a number or an aggregate such as count()")),
+            other => Err(ExprError::new(
+                other.span(),
+                "expected a number or an aggregate such as count()",
+            )),
         }
     }
 
-    fn column(&self, argument: Option<&Argument>, call_span: crate::expr::Span, numeric: bool) -> Result<usize, ExprError> {
+    fn column(
+        &self,
+        argument: Option<&Argument>,
+        call_span: crate::expr::Span,
+        numeric: bool,
+    ) -> Result<usize, ExprError> {
         let Some(Argument::Column(name, span)) = argument else {
             return Err(ExprError::new(call_span, "expected a column argument"));
         };
         let Some(schema) = self.schema else {
             return Ok(0);
         };
-        let index = schema.index_of(name).map_err(|_| ExprError::new(*span, format!("unknown column '{name}'")))?;
+        let index = schema
+            .index_of(name)
+            .map_err(|_| ExprError::new(*span, format!("unknown column '{name}'")))?;
         let data_type = schema.field(index).data_type();
         if numeric && !(data_type.is_numeric() || matches!(data_type, DataType::Timestamp(..))) {
-            return Err(ExprError::new(*span, format!("column '{name}' is not numeric")));
+            return Err(ExprError::new(
+                *span,
+                format!("column '{name}' is not numeric"),
+            ));
         }
         Ok(index)
     }
 
-    fn aggregate_kind(&self, function: &str, arguments: &[Argument], span: crate::expr::Span) -> Result<AggregateKind, ExprError> {
+    fn aggregate_kind(
+        &self,
+        function: &str,
+        arguments: &[Argument],
+        span: crate::expr::Span,
+    ) -> Result<AggregateKind, ExprError> {
         let no_arguments = |kind: AggregateKind| {
             if arguments.is_empty() {
                 Ok(kind)
             } else {
-                Err(ExprError::new(span, format!("{function}() takes no arguments")))
+                Err(ExprError::new(
+                    span,
+                    format!("{function}() takes no arguments"),
+                ))
             }
         };
         let one_column = |numeric: bool| -> Result<usize, ExprError> {
             if arguments.len() != 1 {
-                return Err(ExprError::new(span, format!("{function}() takes one column")));
+                return Err(ExprError::new(
+                    span,
+                    format!("{function}() takes one column"),
+                ));
             }
             self.column(arguments.first(), span, numeric)
         };
@@ -252,7 +326,9 @@ pub struct HeldTimers {
 impl HeldTimers {
     /// Timers for a condition with `count` `for` clauses.
     pub fn new(count: usize) -> Self {
-        HeldTimers { since: vec![None; count] }
+        HeldTimers {
+            since: vec![None; count],
+        }
     }
 
     /// Whether any timer is running.
@@ -283,7 +359,13 @@ impl Witness {
 }
 
 /// Evaluates a condition at `now`, updating timers; every `for` timer is updated (no short-circuit).
-pub fn evaluate(condition: &Condition, values: &[f64], now: i64, timers: &mut HeldTimers, witness: &mut Witness) -> f64 {
+pub fn evaluate(
+    condition: &Condition,
+    values: &[f64],
+    now: i64,
+    timers: &mut HeldTimers,
+    witness: &mut Witness,
+) -> f64 {
     match condition {
         Condition::Number(value) => *value,
         Condition::Aggregate(index) => values[*index],
@@ -297,7 +379,11 @@ pub fn evaluate(condition: &Condition, values: &[f64], now: i64, timers: &mut He
             let left = evaluate(left, values, now, timers, witness);
             let right = evaluate(right, values, now, timers, witness);
             let held = op.apply(left, right);
-            let slot = if held { &mut witness.held } else { &mut witness.failed };
+            let slot = if held {
+                &mut witness.held
+            } else {
+                &mut witness.failed
+            };
             slot.get_or_insert((left, right));
             truth(held)
         }

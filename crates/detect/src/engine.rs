@@ -33,7 +33,9 @@ use arrow::record_batch::RecordBatch;
 use inferwatch_core::{column, fingerprint, format_timestamp, Alert, AlertState, Impact};
 use serde::Serialize;
 
-use crate::condition::{compile_condition, evaluate, AggregateKind, CompiledCondition, HeldTimers, Witness};
+use crate::condition::{
+    compile_condition, evaluate, AggregateKind, CompiledCondition, HeldTimers, Witness,
+};
 use crate::filter::{compile_predicate, evaluate_predicate, RowPredicate};
 use crate::rule::Rule;
 use crate::summary::{Summary, SummaryLayout};
@@ -85,37 +87,57 @@ pub struct Engine {
 impl Engine {
     /// Compiles `rules` against the schema of the batches that will be observed.
     pub fn new(rules: Vec<Rule>, schema: &SchemaRef) -> Result<Engine, DetectError> {
-        let timestamp_column = schema
-            .index_of(column::TIMESTAMP)
-            .map_err(|_| DetectError::Internal("the event schema has no timestamp column".into()))?;
+        let timestamp_column = schema.index_of(column::TIMESTAMP).map_err(|_| {
+            DetectError::Internal("the event schema has no timestamp column".into())
+        })?;
         let mut runtimes = Vec::with_capacity(rules.len());
         for rule in rules {
             runtimes.push(RuleRuntime::new(rule, schema)?);
         }
-        Ok(Engine { rules: runtimes, outbox: Vec::new(), timestamp_column, stats: EngineStats::default() })
+        Ok(Engine {
+            rules: runtimes,
+            outbox: Vec::new(),
+            timestamp_column,
+            stats: EngineStats::default(),
+        })
     }
 
     /// Validates `rules` against a schema without running them.
     pub fn check(rules: &[Rule], schema: &SchemaRef) -> Vec<DetectError> {
-        rules.iter().filter_map(|rule| RuleRuntime::new(rule.clone(), schema).err()).collect()
+        rules
+            .iter()
+            .filter_map(|rule| RuleRuntime::new(rule.clone(), schema).err())
+            .collect()
     }
 
     /// Feeds one batch; returns the alert transitions that became final.
     pub fn observe(&mut self, batch: &RecordBatch) -> Vec<Alert> {
         if batch.num_rows() > 0 {
-            let Some(timestamps) = batch.column(self.timestamp_column).as_primitive_opt::<TimestampNanosecondType>() else {
+            let Some(timestamps) = batch
+                .column(self.timestamp_column)
+                .as_primitive_opt::<TimestampNanosecondType>()
+            else {
                 return Vec::new();
             };
             let timestamps = timestamps.values();
             self.stats.events += batch.num_rows() as u64;
             let batch_max = timestamps.iter().copied().max().unwrap_or(i64::MIN);
-            self.stats.max_event_time = Some(self.stats.max_event_time.map_or(batch_max, |m| m.max(batch_max)));
+            self.stats.max_event_time = Some(
+                self.stats
+                    .max_event_time
+                    .map_or(batch_max, |m| m.max(batch_max)),
+            );
             for (rule_index, rule) in self.rules.iter_mut().enumerate() {
                 rule.observe(batch, timestamps, rule_index, &mut self.outbox);
             }
             self.stats.late_events = self.rules.iter().map(|r| r.late_events).sum();
         }
-        let horizon = self.rules.iter().map(RuleRuntime::last_evaluated_tick).min().unwrap_or(i64::MAX);
+        let horizon = self
+            .rules
+            .iter()
+            .map(RuleRuntime::last_evaluated_tick)
+            .min()
+            .unwrap_or(i64::MAX);
         self.release(horizon)
     }
 
@@ -144,7 +166,8 @@ impl Engine {
         if self.outbox.is_empty() {
             return Vec::new();
         }
-        self.outbox.sort_by(|a, b| (a.0, a.1, &a.2).cmp(&(b.0, b.1, &b.2)));
+        self.outbox
+            .sort_by(|a, b| (a.0, a.1, &a.2).cmp(&(b.0, b.1, &b.2)));
         let ready = self.outbox.partition_point(|entry| entry.0 <= horizon);
         let released: Vec<Alert> = self.outbox.drain(..ready).map(|entry| entry.3).collect();
         self.stats.transitions += released.len() as u64;
@@ -203,7 +226,11 @@ impl GroupTable {
         let mut values = BTreeMap::new();
         let mut text = String::new();
         for (column, (id, name)) in key.iter().zip(names).enumerate() {
-            let value = if *id == NULL_VALUE { String::new() } else { self.value_names[column][*id as usize].clone() };
+            let value = if *id == NULL_VALUE {
+                String::new()
+            } else {
+                self.value_names[column][*id as usize].clone()
+            };
             if !text.is_empty() {
                 text.push(',');
             }
@@ -280,23 +307,40 @@ impl RuleRuntime {
     fn new(rule: Rule, schema: &SchemaRef) -> Result<RuleRuntime, DetectError> {
         let text_equals = |name: &str, value: &str| -> Option<RowPredicate> {
             let index = schema.index_of(name).ok()?;
-            Some(RowPredicate::TextIn { column: index, values: vec![value.to_string()], negated: false })
+            Some(RowPredicate::TextIn {
+                column: index,
+                values: vec![value.to_string()],
+                negated: false,
+            })
         };
-        let mut filter = text_equals(column::STREAM, &rule.stream).unwrap_or(RowPredicate::Constant(true));
+        let mut filter =
+            text_equals(column::STREAM, &rule.stream).unwrap_or(RowPredicate::Constant(true));
         if let Some(located) = &rule.filter {
-            let compiled = compile_predicate(&located.expr, schema).map_err(|e| rule.expression_error(located, &e))?;
+            let compiled = compile_predicate(&located.expr, schema)
+                .map_err(|e| rule.expression_error(located, &e))?;
             filter = RowPredicate::And(Box::new(filter), Box::new(compiled));
         }
         let mut segment_filters = Vec::new();
         for (_, located) in &rule.segments {
-            segment_filters.push(compile_predicate(&located.expr, schema).map_err(|e| rule.expression_error(located, &e))?);
+            segment_filters.push(
+                compile_predicate(&located.expr, schema)
+                    .map_err(|e| rule.expression_error(located, &e))?,
+            );
         }
-        let error_predicate = text_equals(column::STATUS, "error").unwrap_or(RowPredicate::Constant(false));
+        let error_predicate =
+            text_equals(column::STATUS, "error").unwrap_or(RowPredicate::Constant(false));
         let mut group_columns = Vec::new();
         for (index, (name, _, _)) in rule.group_by.iter().enumerate() {
-            let column = schema.index_of(name).map_err(|_| rule.group_by_error(index, format!("unknown column '{name}'")))?;
-            if matches!(schema.field(column).data_type(), DataType::List(_) | DataType::Map(..) | DataType::Struct(_)) {
-                return Err(rule.group_by_error(index, format!("column '{name}' can't be grouped by")));
+            let column = schema
+                .index_of(name)
+                .map_err(|_| rule.group_by_error(index, format!("unknown column '{name}'")))?;
+            if matches!(
+                schema.field(column).data_type(),
+                DataType::List(_) | DataType::Map(..) | DataType::Struct(_)
+            ) {
+                return Err(
+                    rule.group_by_error(index, format!("column '{name}' can't be grouped by"))
+                );
             }
             group_columns.push(column);
         }
@@ -320,20 +364,38 @@ impl RuleRuntime {
                 AggregateKind::Rate => AggregateSlot::Rate,
                 AggregateKind::Errors => AggregateSlot::Errors,
                 AggregateKind::ErrorRate => AggregateSlot::ErrorRate,
-                AggregateKind::Sum(c) => AggregateSlot::Sum(position_of(&mut layout.moment_columns, c)),
-                AggregateKind::Avg(c) => AggregateSlot::Avg(position_of(&mut layout.moment_columns, c)),
-                AggregateKind::Min(c) => AggregateSlot::Min(position_of(&mut layout.moment_columns, c)),
-                AggregateKind::Max(c) => AggregateSlot::Max(position_of(&mut layout.moment_columns, c)),
-                AggregateKind::Stddev(c) => AggregateSlot::Stddev(position_of(&mut layout.moment_columns, c)),
-                AggregateKind::Quantile(c, q) => AggregateSlot::Quantile(position_of(&mut layout.sketch_columns, c), q),
-                AggregateKind::Distinct(c) => AggregateSlot::Distinct(position_of(&mut layout.distinct_columns, c)),
+                AggregateKind::Sum(c) => {
+                    AggregateSlot::Sum(position_of(&mut layout.moment_columns, c))
+                }
+                AggregateKind::Avg(c) => {
+                    AggregateSlot::Avg(position_of(&mut layout.moment_columns, c))
+                }
+                AggregateKind::Min(c) => {
+                    AggregateSlot::Min(position_of(&mut layout.moment_columns, c))
+                }
+                AggregateKind::Max(c) => {
+                    AggregateSlot::Max(position_of(&mut layout.moment_columns, c))
+                }
+                AggregateKind::Stddev(c) => {
+                    AggregateSlot::Stddev(position_of(&mut layout.moment_columns, c))
+                }
+                AggregateKind::Quantile(c, q) => {
+                    AggregateSlot::Quantile(position_of(&mut layout.sketch_columns, c), q)
+                }
+                AggregateKind::Distinct(c) => {
+                    AggregateSlot::Distinct(position_of(&mut layout.distinct_columns, c))
+                }
             };
             slots.push((aggregate.segment, slot));
         }
         let bucket_width = gcd(rule.window, rule.every);
         let span = rule.window + rule.every + rule.allowed_lateness;
         let ring = (span / bucket_width + 2) as usize;
-        let group_names = rule.group_by.iter().map(|(name, _, _)| name.clone()).collect();
+        let group_names = rule
+            .group_by
+            .iter()
+            .map(|(name, _, _)| name.clone())
+            .collect();
         Ok(RuleRuntime {
             filter,
             segment_filters,
@@ -365,7 +427,13 @@ impl RuleRuntime {
         }
     }
 
-    fn observe(&mut self, batch: &RecordBatch, timestamps: &[i64], rule_index: usize, outbox: &mut Vec<(i64, usize, String, Alert)>) {
+    fn observe(
+        &mut self,
+        batch: &RecordBatch,
+        timestamps: &[i64],
+        rule_index: usize,
+        outbox: &mut Vec<(i64, usize, String, Alert)>,
+    ) {
         if self.next_tick.is_none() {
             // The first tick is the first multiple of `every` after the earliest
             // time an on-time event could carry, so shuffling within the lateness
@@ -390,12 +458,26 @@ impl RuleRuntime {
             self.max_event_time = timestamp;
             let watermark = timestamp.saturating_sub(lateness);
             if watermark >= self.next_tick.unwrap_or(i64::MAX) {
-                self.aggregate_rows(batch, timestamps, slice_start..row, &mask, &segment_masks, &errors);
+                self.aggregate_rows(
+                    batch,
+                    timestamps,
+                    slice_start..row,
+                    &mask,
+                    &segment_masks,
+                    &errors,
+                );
                 slice_start = row;
                 self.advance_to(watermark, rule_index, outbox);
             }
         }
-        self.aggregate_rows(batch, timestamps, slice_start..timestamps.len(), &mask, &segment_masks, &errors);
+        self.aggregate_rows(
+            batch,
+            timestamps,
+            slice_start..timestamps.len(),
+            &mask,
+            &segment_masks,
+            &errors,
+        );
     }
 
     /// Interns group keys for every selected row of the batch into `row_groups`.
@@ -419,25 +501,51 @@ impl RuleRuntime {
         let groups = self.groups.len();
         if self.alert_states.len() < groups {
             let timers = HeldTimers::new(self.condition.held_timers);
-            self.alert_states.resize(groups, GroupAlertState { timers, ..GroupAlertState::default() });
+            self.alert_states.resize(
+                groups,
+                GroupAlertState {
+                    timers,
+                    ..GroupAlertState::default()
+                },
+            );
             for (segment, cells) in self.cells.iter_mut().enumerate() {
-                let empty = Cell { bucket: i64::MIN, summary: Summary::empty(&self.layouts[segment]) };
+                let empty = Cell {
+                    bucket: i64::MIN,
+                    summary: Summary::empty(&self.layouts[segment]),
+                };
                 cells.resize(groups * self.ring, empty);
             }
         }
     }
 
     /// Global value ids of one group column for each row (dictionary values are interned once).
-    fn column_value_ids(&mut self, position: usize, array: &ArrayRef, mask: &BooleanBuffer) -> Vec<u32> {
+    fn column_value_ids(
+        &mut self,
+        position: usize,
+        array: &ArrayRef,
+        mask: &BooleanBuffer,
+    ) -> Vec<u32> {
         let rows = array.len();
         if let Some(dictionary) = array.as_dictionary_opt::<Int32Type>() {
             if let Some(values) = dictionary.values().as_string_opt::<i32>() {
                 let ids: Vec<u32> = (0..values.len())
-                    .map(|i| if values.is_valid(i) { self.groups.intern_value(position, values.value(i)) } else { NULL_VALUE })
+                    .map(|i| {
+                        if values.is_valid(i) {
+                            self.groups.intern_value(position, values.value(i))
+                        } else {
+                            NULL_VALUE
+                        }
+                    })
                     .collect();
                 let keys = dictionary.keys();
                 return (0..rows)
-                    .map(|row| if keys.is_valid(row) { ids[keys.value(row) as usize] } else { NULL_VALUE })
+                    .map(|row| {
+                        if keys.is_valid(row) {
+                            ids[keys.value(row) as usize]
+                        } else {
+                            NULL_VALUE
+                        }
+                    })
                     .collect();
             }
         }
@@ -526,7 +634,8 @@ impl RuleRuntime {
                 let values = float_column(batch.column(*column));
                 for &(row, cell) in pairs {
                     if values.is_valid(row as usize) {
-                        cells[cell as usize].summary.moments[position].add(values.value(row as usize));
+                        cells[cell as usize].summary.moments[position]
+                            .add(values.value(row as usize));
                     }
                 }
             }
@@ -534,7 +643,8 @@ impl RuleRuntime {
                 let values = float_column(batch.column(*column));
                 for &(row, cell) in pairs {
                     if values.is_valid(row as usize) {
-                        cells[cell as usize].summary.sketches[position].add(values.value(row as usize));
+                        cells[cell as usize].summary.sketches[position]
+                            .add(values.value(row as usize));
                     }
                 }
             }
@@ -550,7 +660,12 @@ impl RuleRuntime {
     }
 
     /// Evaluates every tick up to `watermark`.
-    fn advance_to(&mut self, watermark: i64, rule_index: usize, outbox: &mut Vec<(i64, usize, String, Alert)>) {
+    fn advance_to(
+        &mut self,
+        watermark: i64,
+        rule_index: usize,
+        outbox: &mut Vec<(i64, usize, String, Alert)>,
+    ) {
         let Some(mut tick) = self.next_tick else {
             return;
         };
@@ -567,24 +682,35 @@ impl RuleRuntime {
         self.next_tick = Some(tick);
     }
 
-    fn evaluate_tick(&mut self, tick: i64, rule_index: usize, outbox: &mut Vec<(i64, usize, String, Alert)>) {
+    fn evaluate_tick(
+        &mut self,
+        tick: i64,
+        rule_index: usize,
+        outbox: &mut Vec<(i64, usize, String, Alert)>,
+    ) {
         let first_bucket = (tick - self.rule.window).div_euclid(self.bucket_width);
         let last_bucket = tick.div_euclid(self.bucket_width) - 1;
         let in_window = |bucket: i64| bucket >= first_bucket && bucket <= last_bucket;
-        let total: u64 = self.totals.iter().filter(|(bucket, _)| in_window(*bucket)).map(|(_, count)| count).sum();
+        let total: u64 = self
+            .totals
+            .iter()
+            .filter(|(bucket, _)| in_window(*bucket))
+            .map(|(_, count)| count)
+            .sum();
         let window_seconds = self.rule.window as f64 / 1e9;
-        let segments = self.cells.len();
         let mut merged: Vec<Summary> = self.layouts.iter().map(Summary::empty).collect();
         let mut values = vec![0.0; self.slots.len()];
         for group in 0..self.groups.len() {
-            if self.alert_states[group].first_bucket.is_none_or(|first| first > last_bucket) {
+            if self.alert_states[group]
+                .first_bucket
+                .is_none_or(|first| first > last_bucket)
+            {
                 continue;
             }
-            for segment in 0..segments {
-                let target = &mut merged[segment];
+            let base = group * self.ring;
+            for (target, cells) in merged.iter_mut().zip(&self.cells) {
                 target.clear();
-                let base = group * self.ring;
-                for cell in &self.cells[segment][base..base + self.ring] {
+                for cell in &cells[base..base + self.ring] {
                     if in_window(cell.bucket) {
                         target.merge(&cell.summary);
                     }
@@ -609,7 +735,13 @@ impl RuleRuntime {
             }
             let state = &mut self.alert_states[group];
             let mut witness = Witness::default();
-            let holds = evaluate(&self.condition.root, &values, tick, &mut state.timers, &mut witness) != 0.0;
+            let holds = evaluate(
+                &self.condition.root,
+                &values,
+                tick,
+                &mut state.timers,
+                &mut witness,
+            ) != 0.0;
             let mut transition = None;
             if holds {
                 state.clear_since = None;
@@ -635,11 +767,20 @@ impl RuleRuntime {
                 let events = merged[0].count;
                 let impact = Impact {
                     events,
-                    share_of_traffic: if total == 0 { 0.0 } else { events as f64 / total as f64 },
+                    share_of_traffic: if total == 0 {
+                        0.0
+                    } else {
+                        events as f64 / total as f64
+                    },
                     distinct_clients: None,
                 };
                 let alert = self.alert(group, alert_state, started, ended, witness, impact);
-                outbox.push((tick, rule_index, self.groups.group_text[group].clone(), alert));
+                outbox.push((
+                    tick,
+                    rule_index,
+                    self.groups.group_text[group].clone(),
+                    alert,
+                ));
             }
         }
     }
@@ -668,8 +809,15 @@ impl RuleRuntime {
             ends_at: ended.map(format_timestamp),
             group: self.groups.group_values[group].clone(),
             value: explained.map(|(value, _)| value).filter(|v| v.is_finite()),
-            threshold: explained.map(|(_, threshold)| threshold).filter(|v| v.is_finite()),
-            condition: rule.condition.text.split_whitespace().collect::<Vec<_>>().join(" "),
+            threshold: explained
+                .map(|(_, threshold)| threshold)
+                .filter(|v| v.is_finite()),
+            condition: rule
+                .condition
+                .text
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" "),
             atlas: rule.atlas.clone(),
             impact,
             explanation: Vec::new(),
@@ -689,7 +837,11 @@ impl RuleRuntime {
             rule_id: self.rule.id.clone(),
             groups: self.groups.len(),
             firing,
-            pending: self.alert_states.iter().filter(|s| s.pending_since.is_some() && s.firing_since.is_none()).count(),
+            pending: self
+                .alert_states
+                .iter()
+                .filter(|s| s.pending_since.is_some() && s.firing_since.is_none())
+                .count(),
             next_tick: self.next_tick.map(format_timestamp),
             late_events: self.late_events,
             cells: self.cells.iter().map(Vec::len).sum(),
@@ -712,10 +864,23 @@ fn value_hashes(array: &ArrayRef) -> Vec<Option<u64>> {
     use xxhash_rust::xxh3::xxh3_64;
     if let Some(dictionary) = array.as_dictionary_opt::<Int32Type>() {
         if let Some(values) = dictionary.values().as_string_opt::<i32>() {
-            let hashes: Vec<Option<u64>> =
-                (0..values.len()).map(|i| values.is_valid(i).then(|| xxh3_64(values.value(i).as_bytes()))).collect();
+            let hashes: Vec<Option<u64>> = (0..values.len())
+                .map(|i| {
+                    values
+                        .is_valid(i)
+                        .then(|| xxh3_64(values.value(i).as_bytes()))
+                })
+                .collect();
             let keys = dictionary.keys();
-            return (0..keys.len()).map(|row| if keys.is_valid(row) { hashes[keys.value(row) as usize] } else { None }).collect();
+            return (0..keys.len())
+                .map(|row| {
+                    if keys.is_valid(row) {
+                        hashes[keys.value(row) as usize]
+                    } else {
+                        None
+                    }
+                })
+                .collect();
         }
     }
     let text = match array.data_type() {
@@ -726,5 +891,11 @@ fn value_hashes(array: &ArrayRef) -> Vec<Option<u64>> {
         },
     };
     let strings = text.as_string::<i32>();
-    (0..strings.len()).map(|row| strings.is_valid(row).then(|| xxh3_64(strings.value(row).as_bytes()))).collect()
+    (0..strings.len())
+        .map(|row| {
+            strings
+                .is_valid(row)
+                .then(|| xxh3_64(strings.value(row).as_bytes()))
+        })
+        .collect()
 }

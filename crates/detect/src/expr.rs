@@ -236,13 +236,17 @@ fn tokenize(text: &str) -> Result<Vec<(Token, Span)>, ExprError> {
             continue;
         }
         let start = position;
-        if byte.is_ascii_digit() || (byte == b'.' && bytes.get(position + 1).is_some_and(u8::is_ascii_digit)) {
+        if byte.is_ascii_digit()
+            || (byte == b'.' && bytes.get(position + 1).is_some_and(u8::is_ascii_digit))
+        {
             while position < bytes.len()
                 && (bytes[position].is_ascii_digit()
                     || bytes[position] == b'.'
                     || bytes[position] == b'_'
                     || ((bytes[position] == b'e' || bytes[position] == b'E')
-                        && bytes.get(position + 1).is_some_and(|b| b.is_ascii_digit() || *b == b'-' || *b == b'+')))
+                        && bytes
+                            .get(position + 1)
+                            .is_some_and(|b| b.is_ascii_digit() || *b == b'-' || *b == b'+')))
             {
                 if bytes[position] == b'e' || bytes[position] == b'E' {
                     position += 1; // the sign or first exponent digit
@@ -253,11 +257,22 @@ fn tokenize(text: &str) -> Result<Vec<(Token, Span)>, ExprError> {
             while position < bytes.len() && bytes[position].is_ascii_alphabetic() {
                 position += 1;
             }
-            let span = Span { start, end: position };
+            let span = Span {
+                start,
+                end: position,
+            };
             let literal = &text[start..number_end];
             if position > number_end {
-                let nanos = inferwatch_core::parse_duration(&text[start..position])
-                    .map_err(|_| ExprError::new(span, format!("invalid duration '{}': use ms, s, m, h or d", &text[start..position])))?;
+                let nanos =
+                    inferwatch_core::parse_duration(&text[start..position]).map_err(|_| {
+                        ExprError::new(
+                            span,
+                            format!(
+                                "invalid duration '{}': use ms, s, m, h or d",
+                                &text[start..position]
+                            ),
+                        )
+                    })?;
                 tokens.push((Token::Duration(nanos), span));
             } else {
                 let value: f64 = literal
@@ -274,7 +289,13 @@ fn tokenize(text: &str) -> Result<Vec<(Token, Span)>, ExprError> {
             let mut value = String::new();
             loop {
                 let Some(&next) = bytes.get(position) else {
-                    return Err(ExprError::new(Span { start, end: position }, "unterminated string"));
+                    return Err(ExprError::new(
+                        Span {
+                            start,
+                            end: position,
+                        },
+                        "unterminated string",
+                    ));
                 };
                 if next == quote {
                     position += 1;
@@ -287,48 +308,91 @@ fn tokenize(text: &str) -> Result<Vec<(Token, Span)>, ExprError> {
                 value.push(character);
                 position += character.len_utf8();
             }
-            tokens.push((Token::Text(value), Span { start, end: position }));
+            tokens.push((
+                Token::Text(value),
+                Span {
+                    start,
+                    end: position,
+                },
+            ));
             continue;
         }
         if byte.is_ascii_alphabetic() || byte == b'_' {
-            while position < bytes.len() && (bytes[position].is_ascii_alphanumeric() || bytes[position] == b'_') {
+            while position < bytes.len()
+                && (bytes[position].is_ascii_alphanumeric() || bytes[position] == b'_')
+            {
                 position += 1;
             }
-            tokens.push((Token::Identifier(text[start..position].to_string()), Span { start, end: position }));
+            tokens.push((
+                Token::Identifier(text[start..position].to_string()),
+                Span {
+                    start,
+                    end: position,
+                },
+            ));
             continue;
         }
         if byte == b'.' {
             position += 1;
-            tokens.push((Token::Symbol("."), Span { start, end: position }));
+            tokens.push((
+                Token::Symbol("."),
+                Span {
+                    start,
+                    end: position,
+                },
+            ));
             continue;
         }
-        let symbol = SYMBOLS.iter().find(|symbol| text[position..].starts_with(**symbol));
+        let symbol = SYMBOLS
+            .iter()
+            .find(|symbol| text[position..].starts_with(**symbol));
         match symbol {
             Some(symbol) => {
                 position += symbol.len();
-                tokens.push((Token::Symbol(symbol), Span { start, end: position }));
+                tokens.push((
+                    Token::Symbol(symbol),
+                    Span {
+                        start,
+                        end: position,
+                    },
+                ));
             }
             None => {
                 let character = text[position..].chars().next().unwrap_or('?');
                 return Err(ExprError::new(
-                    Span { start, end: position + character.len_utf8() },
+                    Span {
+                        start,
+                        end: position + character.len_utf8(),
+                    },
                     format!("unexpected character '{character}'"),
                 ));
             }
         }
     }
-    tokens.push((Token::End, Span { start: text.len(), end: text.len() }));
+    tokens.push((
+        Token::End,
+        Span {
+            start: text.len(),
+            end: text.len(),
+        },
+    ));
     Ok(tokens)
 }
 
 /// Parses an expression.
 pub fn parse(text: &str) -> Result<Expr, ExprError> {
     let tokens = tokenize(text)?;
-    let mut parser = Parser { tokens, position: 0 };
+    let mut parser = Parser {
+        tokens,
+        position: 0,
+    };
     let expr = parser.or()?;
     let (token, span) = parser.peek();
     if *token != Token::End {
-        return Err(ExprError::new(span, format!("unexpected {token}: expected an operator or the end")));
+        return Err(ExprError::new(
+            span,
+            format!("unexpected {token}: expected an operator or the end"),
+        ));
     }
     Ok(expr)
 }
@@ -374,7 +438,10 @@ impl Parser {
             self.advance();
             return Ok(span);
         }
-        Err(ExprError::new(span, format!("expected '{symbol}', found {token}")))
+        Err(ExprError::new(
+            span,
+            format!("expected '{symbol}', found {token}"),
+        ))
     }
 
     fn or(&mut self) -> Result<Expr, ExprError> {
@@ -409,10 +476,16 @@ impl Parser {
         }
         match self.advance() {
             (Token::Duration(nanos), span) => {
-                let whole = Span { start: inner.span().start, end: span.end };
+                let whole = Span {
+                    start: inner.span().start,
+                    end: span.end,
+                };
                 Ok(Expr::HeldFor(Box::new(inner), nanos, whole))
             }
-            (token, span) => Err(ExprError::new(span, format!("expected a duration such as 5m after 'for', found {token}"))),
+            (token, span) => Err(ExprError::new(
+                span,
+                format!("expected a duration such as 5m after 'for', found {token}"),
+            )),
         }
     }
 
@@ -436,15 +509,24 @@ impl Parser {
                 let negated = self.eat_keyword("not");
                 let (token, span) = self.advance();
                 if !matches!(&token, Token::Identifier(word) if word == "null") {
-                    return Err(ExprError::new(span, format!("expected 'null', found {token}")));
+                    return Err(ExprError::new(
+                        span,
+                        format!("expected 'null', found {token}"),
+                    ));
                 }
-                return Ok(Expr::IsNull { operand: Box::new(left), negated });
+                return Ok(Expr::IsNull {
+                    operand: Box::new(left),
+                    negated,
+                });
             }
             _ => return Ok(left),
         };
         self.advance();
         let right = self.sum()?;
-        let whole = Span { start: left.span().start, end: right.span().end };
+        let whole = Span {
+            start: left.span().start,
+            end: right.span().end,
+        };
         debug_assert!(whole.start <= whole.end || span.start > 0);
         Ok(Expr::Compare(op, Box::new(left), Box::new(right), whole))
     }
@@ -457,14 +539,22 @@ impl Parser {
                 (Token::Number(n), _) => values.push(Literal::Number(n)),
                 (Token::Text(t), _) => values.push(Literal::Text(t)),
                 (Token::Symbol("]"), _) if values.is_empty() => break,
-                (token, span) => return Err(ExprError::new(span, format!("expected a literal in the list, found {token}"))),
+                (token, span) => {
+                    return Err(ExprError::new(
+                        span,
+                        format!("expected a literal in the list, found {token}"),
+                    ))
+                }
             }
             if self.eat_symbol("]") {
                 break;
             }
             self.expect_symbol(",")?;
         }
-        let whole = Span { start: left.span().start, end: in_span.end };
+        let whole = Span {
+            start: left.span().start,
+            end: in_span.end,
+        };
         Ok(Expr::In(Box::new(left), values, whole))
     }
 
@@ -516,32 +606,65 @@ impl Parser {
             Token::Identifier(word) if word == "true" || word == "false" => {
                 Ok(Expr::Literal(Literal::Bool(word == "true"), span))
             }
-            Token::Identifier(word) if matches!(word.as_str(), "and" | "or" | "not" | "for" | "in" | "is" | "null") => {
-                Err(ExprError::new(span, format!("unexpected keyword '{word}': expected a value")))
+            Token::Identifier(word)
+                if matches!(
+                    word.as_str(),
+                    "and" | "or" | "not" | "for" | "in" | "is" | "null"
+                ) =>
+            {
+                Err(ExprError::new(
+                    span,
+                    format!("unexpected keyword '{word}': expected a value"),
+                ))
             }
             Token::Identifier(first) => {
                 let (qualifier, name, mut whole) = if self.eat_symbol(".") {
                     match self.advance() {
-                        (Token::Identifier(second), second_span) => {
-                            (Some(first), second, Span { start: span.start, end: second_span.end })
+                        (Token::Identifier(second), second_span) => (
+                            Some(first),
+                            second,
+                            Span {
+                                start: span.start,
+                                end: second_span.end,
+                            },
+                        ),
+                        (token, span) => {
+                            return Err(ExprError::new(
+                                span,
+                                format!("expected a name after '.', found {token}"),
+                            ))
                         }
-                        (token, span) => return Err(ExprError::new(span, format!("expected a name after '.', found {token}"))),
                     }
                 } else {
                     (None, first, span)
                 };
                 if !self.eat_symbol("(") {
-                    return Ok(Expr::Identifier { qualifier, name, span: whole });
+                    return Ok(Expr::Identifier {
+                        qualifier,
+                        name,
+                        span: whole,
+                    });
                 }
                 let mut arguments = Vec::new();
                 if !self.eat_symbol(")") {
                     loop {
                         match self.advance() {
-                            (Token::Identifier(column), span) => arguments.push(Argument::Column(column, span)),
-                            (Token::Number(n), span) => arguments.push(Argument::Literal(Literal::Number(n), span)),
-                            (Token::Text(t), span) => arguments.push(Argument::Literal(Literal::Text(t), span)),
+                            (Token::Identifier(column), span) => {
+                                arguments.push(Argument::Column(column, span))
+                            }
+                            (Token::Number(n), span) => {
+                                arguments.push(Argument::Literal(Literal::Number(n), span))
+                            }
+                            (Token::Text(t), span) => {
+                                arguments.push(Argument::Literal(Literal::Text(t), span))
+                            }
                             (token, span) => {
-                                return Err(ExprError::new(span, format!("expected a column or a literal argument, found {token}")))
+                                return Err(ExprError::new(
+                                    span,
+                                    format!(
+                                        "expected a column or a literal argument, found {token}"
+                                    ),
+                                ))
                             }
                         }
                         if self.eat_symbol(")") {
@@ -551,10 +674,21 @@ impl Parser {
                     }
                 }
                 whole.end = self.tokens[self.position.saturating_sub(1)].1.end;
-                Ok(Expr::Call { qualifier, function: name, arguments, span: whole })
+                Ok(Expr::Call {
+                    qualifier,
+                    function: name,
+                    arguments,
+                    span: whole,
+                })
             }
-            Token::Duration(_) => Err(ExprError::new(span, "a duration is only allowed after 'for'")),
-            other => Err(ExprError::new(span, format!("unexpected {other}: expected a value"))),
+            Token::Duration(_) => Err(ExprError::new(
+                span,
+                "a duration is only allowed after 'for'",
+            )),
+            other => Err(ExprError::new(
+                span,
+                format!("unexpected {other}: expected a value"),
+            )),
         }
     }
 }
@@ -569,7 +703,9 @@ mod tests {
             "(canary.p99(latency_ms) > 500) for 5m or (canary.error_rate() > 2 * baseline.error_rate()) for 3m",
         )
         .unwrap();
-        let Expr::Or(left, right) = expr else { panic!("expected or") };
+        let Expr::Or(left, right) = expr else {
+            panic!("expected or")
+        };
         assert!(matches!(*left, Expr::HeldFor(_, n, _) if n == 300_000_000_000));
         assert!(matches!(*right, Expr::HeldFor(_, n, _) if n == 180_000_000_000));
     }
@@ -577,10 +713,18 @@ mod tests {
     #[test]
     fn precedence_is_arithmetic_then_compare_then_not_and_or() {
         let expr = parse("not a > 1 + 2 * 3 and b == 'x' or c in [1, 2]").unwrap();
-        let Expr::Or(left, _) = expr else { panic!("or at the top") };
-        let Expr::And(not, _) = *left else { panic!("and under or") };
-        let Expr::Not(compare) = *not else { panic!("not") };
-        let Expr::Compare(CompareOp::Greater, _, sum, _) = *compare else { panic!("compare") };
+        let Expr::Or(left, _) = expr else {
+            panic!("or at the top")
+        };
+        let Expr::And(not, _) = *left else {
+            panic!("and under or")
+        };
+        let Expr::Not(compare) = *not else {
+            panic!("not")
+        };
+        let Expr::Compare(CompareOp::Greater, _, sum, _) = *compare else {
+            panic!("compare")
+        };
         assert!(matches!(*sum, Expr::Arith(ArithOp::Add, _, _)));
     }
 
@@ -599,7 +743,10 @@ mod tests {
 
     #[test]
     fn arbitrary_text_never_panics() {
-        for text in ["", "(", ")", "((((", "a.", "a.(", "1e", "1e+", "é > 1", "'\\", "f(,)", "x in [", "x is", "1.2.3"] {
+        for text in [
+            "", "(", ")", "((((", "a.", "a.(", "1e", "1e+", "é > 1", "'\\", "f(,)", "x in [",
+            "x is", "1.2.3",
+        ] {
             let _ = parse(text);
         }
     }

@@ -86,11 +86,19 @@ fn column_kind(data_type: &DataType) -> ColumnKind {
 }
 
 fn resolve_column(schema: &Schema, expr: &Expr) -> Result<Option<(usize, ColumnKind)>, ExprError> {
-    let Expr::Identifier { qualifier, name, span } = expr else {
+    let Expr::Identifier {
+        qualifier,
+        name,
+        span,
+    } = expr
+    else {
         return Ok(None);
     };
     if let Some(qualifier) = qualifier {
-        return Err(ExprError::new(*span, format!("'{qualifier}.{name}': a filter names plain columns")));
+        return Err(ExprError::new(
+            *span,
+            format!("'{qualifier}.{name}': a filter names plain columns"),
+        ));
     }
     match schema.index_of(name) {
         Ok(index) => Ok(Some((index, column_kind(schema.field(index).data_type())))),
@@ -166,22 +174,30 @@ fn compile_compare(
     schema: &Schema,
 ) -> Result<RowPredicate, ExprError> {
     // Text comparisons: column ==/!= "literal" (either order).
-    let text_side = |column_expr: &Expr, literal_expr: &Expr| -> Result<Option<RowPredicate>, ExprError> {
-        let (Some((column, ColumnKind::Text)), Expr::Literal(literal, literal_span)) =
-            (resolve_column(schema, column_expr)?, literal_expr)
-        else {
-            return Ok(None);
+    let text_side =
+        |column_expr: &Expr, literal_expr: &Expr| -> Result<Option<RowPredicate>, ExprError> {
+            let (Some((column, ColumnKind::Text)), Expr::Literal(literal, literal_span)) =
+                (resolve_column(schema, column_expr)?, literal_expr)
+            else {
+                return Ok(None);
+            };
+            let Literal::Text(text) = literal else {
+                return Err(ExprError::new(
+                    *literal_span,
+                    "a text column is compared with a quoted string",
+                ));
+            };
+            let negated = match op {
+                CompareOp::Eq => false,
+                CompareOp::NotEq => true,
+                _ => return Err(ExprError::new(span, "text columns support only == and !=")),
+            };
+            Ok(Some(RowPredicate::TextIn {
+                column,
+                values: vec![text.clone()],
+                negated,
+            }))
         };
-        let Literal::Text(text) = literal else {
-            return Err(ExprError::new(*literal_span, "a text column is compared with a quoted string"));
-        };
-        let negated = match op {
-            CompareOp::Eq => false,
-            CompareOp::NotEq => true,
-            _ => return Err(ExprError::new(span, "text columns support only == and !=")),
-        };
-        Ok(Some(RowPredicate::TextIn { column, values: vec![text.clone()], negated }))
-    };
     if let Some(predicate) = text_side(left, right)? {
         return Ok(predicate);
     }
@@ -201,15 +217,23 @@ fn compile_numeric(expr: &Expr, schema: &Schema) -> Result<NumericExpr, ExprErro
         Expr::Literal(_, span) => Err(ExprError::new(*span, "expected a number here")),
         Expr::Identifier { span, .. } => match resolve_column(schema, expr)? {
             Some((column, ColumnKind::Numeric)) => Ok(NumericExpr::Column(column)),
-            Some((_, ColumnKind::Text)) => Err(ExprError::new(*span, "a text column is compared with a quoted string using == or !=")),
-            _ => Err(ExprError::new(*span, "this column's type can't be compared")),
+            Some((_, ColumnKind::Text)) => Err(ExprError::new(
+                *span,
+                "a text column is compared with a quoted string using == or !=",
+            )),
+            _ => Err(ExprError::new(
+                *span,
+                "this column's type can't be compared",
+            )),
         },
         Expr::Arith(op, left, right) => Ok(NumericExpr::Arith(
             *op,
             Box::new(compile_numeric(left, schema)?),
             Box::new(compile_numeric(right, schema)?),
         )),
-        Expr::Negate(inner) => Ok(NumericExpr::Negate(Box::new(compile_numeric(inner, schema)?))),
+        Expr::Negate(inner) => Ok(NumericExpr::Negate(Box::new(compile_numeric(
+            inner, schema,
+        )?))),
         other => Err(ExprError::new(other.span(), "expected a numeric value")),
     }
 }
@@ -225,11 +249,16 @@ pub fn evaluate_predicate(predicate: &RowPredicate, batch: &RecordBatch) -> Bool
                 BooleanBuffer::new_unset(rows)
             }
         }
-        RowPredicate::And(left, right) => &evaluate_predicate(left, batch) & &evaluate_predicate(right, batch),
-        RowPredicate::Or(left, right) => &evaluate_predicate(left, batch) | &evaluate_predicate(right, batch),
+        RowPredicate::And(left, right) => {
+            &evaluate_predicate(left, batch) & &evaluate_predicate(right, batch)
+        }
+        RowPredicate::Or(left, right) => {
+            &evaluate_predicate(left, batch) | &evaluate_predicate(right, batch)
+        }
         RowPredicate::Not(inner) => !&evaluate_predicate(inner, batch),
         RowPredicate::IsNull { column, negated } => {
-            let present = is_not_null(batch.column(*column).as_ref()).map(|array| array.values().clone());
+            let present =
+                is_not_null(batch.column(*column).as_ref()).map(|array| array.values().clone());
             let present = present.unwrap_or_else(|_| BooleanBuffer::new_set(rows));
             if *negated {
                 present
@@ -237,7 +266,11 @@ pub fn evaluate_predicate(predicate: &RowPredicate, batch: &RecordBatch) -> Bool
                 !&present
             }
         }
-        RowPredicate::TextIn { column, values, negated } => {
+        RowPredicate::TextIn {
+            column,
+            values,
+            negated,
+        } => {
             let matched = text_in(batch.column(*column), values);
             let present = match batch.column(*column).logical_nulls() {
                 Some(nulls) => nulls.inner().clone(),
@@ -262,13 +295,18 @@ fn text_in(array: &ArrayRef, values: &[String]) -> BooleanBuffer {
     if let Some(dictionary) = array.as_dictionary_opt::<Int32Type>() {
         let dictionary_values = dictionary.values().as_string::<i32>();
         let accepted: Vec<bool> = (0..dictionary_values.len())
-            .map(|index| dictionary_values.is_valid(index) && values.iter().any(|v| v == dictionary_values.value(index)))
+            .map(|index| {
+                dictionary_values.is_valid(index)
+                    && values.iter().any(|v| v == dictionary_values.value(index))
+            })
             .collect();
         let keys = dictionary.keys();
         let key_values = keys.values();
         return match keys.nulls() {
             None => BooleanBuffer::collect_bool(rows, |row| accepted[key_values[row] as usize]),
-            Some(nulls) => BooleanBuffer::collect_bool(rows, |row| nulls.is_valid(row) && accepted[key_values[row] as usize]),
+            Some(nulls) => BooleanBuffer::collect_bool(rows, |row| {
+                nulls.is_valid(row) && accepted[key_values[row] as usize]
+            }),
         };
     }
     let Some(strings) = array.as_string_opt::<i32>() else {
@@ -305,7 +343,9 @@ fn evaluate_numeric(expr: &NumericExpr, batch: &RecordBatch) -> NumericValue {
             let floats = match array.as_primitive_opt::<arrow::datatypes::Float64Type>() {
                 Some(floats) => floats.clone(),
                 None => match cast(array, &DataType::Float64) {
-                    Ok(cast_array) => cast_array.as_primitive::<arrow::datatypes::Float64Type>().clone(),
+                    Ok(cast_array) => cast_array
+                        .as_primitive::<arrow::datatypes::Float64Type>()
+                        .clone(),
                     Err(_) => Float64Array::new_null(batch.num_rows()),
                 },
             };
@@ -313,17 +353,28 @@ fn evaluate_numeric(expr: &NumericExpr, batch: &RecordBatch) -> NumericValue {
         }
         NumericExpr::Negate(inner) => match evaluate_numeric(inner, batch) {
             NumericValue::Scalar(value) => NumericValue::Scalar(-value),
-            NumericValue::Array(array) => NumericValue::Array(arrow::compute::kernels::arity::unary(&array, |v: f64| -v)),
+            NumericValue::Array(array) => {
+                NumericValue::Array(arrow::compute::kernels::arity::unary(&array, |v: f64| -v))
+            }
         },
         NumericExpr::Arith(op, left, right) => {
             let op = *op;
-            match (evaluate_numeric(left, batch), evaluate_numeric(right, batch)) {
-                (NumericValue::Scalar(a), NumericValue::Scalar(b)) => NumericValue::Scalar(op.apply(a, b)),
+            match (
+                evaluate_numeric(left, batch),
+                evaluate_numeric(right, batch),
+            ) {
+                (NumericValue::Scalar(a), NumericValue::Scalar(b)) => {
+                    NumericValue::Scalar(op.apply(a, b))
+                }
                 (NumericValue::Array(a), NumericValue::Scalar(b)) => {
-                    NumericValue::Array(arrow::compute::kernels::arity::unary(&a, |v: f64| op.apply(v, b)))
+                    NumericValue::Array(arrow::compute::kernels::arity::unary(&a, |v: f64| {
+                        op.apply(v, b)
+                    }))
                 }
                 (NumericValue::Scalar(a), NumericValue::Array(b)) => {
-                    NumericValue::Array(arrow::compute::kernels::arity::unary(&b, |v: f64| op.apply(a, v)))
+                    NumericValue::Array(arrow::compute::kernels::arity::unary(&b, |v: f64| {
+                        op.apply(a, v)
+                    }))
                 }
                 (NumericValue::Array(a), NumericValue::Array(b)) => NumericValue::Array(
                     arrow::compute::kernels::arity::binary(&a, &b, |x: f64, y: f64| op.apply(x, y))
@@ -334,13 +385,26 @@ fn evaluate_numeric(expr: &NumericExpr, batch: &RecordBatch) -> NumericValue {
     }
 }
 
-fn compare_numeric(op: CompareOp, left: &NumericValue, right: &NumericValue, rows: usize) -> BooleanBuffer {
+fn compare_numeric(
+    op: CompareOp,
+    left: &NumericValue,
+    right: &NumericValue,
+    rows: usize,
+) -> BooleanBuffer {
     let result = match (left, right) {
         (NumericValue::Scalar(a), NumericValue::Scalar(b)) => {
-            return if op.apply(*a, *b) { BooleanBuffer::new_set(rows) } else { BooleanBuffer::new_unset(rows) };
+            return if op.apply(*a, *b) {
+                BooleanBuffer::new_set(rows)
+            } else {
+                BooleanBuffer::new_unset(rows)
+            };
         }
-        (NumericValue::Array(a), NumericValue::Scalar(b)) => run_compare(op, a, &Float64Array::new_scalar(*b)),
-        (NumericValue::Scalar(a), NumericValue::Array(b)) => run_compare(op, &Float64Array::new_scalar(*a), b),
+        (NumericValue::Array(a), NumericValue::Scalar(b)) => {
+            run_compare(op, a, &Float64Array::new_scalar(*b))
+        }
+        (NumericValue::Scalar(a), NumericValue::Array(b)) => {
+            run_compare(op, &Float64Array::new_scalar(*a), b)
+        }
         (NumericValue::Array(a), NumericValue::Array(b)) => run_compare(op, a, b),
     };
     match result {
@@ -349,7 +413,11 @@ fn compare_numeric(op: CompareOp, left: &NumericValue, right: &NumericValue, row
     }
 }
 
-fn run_compare(op: CompareOp, left: &dyn arrow::array::Datum, right: &dyn arrow::array::Datum) -> Option<BooleanArray> {
+fn run_compare(
+    op: CompareOp,
+    left: &dyn arrow::array::Datum,
+    right: &dyn arrow::array::Datum,
+) -> Option<BooleanArray> {
     let result = match op {
         CompareOp::Eq => cmp::eq(left, right),
         CompareOp::NotEq => cmp::neq(left, right),

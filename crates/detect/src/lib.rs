@@ -57,7 +57,9 @@ pub mod summary;
 use std::path::PathBuf;
 
 pub use engine::{Engine, EngineStats, RuleState};
-pub use rule::{load_rules_dir, ExpectedAlert, Rule, RuleTest, SimulatedInput, DEFAULT_ALLOWED_LATENESS};
+pub use rule::{
+    load_rules_dir, ExpectedAlert, Rule, RuleTest, SimulatedInput, DEFAULT_ALLOWED_LATENESS,
+};
 
 /// Errors raised while loading, validating or running rules.
 #[derive(Debug, thiserror::Error)]

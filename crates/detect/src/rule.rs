@@ -185,12 +185,14 @@ impl Rule {
         };
         let document: RuleDocument =
             marked_yaml::from_yaml(0, text).map_err(|error| yaml_error(&source, &error))?;
-        let at = |spanned_line: (usize, usize), message: String, token: Option<String>| DetectError::Rule {
-            path: source.path.clone(),
-            line: spanned_line.0,
-            column: spanned_line.1,
-            token,
-            message,
+        let at = |spanned_line: (usize, usize), message: String, token: Option<String>| {
+            DetectError::Rule {
+                path: source.path.clone(),
+                line: spanned_line.0,
+                column: spanned_line.1,
+                token,
+                message,
+            }
         };
         let duration = |field: &Spanned<String>, name: &str| -> Result<i64, DetectError> {
             parse_duration(field.as_str()).map_err(|_| {
@@ -215,7 +217,12 @@ impl Rule {
                 ))
             }
         };
-        if document.id.is_empty() || !document.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') {
+        if document.id.is_empty()
+            || !document
+                .id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        {
             return Err(at(
                 position(&document.id),
                 "id must be non-empty and use letters, digits, '-', '_' or '.'".into(),
@@ -228,11 +235,16 @@ impl Rule {
             None => window.min(60 * inferwatch_core::NANOS_PER_SECOND),
         };
         if window <= 0 || every <= 0 {
-            return Err(at(position(&document.window), "window and every must be positive".into(), None));
+            return Err(at(
+                position(&document.window),
+                "window and every must be positive".into(),
+                None,
+            ));
         }
         let allowed_lateness = match &document.allowed_lateness {
             Some(lateness) => duration(lateness, "allowed_lateness")?,
-            None => parse_duration(DEFAULT_ALLOWED_LATENESS).map_err(|e| DetectError::Internal(e.to_string()))?,
+            None => parse_duration(DEFAULT_ALLOWED_LATENESS)
+                .map_err(|e| DetectError::Internal(e.to_string()))?,
         };
         let pending_for = match &document.pending_for {
             Some(value) => duration(value, "for")?,
@@ -244,7 +256,8 @@ impl Rule {
         };
         let locate = |field: &Spanned<String>| -> Result<LocatedExpr, DetectError> {
             let (line, column) = position(field);
-            let expr = parse(field.as_str()).map_err(|error| expression_error(&source, line, column, field.as_str(), &error))?;
+            let expr = parse(field.as_str())
+                .map_err(|error| expression_error(&source, line, column, field.as_str(), &error))?;
             Ok(LocatedExpr {
                 expr,
                 text: field.as_str().to_string(),
@@ -271,7 +284,9 @@ impl Rule {
             title: document.title,
             description: document.description,
             severity,
-            stream: document.stream.unwrap_or_else(|| inferwatch_core::DEFAULT_STREAM.to_string()),
+            stream: document
+                .stream
+                .unwrap_or_else(|| inferwatch_core::DEFAULT_STREAM.to_string()),
             filter,
             group_by,
             segments,
@@ -293,7 +308,13 @@ impl Rule {
 
     /// Turns an error inside one of this rule's expressions into a file-positioned error.
     pub fn expression_error(&self, located: &LocatedExpr, error: &ExprError) -> DetectError {
-        expression_error(&self.source, located.line, located.column, &located.text, error)
+        expression_error(
+            &self.source,
+            located.line,
+            located.column,
+            &located.text,
+            error,
+        )
     }
 
     /// An error about a group-by column.
@@ -327,7 +348,10 @@ pub fn load_rules_dir(dir: &Path) -> (Vec<Rule>, Vec<DetectError>) {
                         line: 1,
                         column: 1,
                         token: Some(rule.id.clone()),
-                        message: format!("duplicate rule id, also defined in {}", previous.source.path.display()),
+                        message: format!(
+                            "duplicate rule id, also defined in {}",
+                            previous.source.path.display()
+                        ),
                     });
                     continue;
                 }
@@ -347,7 +371,10 @@ fn collect_rule_paths(dir: &Path, paths: &mut Vec<PathBuf>, errors: &mut Vec<Det
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(source) => {
-            errors.push(DetectError::Io { path: dir.to_path_buf(), source });
+            errors.push(DetectError::Io {
+                path: dir.to_path_buf(),
+                source,
+            });
             return;
         }
     };
@@ -355,7 +382,10 @@ fn collect_rule_paths(dir: &Path, paths: &mut Vec<PathBuf>, errors: &mut Vec<Det
         let path = entry.path();
         if path.is_dir() {
             collect_rule_paths(&path, paths, errors);
-        } else if matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+        } else if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml")
+        ) {
             paths.push(path);
         }
     }
@@ -386,7 +416,10 @@ fn yaml_error(source: &RuleSource, error: &marked_yaml::FromYamlError) -> Detect
         marked_yaml::FromYamlError::FromNode(node_error) => {
             let message = match &**node_error {
                 marked_yaml::Error::UnknownFieldError(field, expected, _) => {
-                    format!("unknown field '{field}', expected one of: {}", expected.join(", "))
+                    format!(
+                        "unknown field '{field}', expected one of: {}",
+                        expected.join(", ")
+                    )
                 }
                 other => strip_marker_prefix(&other.to_string()),
             };
@@ -414,7 +447,9 @@ fn find_key(text: &str, key: &str) -> Option<(usize, usize)> {
     text.lines().enumerate().find_map(|(index, line)| {
         let trimmed = line.trim_start().trim_start_matches("- ");
         let rest = trimmed.strip_prefix(key)?;
-        rest.trim_start().starts_with(':').then(|| (index + 1, line.len() - trimmed.len() + 1))
+        rest.trim_start()
+            .starts_with(':')
+            .then(|| (index + 1, line.len() - trimmed.len() + 1))
     })
 }
 
@@ -423,7 +458,9 @@ fn strip_marker_prefix(message: &str) -> String {
     let mut rest = message;
     for _ in 0..3 {
         match rest.split_once(':') {
-            Some((head, tail)) if head.trim().chars().all(|c| c.is_ascii_digit()) && !head.trim().is_empty() => {
+            Some((head, tail))
+                if head.trim().chars().all(|c| c.is_ascii_digit()) && !head.trim().is_empty() =>
+            {
                 rest = tail.trim_start()
             }
             _ => break,
@@ -452,18 +489,34 @@ impl LowercaseFirst for String {
 /// parsed string don't map to file columns by addition. Instead we find the
 /// offending token's text in the file after the scalar's start, skipping as
 /// many earlier occurrences as the expression has before the span.
-fn expression_error(source: &RuleSource, line: usize, column: usize, expr_text: &str, error: &ExprError) -> DetectError {
+fn expression_error(
+    source: &RuleSource,
+    line: usize,
+    column: usize,
+    expr_text: &str,
+    error: &ExprError,
+) -> DetectError {
     let span = Span {
         start: error.span.start.min(expr_text.len()),
-        end: error.span.end.min(expr_text.len()).max(error.span.start.min(expr_text.len())),
+        end: error
+            .span
+            .end
+            .min(expr_text.len())
+            .max(error.span.start.min(expr_text.len())),
     };
-    let token = expr_text.get(span.start..span.end).unwrap_or("").to_string();
+    let token = expr_text
+        .get(span.start..span.end)
+        .unwrap_or("")
+        .to_string();
     let scalar_start = byte_offset_of(&source.text, line, column);
     let mut position = (line, column);
     if !token.is_empty() {
         let occurrences_before = expr_text[..span.start].matches(token.as_str()).count();
         let after_scalar = &source.text[scalar_start..];
-        if let Some((found, _)) = after_scalar.match_indices(token.as_str()).nth(occurrences_before) {
+        if let Some((found, _)) = after_scalar
+            .match_indices(token.as_str())
+            .nth(occurrences_before)
+        {
             position = line_column_of(&source.text, scalar_start + found);
         }
     } else if span.start >= expr_text.trim_end().len() {
@@ -471,7 +524,10 @@ fn expression_error(source: &RuleSource, line: usize, column: usize, expr_text: 
         let last_word = expr_text.split_whitespace().last().unwrap_or("");
         let occurrences = expr_text.matches(last_word).count();
         let after_scalar = &source.text[scalar_start..];
-        if let Some((found, _)) = after_scalar.match_indices(last_word).nth(occurrences.saturating_sub(1)) {
+        if let Some((found, _)) = after_scalar
+            .match_indices(last_word)
+            .nth(occurrences.saturating_sub(1))
+        {
             position = line_column_of(&source.text, scalar_start + found + last_word.len());
         }
     }
@@ -488,7 +544,11 @@ fn byte_offset_of(text: &str, line: usize, column: usize) -> usize {
     let mut offset = 0;
     for (index, content) in text.split_inclusive('\n').enumerate() {
         if index + 1 == line {
-            let within: usize = content.chars().take(column.saturating_sub(1)).map(char::len_utf8).sum();
+            let within: usize = content
+                .chars()
+                .take(column.saturating_sub(1))
+                .map(char::len_utf8)
+                .sum();
             return offset + within;
         }
         offset += content.len();
@@ -509,12 +569,19 @@ mod tests {
 
     fn error_of(yaml: &str) -> (usize, usize, Option<String>, String) {
         match Rule::from_yaml_str(Path::new("r.yaml"), yaml) {
-            Err(DetectError::Rule { line, column, token, message, .. }) => (line, column, token, message),
+            Err(DetectError::Rule {
+                line,
+                column,
+                token,
+                message,
+                ..
+            }) => (line, column, token, message),
             other => panic!("expected a rule error, got {other:?}"),
         }
     }
 
-    const VALID: &str = "id: slow\ntitle: Slow\nseverity: high\nwindow: 5m\ncondition: p99(latency_ms) > 500\n";
+    const VALID: &str =
+        "id: slow\ntitle: Slow\nseverity: high\nwindow: 5m\ncondition: p99(latency_ms) > 500\n";
 
     #[test]
     fn a_valid_rule_loads_with_defaults() {
@@ -535,7 +602,11 @@ mod tests {
     fn expression_errors_in_block_scalars_point_at_the_right_line() {
         let yaml = "id: x\ntitle: X\nseverity: low\nwindow: 5m\ncondition: |\n  count() > 5\n  and foo(latency_ms) > 1\n";
         let (line, column, token, message) = error_of(yaml);
-        assert_eq!((line, column, token.as_deref()), (7, 7, Some("foo(latency_ms)")), "{message}");
+        assert_eq!(
+            (line, column, token.as_deref()),
+            (7, 7, Some("foo(latency_ms)")),
+            "{message}"
+        );
     }
 
     #[test]

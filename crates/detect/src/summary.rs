@@ -23,7 +23,13 @@ pub struct Moments {
 
 impl Default for Moments {
     fn default() -> Self {
-        Moments { count: 0, sum: 0, sum_of_squares: 0, min: f64::INFINITY, max: f64::NEG_INFINITY }
+        Moments {
+            count: 0,
+            sum: 0,
+            sum_of_squares: 0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+        }
     }
 }
 
@@ -89,7 +95,9 @@ impl Moments {
         let n = self.count as f64;
         let sum = self.sum();
         let sum_of_squares = self.sum_of_squares as f64 / FIXED_POINT_SCALE;
-        ((sum_of_squares - sum * sum / n) / (n - 1.0)).max(0.0).sqrt()
+        ((sum_of_squares - sum * sum / n) / (n - 1.0))
+            .max(0.0)
+            .sqrt()
     }
 }
 
@@ -99,7 +107,9 @@ pub struct QuantileSketch(DDSketch);
 
 impl std::fmt::Debug for QuantileSketch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("QuantileSketch").field("count", &self.0.count()).finish()
+        f.debug_struct("QuantileSketch")
+            .field("count", &self.0.count())
+            .finish()
     }
 }
 
@@ -214,9 +224,15 @@ impl Summary {
         }
         self.count = 0;
         self.errors = 0;
-        self.moments.iter_mut().for_each(|m| *m = Moments::default());
-        self.sketches.iter_mut().for_each(|s| *s = QuantileSketch::default());
-        self.distinct.iter_mut().for_each(|d| *d = DistinctSketch::default());
+        self.moments
+            .iter_mut()
+            .for_each(|m| *m = Moments::default());
+        self.sketches
+            .iter_mut()
+            .for_each(|s| *s = QuantileSketch::default());
+        self.distinct
+            .iter_mut()
+            .for_each(|d| *d = DistinctSketch::default());
     }
 }
 
@@ -248,7 +264,10 @@ mod tests {
         for q in [0.5, 0.9, 0.95, 0.99, 0.999] {
             let exact = values[((q * values.len() as f64).ceil() as usize).saturating_sub(1)];
             let estimate = sketch.quantile(q);
-            assert!((estimate - exact).abs() / exact <= 0.011, "q={q} exact={exact} estimate={estimate}");
+            assert!(
+                (estimate - exact).abs() / exact <= 0.011,
+                "q={q} exact={exact} estimate={estimate}"
+            );
         }
     }
 

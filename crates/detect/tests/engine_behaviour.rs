@@ -4,7 +4,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{new_null_array, ArrayRef, Float64Array, StringDictionaryBuilder, TimestampNanosecondArray};
+use arrow::array::{
+    new_null_array, ArrayRef, Float64Array, StringDictionaryBuilder, TimestampNanosecondArray,
+};
 use arrow::datatypes::Int32Type;
 use arrow::record_batch::RecordBatch;
 use inferwatch_core::{canonical_schema, column, Alert, AlertState};
@@ -37,13 +39,18 @@ fn batch(events: &[Event]) -> RecordBatch {
         .map(|field| -> ArrayRef {
             match field.name().as_str() {
                 column::TIMESTAMP => Arc::new(
-                    TimestampNanosecondArray::from(events.iter().map(|e| e.timestamp).collect::<Vec<_>>()).with_timezone("UTC"),
+                    TimestampNanosecondArray::from(
+                        events.iter().map(|e| e.timestamp).collect::<Vec<_>>(),
+                    )
+                    .with_timezone("UTC"),
                 ),
                 column::STREAM => dictionary(events.iter().map(|_| "inference").collect()),
                 column::MODEL_ID => dictionary(events.iter().map(|e| e.model_id).collect()),
                 column::AB_GROUP => dictionary(events.iter().map(|e| e.ab_group).collect()),
                 column::STATUS => dictionary(events.iter().map(|e| e.status).collect()),
-                column::LATENCY_MS => Arc::new(Float64Array::from(events.iter().map(|e| e.latency_ms).collect::<Vec<_>>())),
+                column::LATENCY_MS => Arc::new(Float64Array::from(
+                    events.iter().map(|e| e.latency_ms).collect::<Vec<_>>(),
+                )),
                 _ => new_null_array(field.data_type(), events.len()),
             }
         })
@@ -70,13 +77,23 @@ fn run(rules: Vec<Rule>, events: &[Event], batch_sizes: &[usize]) -> Vec<Alert> 
 }
 
 /// Two events per second for `minutes`, with latency from `latency(minute)`.
-fn traffic(minutes: i64, model: &'static str, ab_group: &'static str, latency: impl Fn(i64) -> f64, error_every: usize) -> Vec<Event> {
+fn traffic(
+    minutes: i64,
+    model: &'static str,
+    ab_group: &'static str,
+    latency: impl Fn(i64) -> f64,
+    error_every: usize,
+) -> Vec<Event> {
     (0..minutes * 120)
         .map(|i| Event {
             timestamp: START + i * SECOND / 2,
             model_id: model,
             ab_group,
-            status: if error_every > 0 && i as usize % error_every == 0 { "error" } else { "ok" },
+            status: if error_every > 0 && (i as usize).is_multiple_of(error_every) {
+                "error"
+            } else {
+                "ok"
+            },
             latency_ms: latency(i / 120) + (i % 7) as f64,
         })
         .collect()
@@ -86,12 +103,27 @@ const SLOW: &str = "id: slow\ntitle: Slow\nseverity: high\ngroup_by: [model_id]\
 
 #[test]
 fn fires_after_for_and_resolves_when_the_window_recovers() {
-    let events = traffic(40, "recsys", "baseline", |minute| if (10..20).contains(&minute) { 900.0 } else { 100.0 }, 0);
+    let events = traffic(
+        40,
+        "recsys",
+        "baseline",
+        |minute| {
+            if (10..20).contains(&minute) {
+                900.0
+            } else {
+                100.0
+            }
+        },
+        0,
+    );
     let alerts = run(vec![rule(SLOW)], &events, &[1000]);
     assert_eq!(alerts.len(), 2, "{alerts:#?}");
     let firing = &alerts[0];
     assert_eq!(firing.state, AlertState::Firing);
-    assert_eq!(firing.group.get("model_id").map(String::as_str), Some("recsys"));
+    assert_eq!(
+        firing.group.get("model_id").map(String::as_str),
+        Some("recsys")
+    );
     // Slow from minute 10; the 5m window's p99 crosses at the tick after minute 10 (00:11), pending 2m → 00:13.
     assert_eq!(firing.starts_at, "2026-01-01T00:13:00Z");
     assert!(firing.value.unwrap() > 880.0 && firing.threshold == Some(500.0));
@@ -107,7 +139,19 @@ fn fires_after_for_and_resolves_when_the_window_recovers() {
 #[test]
 fn keep_firing_for_delays_resolution() {
     let yaml = SLOW.replace("for: 2m\n", "for: 2m\nkeep_firing_for: 3m\n");
-    let events = traffic(40, "recsys", "baseline", |minute| if (10..20).contains(&minute) { 900.0 } else { 100.0 }, 0);
+    let events = traffic(
+        40,
+        "recsys",
+        "baseline",
+        |minute| {
+            if (10..20).contains(&minute) {
+                900.0
+            } else {
+                100.0
+            }
+        },
+        0,
+    );
     let alerts = run(vec![rule(&yaml)], &events, &[1000]);
     // First false tick 00:25, as in Prometheus: keep firing until 3m after it.
     assert_eq!(alerts[1].ends_at.as_deref(), Some("2026-01-01T00:28:00Z"));
@@ -136,7 +180,7 @@ fn canary_rule_compares_two_segments_of_one_rule() {
         .into_iter()
         .enumerate()
         .map(|(i, mut e)| {
-            if e.timestamp >= START + 10 * MINUTE && i % 10 == 0 {
+            if e.timestamp >= START + 10 * MINUTE && i.is_multiple_of(10) {
                 e.status = "error";
             }
             e
@@ -149,13 +193,23 @@ fn canary_rule_compares_two_segments_of_one_rule() {
     // The error-rate arm: at 00:11 the window holds one bad minute (2 %, not > 2 × 1 %);
     // true from 00:12, held for 3m → 00:15.
     assert_eq!(alerts[0].starts_at, "2026-01-01T00:15:00Z");
-    assert!((alerts[0].value.unwrap() - 0.1).abs() < 0.01, "{:?}", alerts[0].value);
+    assert!(
+        (alerts[0].value.unwrap() - 0.1).abs() < 0.01,
+        "{:?}",
+        alerts[0].value
+    );
 }
 
 #[test]
 fn canary_latency_arm_needs_five_minutes() {
     let mut events = traffic(30, "recsys", "baseline", |_| 100.0, 0);
-    events.extend(traffic(30, "recsys", "canary", |minute| if minute >= 10 { 800.0 } else { 100.0 }, 0));
+    events.extend(traffic(
+        30,
+        "recsys",
+        "canary",
+        |minute| if minute >= 10 { 800.0 } else { 100.0 },
+        0,
+    ));
     events.sort_by_key(|e| e.timestamp);
     let alerts = run(vec![rule(CANARY)], &events, &[4096]);
     assert_eq!(alerts[0].state, AlertState::Firing);
@@ -167,7 +221,13 @@ fn canary_latency_arm_needs_five_minutes() {
 fn events_later_than_the_allowed_lateness_are_counted_and_dropped() {
     let mut events = traffic(10, "recsys", "baseline", |_| 100.0, 0);
     // An event from minute 1 arriving after minute 9 is far beyond 30 s lateness.
-    events.push(Event { timestamp: START + MINUTE, model_id: "recsys", ab_group: "baseline", status: "ok", latency_ms: 1e6 });
+    events.push(Event {
+        timestamp: START + MINUTE,
+        model_id: "recsys",
+        ab_group: "baseline",
+        status: "ok",
+        latency_ms: 1e6,
+    });
     let mut engine = Engine::new(vec![rule(SLOW)], &canonical_schema()).unwrap();
     engine.observe(&batch(&events));
     assert_eq!(engine.stats().late_events, 1);
@@ -193,12 +253,28 @@ fn distinct_and_moments_aggregates_evaluate() {
     events.extend(traffic(3, "recsys", "canary", |_| 100.0, 0));
     events.sort_by_key(|e| e.timestamp);
     let alerts = run(vec![rule(yaml)], &events, &[100]);
-    assert_eq!(alerts.first().map(|a| a.state), Some(AlertState::Firing), "{alerts:#?}");
+    assert_eq!(
+        alerts.first().map(|a| a.state),
+        Some(AlertState::Firing),
+        "{alerts:#?}"
+    );
 }
 
 fn mixed_incident_events() -> Vec<Event> {
-    let mut events = traffic(45, "recsys", "baseline", |m| if (10..18).contains(&m) { 700.0 } else { 90.0 }, 50);
-    events.extend(traffic(45, "recsys", "canary", |m| if (25..35).contains(&m) { 900.0 } else { 110.0 }, 0));
+    let mut events = traffic(
+        45,
+        "recsys",
+        "baseline",
+        |m| if (10..18).contains(&m) { 700.0 } else { 90.0 },
+        50,
+    );
+    events.extend(traffic(
+        45,
+        "recsys",
+        "canary",
+        |m| if (25..35).contains(&m) { 900.0 } else { 110.0 },
+        0,
+    ));
     events.extend(traffic(30, "fraud", "baseline", |_| 40.0, 0));
     events.sort_by_key(|e| e.timestamp);
     events
