@@ -55,10 +55,12 @@ pub enum Condition {
     Negate(Box<Condition>),
     /// A comparison; the index numbers comparisons for value/threshold reporting.
     Compare(CompareOp, Box<Condition>, Box<Condition>, usize),
-    /// Both.
-    And(Box<Condition>, Box<Condition>),
-    /// Either.
-    Or(Box<Condition>, Box<Condition>),
+    /// Both. The flag says whether the right side holds `for` timers, which
+    /// must be updated every tick; otherwise the right side is skipped when
+    /// the left decides (sparing sketch merges on idle groups).
+    And(Box<Condition>, Box<Condition>, bool),
+    /// Either; the flag as for `And`.
+    Or(Box<Condition>, Box<Condition>, bool),
     /// Not.
     Not(Box<Condition>),
     /// Held continuously for a duration; the index numbers per-group timers.
@@ -134,14 +136,20 @@ struct Compiler<'a> {
 impl Compiler<'_> {
     fn boolean(&mut self, expr: &Expr) -> Result<Condition, ExprError> {
         match expr {
-            Expr::And(left, right) => Ok(Condition::And(
-                Box::new(self.boolean(left)?),
-                Box::new(self.boolean(right)?),
-            )),
-            Expr::Or(left, right) => Ok(Condition::Or(
-                Box::new(self.boolean(left)?),
-                Box::new(self.boolean(right)?),
-            )),
+            Expr::And(left, right) => {
+                let left = self.boolean(left)?;
+                let timers_before = self.output.held_timers;
+                let right = self.boolean(right)?;
+                let right_has_timers = self.output.held_timers > timers_before;
+                Ok(Condition::And(Box::new(left), Box::new(right), right_has_timers))
+            }
+            Expr::Or(left, right) => {
+                let left = self.boolean(left)?;
+                let timers_before = self.output.held_timers;
+                let right = self.boolean(right)?;
+                let right_has_timers = self.output.held_timers > timers_before;
+                Ok(Condition::Or(Box::new(left), Box::new(right), right_has_timers))
+            }
             Expr::Not(inner) => Ok(Condition::Not(Box::new(self.boolean(inner)?))),
             Expr::HeldFor(inner, duration, span) => {
                 if *duration <= 0 {
@@ -358,17 +366,19 @@ impl Witness {
     }
 }
 
-/// Evaluates a condition at `now`, updating timers; every `for` timer is updated (no short-circuit).
+/// Evaluates a condition at `now`, updating timers. Aggregate values are
+/// asked for on demand, so a decided `and`/`or` never computes the other
+/// side's aggregates; every `for` timer is still updated each tick.
 pub fn evaluate(
     condition: &Condition,
-    values: &[f64],
+    values: &mut dyn FnMut(usize) -> f64,
     now: i64,
     timers: &mut HeldTimers,
     witness: &mut Witness,
 ) -> f64 {
     match condition {
         Condition::Number(value) => *value,
-        Condition::Aggregate(index) => values[*index],
+        Condition::Aggregate(index) => values(*index),
         Condition::Arith(op, left, right) => {
             let left = evaluate(left, values, now, timers, witness);
             let right = evaluate(right, values, now, timers, witness);
@@ -387,13 +397,19 @@ pub fn evaluate(
             slot.get_or_insert((left, right));
             truth(held)
         }
-        Condition::And(left, right) => {
+        Condition::And(left, right, right_has_timers) => {
             let left = evaluate(left, values, now, timers, witness) != 0.0;
+            if !left && !right_has_timers {
+                return 0.0;
+            }
             let right = evaluate(right, values, now, timers, witness) != 0.0;
             truth(left && right)
         }
-        Condition::Or(left, right) => {
+        Condition::Or(left, right, right_has_timers) => {
             let left = evaluate(left, values, now, timers, witness) != 0.0;
+            if left && !right_has_timers {
+                return 1.0;
+            }
             let right = evaluate(right, values, now, timers, witness) != 0.0;
             truth(left || right)
         }

@@ -272,6 +272,15 @@ enum AggregateSlot {
     Distinct(usize),
 }
 
+impl AggregateSlot {
+    fn needs_counts_only(self) -> bool {
+        matches!(
+            self,
+            AggregateSlot::Count | AggregateSlot::Rate | AggregateSlot::Errors | AggregateSlot::ErrorRate
+        )
+    }
+}
+
 struct RuleRuntime {
     rule: Rule,
     filter: RowPredicate,
@@ -699,7 +708,6 @@ impl RuleRuntime {
             .sum();
         let window_seconds = self.rule.window as f64 / 1e9;
         let mut merged: Vec<Summary> = self.layouts.iter().map(Summary::empty).collect();
-        let mut values = vec![0.0; self.slots.len()];
         for group in 0..self.groups.len() {
             if self.alert_states[group]
                 .first_bucket
@@ -708,18 +716,31 @@ impl RuleRuntime {
                 continue;
             }
             let base = group * self.ring;
+            let ring = self.ring;
+            let window_cells = |cells: &[Cell]| -> Vec<usize> {
+                (base..base + ring).filter(|&i| in_window(cells[i].bucket)).collect()
+            };
+            // Counts are merged up front (impact needs them); distributions
+            // only when the condition asks for them.
+            let mut distributions_merged = vec![false; merged.len()];
             for (target, cells) in merged.iter_mut().zip(&self.cells) {
                 target.clear();
-                for cell in &cells[base..base + self.ring] {
-                    if in_window(cell.bucket) {
-                        target.merge(&cell.summary);
-                    }
+                for index in window_cells(cells) {
+                    target.merge_counts(&cells[index].summary);
                 }
             }
-            for (value, (segment, slot)) in values.iter_mut().zip(&self.slots) {
-                let summary = &merged[*segment];
+            let mut aggregate_value = |index: usize| -> f64 {
+                let (segment, slot) = self.slots[index];
+                if !distributions_merged[segment] && !slot.needs_counts_only() {
+                    distributions_merged[segment] = true;
+                    let cells = &self.cells[segment];
+                    for index in window_cells(cells) {
+                        merged[segment].merge_distributions(&cells[index].summary);
+                    }
+                }
+                let summary = &merged[segment];
                 let count = summary.count as f64;
-                *value = match *slot {
+                match slot {
                     AggregateSlot::Count => count,
                     AggregateSlot::Rate => count / window_seconds,
                     AggregateSlot::Errors => summary.errors as f64,
@@ -731,13 +752,13 @@ impl RuleRuntime {
                     AggregateSlot::Stddev(i) => summary.moments[i].stddev(),
                     AggregateSlot::Quantile(i, q) => summary.sketches[i].quantile(q),
                     AggregateSlot::Distinct(i) => summary.distinct[i].estimate(),
-                };
-            }
+                }
+            };
             let state = &mut self.alert_states[group];
             let mut witness = Witness::default();
             let holds = evaluate(
                 &self.condition.root,
-                &values,
+                &mut aggregate_value,
                 tick,
                 &mut state.timers,
                 &mut witness,

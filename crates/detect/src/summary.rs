@@ -204,8 +204,18 @@ impl Summary {
 
     /// Folds another summary of the same layout in.
     pub fn merge(&mut self, other: &Summary) {
+        self.merge_counts(other);
+        self.merge_distributions(other);
+    }
+
+    /// Folds in only the row and error counts (cheap).
+    pub fn merge_counts(&mut self, other: &Summary) {
         self.count += other.count;
         self.errors += other.errors;
+    }
+
+    /// Folds in the moments and sketches (the costly part of a merge).
+    pub fn merge_distributions(&mut self, other: &Summary) {
         for (mine, theirs) in self.moments.iter_mut().zip(&other.moments) {
             mine.merge(theirs);
         }
