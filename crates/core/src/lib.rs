@@ -30,7 +30,9 @@ mod alert;
 mod time;
 
 pub use alert::{Alert, AlertState, Contributor, Impact, Severity};
-pub use time::{format_timestamp, parse_duration, parse_timestamp_text, NANOS_PER_SECOND};
+pub use time::{
+    epoch_to_nanos, format_timestamp, parse_duration, parse_timestamp_text, NANOS_PER_SECOND,
+};
 
 use std::sync::{Arc, OnceLock};
 
@@ -201,7 +203,10 @@ mod tests {
         names.sort();
         names.dedup();
         assert_eq!(names.len(), 24);
-        assert!(!schema.field_with_name(column::TIMESTAMP).unwrap().is_nullable());
+        assert!(!schema
+            .field_with_name(column::TIMESTAMP)
+            .unwrap()
+            .is_nullable());
     }
 
     #[test]

@@ -44,6 +44,15 @@ pub enum IngestError {
         /// What is wrong.
         message: String,
     },
+    /// A lookup table for enrichment is invalid (missing key column, a value
+    /// that does not fit its canonical column, unreadable format).
+    #[error("lookup table {table}: {message}")]
+    LookupTable {
+        /// The table's file path or name.
+        table: String,
+        /// What is wrong, naming the row key and column when there is one.
+        message: String,
+    },
     /// An invariant was broken: this is a bug in inferwatch.
     #[error("internal error (this is a bug): {0}")]
     Internal(String),

@@ -1,0 +1,505 @@
+//! The decoder: newline-delimited JSON → Arrow [`RecordBatch`].
+//!
+//! This is the hot path of ingestion. Each line is validated as UTF-8, checked
+//! for excessive nesting, then walked with sonic-rs's lazy object iterator:
+//! values are sliced out of the line without building a DOM, keys are looked
+//! up in the mapping trie, and only mapped values are converted. The result
+//! lands in a reusable scratch [`Record`]; once the whole line is known good
+//! it is appended to the Arrow builders in one go.
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use inferwatch_core::column;
+
+use crate::coerce::derive_status;
+use crate::columns::BatchSink;
+use crate::dead_letter::{DeadLetter, DeadLetterKind, DecodeCounters};
+use crate::derive::{summarise_logits, summarise_probabilities, ClassSummary};
+use crate::mapping::{canonical_column_index, Mapping};
+use crate::record::{describe, JsonKind, LineError, Record, SlotValue, StaticText};
+use crate::Chunk;
+
+/// Longest line decoded, in bytes (without its line ending). Longer lines
+/// become dead letters without being parsed.
+pub const MAX_LINE_BYTES: usize = 1 << 20;
+/// Deepest nesting of objects and arrays accepted; the top-level object is
+/// level 1.
+pub const MAX_NESTING_DEPTH: usize = 64;
+/// Most bytes of one chunk that are decoded. Arrow's string offsets are
+/// 32-bit, so a batch must stay under 2 GiB of text; lines past this limit
+/// become dead letters and the source should cut smaller chunks.
+pub const MAX_CHUNK_BYTES: usize = 1 << 30;
+
+/// The outcome of decoding one chunk.
+#[derive(Debug, Clone)]
+pub struct DecodedBatch {
+    /// The good events, in input order, with the decoder's schema.
+    pub batch: RecordBatch,
+    /// The refused lines, in input order.
+    pub dead_letters: Vec<DeadLetter>,
+    /// Lines consumed, including blank and refused ones.
+    pub lines: u64,
+    /// Counters for this chunk alone.
+    pub counters: DecodeCounters,
+}
+
+/// Turns chunks of JSON lines into Arrow batches with a given [`Mapping`].
+///
+/// Decoding never fails and never panics: a bad line becomes a
+/// [`DeadLetter`] and the lines around it are kept. A decoder holds reusable
+/// scratch buffers, so keep one per thread: `clone()` gives a fresh decoder
+/// sharing the same mapping (with its own, zeroed, counters).
+pub struct Decoder {
+    mapping: Arc<Mapping>,
+    record: Record,
+    sink: BatchSink,
+    key_buffer: String,
+    counters: DecodeCounters,
+    columns: CanonicalColumns,
+}
+
+impl Clone for Decoder {
+    fn clone(&self) -> Decoder {
+        Decoder::new(self.mapping.clone())
+    }
+}
+
+impl std::fmt::Debug for Decoder {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Decoder")
+            .field("schema", &self.mapping.schema)
+            .field("counters", &self.counters)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Positions of the columns the decoder treats specially.
+#[derive(Debug, Clone, Copy)]
+struct CanonicalColumns {
+    timestamp: usize,
+    status: usize,
+    http_status: usize,
+    error_type: usize,
+    probabilities: usize,
+    logits: usize,
+    predicted_class: usize,
+    confidence: usize,
+    margin: usize,
+    entropy: usize,
+    attributes: usize,
+}
+
+impl CanonicalColumns {
+    fn locate() -> CanonicalColumns {
+        // The canonical schema always has these; usize::MAX makes a missing
+        // one inert (every access is bounds-checked with `get`).
+        let index = |name| canonical_column_index(name).unwrap_or(usize::MAX);
+        CanonicalColumns {
+            timestamp: index(column::TIMESTAMP),
+            status: index(column::STATUS),
+            http_status: index(column::HTTP_STATUS),
+            error_type: index(column::ERROR_TYPE),
+            probabilities: index(column::PROBABILITIES),
+            logits: index(column::LOGITS),
+            predicted_class: index(column::PREDICTED_CLASS),
+            confidence: index(column::CONFIDENCE),
+            margin: index(column::MARGIN),
+            entropy: index(column::ENTROPY),
+            attributes: index(column::ATTRIBUTES),
+        }
+    }
+}
+
+impl Decoder {
+    /// A decoder for `mapping` (whose lookup tables it applies).
+    pub fn new(mapping: Arc<Mapping>) -> Decoder {
+        let columns = CanonicalColumns::locate();
+        let attributes_column = (columns.attributes != usize::MAX).then_some(columns.attributes);
+        let sink = BatchSink::new(&mapping.schema, attributes_column);
+        let record = Record::new(
+            mapping.column_kinds.len(),
+            mapping.enrichment.extra_columns().len(),
+        );
+        Decoder {
+            mapping,
+            record,
+            sink,
+            key_buffer: String::new(),
+            counters: DecodeCounters::default(),
+            columns,
+        }
+    }
+
+    /// The schema of every batch this decoder produces: the canonical
+    /// columns, then the enrichment columns (Utf8 dictionary).
+    pub fn schema(&self) -> SchemaRef {
+        self.mapping.schema.clone()
+    }
+
+    /// The mapping in use.
+    pub fn mapping(&self) -> &Arc<Mapping> {
+        &self.mapping
+    }
+
+    /// Everything this decoder has seen since it was created.
+    pub fn counters(&self) -> &DecodeCounters {
+        &self.counters
+    }
+
+    /// Decodes every line of `chunk`.
+    pub fn decode(&mut self, chunk: &Chunk) -> DecodedBatch {
+        let mut counters = DecodeCounters::default();
+        let mut dead_letters = Vec::new();
+        let data = chunk.data.as_slice();
+        let mut position = 0usize;
+        let mut line_number = chunk.first_line;
+        while position < data.len() {
+            let line_start = position;
+            let line_end = memchr::memchr(b'\n', &data[position..])
+                .map_or(data.len(), |found| position + found);
+            position = line_end + 1;
+            let mut line = &data[line_start..line_end];
+            if let Some(stripped) = line.strip_suffix(b"\r") {
+                line = stripped;
+            }
+            let this_line = line_number;
+            line_number += 1;
+            counters.lines += 1;
+            if line_start == 0 && chunk.first_offset == 0 {
+                // A byte-order mark some Windows tools put at the start of a file.
+                line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
+            }
+            let outcome = if line_start >= MAX_CHUNK_BYTES {
+                Err(LineError::new(
+                    DeadLetterKind::ChunkTooLarge,
+                    format!("line lies past the first {MAX_CHUNK_BYTES} bytes of its chunk; cut smaller chunks"),
+                ))
+            } else if line.iter().all(u8::is_ascii_whitespace) {
+                counters.blank_lines += 1;
+                continue;
+            } else if line.len() > MAX_LINE_BYTES {
+                Err(LineError::new(
+                    DeadLetterKind::LineTooLong,
+                    format!(
+                        "line is {} bytes, over the {MAX_LINE_BYTES}-byte limit",
+                        line.len()
+                    ),
+                ))
+            } else {
+                self.decode_line(line)
+            };
+            match outcome {
+                Ok(()) => {
+                    self.append_record();
+                    counters.events += 1;
+                }
+                Err(error) => {
+                    counters.count_dead_letter(error.kind());
+                    dead_letters.push(DeadLetter::new(
+                        &chunk.source,
+                        this_line,
+                        chunk.first_offset + line_start as u64,
+                        error.into_message(),
+                        line,
+                    ));
+                }
+            }
+        }
+        let batch = match self.finish_batch() {
+            Ok(batch) => batch,
+            Err(message) => {
+                // Cannot happen with the canonical schema; if it does, the
+                // rows are lost but not silently.
+                counters.count_dead_letter(DeadLetterKind::Internal);
+                dead_letters.push(DeadLetter::new(
+                    &chunk.source,
+                    chunk.first_line,
+                    chunk.first_offset,
+                    format!("internal error (this is a bug): {message}; {} events of this chunk were lost", counters.events),
+                    b"",
+                ));
+                counters.events = 0;
+                RecordBatch::new_empty(self.schema())
+            }
+        };
+        self.counters.merge(&counters);
+        DecodedBatch {
+            batch,
+            dead_letters,
+            lines: counters.lines,
+            counters,
+        }
+    }
+
+    /// Decodes one line (without its line ending) into the scratch record.
+    fn decode_line(&mut self, line: &[u8]) -> Result<(), LineError> {
+        self.record.clear();
+        let text = std::str::from_utf8(line).map_err(|error| {
+            LineError::new(
+                DeadLetterKind::InvalidUtf8,
+                format!("invalid UTF-8 at byte column {}", error.valid_up_to() + 1),
+            )
+        })?;
+        let shallow = check_nesting(line)?;
+        let first = line
+            .iter()
+            .position(|byte| !byte.is_ascii_whitespace())
+            .unwrap_or(0);
+        if line.get(first) != Some(&b'{') {
+            return Err(not_an_object(text));
+        }
+        crate::walk::walk_line(&self.mapping, &mut self.record, text, shallow)?;
+        self.complete_record()
+    }
+
+    /// Enrichment, defaults, status, required timestamp and derived columns.
+    fn complete_record(&mut self) -> Result<(), LineError> {
+        let mapping = &*self.mapping;
+        let record = &mut self.record;
+        let columns = self.columns;
+        // A mapped value that failed to convert and was not overridden by a
+        // higher-priority source.
+        if let Some(slot) = record
+            .slots
+            .iter_mut()
+            .find(|slot| slot.pending_error.is_some())
+        {
+            if let Some(error) = slot.pending_error.take() {
+                return Err(error);
+            }
+        }
+        if !mapping.enrichment.is_empty() {
+            mapping
+                .enrichment
+                .apply(record, &mapping.column_defaults, &mut self.key_buffer);
+        }
+        for (column, default) in mapping.column_defaults.iter().enumerate() {
+            if let Some(default) = default {
+                record.fill_column_if_absent(column, default);
+            }
+        }
+        for (key, value) in &mapping.attribute_defaults {
+            record.push_attribute_default(key, value);
+        }
+        if let Some(status) = record.slots.get(columns.status) {
+            if !status.value.is_present() {
+                let http_status = match record.slots.get(columns.http_status).map(|slot| slot.value)
+                {
+                    Some(SlotValue::Integer(code)) => Some(code),
+                    _ => None,
+                };
+                let has_error_type = record
+                    .slots
+                    .get(columns.error_type)
+                    .is_some_and(|slot| slot.value.is_present());
+                let derived = derive_status(http_status, has_error_type);
+                record.slots[columns.status].value = SlotValue::Static(StaticText::status(derived));
+            }
+        }
+        let has_timestamp = record
+            .slots
+            .get(columns.timestamp)
+            .is_some_and(|slot| slot.value.is_present());
+        if !has_timestamp {
+            let message = if mapping.timestamp_sources.is_empty() {
+                "missing timestamp: the mapping maps no field to timestamp".to_string()
+            } else {
+                format!(
+                    "missing timestamp (looked for {})",
+                    mapping.timestamp_sources
+                )
+            };
+            return Err(LineError::new(DeadLetterKind::MissingTimestamp, message));
+        }
+        let summary = class_summary(record, columns);
+        let fills = [
+            (
+                columns.predicted_class,
+                summary
+                    .predicted_class
+                    .map(|class| SlotValue::Integer(i64::from(class))),
+            ),
+            (columns.confidence, summary.confidence.map(SlotValue::Float)),
+            (columns.margin, summary.margin.map(SlotValue::Float)),
+            (columns.entropy, summary.entropy.map(SlotValue::Float)),
+        ];
+        for (column, value) in fills {
+            if let (Some(slot), Some(value)) = (record.slots.get_mut(column), value) {
+                if !slot.value.is_present() {
+                    slot.value = value;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn append_record(&mut self) {
+        self.sink.push(&self.record);
+    }
+
+    fn finish_batch(&mut self) -> Result<RecordBatch, String> {
+        let schema = self.mapping.schema.clone();
+        let arrays = self
+            .sink
+            .finish(&schema)
+            .map_err(|error| error.to_string())?;
+        RecordBatch::try_new(schema, arrays).map_err(|error| error.to_string())
+    }
+}
+
+fn class_summary(record: &Record, columns: CanonicalColumns) -> ClassSummary {
+    let list = |column: usize| match record.slots.get(column).map(|slot| slot.value) {
+        Some(SlotValue::FloatList { start, end }) if end > start => {
+            Some(record.floats_at(start, end))
+        }
+        _ => None,
+    };
+    if let Some(probabilities) = list(columns.probabilities) {
+        return summarise_probabilities(probabilities);
+    }
+    if let Some(logits) = list(columns.logits) {
+        return summarise_logits(logits);
+    }
+    ClassSummary::default()
+}
+
+/// Refuses lines nested deeper than [`MAX_NESTING_DEPTH`] before sonic-rs
+/// sees them: its validation of skipped values recurses, so a line of a
+/// million `[` would otherwise overflow the stack. A line with at most
+/// `MAX_NESTING_DEPTH` opening brackets cannot be too deep, which the SIMD
+/// byte search settles for nearly every line; only the rest are scanned.
+/// Returns whether the line is shallow (see `walk::SHALLOW_OPENINGS`).
+fn check_nesting(line: &[u8]) -> Result<bool, LineError> {
+    let mut openings = memchr::memchr2_iter(b'{', b'[', line);
+    if openings.nth(crate::walk::SHALLOW_OPENINGS).is_none() {
+        return Ok(true);
+    }
+    if openings
+        .nth(MAX_NESTING_DEPTH - crate::walk::SHALLOW_OPENINGS - 1)
+        .is_none()
+    {
+        return Ok(false);
+    }
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for (position, &byte) in line.iter().enumerate() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if byte == b'\\' {
+                escaped = true;
+            } else if byte == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > MAX_NESTING_DEPTH {
+                    return Err(LineError::new(
+                        DeadLetterKind::TooDeep,
+                        format!(
+                            "nesting deeper than {MAX_NESTING_DEPTH} levels at byte column {}",
+                            position + 1
+                        ),
+                    ));
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(false)
+}
+
+/// Tells "valid JSON but not an object" from "not JSON at all".
+fn not_an_object(text: &str) -> LineError {
+    match sonic_rs::from_str::<serde::de::IgnoredAny>(text) {
+        Ok(_) => {
+            let trimmed = text.trim_start();
+            LineError::new(
+                DeadLetterKind::NotAnObject,
+                format!(
+                    "expected a JSON object, got {}",
+                    describe(trimmed, JsonKind::of(trimmed))
+                ),
+            )
+        }
+        Err(error) => json_error(&error, 0, text),
+    }
+}
+
+/// A sonic-rs error as a dead-letter reason with the byte column in the
+/// line (1-based) and a short excerpt around it.
+pub(crate) fn json_error(error: &sonic_rs::Error, base: usize, text: &str) -> LineError {
+    let message = error.to_string();
+    let what = message.split(" at line ").next().unwrap_or(&message);
+    let what = what.strip_suffix(" while parsing").unwrap_or(what);
+    let local = error.offset().min(text.len());
+    let rest = text
+        .as_bytes()
+        .get(local.saturating_sub(1)..)
+        .unwrap_or_default();
+    let what = if what.starts_with("Float number must be finite") {
+        // sonic-rs says this for 1e999 too, where it is misleading.
+        "number out of range (beyond a 64-bit float)".to_string()
+    } else if what.starts_with("EOF") {
+        "unexpected end of line".to_string()
+    } else if [&b"NaN"[..], b"Infinity", b"-Infinity", b"aN", b"nfinity"]
+        .iter()
+        .any(|token| {
+            rest.starts_with(token) || rest.get(1..).is_some_and(|after| after.starts_with(token))
+        })
+    {
+        "NaN and Infinity are not JSON numbers".to_string()
+    } else {
+        // "Expected …" reads as "expected …", but "JSON has …" keeps its acronym.
+        let mut lowercase = String::with_capacity(what.len());
+        let mut characters = what.chars();
+        if let Some(first) = characters.next() {
+            if what.chars().nth(1).is_some_and(char::is_uppercase) {
+                lowercase.push(first);
+            } else {
+                lowercase.extend(first.to_lowercase());
+            }
+            lowercase.extend(characters);
+        }
+        lowercase
+    };
+    let column = base + local + 1;
+    LineError::new(
+        DeadLetterKind::InvalidJson,
+        format!(
+            "invalid JSON at byte column {column}: {what}{}",
+            near(text.as_bytes(), local)
+        ),
+    )
+}
+
+/// `` near `…` ``: up to 12 bytes either side of `position`, with control
+/// characters escaped so that the reason stays on one readable line.
+pub(crate) fn near(bytes: &[u8], position: usize) -> String {
+    let start = position.saturating_sub(12);
+    let end = (position + 12).min(bytes.len());
+    if start >= end {
+        return String::new();
+    }
+    let mut excerpt = String::with_capacity(end - start + 8);
+    for character in String::from_utf8_lossy(&bytes[start..end]).chars() {
+        if character.is_control() {
+            excerpt.extend(character.escape_default());
+        } else {
+            excerpt.push(character);
+        }
+    }
+    format!(" near `{excerpt}`")
+}
+
+#[cfg(test)]
+mod tests;
