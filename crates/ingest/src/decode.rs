@@ -58,6 +58,8 @@ pub struct Decoder {
     key_buffer: String,
     counters: DecodeCounters,
     columns: CanonicalColumns,
+    /// The mapping's column defaults, stored once in the record's arena.
+    stored_defaults: Vec<(usize, SlotValue)>,
 }
 
 impl Clone for Decoder {
@@ -119,10 +121,16 @@ impl Decoder {
         let columns = CanonicalColumns::locate();
         let attributes_column = (columns.attributes != usize::MAX).then_some(columns.attributes);
         let sink = BatchSink::new(&mapping.schema, attributes_column);
-        let record = Record::new(
+        let mut record = Record::new(
             mapping.column_kinds.len(),
             mapping.enrichment.extra_columns().len(),
         );
+        let stored_defaults = record
+            .store_persistent(&mapping.column_defaults)
+            .into_iter()
+            .enumerate()
+            .filter(|(_, value)| value.is_present())
+            .collect();
         Decoder {
             mapping,
             record,
@@ -130,6 +138,7 @@ impl Decoder {
             key_buffer: String::new(),
             counters: DecodeCounters::default(),
             columns,
+            stored_defaults,
         }
     }
 
@@ -262,24 +271,16 @@ impl Decoder {
         let columns = self.columns;
         // A mapped value that failed to convert and was not overridden by a
         // higher-priority source.
-        if let Some(slot) = record
-            .slots
-            .iter_mut()
-            .find(|slot| slot.pending_error.is_some())
-        {
-            if let Some(error) = slot.pending_error.take() {
-                return Err(error);
-            }
+        if let Some(error) = record.take_pending_error() {
+            return Err(error);
         }
         if !mapping.enrichment.is_empty() {
             mapping
                 .enrichment
                 .apply(record, &mapping.column_defaults, &mut self.key_buffer);
         }
-        for (column, default) in mapping.column_defaults.iter().enumerate() {
-            if let Some(default) = default {
-                record.fill_column_if_absent(column, default);
-            }
+        for &(column, default) in &self.stored_defaults {
+            record.fill_column_with_stored(column, default);
         }
         for (key, value) in &mapping.attribute_defaults {
             record.push_attribute_default(key, value);

@@ -537,3 +537,72 @@ fn write_owned_key(value: &OwnedValue, key_buffer: &mut String) -> bool {
         OwnedValue::Timestamp(_) | OwnedValue::FloatList(_) => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_from_csv_and_both_json_shapes() {
+        let directory = tempfile::tempdir().unwrap();
+        let csv_path = directory.path().join("t.csv");
+        std::fs::write(
+            &csv_path,
+            "id , owner,tier\nv1, alice ,gold\nv2,,silver\nv1,carol,bronze\n",
+        )
+        .unwrap();
+        let table =
+            LookupTable::from_path(&csv_path, "model_version", Some("id"), vec!["owner".into()])
+                .unwrap();
+        assert_eq!(table.len(), 2);
+        // Cells are trimmed, empty ones are absent, and the last row of a key wins.
+        assert_eq!(table.rows["v1"][0].as_deref(), Some("carol"));
+        assert_eq!(table.rows["v2"][0], None);
+
+        let array_path = directory.path().join("a.json");
+        std::fs::write(
+            &array_path,
+            r#"[{"k":"x","n":3,"o":{"a":1}},{"k":"y","n":null}]"#,
+        )
+        .unwrap();
+        let table =
+            LookupTable::from_path(&array_path, "k", None, vec!["n".into(), "o".into()]).unwrap();
+        assert_eq!(table.rows["x"][0].as_deref(), Some("3"));
+        assert_eq!(table.rows["x"][1].as_deref(), Some(r#"{"a":1}"#));
+        assert_eq!(table.rows["y"][0], None);
+
+        let object_path = directory.path().join("o.json");
+        std::fs::write(&object_path, r#"{"x":{"n":"1"}}"#).unwrap();
+        let table = LookupTable::from_path(&object_path, "k", None, vec!["n".into()]).unwrap();
+        assert_eq!(table.rows["x"][0].as_deref(), Some("1"));
+
+        let typo = LookupTable::from_path(&object_path, "k", None, vec!["m".into()]).unwrap_err();
+        assert_eq!(
+            typo.to_string(),
+            format!(
+                "lookup table {}: no row has column `m`",
+                object_path.display()
+            )
+        );
+        let mut table = LookupTable::new("t", "k", vec!["a".into()]);
+        assert!(table.insert("x", vec![]).is_err());
+    }
+
+    #[test]
+    fn extra_columns_are_shared_between_tables_and_can_be_keys() {
+        let mut first = LookupTable::new("first", "model_id", vec!["owner".into()]);
+        first.insert("m", vec![Some("alice".into())]).unwrap();
+        let mut second = LookupTable::new("second", "owner", vec!["pager".into(), "owner".into()]);
+        second
+            .insert("alice", vec![Some("#a".into()), Some("ignored".into())])
+            .unwrap();
+        let enrichment = Enrichment::from_tables(vec![first, second]).unwrap();
+        assert_eq!(enrichment.extra_columns(), ["owner", "pager"]);
+        assert!(matches!(enrichment.tables[1].key, KeySource::Extra(0)));
+        let refused = Enrichment::from_tables(vec![LookupTable::new("t", "probabilities", vec![])]);
+        assert!(refused
+            .unwrap_err()
+            .to_string()
+            .contains("cannot be a lookup key"));
+    }
+}

@@ -91,8 +91,8 @@ pub(crate) enum Conversion {
     RawText,
     /// Normalised to `ok` or `error`.
     Status,
-    /// An integer within a range.
-    Integer { minimum: i64, maximum: i64 },
+    /// An integer of the given width.
+    Integer(IntegerWidth),
     /// A finite float.
     Float,
     /// `true`/`false`, `"true"`/`"false"` or 1/0, kept as text.
@@ -105,6 +105,22 @@ pub(crate) enum Conversion {
     Hash,
     /// Every entry of an object becomes an attribute.
     AttributesObject,
+}
+
+/// Width of an integer column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum IntegerWidth {
+    Bits32,
+    Bits64,
+}
+
+impl IntegerWidth {
+    pub(crate) fn range(self) -> (i64, i64) {
+        match self {
+            IntegerWidth::Bits32 => (i64::from(i32::MIN), i64::from(i32::MAX)),
+            IntegerWidth::Bits64 => (i64::MIN, i64::MAX),
+        }
+    }
 }
 
 /// Where a rule puts its value.
@@ -127,7 +143,31 @@ pub(crate) struct Rule {
     user_defined: bool,
 }
 
+/// What the hot path reads of a rule, copied into the key table so that a
+/// mapped key costs one cache line, not three (key slot, edge, rule).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HotRule {
+    pub(crate) conversion: Conversion,
+    pub(crate) priority: u32,
+    /// Canonical column, or [`NO_COLUMN`] for an attribute target.
+    pub(crate) column: u32,
+}
+
+/// `HotRule::column` of a rule whose target is an attribute.
+pub(crate) const NO_COLUMN: u32 = u32::MAX;
+
 impl Rule {
+    pub(crate) fn hot(&self) -> HotRule {
+        HotRule {
+            conversion: self.conversion,
+            priority: self.priority,
+            column: match self.target {
+                Target::Column(column) => u32::try_from(column).unwrap_or(NO_COLUMN),
+                Target::Attribute(_) => NO_COLUMN,
+            },
+        }
+    }
+
     /// A rule that no input key triggers: used to convert lookup-table
     /// values with the same code as event values.
     pub(crate) fn synthetic(source: String, target: Target, conversion: Conversion) -> Rule {
@@ -166,10 +206,15 @@ pub(crate) struct TrieNode {
 }
 
 impl TrieNode {
-    /// The edge for an object key at this level.
+    /// The key slot for an object key at this level.
     #[inline]
-    pub(crate) fn lookup(&self, key: &str) -> Option<&Edge> {
+    pub(crate) fn lookup(&self, key: &str) -> Option<&KeySlot> {
         self.table.lookup(key)
+    }
+
+    /// The full edge of a slot (for keys off the fast path).
+    pub(crate) fn edge(&self, slot: &KeySlot) -> Option<&Edge> {
+        self.table.edges.get(slot.edge as usize)
     }
 }
 
@@ -182,85 +227,141 @@ impl TrieNode {
 /// needed.
 #[derive(Debug, Clone, Default)]
 struct KeyTable {
-    slots: Box<[Option<KeySlot>]>,
+    /// `edge == VACANT` marks an empty slot.
+    slots: Box<[KeySlot]>,
+    keys: Vec<Box<str>>,
     edges: Vec<Edge>,
 }
 
-#[derive(Debug, Clone)]
-struct KeySlot {
-    summary: KeySummary,
-    key: Box<str>,
+const VACANT: u32 = u32::MAX;
+
+/// 40 bytes holding everything a key with a single rule needs, so that the
+/// root table of the built-in mapping (about 80 keys) stays within a few
+/// kilobytes and one lookup touches one cache line.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct KeySlot {
+    head: u64,
+    tail: u64,
+    length: u32,
     edge: u32,
+    /// The single rule of the key (`VACANT` when the key has several rules,
+    /// a nested node, or is dropped).
+    pub(crate) fast_rule: u32,
+    pub(crate) hot: HotRule,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct KeySummary {
-    length: usize,
+    length: u32,
     head: u64,
     tail: u64,
 }
 
 impl KeySummary {
+    /// Length plus two words that, for keys of up to 16 bytes, determine
+    /// the key: two overlapping 8-byte windows from 8 bytes up, two
+    /// overlapping 4-byte windows from 4 bytes up, the bytes themselves below.
     #[inline]
     fn of(key: &[u8]) -> KeySummary {
-        let length = key.len();
-        let (head, tail) = match (key.first_chunk::<8>(), key.last_chunk::<8>()) {
-            (Some(head), Some(tail)) => (u64::from_le_bytes(*head), u64::from_le_bytes(*tail)),
-            _ => {
-                let mut padded = [0u8; 8];
-                padded[..length].copy_from_slice(key);
-                (u64::from_le_bytes(padded), 0)
-            }
+        let length = u32::try_from(key.len()).unwrap_or(u32::MAX);
+        let (head, tail) = if let (Some(head), Some(tail)) =
+            (key.first_chunk::<8>(), key.last_chunk::<8>())
+        {
+            (u64::from_le_bytes(*head), u64::from_le_bytes(*tail))
+        } else if let (Some(head), Some(tail)) = (key.first_chunk::<4>(), key.last_chunk::<4>()) {
+            let head = u64::from(u32::from_le_bytes(*head));
+            let tail = u64::from(u32::from_le_bytes(*tail));
+            (head | (tail << 32), 0)
+        } else {
+            let word = key.iter().enumerate().fold(0u64, |word, (index, &byte)| {
+                word | (u64::from(byte) << (8 * index))
+            });
+            (word, 0)
         };
         KeySummary { length, head, tail }
     }
 
     #[inline]
     fn hash(&self) -> u64 {
-        (self.head ^ self.tail.rotate_left(29) ^ self.length as u64)
+        (self.head ^ self.tail.rotate_left(29) ^ u64::from(self.length))
             .wrapping_mul(0x9E37_79B9_7F4A_7C15)
     }
 }
 
 impl KeyTable {
-    fn build(edges: &AHashMap<Box<str>, Edge>) -> KeyTable {
-        let capacity = (edges.len() * 4).next_power_of_two().max(8);
-        let mut slots: Vec<Option<KeySlot>> = vec![None; capacity];
+    fn build(edges: &AHashMap<Box<str>, Edge>, rules: &[Rule]) -> KeyTable {
+        // At most two thirds full: probes stay short, the table small.
+        let capacity = (edges.len() * 3 / 2 + 1).next_power_of_two().max(8);
+        let vacant = KeySlot {
+            head: 0,
+            tail: 0,
+            length: u32::MAX,
+            edge: VACANT,
+            fast_rule: VACANT,
+            hot: HotRule {
+                conversion: Conversion::Text,
+                priority: 0,
+                column: NO_COLUMN,
+            },
+        };
+        let mut slots = vec![vacant; capacity];
+        let mut keys = Vec::with_capacity(edges.len());
         let mut stored = Vec::with_capacity(edges.len());
         let mask = capacity - 1;
         for (key, edge) in edges {
             let summary = KeySummary::of(key.as_bytes());
             let mut position = (summary.hash() >> 32) as usize & mask;
-            while slots[position].is_some() {
+            while slots[position].edge != VACANT {
                 position = (position + 1) & mask;
             }
-            slots[position] = Some(KeySlot {
-                summary,
-                key: key.clone(),
-                edge: u32::try_from(stored.len()).unwrap_or(u32::MAX),
-            });
+            let fast = match (edge.child, edge.rules.as_slice(), edge.dropped) {
+                (None, [only], false) => rules.get(*only as usize).map(|rule| (*only, rule.hot())),
+                _ => None,
+            };
+            slots[position] = KeySlot {
+                head: summary.head,
+                tail: summary.tail,
+                length: summary.length,
+                edge: u32::try_from(stored.len()).unwrap_or(VACANT),
+                fast_rule: fast.map_or(VACANT, |(index, _)| index),
+                hot: fast.map_or(vacant.hot, |(_, hot)| hot),
+            };
+            keys.push(key.clone());
             stored.push(edge.clone());
         }
         KeyTable {
             slots: slots.into_boxed_slice(),
+            keys,
             edges: stored,
         }
     }
 
     #[inline]
-    fn lookup(&self, key: &str) -> Option<&Edge> {
-        if self.slots.is_empty() {
-            return None;
-        }
+    fn lookup(&self, key: &str) -> Option<&KeySlot> {
         let bytes = key.as_bytes();
         let summary = KeySummary::of(bytes);
-        let mask = self.slots.len() - 1;
+        let mask = self.slots.len().wrapping_sub(1);
         let mut position = (summary.hash() >> 32) as usize & mask;
-        // The table is at most a quarter full, so a vacant slot ends every probe.
+        // The table is at most half full, so a vacant slot ends every probe.
         loop {
-            let slot = self.slots[position].as_ref()?;
-            if slot.summary == summary && (summary.length <= 16 || slot.key.as_bytes() == bytes) {
-                return self.edges.get(slot.edge as usize);
+            let slot = self.slots.get(position)?;
+            if slot.edge == VACANT {
+                return None;
+            }
+            if slot.length == summary.length
+                && slot.head == summary.head
+                && slot.tail == summary.tail
+            {
+                let index = slot.edge as usize;
+                // Up to 16 bytes the summary is the whole key.
+                if summary.length <= 16
+                    || self
+                        .keys
+                        .get(index)
+                        .is_some_and(|stored| stored.as_bytes() == bytes)
+                {
+                    return Some(slot);
+                }
             }
             position = (position + 1) & mask;
         }
@@ -537,7 +638,11 @@ pub(crate) fn conversion_for_column(index: usize, kind: ColumnKind) -> Conversio
             Conversion::Status
         }
         ColumnKind::Text => Conversion::Text,
-        ColumnKind::Integer { minimum, maximum } => Conversion::Integer { minimum, maximum },
+        ColumnKind::Integer { minimum, .. } => Conversion::Integer(if minimum == i64::MIN {
+            IntegerWidth::Bits64
+        } else {
+            IntegerWidth::Bits32
+        }),
         ColumnKind::Float => Conversion::Float,
         ColumnKind::FloatList => Conversion::FloatList,
         ColumnKind::Attributes => Conversion::AttributesObject,
@@ -782,10 +887,7 @@ impl MappingBuilder {
                 (Some(declared), kind, _) => {
                     let conversion = match declared.value.as_str() {
                         "string" => Conversion::Text,
-                        "integer" => Conversion::Integer {
-                            minimum: i64::MIN,
-                            maximum: i64::MAX,
-                        },
+                        "integer" => Conversion::Integer(IntegerWidth::Bits64),
                         "float" => Conversion::Float,
                         "boolean" => Conversion::Boolean,
                         "timestamp" => Conversion::Timestamp(TimestampUnit::Auto),
@@ -807,7 +909,7 @@ impl MappingBuilder {
                             let natural = conversion_for_column(*index, kind);
                             let fits = match (conversion, natural) {
                                 (Conversion::Text, Conversion::Text | Conversion::Status) => true,
-                                (Conversion::Integer { .. }, Conversion::Integer { .. }) => true,
+                                (Conversion::Integer(_), Conversion::Integer(_)) => true,
                                 (a, b) => std::mem::discriminant(&a) == std::mem::discriminant(&b),
                             };
                             if !fits {
@@ -969,7 +1071,7 @@ impl MappingBuilder {
 
     fn finish(mut self, enrichment: Enrichment) -> Mapping {
         for node in &mut self.nodes {
-            node.table = KeyTable::build(&node.edges);
+            node.table = KeyTable::build(&node.edges, &self.rules);
         }
         let schema = schema_with_extra_columns(enrichment.extra_columns());
         let mut column_defaults: Vec<Option<OwnedValue>> = self
@@ -1375,5 +1477,84 @@ fn lowercase_first(text: &str) -> String {
     match characters.next() {
         Some(first) => first.to_lowercase().chain(characters).collect(),
         None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_table_finds_members_and_only_members() {
+        // Keys of every length from 0 to 40 sharing prefixes and suffixes,
+        // so that summaries are as alike as they can be.
+        let alphabet = "abcdefghijklmnopqrstuvwxyz0123456789_.-@";
+        let mut members: Vec<String> = (0..=alphabet.len())
+            .map(|length| alphabet[..length].to_string())
+            .collect();
+        members.extend((1..alphabet.len()).map(|start| alphabet[start..].to_string()));
+        members.sort();
+        members.dedup();
+        let edges: AHashMap<Box<str>, Edge> = members
+            .iter()
+            .map(|key| (key.as_str().into(), Edge::default()))
+            .collect();
+        let table = KeyTable::build(&edges, &[]);
+        for key in &members {
+            let slot = table
+                .lookup(key)
+                .unwrap_or_else(|| panic!("{key:?} not found"));
+            assert_eq!(&*table.keys[slot.edge as usize], key.as_str());
+        }
+        for absent in [
+            "abcdefghijklmnoq",
+            "bcd",
+            "abcdefghijklmnopqrstuvwxyz0123456789_.-X",
+            "zz",
+            "a-",
+        ] {
+            assert!(table.lookup(absent).is_none(), "{absent:?}");
+        }
+        assert!(KeyTable::default().lookup("anything").is_none());
+    }
+
+    #[test]
+    fn every_builtin_alias_names_a_column_or_keeps_its_name() {
+        let mapping = Mapping::builtin();
+        for &(path, target, _) in BUILTIN_ALIASES {
+            let rule = mapping
+                .rules
+                .iter()
+                .find(|rule| &*rule.source == path)
+                .unwrap_or_else(|| panic!("{path} has no rule"));
+            match &rule.target {
+                Target::Column(index) => {
+                    assert_eq!(canonical_schema().field(*index).name(), target)
+                }
+                Target::Attribute(name) => assert_eq!(&**name, target),
+            }
+        }
+        assert_eq!(mapping.stream(), DEFAULT_STREAM);
+        assert_eq!(mapping.schema(), canonical_schema());
+    }
+
+    #[test]
+    fn user_rules_are_ranked_in_file_order() {
+        let mapping = Mapping::from_yaml_str(
+            Path::new("m.yaml"),
+            "fields:\n  - from: a\n    to: model_id\n  - from: b\n    to: model_id\n",
+        )
+        .unwrap();
+        let priority = |source: &str| {
+            mapping
+                .rules
+                .iter()
+                .find(|rule| &*rule.source == source)
+                .map(|rule| rule.priority)
+                .unwrap()
+        };
+        assert!(priority("a") > priority("b"));
+        assert!(priority("b") > priority("model_id"));
+        assert!(priority("model_id") > priority("gen_ai.response.model"));
     }
 }

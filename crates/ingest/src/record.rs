@@ -19,7 +19,7 @@ use crate::coerce::{
     TWO_TO_THE_63,
 };
 use crate::dead_letter::DeadLetterKind;
-use crate::mapping::{Conversion, Rule, Target};
+use crate::mapping::{Conversion, HotRule, Rule, Target};
 
 /// Attribute lists longer than this get a hash index for duplicate checks,
 /// so that a line with thousands of keys stays linear.
@@ -129,15 +129,17 @@ pub(crate) enum OwnedValue {
     FloatList(Box<[f64]>),
 }
 
-/// One canonical column of the record.
-#[derive(Debug, Clone, Default)]
+/// One canonical column of the record. `Copy`, so that clearing the record
+/// between lines is a plain fill.
+#[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Slot {
     pub(crate) value: SlotValue,
     pub(crate) priority: u32,
-    /// A conversion failure that is only fatal if nothing with a higher
-    /// priority fills the column: `{"timestamp": 1, "time": "noon"}` is fine
-    /// whatever the key order.
-    pub(crate) pending_error: Option<LineError>,
+    /// The winning source failed to convert; its error is in
+    /// `Record::pending_errors`. Only fatal if nothing with a higher priority
+    /// fills the column: `{"timestamp": 1, "time": "noon"}` is fine whatever
+    /// the key order.
+    pub(crate) pending: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -157,6 +159,13 @@ pub(crate) struct Record {
     /// them, and they are narrowed to f32 only when stored.
     pub(crate) floats: Vec<f64>,
     pub(crate) attributes: Vec<AttributeEntry>,
+    /// Conversion failures of pending slots, by column (the last one of a
+    /// column is the one that counts).
+    pub(crate) pending_errors: Vec<(usize, LineError)>,
+    /// Length of the arena prefix that survives `clear`: default values,
+    /// stored once per decoder instead of once per line.
+    persistent_text: usize,
+    persistent_floats: usize,
     /// Why the walk over the line stopped, when the reason is ours rather
     /// than a JSON syntax error (serde errors cannot carry it).
     pub(crate) failure: Option<LineError>,
@@ -172,6 +181,9 @@ impl Record {
             text: String::with_capacity(1024),
             floats: Vec::with_capacity(64),
             attributes: Vec::with_capacity(32),
+            pending_errors: Vec::new(),
+            persistent_text: 0,
+            persistent_floats: 0,
             failure: None,
             attribute_index: AHashMap::default(),
             attribute_hasher: ahash::RandomState::with_seeds(1, 2, 3, 4),
@@ -179,14 +191,11 @@ impl Record {
     }
 
     pub(crate) fn clear(&mut self) {
-        for slot in &mut self.slots {
-            if slot.priority != 0 || slot.value.is_present() || slot.pending_error.is_some() {
-                *slot = Slot::default();
-            }
-        }
+        self.slots.fill(Slot::default());
+        self.pending_errors.clear();
         self.extra.fill(SlotValue::Absent);
-        self.text.clear();
-        self.floats.clear();
+        self.text.truncate(self.persistent_text);
+        self.floats.truncate(self.persistent_floats);
         self.attributes.clear();
         self.failure = None;
         self.attribute_index.clear();
@@ -205,6 +214,7 @@ impl Record {
     }
 
     /// The text of a text-like value (`None` for numbers and lists).
+    #[inline]
     pub(crate) fn as_text(&self, value: SlotValue) -> Option<&str> {
         match value {
             SlotValue::Text { start, end } => Some(self.text_at(start, end)),
@@ -225,14 +235,26 @@ impl Record {
     /// True when `rule` cannot change the record: its column already holds
     /// a value (or a failure) from a higher-priority source. The caller then
     /// skips the value without converting it.
+    /// The error of the first column whose winning source failed.
+    pub(crate) fn take_pending_error(&mut self) -> Option<LineError> {
+        let column = self.slots.iter().position(|slot| slot.pending)?;
+        let position = self
+            .pending_errors
+            .iter()
+            .rposition(|(failed, _)| *failed == column)?;
+        Some(self.pending_errors.swap_remove(position).1)
+    }
+
     pub(crate) fn outranked(&self, rule: &Rule) -> bool {
-        match rule.target {
-            Target::Column(column) => {
-                let slot = &self.slots[column];
-                (slot.value.is_present() || slot.pending_error.is_some())
-                    && slot.priority > rule.priority
-            }
-            Target::Attribute(_) => false,
+        self.outranked_hot(rule.hot())
+    }
+
+    /// `outranked`, from the copy of the rule kept in the key table.
+    #[inline]
+    pub(crate) fn outranked_hot(&self, hot: HotRule) -> bool {
+        match self.slots.get(hot.column as usize) {
+            Some(slot) => (slot.value.is_present() || slot.pending) && slot.priority > hot.priority,
+            None => false,
         }
     }
 
@@ -246,43 +268,92 @@ impl Record {
         rule: &Rule,
         outcome: Result<SlotValue, LineError>,
     ) -> Result<(), LineError> {
-        match &rule.target {
-            Target::Column(column) => {
-                let slot = &mut self.slots[*column];
-                match outcome {
-                    Ok(SlotValue::Absent) => {}
-                    Ok(converted) => {
-                        slot.value = converted;
-                        slot.priority = rule.priority;
-                        slot.pending_error = None;
-                    }
-                    Err(error) => {
-                        slot.value = SlotValue::Absent;
-                        slot.priority = rule.priority;
-                        slot.pending_error = Some(error);
-                    }
+        self.settle_hot(rule, rule.hot(), outcome)
+    }
+
+    /// Converts a scalar and settles it, in one function so that the
+    /// converted value never leaves registers (passed between functions it
+    /// went through memory and stalled on store forwarding).
+    #[inline(never)]
+    pub(crate) fn settle_scalar(
+        &mut self,
+        rule: &Rule,
+        hot: HotRule,
+        value: Scalar<'_>,
+    ) -> Result<(), LineError> {
+        let outcome = self.convert_scalar_as(hot.conversion, rule, value);
+        self.settle_hot(rule, hot, outcome)
+    }
+
+    /// `settle`, reading only `hot` unless the target is an attribute.
+    #[inline(always)]
+    pub(crate) fn settle_hot(
+        &mut self,
+        rule: &Rule,
+        hot: HotRule,
+        outcome: Result<SlotValue, LineError>,
+    ) -> Result<(), LineError> {
+        let column = hot.column as usize;
+        if let Some(slot) = self.slots.get_mut(column) {
+            match outcome {
+                Ok(SlotValue::Absent) => {}
+                Ok(converted) => {
+                    slot.value = converted;
+                    slot.priority = hot.priority;
+                    slot.pending = false;
                 }
-                Ok(())
-            }
-            Target::Attribute(name) => {
-                let converted = outcome?;
-                if converted.is_present() {
-                    let key = self.push_text(name);
-                    let rendered = self.render_in_arena(converted);
-                    self.push_attribute(key, Some(rendered));
+                Err(error) => {
+                    slot.value = SlotValue::Absent;
+                    slot.priority = hot.priority;
+                    slot.pending = true;
+                    self.pending_errors.push((column, error));
                 }
-                Ok(())
             }
+            return Ok(());
         }
+        let converted = outcome?;
+        if let (true, Target::Attribute(name)) = (converted.is_present(), &rule.target) {
+            let key = self.push_text(name);
+            let rendered = self.render_in_arena(converted);
+            self.push_attribute(key, Some(rendered));
+        }
+        Ok(())
     }
 
     /// Fills a column with an owned value (default, lookup) if it is empty.
     pub(crate) fn fill_column_if_absent(&mut self, column: usize, value: &OwnedValue) {
-        if self.slots[column].value.is_present() || self.slots[column].pending_error.is_some() {
+        if self.slots[column].value.is_present() || self.slots[column].pending {
             return;
         }
         let value = self.store_owned(value);
         self.slots[column].value = value;
+    }
+
+    /// Stores values that every line uses (defaults) where `clear` keeps
+    /// them, and returns them as slot values.
+    pub(crate) fn store_persistent(&mut self, values: &[Option<OwnedValue>]) -> Vec<SlotValue> {
+        self.clear();
+        let stored = values
+            .iter()
+            .map(|value| {
+                value
+                    .as_ref()
+                    .map_or(SlotValue::Absent, |value| self.store_owned(value))
+            })
+            .collect();
+        self.persistent_text = self.text.len();
+        self.persistent_floats = self.floats.len();
+        stored
+    }
+
+    /// Fills an empty column with a value made by `store_persistent`.
+    #[inline]
+    pub(crate) fn fill_column_with_stored(&mut self, column: usize, value: SlotValue) {
+        if let Some(slot) = self.slots.get_mut(column) {
+            if !slot.value.is_present() && !slot.pending {
+                slot.value = value;
+            }
+        }
     }
 
     pub(crate) fn store_owned(&mut self, value: &OwnedValue) -> SlotValue {
@@ -389,9 +460,12 @@ impl Record {
         }
     }
 
-    /// Converts a scalar (anything but null, arrays and objects).
-    pub(crate) fn convert_scalar(
+    /// Converts a scalar (anything but null, arrays and objects) with
+    /// `conversion`; `rule` is only read to name the field in an error.
+    #[inline(always)]
+    pub(crate) fn convert_scalar_as(
         &mut self,
+        conversion: Conversion,
         rule: &Rule,
         value: Scalar<'_>,
     ) -> Result<SlotValue, LineError> {
@@ -405,7 +479,7 @@ impl Record {
                 ),
             )
         };
-        match rule.conversion {
+        match conversion {
             Conversion::Text | Conversion::RawText => Ok(match value {
                 Scalar::Str(text) => self.push_text(text),
                 Scalar::Bool(truth) => SlotValue::Static(StaticText::boolean(truth)),
@@ -425,7 +499,8 @@ impl Record {
                     .map(|status| SlotValue::Static(StaticText::status(status)))
                     .ok_or_else(|| wrong_type(EXPECTED))
             }
-            Conversion::Integer { minimum, maximum } => {
+            Conversion::Integer(width) => {
+                let (minimum, maximum) = width.range();
                 let parsed = match value {
                     Scalar::Unsigned(number) => match i64::try_from(number) {
                         Ok(number) => IntegerParse::Value(number),
@@ -543,6 +618,7 @@ impl Record {
     }
 
     /// Appends one list element (already known to be a number or string).
+    #[inline]
     pub(crate) fn push_list_element(
         &mut self,
         rule: &Rule,

@@ -24,7 +24,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 use sonic_rs::{JsonValueTrait, LazyValue};
 
 use crate::dead_letter::DeadLetterKind;
-use crate::mapping::{Conversion, Edge, Mapping, Rule, TrieNode};
+use crate::mapping::{Conversion, Edge, HotRule, Mapping, Rule, TrieNode};
 use crate::record::{describe, list_element_error, JsonKind, LineError, Record, Scalar, SlotValue};
 
 /// Walks a whole line (already checked: UTF-8, nesting, starts with `{`).
@@ -103,7 +103,7 @@ fn walk_object_iteratively(
             Key::Borrowed(text) => text,
             Key::Arena(start, end) => record.text_at(start, end),
         };
-        let Some(edge) = node.lookup(key_text) else {
+        let Some(edge) = node.lookup(key_text).and_then(|slot| node.edge(slot)) else {
             if report_unmapped {
                 push_unmapped(record, &node.unmapped_prefix, key, &value);
             }
@@ -185,20 +185,17 @@ pub(crate) fn convert_lazy(
         JsonKind::Object if rule.conversion == Conversion::AttributesObject => {
             for entry in sonic_rs::to_object_iter(raw) {
                 let Ok((key, inner)) = entry else {
-                    return Err(wrong_container(rule, "invalid JSON"));
+                    return Err(wrong_container(rule, rule.conversion, "invalid JSON"));
                 };
                 record.push_unmapped("", &key, &inner);
             }
             Ok(SlotValue::Absent)
         }
-        JsonKind::Array => Err(wrong_container(rule, "an array")),
-        JsonKind::Object => Err(wrong_container(rule, "an object")),
+        JsonKind::Array => Err(wrong_container(rule, rule.conversion, "an array")),
+        JsonKind::Object => Err(wrong_container(rule, rule.conversion, "an object")),
         _ => {
             let mut deserializer = sonic_rs::Deserializer::from_str(raw);
-            let seed = ValueSeed {
-                rule,
-                record: &mut *record,
-            };
+            let seed = ValueSeed::<ReturnOutcome>::new(rule, rule.hot(), &mut *record);
             match seed.deserialize(&mut deserializer) {
                 Ok(outcome) => outcome,
                 Err(_) => Err(LineError::new(
@@ -320,7 +317,7 @@ impl<'de> Visitor<'de> for ObjectSeed<'_> {
                 Key::Borrowed(text) => text,
                 Key::Arena(start, end) => record.text_at(start, end),
             };
-            let Some(edge) = node.lookup(key_text) else {
+            let Some(slot) = node.lookup(key_text) else {
                 if report_unmapped {
                     let value: LazyValue<'de> = map.next_value()?;
                     push_unmapped(record, &node.unmapped_prefix, key, &value);
@@ -329,35 +326,35 @@ impl<'de> Visitor<'de> for ObjectSeed<'_> {
                 }
                 continue;
             };
-            if edge.dropped {
-                map.next_value::<IgnoredAny>()?;
-                continue;
-            }
-            // The common case: one rule, nothing nested below. Parse the
-            // value straight into what the rule needs.
-            if let (None, [rule_index]) = (edge.child, edge.rules.as_slice()) {
-                let Some(rule) = mapping.rules.get(*rule_index as usize) else {
-                    map.next_value::<IgnoredAny>()?;
-                    continue;
-                };
-                if record.outranked(rule) {
+            // The common case: one rule, nothing nested below. Everything
+            // needed is in the key slot; parse the value straight into what
+            // the rule needs.
+            if let Some(rule) = mapping.rules.get(slot.fast_rule as usize) {
+                let hot = slot.hot;
+                if record.outranked_hot(hot) {
                     map.next_value::<IgnoredAny>()?;
                     continue;
                 }
-                let outcome = if needs_raw_text(rule) {
+                let settled = if needs_raw_text(hot.conversion) {
                     let value: LazyValue<'de> = map.next_value()?;
-                    record
+                    let outcome = record
                         .convert_raw(rule, &value)
-                        .unwrap_or(Ok(SlotValue::Absent))
+                        .unwrap_or(Ok(SlotValue::Absent));
+                    record.settle_hot(rule, hot, outcome)
                 } else {
-                    map.next_value_seed(ValueSeed {
-                        rule,
-                        record: &mut *record,
-                    })?
+                    map.next_value_seed(ValueSeed::<SettleOutcome>::new(rule, hot, &mut *record))?
                 };
-                if let Err(error) = record.settle(rule, outcome) {
+                if let Err(error) = settled {
                     return Err(abort(record, error));
                 }
+                continue;
+            }
+            let Some(edge) = node.edge(slot) else {
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            };
+            if edge.dropped {
+                map.next_value::<IgnoredAny>()?;
                 continue;
             }
             let value: LazyValue<'de> = map.next_value()?;
@@ -375,8 +372,8 @@ impl<'de> Visitor<'de> for ObjectSeed<'_> {
 }
 
 /// Conversions that must see the value as written.
-fn needs_raw_text(rule: &Rule) -> bool {
-    matches!(rule.conversion, Conversion::RawText | Conversion::Hash)
+fn needs_raw_text(conversion: Conversion) -> bool {
+    matches!(conversion, Conversion::RawText | Conversion::Hash)
 }
 
 fn push_unmapped(record: &mut Record, prefix: &str, key: Key<'_>, value: &LazyValue<'_>) {
@@ -479,89 +476,184 @@ fn walk_general_edge(
     }
 }
 
-/// Parses one value straight into what `rule` needs. The outcome of the
-/// conversion is the seed's value, so that a wrong type does not stop the
-/// parser: only the caller decides whether the line is refused.
-struct ValueSeed<'a> {
-    rule: &'a Rule,
-    record: &'a mut Record,
+/// What a [`ValueSeed`] does with a conversion outcome.
+trait Outcome {
+    type Value;
+    fn finish(
+        record: &mut Record,
+        rule: &Rule,
+        hot: HotRule,
+        outcome: Result<SlotValue, LineError>,
+    ) -> Self::Value;
+
+    fn scalar(record: &mut Record, rule: &Rule, hot: HotRule, value: Scalar<'_>) -> Self::Value {
+        let converted = record.convert_scalar_as(hot.conversion, rule, value);
+        Self::finish(record, rule, hot, converted)
+    }
 }
 
-impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
+/// Hands the converted value back (for defaults, lookups, multi-rule keys).
+struct ReturnOutcome;
+
+impl Outcome for ReturnOutcome {
     type Value = Result<SlotValue, LineError>;
+
+    #[inline]
+    fn finish(
+        _: &mut Record,
+        _: &Rule,
+        _: HotRule,
+        outcome: Result<SlotValue, LineError>,
+    ) -> Self::Value {
+        outcome
+    }
+}
+
+/// Stores the converted value in the record at once. On the hot path this
+/// keeps the 16-byte outcome in registers: handing it back through serde's
+/// `Result` nesting made the compiler spill it and reload it with
+/// mismatched widths, a store-forwarding stall on every field.
+struct SettleOutcome;
+
+impl Outcome for SettleOutcome {
+    type Value = Result<(), LineError>;
+
+    #[inline]
+    fn finish(
+        record: &mut Record,
+        rule: &Rule,
+        hot: HotRule,
+        outcome: Result<SlotValue, LineError>,
+    ) -> Self::Value {
+        record.settle_hot(rule, hot, outcome)
+    }
+
+    #[inline]
+    fn scalar(record: &mut Record, rule: &Rule, hot: HotRule, value: Scalar<'_>) -> Self::Value {
+        record.settle_scalar(rule, hot, value)
+    }
+}
+
+/// Parses one value straight into what `rule` needs. A wrong type does not
+/// stop the parser (the value is consumed either way): only the caller
+/// decides whether the line is refused.
+struct ValueSeed<'a, O> {
+    /// Only read to name the field in an error, or for an attribute target.
+    rule: &'a Rule,
+    hot: HotRule,
+    record: &'a mut Record,
+    outcome: std::marker::PhantomData<O>,
+}
+
+impl<'a, O> ValueSeed<'a, O> {
+    fn new(rule: &'a Rule, hot: HotRule, record: &'a mut Record) -> Self {
+        ValueSeed {
+            rule,
+            hot,
+            record,
+            outcome: std::marker::PhantomData,
+        }
+    }
+
+    #[inline]
+    fn scalar(self, value: Scalar<'_>) -> O::Value
+    where
+        O: Outcome,
+    {
+        O::scalar(self.record, self.rule, self.hot, value)
+    }
+}
+
+impl<'de, O: Outcome> DeserializeSeed<'de> for ValueSeed<'_, O> {
+    type Value = O::Value;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
         deserializer.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for ValueSeed<'_> {
-    type Value = Result<SlotValue, LineError>;
+impl<'de, O: Outcome> Visitor<'de> for ValueSeed<'_, O> {
+    type Value = O::Value;
 
     fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         formatter.write_str("a JSON value")
     }
 
     fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(Ok(SlotValue::Absent))
+        Ok(O::finish(
+            self.record,
+            self.rule,
+            self.hot,
+            Ok(SlotValue::Absent),
+        ))
     }
 
     fn visit_bool<E: de::Error>(self, value: bool) -> Result<Self::Value, E> {
-        Ok(self.record.convert_scalar(self.rule, Scalar::Bool(value)))
+        Ok(self.scalar(Scalar::Bool(value)))
     }
 
     fn visit_u64<E: de::Error>(self, value: u64) -> Result<Self::Value, E> {
-        Ok(self
-            .record
-            .convert_scalar(self.rule, Scalar::Unsigned(value)))
+        Ok(self.scalar(Scalar::Unsigned(value)))
     }
 
     fn visit_i64<E: de::Error>(self, value: i64) -> Result<Self::Value, E> {
-        Ok(self.record.convert_scalar(self.rule, Scalar::Signed(value)))
+        Ok(self.scalar(Scalar::Signed(value)))
     }
 
     fn visit_f64<E: de::Error>(self, value: f64) -> Result<Self::Value, E> {
-        Ok(self.record.convert_scalar(self.rule, Scalar::Float(value)))
+        Ok(self.scalar(Scalar::Float(value)))
     }
 
     fn visit_str<E: de::Error>(self, value: &str) -> Result<Self::Value, E> {
-        Ok(self.record.convert_scalar(self.rule, Scalar::Str(value)))
+        Ok(self.scalar(Scalar::Str(value)))
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut sequence: A) -> Result<Self::Value, A::Error> {
-        let ValueSeed { rule, record } = self;
-        if rule.conversion != Conversion::FloatList {
+        let ValueSeed {
+            rule, hot, record, ..
+        } = self;
+        if hot.conversion != Conversion::FloatList {
             while sequence.next_element::<IgnoredAny>()?.is_some() {}
-            return Ok(Err(wrong_container(rule, "an array")));
+            let error = wrong_container(rule, hot.conversion, "an array");
+            return Ok(O::finish(record, rule, hot, Err(error)));
         }
         let start = record.list_start();
         let mut failure = None;
         let mut position = 0usize;
-        while let Some(element) = sequence.next_element_seed(ElementSeed)? {
-            if failure.is_none() {
-                let pushed = match element {
-                    Element::Scalar(scalar) => record.push_list_element(rule, position, scalar),
-                    Element::Other(got) => Err(list_element_error(rule, position, got)),
-                    Element::OwnedString(ref text) => {
-                        record.push_list_element(rule, position, Scalar::Str(text))
-                    }
-                };
-                failure = pushed.err();
+        loop {
+            let seed = ListElementSeed {
+                record: &mut *record,
+                rule,
+                position,
+            };
+            match sequence.next_element_seed(seed)? {
+                None => break,
+                Some(Ok(())) => {}
+                Some(Err(error)) => {
+                    failure = Some(error);
+                    // Consume the rest of the array; the line is refused.
+                    while sequence.next_element::<IgnoredAny>()?.is_some() {}
+                    break;
+                }
             }
             position += 1;
         }
         let list = record.list_end(start, failure.is_some());
-        Ok(match failure {
+        let outcome = match failure {
             Some(error) => Err(error),
             None => Ok(list),
-        })
+        };
+        Ok(O::finish(record, rule, hot, outcome))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let ValueSeed { rule, record } = self;
-        if rule.conversion != Conversion::AttributesObject {
+        let ValueSeed {
+            rule, hot, record, ..
+        } = self;
+        if hot.conversion != Conversion::AttributesObject {
             while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-            return Ok(Err(wrong_container(rule, "an object")));
+            let error = wrong_container(rule, hot.conversion, "an object");
+            return Ok(O::finish(record, rule, hot, Err(error)));
         }
         while let Some(key) = map.next_key_seed(KeySeed {
             record: &mut *record,
@@ -569,15 +661,15 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
             let value: LazyValue<'de> = map.next_value()?;
             push_unmapped(record, "", key, &value);
         }
-        Ok(Ok(SlotValue::Absent))
+        Ok(O::finish(record, rule, hot, Ok(SlotValue::Absent)))
     }
 }
 
-fn wrong_container(rule: &Rule, got: &str) -> LineError {
-    let expected = match rule.conversion {
+fn wrong_container(rule: &Rule, conversion: Conversion, got: &str) -> LineError {
+    let expected = match conversion {
         Conversion::Text | Conversion::RawText | Conversion::Hash => "a string",
         Conversion::Status => "a status (ok, success, error, failed, failure or an HTTP code)",
-        Conversion::Integer { .. } => "an integer",
+        Conversion::Integer(_) => "an integer",
         Conversion::Float => "a number",
         Conversion::Boolean => "a boolean",
         Conversion::Timestamp(_) => {
@@ -598,67 +690,80 @@ fn wrong_container(rule: &Rule, got: &str) -> LineError {
     )
 }
 
-/// One element of a float list.
-enum Element<'de> {
-    Scalar(Scalar<'de>),
-    /// An escaped string (rare; numbers are not escaped).
-    OwnedString(String),
-    /// Null, an array or an object: described for the reason.
-    Other(&'static str),
+/// Appends one element of a float list straight to the record. The
+/// outcome is a `Result<(), LineError>`, one word: elements are hot (a
+/// probability vector per event) and wider values returned through serde
+/// are spilled to memory.
+struct ListElementSeed<'a> {
+    record: &'a mut Record,
+    rule: &'a Rule,
+    position: usize,
 }
 
-struct ElementSeed;
+impl<'de> DeserializeSeed<'de> for ListElementSeed<'_> {
+    type Value = Result<(), LineError>;
 
-impl<'de> DeserializeSeed<'de> for ElementSeed {
-    type Value = Element<'de>;
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Element<'de>, D::Error> {
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
         deserializer.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for ElementSeed {
-    type Value = Element<'de>;
+impl<'de> Visitor<'de> for ListElementSeed<'_> {
+    type Value = Result<(), LineError>;
 
     fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         formatter.write_str("a number")
     }
 
-    fn visit_unit<E: de::Error>(self) -> Result<Element<'de>, E> {
-        Ok(Element::Other("null"))
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Err(list_element_error(self.rule, self.position, "null")))
     }
 
-    fn visit_bool<E: de::Error>(self, value: bool) -> Result<Element<'de>, E> {
-        Ok(Element::Scalar(Scalar::Bool(value)))
+    fn visit_bool<E: de::Error>(self, value: bool) -> Result<Self::Value, E> {
+        Ok(self
+            .record
+            .push_list_element(self.rule, self.position, Scalar::Bool(value)))
     }
 
-    fn visit_u64<E: de::Error>(self, value: u64) -> Result<Element<'de>, E> {
-        Ok(Element::Scalar(Scalar::Unsigned(value)))
+    fn visit_u64<E: de::Error>(self, value: u64) -> Result<Self::Value, E> {
+        Ok(self
+            .record
+            .push_list_element(self.rule, self.position, Scalar::Unsigned(value)))
     }
 
-    fn visit_i64<E: de::Error>(self, value: i64) -> Result<Element<'de>, E> {
-        Ok(Element::Scalar(Scalar::Signed(value)))
+    fn visit_i64<E: de::Error>(self, value: i64) -> Result<Self::Value, E> {
+        Ok(self
+            .record
+            .push_list_element(self.rule, self.position, Scalar::Signed(value)))
     }
 
-    fn visit_f64<E: de::Error>(self, value: f64) -> Result<Element<'de>, E> {
-        Ok(Element::Scalar(Scalar::Float(value)))
+    fn visit_f64<E: de::Error>(self, value: f64) -> Result<Self::Value, E> {
+        Ok(self
+            .record
+            .push_list_element(self.rule, self.position, Scalar::Float(value)))
     }
 
-    fn visit_borrowed_str<E: de::Error>(self, value: &'de str) -> Result<Element<'de>, E> {
-        Ok(Element::Scalar(Scalar::Str(value)))
+    fn visit_str<E: de::Error>(self, value: &str) -> Result<Self::Value, E> {
+        Ok(self
+            .record
+            .push_list_element(self.rule, self.position, Scalar::Str(value)))
     }
 
-    fn visit_str<E: de::Error>(self, value: &str) -> Result<Element<'de>, E> {
-        Ok(Element::OwnedString(value.to_string()))
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut sequence: A) -> Result<Element<'de>, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, mut sequence: A) -> Result<Self::Value, A::Error> {
         while sequence.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Element::Other("an array"))
+        Ok(Err(list_element_error(
+            self.rule,
+            self.position,
+            "an array",
+        )))
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Element<'de>, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(Element::Other("an object"))
+        Ok(Err(list_element_error(
+            self.rule,
+            self.position,
+            "an object",
+        )))
     }
 }
