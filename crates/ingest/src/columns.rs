@@ -24,6 +24,28 @@ use arrow::error::ArrowError;
 
 use crate::record::{Record, SlotValue};
 
+/// Byte equality without a `memcmp` call for the short values dictionary
+/// columns hold (model ids, versions, statuses): two overlapping words
+/// cover anything up to 16 bytes.
+#[inline]
+fn same_bytes(left: &[u8], right: &[u8]) -> bool {
+    if left.len() != right.len() {
+        return false;
+    }
+    let length = left.len();
+    if (8..=16).contains(&length) {
+        let word = |bytes: &[u8], at: usize| {
+            bytes
+                .get(at..at + 8)
+                .and_then(|chunk| chunk.first_chunk::<8>())
+                .copied()
+        };
+        return word(left, 0) == word(right, 0)
+            && word(left, length - 8) == word(right, length - 8);
+    }
+    left == right
+}
+
 /// Dictionaries with at most this many values are searched linearly; past
 /// it, a hash index takes over.
 const DICTIONARY_LINEAR_LIMIT: usize = 8;
@@ -40,11 +62,18 @@ fn offset(length: usize) -> i32 {
 }
 
 /// Variable-length UTF-8 values.
+///
+/// Like every sink here, a column that has seen no value yet in this batch
+/// only counts its nulls: a column that stays empty (no `ttft_ms` in a
+/// classifier's logs) then costs an increment per row, not a buffer write.
 #[derive(Debug)]
 struct StringSink {
     data: Vec<u8>,
     offsets: Vec<i32>,
     validity: NullBufferBuilder,
+    /// Nulls appended before the first value (nothing is written for them
+    /// until a value arrives).
+    leading_nulls: usize,
 }
 
 impl StringSink {
@@ -55,6 +84,7 @@ impl StringSink {
             data: Vec::with_capacity(bytes),
             offsets,
             validity: NullBufferBuilder::new(rows),
+            leading_nulls: 0,
         }
     }
 
@@ -62,16 +92,29 @@ impl StringSink {
     fn push(&mut self, value: Option<&str>) {
         match value {
             Some(text) => {
+                if self.leading_nulls > 0 {
+                    self.materialize_leading_nulls();
+                }
                 self.data.extend_from_slice(text.as_bytes());
                 self.validity.append_non_null();
+            }
+            None if self.offsets.len() == 1 => {
+                self.leading_nulls += 1;
+                return;
             }
             None => self.validity.append_null(),
         }
         self.offsets.push(offset(self.data.len()));
     }
 
+    fn materialize_leading_nulls(&mut self) {
+        self.offsets.resize(self.leading_nulls + 1, 0);
+        self.validity.append_n_nulls(self.leading_nulls);
+        self.leading_nulls = 0;
+    }
+
     fn len(&self) -> usize {
-        self.offsets.len() - 1
+        self.offsets.len() - 1 + self.leading_nulls
     }
 
     #[inline]
@@ -82,6 +125,9 @@ impl StringSink {
     }
 
     fn finish(&mut self) -> Result<StringArray, ArrowError> {
+        if self.leading_nulls > 0 {
+            self.materialize_leading_nulls();
+        }
         let rows = self.len();
         let bytes = self.data.len();
         let mut replacement = StringSink::with_capacity(with_headroom(rows), with_headroom(bytes));
@@ -90,6 +136,7 @@ impl StringSink {
             data,
             offsets,
             mut validity,
+            ..
         } = replacement;
         StringArray::try_new(
             OffsetBuffer::new(ScalarBuffer::from(offsets)),
@@ -104,6 +151,7 @@ impl StringSink {
 struct PrimitiveSink<T: ArrowPrimitiveType> {
     values: Vec<T::Native>,
     validity: NullBufferBuilder,
+    leading_nulls: usize,
 }
 
 impl<T: ArrowPrimitiveType> PrimitiveSink<T> {
@@ -111,6 +159,7 @@ impl<T: ArrowPrimitiveType> PrimitiveSink<T> {
         PrimitiveSink {
             values: Vec::with_capacity(rows),
             validity: NullBufferBuilder::new(rows),
+            leading_nulls: 0,
         }
     }
 
@@ -118,9 +167,13 @@ impl<T: ArrowPrimitiveType> PrimitiveSink<T> {
     fn push(&mut self, value: Option<T::Native>) {
         match value {
             Some(value) => {
+                if self.leading_nulls > 0 {
+                    self.materialize_leading_nulls();
+                }
                 self.values.push(value);
                 self.validity.append_non_null();
             }
+            None if self.values.is_empty() => self.leading_nulls += 1,
             None => {
                 self.values.push(T::Native::default());
                 self.validity.append_null();
@@ -128,12 +181,22 @@ impl<T: ArrowPrimitiveType> PrimitiveSink<T> {
         }
     }
 
+    fn materialize_leading_nulls(&mut self) {
+        self.values.resize(self.leading_nulls, T::Native::default());
+        self.validity.append_n_nulls(self.leading_nulls);
+        self.leading_nulls = 0;
+    }
+
     fn finish(&mut self, data_type: &DataType) -> Result<PrimitiveArray<T>, ArrowError> {
+        if self.leading_nulls > 0 {
+            self.materialize_leading_nulls();
+        }
         let mut replacement = Self::with_capacity(with_headroom(self.values.len()));
         std::mem::swap(self, &mut replacement);
         let PrimitiveSink {
             values,
             mut validity,
+            ..
         } = replacement;
         PrimitiveArray::<T>::try_new(ScalarBuffer::from(values), validity.finish())
             .map(|array| array.with_data_type(data_type.clone()))
@@ -178,13 +241,14 @@ impl DictionarySink {
     fn key_of(&mut self, text: &str) -> i32 {
         let bytes = text.as_bytes();
         if let Some(previous) = self.previous_key {
-            if self.values.get(previous as usize) == bytes {
+            if same_bytes(self.values.get(previous as usize), bytes) {
                 return previous;
             }
         }
         let count = self.values.len();
         if count <= DICTIONARY_LINEAR_LIMIT {
-            if let Some(found) = (0..count).find(|&index| self.values.get(index) == bytes) {
+            if let Some(found) = (0..count).find(|&index| same_bytes(self.values.get(index), bytes))
+            {
                 return offset(found);
             }
         } else {
@@ -238,15 +302,78 @@ enum ColumnSink {
     Float64(PrimitiveSink<Float64Type>),
     FloatList {
         values: Vec<f32>,
-        offsets: Vec<i32>,
-        validity: NullBufferBuilder,
+        shape: ListShape,
     },
     Attributes {
         keys: StringSink,
         values: StringSink,
-        offsets: Vec<i32>,
-        validity: NullBufferBuilder,
+        shape: ListShape,
     },
+}
+
+/// Offsets and validity of a list or map column.
+#[derive(Debug)]
+struct ListShape {
+    offsets: Vec<i32>,
+    validity: NullBufferBuilder,
+    leading_nulls: usize,
+}
+
+impl ListShape {
+    fn with_capacity(rows: usize) -> ListShape {
+        let mut offsets = Vec::with_capacity(rows + 1);
+        offsets.push(0);
+        ListShape {
+            offsets,
+            validity: NullBufferBuilder::new(rows),
+            leading_nulls: 0,
+        }
+    }
+
+    #[inline]
+    fn push_null(&mut self) {
+        if self.offsets.len() == 1 {
+            self.leading_nulls += 1;
+            return;
+        }
+        let end = self.offsets.last().copied().unwrap_or_default();
+        self.offsets.push(end);
+        self.validity.append_null();
+    }
+
+    /// A valid row whose items end at `end` in the child column.
+    #[inline]
+    fn push_valid(&mut self, end: usize) {
+        if self.leading_nulls > 0 {
+            self.materialize_leading_nulls();
+        }
+        self.offsets.push(offset(end));
+        self.validity.append_non_null();
+    }
+
+    fn materialize_leading_nulls(&mut self) {
+        self.offsets.resize(self.leading_nulls + 1, 0);
+        self.validity.append_n_nulls(self.leading_nulls);
+        self.leading_nulls = 0;
+    }
+
+    fn finish(&mut self) -> (OffsetBuffer<i32>, Option<NullBuffer>) {
+        if self.leading_nulls > 0 {
+            self.materialize_leading_nulls();
+        }
+        let rows = self.offsets.len() - 1;
+        let mut replacement = ListShape::with_capacity(with_headroom(rows));
+        std::mem::swap(self, &mut replacement);
+        let ListShape {
+            offsets,
+            mut validity,
+            ..
+        } = replacement;
+        (
+            OffsetBuffer::new(ScalarBuffer::from(offsets)),
+            validity.finish(),
+        )
+    }
 }
 
 impl ColumnSink {
@@ -261,14 +388,12 @@ impl ColumnSink {
             DataType::Float64 => ColumnSink::Float64(PrimitiveSink::with_capacity(rows)),
             DataType::List(_) => ColumnSink::FloatList {
                 values: Vec::new(),
-                offsets: vec![0],
-                validity: NullBufferBuilder::new(rows),
+                shape: ListShape::with_capacity(rows),
             },
             DataType::Map(_, _) => ColumnSink::Attributes {
                 keys: StringSink::with_capacity(rows, 0),
                 values: StringSink::with_capacity(rows, 0),
-                offsets: vec![0],
-                validity: NullBufferBuilder::new(rows),
+                shape: ListShape::with_capacity(rows),
             },
             _ => ColumnSink::Utf8(StringSink::with_capacity(rows, 0)),
         }
@@ -296,41 +421,32 @@ impl ColumnSink {
                 SlotValue::Integer(integer) => Some(integer as f64),
                 _ => None,
             }),
-            ColumnSink::FloatList {
-                values,
-                offsets,
-                validity,
-            } => {
-                match value {
-                    SlotValue::FloatList { start, end } => {
-                        values.extend(
-                            record
-                                .floats_at(start, end)
-                                .iter()
-                                .map(|&float| float as f32),
-                        );
-                        validity.append_non_null();
-                    }
-                    _ => validity.append_null(),
+            ColumnSink::FloatList { values, shape } => match value {
+                SlotValue::FloatList { start, end } => {
+                    values.extend(
+                        record
+                            .floats_at(start, end)
+                            .iter()
+                            .map(|&float| float as f32),
+                    );
+                    shape.push_valid(values.len());
                 }
-                offsets.push(offset(values.len()));
-            }
+                _ => shape.push_null(),
+            },
             ColumnSink::Attributes {
                 keys,
                 values,
-                offsets,
-                validity,
+                shape,
             } => {
                 if record.attributes.is_empty() {
-                    validity.append_null();
+                    shape.push_null();
                 } else {
                     for entry in &record.attributes {
                         keys.push(Some(record.text_at(entry.key.0, entry.key.1)));
                         values.push(entry.value.map(|(start, end)| record.text_at(start, end)));
                     }
-                    validity.append_non_null();
+                    shape.push_valid(keys.len());
                 }
-                offsets.push(offset(keys.len()));
             }
         }
     }
@@ -343,25 +459,17 @@ impl ColumnSink {
             ColumnSink::Int32(sink) => Arc::new(sink.finish(data_type)?),
             ColumnSink::Int64(sink) => Arc::new(sink.finish(data_type)?),
             ColumnSink::Float64(sink) => Arc::new(sink.finish(data_type)?),
-            ColumnSink::FloatList {
-                values,
-                offsets,
-                validity,
-            } => {
+            ColumnSink::FloatList { values, shape } => {
                 let item = match data_type {
                     DataType::List(item) => item.clone(),
                     _ => Arc::new(Field::new("item", DataType::Float32, true)),
                 };
-                let rows = offsets.len() - 1;
                 let taken_values =
                     std::mem::replace(values, Vec::with_capacity(with_headroom(values.len())));
-                let taken_offsets =
-                    std::mem::replace(offsets, Vec::with_capacity(with_headroom(rows) + 1));
-                offsets.push(0);
-                let nulls = take_validity(validity, rows);
+                let (offsets, nulls) = shape.finish();
                 Arc::new(ListArray::try_new(
                     item,
-                    OffsetBuffer::new(ScalarBuffer::from(taken_offsets)),
+                    offsets,
                     Arc::new(Float32Array::new(ScalarBuffer::from(taken_values), None)),
                     nulls,
                 )?)
@@ -369,8 +477,7 @@ impl ColumnSink {
             ColumnSink::Attributes {
                 keys,
                 values,
-                offsets,
-                validity,
+                shape,
             } => {
                 let entries_field: FieldRef = match data_type {
                     DataType::Map(entries, _) => entries.clone(),
@@ -381,7 +488,6 @@ impl ColumnSink {
                         "map entries are not a struct".into(),
                     ));
                 };
-                let rows = offsets.len() - 1;
                 let key_array = keys.finish()?;
                 let value_array = values.finish()?;
                 let entries = StructArray::try_new(
@@ -392,13 +498,10 @@ impl ColumnSink {
                     ],
                     None,
                 )?;
-                let taken_offsets =
-                    std::mem::replace(offsets, Vec::with_capacity(with_headroom(rows) + 1));
-                offsets.push(0);
-                let nulls = take_validity(validity, rows);
+                let (offsets, nulls) = shape.finish();
                 Arc::new(MapArray::try_new(
                     entries_field,
-                    OffsetBuffer::new(ScalarBuffer::from(taken_offsets)),
+                    offsets,
                     entries,
                     nulls,
                     false,
@@ -406,12 +509,6 @@ impl ColumnSink {
             }
         })
     }
-}
-
-fn take_validity(validity: &mut NullBufferBuilder, rows: usize) -> Option<NullBuffer> {
-    let nulls = validity.finish();
-    *validity = NullBufferBuilder::new(with_headroom(rows));
-    nulls
 }
 
 /// The columns of the batch being decoded.
@@ -479,6 +576,65 @@ impl BatchSink {
 mod tests {
     use super::*;
     use arrow::array::Array;
+
+    #[test]
+    fn same_bytes_agrees_with_equality() {
+        let samples = [
+            "",
+            "a",
+            "ok",
+            "baseline",
+            "canary-12",
+            "fraud-detector",
+            "fraud-detectoR",
+            "0123456789abcdef",
+            "0123456789abcdefg",
+        ];
+        for left in samples {
+            for right in samples {
+                assert_eq!(
+                    same_bytes(left.as_bytes(), right.as_bytes()),
+                    left == right,
+                    "{left} {right}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn leading_nulls_are_materialised_when_a_value_arrives_or_at_the_end() {
+        let mut numbers = PrimitiveSink::<Int64Type>::with_capacity(0);
+        numbers.push(None);
+        numbers.push(None);
+        numbers.push(Some(7));
+        numbers.push(None);
+        let array = numbers.finish(&DataType::Int64).unwrap();
+        assert_eq!(array.len(), 4);
+        assert_eq!(array.null_count(), 3);
+        assert_eq!(array.value(2), 7);
+        numbers.push(None);
+        let all_null = numbers.finish(&DataType::Int64).unwrap();
+        assert_eq!((all_null.len(), all_null.null_count()), (1, 1));
+
+        let mut strings = StringSink::with_capacity(0, 0);
+        strings.push(None);
+        strings.push(Some("a"));
+        strings.push(None);
+        strings.push(Some("bc"));
+        let array = strings.finish().unwrap();
+        assert_eq!(array.len(), 4);
+        assert!(array.is_null(0) && array.is_null(2));
+        assert_eq!((array.value(1), array.value(3)), ("a", "bc"));
+
+        let mut shape = ListShape::with_capacity(0);
+        shape.push_null();
+        shape.push_null();
+        shape.push_valid(2);
+        shape.push_null();
+        let (offsets, nulls) = shape.finish();
+        assert_eq!(offsets.as_ref(), &[0, 0, 0, 2, 2]);
+        assert_eq!(nulls.map(|nulls| nulls.null_count()), Some(3));
+    }
 
     #[test]
     fn dictionary_reuses_keys_past_the_linear_limit() {
