@@ -1,11 +1,16 @@
 //! The decoder: newline-delimited JSON → Arrow [`RecordBatch`].
 //!
-//! This is the hot path of ingestion. Each line is validated as UTF-8, checked
-//! for excessive nesting, then walked with sonic-rs's lazy object iterator:
-//! values are sliced out of the line without building a DOM, keys are looked
-//! up in the mapping trie, and only mapped values are converted. The result
-//! lands in a reusable scratch [`Record`]; once the whole line is known good
-//! it is appended to the Arrow builders in one go.
+//! This is the hot path of ingestion. Each line is split off the chunk,
+//! validated as UTF-8 and checked for excessive nesting, then walked against
+//! the mapping trie (see `walk`): mapped values are parsed straight into what
+//! their column needs, unmapped ones are sliced out without building a DOM.
+//! The result lands in a reusable scratch [`Record`]; once the whole line is
+//! known good (enrichment, defaults, status, required timestamp, derived
+//! columns) it is appended to the column sinks (see `columns`) in one go, so
+//! a bad line never leaves half a row behind.
+//!
+//! Measured with `examples/decode_speed.rs`: about 800 k lines/s on one core
+//! for ~500-byte events, with no heap allocation per event.
 
 use std::sync::Arc;
 

@@ -22,7 +22,7 @@
 //! [`ReaderSource`] for stdin or any reader) cuts its input into [`Chunk`]s
 //! of whole lines and reports a [`SourcePosition`] to commit once a chunk has
 //! been handled, so that a restart resumes exactly after the last handled
-//! line. See the `source` module docs.
+//! line (see [`Source`] for the polling and commit protocol).
 //!
 //! ## Decoding and mapping
 //!

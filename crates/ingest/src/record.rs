@@ -1,11 +1,11 @@
 //! The per-line scratch record.
 //!
-//! A line is decoded into a [`Record`] first and only copied into the Arrow
-//! builders once the whole line is known to be good, so that a bad line never
+//! A line is decoded into a [`Record`] first and only copied into the column
+//! sinks once the whole line is known to be good, so that a bad line never
 //! leaves half a row behind. The record is reused for every line: text goes
-//! into one arena `String`, lists into one `Vec<f32>`, and slots hold ranges
-//! into them, so the common path allocates nothing once the buffers have
-//! grown to the size of a typical line.
+//! into one arena `String`, list items into one `Vec<f64>`, and slots hold
+//! ranges into them, so the common path allocates nothing once the buffers
+//! have grown to the size of a typical line.
 
 use std::fmt::Write as _;
 
