@@ -168,19 +168,13 @@ impl Decoder {
         let mut counters = DecodeCounters::default();
         let mut dead_letters = Vec::new();
         let data = chunk.data.as_slice();
-        let mut position = 0usize;
-        let mut line_number = chunk.first_line;
-        while position < data.len() {
-            let line_start = position;
-            let line_end = memchr::memchr(b'\n', &data[position..])
-                .map_or(data.len(), |found| position + found);
-            position = line_end + 1;
+        for (this_line, (line_start, line_end, openings)) in
+            (chunk.first_line..).zip(LineScanner::new(data))
+        {
             let mut line = &data[line_start..line_end];
             if let Some(stripped) = line.strip_suffix(b"\r") {
                 line = stripped;
             }
-            let this_line = line_number;
-            line_number += 1;
             counters.lines += 1;
             if line_start == 0 && chunk.first_offset == 0 {
                 // A byte-order mark some Windows tools put at the start of a file.
@@ -203,7 +197,7 @@ impl Decoder {
                     ),
                 ))
             } else {
-                self.decode_line(line)
+                self.decode_line(line, openings)
             };
             match outcome {
                 Ok(()) => {
@@ -249,7 +243,7 @@ impl Decoder {
     }
 
     /// Decodes one line (without its line ending) into the scratch record.
-    fn decode_line(&mut self, line: &[u8]) -> Result<(), LineError> {
+    fn decode_line(&mut self, line: &[u8], openings: usize) -> Result<(), LineError> {
         self.record.clear();
         let text = std::str::from_utf8(line).map_err(|error| {
             LineError::new(
@@ -257,7 +251,7 @@ impl Decoder {
                 format!("invalid UTF-8 at byte column {}", error.valid_up_to() + 1),
             )
         })?;
-        let shallow = check_nesting(line)?;
+        let shallow = check_nesting(line, openings)?;
         let first = line
             .iter()
             .position(|byte| !byte.is_ascii_whitespace())
@@ -372,21 +366,57 @@ fn class_summary(record: &Record, columns: CanonicalColumns) -> ClassSummary {
     ClassSummary::default()
 }
 
+/// Splits a chunk into lines and counts each line's `{` and `[` in the same
+/// SIMD byte search, so that the nesting check below costs nothing extra.
+/// Yields `(start, end, openings)`, `end` excluding the `\n`.
+struct LineScanner<'a> {
+    data: &'a [u8],
+    hits: memchr::Memchr3<'a>,
+    start: usize,
+}
+
+impl<'a> LineScanner<'a> {
+    fn new(data: &'a [u8]) -> LineScanner<'a> {
+        LineScanner {
+            data,
+            hits: memchr::memchr3_iter(b'\n', b'{', b'[', data),
+            start: 0,
+        }
+    }
+}
+
+impl Iterator for LineScanner<'_> {
+    type Item = (usize, usize, usize);
+
+    fn next(&mut self) -> Option<(usize, usize, usize)> {
+        if self.start >= self.data.len() {
+            return None;
+        }
+        let mut openings = 0usize;
+        let end = loop {
+            match self.hits.next() {
+                Some(position) if self.data[position] == b'\n' => break position,
+                Some(_) => openings += 1,
+                None => break self.data.len(),
+            }
+        };
+        let start = self.start;
+        self.start = end + 1;
+        Some((start, end, openings))
+    }
+}
+
 /// Refuses lines nested deeper than [`MAX_NESTING_DEPTH`] before sonic-rs
 /// sees them: its validation of skipped values recurses, so a line of a
 /// million `[` would otherwise overflow the stack. A line with at most
-/// `MAX_NESTING_DEPTH` opening brackets cannot be too deep, which the SIMD
-/// byte search settles for nearly every line; only the rest are scanned.
+/// `MAX_NESTING_DEPTH` opening brackets (counted by [`LineScanner`]) cannot
+/// be too deep, which settles nearly every line; only the rest are scanned.
 /// Returns whether the line is shallow (see `walk::SHALLOW_OPENINGS`).
-fn check_nesting(line: &[u8]) -> Result<bool, LineError> {
-    let mut openings = memchr::memchr2_iter(b'{', b'[', line);
-    if openings.nth(crate::walk::SHALLOW_OPENINGS).is_none() {
+fn check_nesting(line: &[u8], openings: usize) -> Result<bool, LineError> {
+    if openings <= crate::walk::SHALLOW_OPENINGS {
         return Ok(true);
     }
-    if openings
-        .nth(MAX_NESTING_DEPTH - crate::walk::SHALLOW_OPENINGS - 1)
-        .is_none()
-    {
+    if openings <= MAX_NESTING_DEPTH {
         return Ok(false);
     }
     let mut depth = 0usize;
