@@ -121,15 +121,20 @@ impl Engine {
             };
             let timestamps = timestamps.values();
             self.stats.events += batch.num_rows() as u64;
-            let batch_max = timestamps.iter().copied().max().unwrap_or(i64::MIN);
-            self.stats.max_event_time = Some(
-                self.stats
-                    .max_event_time
-                    .map_or(batch_max, |m| m.max(batch_max)),
-            );
+            // The running maximum of event time, shared by every rule: each rule
+            // finds where its watermark crosses a tick by binary search on it.
+            let mut running_max = self.stats.max_event_time.unwrap_or(i64::MIN);
+            let prefix_max: Vec<i64> = timestamps
+                .iter()
+                .map(|&timestamp| {
+                    running_max = running_max.max(timestamp);
+                    running_max
+                })
+                .collect();
             for (rule_index, rule) in self.rules.iter_mut().enumerate() {
-                rule.observe(batch, timestamps, rule_index, &mut self.outbox);
+                rule.observe(batch, timestamps, &prefix_max, rule_index, &mut self.outbox);
             }
+            self.stats.max_event_time = prefix_max.last().copied();
             self.stats.late_events = self.rules.iter().map(|r| r.late_events).sum();
         }
         let horizon = self
@@ -276,7 +281,10 @@ impl AggregateSlot {
     fn needs_counts_only(self) -> bool {
         matches!(
             self,
-            AggregateSlot::Count | AggregateSlot::Rate | AggregateSlot::Errors | AggregateSlot::ErrorRate
+            AggregateSlot::Count
+                | AggregateSlot::Rate
+                | AggregateSlot::Errors
+                | AggregateSlot::ErrorRate
         )
     }
 }
@@ -440,6 +448,7 @@ impl RuleRuntime {
         &mut self,
         batch: &RecordBatch,
         timestamps: &[i64],
+        prefix_max: &[i64],
         rule_index: usize,
         outbox: &mut Vec<(i64, usize, String, Alert)>,
     ) {
@@ -460,24 +469,25 @@ impl RuleRuntime {
         self.resolve_groups(batch, &mask);
         let lateness = self.rule.allowed_lateness;
         let mut slice_start = 0;
-        for (row, &timestamp) in timestamps.iter().enumerate() {
-            if timestamp <= self.max_event_time {
-                continue;
+        loop {
+            // Rows before the first one whose running maximum puts the watermark
+            // at or past the next tick belong before that tick's evaluation.
+            let threshold = self.next_tick.unwrap_or(i64::MAX).saturating_add(lateness);
+            let row =
+                slice_start + prefix_max[slice_start..].partition_point(|&max| max < threshold);
+            if row >= timestamps.len() {
+                break;
             }
-            self.max_event_time = timestamp;
-            let watermark = timestamp.saturating_sub(lateness);
-            if watermark >= self.next_tick.unwrap_or(i64::MAX) {
-                self.aggregate_rows(
-                    batch,
-                    timestamps,
-                    slice_start..row,
-                    &mask,
-                    &segment_masks,
-                    &errors,
-                );
-                slice_start = row;
-                self.advance_to(watermark, rule_index, outbox);
-            }
+            self.aggregate_rows(
+                batch,
+                timestamps,
+                slice_start..row,
+                &mask,
+                &segment_masks,
+                &errors,
+            );
+            slice_start = row;
+            self.advance_to(prefix_max[row].saturating_sub(lateness), rule_index, outbox);
         }
         self.aggregate_rows(
             batch,
@@ -594,6 +604,9 @@ impl RuleRuntime {
             pairs.clear();
         }
         let ring = self.ring as i64;
+        // Rows come nearly sorted: remember the last bucket instead of dividing per row.
+        let (mut bucket_start, mut bucket_end, mut bucket, mut slot) =
+            (i64::MAX, i64::MIN, 0i64, 0usize);
         for row in rows {
             if !mask.value(row) {
                 continue;
@@ -603,8 +616,12 @@ impl RuleRuntime {
                 self.late_events += 1;
                 continue;
             }
-            let bucket = timestamp.div_euclid(self.bucket_width);
-            let slot = bucket.rem_euclid(ring) as usize;
+            if !(bucket_start <= timestamp && timestamp < bucket_end) {
+                bucket = timestamp.div_euclid(self.bucket_width);
+                bucket_start = bucket * self.bucket_width;
+                bucket_end = bucket_start + self.bucket_width;
+                slot = bucket.rem_euclid(ring) as usize;
+            }
             let total = &mut self.totals[slot];
             if total.0 != bucket {
                 *total = (bucket, 0);
@@ -718,7 +735,9 @@ impl RuleRuntime {
             let base = group * self.ring;
             let ring = self.ring;
             let window_cells = |cells: &[Cell]| -> Vec<usize> {
-                (base..base + ring).filter(|&i| in_window(cells[i].bucket)).collect()
+                (base..base + ring)
+                    .filter(|&i| in_window(cells[i].bucket))
+                    .collect()
             };
             // Counts are merged up front (impact needs them); distributions
             // only when the condition asks for them.
