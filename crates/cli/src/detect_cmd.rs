@@ -1,7 +1,7 @@
 //! `inferwatch detect`: run rules over logs and print alert transitions as JSONL.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -84,7 +84,7 @@ pub fn load_mapping(path: Option<&PathBuf>) -> anyhow::Result<Arc<Mapping>> {
 }
 
 /// Loads and compiles rules, reporting every error at once.
-pub fn load_engine(rules_dir: &PathBuf, decoder: &Decoder) -> anyhow::Result<Engine> {
+pub fn load_engine(rules_dir: &Path, decoder: &Decoder) -> anyhow::Result<Engine> {
     let (rules, errors) = load_rules_dir(rules_dir);
     let mut messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
     messages.extend(
@@ -114,8 +114,13 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         );
     }
     let mapping = load_mapping(args.mapping.as_ref())?;
-    let decoder = Decoder::new(mapping);
-    let mut engine = load_engine(&args.rules, &decoder)?;
+    // The rules are compiled against the full decoder's schema; the
+    // pipeline decodes with a projection that fills only the columns they
+    // read (same schema, other columns null and their keys skipped).
+    let mut engine = load_engine(&args.rules, &Decoder::new(mapping.clone()))?;
+    let columns = engine.referenced_columns();
+    let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
+    let decoder = Decoder::new(Arc::new(mapping.projected(&columns)));
     let total_bytes = input_size(&args.inputs);
     let threads = args.threads.unwrap_or_else(|| {
         std::thread::available_parallelism()

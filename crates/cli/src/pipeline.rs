@@ -18,6 +18,9 @@ use inferwatch_ingest::{
 };
 
 /// What the consumer receives.
+// One event per decoded chunk (megabytes of input): the size of the enum
+// does not matter, and boxing the batch would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum PipelineEvent {
     /// The next batch in input order, with the source position after it and its raw size.
     Batch {

@@ -36,7 +36,7 @@ use serde::Serialize;
 use crate::condition::{
     compile_condition, evaluate, AggregateKind, CompiledCondition, HeldTimers, Witness,
 };
-use crate::filter::{compile_predicate, evaluate_predicate, RowPredicate};
+use crate::filter::{compile_predicate, evaluate_predicate, NumericExpr, RowPredicate};
 use crate::rule::Rule;
 use crate::summary::{Summary, SummaryLayout};
 use crate::DetectError;
@@ -82,6 +82,8 @@ pub struct Engine {
     outbox: Vec<(i64, usize, String, Alert)>,
     timestamp_column: usize,
     stats: EngineStats,
+    /// The schema the rules were compiled against (names their columns).
+    schema: SchemaRef,
 }
 
 impl Engine {
@@ -99,7 +101,28 @@ impl Engine {
             outbox: Vec::new(),
             timestamp_column,
             stats: EngineStats::default(),
+            schema: schema.clone(),
         })
+    }
+
+    /// The names of the columns the rules read: filter and segment
+    /// predicates, `group_by`, aggregate columns, plus `status` (read by
+    /// `errors` and `error_rate`), `timestamp` and `stream`. Sorted, without
+    /// duplicates; a decoder needs to fill no other column for these rules.
+    pub fn referenced_columns(&self) -> Vec<String> {
+        let mut indices = vec![self.timestamp_column];
+        for runtime in &self.rules {
+            runtime.referenced_columns(&mut indices);
+        }
+        let mut names: Vec<String> = indices
+            .into_iter()
+            .filter(|&index| index < self.schema.fields().len())
+            .map(|index| self.schema.field(index).name().clone())
+            .chain([column::STATUS, column::STREAM, column::TIMESTAMP].map(String::from))
+            .collect();
+        names.sort();
+        names.dedup();
+        names
     }
 
     /// Validates `rules` against a schema without running them.
@@ -302,7 +325,6 @@ struct RuleRuntime {
     bucket_width: i64,
     ring: usize,
     next_tick: Option<i64>,
-    max_event_time: i64,
     groups: GroupTable,
     cells: Vec<Vec<Cell>>,
     totals: Vec<(i64, u64)>,
@@ -310,6 +332,36 @@ struct RuleRuntime {
     late_events: u64,
     row_groups: Vec<u32>,
     pairs: Vec<Vec<(u32, u32)>>,
+}
+
+fn predicate_columns(predicate: &RowPredicate, out: &mut Vec<usize>) {
+    match predicate {
+        RowPredicate::Constant(_) => {}
+        RowPredicate::TextIn { column, .. } | RowPredicate::IsNull { column, .. } => {
+            out.push(*column)
+        }
+        RowPredicate::Numeric { left, right, .. } => {
+            numeric_columns(left, out);
+            numeric_columns(right, out);
+        }
+        RowPredicate::And(left, right) | RowPredicate::Or(left, right) => {
+            predicate_columns(left, out);
+            predicate_columns(right, out);
+        }
+        RowPredicate::Not(inner) => predicate_columns(inner, out),
+    }
+}
+
+fn numeric_columns(expr: &NumericExpr, out: &mut Vec<usize>) {
+    match expr {
+        NumericExpr::Column(column) => out.push(*column),
+        NumericExpr::Constant(_) => {}
+        NumericExpr::Arith(_, left, right) => {
+            numeric_columns(left, out);
+            numeric_columns(right, out);
+        }
+        NumericExpr::Negate(inner) => numeric_columns(inner, out),
+    }
 }
 
 fn gcd(a: i64, b: i64) -> i64 {
@@ -321,6 +373,21 @@ fn gcd(a: i64, b: i64) -> i64 {
 }
 
 impl RuleRuntime {
+    /// Appends the indices of the columns this rule reads.
+    fn referenced_columns(&self, out: &mut Vec<usize>) {
+        predicate_columns(&self.filter, out);
+        for filter in &self.segment_filters {
+            predicate_columns(filter, out);
+        }
+        predicate_columns(&self.error_predicate, out);
+        out.extend(&self.group_columns);
+        for layout in &self.layouts {
+            out.extend(&layout.moment_columns);
+            out.extend(&layout.sketch_columns);
+            out.extend(&layout.distinct_columns);
+        }
+    }
+
     fn new(rule: Rule, schema: &SchemaRef) -> Result<RuleRuntime, DetectError> {
         let text_equals = |name: &str, value: &str| -> Option<RowPredicate> {
             let index = schema.index_of(name).ok()?;
@@ -426,7 +493,6 @@ impl RuleRuntime {
             bucket_width,
             ring,
             next_tick: None,
-            max_event_time: i64::MIN,
             cells: vec![Vec::new(); segments],
             totals: vec![(i64::MIN, 0); ring],
             alert_states: Vec::new(),

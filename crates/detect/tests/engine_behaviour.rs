@@ -311,3 +311,27 @@ proptest! {
         prop_assert_eq!(expected, actual);
     }
 }
+
+#[test]
+fn referenced_columns_name_what_the_rules_read() {
+    let canary = "id: canary\ntitle: Canary\nseverity: high\ngroup_by: [model_id]\nsegments:\n  canary: ab_group == \"canary\"\nfilter: input_tokens + 1 > 2\nwindow: 5m\nevery: 1m\ncondition: canary.p99(latency_ms) > 500 or distinct(client_id) > 3\n";
+    let engine = Engine::new(vec![rule(SLOW), rule(canary)], &canonical_schema()).unwrap();
+    assert_eq!(
+        engine.referenced_columns(),
+        [
+            "ab_group",
+            "client_id",
+            "input_tokens",
+            "latency_ms",
+            "model_id",
+            "status",
+            "stream",
+            "timestamp"
+        ]
+    );
+    let engine = Engine::new(Vec::new(), &canonical_schema()).unwrap();
+    assert_eq!(
+        engine.referenced_columns(),
+        ["status", "stream", "timestamp"]
+    );
+}

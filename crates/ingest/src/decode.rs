@@ -118,12 +118,44 @@ impl CanonicalColumns {
             attributes: index(column::ATTRIBUTES),
         }
     }
+
+    /// Columns a projected mapping does not fill become inert here, so that
+    /// status and the class summary are not derived into them.
+    fn projected(self, mapping: &Mapping) -> CanonicalColumns {
+        let keep = |index: usize| {
+            if mapping.fills(index) {
+                index
+            } else {
+                usize::MAX
+            }
+        };
+        let mut columns = CanonicalColumns {
+            status: keep(self.status),
+            predicted_class: keep(self.predicted_class),
+            confidence: keep(self.confidence),
+            margin: keep(self.margin),
+            entropy: keep(self.entropy),
+            ..self
+        };
+        let derived = [
+            columns.predicted_class,
+            columns.confidence,
+            columns.margin,
+            columns.entropy,
+        ];
+        if derived.iter().all(|&index| index == usize::MAX) {
+            // Nothing to derive: skip the summary.
+            columns.probabilities = usize::MAX;
+            columns.logits = usize::MAX;
+        }
+        columns
+    }
 }
 
 impl Decoder {
     /// A decoder for `mapping` (whose lookup tables it applies).
     pub fn new(mapping: Arc<Mapping>) -> Decoder {
-        let columns = CanonicalColumns::locate();
+        let columns = CanonicalColumns::locate().projected(&mapping);
         let attributes_column = (columns.attributes != usize::MAX).then_some(columns.attributes);
         let sink = BatchSink::new(&mapping.schema, attributes_column);
         let mut record = Record::new(

@@ -267,6 +267,8 @@ enum KeySource {
 enum EnrichmentTarget {
     Column(usize),
     Extra(usize),
+    /// Not filled (a projected mapping does not ask for the column).
+    Skip,
 }
 
 #[derive(Debug, Clone)]
@@ -501,9 +503,63 @@ impl Enrichment {
                             record.extra[index] = stored;
                         }
                     }
+                    EnrichmentTarget::Skip => {}
                 }
             }
         }
+    }
+
+    fn target_kept(target: EnrichmentTarget, keep: &[bool], keep_extra: &[bool]) -> bool {
+        match target {
+            EnrichmentTarget::Column(index) => keep.get(index).copied().unwrap_or(false),
+            EnrichmentTarget::Extra(index) => keep_extra.get(index).copied().unwrap_or(false),
+            EnrichmentTarget::Skip => false,
+        }
+    }
+
+    /// Marks the lookup key of every table that fills a kept column as kept
+    /// (`attributes` for a key read from an attribute).
+    pub(crate) fn mark_keys(
+        &self,
+        keep: &mut [bool],
+        keep_extra: &mut [bool],
+        attributes: Option<usize>,
+    ) {
+        for table in &self.tables {
+            let used = table
+                .targets
+                .iter()
+                .any(|&target| Self::target_kept(target, keep, keep_extra));
+            if !used {
+                continue;
+            }
+            let slot = match &table.key {
+                KeySource::Column(index) => keep.get_mut(*index),
+                KeySource::Extra(index) => keep_extra.get_mut(*index),
+                KeySource::Attribute(_) => attributes.and_then(|index| keep.get_mut(index)),
+            };
+            if let Some(slot) = slot {
+                *slot = true;
+            }
+        }
+    }
+
+    /// Stops filling columns that are not kept; tables left with nothing to
+    /// fill are removed.
+    pub(crate) fn retain_targets(&mut self, keep: &[bool], keep_extra: &[bool]) {
+        for table in &mut self.tables {
+            for target in &mut table.targets {
+                if !Self::target_kept(*target, keep, keep_extra) {
+                    *target = EnrichmentTarget::Skip;
+                }
+            }
+        }
+        self.tables.retain(|table| {
+            table
+                .targets
+                .iter()
+                .any(|target| !matches!(target, EnrichmentTarget::Skip))
+        });
     }
 }
 

@@ -58,6 +58,14 @@
 //! is appended to typed column buffers only once the whole line is known
 //! good. Nothing is allocated per event on the common path.
 //!
+//! A consumer that reads only a few columns decodes with
+//! [`Mapping::projected`]: the schema stays the same, but only the requested
+//! columns (and what they are derived from) are filled; the trie is rewritten
+//! so that every other key is skipped without being converted, and unmapped
+//! keys are not copied into `attributes` unless it is requested. Invalid
+//! JSON still refuses a line, but a projected decoder does not validate
+//! fields it does not read.
+//!
 //! ## Enrichment and derived columns
 //!
 //! [`Enrichment`] joins lookup tables ([`LookupTable`]: CSV or JSON, named in

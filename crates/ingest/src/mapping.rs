@@ -464,6 +464,12 @@ pub struct Mapping {
     pub(crate) timestamp_sources: Box<str>,
     pub(crate) builtin_enabled: bool,
     pub(crate) origin: Option<PathBuf>,
+    /// Whether unmapped keys are kept as attributes (false in a projection
+    /// that does not ask for `attributes`).
+    pub(crate) keep_unmapped: bool,
+    /// Per canonical column, whether it is filled; `None` when all are
+    /// (see [`Mapping::projected`]).
+    pub(crate) projection: Option<Box<[bool]>>,
 }
 
 /// Built-in aliases beyond the canonical names: `(path, target, priority)`.
@@ -594,6 +600,143 @@ impl Mapping {
     /// The file this mapping was read from, if any.
     pub fn origin(&self) -> Option<&Path> {
         self.origin.as_deref()
+    }
+
+    /// A copy of this mapping that only fills `columns` (canonical or
+    /// enrichment column names); every other column of the schema stays in
+    /// the schema but is all-null, and its input keys are skipped without
+    /// being converted (and not copied into `attributes` either, unless
+    /// `attributes` itself is requested). The schema is unchanged, so
+    /// compiled consumers still fit. Unknown names are ignored.
+    ///
+    /// `timestamp` and `stream` are always kept (events without a timestamp
+    /// are still dead letters), and so is every column the schema declares
+    /// non-nullable (`status`). Dependencies are kept too: `status` keeps
+    /// `http_status` and `error_type` (it is derived from them when absent);
+    /// any of `confidence`, `predicted_class`, `margin`, `entropy` keeps
+    /// `probabilities` and `logits`; an enrichment column keeps its lookup
+    /// key.
+    ///
+    /// Bad values in kept fields are refused exactly as by the full mapping,
+    /// and invalid JSON anywhere in a line still makes it a dead letter; but
+    /// a projected decoder does not validate fields it does not read, so a
+    /// wrong type in a skipped field is accepted.
+    ///
+    /// The trie is rewritten: rules whose target is not kept are removed, a
+    /// key left with no rule and nothing nested below it is dropped, and
+    /// every node's key table is rebuilt, so the decoder's hot path is the
+    /// same code as for a full mapping.
+    pub fn projected(&self, columns: &[&str]) -> Mapping {
+        let canonical = canonical_schema();
+        let column_count = self.column_kinds.len();
+        let extra_names = self.enrichment.extra_columns();
+        let mut keep = vec![false; column_count];
+        let mut keep_extra = vec![false; extra_names.len()];
+        let index = |name: &str| canonical.index_of(name).ok();
+        for name in columns {
+            if let Some(column) = index(name) {
+                keep[column] = true;
+            } else if let Some(extra) = extra_names.iter().position(|extra| extra == name) {
+                keep_extra[extra] = true;
+            }
+        }
+        let attributes = index(column::ATTRIBUTES);
+        let mark = |keep: &mut Vec<bool>, name: &str| {
+            if let Some(column) = index(name) {
+                keep[column] = true;
+            }
+        };
+        mark(&mut keep, column::TIMESTAMP);
+        mark(&mut keep, column::STREAM);
+        // A non-nullable column (status) must be filled for the batch to
+        // fit the schema.
+        for (column, field) in canonical.fields().iter().enumerate() {
+            if !field.is_nullable() {
+                keep[column] = true;
+            }
+        }
+        // Dependencies, to a fixed point (enrichment keys may themselves be
+        // derived or enriched columns).
+        loop {
+            let before = (keep.clone(), keep_extra.clone());
+            let kept = |keep: &[bool], name: &str| index(name).is_some_and(|column| keep[column]);
+            if kept(&keep, column::STATUS) {
+                mark(&mut keep, column::HTTP_STATUS);
+                mark(&mut keep, column::ERROR_TYPE);
+            }
+            if [
+                column::CONFIDENCE,
+                column::PREDICTED_CLASS,
+                column::MARGIN,
+                column::ENTROPY,
+            ]
+            .iter()
+            .any(|name| kept(&keep, name))
+            {
+                mark(&mut keep, column::PROBABILITIES);
+                mark(&mut keep, column::LOGITS);
+            }
+            self.enrichment
+                .mark_keys(&mut keep, &mut keep_extra, attributes);
+            if (keep.clone(), keep_extra.clone()) == before {
+                break;
+            }
+        }
+        let keep_attributes = attributes.is_some_and(|column| keep[column]);
+        let mut mapping = self.clone();
+        mapping.keep_unmapped = keep_attributes;
+        let rule_kept: Vec<bool> = self
+            .rules
+            .iter()
+            .map(|rule| match rule.target {
+                Target::Column(column) => keep.get(column).copied().unwrap_or(false),
+                Target::Attribute(_) => keep_attributes,
+            })
+            .collect();
+        // Children are created after their parents, so walking the nodes
+        // backwards settles every child before the edge that leads to it.
+        let mut node_live = vec![true; mapping.nodes.len()];
+        for node_index in (0..mapping.nodes.len()).rev() {
+            let node = &mut mapping.nodes[node_index];
+            let mut live = false;
+            for edge in node.edges.values_mut() {
+                edge.rules
+                    .retain(|&rule| rule_kept.get(rule as usize).copied().unwrap_or(false));
+                if let Some(child) = edge.child {
+                    // With attributes kept, an unmapped subtree is still
+                    // copied into them, so the child stays.
+                    if !keep_attributes && !node_live[child as usize] {
+                        edge.child = None;
+                    }
+                }
+                if edge.rules.is_empty() && edge.child.is_none() {
+                    edge.dropped = true;
+                    edge.expect_object = false;
+                }
+                live |= !edge.dropped;
+            }
+            node_live[node_index] = live;
+            node.table = KeyTable::build(&node.edges, &mapping.rules);
+        }
+        for (column, default) in mapping.column_defaults.iter_mut().enumerate() {
+            if !keep[column] {
+                *default = None;
+            }
+        }
+        if !keep_attributes {
+            mapping.attribute_defaults.clear();
+        }
+        mapping.enrichment.retain_targets(&keep, &keep_extra);
+        mapping.projection = Some(keep.into_boxed_slice());
+        mapping
+    }
+
+    /// Whether canonical column `index` is filled by decoders of this
+    /// mapping (always, unless it is [`Mapping::projected`]).
+    pub(crate) fn fills(&self, index: usize) -> bool {
+        self.projection
+            .as_ref()
+            .is_none_or(|keep| keep.get(index).copied().unwrap_or(false))
     }
 
     /// Shares the mapping between decoders.
@@ -1111,6 +1254,8 @@ impl MappingBuilder {
             timestamp_sources: timestamp_sources.into(),
             builtin_enabled: self.builtin_enabled,
             origin: self.origin,
+            keep_unmapped: true,
+            projection: None,
         }
     }
 }

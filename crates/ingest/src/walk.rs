@@ -43,7 +43,8 @@ pub(crate) fn walk_line(
 ) -> Result<(), LineError> {
     if !shallow {
         let object_start = text.bytes().position(|byte| byte == b'{').unwrap_or(0);
-        let last_value_end = walk_object_iteratively(mapping, record, 0, text, 0, true)?;
+        let last_value_end =
+            walk_object_iteratively(mapping, record, 0, text, 0, mapping.keep_unmapped)?;
         return check_object_end(text, last_value_end.unwrap_or(object_start + 1));
     }
     let mut deserializer = sonic_rs::Deserializer::from_str(text);
@@ -51,7 +52,7 @@ pub(crate) fn walk_line(
         mapping,
         record: &mut *record,
         node: 0,
-        report_unmapped: true,
+        report_unmapped: mapping.keep_unmapped,
     };
     let outcome = seed
         .deserialize(&mut deserializer)

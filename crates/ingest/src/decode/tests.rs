@@ -1149,3 +1149,135 @@ fn line_scanner_splits_and_counts_brackets() {
     assert_eq!(lines(b"{[}\n{}"), vec![(0, 3, 2), (4, 6, 1)]);
     assert_eq!(lines(b"{}\n\n[[\n"), vec![(0, 2, 1), (3, 3, 0), (4, 6, 2)]);
 }
+
+// ---------------------------------------------------------------------------
+// Projection (`Mapping::projected`).
+
+const SIMULATOR_LINE: &str = r#"{"timestamp":"2026-01-01T00:00:00.000Z","model_id":"vision","model_version":"3.2","ab_group":"baseline","request_id":"r-0000000000000000","client_id":"c-00095","client_ip":"10.168.93.6","source_id":"src-00","status":"ok","http_status":200,"latency_ms":28.3,"input_tokens":849,"output_tokens":1,"input_hash":"09d040de01073f68","predicted_class":5,"confidence":0.7569,"probabilities":[0.0298,0.0115,0.0378,0.0193,0.038,0.7569,0.0556,0.0071,0.0312,0.0129],"extra":"kept as an attribute"}"#;
+
+const DETECT_COLUMNS: &[&str] = &[
+    "timestamp",
+    "stream",
+    "status",
+    "model_id",
+    "model_version",
+    "ab_group",
+    "client_id",
+    "input_hash",
+    "latency_ms",
+];
+
+fn is_null(row: &Value, key: &str) -> bool {
+    row.get(key).is_none_or(Value::is_null)
+}
+
+fn projected_row(columns: &[&str], text: &str) -> Value {
+    let (rows, dead_letters) = decode_with(Mapping::builtin().projected(columns), text);
+    assert!(dead_letters.is_empty(), "{dead_letters:?}");
+    assert_eq!(rows.len(), 1);
+    rows.into_iter().next().unwrap()
+}
+
+#[test]
+fn projection_keeps_requested_columns_and_nulls_the_rest() {
+    let full = row(SIMULATOR_LINE);
+    let projected = projected_row(DETECT_COLUMNS, SIMULATOR_LINE);
+    for field in inferwatch_core::canonical_schema().fields() {
+        let name = field.name().as_str();
+        if DETECT_COLUMNS.contains(&name) || name == "http_status" || name == "error_type" {
+            assert_eq!(projected.get(name), full.get(name), "{name}");
+        } else {
+            assert!(
+                is_null(&projected, name),
+                "{name} should be null: {projected}"
+            );
+        }
+    }
+    assert!(!is_null(&full, "attributes"));
+    assert!(is_null(&projected, "attributes"));
+    assert!(!is_null(&full, "entropy"));
+    // Asking for attributes keeps them exactly.
+    let with_attributes = projected_row(&["model_id", "attributes"], SIMULATOR_LINE);
+    assert_eq!(with_attributes["attributes"], full["attributes"]);
+    assert!(is_null(&with_attributes, "latency_ms"));
+}
+
+#[test]
+fn projection_keeps_the_schema() {
+    let mapping = Mapping::builtin();
+    let projected = mapping.projected(&["model_id"]);
+    assert_eq!(projected.schema(), mapping.schema());
+    let mut decoder = Decoder::new(Arc::new(projected));
+    let decoded = decoder.decode(&chunk(SIMULATOR_LINE.as_bytes()));
+    assert_eq!(decoded.batch.schema(), mapping.schema());
+}
+
+#[test]
+fn projection_keeps_dependencies() {
+    // status derived from http_status when status is requested and absent.
+    let line = format!(r#"{{"timestamp":"{JAN_2026}","http_status":503,"latency_ms":1}}"#);
+    let projected = projected_row(&["status"], &line);
+    assert_eq!(projected["status"], "error");
+    assert_eq!(projected["http_status"], 503);
+    assert!(is_null(&projected, "latency_ms"));
+    // status is non-nullable, so it is kept (and derived) even unasked.
+    let projected = projected_row(&["latency_ms"], &line);
+    assert_eq!(projected["status"], "error");
+    // confidence derived from probabilities when confidence is requested.
+    let line = format!(r#"{{"timestamp":"{JAN_2026}","probabilities":[0.2,0.8]}}"#);
+    let projected = projected_row(&["confidence"], &line);
+    assert!((float(&projected, "confidence") - 0.8).abs() < 1e-9);
+    assert!(!is_null(&projected, "probabilities"));
+    assert!(is_null(&projected, "entropy"));
+    assert!(is_null(&projected, "predicted_class"));
+    // The timestamp is always kept: without one the line is still refused.
+    let mapping = Mapping::builtin().projected(&["model_id"]);
+    assert!(reason_with(mapping, r#"{"model_id":"m"}"#).contains("missing timestamp"));
+}
+
+#[test]
+fn projection_skips_unread_fields_but_not_invalid_json() {
+    let columns = &["model_id"];
+    // A wrong type in a skipped field is accepted...
+    let line = format!(r#"{{"timestamp":"{JAN_2026}","model_id":"m","latency_ms":"slow"}}"#);
+    assert_eq!(projected_row(columns, &line)["model_id"], "m");
+    // ... but not in a kept one.
+    let line = format!(r#"{{"timestamp":"{JAN_2026}","model_id":"m","latency_ms":"slow"}}"#);
+    let full_reason = reason(&line);
+    let mapping = Mapping::builtin().projected(&["latency_ms"]);
+    assert_eq!(reason_with(mapping, &line), full_reason);
+    // Invalid JSON inside a skipped value is still a dead letter, on the
+    // serde path and on the deep-line path.
+    let deep = "[".repeat(20) + &"]".repeat(20);
+    for bad in [
+        format!(r#"{{"timestamp":"{JAN_2026}","probabilities":[0.1,,0.2],"model_id":"m"}}"#),
+        format!(r#"{{"timestamp":"{JAN_2026}","request_id":"r\q","model_id":"m"}}"#),
+        format!(r#"{{"timestamp":"{JAN_2026}","unmapped":{{"a":tru}},"model_id":"m"}}"#),
+        format!(r#"{{"timestamp":"{JAN_2026}","deep":{deep},"x":[1,}},"model_id":"m"}}"#),
+        format!(r#"{{"timestamp":"{JAN_2026}","model_id":"m","latency_ms":1"#),
+    ] {
+        let mapping = Mapping::builtin().projected(columns);
+        let (rows, dead_letters) = decode_with(mapping, &bad);
+        assert!(rows.is_empty(), "{bad}: {rows:?}");
+        assert_eq!(dead_letters.len(), 1, "{bad}");
+        assert!(
+            dead_letters[0].reason.contains("invalid JSON"),
+            "{bad}: {}",
+            dead_letters[0].reason
+        );
+    }
+}
+
+#[test]
+fn projection_on_deep_lines_matches_the_full_decoder() {
+    let deep = "[".repeat(20) + &"]".repeat(20);
+    let line = format!(
+        r#"{{"timestamp":"{JAN_2026}","model_id":"m","deep":{deep},"latency_ms":2.5,"http_status":404}}"#
+    );
+    let full = row(&line);
+    let projected = projected_row(&["model_id", "status"], &line);
+    assert_eq!(projected["model_id"], full["model_id"]);
+    assert_eq!(projected["status"], full["status"]);
+    assert!(is_null(&projected, "latency_ms"));
+    assert!(is_null(&projected, "attributes"));
+}
