@@ -141,14 +141,22 @@ impl Compiler<'_> {
                 let timers_before = self.output.held_timers;
                 let right = self.boolean(right)?;
                 let right_has_timers = self.output.held_timers > timers_before;
-                Ok(Condition::And(Box::new(left), Box::new(right), right_has_timers))
+                Ok(Condition::And(
+                    Box::new(left),
+                    Box::new(right),
+                    right_has_timers,
+                ))
             }
             Expr::Or(left, right) => {
                 let left = self.boolean(left)?;
                 let timers_before = self.output.held_timers;
                 let right = self.boolean(right)?;
                 let right_has_timers = self.output.held_timers > timers_before;
-                Ok(Condition::Or(Box::new(left), Box::new(right), right_has_timers))
+                Ok(Condition::Or(
+                    Box::new(left),
+                    Box::new(right),
+                    right_has_timers,
+                ))
             }
             Expr::Not(inner) => Ok(Condition::Not(Box::new(self.boolean(inner)?))),
             Expr::HeldFor(inner, duration, span) => {
