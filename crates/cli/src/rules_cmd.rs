@@ -2,12 +2,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context;
 use inferwatch_core::{parse_duration, Alert};
 use inferwatch_detect::{load_rules_dir, Engine, ExpectedAlert, Rule, RuleTest};
-use inferwatch_ingest::{Chunk, Decoder};
+use inferwatch_ingest::{Decoder, ReaderSource, Source, SourcePoll};
 use inferwatch_sim::{generate, Scenario, SimConfig};
 
 use crate::detect_cmd::load_mapping;
@@ -128,28 +127,17 @@ pub fn detect_in_memory(
     let mut decoder = decoder.clone();
     let mut engine = Engine::new(vec![rule], &decoder.schema())?;
     let mut alerts = Vec::new();
-    let source: Arc<str> = Arc::from("fixture");
-    let mut offset = 0usize;
-    let mut line = 1u64;
-    const CHUNK: usize = 4 << 20;
-    while offset < data.len() {
-        let mut end = (offset + CHUNK).min(data.len());
-        if end < data.len() {
-            end = match data[offset..end].iter().rposition(|b| *b == b'\n') {
-                Some(newline) => offset + newline + 1,
-                None => data.len(),
-            };
+    // The same line-cutting source that reads stdin, over the in-memory fixture.
+    let mut source =
+        ReaderSource::new("fixture", std::io::Cursor::new(data)).with_chunk_bytes(4 << 20);
+    loop {
+        match source.next_chunk()? {
+            SourcePoll::Ready(ready) => {
+                alerts.extend(engine.observe(&decoder.decode(&ready.chunk).batch))
+            }
+            SourcePoll::Idle => continue,
+            SourcePoll::End => break,
         }
-        let chunk = Chunk {
-            source: source.clone(),
-            first_line: line,
-            first_offset: offset as u64,
-            data: data[offset..end].to_vec(),
-        };
-        let decoded = decoder.decode(&chunk);
-        line += decoded.lines;
-        alerts.extend(engine.observe(&decoded.batch));
-        offset = end;
     }
     alerts.extend(engine.finish());
     Ok(alerts)
