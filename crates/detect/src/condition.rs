@@ -6,8 +6,10 @@ use crate::expr::{Argument, ArithOp, CompareOp, Expr, ExprError, Literal};
 use crate::rule::Rule;
 use crate::DetectError;
 
-/// What an aggregate computes over the window.
-#[derive(Debug, Clone, PartialEq)]
+/// What an aggregate computes over the window. The `usize` is a column
+/// index in the schema; the engine re-targets it to a position in its
+/// summary layout with [`AggregateKind::with_column`].
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum AggregateKind {
     /// Rows.
     Count,
@@ -31,6 +33,66 @@ pub enum AggregateKind {
     Quantile(usize, f64),
     /// Distinct values of a column, from HyperLogLog.
     Distinct(usize),
+}
+
+/// Which part of a window summary an aggregate reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SummaryPart {
+    /// Row and error counts only.
+    Counts,
+    /// Exact moments of a column.
+    Moments,
+    /// A quantile sketch of a column.
+    Sketch,
+    /// A distinct-count sketch of a column.
+    Distinct,
+}
+
+impl AggregateKind {
+    /// The column it reads, if any.
+    pub fn column(self) -> Option<usize> {
+        match self {
+            AggregateKind::Count
+            | AggregateKind::Rate
+            | AggregateKind::Errors
+            | AggregateKind::ErrorRate => None,
+            AggregateKind::Sum(c)
+            | AggregateKind::Avg(c)
+            | AggregateKind::Min(c)
+            | AggregateKind::Max(c)
+            | AggregateKind::Stddev(c)
+            | AggregateKind::Quantile(c, _)
+            | AggregateKind::Distinct(c) => Some(c),
+        }
+    }
+
+    /// The same aggregate reading `index` instead of its column.
+    pub fn with_column(self, index: usize) -> AggregateKind {
+        match self {
+            AggregateKind::Sum(_) => AggregateKind::Sum(index),
+            AggregateKind::Avg(_) => AggregateKind::Avg(index),
+            AggregateKind::Min(_) => AggregateKind::Min(index),
+            AggregateKind::Max(_) => AggregateKind::Max(index),
+            AggregateKind::Stddev(_) => AggregateKind::Stddev(index),
+            AggregateKind::Quantile(_, q) => AggregateKind::Quantile(index, q),
+            AggregateKind::Distinct(_) => AggregateKind::Distinct(index),
+            counts => counts,
+        }
+    }
+
+    /// The summary part it needs.
+    pub fn part(self) -> SummaryPart {
+        match self {
+            AggregateKind::Sum(_)
+            | AggregateKind::Avg(_)
+            | AggregateKind::Min(_)
+            | AggregateKind::Max(_)
+            | AggregateKind::Stddev(_) => SummaryPart::Moments,
+            AggregateKind::Quantile(..) => SummaryPart::Sketch,
+            AggregateKind::Distinct(_) => SummaryPart::Distinct,
+            _ => SummaryPart::Counts,
+        }
+    }
 }
 
 /// An aggregate over one segment.

@@ -34,7 +34,7 @@ use inferwatch_core::{column, fingerprint, format_timestamp, Alert, AlertState, 
 use serde::Serialize;
 
 use crate::condition::{
-    compile_condition, evaluate, AggregateKind, CompiledCondition, HeldTimers, Witness,
+    compile_condition, evaluate, AggregateKind, CompiledCondition, HeldTimers, SummaryPart, Witness,
 };
 use crate::filter::{compile_predicate, evaluate_predicate, NumericExpr, RowPredicate};
 use crate::rule::Rule;
@@ -284,34 +284,6 @@ struct Cell {
     summary: Summary,
 }
 
-/// Where a condition aggregate reads its value from in a merged window summary.
-#[derive(Debug, Clone, Copy)]
-enum AggregateSlot {
-    Count,
-    Rate,
-    Errors,
-    ErrorRate,
-    Sum(usize),
-    Avg(usize),
-    Min(usize),
-    Max(usize),
-    Stddev(usize),
-    Quantile(usize, f64),
-    Distinct(usize),
-}
-
-impl AggregateSlot {
-    fn needs_counts_only(self) -> bool {
-        matches!(
-            self,
-            AggregateSlot::Count
-                | AggregateSlot::Rate
-                | AggregateSlot::Errors
-                | AggregateSlot::ErrorRate
-        )
-    }
-}
-
 struct RuleRuntime {
     rule: Rule,
     filter: RowPredicate,
@@ -321,7 +293,9 @@ struct RuleRuntime {
     group_names: Vec<String>,
     condition: CompiledCondition,
     layouts: Vec<SummaryLayout>,
-    slots: Vec<(usize, AggregateSlot)>,
+    /// Per condition aggregate: its segment, and the aggregate re-targeted
+    /// from a schema column to a position in that segment's summary layout.
+    slots: Vec<(usize, AggregateKind)>,
     bucket_width: i64,
     ring: usize,
     next_tick: Option<i64>,
@@ -443,31 +417,16 @@ impl RuleRuntime {
         }
         for aggregate in &condition.aggregates {
             let layout = &mut layouts[aggregate.segment];
-            let slot = match aggregate.kind {
-                AggregateKind::Count => AggregateSlot::Count,
-                AggregateKind::Rate => AggregateSlot::Rate,
-                AggregateKind::Errors => AggregateSlot::Errors,
-                AggregateKind::ErrorRate => AggregateSlot::ErrorRate,
-                AggregateKind::Sum(c) => {
-                    AggregateSlot::Sum(position_of(&mut layout.moment_columns, c))
-                }
-                AggregateKind::Avg(c) => {
-                    AggregateSlot::Avg(position_of(&mut layout.moment_columns, c))
-                }
-                AggregateKind::Min(c) => {
-                    AggregateSlot::Min(position_of(&mut layout.moment_columns, c))
-                }
-                AggregateKind::Max(c) => {
-                    AggregateSlot::Max(position_of(&mut layout.moment_columns, c))
-                }
-                AggregateKind::Stddev(c) => {
-                    AggregateSlot::Stddev(position_of(&mut layout.moment_columns, c))
-                }
-                AggregateKind::Quantile(c, q) => {
-                    AggregateSlot::Quantile(position_of(&mut layout.sketch_columns, c), q)
-                }
-                AggregateKind::Distinct(c) => {
-                    AggregateSlot::Distinct(position_of(&mut layout.distinct_columns, c))
+            let slot = match aggregate.kind.column() {
+                None => aggregate.kind,
+                Some(column) => {
+                    let columns = match aggregate.kind.part() {
+                        SummaryPart::Moments => &mut layout.moment_columns,
+                        SummaryPart::Sketch => &mut layout.sketch_columns,
+                        // Counts read no column, so they never get here.
+                        SummaryPart::Distinct | SummaryPart::Counts => &mut layout.distinct_columns,
+                    };
+                    aggregate.kind.with_column(position_of(columns, column))
                 }
             };
             slots.push((aggregate.segment, slot));
@@ -816,7 +775,7 @@ impl RuleRuntime {
             }
             let mut aggregate_value = |index: usize| -> f64 {
                 let (segment, slot) = self.slots[index];
-                if !distributions_merged[segment] && !slot.needs_counts_only() {
+                if !distributions_merged[segment] && slot.part() != SummaryPart::Counts {
                     distributions_merged[segment] = true;
                     let cells = &self.cells[segment];
                     for index in window_cells(cells) {
@@ -826,17 +785,17 @@ impl RuleRuntime {
                 let summary = &merged[segment];
                 let count = summary.count as f64;
                 match slot {
-                    AggregateSlot::Count => count,
-                    AggregateSlot::Rate => count / window_seconds,
-                    AggregateSlot::Errors => summary.errors as f64,
-                    AggregateSlot::ErrorRate => summary.errors as f64 / count,
-                    AggregateSlot::Sum(i) => summary.moments[i].sum(),
-                    AggregateSlot::Avg(i) => summary.moments[i].mean(),
-                    AggregateSlot::Min(i) => summary.moments[i].min(),
-                    AggregateSlot::Max(i) => summary.moments[i].max(),
-                    AggregateSlot::Stddev(i) => summary.moments[i].stddev(),
-                    AggregateSlot::Quantile(i, q) => summary.sketches[i].quantile(q),
-                    AggregateSlot::Distinct(i) => summary.distinct[i].estimate(),
+                    AggregateKind::Count => count,
+                    AggregateKind::Rate => count / window_seconds,
+                    AggregateKind::Errors => summary.errors as f64,
+                    AggregateKind::ErrorRate => summary.errors as f64 / count,
+                    AggregateKind::Sum(i) => summary.moments[i].sum(),
+                    AggregateKind::Avg(i) => summary.moments[i].mean(),
+                    AggregateKind::Min(i) => summary.moments[i].min(),
+                    AggregateKind::Max(i) => summary.moments[i].max(),
+                    AggregateKind::Stddev(i) => summary.moments[i].stddev(),
+                    AggregateKind::Quantile(i, q) => summary.sketches[i].quantile(q),
+                    AggregateKind::Distinct(i) => summary.distinct[i].estimate(),
                 }
             };
             let state = &mut self.alert_states[group];
