@@ -12,6 +12,12 @@ mod simulate_cmd;
 
 use clap::{Parser, Subcommand};
 
+// Chunks are megabyte buffers allocated on the reader thread and freed on a
+// decoder thread; the system allocator returns them to the kernel each time,
+// so every chunk paid page faults and page zeroing. mimalloc keeps them.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A SIEM for AI model inference.
 #[derive(Parser)]
 #[command(name = "inferwatch", version, about)]
