@@ -202,12 +202,6 @@ impl Summary {
         }
     }
 
-    /// Folds another summary of the same layout in.
-    pub fn merge(&mut self, other: &Summary) {
-        self.merge_counts(other);
-        self.merge_distributions(other);
-    }
-
     /// Folds in only the row and error counts (cheap).
     pub fn merge_counts(&mut self, other: &Summary) {
         self.count += other.count;
