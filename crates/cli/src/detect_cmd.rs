@@ -205,25 +205,16 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
                     };
                     pipeline.commit(position, sinks);
                 }
-                progress.update(
-                    bytes_read,
-                    engine.stats(),
-                    alerts_written,
-                    counters.dead_letters(),
-                    started,
-                );
             }
-            PipelineEvent::Idle => {
-                output.flush()?;
-                progress.update(
-                    bytes_read,
-                    engine.stats(),
-                    alerts_written,
-                    counters.dead_letters(),
-                    started,
-                );
-            }
+            PipelineEvent::Idle => output.flush()?,
         }
+        progress.update(
+            bytes_read,
+            engine.stats(),
+            alerts_written,
+            counters.dead_letters(),
+            started,
+        );
     }
     alerts_written += write_alerts(engine.finish(), &mut output)?;
     output.flush()?;

@@ -195,30 +195,27 @@ struct Compiler<'a> {
     output: CompiledCondition,
 }
 
+/// Compiled operands of `and`/`or`, and whether the right one holds `for` timers.
+type Operands = (Box<Condition>, Box<Condition>, bool);
+
 impl Compiler<'_> {
+    fn operands(&mut self, left: &Expr, right: &Expr) -> Result<Operands, ExprError> {
+        let left = self.boolean(left)?;
+        let timers_before = self.output.held_timers;
+        let right = self.boolean(right)?;
+        let right_has_timers = self.output.held_timers > timers_before;
+        Ok((Box::new(left), Box::new(right), right_has_timers))
+    }
+
     fn boolean(&mut self, expr: &Expr) -> Result<Condition, ExprError> {
         match expr {
             Expr::And(left, right) => {
-                let left = self.boolean(left)?;
-                let timers_before = self.output.held_timers;
-                let right = self.boolean(right)?;
-                let right_has_timers = self.output.held_timers > timers_before;
-                Ok(Condition::And(
-                    Box::new(left),
-                    Box::new(right),
-                    right_has_timers,
-                ))
+                let (left, right, right_has_timers) = self.operands(left, right)?;
+                Ok(Condition::And(left, right, right_has_timers))
             }
             Expr::Or(left, right) => {
-                let left = self.boolean(left)?;
-                let timers_before = self.output.held_timers;
-                let right = self.boolean(right)?;
-                let right_has_timers = self.output.held_timers > timers_before;
-                Ok(Condition::Or(
-                    Box::new(left),
-                    Box::new(right),
-                    right_has_timers,
-                ))
+                let (left, right, right_has_timers) = self.operands(left, right)?;
+                Ok(Condition::Or(left, right, right_has_timers))
             }
             Expr::Not(inner) => Ok(Condition::Not(Box::new(self.boolean(inner)?))),
             Expr::HeldFor(inner, duration, span) => {

@@ -18,3 +18,24 @@ pub struct Chunk {
     /// Whole lines, each ending in `\n` except possibly the last one at end of input.
     pub data: Vec<u8>,
 }
+
+impl Chunk {
+    /// The chunk that follows a source's read position (`line` lines and
+    /// `offset` bytes already emitted), advancing that position past it.
+    pub(crate) fn following(
+        source: &Arc<str>,
+        line: &mut u64,
+        offset: &mut u64,
+        data: Vec<u8>,
+    ) -> Chunk {
+        let chunk = Chunk {
+            source: source.clone(),
+            first_line: *line + 1,
+            first_offset: *offset,
+            data,
+        };
+        *offset += chunk.data.len() as u64;
+        *line += crate::source::count_lines(&chunk.data);
+        chunk
+    }
+}

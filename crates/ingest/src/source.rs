@@ -233,14 +233,7 @@ impl ReaderSource {
     fn emit(&mut self, length: usize) -> SourcePoll {
         let rest = self.pending.split_off(length);
         let data = std::mem::replace(&mut self.pending, rest);
-        let chunk = Chunk {
-            source: self.name.clone(),
-            first_line: self.line + 1,
-            first_offset: self.offset,
-            data,
-        };
-        self.offset += chunk.data.len() as u64;
-        self.line += count_lines(&chunk.data);
+        let chunk = Chunk::following(&self.name, &mut self.line, &mut self.offset, data);
         SourcePoll::Ready(SourceChunk {
             chunk,
             position: SourcePosition::default(),

@@ -45,7 +45,7 @@ use std::time::{Duration, Instant};
 use flate2::read::MultiGzDecoder;
 
 use super::{
-    chunk_end, count_lines, sleep_unless_stopped, Source, SourceChunk, SourcePoll, SourcePosition,
+    chunk_end, sleep_unless_stopped, Source, SourceChunk, SourcePoll, SourcePosition,
     DEFAULT_CHUNK_BYTES, DEFAULT_POLL_INTERVAL,
 };
 use crate::checkpoint::{Checkpoint, FileCheckpoint, Fingerprint, SinkMark, FINGERPRINT_BYTES};
@@ -336,15 +336,7 @@ impl TrackedFile {
 
     /// Accounts for `data` having been emitted; returns its chunk.
     fn take_chunk(&mut self, data: Vec<u8>) -> Chunk {
-        let chunk = Chunk {
-            source: self.name.clone(),
-            first_line: self.line + 1,
-            first_offset: self.offset,
-            data,
-        };
-        self.offset += chunk.data.len() as u64;
-        self.line += count_lines(&chunk.data);
-        chunk
+        Chunk::following(&self.name, &mut self.line, &mut self.offset, data)
     }
 
     /// Skips the current content (start at end): whole lines are consumed,
