@@ -78,13 +78,16 @@ pub enum DeadLetterKind {
     /// The line lies beyond the most a single chunk may hold
     /// ([`crate::MAX_CHUNK_BYTES`]); the source should cut smaller chunks.
     ChunkTooLarge,
+    /// A field of a generic stream holds a value whose type differs from
+    /// its column's (see [`crate::GenericDecoder`]).
+    TypeConflict,
     /// An invariant was broken: this is a bug in inferwatch.
     Internal,
 }
 
 impl DeadLetterKind {
     /// Every kind, in counter order.
-    pub const ALL: [DeadLetterKind; 10] = [
+    pub const ALL: [DeadLetterKind; 11] = [
         DeadLetterKind::InvalidJson,
         DeadLetterKind::InvalidUtf8,
         DeadLetterKind::NotAnObject,
@@ -94,6 +97,7 @@ impl DeadLetterKind {
         DeadLetterKind::MissingTimestamp,
         DeadLetterKind::InvalidTimestamp,
         DeadLetterKind::ChunkTooLarge,
+        DeadLetterKind::TypeConflict,
         DeadLetterKind::Internal,
     ];
 
@@ -109,6 +113,7 @@ impl DeadLetterKind {
             DeadLetterKind::MissingTimestamp => "missing_timestamp",
             DeadLetterKind::InvalidTimestamp => "invalid_timestamp",
             DeadLetterKind::ChunkTooLarge => "chunk_too_large",
+            DeadLetterKind::TypeConflict => "type_conflict",
             DeadLetterKind::Internal => "internal",
         }
     }

@@ -66,6 +66,15 @@
 //! JSON still refuses a line, but a projected decoder does not validate
 //! fields it does not read.
 //!
+//! ## Generic streams
+//!
+//! Logs with no fixed schema (gateway, feature store, application errors)
+//! go through a [`GenericDecoder`] instead: it keeps every field, flattening
+//! nested objects with dots, infers column types from the JSON values and
+//! grows the schema only by adding nullable columns. A value whose type
+//! differs from its column's refuses its line as a `type_conflict` dead
+//! letter.
+//!
 //! ## Enrichment and derived columns
 //!
 //! [`Enrichment`] joins lookup tables ([`LookupTable`]: CSV or JSON, named in
@@ -133,6 +142,7 @@ mod decode;
 mod derive;
 mod enrich;
 mod error;
+mod generic;
 mod mapping;
 mod record;
 mod render;
@@ -150,6 +160,7 @@ pub use decode::{DecodedBatch, Decoder, MAX_CHUNK_BYTES, MAX_LINE_BYTES, MAX_NES
 pub use derive::{summarise_logits, summarise_probabilities, ClassSummary};
 pub use enrich::{Enrichment, LookupTable};
 pub use error::IngestError;
+pub use generic::{GenericDecoder, MAX_FLATTEN_DEPTH};
 pub use mapping::Mapping;
 pub use render::{batch_to_json_rows, row_to_json};
 pub use source::{
