@@ -27,9 +27,11 @@
 //! ```
 
 mod alert;
+mod sketch;
 mod time;
 
 pub use alert::{Alert, AlertState, Contributor, Impact, Severity};
+pub use sketch::{QuantileSketch, QUANTILE_RELATIVE_ERROR};
 pub use time::{
     epoch_to_nanos, format_timestamp, parse_duration, parse_timestamp_text, NANOS_PER_SECOND,
 };
@@ -54,6 +56,9 @@ pub enum CoreError {
         /// The text that was given.
         text: String,
     },
+    /// Stored sketch bytes could not be read.
+    #[error("invalid quantile sketch: {0}")]
+    InvalidSketch(String),
     /// An invariant was broken: this is a bug in inferwatch.
     #[error("internal error (this is a bug): {0}")]
     Internal(String),

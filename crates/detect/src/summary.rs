@@ -6,7 +6,6 @@
 //! is not associative, integer addition is.
 
 use cardinality_estimator::CardinalityEstimator;
-use sketches_ddsketch::{Config, DDSketch};
 
 /// Fixed-point scale for exact sums: values are rounded to 1e-6.
 const FIXED_POINT_SCALE: f64 = 1e6;
@@ -101,46 +100,7 @@ impl Moments {
     }
 }
 
-/// A quantile sketch with 1 % relative accuracy.
-#[derive(Clone)]
-pub struct QuantileSketch(DDSketch);
-
-impl std::fmt::Debug for QuantileSketch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("QuantileSketch")
-            .field("count", &self.0.count())
-            .finish()
-    }
-}
-
-impl Default for QuantileSketch {
-    fn default() -> Self {
-        // alpha 0.01 gives ≤1 % relative error on every quantile.
-        QuantileSketch(DDSketch::new(Config::new(0.01, 2048, 1e-9)))
-    }
-}
-
-impl QuantileSketch {
-    /// Adds a value; non-finite values are ignored.
-    #[inline]
-    pub fn add(&mut self, value: f64) {
-        if value.is_finite() {
-            self.0.add(value);
-        }
-    }
-
-    /// Folds another sketch in.
-    pub fn merge(&mut self, other: &QuantileSketch) {
-        // Both sketches share one config, the only way merge can fail.
-        let merged = self.0.merge(&other.0);
-        debug_assert!(merged.is_ok());
-    }
-
-    /// The `q` quantile (NaN when empty).
-    pub fn quantile(&self, q: f64) -> f64 {
-        self.0.quantile(q).ok().flatten().unwrap_or(f64::NAN)
-    }
-}
+pub use inferwatch_core::QuantileSketch;
 
 /// A distinct-count sketch (HyperLogLog++, exact for small sets).
 #[derive(Debug, Clone, Default)]

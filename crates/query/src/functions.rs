@@ -1,0 +1,307 @@
+//! SQL functions: `time_bucket`, `quantile` and `quantile_merge`.
+//!
+//! `quantile(x, q)` uses the same DDSketch as detection and rollups, so a
+//! p99 over raw events and one merged from rollup sketches agree within the
+//! sketch's 1 % relative error. `quantile_merge(sketch, q)` is its rollup
+//! form: it merges stored sketches instead of adding values.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BinaryArray, Float64Array, TimestampNanosecondArray,
+};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Float64Type, TimeUnit};
+use datafusion::common::{exec_err, plan_err, Result, ScalarValue};
+use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
+use datafusion::logical_expr::{
+    Accumulator, AggregateUDF, AggregateUDFImpl, ColumnarValue, ScalarFunctionArgs, ScalarUDF,
+    ScalarUDFImpl, Signature, Volatility,
+};
+use datafusion::physical_expr::expressions::Literal;
+use inferwatch_core::QuantileSketch;
+
+/// Nanoseconds in a minute, the rollup grain.
+pub const MINUTE_NANOS: i64 = 60_000_000_000;
+
+/// Reads a bucket width: an interval, or text such as `'1 minute'`, `'5m'`, `'1 hour'`.
+pub fn bucket_width_nanos(value: &ScalarValue) -> Option<i64> {
+    match value {
+        ScalarValue::IntervalMonthDayNano(Some(interval)) if interval.months == 0 => {
+            Some(interval.days as i64 * 86_400_000_000_000 + interval.nanoseconds)
+        }
+        ScalarValue::IntervalDayTime(Some(interval)) => {
+            Some(interval.days as i64 * 86_400_000_000_000 + interval.milliseconds as i64 * 1_000_000)
+        }
+        ScalarValue::Utf8(Some(text)) | ScalarValue::LargeUtf8(Some(text)) | ScalarValue::Utf8View(Some(text)) => {
+            parse_width_text(text)
+        }
+        _ => None,
+    }
+    .filter(|width| *width > 0)
+}
+
+fn parse_width_text(text: &str) -> Option<i64> {
+    let text = text.trim().to_ascii_lowercase();
+    if let Ok(nanos) = inferwatch_core::parse_duration(&text) {
+        return Some(nanos);
+    }
+    let (number, unit) = text.split_once(' ')?;
+    let number: i64 = number.trim().parse().ok()?;
+    let unit = unit.trim();
+    let unit = if unit == "ms" { unit } else { unit.trim_end_matches('s') };
+    let scale = match unit {
+        "millisecond" | "ms" => 1_000_000,
+        "second" | "sec" => 1_000_000_000,
+        "minute" | "min" => MINUTE_NANOS,
+        "hour" => 60 * MINUTE_NANOS,
+        "day" => 24 * 60 * MINUTE_NANOS,
+        "week" => 7 * 24 * 60 * MINUTE_NANOS,
+        _ => return None,
+    };
+    number.checked_mul(scale)
+}
+
+/// `time_bucket(width, ts)`: the start of the `width`-wide bucket (from the
+/// Unix epoch) holding `ts`, as a UTC nanosecond timestamp.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct TimeBucket {
+    signature: Signature,
+}
+
+impl TimeBucket {
+    fn new() -> TimeBucket {
+        TimeBucket {
+            signature: Signature::any(2, Volatility::Immutable),
+        }
+    }
+}
+
+impl ScalarUDFImpl for TimeBucket {
+    fn name(&self) -> &str {
+        "time_bucket"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())))
+    }
+
+    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        let width = arg_types.first().cloned().unwrap_or(DataType::Utf8);
+        Ok(vec![
+            width,
+            DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
+        ])
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let [width, timestamps] = args.args.as_slice() else {
+            return exec_err!("time_bucket(width, timestamp) takes two arguments");
+        };
+        let ColumnarValue::Scalar(width) = width else {
+            return exec_err!("time_bucket: the width must be a constant such as '1 minute'");
+        };
+        let Some(width) = bucket_width_nanos(width) else {
+            return exec_err!(
+                "time_bucket: cannot read the width {width}; use e.g. '1 minute', '5m' or INTERVAL '1 hour'"
+            );
+        };
+        let floor = |t: i64| t.div_euclid(width) * width;
+        match timestamps {
+            ColumnarValue::Scalar(ScalarValue::TimestampNanosecond(value, _)) => Ok(
+                ColumnarValue::Scalar(ScalarValue::TimestampNanosecond(
+                    value.map(floor),
+                    Some("UTC".into()),
+                )),
+            ),
+            ColumnarValue::Array(array) => {
+                let Some(values) = array.as_any().downcast_ref::<TimestampNanosecondArray>() else {
+                    return exec_err!("time_bucket: expected a timestamp column");
+                };
+                let bucketed: TimestampNanosecondArray = values.unary(floor);
+                Ok(ColumnarValue::Array(Arc::new(bucketed.with_timezone("UTC"))))
+            }
+            other => exec_err!("time_bucket: expected a timestamp, got {}", other.data_type()),
+        }
+    }
+}
+
+/// Reads the constant `q` of `quantile(x, q)`.
+fn quantile_argument(args: &AccumulatorArgs) -> Result<f64> {
+    let Some(literal) = args
+        .exprs
+        .get(1)
+        .and_then(|expr| expr.downcast_ref::<Literal>())
+    else {
+        return plan_err!("{}: q must be a constant between 0 and 1", args.name);
+    };
+    let q = match literal.value().clone() {
+        ScalarValue::Float64(Some(q)) => q,
+        ScalarValue::Float32(Some(q)) => q as f64,
+        ScalarValue::Int64(Some(q)) => q as f64,
+        other => return plan_err!("{}: q must be a number, got {other}", args.name),
+    };
+    if !(0.0..=1.0).contains(&q) {
+        return plan_err!("{}: q must be between 0 and 1, got {q}", args.name);
+    }
+    Ok(q)
+}
+
+/// `quantile(x, q)` (raw values) or `quantile_merge(sketch, q)` (rollup sketches).
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct Quantile {
+    signature: Signature,
+    merges_sketches: bool,
+}
+
+impl Quantile {
+    fn new(merges_sketches: bool) -> Quantile {
+        Quantile {
+            signature: Signature::any(2, Volatility::Immutable),
+            merges_sketches,
+        }
+    }
+}
+
+impl AggregateUDFImpl for Quantile {
+    fn name(&self) -> &str {
+        if self.merges_sketches {
+            "quantile_merge"
+        } else {
+            "quantile"
+        }
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        if arg_types.len() != 2 {
+            return plan_err!("{}(x, q) takes two arguments", self.name());
+        }
+        let first = if self.merges_sketches {
+            DataType::Binary
+        } else if arg_types[0].is_numeric() || arg_types[0] == DataType::Null {
+            DataType::Float64
+        } else {
+            return plan_err!(
+                "quantile(x, q): x must be numeric, got {}",
+                arg_types[0]
+            );
+        };
+        Ok(vec![first, DataType::Float64])
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Float64)
+    }
+
+    fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        Ok(Box::new(QuantileAccumulator {
+            q: quantile_argument(&args)?,
+            sketch: QuantileSketch::default(),
+            merges_sketches: self.merges_sketches,
+        }))
+    }
+
+    fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
+        Ok(vec![Arc::new(Field::new(
+            format!("{}[sketch]", args.name),
+            DataType::Binary,
+            true,
+        ))])
+    }
+}
+
+#[derive(Debug)]
+struct QuantileAccumulator {
+    q: f64,
+    sketch: QuantileSketch,
+    merges_sketches: bool,
+}
+
+impl QuantileAccumulator {
+    fn merge_sketch_array(&mut self, array: &ArrayRef) -> Result<()> {
+        let Some(sketches) = array.as_any().downcast_ref::<BinaryArray>() else {
+            return exec_err!("quantile: expected sketch bytes");
+        };
+        for bytes in sketches.iter().flatten() {
+            match QuantileSketch::from_bytes(bytes) {
+                Ok(other) => self.sketch.merge(&other),
+                Err(error) => return exec_err!("quantile: {error}"),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Accumulator for QuantileAccumulator {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        let Some(values) = values.first() else {
+            return Ok(());
+        };
+        if self.merges_sketches {
+            return self.merge_sketch_array(values);
+        }
+        let values: &Float64Array = values.as_primitive::<Float64Type>();
+        for value in values.iter().flatten() {
+            self.sketch.add(value);
+        }
+        Ok(())
+    }
+
+    fn evaluate(&mut self) -> Result<ScalarValue> {
+        if self.sketch.count() == 0 {
+            return Ok(ScalarValue::Float64(None));
+        }
+        Ok(ScalarValue::Float64(Some(self.sketch.quantile(self.q))))
+    }
+
+    fn size(&self) -> usize {
+        std::mem::size_of_val(self) + 8 * 1024
+    }
+
+    fn state(&mut self) -> Result<Vec<ScalarValue>> {
+        Ok(vec![ScalarValue::Binary(Some(self.sketch.to_bytes()))])
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
+        match states.first() {
+            Some(array) => self.merge_sketch_array(array),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The scalar functions inferwatch adds to SQL.
+pub fn scalar_functions() -> Vec<ScalarUDF> {
+    vec![ScalarUDF::from(TimeBucket::new())]
+}
+
+/// The aggregate functions inferwatch adds to SQL.
+pub fn aggregate_functions() -> Vec<AggregateUDF> {
+    vec![
+        AggregateUDF::from(Quantile::new(false)),
+        AggregateUDF::from(Quantile::new(true)),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn widths_read_like_timescale_and_prometheus() {
+        let text = |t: &str| bucket_width_nanos(&ScalarValue::Utf8(Some(t.into())));
+        assert_eq!(text("1 minute"), Some(MINUTE_NANOS));
+        assert_eq!(text("5 minutes"), Some(5 * MINUTE_NANOS));
+        assert_eq!(text("5m"), Some(5 * MINUTE_NANOS));
+        assert_eq!(text("1 hour"), Some(60 * MINUTE_NANOS));
+        assert_eq!(text("fortnight"), None);
+        assert_eq!(text("0s"), None);
+    }
+}

@@ -1,0 +1,196 @@
+//! # inferwatch-query
+//!
+//! SQL over the embedded store, in-process and over the Postgres wire.
+//!
+//! It sits at the end of the storage path (`store → **query** → psql,
+//! Grafana, the dashboard`). [`QueryEngine`] is a DataFusion session whose
+//! default schema lists the store's streams live: each stream is a table
+//! (`inference`, and any generic stream such as `gateway`), and
+//! `inference_rollups` exposes the per-minute rollups. Every scan takes a
+//! fresh store snapshot, so an event is queryable as soon as its WAL record
+//! is written, and prunes hour partitions and row groups by time.
+//!
+//! SQL gains `time_bucket(width, ts)`, `quantile(x, q)` (DDSketch, 1 %
+//! relative error) and `quantile_merge(sketch, q)`. An analyzer rule
+//! ([`RollupRewrite`]) answers dashboard-shaped aggregates from the rollups.
+//! [`serve_postgres`] speaks the Postgres protocol (simple and extended
+//! query, MD5 password auth) through `datafusion-postgres`.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), inferwatch_query::QueryError> {
+//! let engine = inferwatch_query::QueryEngine::open(std::path::Path::new("data"), true)?;
+//! let batches = engine
+//!     .sql("SELECT model_version, quantile(latency_ms, 0.99) FROM inference GROUP BY 1")
+//!     .await?;
+//! # Ok(()) }
+//! ```
+
+mod functions;
+mod pg;
+mod rewrite;
+mod table;
+
+pub use functions::{aggregate_functions, bucket_width_nanos, scalar_functions};
+pub use pg::{serve_postgres, PgOptions};
+pub use rewrite::RollupRewrite;
+pub use table::{time_bounds, StreamTable, TableKind};
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::{SchemaProvider, TableProvider};
+use datafusion::common::{DataFusionError, Result as DfResult};
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::logical_expr::AggregateUDF;
+use datafusion::optimizer::analyzer::Analyzer;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use inferwatch_core::DEFAULT_STREAM;
+use inferwatch_store::{StoreError, StoreReader};
+
+/// Errors raised by the query layer.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// The SQL could not be parsed, planned or run; the message says why.
+    #[error("{0}")]
+    Sql(String),
+    /// The store could not be read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A network or file operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// An invariant was broken: this is a bug in inferwatch.
+    #[error("internal error (this is a bug): {0}")]
+    Internal(String),
+}
+
+impl From<DataFusionError> for QueryError {
+    fn from(error: DataFusionError) -> Self {
+        // Store errors wrapped by DataFusion keep their own message.
+        let message = match error.find_root() {
+            DataFusionError::External(inner) => inner.to_string(),
+            root => root.strip_backtrace(),
+        };
+        QueryError::Sql(message)
+    }
+}
+
+/// The default schema: the store's streams, listed live.
+#[derive(Debug)]
+struct StoreSchema {
+    reader: Arc<StoreReaderHandle>,
+}
+
+/// `StoreReader` behind a `Debug` wrapper, as DataFusion's traits require.
+struct StoreReaderHandle(Arc<StoreReader>);
+
+impl std::fmt::Debug for StoreReaderHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StoreReader({})", self.0.layout().root().display())
+    }
+}
+
+const ROLLUP_TABLE_SUFFIX: &str = "_rollups";
+
+#[async_trait]
+impl SchemaProvider for StoreSchema {
+    fn table_names(&self) -> Vec<String> {
+        let mut names = self.reader.0.streams().unwrap_or_default();
+        names.push(format!("{DEFAULT_STREAM}{ROLLUP_TABLE_SUFFIX}"));
+        names.sort();
+        names
+    }
+
+    async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        let reader = self.reader.0.clone();
+        if name == format!("{DEFAULT_STREAM}{ROLLUP_TABLE_SUFFIX}") {
+            return Ok(Some(Arc::new(StreamTable::rollups(reader, DEFAULT_STREAM))));
+        }
+        if !self.table_exist(name) {
+            return Ok(None);
+        }
+        Ok(Some(Arc::new(StreamTable::events(reader, name)?)))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.table_names().iter().any(|n| n == name)
+    }
+}
+
+/// A SQL session over one data directory.
+pub struct QueryEngine {
+    context: Arc<SessionContext>,
+    reader: Arc<StoreReader>,
+}
+
+impl QueryEngine {
+    /// Opens `data` for querying; `use_rollups` enables [`RollupRewrite`].
+    pub fn open(data: &Path, use_rollups: bool) -> Result<QueryEngine, QueryError> {
+        let reader = Arc::new(StoreReader::open(data)?);
+        let config = SessionConfig::new()
+            .with_information_schema(true)
+            .with_default_catalog_and_schema("datafusion", "public");
+        let mut rules = Analyzer::new().rules;
+        let quantile_merge = aggregate_functions()
+            .into_iter()
+            .find(|f| f.name() == "quantile_merge")
+            .map(Arc::new)
+            .ok_or_else(|| QueryError::Internal("quantile_merge is not registered".into()))?;
+        if use_rollups {
+            rules.insert(0, Arc::new(RollupRewrite::new(reader.clone(), quantile_merge)));
+        }
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_default_features()
+            .with_analyzer_rules(rules)
+            .build();
+        let context = SessionContext::new_with_state(state);
+        for function in scalar_functions() {
+            context.register_udf(function);
+        }
+        for function in aggregate_functions() {
+            context.register_udaf(function);
+        }
+        let catalog = context
+            .catalog("datafusion")
+            .ok_or_else(|| QueryError::Internal("the default catalog is missing".into()))?;
+        catalog.register_schema(
+            "public",
+            Arc::new(StoreSchema {
+                reader: Arc::new(StoreReaderHandle(reader.clone())),
+            }),
+        )?;
+        Ok(QueryEngine {
+            context: Arc::new(context),
+            reader,
+        })
+    }
+
+    /// Runs one SQL statement and collects its result.
+    pub async fn sql(&self, sql: &str) -> Result<Vec<RecordBatch>, QueryError> {
+        let frame = self.context.sql(sql).await?;
+        Ok(frame.collect().await?)
+    }
+
+    /// The DataFusion session (for the Postgres server).
+    pub fn context(&self) -> Arc<SessionContext> {
+        self.context.clone()
+    }
+
+    /// The store reader behind the tables.
+    pub fn reader(&self) -> &Arc<StoreReader> {
+        &self.reader
+    }
+}
+
+/// Looks up one of inferwatch's aggregate functions by name.
+pub fn aggregate_function(name: &str) -> Option<AggregateUDF> {
+    aggregate_functions().into_iter().find(|f| f.name() == name)
+}

@@ -1,0 +1,166 @@
+//! Consistent read snapshots: current segments plus the WAL tail.
+//!
+//! A reader may live in another process than the writer. It never locks:
+//! it reads the flush mark, lists the segments current under it, reads the
+//! WAL records above it, then reads the mark again. If a flush finished in
+//! between, it starts over. So an event is visible to SQL as soon as its WAL
+//! record is written, and never twice.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use inferwatch_core::{canonical_schema, DEFAULT_STREAM};
+
+use crate::layout::{current_files, DataFile, FileKind, Layout};
+use crate::rollup::RollupBuilder;
+use crate::schema::read_stream_schema;
+use crate::wal::{list_wal_files, read_wal_file, WalRecord};
+use crate::StoreError;
+
+/// What one query sees of one stream.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// The stream's table schema.
+    pub schema: SchemaRef,
+    /// Current Parquet segments overlapping the requested time range.
+    pub segments: Vec<DataFile>,
+    /// Current rollup files overlapping the requested time range.
+    pub rollups: Vec<DataFile>,
+    /// Events still only in the WAL (not yet in a segment).
+    pub tail: Vec<RecordBatch>,
+}
+
+impl Snapshot {
+    /// Rollup rows for the WAL tail, computed on the fly.
+    pub fn tail_rollups(&self) -> Result<Option<RecordBatch>, StoreError> {
+        if self.tail.is_empty() {
+            return Ok(None);
+        }
+        let mut builder = RollupBuilder::new();
+        for batch in &self.tail {
+            builder.add_events(batch)?;
+        }
+        builder.finish().map(Some)
+    }
+}
+
+#[derive(Default)]
+struct TailCache {
+    /// WAL file → (bytes consumed, records read so far).
+    files: BTreeMap<PathBuf, (u64, Vec<WalRecord>)>,
+}
+
+/// Reads a data directory.
+pub struct StoreReader {
+    layout: Layout,
+    tail: Mutex<TailCache>,
+}
+
+impl StoreReader {
+    /// Opens an existing data directory for reading.
+    pub fn open(root: &Path) -> Result<StoreReader, StoreError> {
+        if !root.is_dir() {
+            return Err(StoreError::NotAStore {
+                path: root.to_path_buf(),
+            });
+        }
+        Ok(StoreReader {
+            layout: Layout::new(root),
+            tail: Mutex::new(TailCache::default()),
+        })
+    }
+
+    /// The data directory's layout.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The streams in the store (always including `inference`).
+    pub fn streams(&self) -> Result<Vec<String>, StoreError> {
+        let mut names = self.layout.stream_names()?;
+        if !names.iter().any(|n| n == DEFAULT_STREAM) {
+            names.push(DEFAULT_STREAM.to_string());
+            names.sort();
+        }
+        Ok(names)
+    }
+
+    /// The table schema of `stream`.
+    pub fn schema(&self, stream: &str) -> Result<SchemaRef, StoreError> {
+        if let Some(schema) = read_stream_schema(&self.layout.schema_path(stream))? {
+            return Ok(schema);
+        }
+        if stream == DEFAULT_STREAM {
+            return Ok(canonical_schema());
+        }
+        Err(StoreError::UnknownStream {
+            stream: stream.to_string(),
+        })
+    }
+
+    /// A consistent view of `stream` for partitions overlapping `[from, to)`.
+    pub fn snapshot(
+        &self,
+        stream: &str,
+        from: Option<i64>,
+        to: Option<i64>,
+    ) -> Result<Snapshot, StoreError> {
+        let schema = self.schema(stream)?;
+        for _attempt in 0..8 {
+            let mark = self.layout.read_flush_mark()?;
+            let list = |kind| -> Result<Vec<DataFile>, StoreError> {
+                let files = self.layout.list_files(kind, stream, from, to)?;
+                Ok(current_files(files, mark.flushed_through).0)
+            };
+            let segments = list(FileKind::Segment)?;
+            let rollups = list(FileKind::Rollup)?;
+            let tail = self.read_tail(stream, mark.flushed_through)?;
+            if self.layout.read_flush_mark()?.flushed_through == mark.flushed_through {
+                return Ok(Snapshot {
+                    schema,
+                    segments,
+                    rollups,
+                    tail,
+                });
+            }
+        }
+        Err(StoreError::Busy)
+    }
+
+    fn read_tail(&self, stream: &str, flushed_through: u64) -> Result<Vec<RecordBatch>, StoreError> {
+        let mut cache = self
+            .tail
+            .lock()
+            .map_err(|_| StoreError::Internal("tail cache poisoned".into()))?;
+        let files = list_wal_files(&self.layout.wal_directory())?;
+        cache
+            .files
+            .retain(|path, _| files.iter().any(|(_, p)| p == path));
+        let mut batches = Vec::new();
+        for (_, path) in files {
+            let entry = cache.files.entry(path.clone()).or_default();
+            let length = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            if length < entry.0 {
+                // The writer cut a torn tail on restart: read the file again.
+                *entry = (0, Vec::new());
+            }
+            let (records, end) = read_wal_file(&path, entry.0, |sequence, _| {
+                sequence > flushed_through
+            })?;
+            entry.0 = end;
+            entry.1.extend(records);
+            entry.1.retain(|r| r.sequence > flushed_through);
+            batches.extend(
+                entry
+                    .1
+                    .iter()
+                    .filter(|r| r.stream == stream && r.batch.num_rows() > 0)
+                    .map(|r| r.batch.clone()),
+            );
+        }
+        Ok(batches)
+    }
+}

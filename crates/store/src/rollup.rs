@@ -1,0 +1,363 @@
+//! Per-minute rollups of the inference stream.
+//!
+//! One row per (minute, model_id, model_version, ab_group, source_id, status)
+//! holding count, error count, latency count/sum/min/max, a latency DDSketch
+//! and token sums. Every column merges (sums add, min/max fold, sketches
+//! merge), so rollups written by different flushes for the same minute are
+//! simply re-aggregated, and dashboard queries over weeks read thousands of
+//! rollup rows instead of millions of events.
+
+use std::sync::{Arc, OnceLock};
+
+use ahash::AHashMap;
+use arrow::array::{
+    Array, ArrayRef, BinaryArray, BinaryBuilder, DictionaryArray, Float64Array, Float64Builder,
+    Int64Array, Int64Builder, StringArray, StringBuilder, TimestampNanosecondArray,
+    TimestampNanosecondBuilder,
+};
+use arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef, TimeUnit};
+use arrow::record_batch::RecordBatch;
+use inferwatch_core::{column, QuantileSketch};
+
+use crate::StoreError;
+
+const MINUTE_NANOS: i64 = 60_000_000_000;
+
+/// Rollup column names.
+pub mod rollup_column {
+    /// Start of the minute (UTC ns).
+    pub const MINUTE: &str = "minute";
+    /// Events in the row.
+    pub const COUNT: &str = "count";
+    /// Events with status `error`.
+    pub const ERROR_COUNT: &str = "error_count";
+    /// Events with a latency.
+    pub const LATENCY_COUNT: &str = "latency_count";
+    /// Sum of latency_ms.
+    pub const LATENCY_SUM: &str = "latency_sum";
+    /// Minimum latency_ms.
+    pub const LATENCY_MIN: &str = "latency_min";
+    /// Maximum latency_ms.
+    pub const LATENCY_MAX: &str = "latency_max";
+    /// DDSketch of latency_ms ([`inferwatch_core::QuantileSketch::to_bytes`]).
+    pub const LATENCY_SKETCH: &str = "latency_sketch";
+    /// Sum of input_tokens.
+    pub const INPUT_TOKENS_SUM: &str = "input_tokens_sum";
+    /// Sum of output_tokens.
+    pub const OUTPUT_TOKENS_SUM: &str = "output_tokens_sum";
+}
+
+/// The dimension columns of a rollup, in key order (same names as the events').
+pub const ROLLUP_DIMENSIONS: [&str; 5] = [
+    column::MODEL_ID,
+    column::MODEL_VERSION,
+    column::AB_GROUP,
+    column::SOURCE_ID,
+    column::STATUS,
+];
+
+/// The Arrow schema of rollup files.
+pub fn rollup_schema() -> SchemaRef {
+    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            use rollup_column::*;
+            let mut fields = vec![Field::new(
+                MINUTE,
+                DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
+                false,
+            )];
+            for dimension in ROLLUP_DIMENSIONS {
+                fields.push(Field::new(
+                    dimension,
+                    DataType::Utf8,
+                    dimension != column::STATUS,
+                ));
+            }
+            fields.extend([
+                Field::new(COUNT, DataType::Int64, false),
+                Field::new(ERROR_COUNT, DataType::Int64, false),
+                Field::new(LATENCY_COUNT, DataType::Int64, false),
+                Field::new(LATENCY_SUM, DataType::Float64, false),
+                Field::new(LATENCY_MIN, DataType::Float64, true),
+                Field::new(LATENCY_MAX, DataType::Float64, true),
+                Field::new(LATENCY_SKETCH, DataType::Binary, false),
+                Field::new(INPUT_TOKENS_SUM, DataType::Int64, false),
+                Field::new(OUTPUT_TOKENS_SUM, DataType::Int64, false),
+            ]);
+            Arc::new(Schema::new(fields))
+        })
+        .clone()
+}
+
+/// Reads a string cell from a dictionary or plain string column.
+enum StringCells<'a> {
+    Dictionary(&'a DictionaryArray<Int32Type>, &'a StringArray),
+    Plain(&'a StringArray),
+    Missing,
+}
+
+impl<'a> StringCells<'a> {
+    fn new(array: Option<&'a ArrayRef>) -> StringCells<'a> {
+        let Some(array) = array else {
+            return StringCells::Missing;
+        };
+        if let Some(dictionary) = array.as_any().downcast_ref::<DictionaryArray<Int32Type>>() {
+            if let Some(values) = dictionary.values().as_any().downcast_ref::<StringArray>() {
+                return StringCells::Dictionary(dictionary, values);
+            }
+        }
+        match array.as_any().downcast_ref::<StringArray>() {
+            Some(strings) => StringCells::Plain(strings),
+            None => StringCells::Missing,
+        }
+    }
+
+    #[inline]
+    fn get(&self, row: usize) -> Option<&'a str> {
+        match self {
+            StringCells::Dictionary(dictionary, values) => {
+                if dictionary.is_null(row) {
+                    return None;
+                }
+                let key = dictionary.keys().value(row) as usize;
+                (!values.is_null(key)).then(|| values.value(key))
+            }
+            StringCells::Plain(strings) => (!strings.is_null(row)).then(|| strings.value(row)),
+            StringCells::Missing => None,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Accumulator {
+    count: i64,
+    errors: i64,
+    latency_count: i64,
+    latency_sum: f64,
+    latency_min: f64,
+    latency_max: f64,
+    sketch: QuantileSketch,
+    input_tokens: i64,
+    output_tokens: i64,
+}
+
+impl Default for Accumulator {
+    fn default() -> Self {
+        Accumulator {
+            count: 0,
+            errors: 0,
+            latency_count: 0,
+            latency_sum: 0.0,
+            latency_min: f64::INFINITY,
+            latency_max: f64::NEG_INFINITY,
+            sketch: QuantileSketch::default(),
+            input_tokens: 0,
+            output_tokens: 0,
+        }
+    }
+}
+
+type RollupKey = (i64, [Option<String>; 5]);
+
+/// Folds rows into rollup rows.
+#[derive(Default)]
+pub struct RollupBuilder {
+    groups: AHashMap<RollupKey, Accumulator>,
+}
+
+impl RollupBuilder {
+    /// An empty builder.
+    pub fn new() -> RollupBuilder {
+        RollupBuilder::default()
+    }
+
+    /// Folds a batch of inference events in.
+    pub fn add_events(&mut self, batch: &RecordBatch) -> Result<(), StoreError> {
+        let timestamps = batch
+            .column_by_name(column::TIMESTAMP)
+            .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
+            .ok_or_else(|| StoreError::Internal("events without a timestamp column".into()))?;
+        let dimensions: Vec<StringCells> = ROLLUP_DIMENSIONS
+            .iter()
+            .map(|name| StringCells::new(batch.column_by_name(name)))
+            .collect();
+        let float_column = |name: &str| {
+            batch
+                .column_by_name(name)
+                .and_then(|c| c.as_any().downcast_ref::<Float64Array>())
+        };
+        let int_column = |name: &str| {
+            batch
+                .column_by_name(name)
+                .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
+        };
+        let latency = float_column(column::LATENCY_MS);
+        let input_tokens = int_column(column::INPUT_TOKENS);
+        let output_tokens = int_column(column::OUTPUT_TOKENS);
+        // Keys borrow the batch's strings: no allocation per row, only per group.
+        let mut local: AHashMap<(i64, [Option<&str>; 5]), Accumulator> = AHashMap::new();
+        for row in 0..batch.num_rows() {
+            let minute = timestamps.value(row).div_euclid(MINUTE_NANOS) * MINUTE_NANOS;
+            let values: [Option<&str>; 5] = std::array::from_fn(|i| dimensions[i].get(row));
+            let is_error = values[4] == Some("error");
+            let accumulator = local.entry((minute, values)).or_default();
+            accumulator.count += 1;
+            if is_error {
+                accumulator.errors += 1;
+            }
+            if let Some(latency) = latency.filter(|l| !l.is_null(row)) {
+                let value = latency.value(row);
+                accumulator.latency_count += 1;
+                accumulator.latency_sum += value;
+                accumulator.latency_min = accumulator.latency_min.min(value);
+                accumulator.latency_max = accumulator.latency_max.max(value);
+                accumulator.sketch.add(value);
+            }
+            if let Some(tokens) = input_tokens.filter(|t| !t.is_null(row)) {
+                accumulator.input_tokens += tokens.value(row);
+            }
+            if let Some(tokens) = output_tokens.filter(|t| !t.is_null(row)) {
+                accumulator.output_tokens += tokens.value(row);
+            }
+        }
+        for ((minute, values), accumulator) in local {
+            let owned = values.map(|value| value.map(str::to_string));
+            self.fold((minute, owned), &accumulator);
+        }
+        Ok(())
+    }
+
+    /// Folds already-rolled-up rows in (merging sketches).
+    pub fn add_rollups(&mut self, batch: &RecordBatch) -> Result<(), StoreError> {
+        use rollup_column::*;
+        let bad = || StoreError::Internal("rollup batch with an unexpected schema".into());
+        let get = |name: &str| batch.column_by_name(name).ok_or_else(bad);
+        let minutes = get(MINUTE)?
+            .as_any()
+            .downcast_ref::<TimestampNanosecondArray>()
+            .ok_or_else(bad)?;
+        let dimensions: Vec<StringCells> = ROLLUP_DIMENSIONS
+            .iter()
+            .map(|name| StringCells::new(batch.column_by_name(name)))
+            .collect();
+        let ints = |name: &str| -> Result<&Int64Array, StoreError> {
+            get(name)?
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .ok_or_else(bad)
+        };
+        let floats = |name: &str| -> Result<&Float64Array, StoreError> {
+            get(name)?
+                .as_any()
+                .downcast_ref::<Float64Array>()
+                .ok_or_else(bad)
+        };
+        let (count, errors, latency_count) = (ints(COUNT)?, ints(ERROR_COUNT)?, ints(LATENCY_COUNT)?);
+        let (sum, min, max) = (floats(LATENCY_SUM)?, floats(LATENCY_MIN)?, floats(LATENCY_MAX)?);
+        let (input_tokens, output_tokens) = (ints(INPUT_TOKENS_SUM)?, ints(OUTPUT_TOKENS_SUM)?);
+        let sketches = get(LATENCY_SKETCH)?
+            .as_any()
+            .downcast_ref::<BinaryArray>()
+            .ok_or_else(bad)?;
+        for row in 0..batch.num_rows() {
+            let values = std::array::from_fn(|i| dimensions[i].get(row).map(str::to_string));
+            let sketch = QuantileSketch::from_bytes(sketches.value(row))
+                .map_err(|e| StoreError::Internal(e.to_string()))?;
+            let accumulator = Accumulator {
+                count: count.value(row),
+                errors: errors.value(row),
+                latency_count: latency_count.value(row),
+                latency_sum: sum.value(row),
+                latency_min: if min.is_null(row) {
+                    f64::INFINITY
+                } else {
+                    min.value(row)
+                },
+                latency_max: if max.is_null(row) {
+                    f64::NEG_INFINITY
+                } else {
+                    max.value(row)
+                },
+                sketch,
+                input_tokens: input_tokens.value(row),
+                output_tokens: output_tokens.value(row),
+            };
+            self.fold((minutes.value(row), values), &accumulator);
+        }
+        Ok(())
+    }
+
+    fn fold(&mut self, key: RollupKey, other: &Accumulator) {
+        let mine = self.groups.entry(key).or_default();
+        mine.count += other.count;
+        mine.errors += other.errors;
+        mine.latency_count += other.latency_count;
+        mine.latency_sum += other.latency_sum;
+        mine.latency_min = mine.latency_min.min(other.latency_min);
+        mine.latency_max = mine.latency_max.max(other.latency_max);
+        mine.sketch.merge(&other.sketch);
+        mine.input_tokens += other.input_tokens;
+        mine.output_tokens += other.output_tokens;
+    }
+
+    /// Number of rollup rows so far.
+    pub fn len(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// Whether nothing was added.
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+
+    /// The rollup rows, sorted by (minute, dimensions) so output is deterministic.
+    pub fn finish(self) -> Result<RecordBatch, StoreError> {
+        let mut rows: Vec<(RollupKey, Accumulator)> = self.groups.into_iter().collect();
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut minute = TimestampNanosecondBuilder::with_capacity(rows.len()).with_timezone("UTC");
+        let mut dimensions: Vec<StringBuilder> =
+            (0..5).map(|_| StringBuilder::new()).collect::<Vec<_>>();
+        let mut count = Int64Builder::new();
+        let mut errors = Int64Builder::new();
+        let mut latency_count = Int64Builder::new();
+        let mut sum = Float64Builder::new();
+        let mut min = Float64Builder::new();
+        let mut max = Float64Builder::new();
+        let mut sketch = BinaryBuilder::new();
+        let mut input_tokens = Int64Builder::new();
+        let mut output_tokens = Int64Builder::new();
+        for ((row_minute, values), accumulator) in &rows {
+            minute.append_value(*row_minute);
+            for (builder, value) in dimensions.iter_mut().zip(values) {
+                builder.append_option(value.as_deref());
+            }
+            count.append_value(accumulator.count);
+            errors.append_value(accumulator.errors);
+            latency_count.append_value(accumulator.latency_count);
+            sum.append_value(accumulator.latency_sum);
+            let has_latency = accumulator.latency_count > 0;
+            min.append_option(has_latency.then_some(accumulator.latency_min));
+            max.append_option(has_latency.then_some(accumulator.latency_max));
+            sketch.append_value(accumulator.sketch.to_bytes());
+            input_tokens.append_value(accumulator.input_tokens);
+            output_tokens.append_value(accumulator.output_tokens);
+        }
+        let mut columns: Vec<ArrayRef> = vec![Arc::new(minute.finish())];
+        for mut builder in dimensions {
+            columns.push(Arc::new(builder.finish()));
+        }
+        columns.extend([
+            Arc::new(count.finish()) as ArrayRef,
+            Arc::new(errors.finish()),
+            Arc::new(latency_count.finish()),
+            Arc::new(sum.finish()),
+            Arc::new(min.finish()),
+            Arc::new(max.finish()),
+            Arc::new(sketch.finish()),
+            Arc::new(input_tokens.finish()),
+            Arc::new(output_tokens.finish()),
+        ]);
+        RecordBatch::try_new(rollup_schema(), columns).map_err(|e| StoreError::Arrow(e.to_string()))
+    }
+}

@@ -1,0 +1,391 @@
+//! The write-ahead log: the acknowledgement point.
+//!
+//! An append is acknowledged once its record is on disk (fsync'd) under the
+//! configured [`FsyncPolicy`]. A record carries one Arrow batch of one stream
+//! (as an Arrow IPC stream, so recovery needs no re-decoding) and an opaque
+//! `position` the caller wants back after a crash (the source offset after
+//! this batch). Keeping the source position *inside* the record makes data and
+//! offset durable in one write, so a restart resumes exactly after the last
+//! acknowledged batch, with no window where one is durable and the other not.
+//!
+//! Layout: `wal/<first sequence, 20 digits>.wal`, rolled at
+//! [`WAL_FILE_BYTES`]. Record framing, little endian:
+//!
+//! ```text
+//! magic u32 | payload length u32 | crc32(payload) u32 | payload
+//! payload = sequence u64 | stream length u16 | stream | position length u32 | position | Arrow IPC stream
+//! ```
+//!
+//! A torn or corrupt record ends the log: everything before it is kept, it
+//! and anything after it are dropped (the writer truncates it on open).
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use arrow::ipc::reader::StreamReader;
+use arrow::ipc::writer::StreamWriter;
+use arrow::record_batch::RecordBatch;
+
+use crate::StoreError;
+
+const RECORD_MAGIC: u32 = 0x3157_5749; // "IWW1"
+const HEADER_BYTES: usize = 12;
+/// A WAL file is rolled once it exceeds this size.
+pub const WAL_FILE_BYTES: u64 = 128 * 1024 * 1024;
+/// Records larger than this are treated as corruption when reading.
+const MAX_RECORD_BYTES: usize = 1 << 31;
+
+/// When appends become durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// fsync after every append: an append returns only once it is durable.
+    Always,
+    /// fsync at most every this many milliseconds (and on [`Wal::sync`]).
+    IntervalMs(u64),
+}
+
+impl std::str::FromStr for FsyncPolicy {
+    type Err = StoreError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text == "always" {
+            return Ok(FsyncPolicy::Always);
+        }
+        let millis = text
+            .strip_prefix("interval_ms=")
+            .or_else(|| text.strip_prefix("interval_ms:"))
+            .unwrap_or(text);
+        millis
+            .parse::<u64>()
+            .map(FsyncPolicy::IntervalMs)
+            .map_err(|_| StoreError::InvalidOption {
+                option: "fsync".into(),
+                message: format!("'{text}': expected 'always' or 'interval_ms=N'"),
+            })
+    }
+}
+
+/// One decoded WAL record.
+#[derive(Debug, Clone)]
+pub struct WalRecord {
+    /// Monotonic sequence number, from 1.
+    pub sequence: u64,
+    /// The stream the batch belongs to.
+    pub stream: String,
+    /// The caller's opaque resume position after this batch (may be empty).
+    pub position: Vec<u8>,
+    /// The events.
+    pub batch: RecordBatch,
+}
+
+/// Appends records and makes them durable.
+pub struct Wal {
+    directory: PathBuf,
+    policy: FsyncPolicy,
+    file: File,
+    file_bytes: u64,
+    next_sequence: u64,
+    synced_through: u64,
+    written_through: u64,
+    last_sync: Instant,
+    /// First sequence of each WAL file, oldest first (the open one last).
+    files: Vec<u64>,
+    scratch: Vec<u8>,
+}
+
+fn wal_file_path(directory: &Path, first_sequence: u64) -> PathBuf {
+    directory.join(format!("{first_sequence:020}.wal"))
+}
+
+/// The WAL files in `directory` by first sequence, oldest first.
+pub fn list_wal_files(directory: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> {
+    let mut files = Vec::new();
+    let entries = match std::fs::read_dir(directory) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(files),
+        Err(error) => return Err(StoreError::io(directory, error)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| StoreError::io(directory, e))?;
+        let name = entry.file_name();
+        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".wal")) else {
+            continue;
+        };
+        if let Ok(first) = stem.parse::<u64>() {
+            files.push((first, entry.path()));
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Reads records from one WAL file starting at byte `offset`.
+///
+/// Returns the records and the offset just after the last whole record; a
+/// torn or corrupt tail stops the read without an error.
+pub fn read_wal_file(
+    path: &Path,
+    offset: u64,
+    mut keep: impl FnMut(u64, &str) -> bool,
+) -> Result<(Vec<WalRecord>, u64), StoreError> {
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            return Ok((Vec::new(), offset))
+        }
+        Err(error) => return Err(StoreError::io(path, error)),
+    };
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    reader
+        .seek(SeekFrom::Start(offset))
+        .map_err(|e| StoreError::io(path, e))?;
+    let mut records = Vec::new();
+    let mut good_end = offset;
+    let mut header = [0u8; HEADER_BYTES];
+    let mut payload = Vec::new();
+    loop {
+        if read_exact_or_eof(&mut reader, &mut header).map_err(|e| StoreError::io(path, e))? {
+            break;
+        }
+        let magic = u32::from_le_bytes(header[0..4].try_into().unwrap_or_default());
+        let length = u32::from_le_bytes(header[4..8].try_into().unwrap_or_default()) as usize;
+        let checksum = u32::from_le_bytes(header[8..12].try_into().unwrap_or_default());
+        if magic != RECORD_MAGIC || length > MAX_RECORD_BYTES {
+            break;
+        }
+        payload.resize(length, 0);
+        if read_exact_or_eof(&mut reader, &mut payload).map_err(|e| StoreError::io(path, e))? {
+            break;
+        }
+        if crc32fast::hash(&payload) != checksum {
+            break;
+        }
+        match decode_payload(&payload, &mut keep) {
+            Some(Some(record)) => records.push(record),
+            Some(None) => {}
+            None => break,
+        }
+        good_end += (HEADER_BYTES + length) as u64;
+    }
+    Ok((records, good_end))
+}
+
+/// `Ok(true)` at a clean or torn end of file.
+fn read_exact_or_eof(reader: &mut impl Read, buffer: &mut [u8]) -> std::io::Result<bool> {
+    match reader.read_exact(buffer) {
+        Ok(()) => Ok(false),
+        Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => Ok(true),
+        Err(error) => Err(error),
+    }
+}
+
+/// `None` when the payload is malformed; `Some(None)` when `keep` skips it.
+fn decode_payload(
+    payload: &[u8],
+    keep: &mut impl FnMut(u64, &str) -> bool,
+) -> Option<Option<WalRecord>> {
+    let sequence = u64::from_le_bytes(payload.get(0..8)?.try_into().ok()?);
+    let stream_length = u16::from_le_bytes(payload.get(8..10)?.try_into().ok()?) as usize;
+    let stream = std::str::from_utf8(payload.get(10..10 + stream_length)?).ok()?;
+    let mut cursor = 10 + stream_length;
+    if !keep(sequence, stream) {
+        return Some(None);
+    }
+    let position_length =
+        u32::from_le_bytes(payload.get(cursor..cursor + 4)?.try_into().ok()?) as usize;
+    cursor += 4;
+    let position = payload.get(cursor..cursor + position_length)?.to_vec();
+    cursor += position_length;
+    let mut reader = StreamReader::try_new(payload.get(cursor..)?, None).ok()?;
+    let batch = reader.next()?.ok()?;
+    Some(Some(WalRecord {
+        sequence,
+        stream: stream.to_string(),
+        position,
+        batch,
+    }))
+}
+
+impl Wal {
+    /// Opens the log in `directory`, truncating a torn tail, and continues
+    /// after sequence `last_sequence` (the highest whole record anywhere).
+    pub fn open(
+        directory: &Path,
+        policy: FsyncPolicy,
+        last_sequence: u64,
+        tail_end: Option<(PathBuf, u64)>,
+    ) -> Result<Wal, StoreError> {
+        std::fs::create_dir_all(directory).map_err(|e| StoreError::io(directory, e))?;
+        let files: Vec<u64> = list_wal_files(directory)?
+            .into_iter()
+            .map(|(first, _)| first)
+            .collect();
+        let (path, file_bytes, files) = match tail_end {
+            Some((path, end)) => {
+                let file = OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(|e| StoreError::io(&path, e))?;
+                file.set_len(end).map_err(|e| StoreError::io(&path, e))?;
+                file.sync_all().map_err(|e| StoreError::io(&path, e))?;
+                (path, end, files)
+            }
+            None => {
+                let first = last_sequence + 1;
+                let mut files = files;
+                files.push(first);
+                (wal_file_path(directory, first), 0, files)
+            }
+        };
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| StoreError::io(&path, e))?;
+        sync_directory(directory)?;
+        Ok(Wal {
+            directory: directory.to_path_buf(),
+            policy,
+            file,
+            file_bytes,
+            next_sequence: last_sequence + 1,
+            synced_through: last_sequence,
+            written_through: last_sequence,
+            last_sync: Instant::now(),
+            files,
+            scratch: Vec::new(),
+        })
+    }
+
+    /// Appends one batch; returns its sequence number. Under
+    /// [`FsyncPolicy::Always`] it is durable when this returns.
+    pub fn append(
+        &mut self,
+        stream: &str,
+        position: &[u8],
+        batch: &RecordBatch,
+    ) -> Result<u64, StoreError> {
+        if self.file_bytes >= WAL_FILE_BYTES {
+            self.roll()?;
+        }
+        let sequence = self.next_sequence;
+        let path = self.current_path();
+        let stream_length = u16::try_from(stream.len()).map_err(|_| StoreError::InvalidOption {
+            option: "stream".into(),
+            message: "stream names are at most 65535 bytes".into(),
+        })?;
+        let scratch = &mut self.scratch;
+        scratch.clear();
+        scratch.extend_from_slice(&[0u8; HEADER_BYTES]);
+        scratch.extend_from_slice(&sequence.to_le_bytes());
+        scratch.extend_from_slice(&stream_length.to_le_bytes());
+        scratch.extend_from_slice(stream.as_bytes());
+        scratch.extend_from_slice(&(position.len() as u32).to_le_bytes());
+        scratch.extend_from_slice(position);
+        {
+            let mut writer = StreamWriter::try_new(&mut *scratch, batch.schema_ref())
+                .map_err(|e| StoreError::Arrow(e.to_string()))?;
+            writer
+                .write(batch)
+                .map_err(|e| StoreError::Arrow(e.to_string()))?;
+            writer
+                .finish()
+                .map_err(|e| StoreError::Arrow(e.to_string()))?;
+        }
+        let payload_length = scratch.len() - HEADER_BYTES;
+        let checksum = crc32fast::hash(&scratch[HEADER_BYTES..]);
+        scratch[0..4].copy_from_slice(&RECORD_MAGIC.to_le_bytes());
+        scratch[4..8].copy_from_slice(&(payload_length as u32).to_le_bytes());
+        scratch[8..12].copy_from_slice(&checksum.to_le_bytes());
+        self.file
+            .write_all(scratch)
+            .map_err(|e| StoreError::io(&path, e))?;
+        self.file_bytes += scratch.len() as u64;
+        self.next_sequence += 1;
+        self.written_through = sequence;
+        match self.policy {
+            FsyncPolicy::Always => self.sync()?,
+            FsyncPolicy::IntervalMs(_) => self.sync_if_due()?,
+        }
+        Ok(sequence)
+    }
+
+    /// fsyncs if the interval has passed since the last fsync.
+    pub fn sync_if_due(&mut self) -> Result<(), StoreError> {
+        let interval = match self.policy {
+            FsyncPolicy::Always => Duration::ZERO,
+            FsyncPolicy::IntervalMs(millis) => Duration::from_millis(millis),
+        };
+        if self.written_through > self.synced_through && self.last_sync.elapsed() >= interval {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    /// fsyncs everything written so far.
+    pub fn sync(&mut self) -> Result<(), StoreError> {
+        if self.written_through > self.synced_through {
+            let path = self.current_path();
+            self.file
+                .sync_data()
+                .map_err(|e| StoreError::io(&path, e))?;
+            self.synced_through = self.written_through;
+        }
+        self.last_sync = Instant::now();
+        Ok(())
+    }
+
+    /// The highest sequence known to be on disk.
+    pub fn durable_sequence(&self) -> u64 {
+        self.synced_through
+    }
+
+    /// The highest sequence written (durable or not).
+    pub fn last_sequence(&self) -> u64 {
+        self.written_through
+    }
+
+    /// Deletes WAL files whose records all have sequence ≤ `flushed_through`.
+    pub fn remove_flushed(&mut self, flushed_through: u64) -> Result<(), StoreError> {
+        // A file is wholly flushed when the next file starts at or before
+        // flushed_through + 1. The open file is never removed.
+        while self.files.len() >= 2 && self.files[1] <= flushed_through + 1 {
+            let path = wal_file_path(&self.directory, self.files[0]);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => return Err(StoreError::io(&path, error)),
+            }
+            self.files.remove(0);
+        }
+        Ok(())
+    }
+
+    fn current_path(&self) -> PathBuf {
+        wal_file_path(&self.directory, *self.files.last().unwrap_or(&0))
+    }
+
+    fn roll(&mut self) -> Result<(), StoreError> {
+        self.sync()?;
+        let first = self.next_sequence;
+        let path = wal_file_path(&self.directory, first);
+        self.file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| StoreError::io(&path, e))?;
+        sync_directory(&self.directory)?;
+        self.files.push(first);
+        self.file_bytes = 0;
+        Ok(())
+    }
+}
+
+/// fsyncs a directory so that renames and new files in it are durable.
+pub fn sync_directory(directory: &Path) -> Result<(), StoreError> {
+    File::open(directory)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StoreError::io(directory, e))
+}

@@ -1,0 +1,386 @@
+//! Store behaviour: WAL visibility, crash recovery, compaction, retention,
+//! schema evolution and rollups.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::{
+    ArrayRef, AsArray, Int64Array, StringArray, TimestampNanosecondArray,
+};
+use arrow::datatypes::{Float64Type, Int64Type, TimestampNanosecondType};
+use arrow::record_batch::RecordBatch;
+use inferwatch_core::QuantileSketch;
+use inferwatch_ingest::{Chunk, Decoder, Mapping};
+use inferwatch_store::{
+    read_parquet, FileKind, FsyncPolicy, RollupBuilder, StoreError, StoreOptions, StoreReader,
+    StoreWriter, HOUR_NANOS,
+};
+
+const MINUTE: i64 = 60_000_000_000;
+/// 2026-01-01T00:00:00Z.
+const START: i64 = 1_767_225_600_000_000_000;
+
+fn inference_batch(first: u64, count: u64, start: i64, step: i64) -> RecordBatch {
+    let mut text = String::new();
+    for i in first..first + count {
+        let timestamp = start + (i - first) as i64 * step;
+        let status = if i % 10 == 0 { "error" } else { "ok" };
+        let version = if i % 3 == 0 { "2.1" } else { "2.0" };
+        let latency = 10.0 + (i % 97) as f64;
+        text.push_str(&format!(
+            r#"{{"timestamp":{},"model_id":"recsys","model_version":"{version}","source_id":"src-{}","request_id":"r-{i}","status":"{status}","latency_ms":{latency},"input_tokens":{}}}"#,
+            timestamp / 1_000_000,
+            i % 4,
+            i % 50
+        ));
+        text.push('\n');
+    }
+    let mut decoder = Decoder::new(Arc::new(Mapping::builtin()));
+    let decoded = decoder.decode(&Chunk {
+        source: Arc::from("test"),
+        first_line: 1,
+        first_offset: 0,
+        data: text.into_bytes(),
+    });
+    assert!(decoded.dead_letters.is_empty(), "{:?}", decoded.dead_letters);
+    decoded.batch
+}
+
+fn options() -> StoreOptions {
+    StoreOptions {
+        fsync: FsyncPolicy::Always,
+        flush_rows: 1 << 30,
+        flush_interval: Duration::from_secs(3600),
+        compaction_grace: Duration::ZERO,
+        ..StoreOptions::default()
+    }
+}
+
+/// Every stored request id (segments and WAL tail), with multiplicity.
+fn stored_request_ids(root: &std::path::Path) -> BTreeMap<String, usize> {
+    let reader = StoreReader::open(root).unwrap();
+    let snapshot = reader.snapshot("inference", None, None).unwrap();
+    let mut batches = snapshot.tail.clone();
+    for file in &snapshot.segments {
+        batches.extend(read_parquet(&file.path).unwrap());
+    }
+    let mut ids = BTreeMap::new();
+    for batch in batches {
+        let column = batch.column_by_name("request_id").unwrap();
+        let strings = column.as_any().downcast_ref::<StringArray>().unwrap();
+        for id in strings.iter().flatten() {
+            *ids.entry(id.to_string()).or_insert(0) += 1;
+        }
+    }
+    ids
+}
+
+#[test]
+fn appended_events_are_readable_from_the_wal_before_any_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = StoreWriter::open(dir.path(), options()).unwrap();
+    writer
+        .append("inference", &inference_batch(0, 100, START, MINUTE / 10), None)
+        .unwrap();
+    let reader = StoreReader::open(dir.path()).unwrap();
+    let snapshot = reader.snapshot("inference", None, None).unwrap();
+    assert!(snapshot.segments.is_empty());
+    assert_eq!(snapshot.tail.iter().map(|b| b.num_rows()).sum::<usize>(), 100);
+    writer.close().unwrap();
+    let snapshot = reader.snapshot("inference", None, None).unwrap();
+    assert!(snapshot.tail.is_empty(), "flushed events leave the tail");
+    assert_eq!(stored_request_ids(dir.path()).len(), 100);
+}
+
+#[test]
+fn a_crash_before_flush_loses_nothing_acknowledged_and_resumes_at_the_stored_position() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut writer = StoreWriter::open(dir.path(), options()).unwrap();
+        writer
+            .append("inference", &inference_batch(0, 50, START, 1_000_000), Some("p1"))
+            .unwrap();
+        writer
+            .append("inference", &inference_batch(50, 50, START, 1_000_000), Some("p2"))
+            .unwrap();
+        // A crash: no close, no flush.
+        std::mem::forget(writer);
+    }
+    let mut writer = StoreWriter::open(dir.path(), options()).unwrap();
+    assert_eq!(writer.recovered_position(), Some("p2"));
+    assert_eq!(writer.buffered_rows(), 100);
+    writer
+        .append("inference", &inference_batch(100, 10, START, 1_000_000), Some("p3"))
+        .unwrap();
+    writer.close().unwrap();
+    let ids = stored_request_ids(dir.path());
+    assert_eq!(ids.len(), 110);
+    assert!(ids.values().all(|&n| n == 1), "each event exactly once");
+    let writer = StoreWriter::open(dir.path(), options()).unwrap();
+    assert_eq!(writer.recovered_position(), Some("p3"), "kept in the flush mark");
+}
+
+#[test]
+fn a_torn_wal_tail_is_cut_and_earlier_records_survive() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut writer = StoreWriter::open(dir.path(), options()).unwrap();
+        writer
+            .append("inference", &inference_batch(0, 20, START, 1_000_000), Some("a"))
+            .unwrap();
+        std::mem::forget(writer);
+    }
+    let wal = std::fs::read_dir(dir.path().join("wal"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut bytes = std::fs::read(&wal).unwrap();
+    let whole = bytes.len();
+    bytes.extend_from_slice(&bytes[..whole / 2].to_vec());
+    std::fs::write(&wal, &bytes).unwrap();
+    let mut writer = StoreWriter::open(dir.path(), options()).unwrap();
+    assert_eq!(writer.buffered_rows(), 20);
+    assert_eq!(std::fs::metadata(&wal).unwrap().len() as usize, whole);
+    writer
+        .append("inference", &inference_batch(20, 5, START, 1_000_000), Some("b"))
+        .unwrap();
+    writer.close().unwrap();
+    assert_eq!(stored_request_ids(dir.path()).len(), 25);
+}
+
+#[test]
+fn files_of_an_unfinished_flush_are_ignored_then_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = StoreWriter::open(dir.path(), options()).unwrap();
+    writer
+        .append("inference", &inference_batch(0, 30, START, 1_000_000), None)
+        .unwrap();
+    writer.close().unwrap();
+    // A segment named beyond the flush mark, as a crash mid-flush leaves it.
+    let layout = inferwatch_store::Layout::new(dir.path());
+    let current = layout
+        .list_files(FileKind::Segment, "inference", None, None)
+        .unwrap();
+    let orphan = layout.data_file_path(FileKind::Segment, "inference", current[0].hour_start, 99, 99);
+    std::fs::copy(&current[0].path, &orphan).unwrap();
+    assert_eq!(stored_request_ids(dir.path()).len(), 30);
+    assert!(stored_request_ids(dir.path()).values().all(|&n| n == 1));
+    let writer = StoreWriter::open(dir.path(), options()).unwrap();
+    assert!(!orphan.exists());
+    drop(writer);
+}
+
+#[test]
+fn compaction_merges_small_files_without_changing_the_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = options();
+    options.flush_rows = 100;
+    options.compact_min_files = 4;
+    let mut writer = StoreWriter::open(dir.path(), options).unwrap();
+    for part in 0..9u64 {
+        writer
+            .append(
+                "inference",
+                &inference_batch(part * 100, 100, START + part as i64 * MINUTE, 1_000_000),
+                None,
+            )
+            .unwrap();
+    }
+    writer.close().unwrap();
+    assert!(writer_stats_compacted(dir.path()) > 0);
+    let layout = inferwatch_store::Layout::new(dir.path());
+    let files = layout
+        .list_files(FileKind::Segment, "inference", None, None)
+        .unwrap();
+    assert!(files.len() < 9, "{} segment files remain", files.len());
+    let ids = stored_request_ids(dir.path());
+    assert_eq!(ids.len(), 900);
+    assert!(ids.values().all(|&n| n == 1));
+    // Rollups were merged too and still count every event once.
+    let reader = StoreReader::open(dir.path()).unwrap();
+    let snapshot = reader.snapshot("inference", None, None).unwrap();
+    let mut total = 0;
+    for file in snapshot.rollups {
+        for batch in read_parquet(&file.path).unwrap() {
+            total += batch
+                .column_by_name("count")
+                .unwrap()
+                .as_primitive::<Int64Type>()
+                .iter()
+                .flatten()
+                .sum::<i64>();
+        }
+    }
+    assert_eq!(total, 900);
+}
+
+fn writer_stats_compacted(root: &std::path::Path) -> u64 {
+    // Merged files are named by the union of their inputs' WAL ranges.
+    let layout = inferwatch_store::Layout::new(root);
+    layout
+        .list_files(FileKind::Segment, "inference", None, None)
+        .unwrap()
+        .iter()
+        .filter(|f| f.last_sequence > f.first_sequence)
+        .count() as u64
+}
+
+#[test]
+fn retention_by_size_drops_the_oldest_hours_and_keeps_the_newest() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = options();
+    options.flush_rows = 200;
+    options.retention_max_bytes = Some(1);
+    let mut writer = StoreWriter::open(dir.path(), options).unwrap();
+    for hour in 0..4u64 {
+        writer
+            .append(
+                "inference",
+                &inference_batch(hour * 200, 200, START + hour as i64 * HOUR_NANOS, 1_000_000),
+                None,
+            )
+            .unwrap();
+    }
+    writer.close().unwrap();
+    let layout = inferwatch_store::Layout::new(dir.path());
+    let hours: std::collections::BTreeSet<i64> = layout
+        .list_files(FileKind::Segment, "inference", None, None)
+        .unwrap()
+        .iter()
+        .map(|f| f.hour_start)
+        .collect();
+    assert_eq!(hours.into_iter().collect::<Vec<_>>(), vec![START + 3 * HOUR_NANOS]);
+}
+
+#[test]
+fn retention_by_age_drops_hours_older_than_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = options();
+    options.retention_max_age = Some(Duration::from_secs(7 * 24 * 3600));
+    let now = chrono::Utc::now().timestamp_nanos_opt().unwrap();
+    let mut writer = StoreWriter::open(dir.path(), options).unwrap();
+    writer
+        .append("inference", &inference_batch(0, 10, START, 1_000_000), None)
+        .unwrap();
+    writer
+        .append("inference", &inference_batch(10, 10, now - HOUR_NANOS, 1_000_000), None)
+        .unwrap();
+    writer.close().unwrap();
+    let ids = stored_request_ids(dir.path());
+    assert_eq!(ids.len(), 10);
+    assert!(ids.contains_key("r-15") && !ids.contains_key("r-5"));
+}
+
+fn gateway_batch(columns: Vec<(&str, ArrayRef)>) -> RecordBatch {
+    RecordBatch::try_from_iter(columns).unwrap()
+}
+
+#[test]
+fn generic_streams_grow_their_schema_and_refuse_type_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = StoreWriter::open(dir.path(), options()).unwrap();
+    let time = |v: Vec<i64>| -> ArrayRef {
+        Arc::new(TimestampNanosecondArray::from(v).with_timezone("UTC"))
+    };
+    writer
+        .append(
+            "gateway",
+            &gateway_batch(vec![
+                ("timestamp", time(vec![START, START + 1])),
+                ("path", Arc::new(StringArray::from(vec!["/a", "/b"]))),
+            ]),
+            None,
+        )
+        .unwrap();
+    writer.flush().unwrap();
+    writer
+        .append(
+            "gateway",
+            &gateway_batch(vec![
+                ("timestamp", time(vec![START + 2])),
+                ("path", Arc::new(StringArray::from(vec!["/c"]))),
+                ("bytes", Arc::new(Int64Array::from(vec![512]))),
+            ]),
+            None,
+        )
+        .unwrap();
+    let schema = writer.stream_schema("gateway").unwrap();
+    assert_eq!(
+        schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>(),
+        vec!["timestamp", "path", "bytes"]
+    );
+    assert!(schema.field_with_name("bytes").unwrap().is_nullable());
+    let clash = writer.append(
+        "gateway",
+        &gateway_batch(vec![
+            ("timestamp", time(vec![START + 3])),
+            ("bytes", Arc::new(StringArray::from(vec!["big"]))),
+        ]),
+        None,
+    );
+    match clash {
+        Err(StoreError::SchemaConflict { message, .. }) => {
+            assert!(message.contains("'bytes' is Int64"), "{message}")
+        }
+        other => panic!("expected a schema conflict, got {other:?}"),
+    }
+    writer.close().unwrap();
+    let reader = StoreReader::open(dir.path()).unwrap();
+    assert_eq!(reader.schema("gateway").unwrap().fields().len(), 3);
+    assert!(reader.streams().unwrap().contains(&"gateway".to_string()));
+}
+
+#[test]
+fn rollups_match_the_raw_events_per_minute() {
+    let events = inference_batch(0, 6000, START, 20_000_000); // 2 minutes
+    let mut builder = RollupBuilder::new();
+    // Fed in two halves, as two flushes would.
+    builder.add_events(&events.slice(0, 2500)).unwrap();
+    builder.add_events(&events.slice(2500, 3500)).unwrap();
+    let rollup = builder.finish().unwrap();
+    let times = events.column_by_name("timestamp").unwrap().as_primitive::<TimestampNanosecondType>();
+    let latency = events.column_by_name("latency_ms").unwrap().as_primitive::<Float64Type>();
+    let mut expected_count: BTreeMap<i64, i64> = BTreeMap::new();
+    let mut expected_latencies: BTreeMap<i64, Vec<f64>> = BTreeMap::new();
+    for row in 0..events.num_rows() {
+        let minute = times.value(row).div_euclid(MINUTE) * MINUTE;
+        *expected_count.entry(minute).or_default() += 1;
+        expected_latencies.entry(minute).or_default().push(latency.value(row));
+    }
+    let minutes = rollup.column_by_name("minute").unwrap().as_primitive::<TimestampNanosecondType>();
+    let counts = rollup.column_by_name("count").unwrap().as_primitive::<Int64Type>();
+    let sketches = rollup
+        .column_by_name("latency_sketch")
+        .unwrap()
+        .as_binary::<i32>();
+    let mut got_count: BTreeMap<i64, i64> = BTreeMap::new();
+    let mut got_sketch: BTreeMap<i64, QuantileSketch> = BTreeMap::new();
+    for row in 0..rollup.num_rows() {
+        *got_count.entry(minutes.value(row)).or_default() += counts.value(row);
+        got_sketch
+            .entry(minutes.value(row))
+            .or_default()
+            .merge(&QuantileSketch::from_bytes(sketches.value(row)).unwrap());
+    }
+    assert_eq!(got_count, expected_count);
+    for (minute, mut values) in expected_latencies {
+        values.sort_by(f64::total_cmp);
+        let exact = values[((values.len() - 1) as f64 * 0.99).round() as usize];
+        let estimate = got_sketch[&minute].quantile(0.99);
+        assert!(
+            (estimate - exact).abs() <= 0.011 * exact,
+            "p99 {estimate} vs exact {exact}"
+        );
+    }
+    let errors: i64 = rollup
+        .column_by_name("error_count")
+        .unwrap()
+        .as_primitive::<Int64Type>()
+        .iter()
+        .flatten()
+        .sum();
+    assert_eq!(errors, 600);
+}
