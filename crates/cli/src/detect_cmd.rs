@@ -132,6 +132,7 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         follow: args.follow,
         checkpoint: args.checkpoint.clone(),
         chunk_bytes: args.chunk_bytes,
+        resume: None,
     };
     let mut pipeline = Pipeline::start(spec, decoder, threads)?;
     let stop = pipeline.stop_flag();

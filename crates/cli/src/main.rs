@@ -5,9 +5,12 @@
 //! function, so `main` only dispatches.
 
 mod detect_cmd;
+mod ingest_cmd;
 mod map_cmd;
 mod pipeline;
+mod query_cmd;
 mod rules_cmd;
+mod run_cmd;
 mod simulate_cmd;
 
 use clap::{Parser, Subcommand};
@@ -37,6 +40,14 @@ enum Command {
     Rules(rules_cmd::RulesCommand),
     /// Decode and map logs into canonical events, printed as JSONL.
     Map(map_cmd::Args),
+    /// Store logs in a data directory (WAL, Parquet segments, rollups).
+    Ingest(ingest_cmd::Args),
+    /// Run one SQL statement against a data directory.
+    Query(query_cmd::QueryArgs),
+    /// Serve a data directory over the Postgres wire protocol.
+    Serve(query_cmd::ServeArgs),
+    /// Ingest, store and detect in one pass, as a config file describes.
+    Run(run_cmd::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -46,6 +57,10 @@ fn main() -> std::process::ExitCode {
         Command::Detect(args) => detect_cmd::run(args),
         Command::Rules(command) => rules_cmd::run(command),
         Command::Map(args) => map_cmd::run(args),
+        Command::Ingest(args) => ingest_cmd::run(args),
+        Command::Query(args) => query_cmd::run_query(args),
+        Command::Serve(args) => query_cmd::run_serve(args),
+        Command::Run(args) => run_cmd::run(args),
     };
     match result {
         Ok(code) => code,

@@ -13,9 +13,35 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 use inferwatch_ingest::{
-    Chunk, DecodedBatch, Decoder, FileSource, FileSourceOptions, IngestError, ReaderSource,
-    SinkMark, Source, SourcePoll, SourcePosition,
+    Chunk, DecodedBatch, Decoder, FileCheckpoint, FileSource, FileSourceOptions, GenericDecoder,
+    IngestError, ReaderSource, SinkMark, Source, SourcePoll, SourcePosition,
 };
+
+/// Turns a chunk of lines into a batch; each decoder thread owns a clone.
+pub trait ChunkDecoder: Clone + Send + 'static {
+    /// Decodes one chunk.
+    fn decode_chunk(&mut self, chunk: &Chunk) -> DecodedBatch;
+}
+
+impl ChunkDecoder for Decoder {
+    fn decode_chunk(&mut self, chunk: &Chunk) -> DecodedBatch {
+        self.decode(chunk)
+    }
+}
+
+/// A generic-stream decoder shared by clones: its schema evolves as it
+/// reads, so the pipeline runs it on one thread to keep that order fixed.
+#[derive(Clone)]
+pub struct SharedGenericDecoder(pub Arc<std::sync::Mutex<GenericDecoder>>);
+
+impl ChunkDecoder for SharedGenericDecoder {
+    fn decode_chunk(&mut self, chunk: &Chunk) -> DecodedBatch {
+        match self.0.lock() {
+            Ok(mut decoder) => decoder.decode(chunk),
+            Err(poisoned) => poisoned.into_inner().decode(chunk),
+        }
+    }
+}
 
 /// What the consumer receives.
 // One event per decoded chunk (megabytes of input): the size of the enum
@@ -56,6 +82,8 @@ pub struct InputSpec {
     pub checkpoint: Option<std::path::PathBuf>,
     /// Target chunk size.
     pub chunk_bytes: usize,
+    /// Resume files at these positions (overrides the checkpoint file's).
+    pub resume: Option<Vec<FileCheckpoint>>,
 }
 
 /// A running pipeline.
@@ -71,9 +99,9 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// Opens the source and starts the reader and decoder threads.
-    pub fn start(
+    pub fn start<D: ChunkDecoder>(
         spec: InputSpec,
-        decoder: Decoder,
+        decoder: D,
         decoders: usize,
     ) -> Result<Pipeline, IngestError> {
         let stop = Arc::new(AtomicBool::new(false));
@@ -88,6 +116,7 @@ impl Pipeline {
             let mut options = FileSourceOptions::new(spec.inputs.clone());
             options.follow = spec.follow;
             options.checkpoint = spec.checkpoint.clone();
+            options.resume = spec.resume.clone();
             options.chunk_bytes = spec.chunk_bytes;
             options.stop = stop.clone();
             Box::new(FileSource::open(options)?)
@@ -157,7 +186,7 @@ impl Pipeline {
                     .spawn(move || {
                         for (sequence, chunk, position) in work.iter() {
                             let bytes = chunk.data.len() as u64;
-                            let decoded = decoder.decode(&chunk);
+                            let decoded = decoder.decode_chunk(&chunk);
                             if results
                                 .send(Message::Decoded {
                                     sequence,

@@ -70,6 +70,9 @@ pub struct FileSourceOptions {
     pub start_at_end: bool,
     /// Raise to make [`Source::next_chunk`] return [`SourcePoll::End`].
     pub stop: Arc<AtomicBool>,
+    /// Resume from these positions instead of the checkpoint file's (a
+    /// sink that stores positions with its data, like the store's WAL).
+    pub resume: Option<Vec<FileCheckpoint>>,
 }
 
 impl FileSourceOptions {
@@ -83,6 +86,7 @@ impl FileSourceOptions {
             chunk_bytes: DEFAULT_CHUNK_BYTES,
             start_at_end: false,
             stop: Arc::new(AtomicBool::new(false)),
+            resume: None,
         }
     }
 }
@@ -453,10 +457,13 @@ impl FileSource {
             Some(path) => Checkpoint::load(path)?,
             None => None,
         };
-        let (resume_files, resumed_sinks) = match resumed {
+        let (mut resume_files, resumed_sinks) = match resumed {
             Some(checkpoint) => (checkpoint.files, checkpoint.sinks),
             None => (Vec::new(), Vec::new()),
         };
+        if let Some(files) = &options.resume {
+            resume_files = files.clone();
+        }
         let mut source = FileSource {
             options,
             patterns,

@@ -1,0 +1,294 @@
+//! `inferwatch run --config FILE`: ingest into the store and detect in one
+//! pass, optionally serving SQL while it runs.
+//!
+//! Each decoded batch goes to the store's WAL and then to the rule engine,
+//! so detection reads exactly what was stored, once, without re-decoding.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use anyhow::Context;
+use inferwatch_core::{Alert, DEFAULT_STREAM};
+use inferwatch_ingest::{DeadLetterWriter, DecodeCounters, Decoder};
+use inferwatch_query::{serve_postgres, PgOptions, QueryEngine};
+use serde::Deserialize;
+
+use crate::detect_cmd::{load_engine, load_mapping};
+use crate::ingest_cmd::{
+    default_threads, encode_position, resume_position, StoreArgs, StoreProgress,
+};
+use crate::pipeline::{InputSpec, Pipeline, PipelineEvent};
+
+/// Arguments of `inferwatch run`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The YAML configuration (see `examples/run.yaml`).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Hide the progress line.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// The `run` configuration file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// Data directory (relative paths are relative to the config file).
+    pub data: PathBuf,
+    /// Log files or globs; `-` reads standard input.
+    pub inputs: Vec<String>,
+    /// Keep following the inputs.
+    #[serde(default)]
+    pub follow: bool,
+    /// Field mapping (YAML) for the inference stream.
+    #[serde(default)]
+    pub mapping: Option<PathBuf>,
+    /// Rules directory.
+    pub rules: PathBuf,
+    /// Alerts JSONL file (appended); standard output when absent.
+    #[serde(default)]
+    pub alerts: Option<PathBuf>,
+    /// Refused lines.
+    #[serde(default = "default_dead_letter")]
+    pub dead_letter: PathBuf,
+    /// Store settings.
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// Serve SQL over the Postgres wire while running.
+    #[serde(default)]
+    pub postgres: Option<PostgresConfig>,
+}
+
+fn default_dead_letter() -> PathBuf {
+    PathBuf::from("inferwatch.dlq.jsonl")
+}
+
+/// `store:` section.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `always` or `interval_ms=N` (default `interval_ms=100`).
+    #[serde(default)]
+    pub fsync: Option<String>,
+    /// Rows per flush.
+    #[serde(default)]
+    pub flush_rows: Option<usize>,
+    /// Longest time between flushes, e.g. `30s`.
+    #[serde(default)]
+    pub flush_interval: Option<String>,
+    /// Maximum age, e.g. `30d`.
+    #[serde(default)]
+    pub retention_age: Option<String>,
+    /// Maximum size, e.g. `50GB`.
+    #[serde(default)]
+    pub retention_size: Option<String>,
+}
+
+/// `postgres:` section.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// Listen address, e.g. `127.0.0.1:5433`.
+    pub listen: SocketAddr,
+    /// User name (default `inferwatch`).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Password (default: $INFERWATCH_PG_PASSWORD, else `inferwatch`).
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+/// Reads a config file, with errors at file:line:column.
+pub fn load_config(path: &Path) -> anyhow::Result<RunConfig> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut config: RunConfig = marked_yaml::from_yaml(0, &text).map_err(|error| {
+        let (line, column) = match &error {
+            marked_yaml::FromYamlError::FromNode(node) => node
+                .start_mark()
+                .map(|m| (m.line(), m.column()))
+                .unwrap_or((1, 1)),
+            marked_yaml::FromYamlError::ParseYaml(_) => (1, 1),
+        };
+        anyhow::anyhow!("{}:{line}:{column}: {error}", path.display())
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let resolve = |p: &Path| {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            base.join(p)
+        }
+    };
+    config.data = resolve(&config.data);
+    config.rules = resolve(&config.rules);
+    config.mapping = config.mapping.as_deref().map(resolve);
+    config.alerts = config.alerts.as_deref().map(resolve);
+    config.dead_letter = resolve(&config.dead_letter);
+    config.inputs = config
+        .inputs
+        .iter()
+        .map(|input| {
+            if input == "-" {
+                input.clone()
+            } else {
+                resolve(Path::new(input)).to_string_lossy().to_string()
+            }
+        })
+        .collect();
+    Ok(config)
+}
+
+/// Runs `inferwatch run`.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let config = load_config(&args.config)?;
+    let defaults = StoreArgs {
+        fsync: config
+            .store
+            .fsync
+            .clone()
+            .unwrap_or("interval_ms=100".into()),
+        flush_rows: config.store.flush_rows.unwrap_or(1 << 20),
+        flush_interval: config.store.flush_interval.clone().unwrap_or("30s".into()),
+        retention_age: config.store.retention_age.clone(),
+        retention_size: config.store.retention_size.clone(),
+    };
+    let mut writer = inferwatch_store::StoreWriter::open(&config.data, defaults.options()?)
+        .with_context(|| format!("opening the data directory {}", config.data.display()))?;
+    let mapping = load_mapping(config.mapping.as_ref())?;
+    let decoder = Decoder::new(mapping);
+    let mut engine = load_engine(&config.rules, &decoder)?;
+    // SQL while running: a separate runtime thread over the same directory.
+    let runtime = crate::query_cmd::runtime()?;
+    if let Some(postgres) = &config.postgres {
+        let engine = QueryEngine::open(&config.data, true)?;
+        let options = PgOptions {
+            listen: postgres.listen,
+            user: postgres.user.clone().unwrap_or("inferwatch".into()),
+            password: postgres
+                .password
+                .clone()
+                .or_else(|| std::env::var("INFERWATCH_PG_PASSWORD").ok())
+                .unwrap_or("inferwatch".into()),
+        };
+        let (ready_sender, ready) = tokio::sync::oneshot::channel();
+        runtime.spawn(async move {
+            if let Err(error) = serve_postgres(engine.context(), options, Some(ready_sender)).await
+            {
+                eprintln!("inferwatch run: the Postgres server stopped: {error}");
+            }
+        });
+        if let Ok(address) = runtime.block_on(ready) {
+            eprintln!("inferwatch run: Postgres wire on {address}");
+        }
+    }
+    let spec = InputSpec {
+        inputs: config.inputs.clone(),
+        follow: config.follow,
+        checkpoint: None,
+        chunk_bytes: 1 << 20,
+        resume: resume_position(writer.recovered_position())?,
+    };
+    let mut pipeline = Pipeline::start(spec, decoder, default_threads())?;
+    let stop = pipeline.stop_flag();
+    ctrlc::set_handler(move || stop.store(true, Ordering::Relaxed))
+        .context("installing the Ctrl-C handler")?;
+    let mut alerts_out: Box<dyn std::io::Write> = match &config.alerts {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("opening {}", path.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout())),
+    };
+    let mut write_alerts = |alerts: Vec<Alert>| -> anyhow::Result<u64> {
+        for alert in &alerts {
+            serde_json::to_writer(&mut alerts_out, alert)?;
+            alerts_out.write_all(b"\n")?;
+        }
+        alerts_out.flush()?;
+        Ok(alerts.len() as u64)
+    };
+    let progress = StoreProgress::new(args.quiet);
+    let started = Instant::now();
+    let mut counters = DecodeCounters::default();
+    let mut dead_letters: Option<DeadLetterWriter> = None;
+    let (mut events, mut alerts) = (0u64, 0u64);
+    while let Some(event) = pipeline.next()? {
+        match event {
+            PipelineEvent::Batch {
+                decoded, position, ..
+            } => {
+                counters.merge(&decoded.counters);
+                if !decoded.dead_letters.is_empty() {
+                    let dead = match &mut dead_letters {
+                        Some(dead) => dead,
+                        None => dead_letters.insert(DeadLetterWriter::open(&config.dead_letter)?),
+                    };
+                    dead.write(&decoded.dead_letters)?;
+                }
+                let position = encode_position(position.files())?;
+                writer
+                    .append(DEFAULT_STREAM, &decoded.batch, position.as_deref())
+                    .context("writing to the store")?;
+                events += decoded.batch.num_rows() as u64;
+                alerts += write_alerts(engine.observe(&decoded.batch))?;
+            }
+            PipelineEvent::Idle => writer.tick().context("flushing the store")?,
+        }
+        progress.update(events, counters.dead_letters(), &writer, started);
+    }
+    alerts += write_alerts(engine.finish())?;
+    pipeline.finish();
+    progress.finish();
+    writer.close().context("flushing the store")?;
+    let seconds = started.elapsed().as_secs_f64();
+    eprintln!(
+        "inferwatch run: {events} events stored in {} and checked in {seconds:.2}s ({:.0} events/s), {alerts} alert transitions, {} late events, {} dead letters",
+        config.data.display(),
+        events as f64 / seconds.max(1e-9),
+        engine.stats().late_events,
+        counters.dead_letters(),
+    );
+    if config.postgres.is_some() && config.follow {
+        // Following ended by Ctrl-C: the server stops with the process.
+        runtime.shutdown_background();
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_committed_example_config_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/run.yaml");
+        let config = load_config(&path).unwrap();
+        assert!(config.data.ends_with("demo-data"));
+        assert_eq!(config.store.fsync.as_deref(), Some("interval_ms=100"));
+        assert!(config.postgres.is_none() && config.alerts.is_none());
+        assert!(config.rules.ends_with("rules"));
+    }
+
+    #[test]
+    fn config_errors_name_the_file_line_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run.yaml");
+        std::fs::write(
+            &path,
+            "data: d\ninputs: [a]\nrules: r\nstore:\n  fsinc: always\n",
+        )
+        .unwrap();
+        let message = load_config(&path).unwrap_err().to_string();
+        assert!(message.contains("run.yaml:5:"), "{message}");
+        assert!(message.contains("fsinc"), "{message}");
+    }
+}

@@ -1,0 +1,310 @@
+//! Real Postgres clients against `inferwatch serve`: psql (simple query
+//! protocol) and Python psycopg + pandas (extended protocol, parameters).
+//!
+//! The expected numbers are computed here from the simulated JSONL, not
+//! through inferwatch: counts per version and source, error counts, and the
+//! exact p99 that the sketch-based `quantile` must match within its bound.
+//!
+//! The clients are real programs. Outside CI a missing client skips the
+//! test with a message; with `CI=true` it fails.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+const PASSWORD: &str = "s3cret-test";
+
+fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_inferwatch")
+}
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// `None` (skip) when `program` cannot run, unless in CI.
+fn require(program: &str, probe: &[&str]) -> Option<()> {
+    let works = Command::new(program)
+        .args(probe)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if works {
+        return Some(());
+    }
+    assert!(
+        !in_ci(),
+        "{program} {probe:?} is needed in CI (.ci/run installs it)"
+    );
+    eprintln!("skipping: {program} {probe:?} does not work here");
+    None
+}
+
+fn python() -> String {
+    std::env::var("INFERWATCH_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+#[derive(Default)]
+struct Expected {
+    by_version: BTreeMap<String, Vec<f64>>,
+    by_source: BTreeMap<String, (i64, i64)>,
+    total: i64,
+}
+
+fn expected_from(path: &Path) -> Expected {
+    let mut expected = Expected::default();
+    for line in std::fs::read_to_string(path).unwrap().lines() {
+        let event: serde_json::Value = serde_json::from_str(line).unwrap();
+        expected.total += 1;
+        let version = event["model_version"].as_str().unwrap().to_string();
+        let latency = event["latency_ms"].as_f64().unwrap();
+        expected
+            .by_version
+            .entry(version)
+            .or_default()
+            .push(latency);
+        let source = expected
+            .by_source
+            .entry(event["source_id"].as_str().unwrap().to_string())
+            .or_default();
+        source.0 += 1;
+        if event["status"] == "error" {
+            source.1 += 1;
+        }
+    }
+    for values in expected.by_version.values_mut() {
+        values.sort_by(f64::total_cmp);
+    }
+    expected
+}
+
+/// The sketch's answer must lie within 1 % of the exact value at a
+/// neighbouring rank (ranks differ by convention between estimators).
+fn assert_quantile_close(values: &[f64], q: f64, estimate: f64, what: &str) {
+    let position = q * (values.len() - 1) as f64;
+    let low = values[position.floor() as usize];
+    let high = values[position.ceil() as usize];
+    assert!(
+        estimate >= low * 0.99 - 1e-9 && estimate <= high * 1.01 + 1e-9,
+        "{what}: p{} = {estimate}, exact between {low} and {high}",
+        q * 100.0
+    );
+}
+
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_server(data: &Path) -> Server {
+    let mut child = Command::new(binary())
+        .args([
+            "serve",
+            "--pg",
+            "127.0.0.1:0",
+            "--pg-password",
+            PASSWORD,
+            "--data",
+        ])
+        .arg(data)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let port = loop {
+        let line = lines.next().expect("serve printed its address").unwrap();
+        if let Some(rest) = line.split("Postgres wire on ").nth(1) {
+            let address = rest.split_whitespace().next().unwrap();
+            break address.rsplit(':').next().unwrap().parse().unwrap();
+        }
+    };
+    // Keep draining stderr so the server never blocks on it.
+    std::thread::spawn(move || for _ in lines {});
+    Server { child, port }
+}
+
+fn psql(port: u16, password: &str, sql: &str) -> std::process::Output {
+    Command::new("psql")
+        .args([
+            "-X",
+            "-At",
+            "-F",
+            ",",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-U",
+            "inferwatch",
+            "-d",
+            "inferwatch",
+            "-c",
+            sql,
+        ])
+        .env("PGPASSWORD", password)
+        .env("PGCONNECT_TIMEOUT", "10")
+        .output()
+        .unwrap()
+}
+
+fn psql_rows(port: u16, sql: &str) -> Vec<Vec<String>> {
+    let output = psql(port, PASSWORD, sql);
+    assert!(
+        output.status.success(),
+        "psql failed on {sql}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| line.split(',').map(str::to_string).collect())
+        .collect()
+}
+
+fn simulated_store() -> (tempfile::TempDir, PathBuf, Expected) {
+    let directory = tempfile::tempdir().unwrap();
+    let input = directory.path().join("fleet.jsonl");
+    let data = directory.path().join("data");
+    let status = Command::new(binary())
+        .args(["simulate", "--duration", "1h", "--rate", "100", "--output"])
+        .arg(&input)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let status = Command::new(binary())
+        .args(["ingest", "--quiet", "--flush-rows", "100000", "--data"])
+        .arg(&data)
+        .arg(&input)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let expected = expected_from(&input);
+    (directory, data, expected)
+}
+
+#[test]
+fn psql_gets_the_right_numbers_and_clear_errors() {
+    if require("psql", &["--version"]).is_none() {
+        return;
+    }
+    let (_directory, data, expected) = simulated_store();
+    let server = start_server(&data);
+    let port = server.port;
+
+    let total = psql_rows(port, "SELECT count(*) FROM inference");
+    assert_eq!(total, vec![vec![expected.total.to_string()]]);
+
+    // Per version: count and p99 (answered from rollups) ...
+    let rows = psql_rows(
+        port,
+        "SELECT model_version, count(*), quantile(latency_ms, 0.99) FROM inference GROUP BY model_version ORDER BY model_version",
+    );
+    assert_eq!(rows.len(), expected.by_version.len());
+    for row in &rows {
+        let values = &expected.by_version[&row[0]];
+        assert_eq!(row[1].parse::<usize>().unwrap(), values.len(), "{row:?}");
+        assert_quantile_close(values, 0.99, row[2].parse().unwrap(), &row[0]);
+    }
+    // ... and the same from raw events (a filter on latency rules out rollups).
+    let raw = psql_rows(
+        port,
+        "SELECT model_version, count(*), quantile(latency_ms, 0.99) FROM inference WHERE latency_ms >= 0 GROUP BY model_version ORDER BY model_version",
+    );
+    for (row, raw_row) in rows.iter().zip(&raw) {
+        assert_eq!(row[..2], raw_row[..2]);
+        let values = &expected.by_version[&raw_row[0]];
+        assert_quantile_close(values, 0.99, raw_row[2].parse().unwrap(), &raw_row[0]);
+    }
+
+    // Per source: count and errors.
+    let rows = psql_rows(
+        port,
+        "SELECT source_id, count(*), sum(CASE WHEN status = 'error' THEN 1 ELSE 0 END) FROM inference GROUP BY 1 ORDER BY 1",
+    );
+    let got: BTreeMap<String, (i64, i64)> = rows
+        .iter()
+        .map(|r| (r[0].clone(), (r[1].parse().unwrap(), r[2].parse().unwrap())))
+        .collect();
+    assert_eq!(got, expected.by_source);
+
+    // EXPLAIN shows which table answered.
+    let plan = psql_rows(
+        port,
+        "EXPLAIN SELECT source_id, count(*) FROM inference GROUP BY 1",
+    )
+    .concat()
+    .join(" ");
+    assert!(plan.contains("inference_rollups"), "{plan}");
+
+    // Bad SQL: a clear message, and the server keeps serving.
+    let bad = psql(port, PASSWORD, "SELEC count(*) FROM inference");
+    assert!(!bad.status.success());
+    let message = String::from_utf8_lossy(&bad.stderr);
+    assert!(message.contains("ERROR"), "{message}");
+    assert!(message.to_lowercase().contains("selec"), "{message}");
+    let missing = psql(port, PASSWORD, "SELECT nope FROM inference");
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("nope"));
+    assert_eq!(
+        psql_rows(port, "SELECT count(*) FROM inference"),
+        vec![vec![expected.total.to_string()]]
+    );
+
+    // A wrong password is refused.
+    let refused = psql(port, "wrong", "SELECT 1");
+    assert!(!refused.status.success());
+    let message = String::from_utf8_lossy(&refused.stderr).to_lowercase();
+    assert!(
+        message.contains("password authentication failed"),
+        "{message}"
+    );
+}
+
+#[test]
+fn psycopg_and_pandas_get_the_right_numbers() {
+    let python = python();
+    if require(&python, &["-c", "import psycopg, pandas"]).is_none() {
+        return;
+    }
+    let (_directory, data, expected) = simulated_store();
+    let server = start_server(&data);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/clients/pg_client.py");
+    let output = Command::new(&python)
+        .arg(&script)
+        .args(["--port", &server.port.to_string(), "--password", PASSWORD])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let result: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(result["total"].as_i64().unwrap(), expected.total);
+    // Extended protocol with a bound parameter.
+    let canary = &expected.by_version["2.1"];
+    assert_eq!(
+        result["canary_count"].as_u64().unwrap() as usize,
+        canary.len()
+    );
+    assert_quantile_close(canary, 0.99, result["canary_p99"].as_f64().unwrap(), "2.1");
+    // pandas.read_sql: errors per source.
+    let by_source = result["by_source"].as_object().unwrap();
+    assert_eq!(by_source.len(), expected.by_source.len());
+    for (source, (count, errors)) in &expected.by_source {
+        let got = &by_source[source];
+        assert_eq!(got["requests"].as_i64().unwrap(), *count, "{source}");
+        assert_eq!(got["errors"].as_i64().unwrap(), *errors, "{source}");
+    }
+    assert!(result["bad_sql_error"].as_str().unwrap().contains("selec"));
+}
