@@ -29,12 +29,12 @@ pub fn bucket_width_nanos(value: &ScalarValue) -> Option<i64> {
         ScalarValue::IntervalMonthDayNano(Some(interval)) if interval.months == 0 => {
             Some(interval.days as i64 * 86_400_000_000_000 + interval.nanoseconds)
         }
-        ScalarValue::IntervalDayTime(Some(interval)) => {
-            Some(interval.days as i64 * 86_400_000_000_000 + interval.milliseconds as i64 * 1_000_000)
-        }
-        ScalarValue::Utf8(Some(text)) | ScalarValue::LargeUtf8(Some(text)) | ScalarValue::Utf8View(Some(text)) => {
-            parse_width_text(text)
-        }
+        ScalarValue::IntervalDayTime(Some(interval)) => Some(
+            interval.days as i64 * 86_400_000_000_000 + interval.milliseconds as i64 * 1_000_000,
+        ),
+        ScalarValue::Utf8(Some(text))
+        | ScalarValue::LargeUtf8(Some(text))
+        | ScalarValue::Utf8View(Some(text)) => parse_width_text(text),
         _ => None,
     }
     .filter(|width| *width > 0)
@@ -48,7 +48,11 @@ fn parse_width_text(text: &str) -> Option<i64> {
     let (number, unit) = text.split_once(' ')?;
     let number: i64 = number.trim().parse().ok()?;
     let unit = unit.trim();
-    let unit = if unit == "ms" { unit } else { unit.trim_end_matches('s') };
+    let unit = if unit == "ms" {
+        unit
+    } else {
+        unit.trim_end_matches('s')
+    };
     let scale = match unit {
         "millisecond" | "ms" => 1_000_000,
         "second" | "sec" => 1_000_000_000,
@@ -86,7 +90,10 @@ impl ScalarUDFImpl for TimeBucket {
     }
 
     fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
-        Ok(DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())))
+        Ok(DataType::Timestamp(
+            TimeUnit::Nanosecond,
+            Some("UTC".into()),
+        ))
     }
 
     fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
@@ -111,20 +118,25 @@ impl ScalarUDFImpl for TimeBucket {
         };
         let floor = |t: i64| t.div_euclid(width) * width;
         match timestamps {
-            ColumnarValue::Scalar(ScalarValue::TimestampNanosecond(value, _)) => Ok(
-                ColumnarValue::Scalar(ScalarValue::TimestampNanosecond(
+            ColumnarValue::Scalar(ScalarValue::TimestampNanosecond(value, _)) => {
+                Ok(ColumnarValue::Scalar(ScalarValue::TimestampNanosecond(
                     value.map(floor),
                     Some("UTC".into()),
-                )),
-            ),
+                )))
+            }
             ColumnarValue::Array(array) => {
                 let Some(values) = array.as_any().downcast_ref::<TimestampNanosecondArray>() else {
                     return exec_err!("time_bucket: expected a timestamp column");
                 };
                 let bucketed: TimestampNanosecondArray = values.unary(floor);
-                Ok(ColumnarValue::Array(Arc::new(bucketed.with_timezone("UTC"))))
+                Ok(ColumnarValue::Array(Arc::new(
+                    bucketed.with_timezone("UTC"),
+                )))
             }
-            other => exec_err!("time_bucket: expected a timestamp, got {}", other.data_type()),
+            other => exec_err!(
+                "time_bucket: expected a timestamp, got {}",
+                other.data_type()
+            ),
         }
     }
 }
@@ -188,10 +200,7 @@ impl AggregateUDFImpl for Quantile {
         } else if arg_types[0].is_numeric() || arg_types[0] == DataType::Null {
             DataType::Float64
         } else {
-            return plan_err!(
-                "quantile(x, q): x must be numeric, got {}",
-                arg_types[0]
-            );
+            return plan_err!("quantile(x, q): x must be numeric, got {}", arg_types[0]);
         };
         Ok(vec![first, DataType::Float64])
     }

@@ -144,7 +144,10 @@ impl QueryEngine {
             .map(Arc::new)
             .ok_or_else(|| QueryError::Internal("quantile_merge is not registered".into()))?;
         if use_rollups {
-            rules.insert(0, Arc::new(RollupRewrite::new(reader.clone(), quantile_merge)));
+            rules.insert(
+                0,
+                Arc::new(RollupRewrite::new(reader.clone(), quantile_merge)),
+            );
         }
         let state = SessionStateBuilder::new()
             .with_config(config)

@@ -12,7 +12,9 @@ use async_trait::async_trait;
 use datafusion::prelude::SessionContext;
 use datafusion_postgres::auth::AuthManager;
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog;
-use datafusion_postgres::pgwire::api::auth::md5pass::{hash_md5_password, Md5PasswordAuthStartupHandler};
+use datafusion_postgres::pgwire::api::auth::md5pass::{
+    hash_md5_password, Md5PasswordAuthStartupHandler,
+};
 use datafusion_postgres::pgwire::api::auth::{
     AuthSource, DefaultServerParameterProvider, LoginInfo, Password,
 };
@@ -42,7 +44,9 @@ struct SinglePassword {
 impl std::fmt::Debug for SinglePassword {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print the password.
-        f.debug_struct("SinglePassword").field("user", &self.user).finish()
+        f.debug_struct("SinglePassword")
+            .field("user", &self.user)
+            .finish()
     }
 }
 

@@ -221,33 +221,47 @@ impl RollupRewrite {
             // count(DISTINCT d), min/max(DISTINCT d) over dimensions are the same on rollup rows.
             let dimension = rewrite_dimension_expr(argument?)?;
             return match name {
-                "count" | "min" | "max" => Some(single(aggregate(func.clone(), vec![dimension], true))),
+                "count" | "min" | "max" => {
+                    Some(single(aggregate(func.clone(), vec![dimension], true)))
+                }
                 _ => None,
             };
         }
         use rollup_column::*;
         match (name, argument_column.as_deref()) {
-            ("count", _) if argument.is_some_and(is_non_null_literal) => {
-                Some(zero_when_empty(aggregate(sum_udaf(), vec![rollup(COUNT)], false)))
-            }
-            ("count", Some(column::LATENCY_MS)) => {
-                Some(zero_when_empty(aggregate(sum_udaf(), vec![rollup(LATENCY_COUNT)], false)))
-            }
-            ("sum", Some(column::LATENCY_MS)) => {
-                Some(single(aggregate(sum_udaf(), vec![rollup(LATENCY_SUM)], false)))
-            }
-            ("sum", Some(column::INPUT_TOKENS)) => {
-                Some(single(aggregate(sum_udaf(), vec![rollup(INPUT_TOKENS_SUM)], false)))
-            }
-            ("sum", Some(column::OUTPUT_TOKENS)) => {
-                Some(single(aggregate(sum_udaf(), vec![rollup(OUTPUT_TOKENS_SUM)], false)))
-            }
-            ("min", Some(column::LATENCY_MS)) => {
-                Some(single(aggregate(min_udaf(), vec![rollup(LATENCY_MIN)], false)))
-            }
-            ("max", Some(column::LATENCY_MS)) => {
-                Some(single(aggregate(max_udaf(), vec![rollup(LATENCY_MAX)], false)))
-            }
+            ("count", _) if argument.is_some_and(is_non_null_literal) => Some(zero_when_empty(
+                aggregate(sum_udaf(), vec![rollup(COUNT)], false),
+            )),
+            ("count", Some(column::LATENCY_MS)) => Some(zero_when_empty(aggregate(
+                sum_udaf(),
+                vec![rollup(LATENCY_COUNT)],
+                false,
+            ))),
+            ("sum", Some(column::LATENCY_MS)) => Some(single(aggregate(
+                sum_udaf(),
+                vec![rollup(LATENCY_SUM)],
+                false,
+            ))),
+            ("sum", Some(column::INPUT_TOKENS)) => Some(single(aggregate(
+                sum_udaf(),
+                vec![rollup(INPUT_TOKENS_SUM)],
+                false,
+            ))),
+            ("sum", Some(column::OUTPUT_TOKENS)) => Some(single(aggregate(
+                sum_udaf(),
+                vec![rollup(OUTPUT_TOKENS_SUM)],
+                false,
+            ))),
+            ("min", Some(column::LATENCY_MS)) => Some(single(aggregate(
+                min_udaf(),
+                vec![rollup(LATENCY_MIN)],
+                false,
+            ))),
+            ("max", Some(column::LATENCY_MS)) => Some(single(aggregate(
+                max_udaf(),
+                vec![rollup(LATENCY_MAX)],
+                false,
+            ))),
             ("avg", Some(column::LATENCY_MS)) => Some(Recipe {
                 partials: vec![
                     aggregate(sum_udaf(), vec![rollup(LATENCY_SUM)], false),

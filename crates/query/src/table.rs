@@ -223,7 +223,11 @@ impl TableProvider for StreamTable {
             TableKind::Events => (&snapshot.segments, snapshot.tail.clone()),
             TableKind::Rollups => (
                 &snapshot.rollups,
-                snapshot.tail_rollups().map_err(external)?.into_iter().collect(),
+                snapshot
+                    .tail_rollups()
+                    .map_err(external)?
+                    .into_iter()
+                    .collect(),
             ),
         };
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();

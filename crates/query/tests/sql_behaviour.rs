@@ -5,7 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use datafusion::arrow::array::{ArrayRef, AsArray, Int64Array, StringArray, TimestampNanosecondArray};
+use datafusion::arrow::array::{
+    ArrayRef, AsArray, Int64Array, StringArray, TimestampNanosecondArray,
+};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::util::pretty::pretty_format_batches;
 use inferwatch_ingest::{Chunk, Decoder, Mapping};
@@ -61,12 +63,21 @@ fn populated() -> (tempfile::TempDir, StoreWriter) {
     let dir = tempfile::tempdir().unwrap();
     let mut writer = StoreWriter::open(dir.path(), options()).unwrap();
     for part in 0..4u64 {
-        let batch = events(part * 5_000, 5_000, START + part as i64 * 5_000 * SECOND, SECOND);
+        let batch = events(
+            part * 5_000,
+            5_000,
+            START + part as i64 * 5_000 * SECOND,
+            SECOND,
+        );
         writer.append("inference", &batch, None).unwrap();
     }
     writer.flush().unwrap();
     writer
-        .append("inference", &events(20_000, 1_000, START + 20_000 * SECOND, SECOND), None)
+        .append(
+            "inference",
+            &events(20_000, 1_000, START + 20_000 * SECOND, SECOND),
+            None,
+        )
         .unwrap();
     writer.sync().unwrap();
     (dir, writer)
@@ -102,7 +113,10 @@ async fn rollup_answers_equal_raw_answers() {
     let raw = QueryEngine::open(dir.path(), false).unwrap();
     for sql in ROLLUP_SHAPED {
         let explained = plan(&rollups, sql).await;
-        assert!(explained.contains("inference_rollups"), "{sql} should use rollups:\n{explained}");
+        assert!(
+            explained.contains("inference_rollups"),
+            "{sql} should use rollups:\n{explained}"
+        );
         let expected = run(&raw, sql).await;
         let got = run(&rollups, sql).await;
         // avg/sum of floats may differ in the last bits: compare as rounded text.
@@ -137,7 +151,10 @@ async fn queries_rollups_cannot_answer_run_on_the_events() {
         "SELECT median(latency_ms) FROM inference",
     ] {
         let explained = plan(&engine, sql).await;
-        assert!(!explained.contains("inference_rollups"), "{sql}:\n{explained}");
+        assert!(
+            !explained.contains("inference_rollups"),
+            "{sql}:\n{explained}"
+        );
     }
     let unaligned = run(
         &engine,
@@ -159,11 +176,18 @@ async fn quantiles_from_rollups_and_raw_agree_within_the_sketch_bound() {
     let reference = raw.sql(exact_sql).await.unwrap();
     for (batches, name) in [(&from_rollups, "rollups"), (&from_raw, "raw")] {
         for column in 1..=2 {
-            let got = batches[0].column(column).as_primitive::<datafusion::arrow::datatypes::Float64Type>();
-            let want = reference[0].column(column).as_primitive::<datafusion::arrow::datatypes::Float64Type>();
+            let got = batches[0]
+                .column(column)
+                .as_primitive::<datafusion::arrow::datatypes::Float64Type>();
+            let want = reference[0]
+                .column(column)
+                .as_primitive::<datafusion::arrow::datatypes::Float64Type>();
             for row in 0..got.len() {
                 let (g, w) = (got.value(row), want.value(row));
-                assert!((g - w).abs() <= 0.02 * w, "{name} column {column} row {row}: {g} vs {w}");
+                assert!(
+                    (g - w).abs() <= 0.02 * w,
+                    "{name} column {column} row {row}: {g} vs {w}"
+                );
             }
         }
     }
@@ -176,7 +200,11 @@ async fn acknowledged_events_are_visible_at_once() {
     let before = run(&engine, "SELECT count(*) FROM inference").await;
     assert!(before.contains("| 21000 "), "{before}");
     writer
-        .append("inference", &events(21_000, 7, START + 30_000 * SECOND, SECOND), None)
+        .append(
+            "inference",
+            &events(21_000, 7, START + 30_000 * SECOND, SECOND),
+            None,
+        )
         .unwrap();
     writer.sync().unwrap();
     // No flush: the events are only in the WAL, and the very next query sees them.
@@ -212,10 +240,15 @@ async fn time_predicates_prune_partitions_without_changing_results() {
 async fn generic_streams_are_tables_and_missing_columns_read_as_null() {
     let dir = tempfile::tempdir().unwrap();
     let mut writer = StoreWriter::open(dir.path(), options()).unwrap();
-    let time = |v: Vec<i64>| -> ArrayRef { Arc::new(TimestampNanosecondArray::from(v).with_timezone("UTC")) };
+    let time = |v: Vec<i64>| -> ArrayRef {
+        Arc::new(TimestampNanosecondArray::from(v).with_timezone("UTC"))
+    };
     let first = RecordBatch::try_from_iter(vec![
         ("timestamp", time(vec![START, START + 1])),
-        ("path", Arc::new(StringArray::from(vec!["/a", "/b"])) as ArrayRef),
+        (
+            "path",
+            Arc::new(StringArray::from(vec!["/a", "/b"])) as ArrayRef,
+        ),
     ])
     .unwrap();
     writer.append("gateway", &first, None).unwrap();
@@ -236,7 +269,10 @@ async fn generic_streams_are_tables_and_missing_columns_read_as_null() {
     );
     writer.close().unwrap();
     let table = run(&engine, "SELECT count(*), sum(bytes) FROM gateway").await;
-    assert!(table.contains("| 3 ") && table.contains("| 512 "), "{table}");
+    assert!(
+        table.contains("| 3 ") && table.contains("| 512 "),
+        "{table}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -248,15 +284,24 @@ async fn bad_sql_gets_a_clear_message() {
         async move {
             match engine.sql(sql).await {
                 Err(QueryError::Sql(message)) => message,
-                other => panic!("{sql}: expected an SQL error, got {:?}", other.map(|b| b.len())),
+                other => panic!(
+                    "{sql}: expected an SQL error, got {:?}",
+                    other.map(|b| b.len())
+                ),
             }
         }
     };
     assert!(message("SELEC 1").await.contains("SELEC"));
     assert!(message("SELECT nope FROM inference").await.contains("nope"));
     assert!(message("SELECT * FROM nowhere").await.contains("nowhere"));
-    assert!(message("SELECT quantile(latency_ms, 2) FROM inference").await.contains("between 0 and 1"));
-    assert!(message("SELECT time_bucket('fortnight', timestamp) FROM inference").await.contains("fortnight"));
+    assert!(message("SELECT quantile(latency_ms, 2) FROM inference")
+        .await
+        .contains("between 0 and 1"));
+    assert!(
+        message("SELECT time_bucket('fortnight', timestamp) FROM inference")
+            .await
+            .contains("fortnight")
+    );
     // The engine is still usable.
     assert!(run(&engine, "SELECT 1 AS one").await.contains("| 1 "));
 }

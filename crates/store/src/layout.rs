@@ -98,7 +98,9 @@ impl Layout {
 
     /// Where a generic stream's schema is kept.
     pub fn schema_path(&self, stream: &str) -> PathBuf {
-        self.root.join("streams").join(format!("{stream}.schema.arrow"))
+        self.root
+            .join("streams")
+            .join(format!("{stream}.schema.arrow"))
     }
 
     /// Reads the flush mark (zero when absent).

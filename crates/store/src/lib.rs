@@ -73,7 +73,9 @@ pub enum StoreError {
         source: std::io::Error,
     },
     /// The directory is not a data directory.
-    #[error("{path}: not an inferwatch data directory (run `inferwatch ingest --data {path}` first)")]
+    #[error(
+        "{path}: not an inferwatch data directory (run `inferwatch ingest --data {path}` first)"
+    )]
     NotAStore {
         /// The path given.
         path: PathBuf,

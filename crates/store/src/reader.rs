@@ -130,7 +130,11 @@ impl StoreReader {
         Err(StoreError::Busy)
     }
 
-    fn read_tail(&self, stream: &str, flushed_through: u64) -> Result<Vec<RecordBatch>, StoreError> {
+    fn read_tail(
+        &self,
+        stream: &str,
+        flushed_through: u64,
+    ) -> Result<Vec<RecordBatch>, StoreError> {
         let mut cache = self
             .tail
             .lock()
@@ -147,9 +151,8 @@ impl StoreReader {
                 // The writer cut a torn tail on restart: read the file again.
                 *entry = (0, Vec::new());
             }
-            let (records, end) = read_wal_file(&path, entry.0, |sequence, _| {
-                sequence > flushed_through
-            })?;
+            let (records, end) =
+                read_wal_file(&path, entry.0, |sequence, _| sequence > flushed_through)?;
             entry.0 = end;
             entry.1.extend(records);
             entry.1.retain(|r| r.sequence > flushed_through);

@@ -253,8 +253,13 @@ impl RollupBuilder {
                 .downcast_ref::<Float64Array>()
                 .ok_or_else(bad)
         };
-        let (count, errors, latency_count) = (ints(COUNT)?, ints(ERROR_COUNT)?, ints(LATENCY_COUNT)?);
-        let (sum, min, max) = (floats(LATENCY_SUM)?, floats(LATENCY_MIN)?, floats(LATENCY_MAX)?);
+        let (count, errors, latency_count) =
+            (ints(COUNT)?, ints(ERROR_COUNT)?, ints(LATENCY_COUNT)?);
+        let (sum, min, max) = (
+            floats(LATENCY_SUM)?,
+            floats(LATENCY_MIN)?,
+            floats(LATENCY_MAX)?,
+        );
         let (input_tokens, output_tokens) = (ints(INPUT_TOKENS_SUM)?, ints(OUTPUT_TOKENS_SUM)?);
         let sketches = get(LATENCY_SKETCH)?
             .as_any()

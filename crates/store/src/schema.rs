@@ -51,10 +51,11 @@ pub fn read_stream_schema(path: &Path) -> Result<Option<SchemaRef>, StoreError> 
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(error) => return Err(StoreError::io(path, error)),
     };
-    let reader = StreamReader::try_new(bytes.as_slice(), None).map_err(|e| StoreError::Corrupt {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
+    let reader =
+        StreamReader::try_new(bytes.as_slice(), None).map_err(|e| StoreError::Corrupt {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
     Ok(Some(reader.schema()))
 }
 
@@ -62,9 +63,11 @@ pub fn read_stream_schema(path: &Path) -> Result<Option<SchemaRef>, StoreError> 
 pub fn write_stream_schema(path: &Path, schema: &SchemaRef) -> Result<(), StoreError> {
     let mut bytes = Vec::new();
     {
-        let mut writer =
-            StreamWriter::try_new(&mut bytes, schema).map_err(|e| StoreError::Arrow(e.to_string()))?;
-        writer.finish().map_err(|e| StoreError::Arrow(e.to_string()))?;
+        let mut writer = StreamWriter::try_new(&mut bytes, schema)
+            .map_err(|e| StoreError::Arrow(e.to_string()))?;
+        writer
+            .finish()
+            .map_err(|e| StoreError::Arrow(e.to_string()))?;
     }
     write_atomically(path, &bytes)
 }

@@ -5,9 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::array::{
-    ArrayRef, AsArray, Int64Array, StringArray, TimestampNanosecondArray,
-};
+use arrow::array::{ArrayRef, AsArray, Int64Array, StringArray, TimestampNanosecondArray};
 use arrow::datatypes::{Float64Type, Int64Type, TimestampNanosecondType};
 use arrow::record_batch::RecordBatch;
 use inferwatch_core::QuantileSketch;
@@ -43,7 +41,11 @@ fn inference_batch(first: u64, count: u64, start: i64, step: i64) -> RecordBatch
         first_offset: 0,
         data: text.into_bytes(),
     });
-    assert!(decoded.dead_letters.is_empty(), "{:?}", decoded.dead_letters);
+    assert!(
+        decoded.dead_letters.is_empty(),
+        "{:?}",
+        decoded.dead_letters
+    );
     decoded.batch
 }
 
@@ -81,12 +83,19 @@ fn appended_events_are_readable_from_the_wal_before_any_flush() {
     let dir = tempfile::tempdir().unwrap();
     let mut writer = StoreWriter::open(dir.path(), options()).unwrap();
     writer
-        .append("inference", &inference_batch(0, 100, START, MINUTE / 10), None)
+        .append(
+            "inference",
+            &inference_batch(0, 100, START, MINUTE / 10),
+            None,
+        )
         .unwrap();
     let reader = StoreReader::open(dir.path()).unwrap();
     let snapshot = reader.snapshot("inference", None, None).unwrap();
     assert!(snapshot.segments.is_empty());
-    assert_eq!(snapshot.tail.iter().map(|b| b.num_rows()).sum::<usize>(), 100);
+    assert_eq!(
+        snapshot.tail.iter().map(|b| b.num_rows()).sum::<usize>(),
+        100
+    );
     writer.close().unwrap();
     let snapshot = reader.snapshot("inference", None, None).unwrap();
     assert!(snapshot.tail.is_empty(), "flushed events leave the tail");
@@ -99,10 +108,18 @@ fn a_crash_before_flush_loses_nothing_acknowledged_and_resumes_at_the_stored_pos
     {
         let mut writer = StoreWriter::open(dir.path(), options()).unwrap();
         writer
-            .append("inference", &inference_batch(0, 50, START, 1_000_000), Some("p1"))
+            .append(
+                "inference",
+                &inference_batch(0, 50, START, 1_000_000),
+                Some("p1"),
+            )
             .unwrap();
         writer
-            .append("inference", &inference_batch(50, 50, START, 1_000_000), Some("p2"))
+            .append(
+                "inference",
+                &inference_batch(50, 50, START, 1_000_000),
+                Some("p2"),
+            )
             .unwrap();
         // A crash: no close, no flush.
         std::mem::forget(writer);
@@ -111,14 +128,22 @@ fn a_crash_before_flush_loses_nothing_acknowledged_and_resumes_at_the_stored_pos
     assert_eq!(writer.recovered_position(), Some("p2"));
     assert_eq!(writer.buffered_rows(), 100);
     writer
-        .append("inference", &inference_batch(100, 10, START, 1_000_000), Some("p3"))
+        .append(
+            "inference",
+            &inference_batch(100, 10, START, 1_000_000),
+            Some("p3"),
+        )
         .unwrap();
     writer.close().unwrap();
     let ids = stored_request_ids(dir.path());
     assert_eq!(ids.len(), 110);
     assert!(ids.values().all(|&n| n == 1), "each event exactly once");
     let writer = StoreWriter::open(dir.path(), options()).unwrap();
-    assert_eq!(writer.recovered_position(), Some("p3"), "kept in the flush mark");
+    assert_eq!(
+        writer.recovered_position(),
+        Some("p3"),
+        "kept in the flush mark"
+    );
 }
 
 #[test]
@@ -127,7 +152,11 @@ fn a_torn_wal_tail_is_cut_and_earlier_records_survive() {
     {
         let mut writer = StoreWriter::open(dir.path(), options()).unwrap();
         writer
-            .append("inference", &inference_batch(0, 20, START, 1_000_000), Some("a"))
+            .append(
+                "inference",
+                &inference_batch(0, 20, START, 1_000_000),
+                Some("a"),
+            )
             .unwrap();
         std::mem::forget(writer);
     }
@@ -145,7 +174,11 @@ fn a_torn_wal_tail_is_cut_and_earlier_records_survive() {
     assert_eq!(writer.buffered_rows(), 20);
     assert_eq!(std::fs::metadata(&wal).unwrap().len() as usize, whole);
     writer
-        .append("inference", &inference_batch(20, 5, START, 1_000_000), Some("b"))
+        .append(
+            "inference",
+            &inference_batch(20, 5, START, 1_000_000),
+            Some("b"),
+        )
         .unwrap();
     writer.close().unwrap();
     assert_eq!(stored_request_ids(dir.path()).len(), 25);
@@ -164,7 +197,13 @@ fn files_of_an_unfinished_flush_are_ignored_then_removed() {
     let current = layout
         .list_files(FileKind::Segment, "inference", None, None)
         .unwrap();
-    let orphan = layout.data_file_path(FileKind::Segment, "inference", current[0].hour_start, 99, 99);
+    let orphan = layout.data_file_path(
+        FileKind::Segment,
+        "inference",
+        current[0].hour_start,
+        99,
+        99,
+    );
     std::fs::copy(&current[0].path, &orphan).unwrap();
     assert_eq!(stored_request_ids(dir.path()).len(), 30);
     assert!(stored_request_ids(dir.path()).values().all(|&n| n == 1));
@@ -252,7 +291,10 @@ fn retention_by_size_drops_the_oldest_hours_and_keeps_the_newest() {
         .iter()
         .map(|f| f.hour_start)
         .collect();
-    assert_eq!(hours.into_iter().collect::<Vec<_>>(), vec![START + 3 * HOUR_NANOS]);
+    assert_eq!(
+        hours.into_iter().collect::<Vec<_>>(),
+        vec![START + 3 * HOUR_NANOS]
+    );
 }
 
 #[test]
@@ -266,7 +308,11 @@ fn retention_by_age_drops_hours_older_than_the_limit() {
         .append("inference", &inference_batch(0, 10, START, 1_000_000), None)
         .unwrap();
     writer
-        .append("inference", &inference_batch(10, 10, now - HOUR_NANOS, 1_000_000), None)
+        .append(
+            "inference",
+            &inference_batch(10, 10, now - HOUR_NANOS, 1_000_000),
+            None,
+        )
         .unwrap();
     writer.close().unwrap();
     let ids = stored_request_ids(dir.path());
@@ -309,7 +355,11 @@ fn generic_streams_grow_their_schema_and_refuse_type_changes() {
         .unwrap();
     let schema = writer.stream_schema("gateway").unwrap();
     assert_eq!(
-        schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>(),
+        schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect::<Vec<_>>(),
         vec!["timestamp", "path", "bytes"]
     );
     assert!(schema.field_with_name("bytes").unwrap().is_nullable());
@@ -341,17 +391,32 @@ fn rollups_match_the_raw_events_per_minute() {
     builder.add_events(&events.slice(0, 2500)).unwrap();
     builder.add_events(&events.slice(2500, 3500)).unwrap();
     let rollup = builder.finish().unwrap();
-    let times = events.column_by_name("timestamp").unwrap().as_primitive::<TimestampNanosecondType>();
-    let latency = events.column_by_name("latency_ms").unwrap().as_primitive::<Float64Type>();
+    let times = events
+        .column_by_name("timestamp")
+        .unwrap()
+        .as_primitive::<TimestampNanosecondType>();
+    let latency = events
+        .column_by_name("latency_ms")
+        .unwrap()
+        .as_primitive::<Float64Type>();
     let mut expected_count: BTreeMap<i64, i64> = BTreeMap::new();
     let mut expected_latencies: BTreeMap<i64, Vec<f64>> = BTreeMap::new();
     for row in 0..events.num_rows() {
         let minute = times.value(row).div_euclid(MINUTE) * MINUTE;
         *expected_count.entry(minute).or_default() += 1;
-        expected_latencies.entry(minute).or_default().push(latency.value(row));
+        expected_latencies
+            .entry(minute)
+            .or_default()
+            .push(latency.value(row));
     }
-    let minutes = rollup.column_by_name("minute").unwrap().as_primitive::<TimestampNanosecondType>();
-    let counts = rollup.column_by_name("count").unwrap().as_primitive::<Int64Type>();
+    let minutes = rollup
+        .column_by_name("minute")
+        .unwrap()
+        .as_primitive::<TimestampNanosecondType>();
+    let counts = rollup
+        .column_by_name("count")
+        .unwrap()
+        .as_primitive::<Int64Type>();
     let sketches = rollup
         .column_by_name("latency_sketch")
         .unwrap()
