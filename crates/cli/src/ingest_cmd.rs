@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use inferwatch_core::DEFAULT_STREAM;
 use inferwatch_ingest::{
-    DeadLetterWriter, DecodeCounters, Decoder, FileCheckpoint, GenericDecoder,
+    DeadLetterWriter, DecodeCounters, DecodedBatch, Decoder, FileCheckpoint, GenericDecoder,
 };
 use inferwatch_store::{FsyncPolicy, StoreOptions, StoreWriter};
 
@@ -156,6 +156,23 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Appends a batch's refused lines to the dead-letter file, opened on first use.
+pub fn write_dead_letters(
+    writer: &mut Option<DeadLetterWriter>,
+    path: &std::path::Path,
+    decoded: &DecodedBatch,
+) -> anyhow::Result<()> {
+    if decoded.dead_letters.is_empty() {
+        return Ok(());
+    }
+    let dead = match writer {
+        Some(dead) => dead,
+        None => writer.insert(DeadLetterWriter::open(path)?),
+    };
+    dead.write(&decoded.dead_letters)?;
+    Ok(())
+}
+
 /// The default number of decoder threads.
 pub fn default_threads() -> usize {
     std::thread::available_parallelism()
@@ -212,13 +229,7 @@ fn ingest<D: ChunkDecoder>(
                 decoded, position, ..
             } => {
                 counters.merge(&decoded.counters);
-                if !decoded.dead_letters.is_empty() {
-                    let dead = match &mut dead_letters {
-                        Some(dead) => dead,
-                        None => dead_letters.insert(DeadLetterWriter::open(&args.dead_letter)?),
-                    };
-                    dead.write(&decoded.dead_letters)?;
-                }
+                write_dead_letters(&mut dead_letters, &args.dead_letter, &decoded)?;
                 let rows = decoded.batch.num_rows() as u64;
                 let position = encode_position(position.files())?;
                 writer

@@ -19,7 +19,7 @@ use serde::Deserialize;
 
 use crate::detect_cmd::{load_engine, load_mapping};
 use crate::ingest_cmd::{
-    default_threads, encode_position, resume_position, StoreArgs, StoreProgress,
+    default_threads, encode_position, resume_position, write_dead_letters, StoreArgs, StoreProgress,
 };
 use crate::pipeline::{InputSpec, Pipeline, PipelineEvent};
 
@@ -227,13 +227,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 decoded, position, ..
             } => {
                 counters.merge(&decoded.counters);
-                if !decoded.dead_letters.is_empty() {
-                    let dead = match &mut dead_letters {
-                        Some(dead) => dead,
-                        None => dead_letters.insert(DeadLetterWriter::open(&config.dead_letter)?),
-                    };
-                    dead.write(&decoded.dead_letters)?;
-                }
+                write_dead_letters(&mut dead_letters, &config.dead_letter, &decoded)?;
                 let position = encode_position(position.files())?;
                 writer
                     .append(DEFAULT_STREAM, &decoded.batch, position.as_deref())

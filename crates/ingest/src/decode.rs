@@ -451,6 +451,13 @@ fn check_nesting(line: &[u8], openings: usize) -> Result<bool, LineError> {
     if openings <= MAX_NESTING_DEPTH {
         return Ok(false);
     }
+    scan_nesting_depth(line)?;
+    Ok(false)
+}
+
+/// Walks the line's brackets (outside strings) and refuses it past
+/// [`MAX_NESTING_DEPTH`] levels, naming the byte column.
+pub(crate) fn scan_nesting_depth(line: &[u8]) -> Result<(), LineError> {
     let mut depth = 0usize;
     let mut in_string = false;
     let mut escaped = false;
@@ -483,7 +490,7 @@ fn check_nesting(line: &[u8], openings: usize) -> Result<bool, LineError> {
             _ => {}
         }
     }
-    Ok(false)
+    Ok(())
 }
 
 /// Tells "valid JSON but not an object" from "not JSON at all".

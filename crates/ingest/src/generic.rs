@@ -732,39 +732,7 @@ fn check_nesting(line: &[u8]) -> Result<(), LineError> {
     if memchr::memchr2_iter(b'{', b'[', line).count() <= MAX_NESTING_DEPTH {
         return Ok(());
     }
-    let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    for (position, &byte) in line.iter().enumerate() {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if byte == b'\\' {
-                escaped = true;
-            } else if byte == b'"' {
-                in_string = false;
-            }
-            continue;
-        }
-        match byte {
-            b'"' => in_string = true,
-            b'{' | b'[' => {
-                depth += 1;
-                if depth > MAX_NESTING_DEPTH {
-                    return Err(LineError::new(
-                        DeadLetterKind::TooDeep,
-                        format!(
-                            "nesting deeper than {MAX_NESTING_DEPTH} levels at byte column {}",
-                            position + 1
-                        ),
-                    ));
-                }
-            }
-            b'}' | b']' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    Ok(())
+    crate::decode::scan_nesting_depth(line)
 }
 
 #[cfg(test)]

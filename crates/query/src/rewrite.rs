@@ -289,27 +289,13 @@ impl RollupRewrite {
                 match name {
                     "sum" => Some(single(aggregate(sum_udaf(), vec![weighted], false))),
                     "min" | "max" => Some(single(aggregate(func.clone(), vec![dimension], false))),
-                    "count" => {
-                        // Rows where the expression is not null.
-                        let counted = Expr::Case(datafusion::logical_expr::expr::Case::new(
-                            None,
-                            vec![(
-                                Box::new(Expr::IsNotNull(Box::new(dimension))),
-                                Box::new(rollup(COUNT)),
-                            )],
-                            Some(Box::new(lit(0i64))),
-                        ));
-                        Some(zero_when_empty(aggregate(sum_udaf(), vec![counted], false)))
-                    }
+                    "count" => Some(zero_when_empty(aggregate(
+                        sum_udaf(),
+                        vec![count_where_not_null(dimension)],
+                        false,
+                    ))),
                     _ => {
-                        let counted = Expr::Case(datafusion::logical_expr::expr::Case::new(
-                            None,
-                            vec![(
-                                Box::new(Expr::IsNotNull(Box::new(dimension))),
-                                Box::new(rollup(COUNT)),
-                            )],
-                            Some(Box::new(lit(0i64))),
-                        ));
+                        let counted = count_where_not_null(dimension);
                         Some(Recipe {
                             partials: vec![
                                 aggregate(sum_udaf(), vec![cast(weighted, arrow_f64())], false),
@@ -323,6 +309,18 @@ impl RollupRewrite {
             _ => None,
         }
     }
+}
+
+/// The rollup row's count where `expr` is not null, else 0.
+fn count_where_not_null(expr: Expr) -> Expr {
+    Expr::Case(datafusion::logical_expr::expr::Case::new(
+        None,
+        vec![(
+            Box::new(Expr::IsNotNull(Box::new(expr))),
+            Box::new(Expr::Column(Column::from_name(rollup_column::COUNT))),
+        )],
+        Some(Box::new(lit(0i64))),
+    ))
 }
 
 fn arrow_f64() -> datafusion::arrow::datatypes::DataType {

@@ -363,6 +363,16 @@ impl Wal {
         Ok(())
     }
 
+    /// Once everything written is flushed, starts a fresh file so the old
+    /// ones (now all flushed) can be deleted instead of being re-read.
+    pub fn retire_if_flushed(&mut self, flushed_through: u64) -> Result<(), StoreError> {
+        if self.written_through <= flushed_through && self.file_bytes > 0 {
+            self.roll()?;
+            self.remove_flushed(flushed_through)?;
+        }
+        Ok(())
+    }
+
     fn current_path(&self) -> PathBuf {
         wal_file_path(&self.directory, *self.files.last().unwrap_or(&0))
     }

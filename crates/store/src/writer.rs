@@ -341,6 +341,7 @@ impl StoreWriter {
             .map_err(|_| StoreError::Internal("the flush thread panicked".into()))??;
         self.mark = outcome.mark;
         self.wal.remove_flushed(self.mark.flushed_through)?;
+        self.wal.retire_if_flushed(self.mark.flushed_through)?;
         Ok(())
     }
 }

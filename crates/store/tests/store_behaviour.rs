@@ -100,6 +100,11 @@ fn appended_events_are_readable_from_the_wal_before_any_flush() {
     let snapshot = reader.snapshot("inference", None, None).unwrap();
     assert!(snapshot.tail.is_empty(), "flushed events leave the tail");
     assert_eq!(stored_request_ids(dir.path()).len(), 100);
+    let wal_bytes: u64 = std::fs::read_dir(dir.path().join("wal"))
+        .unwrap()
+        .map(|entry| entry.unwrap().metadata().unwrap().len())
+        .sum();
+    assert_eq!(wal_bytes, 0, "a fully flushed WAL is retired, not re-read");
 }
 
 #[test]
