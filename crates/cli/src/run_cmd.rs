@@ -109,10 +109,21 @@ pub fn load_config(path: &Path) -> anyhow::Result<RunConfig> {
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut config: RunConfig = marked_yaml::from_yaml(0, &text).map_err(|error| {
         let (line, column) = match &error {
-            marked_yaml::FromYamlError::FromNode(node) => node
-                .start_mark()
-                .map(|m| (m.line(), m.column()))
-                .unwrap_or((1, 1)),
+            marked_yaml::FromYamlError::FromNode(node) => match (node.start_mark(), &**node) {
+                (Some(mark), _) => (mark.line(), mark.column()),
+                // marked-yaml gives unknown keys no position: find the key in the text.
+                (None, marked_yaml::Error::UnknownFieldError(field, _, _)) => text
+                    .lines()
+                    .enumerate()
+                    .find_map(|(index, line)| {
+                        let key = line.trim_start();
+                        key.strip_prefix(field.as_str())
+                            .filter(|rest| rest.trim_start().starts_with(':'))
+                            .map(|_| (index + 1, line.len() - key.len() + 1))
+                    })
+                    .unwrap_or((1, 1)),
+                (None, _) => (1, 1),
+            },
             marked_yaml::FromYamlError::ParseYaml(_) => (1, 1),
         };
         anyhow::anyhow!("{}:{line}:{column}: {error}", path.display())
