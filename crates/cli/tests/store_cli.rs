@@ -60,7 +60,10 @@ fn followed_events_are_queryable_once_acknowledged() {
     let mut acks = BufReader::new(child.stdout.take().unwrap()).lines();
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut wait_for_acked = |target: u64| loop {
-        assert!(Instant::now() < deadline, "no acknowledgement for {target} events");
+        assert!(
+            Instant::now() < deadline,
+            "no acknowledgement for {target} events"
+        );
         let line = acks.next().expect("ingest is running").unwrap();
         let value: serde_json::Value = serde_json::from_str(&line).unwrap();
         if value["acked_events"].as_u64().unwrap() >= target {
@@ -69,11 +72,17 @@ fn followed_events_are_queryable_once_acknowledged() {
     };
     wait_for_acked(100);
     // Another process sees every acknowledged event, straight from the WAL.
-    assert_eq!(query(&data, "SELECT count(*) AS n FROM inference"), "n\n100\n");
+    assert_eq!(
+        query(&data, "SELECT count(*) AS n FROM inference"),
+        "n\n100\n"
+    );
     append(&input, &(100..150).map(event).collect::<String>());
     wait_for_acked(150);
     assert_eq!(
-        query(&data, "SELECT count(*) AS n, sum(latency_ms) AS s FROM inference"),
+        query(
+            &data,
+            "SELECT count(*) AS n, sum(latency_ms) AS s FROM inference"
+        ),
         format!("n,s\n150,{}.0\n", (0..150).sum::<usize>())
     );
     child.kill().unwrap();
@@ -113,7 +122,10 @@ fn bad_lines_are_dead_lettered_and_good_ones_stored() {
     assert_eq!(letters.len(), 2);
     assert_eq!(letters[0]["line"], 6);
     assert_eq!(letters[1]["line"], 7);
-    assert_eq!(query(&data, "SELECT count(*) AS n FROM inference"), "n\n10\n");
+    assert_eq!(
+        query(&data, "SELECT count(*) AS n FROM inference"),
+        "n\n10\n"
+    );
 }
 
 #[test]

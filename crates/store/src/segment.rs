@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, TimestampNanosecondArray};
-use arrow::compute::{concat_batches, lexsort_to_indices, take_record_batch, SortColumn};
+use arrow::compute::{concat_batches, interleave_record_batch};
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use inferwatch_core::column;
@@ -112,26 +112,44 @@ pub fn union_schema(batches: &[RecordBatch]) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
-/// Concatenates batches (widening schemas) and sorts the rows by timestamp.
+/// Merges batches (widening schemas) into one, sorted by timestamp.
+///
+/// Rows are gathered straight into sorted order with one `interleave`
+/// (no concatenated intermediate), so a flush holds its input and its output
+/// only. Ties keep input order, so the result is deterministic.
 pub fn concat_sorted(batches: &[RecordBatch]) -> Result<RecordBatch, StoreError> {
     let schema = union_schema(batches);
     let aligned = batches
         .iter()
+        .filter(|b| b.num_rows() > 0)
         .map(|b| align_to_schema(b, &schema))
         .collect::<Result<Vec<_>, _>>()?;
-    let all = concat_batches(&schema, &aligned).map_err(|e| StoreError::Arrow(e.to_string()))?;
-    let Some(timestamps) = all.column_by_name(column::TIMESTAMP) else {
-        return Ok(all);
-    };
-    let indices = lexsort_to_indices(
-        &[SortColumn {
-            values: timestamps.clone(),
-            options: None,
-        }],
-        None,
-    )
-    .map_err(|e| StoreError::Arrow(e.to_string()))?;
-    take_record_batch(&all, &indices).map_err(|e| StoreError::Arrow(e.to_string()))
+    if aligned.is_empty() {
+        return Ok(RecordBatch::new_empty(schema));
+    }
+    let mut order: Vec<(i64, u32, u32)> = Vec::new();
+    for (batch_index, batch) in aligned.iter().enumerate() {
+        let Some(timestamps) = batch
+            .column_by_name(column::TIMESTAMP)
+            .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
+        else {
+            return concat_batches(&schema, &aligned).map_err(|e| StoreError::Arrow(e.to_string()));
+        };
+        order.extend(
+            timestamps
+                .values()
+                .iter()
+                .enumerate()
+                .map(|(row, &t)| (t, batch_index as u32, row as u32)),
+        );
+    }
+    order.sort_unstable();
+    let indices: Vec<(usize, usize)> = order
+        .into_iter()
+        .map(|(_, batch, row)| (batch as usize, row as usize))
+        .collect();
+    let references: Vec<&RecordBatch> = aligned.iter().collect();
+    interleave_record_batch(&references, &indices).map_err(|e| StoreError::Arrow(e.to_string()))
 }
 
 /// Splits a timestamp-sorted batch into (hour start, slice) partitions.

@@ -394,8 +394,11 @@ fn flush_memtable(
         by_stream.entry(stream).or_default().push(batch);
     }
     let mut touched: Vec<(String, i64)> = Vec::new();
-    for (stream, batches) in &by_stream {
-        let sorted = concat_sorted(batches)?;
+    for (stream, batches) in by_stream {
+        // The memtable's batches go as soon as their sorted copy exists.
+        let sorted = concat_sorted(&batches)?;
+        drop(batches);
+        let stream = &stream;
         for (hour, slice) in split_by_hour(&sorted)? {
             let path = layout.data_file_path(FileKind::Segment, stream, hour, first, last);
             write_parquet(&path, &slice, true)?;
