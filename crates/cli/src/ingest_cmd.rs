@@ -27,7 +27,7 @@ pub struct StoreArgs {
     #[arg(long, default_value = "interval_ms=100")]
     pub fsync: String,
     /// Rows buffered in memory before a flush to Parquet.
-    #[arg(long, default_value_t = 1 << 20)]
+    #[arg(long, default_value_t = 1 << 19)]
     pub flush_rows: usize,
     /// Flush at least this often (e.g. `30s`).
     #[arg(long, default_value = "30s")]

@@ -164,7 +164,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .fsync
             .clone()
             .unwrap_or("interval_ms=100".into()),
-        flush_rows: config.store.flush_rows.unwrap_or(1 << 20),
+        flush_rows: config.store.flush_rows.unwrap_or(1 << 19),
         flush_interval: config.store.flush_interval.clone().unwrap_or("30s".into()),
         retention_age: config.store.retention_age.clone(),
         retention_size: config.store.retention_size.clone(),

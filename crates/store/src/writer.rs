@@ -51,10 +51,10 @@ impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             fsync: FsyncPolicy::IntervalMs(100),
-            flush_rows: 1 << 20,
+            flush_rows: 1 << 19,
             flush_interval: Duration::from_secs(30),
             compact_min_files: 4,
-            compact_max_file_bytes: 64 << 20,
+            compact_max_file_bytes: 32 << 20,
             compaction_grace: Duration::from_secs(60),
             retention_max_age: None,
             retention_max_bytes: None,
