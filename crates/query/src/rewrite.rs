@@ -83,11 +83,13 @@ impl AnalyzerRule for RollupRewrite {
     }
 }
 
+/// Combines the partial columns (in the order of `Recipe::partials`).
+type Finish = Box<dyn Fn(&[Expr]) -> Expr>;
+
 /// How one original aggregate is computed from partial aggregates.
 struct Recipe {
     partials: Vec<Expr>,
-    /// Combines the partial columns (named by their index in `partials`).
-    finish: Box<dyn Fn(&[Expr]) -> Expr>,
+    finish: Finish,
 }
 
 impl RollupRewrite {

@@ -129,15 +129,16 @@ pub fn time_bounds(filters: &[Expr], column: &str) -> (Option<i64>, Option<i64>)
                         _ => {}
                     }
                 }
-                Expr::Between(between) if !between.negated => {
-                    if column_name(&between.expr).as_deref() == Some(column) {
-                        if let Some(low) = timestamp_literal(&between.low) {
-                            from = Some(from.map_or(low, |f| f.max(low)));
-                        }
-                        if let Some(high) = timestamp_literal(&between.high) {
-                            let end = high.saturating_add(1);
-                            to = Some(to.map_or(end, |t| t.min(end)));
-                        }
+                Expr::Between(between)
+                    if !between.negated
+                        && column_name(&between.expr).as_deref() == Some(column) =>
+                {
+                    if let Some(low) = timestamp_literal(&between.low) {
+                        from = Some(from.map_or(low, |f| f.max(low)));
+                    }
+                    if let Some(high) = timestamp_literal(&between.high) {
+                        let end = high.saturating_add(1);
+                        to = Some(to.map_or(end, |t| t.min(end)));
                     }
                 }
                 _ => {}

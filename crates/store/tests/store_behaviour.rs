@@ -173,7 +173,7 @@ fn a_torn_wal_tail_is_cut_and_earlier_records_survive() {
         .path();
     let mut bytes = std::fs::read(&wal).unwrap();
     let whole = bytes.len();
-    bytes.extend_from_slice(&bytes[..whole / 2].to_vec());
+    bytes.extend_from_within(..whole / 2);
     std::fs::write(&wal, &bytes).unwrap();
     let mut writer = StoreWriter::open(dir.path(), options()).unwrap();
     assert_eq!(writer.buffered_rows(), 20);
