@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, TimestampNanosecondArray};
 use arrow::compute::{concat_batches, interleave_record_batch};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::{Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use inferwatch_core::column;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -28,31 +28,21 @@ fn writer_properties(schema: &Schema, sorted_by_timestamp: bool) -> WriterProper
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_statistics_enabled(EnabledStatistics::Page);
     // Encodings chosen per shape: sorted times as deltas, ids that share
-    // prefixes as prefix deltas, floats split by byte so zstd sees runs.
+    // prefixes as prefix deltas.
     for field in schema.fields() {
         let path = ColumnPath::from(field.name().as_str());
-        let encoding = match (field.name().as_str(), field.data_type()) {
-            (column::TIMESTAMP, _) => Some(Encoding::DELTA_BINARY_PACKED),
-            (column::REQUEST_ID, _) => Some(Encoding::DELTA_BYTE_ARRAY),
-            (_, DataType::Float64 | DataType::Float32) => Some(Encoding::BYTE_STREAM_SPLIT),
+        // Floats logged with few decimals (latency, probabilities) stay
+        // dictionary-encoded; only full-precision derived ones are split.
+        let encoding = match field.name().as_str() {
+            column::TIMESTAMP => Some(Encoding::DELTA_BINARY_PACKED),
+            column::REQUEST_ID => Some(Encoding::DELTA_BYTE_ARRAY),
+            column::ENTROPY | column::MARGIN => Some(Encoding::BYTE_STREAM_SPLIT),
             _ => None,
         };
         if let Some(encoding) = encoding {
             builder = builder
                 .set_column_dictionary_enabled(path.clone(), false)
                 .set_column_encoding(path, encoding);
-        }
-        if let DataType::List(item) = field.data_type() {
-            if matches!(item.data_type(), DataType::Float32 | DataType::Float64) {
-                let path = ColumnPath::new(vec![
-                    field.name().clone(),
-                    "list".to_string(),
-                    item.name().clone(),
-                ]);
-                builder = builder
-                    .set_column_dictionary_enabled(path.clone(), false)
-                    .set_column_encoding(path, Encoding::BYTE_STREAM_SPLIT);
-            }
         }
     }
     if sorted_by_timestamp {

@@ -304,8 +304,12 @@ impl StoreWriter {
     }
 
     /// Flushes and stops the background work. Data is durable after this.
+    /// Files merged away by compaction are deleted now rather than after
+    /// their grace period (the next open would delete them anyway).
     pub fn close(mut self) -> Result<(), StoreError> {
-        self.flush()
+        self.flush()?;
+        empty_trash(&self.trash, Duration::ZERO);
+        Ok(())
     }
 
     fn start_flush(&mut self) -> Result<(), StoreError> {
