@@ -244,6 +244,34 @@ impl Layout {
     }
 }
 
+impl Layout {
+    /// Half-written files (`*.tmp`) a crash left in `stream`'s partitions.
+    pub fn partial_files(&self, kind: FileKind, stream: &str) -> Result<Vec<PathBuf>, StoreError> {
+        let mut partial = Vec::new();
+        let stream_directory = self.root.join(kind.directory_name()).join(stream);
+        let Ok(dates) = std::fs::read_dir(&stream_directory) else {
+            return Ok(partial);
+        };
+        for date in dates.flatten() {
+            let Ok(hours) = std::fs::read_dir(date.path()) else {
+                continue;
+            };
+            for hour in hours.flatten() {
+                let Ok(entries) = std::fs::read_dir(hour.path()) else {
+                    continue;
+                };
+                partial.extend(
+                    entries
+                        .flatten()
+                        .map(|entry| entry.path())
+                        .filter(|path| path.extension().is_some_and(|e| e == "tmp")),
+                );
+            }
+        }
+        Ok(partial)
+    }
+}
+
 /// Splits `files` (sorted by hour) into the current ones and the obsolete
 /// ones: beyond the flush mark, or inside another file's range.
 pub fn current_files(files: Vec<DataFile>, flushed_through: u64) -> (Vec<DataFile>, Vec<DataFile>) {

@@ -118,6 +118,9 @@ impl StoreWriter {
         // Delete what a crash left half-done.
         for stream in layout.stream_names()? {
             for kind in [FileKind::Segment, FileKind::Rollup] {
+                for partial in layout.partial_files(kind, &stream)? {
+                    remove_file_if_present(&partial)?;
+                }
                 let files = layout.list_files(kind, &stream, None, None)?;
                 let (_, obsolete) = current_files(files, mark.flushed_through);
                 for file in obsolete {

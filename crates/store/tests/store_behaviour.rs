@@ -210,10 +210,13 @@ fn files_of_an_unfinished_flush_are_ignored_then_removed() {
         99,
     );
     std::fs::copy(&current[0].path, &orphan).unwrap();
+    let half_written = orphan.with_extension("parquet.tmp");
+    std::fs::write(&half_written, b"PAR1 torn").unwrap();
     assert_eq!(stored_request_ids(dir.path()).len(), 30);
     assert!(stored_request_ids(dir.path()).values().all(|&n| n == 1));
     let writer = StoreWriter::open(dir.path(), options()).unwrap();
     assert!(!orphan.exists());
+    assert!(!half_written.exists());
     drop(writer);
 }
 
