@@ -197,81 +197,15 @@ impl Decoder {
 
     /// Decodes every line of `chunk`.
     pub fn decode(&mut self, chunk: &Chunk) -> DecodedBatch {
-        let mut counters = DecodeCounters::default();
-        let mut dead_letters = Vec::new();
-        let data = chunk.data.as_slice();
-        for (this_line, (line_start, line_end, openings)) in
-            (chunk.first_line..).zip(LineScanner::new(data))
-        {
-            let mut line = &data[line_start..line_end];
-            if let Some(stripped) = line.strip_suffix(b"\r") {
-                line = stripped;
-            }
-            counters.lines += 1;
-            if line_start == 0 && chunk.first_offset == 0 {
-                // A byte-order mark some Windows tools put at the start of a file.
-                line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
-            }
-            let outcome = if line_start >= MAX_CHUNK_BYTES {
-                Err(LineError::new(
-                    DeadLetterKind::ChunkTooLarge,
-                    format!("line lies past the first {MAX_CHUNK_BYTES} bytes of its chunk; cut smaller chunks"),
-                ))
-            } else if line.iter().all(u8::is_ascii_whitespace) {
-                counters.blank_lines += 1;
-                continue;
-            } else if line.len() > MAX_LINE_BYTES {
-                Err(LineError::new(
-                    DeadLetterKind::LineTooLong,
-                    format!(
-                        "line is {} bytes, over the {MAX_LINE_BYTES}-byte limit",
-                        line.len()
-                    ),
-                ))
-            } else {
-                self.decode_line(line, openings)
-            };
-            match outcome {
-                Ok(()) => {
-                    self.append_record();
-                    counters.events += 1;
-                }
-                Err(error) => {
-                    counters.count_dead_letter(error.kind());
-                    dead_letters.push(DeadLetter::new(
-                        &chunk.source,
-                        this_line,
-                        chunk.first_offset + line_start as u64,
-                        error.into_message(),
-                        line,
-                    ));
-                }
-            }
-        }
-        let batch = match self.finish_batch() {
-            Ok(batch) => batch,
-            Err(message) => {
-                // Cannot happen with the canonical schema; if it does, the
-                // rows are lost but not silently.
-                counters.count_dead_letter(DeadLetterKind::Internal);
-                dead_letters.push(DeadLetter::new(
-                    &chunk.source,
-                    chunk.first_line,
-                    chunk.first_offset,
-                    format!("internal error (this is a bug): {message}; {} events of this chunk were lost", counters.events),
-                    b"",
-                ));
-                counters.events = 0;
-                RecordBatch::new_empty(self.schema())
-            }
-        };
-        self.counters.merge(&counters);
-        DecodedBatch {
-            batch,
-            dead_letters,
-            lines: counters.lines,
-            counters,
-        }
+        let (counters, dead_letters) = decode_lines(chunk, |line, openings| {
+            self.decode_line(line, openings)?;
+            self.append_record();
+            Ok(())
+        });
+        let finished = self.finish_batch();
+        let decoded = finish_decoded(chunk, finished, counters, dead_letters, self.schema());
+        self.counters.merge(&decoded.counters);
+        decoded
     }
 
     /// Decodes one line (without its line ending) into the scratch record.
@@ -453,6 +387,100 @@ fn check_nesting(line: &[u8], openings: usize) -> Result<bool, LineError> {
     }
     scan_nesting_depth(line)?;
     Ok(false)
+}
+
+/// The line loop both decoders share: cuts `chunk` into lines, strips
+/// `\r` and a leading byte-order mark, skips blank lines, refuses lines too
+/// long or too far into the chunk, and dead-letters the lines `decode_line`
+/// refuses (it gets the line and its count of `{`/`[` bytes).
+pub(crate) fn decode_lines(
+    chunk: &Chunk,
+    mut decode_line: impl FnMut(&[u8], usize) -> Result<(), LineError>,
+) -> (DecodeCounters, Vec<DeadLetter>) {
+    let mut counters = DecodeCounters::default();
+    let mut dead_letters = Vec::new();
+    let data = chunk.data.as_slice();
+    for (this_line, (line_start, line_end, openings)) in
+        (chunk.first_line..).zip(LineScanner::new(data))
+    {
+        let mut line = &data[line_start..line_end];
+        if let Some(stripped) = line.strip_suffix(b"\r") {
+            line = stripped;
+        }
+        counters.lines += 1;
+        if line_start == 0 && chunk.first_offset == 0 {
+            // A byte-order mark some Windows tools put at the start of a file.
+            line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
+        }
+        let outcome = if line_start >= MAX_CHUNK_BYTES {
+            Err(LineError::new(
+                DeadLetterKind::ChunkTooLarge,
+                format!("line lies past the first {MAX_CHUNK_BYTES} bytes of its chunk; cut smaller chunks"),
+            ))
+        } else if line.iter().all(u8::is_ascii_whitespace) {
+            counters.blank_lines += 1;
+            continue;
+        } else if line.len() > MAX_LINE_BYTES {
+            Err(LineError::new(
+                DeadLetterKind::LineTooLong,
+                format!(
+                    "line is {} bytes, over the {MAX_LINE_BYTES}-byte limit",
+                    line.len()
+                ),
+            ))
+        } else {
+            decode_line(line, openings)
+        };
+        match outcome {
+            Ok(()) => counters.events += 1,
+            Err(error) => {
+                counters.count_dead_letter(error.kind());
+                dead_letters.push(DeadLetter::new(
+                    &chunk.source,
+                    this_line,
+                    chunk.first_offset + line_start as u64,
+                    error.into_message(),
+                    line,
+                ));
+            }
+        }
+    }
+    (counters, dead_letters)
+}
+
+/// Wraps a decoder's finished batch; a batch that could not be built (a
+/// bug) loses the chunk's rows loudly, as one internal dead letter.
+pub(crate) fn finish_decoded(
+    chunk: &Chunk,
+    finished: Result<RecordBatch, String>,
+    mut counters: DecodeCounters,
+    mut dead_letters: Vec<DeadLetter>,
+    schema: SchemaRef,
+) -> DecodedBatch {
+    let batch = match finished {
+        Ok(batch) => batch,
+        Err(message) => {
+            counters.count_dead_letter(DeadLetterKind::Internal);
+            dead_letters.push(DeadLetter::new(
+                &chunk.source,
+                chunk.first_line,
+                chunk.first_offset,
+                format!(
+                    "internal error (this is a bug): {message}; {} events of this chunk were lost",
+                    counters.events
+                ),
+                b"",
+            ));
+            counters.events = 0;
+            RecordBatch::new_empty(schema)
+        }
+    };
+    DecodedBatch {
+        batch,
+        dead_letters,
+        lines: counters.lines,
+        counters,
+    }
 }
 
 /// Walks the line's brackets (outside strings) and refuses it past

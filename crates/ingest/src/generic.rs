@@ -42,8 +42,10 @@ use crate::coerce::{
     timestamp_from_float, timestamp_from_integer, timestamp_from_text, TimestampProblem,
     TimestampUnit,
 };
-use crate::dead_letter::{DeadLetter, DeadLetterKind, DecodeCounters};
-use crate::decode::{json_error, DecodedBatch, MAX_LINE_BYTES, MAX_NESTING_DEPTH};
+use crate::dead_letter::{DeadLetterKind, DecodeCounters};
+use crate::decode::{
+    decode_lines, finish_decoded, json_error, DecodedBatch, MAX_LINE_BYTES, MAX_NESTING_DEPTH,
+};
 use crate::record::{describe, JsonKind, LineError, Scalar};
 use crate::Chunk;
 
@@ -341,75 +343,11 @@ impl GenericDecoder {
 
     /// Decodes every line of `chunk`, one JSON object per line.
     pub fn decode(&mut self, chunk: &Chunk) -> DecodedBatch {
-        let mut counters = DecodeCounters::default();
-        let mut dead_letters = Vec::new();
-        let data = chunk.data.as_slice();
-        for (this_line, (line_start, line_end)) in (chunk.first_line..).zip(line_ranges(data)) {
-            let mut line = &data[line_start..line_end];
-            if let Some(stripped) = line.strip_suffix(b"\r") {
-                line = stripped;
-            }
-            counters.lines += 1;
-            if line_start == 0 && chunk.first_offset == 0 {
-                // A byte-order mark some Windows tools put at the start of a file.
-                line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
-            }
-            if line.iter().all(u8::is_ascii_whitespace) {
-                counters.blank_lines += 1;
-                continue;
-            }
-            let outcome = if line.len() > MAX_LINE_BYTES {
-                Err(LineError::new(
-                    DeadLetterKind::LineTooLong,
-                    format!(
-                        "line is {} bytes, over the {MAX_LINE_BYTES}-byte limit",
-                        line.len()
-                    ),
-                ))
-            } else {
-                self.decode_line(line)
-            };
-            match outcome {
-                Ok(()) => counters.events += 1,
-                Err(error) => {
-                    counters.count_dead_letter(error.kind());
-                    dead_letters.push(DeadLetter::new(
-                        &chunk.source,
-                        this_line,
-                        chunk.first_offset + line_start as u64,
-                        error.into_message(),
-                        line,
-                    ));
-                }
-            }
-        }
-        let batch = match self.finish_batch() {
-            Ok(batch) => batch,
-            Err(message) => {
-                // Cannot happen (every column is padded to the row count);
-                // if it does, the rows are lost but not silently.
-                counters.count_dead_letter(DeadLetterKind::Internal);
-                dead_letters.push(DeadLetter::new(
-                    &chunk.source,
-                    chunk.first_line,
-                    chunk.first_offset,
-                    format!(
-                        "internal error (this is a bug): {message}; {} events of this chunk were lost",
-                        counters.events
-                    ),
-                    b"",
-                ));
-                counters.events = 0;
-                RecordBatch::new_empty(self.schema())
-            }
-        };
-        self.counters.merge(&counters);
-        DecodedBatch {
-            batch,
-            dead_letters,
-            lines: counters.lines,
-            counters,
-        }
+        let (counters, dead_letters) = decode_lines(chunk, |line, _| self.decode_line(line));
+        let finished = self.finish_batch();
+        let decoded = finish_decoded(chunk, finished, counters, dead_letters, self.schema());
+        self.counters.merge(&decoded.counters);
+        decoded
     }
 
     /// Decodes one line (without its line ending) into a row, or refuses it
@@ -708,21 +646,6 @@ fn conflict(path: &str, expected: &DataType, got: &str) -> LineError {
         DeadLetterKind::TypeConflict,
         format!("field '{path}': expected {expected}, got {got}"),
     )
-}
-
-/// `(start, end)` of each line of `data`, `end` excluding the `\n`; a last
-/// line without one counts.
-fn line_ranges(data: &[u8]) -> impl Iterator<Item = (usize, usize)> + '_ {
-    let mut start = 0;
-    std::iter::from_fn(move || {
-        if start >= data.len() {
-            return None;
-        }
-        let end = memchr::memchr(b'\n', &data[start..]).map_or(data.len(), |at| start + at);
-        let range = (start, end);
-        start = end + 1;
-        Some(range)
-    })
 }
 
 /// Refuses lines nested deeper than [`MAX_NESTING_DEPTH`] before sonic-rs
