@@ -138,9 +138,7 @@ impl QueryEngine {
             .with_information_schema(true)
             .with_default_catalog_and_schema("datafusion", "public");
         let mut rules = Analyzer::new().rules;
-        let quantile_merge = aggregate_functions()
-            .into_iter()
-            .find(|f| f.name() == "quantile_merge")
+        let quantile_merge = aggregate_function("quantile_merge")
             .map(Arc::new)
             .ok_or_else(|| QueryError::Internal("quantile_merge is not registered".into()))?;
         if use_rollups {

@@ -40,7 +40,7 @@ use inferwatch_core::{column, DEFAULT_STREAM};
 use inferwatch_store::{rollup_column, StoreReader, ROLLUP_DIMENSIONS};
 
 use crate::functions::{bucket_width_nanos, MINUTE_NANOS};
-use crate::table::{scalar_timestamp_nanos, StreamTable, TableKind};
+use crate::table::{timestamp_literal, StreamTable, TableKind};
 
 /// The analyzer rule that routes eligible aggregates to the rollups.
 pub struct RollupRewrite {
@@ -406,7 +406,7 @@ fn rewrite_predicate(predicate: &Expr) -> Option<Expr> {
         if !matches!(op, Operator::GtEq | Operator::Lt) {
             return None;
         }
-        let nanos = literal_timestamp(literal)?;
+        let nanos = timestamp_literal(literal)?;
         if nanos.rem_euclid(MINUTE_NANOS) != 0 {
             return None;
         }
@@ -417,14 +417,6 @@ fn rewrite_predicate(predicate: &Expr) -> Option<Expr> {
         )));
     }
     rewrite_dimension_expr(predicate)
-}
-
-fn literal_timestamp(expr: &Expr) -> Option<i64> {
-    match expr {
-        Expr::Literal(value, _) => scalar_timestamp_nanos(value),
-        Expr::Cast(cast) => literal_timestamp(&cast.expr),
-        _ => None,
-    }
 }
 
 /// A GROUP BY expression: a dimension, or a time bucket of whole minutes.
