@@ -29,7 +29,12 @@
 //!   `distinct` (HyperLogLog) — optionally qualified by a segment, with
 //!   arithmetic, comparisons, `and`/`or`/`not` and `(…) for DURATION`;
 //! * `for` and `keep_firing_for` drive the pending → firing → resolved
-//!   lifecycle per group key.
+//!   lifecycle per group key;
+//! * a [`baseline::Baseline`] learns what one metric series usually is
+//!   (EWMA, rolling, median/MAD or an hour-of-day / hour-of-week profile),
+//!   online, in bounded memory, robust to spikes, flat stretches and level
+//!   shifts; [`score`] turns baselines and a random cut forest into streaming
+//!   anomaly scores in [0, 1] for any `timestamp,value` CSV.
 //!
 //! The [`Engine`] keeps, per rule and group key, a ring of time buckets of
 //! mergeable summaries ([`summary`]). Its state grows with keys × buckets,
@@ -47,11 +52,13 @@
 //! assert_eq!(engine.observable_state()[0].groups, 0);
 //! ```
 
+pub mod baseline;
 pub mod condition;
 mod engine;
 pub mod expr;
 pub mod filter;
 mod rule;
+pub mod score;
 pub mod summary;
 
 use std::path::PathBuf;
@@ -86,6 +93,31 @@ pub enum DetectError {
         /// The cause.
         source: std::io::Error,
     },
+    /// A row of a series being scored is invalid ([`score`]).
+    #[error("{path}:{line}: {message}")]
+    Input {
+        /// The input name, as given (`-` for standard input).
+        path: String,
+        /// 1-based line.
+        line: u64,
+        /// What is wrong, in lowercase.
+        message: String,
+    },
+    /// A detector config file is invalid; the position names the offending token.
+    #[error("{}:{line}:{column}: {message}", path.display())]
+    Config {
+        /// The config file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What is wrong and what was expected.
+        message: String,
+    },
+    /// An argument is invalid, e.g. an unknown detector name.
+    #[error("{0}")]
+    Invalid(String),
     /// An invariant was broken: this is a bug in inferwatch.
     #[error("internal error (this is a bug): {0}")]
     Internal(String),

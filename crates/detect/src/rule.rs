@@ -399,7 +399,7 @@ fn position<T>(spanned: &Spanned<T>) -> (usize, usize) {
         .unwrap_or((1, 1))
 }
 
-fn yaml_error(source: &RuleSource, error: &marked_yaml::FromYamlError) -> DetectError {
+pub(crate) fn yaml_error(source: &RuleSource, error: &marked_yaml::FromYamlError) -> DetectError {
     let (marker, message) = match error {
         marked_yaml::FromYamlError::ParseYaml(load) => {
             let marker = match load {

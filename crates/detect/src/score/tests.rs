@@ -1,0 +1,398 @@
+use std::path::Path;
+
+use super::*;
+
+const MINUTE_SECONDS: i64 = 60;
+/// 2014-01-01T00:00:00Z, in seconds.
+const START_SECONDS: i64 = 1_388_534_400;
+
+/// Deterministic, roughly normal noise (sum of four uniforms, an LCG), so the
+/// tests need no RNG crate.
+struct Noise(u64);
+
+impl Noise {
+    fn uniform(&mut self) -> f64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn normal(&mut self) -> f64 {
+        ((0..4).map(|_| self.uniform()).sum::<f64>() - 2.0) * 3f64.sqrt()
+    }
+}
+
+fn noise(count: usize, level: f64, sigma: f64, seed: u64) -> Vec<f64> {
+    let mut noise = Noise(seed);
+    (0..count).map(|_| level + sigma * noise.normal()).collect()
+}
+
+/// A CSV of `values`, one per five minutes, NAB-style timestamps.
+fn csv_of(values: &[f64]) -> String {
+    let mut text = String::from("timestamp,value\n");
+    for (index, value) in values.iter().enumerate() {
+        let seconds = START_SECONDS + 5 * MINUTE_SECONDS * index as i64;
+        let days = seconds / 86_400;
+        let second_of_day = seconds % 86_400;
+        // 2014-01-01 plus `days`, valid for the test lengths (within January to March).
+        let (month, day) = match days - 16_071 {
+            d @ 0..=30 => (1, d + 1),
+            d @ 31..=58 => (2, d - 30),
+            d => (3, d - 58),
+        };
+        text.push_str(&format!(
+            "2014-{month:02}-{day:02} {:02}:{:02}:{:02},{value}\n",
+            second_of_day / 3600,
+            second_of_day / 60 % 60,
+            second_of_day % 60
+        ));
+    }
+    text
+}
+
+fn run(text: &str, detector: &str) -> Result<(String, ScoreSummary), DetectError> {
+    run_with(text, detector, None)
+}
+
+fn run_with(
+    text: &str,
+    detector: &str,
+    config: Option<ScoreConfig>,
+) -> Result<(String, ScoreSummary), DetectError> {
+    let mut output = Vec::new();
+    let options = ScoreOptions {
+        detector: detector.to_string(),
+        config,
+    };
+    let summary = score_csv(text.as_bytes(), "series.csv", &mut output, &options)?;
+    Ok((String::from_utf8(output).unwrap(), summary))
+}
+
+fn scores(values: &[f64], detector: &str) -> Vec<f64> {
+    let (output, summary) = run(&csv_of(values), detector).unwrap();
+    assert_eq!(summary.rows, values.len() as u64);
+    output
+        .lines()
+        .skip(1)
+        .map(|line| line.rsplit(',').next().unwrap().parse::<f64>().unwrap())
+        .collect()
+}
+
+fn argmax(scores: &[f64]) -> usize {
+    let mut best = 0;
+    for (index, score) in scores.iter().enumerate() {
+        if *score > scores[best] {
+            best = index;
+        }
+    }
+    best
+}
+
+fn error_text(text: &str) -> String {
+    run(text, "auto").unwrap_err().to_string()
+}
+
+#[test]
+fn z_maps_to_the_documented_scores() {
+    assert_eq!(z_to_score(0.0), 0.0);
+    assert_eq!(z_to_score(-2.0), 0.0);
+    assert!((z_to_score(6.0) - 0.5).abs() < 1e-12);
+    assert!((z_to_score(-10.0) - 0.8).abs() < 1e-12);
+    assert!(z_to_score(1e6) < 1.0 && z_to_score(1e6) > z_to_score(1e3));
+    assert_eq!(z_to_score(f64::INFINITY), 1.0);
+    assert_eq!(z_to_score(f64::NAN), 0.0);
+}
+
+#[test]
+fn spike_in_noise_gets_the_top_score() {
+    let mut values = noise(600, 50.0, 2.0, 1);
+    values[400] = 75.0;
+    for detector in ["ewma", "seasonal", "auto"] {
+        let scores = scores(&values, detector);
+        assert_eq!(argmax(&scores), 400, "{detector}");
+        assert!(scores[400] > 0.5, "{detector}: {}", scores[400]);
+    }
+    // The forest sees the spike in every shingle that holds it.
+    let forest = scores(&values, "forest");
+    assert!(forest[400] > 0.5, "forest: {}", forest[400]);
+    assert!((400..408).contains(&argmax(&forest)), "{}", argmax(&forest));
+}
+
+#[test]
+fn level_shift_scores_high_at_the_shift_and_decays_after() {
+    let mut values = noise(400, 50.0, 2.0, 2);
+    values.extend(noise(400, 80.0, 2.0, 3));
+    for detector in Detector::NAMES {
+        let scores = scores(&values, detector);
+        let at_shift = scores[400..405].iter().copied().fold(0.0, f64::max);
+        assert!(at_shift > 0.5, "{detector}: {at_shift}");
+        let late = &scores[500..];
+        let late_mean = late.iter().sum::<f64>() / late.len() as f64;
+        assert!(late_mean < 0.05, "{detector}: mean {late_mean}");
+        assert!(
+            late.iter().all(|score| *score < 0.5),
+            "{detector}: {late:?}"
+        );
+    }
+}
+
+#[test]
+fn flat_stretch_then_small_wiggle_does_not_score_one_forever() {
+    let mut values = vec![5.0; 300];
+    values.extend(noise(400, 5.0, 0.01, 4));
+    for detector in Detector::NAMES {
+        let scores = scores(&values, detector);
+        assert!(
+            scores[..300].iter().all(|score| *score == 0.0),
+            "{detector}"
+        );
+        let late = &scores[450..];
+        let late_mean = late.iter().sum::<f64>() / late.len() as f64;
+        assert!(late_mean < 0.05, "{detector}: mean {late_mean}");
+        assert!(late.iter().all(|score| *score < 0.9), "{detector}");
+    }
+    // Flat at zero: no relative floor to lean on.
+    let mut values = vec![0.0; 300];
+    values.extend(noise(400, 0.0, 1.0, 5));
+    for detector in Detector::NAMES {
+        let scores = scores(&values, detector);
+        let late = &scores[450..];
+        let late_mean = late.iter().sum::<f64>() / late.len() as f64;
+        assert!(late_mean < 0.05, "{detector}: mean {late_mean}");
+    }
+}
+
+#[test]
+fn huge_outlier_does_not_suppress_the_next_anomaly() {
+    let mut values = noise(700, 50.0, 2.0, 6);
+    values[300] = 1e9;
+    values[450] = 70.0;
+    for detector in Detector::NAMES {
+        let scores = scores(&values, detector);
+        assert!(scores[300] > 0.9, "{detector}: {}", scores[300]);
+        assert!(scores[450] > 0.4, "{detector}: {}", scores[450]);
+        let after = &scores[320..];
+        assert_eq!(argmax(after) + 320, 450, "{detector}");
+    }
+}
+
+#[test]
+fn scores_are_bounded_and_causal() {
+    let mut values = noise(500, 10.0, 1.0, 7);
+    values[250] = -40.0;
+    values[300] = f64::NAN;
+    for step in 350..500 {
+        values[step] += 15.0;
+    }
+    let full_text = csv_of(&values);
+    let prefix_text: String = full_text
+        .lines()
+        .take(321)
+        .map(|line| format!("{line}\n"))
+        .collect();
+    for detector in Detector::NAMES {
+        let (full, _) = run(&full_text, detector).unwrap();
+        let (prefix, summary) = run(&prefix_text, detector).unwrap();
+        assert_eq!(summary.rows, 320);
+        assert_eq!(summary.skipped, 1);
+        assert!(full.starts_with(&prefix), "{detector}: not causal");
+        let scores = scores(&values, detector);
+        assert!(
+            scores.iter().all(|score| (0.0..=1.0).contains(score)),
+            "{detector}"
+        );
+        assert_eq!(scores[300], 0.0, "{detector}: NaN scores 0");
+        // Deterministic: the same input gives the same bytes.
+        assert_eq!(run(&full_text, detector).unwrap().0, full, "{detector}");
+    }
+}
+
+#[test]
+fn warmup_rows_score_zero() {
+    let mut values = noise(100, 10.0, 1.0, 8);
+    values[10] = 1e6;
+    let config = ScoreConfig {
+        warmup: 40,
+        ..ScoreConfig::default()
+    };
+    for detector in Detector::NAMES {
+        let (output, summary) = run_with(&csv_of(&values), detector, Some(config.clone())).unwrap();
+        assert_eq!(summary.warmup_rows, 40);
+        let scores: Vec<f64> = output
+            .lines()
+            .skip(1)
+            .map(|line| line.rsplit(',').next().unwrap().parse().unwrap())
+            .collect();
+        assert!(scores[..40].iter().all(|score| *score == 0.0), "{detector}");
+    }
+}
+
+#[test]
+fn seasonal_detector_knows_the_daily_cycle() {
+    // Five-minute points over 12 days: busy from 08:00 to 20:00 UTC.
+    let mut noise_source = Noise(9);
+    let mut values: Vec<f64> = (0..12 * 288)
+        .map(|index| {
+            let hour = (index % 288) / 12;
+            let level = if (8..20).contains(&hour) { 100.0 } else { 20.0 };
+            level + 2.0 * noise_source.normal()
+        })
+        .collect();
+    // Day-time traffic at 03:00 on the last day.
+    let anomaly = 11 * 288 + 3 * 12;
+    values[anomaly] = 100.0;
+    let scores = scores(&values, "seasonal");
+    assert!(scores[anomaly] > 0.9, "{}", scores[anomaly]);
+    let last_day = &scores[11 * 288..];
+    assert_eq!(argmax(last_day) + 11 * 288, anomaly);
+    let ewma = super::tests::scores(&values, "ewma");
+    assert!(ewma[anomaly] < scores[anomaly]);
+}
+
+#[test]
+fn output_echoes_rows_in_order_with_a_header() {
+    let text = "value,timestamp,host\n1.50,2014-02-14 14:30:00,a\n 2 ,1392388500,b\n,2014-02-14T14:40:00Z,c\nnan,1392388800000,d\n";
+    let (output, summary) = run(text, "ewma").unwrap();
+    assert_eq!(
+        output,
+        "timestamp,value,anomaly_score\n2014-02-14 14:30:00,1.50,0\n1392388500, 2 ,0\n2014-02-14T14:40:00Z,,0\n1392388800000,nan,0\n"
+    );
+    assert_eq!(
+        summary,
+        ScoreSummary {
+            rows: 4,
+            skipped: 2,
+            warmup_rows: 2
+        }
+    );
+    // A header and no rows: a header and no rows out.
+    let (output, summary) = run("timestamp,value\n", "auto").unwrap();
+    assert_eq!(output, "timestamp,value,anomaly_score\n");
+    assert_eq!(summary.rows, 0);
+}
+
+#[test]
+fn timestamps_in_every_documented_format() {
+    let nanos = 1_392_388_200_000_000_000;
+    assert_eq!(parse_timestamp("2014-02-14 14:30:00"), Some(nanos));
+    assert_eq!(parse_timestamp("2014-02-14T14:30:00"), Some(nanos));
+    assert_eq!(parse_timestamp("2014-02-14T14:30:00Z"), Some(nanos));
+    assert_eq!(parse_timestamp("2014-02-14T15:30:00+01:00"), Some(nanos));
+    assert_eq!(
+        parse_timestamp("2014-02-14 14:30:00.5"),
+        Some(nanos + 500_000_000)
+    );
+    assert_eq!(parse_timestamp("1392388200"), Some(nanos));
+    assert_eq!(parse_timestamp("1392388200000"), Some(nanos));
+    assert_eq!(parse_timestamp("yesterday"), None);
+    assert_eq!(parse_timestamp("2014-02-30 14:30:00"), None);
+    assert_eq!(parse_timestamp("2014-02-14 14:30:00é"), None);
+    assert_eq!(parse_timestamp(""), None);
+}
+
+#[test]
+fn bad_input_names_the_file_and_line() {
+    assert_eq!(
+        error_text(""),
+        "series.csv:1: empty input: expected a header 'timestamp,value'"
+    );
+    assert_eq!(
+        error_text("2014-02-14 14:30:00,1\n2014-02-14 14:35:00,2\n"),
+        "series.csv:1: expected a header naming the columns 'timestamp' and 'value', \
+         found '2014-02-14 14:30:00,1' (the first line must be a header)"
+    );
+    assert_eq!(
+        error_text("time,val\n2014-02-14 14:30:00,1\n"),
+        "series.csv:1: expected a header naming the columns 'timestamp' and 'value', found 'time,val'"
+    );
+    assert_eq!(
+        error_text("timestamp,value\n2014-02-14 14:30:00,1\n2014-02-14 14:35:00,abc\n"),
+        "series.csv:3: invalid value 'abc': expected a number"
+    );
+    assert_eq!(
+        error_text("timestamp,value\n2014-02-14 14:30:00,1\nlater,2\n"),
+        "series.csv:3: invalid timestamp 'later': expected RFC 3339, \
+         'YYYY-MM-DD HH:MM:SS' or epoch seconds or milliseconds"
+    );
+    assert_eq!(
+        error_text("timestamp,value\n2014-02-14 14:30:00,1\n2014-02-14 14:35:00\n"),
+        "series.csv:3: expected at least 2 fields, found 1"
+    );
+    assert_eq!(
+        error_text(
+            "timestamp,value\n2014-02-14 14:30:00,1\n2014-02-14 14:35:00,2\n2014-02-14 14:32:00,3\n"
+        ),
+        "series.csv:4: timestamp '2014-02-14 14:32:00' is earlier than the one on line 3: \
+         rows must be in time order"
+    );
+    // Equal timestamps are allowed.
+    let (_, summary) = run(
+        "timestamp,value\n2014-02-14 14:30:00,1\n2014-02-14 14:30:00,2\n",
+        "auto",
+    )
+    .unwrap();
+    assert_eq!(summary.rows, 2);
+    let mut invalid_utf8 = b"timestamp,value\n2014-02-14 14:30:00,1\n".to_vec();
+    invalid_utf8.extend_from_slice(b"2014-02-14 14:35:00,\xff\n");
+    let mut output = Vec::new();
+    let options = ScoreOptions {
+        detector: "auto".into(),
+        config: None,
+    };
+    let error = score_csv(&invalid_utf8[..], "bytes.csv", &mut output, &options).unwrap_err();
+    assert_eq!(error.to_string(), "bytes.csv:3: invalid UTF-8");
+    let error = run("timestamp,value\n", "zscore").unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "unknown detector 'zscore', expected one of: ewma, seasonal, forest, auto"
+    );
+}
+
+#[test]
+fn config_reads_yaml_and_reports_positions() {
+    let path = Path::new("score.yaml");
+    assert_eq!(
+        ScoreConfig::from_yaml_str(path, "").unwrap(),
+        ScoreConfig::default()
+    );
+    let config = ScoreConfig::from_yaml_str(
+        path,
+        "warmup: 10\nhalf_life: 30\nseasonal: hour_of_week\nshingle_size: 4\ntrees: 20\ntree_capacity: 64\nseed: 7\n",
+    )
+    .unwrap();
+    assert_eq!(
+        config,
+        ScoreConfig {
+            warmup: 10,
+            half_life: 30,
+            seasonal: SeasonalChoice::HourOfWeek,
+            shingle_size: 4,
+            trees: 20,
+            tree_capacity: 64,
+            seed: 7,
+        }
+    );
+    let error = ScoreConfig::from_yaml_str(path, "warmup: 10\nshingles: 4\n").unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .starts_with("score.yaml:2:1: unknown field 'shingles'"),
+        "{error}"
+    );
+    let error = ScoreConfig::from_yaml_str(path, "warmup: 10\ntrees: 0\n").unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "score.yaml:2:8: trees must be between 1 and 1000, got 0"
+    );
+    let error = ScoreConfig::from_yaml_str(path, "warmup: lots\n").unwrap_err();
+    assert!(error.to_string().starts_with("score.yaml:1:9: "), "{error}");
+    let error = ScoreConfig::from_yaml_str(path, "seasonal: monthly\n").unwrap_err();
+    assert!(error.to_string().starts_with("score.yaml:1:"), "{error}");
+    // Smaller forests still score.
+    let mut values = noise(300, 10.0, 1.0, 10);
+    values[250] = 30.0;
+    let (output, _) = run_with(&csv_of(&values), "forest", Some(config)).unwrap();
+    assert_eq!(output.lines().count(), 301);
+}
