@@ -11,6 +11,7 @@ mod pipeline;
 mod query_cmd;
 mod rules_cmd;
 mod run_cmd;
+mod score_cmd;
 mod simulate_cmd;
 
 use clap::{Parser, Subcommand};
@@ -48,6 +49,8 @@ enum Command {
     Serve(query_cmd::ServeArgs),
     /// Ingest, store and detect in one pass, as a config file describes.
     Run(run_cmd::Args),
+    /// Score a `timestamp,value` CSV series: anomaly scores in [0, 1] as CSV.
+    Score(score_cmd::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -61,6 +64,7 @@ fn main() -> std::process::ExitCode {
         Command::Query(args) => query_cmd::run_query(args),
         Command::Serve(args) => query_cmd::run_serve(args),
         Command::Run(args) => run_cmd::run(args),
+        Command::Score(args) => score_cmd::run(args),
     };
     match result {
         Ok(code) => code,
