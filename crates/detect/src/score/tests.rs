@@ -183,8 +183,8 @@ fn scores_are_bounded_and_causal() {
     let mut values = noise(500, 10.0, 1.0, 7);
     values[250] = -40.0;
     values[300] = f64::NAN;
-    for step in 350..500 {
-        values[step] += 15.0;
+    for value in &mut values[350..500] {
+        *value += 15.0;
     }
     let full_text = csv_of(&values);
     let prefix_text: String = full_text
