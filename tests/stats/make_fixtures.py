@@ -32,14 +32,48 @@ def r(x, d):
 
 
 # ---------------------------------------------------------------- KS
+SHARED = {}  # large samples, stored once in the JSON and referred to by name
+
+
+def kolmogn_branch(n1, n2, x):
+    """Which method scipy's _kolmogn(round(en), x, cdf=False) uses (for the record)."""
+    m, n = sorted([float(n1), float(n2)], reverse=True)
+    n = int(np.round(m * n / (m + n)))
+    if n <= 0:
+        return "asymp:n=0"
+    if x >= 1.0 or x <= 0.0:
+        return "asymp:x_bound"
+    t = n * x
+    if t <= 1.0:
+        return "asymp:ruben_gambino_low"
+    if t >= n - 1:
+        return "asymp:ruben_gambino_high"
+    if x >= 0.5:
+        return "asymp:smirnov_x>=0.5"
+    nx2 = t * x
+    if n <= 140:
+        return "asymp:n<=140:" + ("dmtw" if nx2 <= 0.754693 else "pomeranz" if nx2 <= 4 else "smirnov")
+    if nx2 >= 370.0:
+        return "asymp:zero"
+    if nx2 >= 2.2:
+        return "asymp:smirnov"
+    if n <= 100000 and n * x ** 1.5 <= 1.4:
+        return "asymp:dmtw"
+    return "asymp:pelz_good"
 def ks_cases():
     rng = np.random.default_rng(20260101)
     cases = []
 
     def add(name, a, b):
-        res = stats.ks_2samp(a, b)  # method='auto'
-        cases.append({"name": name, "a": a, "b": b,
-                      "statistic": num(res.statistic), "p_value": num(res.pvalue)})
+        xa = SHARED[a] if isinstance(a, str) else a
+        xb = SHARED[b] if isinstance(b, str) else b
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            res = stats.ks_2samp(xa, xb)  # method='auto'
+        exact = max(len(xa), len(xb)) <= 10000 and not caught
+        cases.append({"name": name, "a": a, "b": b, "statistic": num(res.statistic),
+                      "p_value": num(res.pvalue),
+                      "path": "exact" if exact else kolmogn_branch(len(xa), len(xb), res.statistic)})
 
     # exact path, equal sizes
     for n in [1, 2, 3, 5, 8, 13, 20, 40, 75, 150, 400]:
@@ -65,17 +99,28 @@ def ks_cases():
         a = [float(2 * i) for i in range(n)]
         b = [float(2 * i + 1) for i in range(n)]
         add(f"interleaved_n{n}", a, b)
-    # asymptotic path: a sample larger than 10 000
+    # asymptotic path: a sample larger than 10 000. The big samples are
+    # stored once under "shared" and referred to by name.
     big = r(rng.normal(0, 1, 10001), 2)
-    for m, shift in [(5, 0.0), (40, 0.0), (100, 0.0), (100, 0.3), (100, 1.5), (130, 0.15),
-                     (300, 0.0), (300, 0.05), (300, 0.4), (1000, 0.0), (1000, 0.1), (1000, 0.5),
-                     (4000, 0.02), (4000, 0.2)]:
-        add(f"asymp_10001x{m}_shift{shift}", big, r(rng.normal(shift, 1, m), 2))
-    add("asymp_10001x2000_disjoint", big, r(rng.uniform(10, 11, 2000), 2))
-    add("asymp_10001x20_ties", r(rng.poisson(2, 10001), 0), r(rng.poisson(2, 20), 0))
     big2 = r(rng.normal(0, 1, 10500), 2)
-    add("asymp_10001x10500_null", big, big2)
-    add("asymp_10500x10001_small_shift", big2, r(np.asarray(big) + 0.03, 2))
+    big_ties = r(rng.poisson(2, 10001), 0)
+    SHARED.update({"big": big, "big2": big2, "big_ties": big_ties})
+    for m, shift in [(3, 0.0), (5, 0.0), (5, 2.0), (8, 0.5), (40, 0.0), (60, 0.7), (100, 0.0),
+                     (100, 0.3), (100, 1.5), (130, 0.15), (300, 0.0), (300, 0.05), (300, 0.4),
+                     (1000, 0.0), (1000, 0.1), (1000, 0.5), (2000, 0.6), (2000, 1.3), (2000, 3.0),
+                     (4000, 0.02), (4000, 0.2)]:
+        add(f"asymp_10001x{m}_shift{shift}", "big", r(rng.normal(shift, 1, m), 2))
+    add("asymp_10001x2000_disjoint", "big", r(rng.uniform(10, 11, 2000), 2))
+    add("asymp_10001x5_far", "big", r(rng.normal(4.0, 0.1, 5), 2))
+    add("asymp_10001x12_far", "big", r(rng.normal(3.5, 0.1, 12), 2))
+    # b at the quantiles of big (tiny D): the Durbin matrix and Ruben-Gambino branches
+    for m, shift in [(100, 0.0), (100, 0.01), (100, 0.02), (60, 0.03), (1000, 0.01), (3000, 0.008),
+                     (3000, 0.015)]:
+        q = np.quantile(np.asarray(big), (np.arange(m) + 0.5) / m) + shift
+        add(f"asymp_10001x{m}_quantiles_shift{shift}", "big", r(q, 2))
+    add("asymp_10001x20_ties", "big_ties", r(rng.poisson(2, 20), 0))
+    add("asymp_10001x10500_null", "big", "big2")
+    add("asymp_10500x10001_small_shift", "big2", r(np.asarray(big) + 0.03, 2))
     return cases
 
 
@@ -257,14 +302,22 @@ def distance_cases():
 
 def main():
     psi_c, js_c, ws_c, hel_c = distance_cases()
-    out = {"scipy": scipy.__version__, "numpy": np.__version__,
-           "ks": ks_cases(), "mann_whitney": mw_cases(), "chi_square": chi_cases(),
+    ks = ks_cases()
+    out = {"scipy": scipy.__version__, "numpy": np.__version__, "shared": SHARED,
+           "ks": ks, "mann_whitney": mw_cases(), "chi_square": chi_cases(),
            "psi": psi_c, "jensen_shannon": js_c, "wasserstein": ws_c, "hellinger": hel_c}
     os.makedirs(os.path.dirname(OUT), exist_ok=True)
     with open(OUT, "w") as f:
         json.dump(out, f, separators=(",", ":"), allow_nan=False)
         f.write("\n")
     print({k: len(v) for k, v in out.items() if isinstance(v, list)}, os.path.getsize(OUT), "bytes")
+    paths = {}
+    for c in ks:
+        paths[c["path"]] = paths.get(c["path"], 0) + 1
+    print("ks paths:", paths)
+    for c in ks:
+        if c["path"] != "exact":
+            print("  ", c["name"], c["path"], c["statistic"], c["p_value"])
 
 
 if __name__ == "__main__":
