@@ -1147,6 +1147,7 @@ mod tests {
         assert!(chi_square_two_sample(&[0.0, 0.0], &[1.0, 2.0]).is_none());
         assert!(chi_square_two_sample(&[5.0, 0.0], &[3.0, 0.0]).is_none());
         assert!(chi_square_two_sample(&[], &[]).is_none());
+        assert!(chi_square_two_sample(&[1e300, 0.0], &[0.0, 1.0]).is_none());
         assert_eq!(psi(&[], &[1.0]), 0.0);
         assert_eq!(jensen_shannon(&[0.0], &[0.0]), 0.0);
         assert_eq!(hellinger(&[f64::NAN], &[1.0]), 0.0);
