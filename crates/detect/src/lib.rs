@@ -41,6 +41,12 @@
 //! never with events. Windows advance by a watermark with an allowed
 //! lateness; the result does not depend on how the input was batched.
 //!
+//! * [`stats`] holds the two-sample drift tests (Kolmogorov–Smirnov,
+//!   Mann–Whitney with Hodges–Lehmann shift, chi-square with Cramér's V) and
+//!   distances (PSI, Jensen–Shannon, Wasserstein-1, Hellinger), each proven
+//!   equal to its scipy counterpart by `tests/stats_vs_scipy.rs`; drift
+//!   gates on effect size and sample size, never on a p-value alone.
+//!
 //! ```
 //! use std::path::Path;
 //! use inferwatch_detect::{Engine, Rule};
@@ -59,6 +65,7 @@ pub mod expr;
 pub mod filter;
 mod rule;
 pub mod score;
+pub mod stats;
 pub mod summary;
 
 use std::path::PathBuf;
