@@ -103,4 +103,56 @@ pub struct Alert {
     pub explanation: Vec<Contributor>,
     /// Rule labels.
     pub labels: BTreeMap<String, String>,
+    /// What a learned or statistical detector measured, when the rule has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<Evidence>,
+}
+
+/// The measurements behind a detector's finding: a drift test's statistic,
+/// p-value, effect size and sample sizes, or a baseline's expected value and
+/// z-score, or a forest's anomaly score. Absent fields don't apply.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// The detector kind: `baseline`, `drift` or `forest`.
+    pub detector: String,
+    /// The test or learning method, e.g. `ks`, `mann_whitney`, `ewma`.
+    pub method: String,
+    /// The column or series examined.
+    pub subject: String,
+    /// The test statistic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statistic: Option<f64>,
+    /// The p-value, where the test defines one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p_value: Option<f64>,
+    /// The effect size the alert is gated on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effect_size: Option<f64>,
+    /// Sample size of the slice under test.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub samples: Option<u64>,
+    /// Sample size of what it was compared against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference_samples: Option<u64>,
+    /// What it was compared against, e.g. `rest of source_id` or `segment baseline`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    /// The observed value (baseline detectors).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed: Option<f64>,
+    /// The learned expectation (baseline detectors).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected: Option<f64>,
+    /// Signed deviation in learned spreads (baseline detectors).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub z: Option<f64>,
+    /// Estimated shift of the slice against the reference (Hodges–Lehmann).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shift: Option<f64>,
+    /// Confidence interval of that shift.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shift_interval: Option<[f64; 2]>,
+    /// Anomaly score in [0, 1] (forest detectors).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
 }

@@ -30,7 +30,7 @@ mod alert;
 mod sketch;
 mod time;
 
-pub use alert::{Alert, AlertState, Contributor, Impact, Severity};
+pub use alert::{Alert, AlertState, Contributor, Evidence, Impact, Severity};
 pub use sketch::{QuantileSketch, QUANTILE_RELATIVE_ERROR};
 pub use time::{
     epoch_to_nanos, format_timestamp, parse_duration, parse_timestamp_text, NANOS_PER_SECOND,

@@ -140,6 +140,9 @@ pub struct CompiledCondition {
     pub held_timers: usize,
     /// Number of comparisons.
     pub comparisons: usize,
+    /// A detector's series (a baseline's one, a forest's features), reading
+    /// the same aggregate list.
+    pub series: Vec<Condition>,
 }
 
 /// Checks what needs no schema: known functions, known segments, boolean shape.
@@ -157,12 +160,22 @@ pub(crate) fn check_condition_shape(rule: &Rule) -> Result<(), DetectError> {
             aggregates: Vec::new(),
             held_timers: 0,
             comparisons: 0,
+            series: Vec::new(),
         },
     };
-    compiler
-        .boolean(&rule.condition.expr)
-        .map(|_| ())
-        .map_err(|error| rule.expression_error(&rule.condition, &error))
+    if let Some(condition) = &rule.condition {
+        compiler
+            .boolean(&condition.expr)
+            .map_err(|error| rule.expression_error(condition, &error))?;
+    }
+    if let Some(detector) = &rule.detector {
+        for series in detector.series() {
+            compiler
+                .numeric(&series.expr)
+                .map_err(|error| rule.expression_error(series, &error))?;
+        }
+    }
+    Ok(())
 }
 
 /// Compiles a rule's condition against a schema.
@@ -180,11 +193,23 @@ pub fn compile_condition(rule: &Rule, schema: &Schema) -> Result<CompiledConditi
             aggregates: Vec::new(),
             held_timers: 0,
             comparisons: 0,
+            series: Vec::new(),
         },
     };
-    let root = compiler
-        .boolean(&rule.condition.expr)
-        .map_err(|error| rule.expression_error(&rule.condition, &error))?;
+    let root = match &rule.condition {
+        Some(condition) => compiler
+            .boolean(&condition.expr)
+            .map_err(|error| rule.expression_error(condition, &error))?,
+        None => Condition::Number(1.0),
+    };
+    if let Some(detector) = &rule.detector {
+        for series in detector.series() {
+            let compiled = compiler
+                .numeric(&series.expr)
+                .map_err(|error| rule.expression_error(series, &error))?;
+            compiler.output.series.push(compiled);
+        }
+    }
     compiler.output.root = root;
     Ok(compiler.output)
 }

@@ -37,8 +37,11 @@ use crate::condition::{
     compile_condition, evaluate, AggregateKind, CompiledCondition, HeldTimers, SummaryPart, Witness,
 };
 use crate::filter::{compile_predicate, evaluate_predicate, NumericExpr, RowPredicate};
+use crate::detector::{
+    judge_drift, BaselineGroup, Detector, DriftReference, EntityForest, Finding,
+};
 use crate::rule::Rule;
-use crate::summary::{Summary, SummaryLayout};
+use crate::summary::{BottomSample, Summary, SummaryLayout};
 use crate::DetectError;
 
 /// Ticks evaluated in one jump before the engine skips ahead over an empty stretch.
@@ -74,6 +77,10 @@ pub struct RuleState {
     pub late_events: u64,
     /// Summary cells allocated (groups × segments × ring slots).
     pub cells: usize,
+    /// Approximate bytes of learned detector state (baselines, forest).
+    pub detector_bytes: usize,
+    /// Vectors a forest detector has learned.
+    pub forest_learned: Option<u64>,
 }
 
 /// Runs a set of rules over a stream of batches.
@@ -306,6 +313,30 @@ struct RuleRuntime {
     late_events: u64,
     row_groups: Vec<u32>,
     pairs: Vec<Vec<(u32, u32)>>,
+    detector: DetectorRuntime,
+}
+
+/// Per-rule runtime state of its detector, if any.
+enum DetectorRuntime {
+    None,
+    Baseline {
+        /// One learned baseline per group, created at its first evaluation.
+        groups: Vec<Option<BaselineGroup>>,
+    },
+    Forest(Box<EntityForest>),
+    Drift {
+        /// Segment whose values are under test.
+        subject_segment: usize,
+        /// The reference segment, or None when the reference is the rest of a group_by column.
+        reference_segment: Option<usize>,
+        /// For `rest_of`: each group's family (its key without that column).
+        families: Vec<u32>,
+        family_ids: AHashMap<String, u32>,
+        /// Position of the `rest_of` column in `group_by`.
+        rest_of: Option<usize>,
+        /// How the reference reads in evidence.
+        reference_name: String,
+    },
 }
 
 fn predicate_columns(predicate: &RowPredicate, out: &mut Vec<usize>) {
@@ -359,6 +390,7 @@ impl RuleRuntime {
             out.extend(&layout.moment_columns);
             out.extend(&layout.sketch_columns);
             out.extend(&layout.distinct_columns);
+            out.extend(&layout.sample_columns);
         }
     }
 
@@ -431,6 +463,64 @@ impl RuleRuntime {
             };
             slots.push((aggregate.segment, slot));
         }
+        let segment_index = |name: &str| -> usize {
+            rule.segments
+                .iter()
+                .position(|(segment, _)| segment == name)
+                .map_or(0, |index| index + 1)
+        };
+        let detector = match &rule.detector {
+            None => DetectorRuntime::None,
+            Some(Detector::Baseline(_)) => DetectorRuntime::Baseline { groups: Vec::new() },
+            Some(Detector::Forest(forest)) => {
+                DetectorRuntime::Forest(Box::new(EntityForest::new(forest)?))
+            }
+            Some(Detector::Drift(drift)) => {
+                let column = schema.index_of(&drift.column).map_err(|_| DetectError::Rule {
+                    path: rule.source.path.clone(),
+                    line: drift.column_position.0,
+                    column: drift.column_position.1,
+                    token: Some(drift.column.clone()),
+                    message: format!("unknown column '{}'", drift.column),
+                })?;
+                if !schema.field(column).data_type().is_numeric() {
+                    return Err(DetectError::Rule {
+                        path: rule.source.path.clone(),
+                        line: drift.column_position.0,
+                        column: drift.column_position.1,
+                        token: Some(drift.column.clone()),
+                        message: format!(
+                            "drift compares a numeric column; '{}' is {}",
+                            drift.column,
+                            schema.field(column).data_type()
+                        ),
+                    });
+                }
+                let subject_segment = drift.subject.as_deref().map_or(0, segment_index);
+                let (reference_segment, rest_of, reference_name) = match &drift.reference {
+                    DriftReference::Segment(name) => {
+                        (Some(segment_index(name)), None, format!("segment {name}"))
+                    }
+                    DriftReference::RestOf(name) => (
+                        None,
+                        rule.group_by.iter().position(|(column, _, _)| column == name),
+                        format!("rest of {name}"),
+                    ),
+                };
+                for segment in std::iter::once(subject_segment).chain(reference_segment) {
+                    layouts[segment].sample_columns = vec![column];
+                    layouts[segment].sample_capacity = drift.sample_size;
+                }
+                DetectorRuntime::Drift {
+                    subject_segment,
+                    reference_segment,
+                    families: Vec::new(),
+                    family_ids: AHashMap::default(),
+                    rest_of,
+                    reference_name,
+                }
+            }
+        };
         let bucket_width = gcd(rule.window, rule.every);
         let span = rule.window + rule.every + rule.allowed_lateness;
         let ring = (span / bucket_width + 2) as usize;
@@ -458,6 +548,7 @@ impl RuleRuntime {
             late_events: 0,
             row_groups: Vec::new(),
             pairs: vec![Vec::new(); segments],
+            detector,
             rule,
         })
     }
@@ -707,6 +798,17 @@ impl RuleRuntime {
                     }
                 }
             }
+            for (position, column) in layout.sample_columns.iter().enumerate() {
+                let values = float_column(batch.column(*column));
+                for &(row, cell) in pairs {
+                    let row = row as usize;
+                    if values.is_valid(row) {
+                        let value = values.value(row);
+                        cells[cell as usize].summary.samples[position]
+                            .add(sample_rank(timestamps[row], value), value);
+                    }
+                }
+            }
         }
     }
 
@@ -750,6 +852,8 @@ impl RuleRuntime {
             .sum();
         let window_seconds = self.rule.window as f64 / 1e9;
         let mut merged: Vec<Summary> = self.layouts.iter().map(Summary::empty).collect();
+        let drift_samples = self.drift_samples(last_bucket, &in_window);
+        let mut no_timers = HeldTimers::new(0);
         for group in 0..self.groups.len() {
             if self.alert_states[group]
                 .first_bucket
@@ -773,6 +877,7 @@ impl RuleRuntime {
                     target.merge_counts(&cells[index].summary);
                 }
             }
+            let window_events = merged[0].count;
             let mut aggregate_value = |index: usize| -> f64 {
                 let (segment, slot) = self.slots[index];
                 if !distributions_merged[segment] && slot.part() != SummaryPart::Counts {
@@ -800,13 +905,63 @@ impl RuleRuntime {
             };
             let state = &mut self.alert_states[group];
             let mut witness = Witness::default();
-            let holds = evaluate(
+            let condition_holds = evaluate(
                 &self.condition.root,
                 &mut aggregate_value,
                 tick,
                 &mut state.timers,
                 &mut witness,
             ) != 0.0;
+            let finding = match (&mut self.detector, &self.rule.detector) {
+                (DetectorRuntime::Baseline { groups }, Some(Detector::Baseline(spec))) => {
+                    let value = match self.condition.series.first() {
+                        Some(series) => evaluate(
+                            series,
+                            &mut aggregate_value,
+                            tick,
+                            &mut no_timers,
+                            &mut Witness::default(),
+                        ),
+                        None => f64::NAN,
+                    };
+                    if groups.len() <= group {
+                        groups.resize_with(group + 1, || None);
+                    }
+                    groups[group]
+                        .get_or_insert_with(|| BaselineGroup::new(spec))
+                        .observe(spec, tick, value)
+                }
+                (DetectorRuntime::Forest(forest), Some(Detector::Forest(spec))) => {
+                    // The condition picks the population: only entities that
+                    // pass it are scored and teach the forest what is normal.
+                    if window_events == 0 || !condition_holds {
+                        None
+                    } else {
+                        let features: Vec<f64> = self
+                            .condition
+                            .series
+                            .iter()
+                            .map(|series| {
+                                evaluate(
+                                    series,
+                                    &mut aggregate_value,
+                                    tick,
+                                    &mut no_timers,
+                                    &mut Witness::default(),
+                                )
+                            })
+                            .collect();
+                        forest.observe(spec, &self.groups.group_text[group], tick, &features)
+                    }
+                }
+                (DetectorRuntime::Drift { reference_name, .. }, Some(Detector::Drift(spec))) => {
+                    let (subject, reference) = &drift_samples[group];
+                    Some(judge_drift(spec, reference_name, subject, reference))
+                }
+                _ => None,
+            };
+            let holds = condition_holds
+                && (self.rule.detector.is_none() || finding.as_ref().is_some_and(|f| f.holds));
             let mut transition = None;
             if holds {
                 state.clear_since = None;
@@ -839,7 +994,8 @@ impl RuleRuntime {
                     },
                     distinct_clients: None,
                 };
-                let alert = self.alert(group, alert_state, started, ended, witness, impact);
+                let alert =
+                    self.alert(group, alert_state, started, ended, witness, finding, impact);
                 outbox.push((
                     tick,
                     rule_index,
@@ -847,6 +1003,11 @@ impl RuleRuntime {
                     alert,
                 ));
             }
+        }
+        if let (DetectorRuntime::Forest(forest), Some(Detector::Forest(spec))) =
+            (&mut self.detector, &self.rule.detector)
+        {
+            forest.end_tick(spec);
         }
     }
 
@@ -857,12 +1018,16 @@ impl RuleRuntime {
         started: i64,
         ended: Option<i64>,
         witness: Witness,
+        finding: Option<Finding>,
         impact: Impact,
     ) -> Alert {
         let group_text = &self.groups.group_text[group];
         let starts_at = format_timestamp(started);
         let rule = &self.rule;
-        let explained = witness.explaining(state == AlertState::Firing);
+        let explained = match &finding {
+            Some(finding) => Some((finding.value, finding.threshold)),
+            None => witness.explaining(state == AlertState::Firing),
+        };
         Alert {
             alert_id: fingerprint([rule.id.as_str(), group_text.as_str(), starts_at.as_str()]),
             fingerprint: fingerprint([rule.id.as_str(), group_text.as_str()]),
@@ -877,17 +1042,115 @@ impl RuleRuntime {
             threshold: explained
                 .map(|(_, threshold)| threshold)
                 .filter(|v| v.is_finite()),
-            condition: rule
-                .condition
-                .text
-                .split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" "),
+            condition: match (&rule.condition, &rule.detector) {
+                (Some(condition), None) => one_line(&condition.text),
+                (None, Some(detector)) => detector.describe(),
+                (Some(condition), Some(detector)) => {
+                    format!("{} and {}", one_line(&condition.text), detector.describe())
+                }
+                (None, None) => String::new(),
+            },
             atlas: rule.atlas.clone(),
             impact,
             explanation: Vec::new(),
             labels: rule.labels.clone(),
+            evidence: finding.map(|finding| finding.evidence),
         }
+    }
+
+    /// For a drift rule: each group's window sample of its subject and of its
+    /// reference (sorted values), computed before any group is judged because
+    /// a `rest_of` reference reads the other groups.
+    fn drift_samples(
+        &mut self,
+        last_bucket: i64,
+        in_window: &dyn Fn(i64) -> bool,
+    ) -> Vec<(Vec<f64>, Vec<f64>)> {
+        let DetectorRuntime::Drift {
+            subject_segment,
+            reference_segment,
+            families,
+            family_ids,
+            rest_of,
+            ..
+        } = &mut self.detector
+        else {
+            return Vec::new();
+        };
+        let groups = self.groups.len();
+        let capacity = self.layouts[*subject_segment].sample_capacity;
+        let window_sample = |segment: usize, group: usize| -> BottomSample {
+            let mut sample = BottomSample::with_capacity(capacity);
+            for cell in &self.cells[segment][group * self.ring..(group + 1) * self.ring] {
+                if in_window(cell.bucket) {
+                    sample.merge(&cell.summary.samples[0]);
+                }
+            }
+            sample
+        };
+        let active: Vec<bool> = self
+            .alert_states
+            .iter()
+            .map(|state| state.first_bucket.is_some_and(|first| first <= last_bucket))
+            .collect();
+        let mut subjects: Vec<BottomSample> = (0..groups)
+            .map(|group| {
+                if active[group] {
+                    window_sample(*subject_segment, group)
+                } else {
+                    BottomSample::with_capacity(capacity)
+                }
+            })
+            .collect();
+        if let Some(reference_segment) = reference_segment {
+            return (0..groups)
+                .map(|group| {
+                    if !active[group] {
+                        return (Vec::new(), Vec::new());
+                    }
+                    let mut reference = window_sample(*reference_segment, group);
+                    (subjects[group].values(), reference.values())
+                })
+                .collect();
+        }
+        // `rest_of`: a family is every group with the same key but that column.
+        let rest_of = rest_of.unwrap_or(0);
+        while families.len() < groups {
+            let values = &self.groups.group_values[families.len()];
+            let family_key: Vec<&str> = values
+                .iter()
+                .filter(|(name, _)| **name != self.group_names[rest_of])
+                .map(|(_, value)| value.as_str())
+                .collect();
+            let next = family_ids.len() as u32;
+            families.push(*family_ids.entry(family_key.join("\u{1f}")).or_insert(next));
+        }
+        // The bottom-2k of a family holds the bottom-k of the family minus any
+        // one member (a member contributes at most k of them).
+        let mut family_samples: Vec<BottomSample> = (0..family_ids.len())
+            .map(|_| BottomSample::with_capacity(capacity * 2))
+            .collect();
+        for group in 0..groups {
+            if active[group] {
+                family_samples[families[group] as usize].merge(&subjects[group]);
+            }
+        }
+        let family_ranked: Vec<Vec<(u64, u64)>> =
+            family_samples.iter_mut().map(BottomSample::ranked).collect();
+        (0..groups)
+            .map(|group| {
+                if !active[group] {
+                    return (Vec::new(), Vec::new());
+                }
+                let own = subjects[group].ranked();
+                let rest = BottomSample::bottom_excluding(
+                    &family_ranked[families[group] as usize],
+                    &own,
+                    capacity,
+                );
+                (subjects[group].values(), rest)
+            })
+            .collect()
     }
 
     fn state(&self) -> RuleState {
@@ -910,8 +1173,34 @@ impl RuleRuntime {
             next_tick: self.next_tick.map(format_timestamp),
             late_events: self.late_events,
             cells: self.cells.iter().map(Vec::len).sum(),
+            detector_bytes: match &self.detector {
+                DetectorRuntime::Baseline { groups } => groups
+                    .iter()
+                    .flatten()
+                    .map(BaselineGroup::approx_bytes)
+                    .sum(),
+                _ => 0,
+            },
+            forest_learned: match &self.detector {
+                DetectorRuntime::Forest(forest) => Some(forest.learned()),
+                _ => None,
+            },
         }
     }
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The rank of a sampled value: a hash of what the row carries, so the
+/// sample does not depend on arrival order or batching.
+#[inline]
+fn sample_rank(timestamp: i64, value: f64) -> u64 {
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&timestamp.to_le_bytes());
+    bytes[8..].copy_from_slice(&value.to_bits().to_le_bytes());
+    xxhash_rust::xxh3::xxh3_64(&bytes)
 }
 
 fn float_column(array: &ArrayRef) -> Float64Array {

@@ -60,6 +60,7 @@
 
 pub mod baseline;
 pub mod condition;
+pub mod detector;
 mod engine;
 pub mod expr;
 pub mod filter;

@@ -14,6 +14,7 @@ use inferwatch_core::{parse_duration, Severity};
 use marked_yaml::Spanned;
 use serde::Deserialize;
 
+use crate::detector::{Detector, DetectorDocument};
 use crate::expr::{parse, Expr, ExprError, Span};
 use crate::DetectError;
 
@@ -41,7 +42,10 @@ struct RuleDocument {
     every: Option<Spanned<String>>,
     #[serde(default)]
     allowed_lateness: Option<Spanned<String>>,
-    condition: Spanned<String>,
+    #[serde(default)]
+    condition: Option<Spanned<String>>,
+    #[serde(default)]
+    detector: Option<DetectorDocument>,
     #[serde(default, rename = "for")]
     pending_for: Option<Spanned<String>>,
     #[serde(default)]
@@ -121,9 +125,9 @@ pub struct LocatedExpr {
     /// The text as written.
     pub text: String,
     /// 1-based line of the YAML scalar.
-    line: usize,
+    pub(crate) line: usize,
     /// 1-based column of the YAML scalar.
-    column: usize,
+    pub(crate) column: usize,
 }
 
 /// A validated rule.
@@ -151,8 +155,10 @@ pub struct Rule {
     pub every: i64,
     /// Allowed lateness (ns).
     pub allowed_lateness: i64,
-    /// The condition.
-    pub condition: LocatedExpr,
+    /// The condition (always true when only a detector decides).
+    pub condition: Option<LocatedExpr>,
+    /// A learned or statistical detector that must also find something.
+    pub detector: Option<Detector>,
     /// Pending duration before firing (ns).
     pub pending_for: i64,
     /// How long to keep firing after the condition stops holding (ns).
@@ -270,7 +276,20 @@ impl Rule {
         for (name, filter) in &document.segments {
             segments.push((name.clone(), locate(filter)?));
         }
-        let condition = locate(&document.condition)?;
+        let condition = document.condition.as_ref().map(locate).transpose()?;
+        let segment_names: Vec<&str> = segments.iter().map(|(name, _)| name.as_str()).collect();
+        let group_by_names: Vec<&str> = document.group_by.iter().map(|c| c.as_str()).collect();
+        let detector = document
+            .detector
+            .map(|detector| detector.validate(&source, &segment_names, &group_by_names, &locate))
+            .transpose()?;
+        if condition.is_none() && detector.is_none() {
+            return Err(at(
+                position(&document.id),
+                "a rule needs a condition, a detector, or both".into(),
+                None,
+            ));
+        }
         let group_by = document
             .group_by
             .iter()
@@ -294,6 +313,7 @@ impl Rule {
             every,
             allowed_lateness,
             condition,
+            detector,
             pending_for,
             keep_firing_for,
             atlas: document.atlas,
@@ -391,7 +411,7 @@ fn collect_rule_paths(dir: &Path, paths: &mut Vec<PathBuf>, errors: &mut Vec<Det
     }
 }
 
-fn position<T>(spanned: &Spanned<T>) -> (usize, usize) {
+pub(crate) fn position<T>(spanned: &Spanned<T>) -> (usize, usize) {
     spanned
         .span()
         .start()

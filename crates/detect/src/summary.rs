@@ -124,6 +124,126 @@ impl DistinctSketch {
     }
 }
 
+/// A uniform sample of at most `capacity` values that merges exactly: each
+/// value is ranked by a hash of (event time, value) and the sample keeps the
+/// `capacity` lowest ranks ("bottom-k"). The bottom-k of a union is the
+/// bottom-k of the parts' bottom-ks, so a window's sample is the same whatever
+/// the batching or arrival order, and the sample of "every other source" is
+/// just the merge of theirs. Drift tests run on these samples.
+#[derive(Debug, Clone, Default)]
+pub struct BottomSample {
+    capacity: usize,
+    /// (rank, value bits) pairs; unordered until `select`.
+    entries: Vec<(u64, u64)>,
+    /// Largest rank kept once full (u64::MAX while not full).
+    admit_below: u64,
+}
+
+impl BottomSample {
+    /// An empty sample that keeps at most `capacity` values.
+    pub fn with_capacity(capacity: usize) -> Self {
+        BottomSample {
+            capacity,
+            entries: Vec::new(),
+            admit_below: u64::MAX,
+        }
+    }
+
+    /// Offers a value with its rank.
+    #[inline]
+    pub fn add(&mut self, rank: u64, value: f64) {
+        if rank > self.admit_below || !value.is_finite() {
+            return;
+        }
+        self.entries.push((rank, value.to_bits()));
+        // Amortised: trim to `capacity` once the buffer is twice as large.
+        if self.entries.len() >= self.capacity.saturating_mul(2).max(16) {
+            self.trim();
+        }
+    }
+
+    /// Folds another sample in.
+    pub fn merge(&mut self, other: &BottomSample) {
+        for &(rank, bits) in &other.entries {
+            if rank <= self.admit_below {
+                self.entries.push((rank, bits));
+            }
+        }
+        if self.entries.len() > self.capacity {
+            self.trim();
+        }
+    }
+
+    /// Keeps only the `capacity` lowest ranks.
+    fn trim(&mut self) {
+        if self.entries.len() > self.capacity && self.capacity > 0 {
+            self.entries.select_nth_unstable(self.capacity - 1);
+            self.entries.truncate(self.capacity);
+            self.admit_below = self.entries.iter().map(|e| e.0).max().unwrap_or(u64::MAX);
+        } else if self.capacity == 0 {
+            self.entries.clear();
+            self.admit_below = 0;
+        }
+    }
+
+    /// The sampled values, sorted ascending.
+    pub fn values(&mut self) -> Vec<f64> {
+        self.trim();
+        let mut values: Vec<f64> = self.entries.iter().map(|e| f64::from_bits(e.1)).collect();
+        values.sort_by(f64::total_cmp);
+        values
+    }
+
+    /// The kept (rank, value bits) pairs, sorted.
+    pub fn ranked(&mut self) -> Vec<(u64, u64)> {
+        self.trim();
+        let mut entries = self.entries.clone();
+        entries.sort_unstable();
+        entries
+    }
+
+    /// The `capacity` lowest-ranked values of `whole` once the multiset
+    /// `part` is taken out (both sorted), as sorted values.
+    pub fn bottom_excluding(
+        whole: &[(u64, u64)],
+        part: &[(u64, u64)],
+        capacity: usize,
+    ) -> Vec<f64> {
+        let mut kept = Vec::with_capacity(capacity.min(whole.len()));
+        let mut part_index = 0;
+        for entry in whole {
+            if kept.len() == capacity {
+                break;
+            }
+            while part_index < part.len() && part[part_index] < *entry {
+                part_index += 1;
+            }
+            if part_index < part.len() && part[part_index] == *entry {
+                part_index += 1;
+                continue;
+            }
+            kept.push(f64::from_bits(entry.1));
+        }
+        kept.sort_by(f64::total_cmp);
+        kept
+    }
+
+    /// Values held (at most twice the capacity before a trim).
+    pub fn len(&self) -> usize {
+        self.entries.len().min(self.capacity)
+    }
+
+    /// True when nothing was sampled.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.admit_below = u64::MAX;
+    }
+}
+
 /// Which summaries a segment keeps, by column index.
 #[derive(Debug, Clone, Default)]
 pub struct SummaryLayout {
@@ -133,6 +253,10 @@ pub struct SummaryLayout {
     pub sketch_columns: Vec<usize>,
     /// Columns with distinct sketches.
     pub distinct_columns: Vec<usize>,
+    /// Columns with bottom-k samples (drift tests).
+    pub sample_columns: Vec<usize>,
+    /// Capacity of each sample.
+    pub sample_capacity: usize,
 }
 
 /// Everything one segment of one group keeps for one time bucket.
@@ -148,6 +272,8 @@ pub struct Summary {
     pub sketches: Vec<QuantileSketch>,
     /// One per `SummaryLayout::distinct_columns`.
     pub distinct: Vec<DistinctSketch>,
+    /// One per `SummaryLayout::sample_columns`.
+    pub samples: Vec<BottomSample>,
 }
 
 impl Summary {
@@ -159,6 +285,10 @@ impl Summary {
             moments: vec![Moments::default(); layout.moment_columns.len()],
             sketches: vec![QuantileSketch::default(); layout.sketch_columns.len()],
             distinct: vec![DistinctSketch::default(); layout.distinct_columns.len()],
+            samples: vec![
+                BottomSample::with_capacity(layout.sample_capacity);
+                layout.sample_columns.len()
+            ],
         }
     }
 
@@ -179,6 +309,9 @@ impl Summary {
         for (mine, theirs) in self.distinct.iter_mut().zip(&other.distinct) {
             mine.merge(theirs);
         }
+        for (mine, theirs) in self.samples.iter_mut().zip(&other.samples) {
+            mine.merge(theirs);
+        }
     }
 
     /// Empties the summary in place (its shape stays that of its layout).
@@ -197,6 +330,7 @@ impl Summary {
         self.distinct
             .iter_mut()
             .for_each(|d| *d = DistinctSketch::default());
+        self.samples.iter_mut().for_each(BottomSample::clear);
     }
 }
 
@@ -233,6 +367,25 @@ mod tests {
                 "q={q} exact={exact} estimate={estimate}"
             );
         }
+    }
+
+    #[test]
+    fn bottom_sample_is_the_same_whatever_the_split() {
+        let rank = |i: u64| xxhash_rust::xxh3::xxh3_64(&i.to_le_bytes());
+        let mut whole = BottomSample::with_capacity(100);
+        (0..10_000u64).for_each(|i| whole.add(rank(i), i as f64));
+        let mut parts: Vec<BottomSample> = (0..7).map(|_| BottomSample::with_capacity(100)).collect();
+        (0..10_000u64)
+            .rev()
+            .for_each(|i| parts[(i % 7) as usize].add(rank(i), i as f64));
+        let mut merged = BottomSample::with_capacity(100);
+        parts.iter().for_each(|part| merged.merge(part));
+        let values = whole.values();
+        assert_eq!(values.len(), 100);
+        assert_eq!(values, merged.values());
+        // A uniform sample of 0..10,000 has its mean near 5,000.
+        let mean = values.iter().sum::<f64>() / 100.0;
+        assert!((mean - 5_000.0).abs() < 1_000.0, "{mean}");
     }
 
     #[test]

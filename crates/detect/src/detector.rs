@@ -1,0 +1,893 @@
+//! Detector kinds beyond thresholds: learned baselines and distribution drift.
+//!
+//! A rule may carry one `detector:` block next to (or instead of) its
+//! `condition`. The detector turns each group's window into a finding at every
+//! tick; the rule holds when its condition (if any) holds AND the detector
+//! finds something. Everything downstream — `for`, `keep_firing_for`, the
+//! alert lifecycle — is shared with threshold rules.
+//!
+//! * `baseline`: a numeric series (any condition-language aggregate
+//!   expression, e.g. `p95(latency_ms)` or `count()`) is learned per group
+//!   key by a [`Baseline`](crate::baseline::Baseline); the group holds while
+//!   its z-score is past `trigger`, and keeps holding until it falls below
+//!   `recover` (hysteresis). An empty window gives a count of 0 — zero traffic
+//!   is a signal — but no quantile or average: such a gap is neither learned
+//!   nor judged, and the group keeps the state it had.
+//! * `drift`: the distribution of a column in the group's window (or in one
+//!   of its segments) is compared with a reference — another segment of the
+//!   same group (canary against baseline), or the other groups that differ
+//!   only in one `group_by` column (one source against the rest) — using a
+//!   test from [`stats`](crate::stats). It holds only when the effect size
+//!   passes `min_effect` on at least `min_samples` values per side (and the
+//!   p-value passes `max_p_value` where the test has one): on large samples
+//!   every difference is "significant", so the p-value alone never decides.
+//!
+//! [`builtin_detectors`] lists every kind, so a grep finds them all.
+
+use std::collections::BTreeMap;
+
+use inferwatch_core::Evidence;
+use marked_yaml::Spanned;
+use serde::Deserialize;
+
+use crate::baseline::{Assessment, Baseline, BaselineConfig, BaselineMethod};
+use crate::rule::{position, LocatedExpr, RuleSource};
+use crate::stats;
+use crate::DetectError;
+
+/// The detector kinds a rule can use, `threshold` being a plain `condition`.
+pub fn builtin_detectors() -> &'static [&'static str] {
+    &["threshold", "baseline", "drift", "forest"]
+}
+
+/// Points learned before a baseline judges (one point per tick).
+pub const DEFAULT_BASELINE_WARMUP: usize = 60;
+/// Points a rolling or MAD baseline remembers; the EWMA half-life in points.
+pub const DEFAULT_BASELINE_POINTS: usize = 120;
+/// Values sampled per side of a drift test.
+pub const DEFAULT_DRIFT_SAMPLE: usize = 1_000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub(crate) enum DetectorDocument {
+    Baseline(BaselineDocument),
+    Drift(DriftDocument),
+    Forest(ForestDocument),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ForestDocument {
+    features: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    threshold: Option<f64>,
+    #[serde(default)]
+    warmup: Option<usize>,
+    #[serde(default)]
+    trees: Option<usize>,
+    #[serde(default)]
+    memory: Option<usize>,
+    #[serde(default)]
+    learn_per_tick: Option<usize>,
+    #[serde(default)]
+    seed: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BaselineDocument {
+    series: Spanned<String>,
+    #[serde(default)]
+    method: Option<Spanned<String>>,
+    #[serde(default)]
+    warmup: Option<usize>,
+    #[serde(default)]
+    points: Option<usize>,
+    #[serde(default)]
+    trigger: Option<f64>,
+    #[serde(default)]
+    recover: Option<f64>,
+    #[serde(default)]
+    direction: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DriftDocument {
+    column: Spanned<String>,
+    test: Spanned<String>,
+    #[serde(default)]
+    subject: Option<Spanned<String>>,
+    reference: ReferenceDocument,
+    #[serde(default)]
+    min_samples: Option<usize>,
+    #[serde(default)]
+    min_effect: Option<f64>,
+    #[serde(default)]
+    max_p_value: Option<f64>,
+    #[serde(default)]
+    band: Option<f64>,
+    #[serde(default)]
+    confidence: Option<f64>,
+    #[serde(default)]
+    sample_size: Option<usize>,
+    #[serde(default)]
+    bins: Option<usize>,
+    #[serde(default)]
+    direction: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub(crate) enum ReferenceDocument {
+    Segment(Spanned<String>),
+    RestOf(Spanned<String>),
+}
+
+/// Which way a deviation must go to count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Only increases.
+    Up,
+    /// Only decreases.
+    Down,
+    /// Either way.
+    Both,
+}
+
+impl Direction {
+    /// A signed deviation as seen from this direction: positive means "counts".
+    fn oriented(self, signed: f64) -> f64 {
+        match self {
+            Direction::Up => signed,
+            Direction::Down => -signed,
+            Direction::Both => signed.abs(),
+        }
+    }
+}
+
+/// A validated `detector:` block.
+#[derive(Debug, Clone)]
+pub enum Detector {
+    /// A learned baseline over an aggregate series.
+    Baseline(BaselineDetector),
+    /// A two-sample distribution comparison.
+    Drift(DriftDetector),
+    /// A multivariate anomaly score per entity.
+    Forest(ForestDetector),
+}
+
+/// `detector: forest`: every group (an entity such as a client) is a point
+/// whose coordinates are window aggregates; one online isolation forest per
+/// rule learns what entities look like and scores each one at every tick.
+#[derive(Debug, Clone)]
+pub struct ForestDetector {
+    /// Feature names and their aggregate expressions, in name order.
+    pub features: Vec<(String, LocatedExpr)>,
+    /// Score in [0, 1] at or above which an entity holds.
+    pub threshold: f64,
+    /// Vectors learned before any entity is scored.
+    pub warmup: usize,
+    /// Trees in the forest.
+    pub trees: usize,
+    /// Vectors the forest remembers (its sliding window).
+    pub memory: usize,
+    /// Most vectors learned per tick: all are scored, a deterministic
+    /// subset (by a hash of the entity and tick) is learned, which bounds the
+    /// cost per tick at high cardinality.
+    pub learn_per_tick: usize,
+    /// Seed of the forest's random cuts.
+    pub seed: u64,
+}
+
+/// `detector: baseline`.
+#[derive(Debug, Clone)]
+pub struct BaselineDetector {
+    /// The series, an aggregate expression evaluated per group at each tick.
+    pub series: LocatedExpr,
+    /// How the baseline learns.
+    pub config: BaselineConfig,
+    /// |z| at which a group starts to hold.
+    pub trigger: f64,
+    /// |z| under which a holding group stops.
+    pub recover: f64,
+    /// Which deviations count.
+    pub direction: Direction,
+}
+
+/// The two-sample tests a drift detector can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DriftTest {
+    /// Kolmogorov–Smirnov; effect size is D.
+    Ks,
+    /// Mann–Whitney U with the Hodges–Lehmann shift (a Kayenta-style judge);
+    /// effect size is the shift relative to the reference median.
+    MannWhitney,
+    /// Chi-square on a categorical column; effect size is Cramér's V.
+    ChiSquare,
+    /// Population stability index over reference-quantile bins.
+    Psi,
+    /// Jensen–Shannon distance over reference-quantile bins.
+    JensenShannon,
+    /// Wasserstein-1, in units of the reference's standard deviation.
+    Wasserstein,
+    /// Hellinger distance over reference-quantile bins.
+    Hellinger,
+}
+
+impl DriftTest {
+    fn parse(name: &str) -> Option<DriftTest> {
+        Some(match name {
+            "ks" => DriftTest::Ks,
+            "mann_whitney" => DriftTest::MannWhitney,
+            "chi_square" => DriftTest::ChiSquare,
+            "psi" => DriftTest::Psi,
+            "jensen_shannon" => DriftTest::JensenShannon,
+            "wasserstein" => DriftTest::Wasserstein,
+            "hellinger" => DriftTest::Hellinger,
+            _ => return None,
+        })
+    }
+
+    /// The name used in rules and evidence.
+    pub fn name(self) -> &'static str {
+        match self {
+            DriftTest::Ks => "ks",
+            DriftTest::MannWhitney => "mann_whitney",
+            DriftTest::ChiSquare => "chi_square",
+            DriftTest::Psi => "psi",
+            DriftTest::JensenShannon => "jensen_shannon",
+            DriftTest::Wasserstein => "wasserstein",
+            DriftTest::Hellinger => "hellinger",
+        }
+    }
+
+    /// A sensible effect-size gate when the rule gives none.
+    fn default_min_effect(self) -> f64 {
+        match self {
+            DriftTest::Ks => 0.1,
+            DriftTest::MannWhitney => 0.1,
+            DriftTest::ChiSquare => 0.1,
+            DriftTest::Psi => 0.25,
+            DriftTest::JensenShannon => 0.1,
+            DriftTest::Wasserstein => 0.25,
+            DriftTest::Hellinger => 0.1,
+        }
+    }
+}
+
+/// What a drift detector compares its subject with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DriftReference {
+    /// Another segment of the same group.
+    Segment(String),
+    /// The other groups that share every `group_by` value but this column's.
+    RestOf(String),
+}
+
+/// `detector: drift`.
+#[derive(Debug, Clone)]
+pub struct DriftDetector {
+    /// The column compared.
+    pub column: String,
+    /// Where the column name sits in the file.
+    pub column_position: (usize, usize),
+    /// The test.
+    pub test: DriftTest,
+    /// The segment under test (None: every row of the group).
+    pub subject: Option<String>,
+    /// What it is compared with.
+    pub reference: DriftReference,
+    /// Fewest sampled values per side before judging.
+    pub min_samples: usize,
+    /// Effect size needed to hold.
+    pub min_effect: f64,
+    /// Largest p-value that counts, for tests that have one.
+    pub max_p_value: f64,
+    /// Mann–Whitney: the shift's interval must lie outside ± band × reference median.
+    pub band: f64,
+    /// Mann–Whitney: confidence of the shift interval.
+    pub confidence: f64,
+    /// Values sampled per side.
+    pub sample_size: usize,
+    /// Bins for PSI, Jensen–Shannon and Hellinger.
+    pub bins: usize,
+    /// Which shifts count (Mann–Whitney only; other tests are two-sided).
+    pub direction: Direction,
+}
+
+fn located_error(
+    source: &RuleSource,
+    at: (usize, usize),
+    message: String,
+    token: Option<&str>,
+) -> DetectError {
+    DetectError::Rule {
+        path: source.path.clone(),
+        line: at.0,
+        column: at.1,
+        token: token.map(str::to_string),
+        message,
+    }
+}
+
+fn direction_of(
+    source: &RuleSource,
+    field: &Option<Spanned<String>>,
+    default: Direction,
+) -> Result<Direction, DetectError> {
+    let Some(field) = field else {
+        return Ok(default);
+    };
+    match field.as_str() {
+        "up" => Ok(Direction::Up),
+        "down" => Ok(Direction::Down),
+        "both" => Ok(Direction::Both),
+        other => Err(located_error(
+            source,
+            position(field),
+            "direction must be one of up, down, both".into(),
+            Some(other),
+        )),
+    }
+}
+
+impl DetectorDocument {
+    /// Validates what needs no schema; `locate` parses an expression field.
+    pub(crate) fn validate(
+        self,
+        source: &RuleSource,
+        segment_names: &[&str],
+        group_by: &[&str],
+        locate: &dyn Fn(&Spanned<String>) -> Result<LocatedExpr, DetectError>,
+    ) -> Result<Detector, DetectError> {
+        match self {
+            DetectorDocument::Baseline(document) => {
+                let method = match &document.method {
+                    None => BaselineMethod::Ewma,
+                    Some(field) => match field.as_str() {
+                        "ewma" => BaselineMethod::Ewma,
+                        "rolling" => BaselineMethod::Rolling,
+                        "mad" => BaselineMethod::Mad,
+                        "hour_of_day" => BaselineMethod::HourOfDay,
+                        "hour_of_week" => BaselineMethod::HourOfWeek,
+                        other => {
+                            return Err(located_error(
+                                source,
+                                position(field),
+                                "method must be one of ewma, rolling, mad, hour_of_day, hour_of_week"
+                                    .into(),
+                                Some(other),
+                            ))
+                        }
+                    },
+                };
+                let trigger = document.trigger.unwrap_or(4.0);
+                let recover = document.recover.unwrap_or(trigger / 2.0);
+                if !(trigger > 0.0 && recover >= 0.0 && recover <= trigger) {
+                    return Err(located_error(
+                        source,
+                        position(&document.series),
+                        format!("baseline needs trigger > 0 and 0 <= recover <= trigger (got trigger {trigger}, recover {recover})"),
+                        None,
+                    ));
+                }
+                Ok(Detector::Baseline(BaselineDetector {
+                    series: locate(&document.series)?,
+                    config: BaselineConfig {
+                        method,
+                        warmup: document.warmup.unwrap_or(DEFAULT_BASELINE_WARMUP),
+                        window: document.points.unwrap_or(DEFAULT_BASELINE_POINTS).max(2),
+                    },
+                    trigger,
+                    recover,
+                    direction: direction_of(source, &document.direction, Direction::Both)?,
+                }))
+            }
+            DetectorDocument::Forest(document) => {
+                let mut features = Vec::new();
+                for (name, expression) in &document.features {
+                    features.push((name.clone(), locate(expression)?));
+                }
+                let threshold = document.threshold.unwrap_or(0.7);
+                let memory = document.memory.unwrap_or(2_048);
+                let trees = document.trees.unwrap_or(32);
+                let first = document.features.values().next();
+                let at = first.map(position).unwrap_or((1, 1));
+                if features.is_empty() || features.len() > 32 {
+                    return Err(located_error(
+                        source,
+                        at,
+                        "a forest needs between 1 and 32 features".into(),
+                        None,
+                    ));
+                }
+                if !(0.0..=1.0).contains(&threshold)
+                    || !(16..=1_000_000).contains(&memory)
+                    || !(1..=512).contains(&trees)
+                {
+                    return Err(located_error(
+                        source,
+                        at,
+                        "a forest needs 0 <= threshold <= 1, 16 <= memory <= 1000000 and 1 <= trees <= 512".into(),
+                        None,
+                    ));
+                }
+                Ok(Detector::Forest(ForestDetector {
+                    features,
+                    threshold,
+                    warmup: document.warmup.unwrap_or(512),
+                    trees,
+                    memory,
+                    learn_per_tick: document.learn_per_tick.unwrap_or(256).max(1),
+                    seed: document.seed.unwrap_or(0x1f0e_57),
+                }))
+            }
+            DetectorDocument::Drift(document) => {
+                let test = DriftTest::parse(document.test.as_str()).ok_or_else(|| {
+                    located_error(
+                        source,
+                        position(&document.test),
+                        "test must be one of ks, mann_whitney, chi_square, psi, jensen_shannon, wasserstein, hellinger".into(),
+                        Some(document.test.as_str()),
+                    )
+                })?;
+                let known_segment = |field: &Spanned<String>| -> Result<String, DetectError> {
+                    if segment_names.contains(&field.as_str()) {
+                        Ok(field.as_str().to_string())
+                    } else {
+                        Err(located_error(
+                            source,
+                            position(field),
+                            format!(
+                                "unknown segment, expected one of: {}",
+                                segment_names.join(", ")
+                            ),
+                            Some(field.as_str()),
+                        ))
+                    }
+                };
+                let subject = document.subject.as_ref().map(known_segment).transpose()?;
+                let reference = match &document.reference {
+                    ReferenceDocument::Segment(name) => {
+                        let name = known_segment(name)?;
+                        if subject.as_deref() == Some(name.as_str()) {
+                            return Err(located_error(
+                                source,
+                                position(&document.column),
+                                "the subject and reference segments are the same".into(),
+                                Some(&name),
+                            ));
+                        }
+                        DriftReference::Segment(name)
+                    }
+                    ReferenceDocument::RestOf(column) => {
+                        if !group_by.contains(&column.as_str()) {
+                            return Err(located_error(
+                                source,
+                                position(column),
+                                "rest_of must name one of the rule's group_by columns".into(),
+                                Some(column.as_str()),
+                            ));
+                        }
+                        DriftReference::RestOf(column.as_str().to_string())
+                    }
+                };
+                let confidence = document.confidence.unwrap_or(0.98);
+                let sample_size = document.sample_size.unwrap_or(DEFAULT_DRIFT_SAMPLE);
+                if !(0.5..1.0).contains(&confidence) || !(10..=100_000).contains(&sample_size) {
+                    return Err(located_error(
+                        source,
+                        position(&document.test),
+                        "drift needs 0.5 <= confidence < 1 and 10 <= sample_size <= 100000"
+                            .into(),
+                        None,
+                    ));
+                }
+                Ok(Detector::Drift(DriftDetector {
+                    column: document.column.as_str().to_string(),
+                    column_position: position(&document.column),
+                    test,
+                    subject,
+                    reference,
+                    min_samples: document.min_samples.unwrap_or(200).max(2),
+                    min_effect: document
+                        .min_effect
+                        .unwrap_or_else(|| test.default_min_effect()),
+                    max_p_value: document.max_p_value.unwrap_or(0.001),
+                    band: document.band.unwrap_or(0.1),
+                    confidence,
+                    sample_size,
+                    bins: document.bins.unwrap_or(10).clamp(2, 100),
+                    direction: direction_of(source, &document.direction, Direction::Both)?,
+                }))
+            }
+        }
+    }
+}
+
+impl Detector {
+    /// The aggregate expressions evaluated per group at each tick (a
+    /// baseline's series, a forest's features).
+    pub fn series(&self) -> Vec<&LocatedExpr> {
+        match self {
+            Detector::Baseline(baseline) => vec![&baseline.series],
+            Detector::Forest(forest) => forest.features.iter().map(|(_, e)| e).collect(),
+            Detector::Drift(_) => Vec::new(),
+        }
+    }
+
+    /// A one-line description, used as the alert's `condition` when the rule has none.
+    pub fn describe(&self) -> String {
+        match self {
+            Detector::Baseline(baseline) => format!(
+                "baseline {:?} of {}: |z| > {} (recovers under {})",
+                baseline.config.method,
+                baseline.series.text.split_whitespace().collect::<Vec<_>>().join(" "),
+                baseline.trigger,
+                baseline.recover
+            )
+            .to_lowercase(),
+            Detector::Forest(forest) => format!(
+                "isolation score of ({}) >= {}",
+                forest
+                    .features
+                    .iter()
+                    .map(|(name, _)| name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                forest.threshold
+            ),
+            Detector::Drift(drift) => format!(
+                "drift {} of {}{} against {}: effect >= {}",
+                drift.test.name(),
+                drift.column,
+                drift
+                    .subject
+                    .as_ref()
+                    .map(|s| format!(" in {s}"))
+                    .unwrap_or_default(),
+                match &drift.reference {
+                    DriftReference::Segment(name) => format!("segment {name}"),
+                    DriftReference::RestOf(column) => format!("the rest of {column}"),
+                },
+                drift.min_effect
+            ),
+        }
+    }
+}
+
+/// What a detector concluded for one group at one tick.
+#[derive(Debug, Clone)]
+pub struct Finding {
+    /// Whether the group holds.
+    pub holds: bool,
+    /// The value to report (z-score or effect size).
+    pub value: f64,
+    /// The threshold it was judged against.
+    pub threshold: f64,
+    /// The measurements.
+    pub evidence: Evidence,
+}
+
+/// One group's learned state for a baseline detector.
+pub(crate) struct BaselineGroup {
+    model: Baseline,
+    breached: bool,
+    last: Option<Finding>,
+}
+
+impl BaselineGroup {
+    pub(crate) fn new(detector: &BaselineDetector) -> Self {
+        BaselineGroup {
+            model: Baseline::new(&detector.config),
+            breached: false,
+            last: None,
+        }
+    }
+
+    /// Judges this tick's value of the series, then learns it.
+    pub(crate) fn observe(
+        &mut self,
+        detector: &BaselineDetector,
+        tick: i64,
+        value: f64,
+    ) -> Option<Finding> {
+        if !value.is_finite() {
+            // A gap: nothing learned, nothing judged, the state stays.
+            return self.last.clone();
+        }
+        let assessment = self.model.assess(tick, value);
+        self.model.learn(tick, value);
+        let Some(Assessment { expected, z, .. }) = assessment else {
+            self.breached = false;
+            self.last = None;
+            return None;
+        };
+        let oriented = detector.direction.oriented(z);
+        self.breached = if self.breached {
+            oriented > detector.recover
+        } else {
+            oriented > detector.trigger
+        };
+        let finding = Finding {
+            holds: self.breached,
+            value: z,
+            threshold: if self.breached {
+                detector.recover
+            } else {
+                detector.trigger
+            },
+            evidence: Evidence {
+                detector: "baseline".into(),
+                method: format!("{:?}", detector.config.method).to_lowercase(),
+                subject: detector.series.text.trim().to_string(),
+                observed: Some(value),
+                expected: Some(expected),
+                z: Some(z),
+                ..Evidence::default()
+            },
+        };
+        self.last = Some(finding.clone());
+        Some(finding)
+    }
+
+    /// Approximate bytes held, for memory reporting.
+    pub(crate) fn approx_bytes(&self) -> usize {
+        std::mem::size_of::<Self>() + self.model.approx_bytes()
+    }
+}
+
+/// Judges a subject sample against a reference sample (both sorted ascending).
+pub(crate) fn judge_drift(
+    detector: &DriftDetector,
+    reference_name: &str,
+    subject: &[f64],
+    reference: &[f64],
+) -> Finding {
+    let mut evidence = Evidence {
+        detector: "drift".into(),
+        method: detector.test.name().into(),
+        subject: detector.column.clone(),
+        samples: Some(subject.len() as u64),
+        reference_samples: Some(reference.len() as u64),
+        reference: Some(reference_name.to_string()),
+        ..Evidence::default()
+    };
+    let not_holding = |evidence: Evidence| Finding {
+        holds: false,
+        value: f64::NAN,
+        threshold: detector.min_effect,
+        evidence,
+    };
+    if subject.len() < detector.min_samples || reference.len() < detector.min_samples {
+        return not_holding(evidence);
+    }
+    let (effect, p_value, statistic) = match detector.test {
+        DriftTest::Ks => match stats::ks_two_sample(reference, subject) {
+            Some(outcome) => (outcome.statistic, Some(outcome.p_value), outcome.statistic),
+            None => return not_holding(evidence),
+        },
+        DriftTest::MannWhitney => {
+            let Some(outcome) = stats::mann_whitney(reference, subject, detector.confidence)
+            else {
+                return not_holding(evidence);
+            };
+            let median = median_of_sorted(reference);
+            let scale = median.abs().max(f64::MIN_POSITIVE);
+            evidence.shift = Some(outcome.shift);
+            evidence.shift_interval = Some([outcome.shift_low, outcome.shift_high]);
+            // Kayenta's rule: the whole interval lies beyond the band.
+            let band = detector.band * scale;
+            let beyond = match detector.direction {
+                Direction::Up => outcome.shift_low > band,
+                Direction::Down => outcome.shift_high < -band,
+                Direction::Both => outcome.shift_low > band || outcome.shift_high < -band,
+            };
+            let effect = outcome.shift / scale;
+            evidence.statistic = Some(outcome.u);
+            evidence.p_value = Some(outcome.p_value);
+            evidence.effect_size = Some(effect);
+            let holds = beyond
+                && outcome.p_value <= detector.max_p_value
+                && detector.direction.oriented(effect) >= detector.min_effect;
+            return Finding {
+                holds,
+                value: effect,
+                threshold: detector.min_effect,
+                evidence,
+            };
+        }
+        DriftTest::ChiSquare => {
+            let (reference_counts, subject_counts) = category_counts(reference, subject);
+            match stats::chi_square_two_sample(&reference_counts, &subject_counts) {
+                Some(outcome) => (outcome.cramers_v, Some(outcome.p_value), outcome.statistic),
+                None => return not_holding(evidence),
+            }
+        }
+        DriftTest::Psi | DriftTest::JensenShannon | DriftTest::Hellinger => {
+            let edges = stats::quantile_edges(reference, detector.bins);
+            let reference_counts = stats::bin_counts(reference, &edges);
+            let subject_counts = stats::bin_counts(subject, &edges);
+            let value = match detector.test {
+                DriftTest::Psi => stats::psi(&reference_counts, &subject_counts),
+                DriftTest::JensenShannon => {
+                    stats::jensen_shannon(&reference_counts, &subject_counts)
+                }
+                _ => stats::hellinger(&reference_counts, &subject_counts),
+            };
+            (value, None, value)
+        }
+        DriftTest::Wasserstein => {
+            let distance = stats::wasserstein_1(reference, subject);
+            let spread = standard_deviation(reference).max(f64::MIN_POSITIVE);
+            (distance / spread, None, distance)
+        }
+    };
+    evidence.statistic = Some(statistic);
+    evidence.p_value = p_value;
+    evidence.effect_size = Some(effect);
+    let significant = p_value.is_none_or(|p| p <= detector.max_p_value);
+    Finding {
+        holds: significant && effect >= detector.min_effect,
+        value: effect,
+        threshold: detector.min_effect,
+        evidence,
+    }
+}
+
+fn median_of_sorted(values: &[f64]) -> f64 {
+    let n = values.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+fn standard_deviation(values: &[f64]) -> f64 {
+    let n = values.len() as f64;
+    if n < 2.0 {
+        return 0.0;
+    }
+    let mean = values.iter().sum::<f64>() / n;
+    (values.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / (n - 1.0)).sqrt()
+}
+
+/// Counts per distinct value (categories), aligned across both samples.
+fn category_counts(reference: &[f64], subject: &[f64]) -> (Vec<f64>, Vec<f64>) {
+    let mut categories: Vec<f64> = reference.iter().chain(subject).copied().collect();
+    categories.sort_by(f64::total_cmp);
+    categories.dedup();
+    let count = |sample: &[f64]| -> Vec<f64> {
+        let mut counts = vec![0.0; categories.len()];
+        for value in sample {
+            if let Ok(index) = categories.binary_search_by(|c| c.total_cmp(value)) {
+                counts[index] += 1.0;
+            }
+        }
+        counts
+    };
+    (count(reference), count(subject))
+}
+
+/// One rule's online isolation forest over entity feature vectors.
+///
+/// The `rcf3` crate's online isolation forest does the learning; this wraps
+/// it with the feature transform, warm-up and the learn-per-tick budget.
+pub(crate) struct EntityForest {
+    forest: rcf3::OnlineIForest,
+    learned: u64,
+    /// Vectors of this tick waiting to be learned, with their entity keys.
+    pending: Vec<(u64, Vec<f32>)>,
+}
+
+impl EntityForest {
+    pub(crate) fn new(detector: &ForestDetector) -> Result<Self, DetectError> {
+        let forest = rcf3::OnlineIForest::builder(detector.features.len())
+            .num_trees(detector.trees)
+            .window_size(detector.memory)
+            .seed(detector.seed)
+            .build()
+            .map_err(|error| DetectError::Internal(format!("isolation forest: {error}")))?;
+        Ok(EntityForest {
+            forest,
+            learned: 0,
+            pending: Vec::new(),
+        })
+    }
+
+    /// Scores one entity's raw feature values against what was learned
+    /// before this tick, and queues the vector for learning.
+    pub(crate) fn observe(
+        &mut self,
+        detector: &ForestDetector,
+        entity: &str,
+        tick: i64,
+        raw: &[f64],
+    ) -> Option<Finding> {
+        // Features span orders of magnitude (rates, tokens, ratios): a signed
+        // log keeps a heavy-tailed one from squeezing the others into one cut.
+        let point: Vec<f32> = raw
+            .iter()
+            .map(|value| {
+                if value.is_finite() {
+                    (value.signum() * value.abs().ln_1p()) as f32
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let key = entity_tick_hash(entity, tick);
+        let score = (self.learned >= detector.warmup as u64)
+            .then(|| self.forest.score(&point).ok())
+            .flatten();
+        // An entity judged anomalous is not learned: otherwise a sustained
+        // attack teaches the forest that it is normal and the alert fades.
+        if score.is_none_or(|score| score < detector.threshold) {
+            self.pending.push((key, point));
+        }
+        let score = score?;
+        Some(Finding {
+            holds: score >= detector.threshold,
+            value: score,
+            threshold: detector.threshold,
+            evidence: Evidence {
+                detector: "forest".into(),
+                method: "online_isolation_forest".into(),
+                subject: detector
+                    .features
+                    .iter()
+                    .zip(raw)
+                    .map(|((name, _), value)| format!("{name}={}", round_for_display(*value)))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                score: Some(score),
+                ..Evidence::default()
+            },
+        })
+    }
+
+    /// Learns this tick's queued vectors: the `learn_per_tick` with the
+    /// lowest (entity, tick) hashes, in hash order, so the forest evolves the
+    /// same way whatever order the entities were first seen in.
+    pub(crate) fn end_tick(&mut self, detector: &ForestDetector) {
+        let mut pending = std::mem::take(&mut self.pending);
+        if pending.len() > detector.learn_per_tick {
+            pending.select_nth_unstable_by(detector.learn_per_tick - 1, |a, b| a.0.cmp(&b.0));
+            pending.truncate(detector.learn_per_tick);
+        }
+        pending.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (_, point) in &pending {
+            if self.forest.update(point).is_ok() {
+                self.learned += 1;
+            }
+        }
+        pending.clear();
+        self.pending = pending;
+    }
+
+    /// Vectors learned so far.
+    pub(crate) fn learned(&self) -> u64 {
+        self.learned
+    }
+}
+
+fn entity_tick_hash(entity: &str, tick: i64) -> u64 {
+    let mut bytes = Vec::with_capacity(entity.len() + 8);
+    bytes.extend_from_slice(&tick.to_le_bytes());
+    bytes.extend_from_slice(entity.as_bytes());
+    xxhash_rust::xxh3::xxh3_64(&bytes)
+}
+
+fn round_for_display(value: f64) -> f64 {
+    if !value.is_finite() || value == 0.0 {
+        return value;
+    }
+    let digits = 4 - value.abs().log10().ceil() as i32;
+    let scale = 10f64.powi(digits.clamp(0, 12));
+    (value * scale).round() / scale
+}
