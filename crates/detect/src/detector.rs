@@ -351,15 +351,13 @@ impl DetectorDocument {
                         "mad" => BaselineMethod::Mad,
                         "hour_of_day" => BaselineMethod::HourOfDay,
                         "hour_of_week" => BaselineMethod::HourOfWeek,
-                        other => {
-                            return Err(located_error(
-                                source,
-                                position(field),
-                                "method must be one of ewma, rolling, mad, hour_of_day, hour_of_week"
-                                    .into(),
-                                Some(other),
-                            ))
-                        }
+                        other => return Err(located_error(
+                            source,
+                            position(field),
+                            "method must be one of ewma, rolling, mad, hour_of_day, hour_of_week"
+                                .into(),
+                            Some(other),
+                        )),
                     },
                 };
                 let trigger = document.trigger.unwrap_or(4.0);
@@ -479,8 +477,7 @@ impl DetectorDocument {
                     return Err(located_error(
                         source,
                         position(&document.test),
-                        "drift needs 0.5 <= confidence < 1 and 10 <= sample_size <= 100000"
-                            .into(),
+                        "drift needs 0.5 <= confidence < 1 and 10 <= sample_size <= 100000".into(),
                         None,
                     ));
                 }
@@ -523,7 +520,12 @@ impl Detector {
             Detector::Baseline(baseline) => format!(
                 "baseline {:?} of {}: |z| > {} (recovers under {})",
                 baseline.config.method,
-                baseline.series.text.split_whitespace().collect::<Vec<_>>().join(" "),
+                baseline
+                    .series
+                    .text
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" "),
                 baseline.trigger,
                 baseline.recover
             )
@@ -669,8 +671,7 @@ pub(crate) fn judge_drift(
             None => return not_holding(evidence),
         },
         DriftTest::MannWhitney => {
-            let Some(outcome) = stats::mann_whitney(reference, subject, detector.confidence)
-            else {
+            let Some(outcome) = stats::mann_whitney(reference, subject, detector.confidence) else {
                 return not_holding(evidence);
             };
             let median = median_of_sorted(reference);

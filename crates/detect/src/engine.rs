@@ -36,10 +36,10 @@ use serde::Serialize;
 use crate::condition::{
     compile_condition, evaluate, AggregateKind, CompiledCondition, HeldTimers, SummaryPart, Witness,
 };
-use crate::filter::{compile_predicate, evaluate_predicate, NumericExpr, RowPredicate};
 use crate::detector::{
     judge_drift, BaselineGroup, Detector, DriftReference, EntityForest, Finding,
 };
+use crate::filter::{compile_predicate, evaluate_predicate, NumericExpr, RowPredicate};
 use crate::rule::Rule;
 use crate::summary::{BottomSample, Summary, SummaryLayout};
 use crate::DetectError;
@@ -476,13 +476,15 @@ impl RuleRuntime {
                 DetectorRuntime::Forest(Box::new(EntityForest::new(forest)?))
             }
             Some(Detector::Drift(drift)) => {
-                let column = schema.index_of(&drift.column).map_err(|_| DetectError::Rule {
-                    path: rule.source.path.clone(),
-                    line: drift.column_position.0,
-                    column: drift.column_position.1,
-                    token: Some(drift.column.clone()),
-                    message: format!("unknown column '{}'", drift.column),
-                })?;
+                let column = schema
+                    .index_of(&drift.column)
+                    .map_err(|_| DetectError::Rule {
+                        path: rule.source.path.clone(),
+                        line: drift.column_position.0,
+                        column: drift.column_position.1,
+                        token: Some(drift.column.clone()),
+                        message: format!("unknown column '{}'", drift.column),
+                    })?;
                 if !schema.field(column).data_type().is_numeric() {
                     return Err(DetectError::Rule {
                         path: rule.source.path.clone(),
@@ -503,7 +505,9 @@ impl RuleRuntime {
                     }
                     DriftReference::RestOf(name) => (
                         None,
-                        rule.group_by.iter().position(|(column, _, _)| column == name),
+                        rule.group_by
+                            .iter()
+                            .position(|(column, _, _)| column == name),
                         format!("rest of {name}"),
                     ),
                 };
@@ -1135,8 +1139,10 @@ impl RuleRuntime {
                 family_samples[families[group] as usize].merge(&subjects[group]);
             }
         }
-        let family_ranked: Vec<Vec<(u64, u64)>> =
-            family_samples.iter_mut().map(BottomSample::ranked).collect();
+        let family_ranked: Vec<Vec<(u64, u64)>> = family_samples
+            .iter_mut()
+            .map(BottomSample::ranked)
+            .collect();
         (0..groups)
             .map(|group| {
                 if !active[group] {

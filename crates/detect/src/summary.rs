@@ -374,7 +374,8 @@ mod tests {
         let rank = |i: u64| xxhash_rust::xxh3::xxh3_64(&i.to_le_bytes());
         let mut whole = BottomSample::with_capacity(100);
         (0..10_000u64).for_each(|i| whole.add(rank(i), i as f64));
-        let mut parts: Vec<BottomSample> = (0..7).map(|_| BottomSample::with_capacity(100)).collect();
+        let mut parts: Vec<BottomSample> =
+            (0..7).map(|_| BottomSample::with_capacity(100)).collect();
         (0..10_000u64)
             .rev()
             .for_each(|i| parts[(i % 7) as usize].add(rank(i), i as f64));

@@ -260,6 +260,15 @@ fn distinct_and_moments_aggregates_evaluate() {
     );
 }
 
+/// A Mann–Whitney judge of the canary against the baseline arm.
+const JUDGE: &str = "id: judge\ntitle: Judge\nseverity: high\ngroup_by: [model_id]\nsegments:\n  canary: ab_group == \"canary\"\n  baseline: ab_group == \"baseline\"\nwindow: 5m\nevery: 1m\ndetector:\n  drift:\n    column: latency_ms\n    test: mann_whitney\n    subject: canary\n    reference: { segment: baseline }\n    direction: up\n    band: 0.5\n    min_samples: 100\n    sample_size: 300\n";
+
+/// A learned baseline of each arm's median latency.
+const LEARNED: &str = "id: learned\ntitle: Learned\nseverity: medium\ngroup_by: [model_id, ab_group]\nwindow: 2m\nevery: 1m\ndetector:\n  baseline:\n    series: p50(latency_ms)\n    warmup: 5\n    points: 20\n    trigger: 5\n    recover: 2\n    direction: up\n";
+
+/// An isolation forest over the arms.
+const FOREST: &str = "id: forest\ntitle: Forest\nseverity: low\ngroup_by: [model_id, ab_group]\nwindow: 2m\nevery: 1m\ndetector:\n  forest:\n    features:\n      latency: avg(latency_ms)\n      volume: count()\n    warmup: 10\n    memory: 64\n    trees: 8\n    threshold: 0.62\n";
+
 fn mixed_incident_events() -> Vec<Event> {
     let mut events = traffic(
         45,
@@ -289,10 +298,23 @@ proptest! {
         sizes in proptest::collection::vec(1usize..3000, 1..8),
         seed in any::<u64>(),
     ) {
-        let rules = || vec![rule(SLOW), rule(CANARY), rule("id: silent\ntitle: Silent\nseverity: medium\ngroup_by: [model_id]\nwindow: 2m\nevery: 1m\ncondition: count() == 0\n")];
+        let rules = || vec![
+            rule(SLOW),
+            rule(CANARY),
+            rule("id: silent\ntitle: Silent\nseverity: medium\ngroup_by: [model_id]\nwindow: 2m\nevery: 1m\ncondition: count() == 0\n"),
+            rule(JUDGE),
+            rule(LEARNED),
+            rule(FOREST),
+        ];
         let events = mixed_incident_events();
         let expected = run(rules(), &events, &[events.len()]);
         prop_assert!(expected.len() >= 5, "the fixture must raise alerts: {}", expected.len());
+        for detector_rule in ["judge", "learned", "forest"] {
+            prop_assert!(
+                expected.iter().any(|alert| alert.rule_id == detector_rule && alert.evidence.is_some()),
+                "the fixture must exercise the {} detector", detector_rule
+            );
+        }
 
         // Displace each event by less than the 30 s lateness: sort by a jittered key.
         let mut state = seed | 1;
@@ -333,5 +355,203 @@ fn referenced_columns_name_what_the_rules_read() {
     assert_eq!(
         engine.referenced_columns(),
         ["status", "stream", "timestamp"]
+    );
+}
+
+fn with_source(events: Vec<Event>, model_id: &'static str) -> Vec<Event> {
+    events
+        .into_iter()
+        .map(|event| Event { model_id, ..event })
+        .collect()
+}
+
+#[test]
+fn a_baseline_fires_on_a_step_holds_through_hysteresis_and_ignores_gaps() {
+    // 40 quiet minutes around 100 ms, a 10-minute step to 300 ms, then a
+    // 20-minute gap with no traffic at all, then normal again.
+    let mut events = traffic(
+        60,
+        "recsys",
+        "baseline",
+        |m| {
+            if (40..50).contains(&m) {
+                300.0
+            } else {
+                100.0 + (m % 3) as f64 * 4.0
+            }
+        },
+        0,
+    );
+    events.retain(|e| !((50 * MINUTE..70 * MINUTE).contains(&(e.timestamp - START))));
+    events.extend(
+        traffic(
+            90,
+            "recsys",
+            "baseline",
+            |m| 100.0 + (m % 3) as f64 * 4.0,
+            0,
+        )
+        .into_iter()
+        .filter(|e| e.timestamp - START >= 70 * MINUTE),
+    );
+    let yaml = LEARNED.replace("group_by: [model_id, ab_group]", "group_by: [model_id]");
+    let alerts = run(vec![rule(&yaml)], &events, &[777]);
+    let firing: Vec<&Alert> = alerts
+        .iter()
+        .filter(|a| a.state == AlertState::Firing)
+        .collect();
+    assert_eq!(firing.len(), 1, "{alerts:#?}");
+    let evidence = firing[0]
+        .evidence
+        .as_ref()
+        .expect("a detector alert carries evidence");
+    assert_eq!(evidence.detector, "baseline");
+    assert!(
+        evidence.z.unwrap() > 5.0 && evidence.observed.unwrap() > 250.0,
+        "{evidence:?}"
+    );
+    assert!(evidence.expected.unwrap() < 120.0, "{evidence:?}");
+    assert!(
+        firing[0].starts_at.as_str() >= "2026-01-01T00:40:00Z"
+            && firing[0].starts_at.as_str() <= "2026-01-01T00:43:00Z",
+        "{}",
+        firing[0].starts_at
+    );
+    // It resolves once the step's minutes leave the window; the gap neither
+    // re-fires nor poisons the baseline, so normal traffic after it is quiet.
+    let resolved: Vec<&Alert> = alerts
+        .iter()
+        .filter(|a| a.state == AlertState::Resolved)
+        .collect();
+    assert_eq!(resolved.len(), 1, "{alerts:#?}");
+    assert!(
+        resolved[0].ends_at.as_deref().unwrap() <= "2026-01-01T00:53:00Z",
+        "{:?}",
+        resolved[0].ends_at
+    );
+}
+
+#[test]
+fn a_count_baseline_treats_zero_traffic_as_a_signal() {
+    let mut events = traffic(40, "recsys", "baseline", |_| 100.0, 0);
+    // Every second event, so counts vary a little, then silence from minute 30.
+    events.retain(|e| (e.timestamp - START) < 30 * MINUTE && (e.timestamp / SECOND) % 5 != 0);
+    events.extend(traffic(40, "fraud", "baseline", |_| 100.0, 0));
+    events.sort_by_key(|e| e.timestamp);
+    let yaml = "id: volume\ntitle: Volume\nseverity: medium\ngroup_by: [model_id]\nwindow: 2m\nevery: 1m\ndetector:\n  baseline:\n    series: count()\n    warmup: 10\n    points: 30\n    trigger: 4\n    direction: down\n";
+    let alerts = run(vec![rule(yaml)], &events, &[999]);
+    let firing: Vec<&Alert> = alerts
+        .iter()
+        .filter(|a| a.state == AlertState::Firing)
+        .collect();
+    assert_eq!(firing.len(), 1, "{alerts:#?}");
+    assert_eq!(firing[0].group["model_id"], "recsys");
+    // It fires while the window empties, before the count even reaches zero.
+    let evidence = firing[0].evidence.as_ref().unwrap();
+    assert!(
+        evidence.observed.unwrap() <= 100.0 && evidence.expected.unwrap() > 150.0,
+        "{evidence:?}"
+    );
+    assert!(
+        firing[0].starts_at.as_str() <= "2026-01-01T00:32:00Z",
+        "{}",
+        firing[0].starts_at
+    );
+}
+
+#[test]
+fn drift_against_the_rest_names_the_diverging_source_with_its_effect_size() {
+    // Six "sources" (in the model_id column here): one's latency doubles
+    // from minute 10. Against the rest, the others see it diluted to a sixth.
+    let mut events = Vec::new();
+    for (source, shifted) in [
+        ("src-a", false),
+        ("src-b", true),
+        ("src-c", false),
+        ("src-d", false),
+        ("src-e", false),
+        ("src-f", false),
+    ] {
+        events.extend(with_source(
+            traffic(
+                20,
+                "x",
+                "baseline",
+                |m| if shifted && m >= 10 { 200.0 } else { 100.0 },
+                0,
+            )
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| Event {
+                latency_ms: e.latency_ms + ((i * 37) % 50) as f64,
+                ..e
+            })
+            .collect(),
+            source,
+        ));
+    }
+    events.sort_by_key(|e| e.timestamp);
+    let yaml = "id: drift\ntitle: Drift\nseverity: high\ngroup_by: [model_id]\nwindow: 5m\nevery: 1m\ndetector:\n  drift:\n    column: latency_ms\n    test: ks\n    reference: { rest_of: model_id }\n    min_samples: 100\n    min_effect: 0.3\n";
+    let alerts = run(vec![rule(yaml)], &events, &[1234]);
+    let firing: Vec<&Alert> = alerts
+        .iter()
+        .filter(|a| a.state == AlertState::Firing)
+        .collect();
+    assert_eq!(firing.len(), 1, "{alerts:#?}");
+    assert_eq!(firing[0].group["model_id"], "src-b");
+    let evidence = firing[0].evidence.as_ref().unwrap();
+    assert_eq!(
+        (evidence.detector.as_str(), evidence.method.as_str()),
+        ("drift", "ks")
+    );
+    assert!(
+        evidence.effect_size.unwrap() >= 0.3 && evidence.p_value.unwrap() < 1e-3,
+        "{evidence:?}"
+    );
+    // Each side is the window's sample: this source alone, the other two merged.
+    assert!(
+        evidence.samples.unwrap() >= 100
+            && evidence.reference_samples.unwrap() > evidence.samples.unwrap(),
+        "{evidence:?}"
+    );
+    assert_eq!(evidence.reference.as_deref(), Some("rest of model_id"));
+}
+
+#[test]
+fn detector_blocks_are_validated_with_positions() {
+    let bad = |yaml: &str| match Rule::from_yaml_str(Path::new("d.yaml"), yaml) {
+        Err(error) => error.to_string(),
+        Ok(_) => panic!("accepted: {yaml}"),
+    };
+    let head = "id: d\ntitle: D\nseverity: low\ngroup_by: [model_id]\nwindow: 5m\n";
+    let message = bad(&format!("{head}detector:\n  drift:\n    column: latency_ms\n    test: t_test\n    reference: {{ rest_of: model_id }}\n"));
+    assert!(
+        message.starts_with("d.yaml:9:11:") && message.contains("t_test"),
+        "{message}"
+    );
+    let message = bad(&format!("{head}detector:\n  drift:\n    column: latency_ms\n    test: ks\n    reference: {{ rest_of: source_id }}\n"));
+    assert!(
+        message.contains("group_by") && message.contains("source_id"),
+        "{message}"
+    );
+    let message = bad(&format!(
+        "{head}detector:\n  baseline:\n    series: p95(latency_ms) >\n"
+    ));
+    assert!(message.starts_with("d.yaml:8:"), "{message}");
+    let message = bad(head);
+    assert!(
+        message.contains("condition, a detector, or both"),
+        "{message}"
+    );
+    let engine_error = Engine::new(
+        vec![rule(&format!("{head}detector:\n  drift:\n    column: client_id\n    test: ks\n    reference: {{ rest_of: model_id }}\n"))],
+        &canonical_schema(),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        engine_error.starts_with("test.yaml:8:13:") && engine_error.contains("numeric"),
+        "{engine_error}"
     );
 }
