@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context;
-use inferwatch_sim::{Scenario, SimConfig, SimError};
+use inferwatch_sim::{targets, Scenario, SimConfig, SimError};
 
 /// Arguments of `inferwatch simulate`.
 #[derive(clap::Args)]
@@ -40,6 +40,19 @@ pub struct Args {
     /// depend on it.
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Ordinary clients (1 to 2,000,000), with Zipf popularity; the
+    /// attackers' ids and addresses do not change with it.
+    #[arg(long, default_value_t = inferwatch_sim::CLIENT_COUNT, value_name = "N")]
+    clients: usize,
+    /// canary-regression: latency factor of the recsys 2.1 canary (> 0; 1
+    /// leaves its latency alone).
+    #[arg(long, default_value_t = targets::CANARY_LATENCY_FACTOR, value_name = "F")]
+    canary_latency_factor: f64,
+    /// canary-regression: error rate of the recsys 2.1 canary (0 to 1; below
+    /// the background 0.3 % it keeps the background, so 0 simulates a
+    /// latency-only regression).
+    #[arg(long, default_value_t = targets::CANARY_ERROR_RATE, value_name = "R")]
+    canary_error_rate: f64,
 }
 
 /// Runs the subcommand.
@@ -51,6 +64,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         rate: args.rate,
         start_ns: inferwatch_core::parse_timestamp_text(&args.start)?,
         threads: args.threads,
+        clients: args.clients,
+        canary_latency_factor: args.canary_latency_factor,
+        canary_error_rate: args.canary_error_rate,
     };
     config.validate()?;
 

@@ -4,8 +4,23 @@
 //! can read the numbers below and set thresholds from them. The seed drives
 //! only the traffic drawn from this fleet.
 
-/// Number of ordinary clients (`c-00000` .. `c-01999`).
+/// Default number of ordinary clients (`c-00000` .. `c-01999`); see
+/// [`SimConfig::clients`](crate::SimConfig::clients).
 pub const CLIENT_COUNT: usize = 2_000;
+
+/// Most ordinary clients a run may have.
+pub const MAX_CLIENTS: usize = 2_000_000;
+
+/// Client numbers that ordinary clients never get, because the attackers own
+/// them: the flooders of `dos` (`c-20000` .. `c-20039`) and the extraction
+/// attacker (`c-31337`), in increasing order as `(first, count)`.
+const RESERVED_CLIENT_NUMBERS: [(usize, usize); 2] = [
+    (
+        crate::targets::DOS_FIRST_CLIENT_NUMBER,
+        crate::targets::DOS_CLIENT_COUNT,
+    ),
+    (crate::targets::EXTRACTION_CLIENT_NUMBER, 1),
+];
 
 /// Zipf exponent of client popularity: client rank `r` (from 1) sends a share
 /// proportional to `r^-0.8`, so the busiest client sends about 5.4 % of the
@@ -212,24 +227,41 @@ pub const DEPLOYMENTS: [Deployment; 5] = [
     },
 ];
 
-/// The `client_id` of ordinary client `index`.
+/// The number in the `client_id` of ordinary client `index`: the index
+/// itself below 20 000, then shifted past the numbers of the attackers, so
+/// that no ordinary client ever shares an id with one (index 20 000 is
+/// `c-20040`, index 31 297 is `c-31338`).
+pub fn client_number(index: usize) -> usize {
+    let mut number = index;
+    for (first, count) in RESERVED_CLIENT_NUMBERS {
+        if number >= first {
+            number += count;
+        }
+    }
+    number
+}
+
+/// The `client_id` of ordinary client `index`: `c-` and
+/// [`client_number`], at least five digits.
 pub fn client_id(index: usize) -> String {
-    format!("c-{index:05}")
+    format!("c-{:05}", client_number(index))
 }
 
 /// The stable `client_ip` of ordinary client `index`: a bijection of the
-/// index into `10.0.0.0/8`, so no two clients share an address.
+/// index (below 2^24) into `10.0.0.0/8`, so no two clients share an address.
 pub fn client_ip(index: usize) -> String {
+    let [_, second, third, fourth] = client_ip_octets(index);
+    format!("10.{second}.{third}.{fourth}")
+}
+
+/// The four octets of [`client_ip`] (the first is always 10).
+#[inline]
+pub(crate) fn client_ip_octets(index: usize) -> [u8; 4] {
     let mixed = (index as u32)
         .wrapping_mul(0x9E37_79B1)
         .wrapping_add(0x0012_3457)
         & 0x00FF_FFFF;
-    format!(
-        "10.{}.{}.{}",
-        (mixed >> 16) & 0xFF,
-        (mixed >> 8) & 0xFF,
-        mixed & 0xFF
-    )
+    [10, (mixed >> 16) as u8, (mixed >> 8) as u8, mixed as u8]
 }
 
 /// The `source_id` of data source `index`.
@@ -342,6 +374,30 @@ mod tests {
         assert_eq!(addresses.len(), CLIENT_COUNT);
         assert_eq!(client_id(42), "c-00042");
         assert_eq!(source_id(7), "src-07");
+    }
+
+    #[test]
+    fn ordinary_client_ids_skip_the_attackers_numbers() {
+        assert_eq!(client_id(1_999), "c-01999");
+        assert_eq!(client_id(19_999), "c-19999");
+        assert_eq!(client_id(20_000), "c-20040");
+        assert_eq!(client_id(31_296), "c-31336");
+        assert_eq!(client_id(31_297), "c-31338");
+        assert_eq!(client_id(MAX_CLIENTS - 1), "c-2000040");
+        let attacker = crate::targets::EXTRACTION_CLIENT_ID;
+        let mut previous = None;
+        for index in 0..40_000 {
+            let number = client_number(index);
+            assert!(previous.is_none_or(|previous| number > previous));
+            previous = Some(number);
+            assert!(!(20_000..20_040).contains(&number), "{index} -> {number}");
+            assert_ne!(client_id(index), attacker);
+        }
+        // Addresses stay distinct for a million clients, too.
+        let mut addresses: Vec<[u8; 4]> = (0..1_000_000).map(client_ip_octets).collect();
+        addresses.sort_unstable();
+        addresses.dedup();
+        assert_eq!(addresses.len(), 1_000_000);
     }
 
     #[test]

@@ -11,6 +11,18 @@ pub(crate) fn push_integer(buffer: &mut Vec<u8>, value: u64) {
     buffer.extend_from_slice(digits.format(value).as_bytes());
 }
 
+/// Appends a decimal integer padded with leading zeros to at least `width`
+/// digits (`00042`).
+#[inline]
+pub(crate) fn push_padded(buffer: &mut Vec<u8>, value: u64, width: usize) {
+    let mut digits = itoa::Buffer::new();
+    let text = digits.format(value).as_bytes();
+    for _ in text.len()..width {
+        buffer.push(b'0');
+    }
+    buffer.extend_from_slice(text);
+}
+
 /// Appends a non-negative number with exactly one decimal (`123.4`).
 #[inline]
 pub(crate) fn push_one_decimal(buffer: &mut Vec<u8>, value: f64) {
@@ -177,6 +189,9 @@ mod tests {
         assert_eq!(text(|b| push_hex16(b, 0x1a2b3)), "000000000001a2b3");
         assert_eq!(text(|b| push_two_digits(b, 7)), "07");
         assert_eq!(text(|b| push_integer(b, 312)), "312");
+        assert_eq!(text(|b| push_padded(b, 42, 5)), "00042");
+        assert_eq!(text(|b| push_padded(b, 0, 5)), "00000");
+        assert_eq!(text(|b| push_padded(b, 1_234_567, 5)), "1234567");
     }
 
     #[test]

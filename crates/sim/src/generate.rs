@@ -9,11 +9,11 @@ use rand_distr::{Distribution, Exp1, Gamma, Poisson, StandardNormal};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 use crate::fleet::{
-    self, AliasTable, ModelProfile, CHAT_LLM, CLIENT_COUNT, DEPLOYMENTS, FRAUD, MODELS, RECSYS,
-    RECSYS_CANARY, SOURCE_COUNT, VISION,
+    self, AliasTable, ModelProfile, CHAT_LLM, DEPLOYMENTS, FRAUD, MODELS, RECSYS, RECSYS_CANARY,
+    SOURCE_COUNT, VISION,
 };
 use crate::format::{
-    push_hex16, push_integer, push_one_decimal, push_probability, push_two_digits,
+    push_hex16, push_integer, push_one_decimal, push_padded, push_probability, push_two_digits,
     TimestampFormatter,
 };
 use crate::scenario::{targets, Incident, Scenario};
@@ -25,10 +25,13 @@ const CHUNK_NS: i64 = 1_000_000_000;
 const REQUEST_INDEX_BITS: u32 = 24;
 /// Highest accepted `--rate`, so that a chunk never holds 2^24 events.
 pub(crate) const MAX_RATE: f64 = 10_000_000.0;
-/// Index of the extraction attacker among the clients.
-const EXTRACTION_CLIENT: usize = CLIENT_COUNT;
-/// Index of the first flooding client.
-const DOS_FIRST_CLIENT: usize = CLIENT_COUNT + 1;
+/// Index of the extraction attacker among the attackers (after the
+/// ordinary clients).
+const EXTRACTION_ATTACKER: usize = 0;
+/// Index of the first flooding client among the attackers.
+const DOS_FIRST_ATTACKER: usize = 1;
+/// Digits of the shortest client number (`c-00042`).
+const CLIENT_NUMBER_WIDTH: usize = 5;
 /// Deployment indices of the single-version models hit by attacks.
 const CHAT_DEPLOYMENT: usize = 3;
 const VISION_DEPLOYMENT: usize = 4;
@@ -152,8 +155,14 @@ pub(crate) struct Plan {
     models: Vec<ModelRuntime>,
     deployment_cumulative: [f64; DEPLOYMENTS.len()],
     deployment_fragments: Vec<Vec<u8>>,
-    client_fragments: Vec<Vec<u8>>,
+    /// Ordinary clients are `0 .. clients`; their fragments are formatted
+    /// per event, so a million clients cost only the popularity table.
+    clients: usize,
+    /// The extraction attacker, then the flooders: clients `clients ..`.
+    attacker_fragments: Vec<Vec<u8>>,
     client_popularity: AliasTable,
+    ln_canary_latency: f64,
+    canary_error_rate: f64,
     poisoned_gamma: Gamma<f64>,
     ln_dos_input: f64,
 }
@@ -208,17 +217,14 @@ impl Plan {
         let client_fragment = |id: &str, ip: &str| {
             format!(r#"","client_id":"{id}","client_ip":"{ip}","source_id":"src-"#).into_bytes()
         };
-        let mut client_fragments: Vec<Vec<u8>> = (0..CLIENT_COUNT)
-            .map(|index| client_fragment(&fleet::client_id(index), &fleet::client_ip(index)))
-            .collect();
-        client_fragments.push(client_fragment(
+        let mut attacker_fragments = vec![client_fragment(
             targets::EXTRACTION_CLIENT_ID,
             targets::EXTRACTION_CLIENT_IP,
-        ));
+        )];
         for index in 0..targets::DOS_CLIENT_COUNT {
-            client_fragments.push(client_fragment(
-                &format!("c-{:05}", 20_000 + index),
-                &format!("198.51.100.{}", 10 + index),
+            attacker_fragments.push(client_fragment(
+                &format!("c-{:05}", targets::DOS_FIRST_CLIENT_NUMBER + index),
+                &format!("198.51.100.{}", targets::DOS_FIRST_CLIENT_HOST + index),
             ));
         }
         let chat_share = DEPLOYMENTS
@@ -237,14 +243,41 @@ impl Plan {
             models,
             deployment_cumulative,
             deployment_fragments,
-            client_fragments,
+            clients: config.clients,
+            attacker_fragments,
             client_popularity: AliasTable::new(&fleet::zipf_weights(
-                CLIENT_COUNT,
+                config.clients,
                 fleet::CLIENT_ZIPF_EXPONENT,
             )),
+            ln_canary_latency: config.canary_latency_factor.ln(),
+            canary_error_rate: config.canary_error_rate,
             poisoned_gamma: gamma(targets::POISONED_CONCENTRATION)?,
             ln_dos_input: targets::DOS_INPUT_TOKENS.ln(),
         })
+    }
+
+    /// Appends the JSON from the end of the request id to the source number:
+    /// `","client_id":"c-00042","client_ip":"10.1.2.3","source_id":"src-`.
+    #[inline]
+    fn push_client(&self, buffer: &mut Vec<u8>, client: usize) {
+        if let Some(attacker) = client.checked_sub(self.clients) {
+            buffer.extend_from_slice(&self.attacker_fragments[attacker]);
+            return;
+        }
+        buffer.extend_from_slice(br#"","client_id":"c-"#);
+        push_padded(
+            buffer,
+            fleet::client_number(client) as u64,
+            CLIENT_NUMBER_WIDTH,
+        );
+        let [first, second, third, fourth] = fleet::client_ip_octets(client);
+        buffer.extend_from_slice(br#"","client_ip":""#);
+        push_integer(buffer, u64::from(first));
+        for octet in [second, third, fourth] {
+            buffer.push(b'.');
+            push_integer(buffer, u64::from(octet));
+        }
+        buffer.extend_from_slice(br#"","source_id":"src-"#);
     }
 
     pub(crate) fn chunk_count(&self) -> u64 {
@@ -361,8 +394,8 @@ impl<'plan> ChunkGenerator<'plan> {
                     effects.raise_errors(targets::ERROR_SPIKE_RATE, ErrorMix::Spike);
                 }
                 Scenario::CanaryRegression if deployment == RECSYS_CANARY => {
-                    effects.latency_log_shift += targets::CANARY_LATENCY_FACTOR.ln();
-                    effects.raise_errors(targets::CANARY_ERROR_RATE, ErrorMix::Canary);
+                    effects.latency_log_shift += self.plan.ln_canary_latency;
+                    effects.raise_errors(self.plan.canary_error_rate, ErrorMix::Canary);
                 }
                 Scenario::PoisonedSource if source == targets::POISONED_SOURCE_INDEX => {
                     effects.poisoned = true;
@@ -400,11 +433,11 @@ impl<'plan> ChunkGenerator<'plan> {
                     .unwrap_or(DEPLOYMENTS.len() - 1);
                 (deployment, plan.client_popularity.sample(rng.next_u64()))
             }
-            Stream::Extraction => (VISION_DEPLOYMENT, EXTRACTION_CLIENT),
+            Stream::Extraction => (VISION_DEPLOYMENT, plan.clients + EXTRACTION_ATTACKER),
             Stream::Dos => {
                 let offset =
                     ((rng.next_u32() as u64 * targets::DOS_CLIENT_COUNT as u64) >> 32) as usize;
-                (CHAT_DEPLOYMENT, DOS_FIRST_CLIENT + offset)
+                (CHAT_DEPLOYMENT, plan.clients + DOS_FIRST_ATTACKER + offset)
             }
         };
         let source = ((rng.next_u32() as u64 * SOURCE_COUNT as u64) >> 32) as usize;
@@ -481,7 +514,7 @@ impl<'plan> ChunkGenerator<'plan> {
         self.timestamps.push(buffer, timestamp);
         buffer.extend_from_slice(&plan.deployment_fragments[deployment]);
         push_hex16(buffer, request_id);
-        buffer.extend_from_slice(&plan.client_fragments[client]);
+        plan.push_client(buffer, client);
         push_two_digits(buffer, source);
         buffer.extend_from_slice(outcome.fragment());
         push_one_decimal(buffer, latency);

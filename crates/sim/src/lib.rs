@@ -75,7 +75,13 @@
 //!   popularity (the busiest sends 5.4 % of the traffic), each with one
 //!   stable address in `10.0.0.0/8`. 30 % of a client's inputs are new; the
 //!   rest repeat one of its 32 usual inputs, so a busy client's unique-input
-//!   ratio is 0.3–0.5.
+//!   ratio is 0.3–0.5. [`SimConfig::clients`] (`--clients`, 1 to 2 000 000)
+//!   changes the count: client `i` is still the `i`-th most popular, ids
+//!   grow past five digits when needed, and ordinary clients skip the
+//!   attackers' numbers (`c-20000` .. `c-20039` and `c-31337`; client
+//!   20 000 is `c-20040`), so attackers' ids and addresses never change.
+//!   Client fields are formatted per event, so a million clients cost only
+//!   the 12-byte-per-client popularity table.
 //! * **Sources**: `src-00` .. `src-19`, uniform.
 //!
 //! ## Scenarios
@@ -85,11 +91,18 @@
 //! | `baseline` | nothing (no incident) | – |
 //! | `latency-regression` | `fraud` latency ×3 | `model_id=fraud` |
 //! | `error-spike` | `vision` error rate 15 % (500 / 503) | `model_id=vision` |
-//! | `canary-regression` | `recsys` 2.1 latency ×2.2 (p99 ≥ 550 ms), errors 6 % | `model_id=recsys, model_version=2.1` |
+//! | `canary-regression` | `recsys` 2.1 latency ×2.2 (p99 ≥ 550 ms), errors 6 %; both tunable (below) | `model_id=recsys, model_version=2.1` |
 //! | `poisoned-source` | `src-07` inputs: concentration 2.5 instead of 9–30, 60 % forced to the last class | `source_id=src-07` |
 //! | `input-length-shift` | `recsys` input tokens ×4, latency ×1.5 through the elasticity | `model_id=recsys` |
 //! | `extraction` | new client `c-31337` from `203.0.113.77` queries `vision` at +10 % of the rate (+30 ev/s at the default), every input unique | `client_id=c-31337` |
 //! | `dos` | 40 new clients (`c-20000`.., `198.51.100.10`..) add 2× `chat-llm`'s volume with ~8k-token prompts; `chat-llm` overloads: latency ×2.5, 20 % errors (429 / 503) | `model_id=chat-llm` |
+//!
+//! The canary's regression is set by [`SimConfig::canary_latency_factor`]
+//! (`--canary-latency-factor`, default 2.2; 1.0 keeps its latency equal to
+//! the baseline arm's, 1.2 makes it 20 % slower) and
+//! [`SimConfig::canary_error_rate`] (`--canary-error-rate`, default 0.06; 0
+//! keeps the background 0.3 %, for a latency-only regression). The label is
+//! the same whatever they are.
 //!
 //! The timing rule is in [`incidents`]: with one scenario, the incident starts
 //! at 40 % of the duration (whole minutes) and lasts `min(20 min, 30 %)`;
@@ -128,9 +141,10 @@ mod generate;
 mod scenario;
 
 pub use fleet::{
-    client_id, client_ip, daily_cycle, source_id, Deployment, ModelProfile, BACKGROUND_ERROR_RATE,
-    CLIENT_COUNT, CLIENT_ZIPF_EXPONENT, DAILY_CYCLE_AMPLITUDE, DAILY_CYCLE_PEAK_HOUR, DEPLOYMENTS,
-    FRESH_INPUT_SHARE, INPUT_POOL_SIZE, MODELS, SOURCE_COUNT,
+    client_id, client_ip, client_number, daily_cycle, source_id, Deployment, ModelProfile,
+    BACKGROUND_ERROR_RATE, CLIENT_COUNT, CLIENT_ZIPF_EXPONENT, DAILY_CYCLE_AMPLITUDE,
+    DAILY_CYCLE_PEAK_HOUR, DEPLOYMENTS, FRESH_INPUT_SHARE, INPUT_POOL_SIZE, MAX_CLIENTS, MODELS,
+    SOURCE_COUNT,
 };
 pub use scenario::{incidents, targets, Incident, Scenario};
 
@@ -174,10 +188,24 @@ pub struct SimConfig {
     /// Worker threads; 0 picks the number of cores (at most 4). The output
     /// does not depend on it.
     pub threads: usize,
+    /// Ordinary clients, `1 ..= MAX_CLIENTS` (default [`CLIENT_COUNT`]):
+    /// indices `0 .. clients` with Zipf popularity. The attackers' ids and
+    /// addresses do not depend on it.
+    pub clients: usize,
+    /// Latency factor applied to the `recsys` 2.1 canary during
+    /// `canary-regression`, `> 0` (default
+    /// [`targets::CANARY_LATENCY_FACTOR`]; 1 leaves its latency alone).
+    pub canary_latency_factor: f64,
+    /// Error rate of the canary during `canary-regression`, in `[0, 1]`
+    /// (default [`targets::CANARY_ERROR_RATE`]). A rate below the background
+    /// 0.3 % leaves the background errors, so 0 simulates a latency-only
+    /// regression.
+    pub canary_error_rate: f64,
 }
 
 impl Default for SimConfig {
-    /// Baseline, 1 h from `2026-01-01T00:00:00Z`, 300 ev/s, seed 42.
+    /// Baseline, 1 h from `2026-01-01T00:00:00Z`, 300 ev/s, seed 42, 2 000
+    /// clients, a canary regression of ×2.2 latency and 6 % errors.
     fn default() -> Self {
         Self {
             scenarios: vec![Scenario::Baseline],
@@ -186,15 +214,38 @@ impl Default for SimConfig {
             rate: 300.0,
             start_ns: 1_767_225_600 * inferwatch_core::NANOS_PER_SECOND,
             threads: 0,
+            clients: CLIENT_COUNT,
+            canary_latency_factor: targets::CANARY_LATENCY_FACTOR,
+            canary_error_rate: targets::CANARY_ERROR_RATE,
         }
     }
 }
 
 impl SimConfig {
     /// Checks the ranges: a rate in `[0, 10 000 000]`, a non-negative
-    /// duration, and a start at or after 1970 such that the end is
-    /// representable.
+    /// duration, a start at or after 1970 such that the end is
+    /// representable, `1 ..= 2 000 000` clients, a finite canary latency
+    /// factor in `(0, 1000]` and a canary error rate in `[0, 1]`.
     pub fn validate(&self) -> Result<(), SimError> {
+        if !(1..=MAX_CLIENTS).contains(&self.clients) {
+            return Err(SimError::InvalidConfig(format!(
+                "clients {} is not between 1 and {MAX_CLIENTS}",
+                self.clients
+            )));
+        }
+        let factor = self.canary_latency_factor;
+        if !factor.is_finite() || factor <= 0.0 || factor > MAX_CANARY_LATENCY_FACTOR {
+            return Err(SimError::InvalidConfig(format!(
+                "canary latency factor {factor} is not above 0 and at most \
+                 {MAX_CANARY_LATENCY_FACTOR}"
+            )));
+        }
+        let error_rate = self.canary_error_rate;
+        if !(0.0..=1.0).contains(&error_rate) {
+            return Err(SimError::InvalidConfig(format!(
+                "canary error rate {error_rate} is not between 0 and 1"
+            )));
+        }
         if !self.rate.is_finite() || self.rate < 0.0 || self.rate > generate::MAX_RATE {
             return Err(SimError::InvalidConfig(format!(
                 "rate {} is not between 0 and {} events per second",
@@ -226,6 +277,9 @@ impl SimConfig {
             .min(4)
     }
 }
+
+/// Highest accepted [`SimConfig::canary_latency_factor`].
+pub const MAX_CANARY_LATENCY_FACTOR: f64 = 1_000.0;
 
 /// What [`generate`] wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]

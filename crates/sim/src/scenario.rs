@@ -17,7 +17,9 @@ pub enum Scenario {
     LatencyRegression,
     /// `vision` error rate rises to 15 % (HTTP 500 and 503).
     ErrorSpike,
-    /// The `recsys` 2.1 canary becomes 2.2× slower and fails 6 % of requests.
+    /// The `recsys` 2.1 canary becomes slower (×2.2 by default,
+    /// [`SimConfig::canary_latency_factor`]) and fails more often (6 % by
+    /// default, [`SimConfig::canary_error_rate`]).
     CanaryRegression,
     /// Source `src-07` sends inputs on which the classifiers are unsure
     /// (flat Dirichlet) and whose predicted class skews to the last class.
@@ -151,9 +153,11 @@ pub mod targets {
     pub const CANARY_MODEL: &str = "recsys";
     /// Version of the regressing canary.
     pub const CANARY_VERSION: &str = "2.1";
-    /// Latency factor of `canary-regression`.
+    /// Default latency factor of `canary-regression`
+    /// ([`SimConfig::canary_latency_factor`](crate::SimConfig::canary_latency_factor)).
     pub const CANARY_LATENCY_FACTOR: f64 = 2.2;
-    /// Error rate of the canary during `canary-regression`.
+    /// Default error rate of the canary during `canary-regression`
+    /// ([`SimConfig::canary_error_rate`](crate::SimConfig::canary_error_rate)).
     pub const CANARY_ERROR_RATE: f64 = 0.06;
     /// Source whose data is poisoned.
     pub const POISONED_SOURCE: &str = "src-07";
@@ -170,6 +174,8 @@ pub mod targets {
     pub const INPUT_LENGTH_FACTOR: f64 = 4.0;
     /// The extraction attacker.
     pub const EXTRACTION_CLIENT_ID: &str = "c-31337";
+    /// The number in [`EXTRACTION_CLIENT_ID`]; ordinary clients skip it.
+    pub const EXTRACTION_CLIENT_NUMBER: usize = 31_337;
     /// The extraction attacker's only address.
     pub const EXTRACTION_CLIENT_IP: &str = "203.0.113.77";
     /// Model swept by the extraction attacker.
@@ -180,6 +186,12 @@ pub mod targets {
     pub const DOS_MODEL: &str = "chat-llm";
     /// Number of flooding clients (`c-20000` ..), at `198.51.100.10` ..
     pub const DOS_CLIENT_COUNT: usize = 40;
+    /// The number in the first flooder's id (`c-20000`); ordinary clients
+    /// skip the flooders' numbers.
+    pub const DOS_FIRST_CLIENT_NUMBER: usize = 20_000;
+    /// Address of the first flooder: `198.51.100.` and this, then one more
+    /// per flooder.
+    pub const DOS_FIRST_CLIENT_HOST: usize = 10;
     /// The flood adds this many times the model's normal volume.
     pub const DOS_EXTRA_VOLUME: f64 = 2.0;
     /// Median input tokens of a flooding request.

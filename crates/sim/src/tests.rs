@@ -473,3 +473,199 @@ fn dos_floods_chat_with_long_prompts() {
             >= 30
     );
 }
+
+/// The number in an id `c-NNNNN`.
+fn client_number_of(event: &Event) -> usize {
+    event.client_id["c-".len()..].parse().unwrap()
+}
+
+#[test]
+fn more_clients_reach_past_c01999_and_leave_the_attackers_alone() {
+    let mut few = config("extraction,dos", "10m", 100.0);
+    few.threads = 2;
+    let mut many = few.clone();
+    many.clients = 10_000;
+    let (few_events, many_events) = (events_of(&few), events_of(&many));
+    // Only the client fields change: the attackers' events stay the same,
+    // ids and addresses included.
+    assert_eq!(few_events.len(), many_events.len());
+    let attackers = |events: &[Event]| -> Vec<(String, String, String, String)> {
+        events
+            .iter()
+            .filter(|event| !event.client_ip.starts_with("10."))
+            .map(|event| {
+                (
+                    event.timestamp.clone(),
+                    event.client_id.clone(),
+                    event.client_ip.clone(),
+                    event.input_hash.clone(),
+                )
+            })
+            .collect()
+    };
+    let attacker_events = attackers(&many_events);
+    assert_eq!(attacker_events, attackers(&few_events));
+    let extraction = attacker_events
+        .iter()
+        .filter(|(_, id, _, _)| id == targets::EXTRACTION_CLIENT_ID)
+        .inspect(|(_, _, ip, _)| assert_eq!(ip, targets::EXTRACTION_CLIENT_IP))
+        .count();
+    assert!(extraction > 1_000, "{extraction} extraction events");
+    for (_, id, ip, _) in &attacker_events {
+        if id != targets::EXTRACTION_CLIENT_ID {
+            let number: usize = id["c-".len()..].parse().unwrap();
+            assert!((20_000..20_040).contains(&number), "{id}");
+            assert_eq!(*ip, format!("198.51.100.{}", 10 + number - 20_000));
+        }
+    }
+
+    let ordinary: Vec<&Event> = many_events
+        .iter()
+        .filter(|event| event.client_ip.starts_with("10."))
+        .collect();
+    let numbers: HashSet<usize> = ordinary
+        .iter()
+        .map(|event| client_number_of(event))
+        .collect();
+    assert!(numbers.iter().all(|&number| number < 10_000));
+    assert!(numbers.len() > 5_000, "{} distinct clients", numbers.len());
+    let beyond = ordinary
+        .iter()
+        .filter(|event| client_number_of(event) > 1_999)
+        .count();
+    // Zipf(0.8) over 10 000 ranks: ranks above 2 000 send about 30 %.
+    let share = beyond as f64 / ordinary.len() as f64;
+    assert!(
+        (0.25..0.4).contains(&share),
+        "share beyond c-01999: {share}"
+    );
+    assert!(few_events
+        .iter()
+        .filter(|event| event.client_ip.starts_with("10."))
+        .all(|event| client_number_of(event) < 2_000));
+}
+
+#[test]
+fn ordinary_clients_never_take_an_attackers_id() {
+    let mut config = config("extraction,dos", "4m", 100.0);
+    config.clients = 40_000;
+    let events = events_of(&config);
+    let mut past_the_attacker = 0;
+    for event in &events {
+        let number = client_number_of(event);
+        if event.client_ip.starts_with("10.") {
+            assert!(number < 40_041, "{}", event.client_id);
+            assert!(!(20_000..20_040).contains(&number), "{}", event.client_id);
+            assert_ne!(event.client_id, targets::EXTRACTION_CLIENT_ID);
+            past_the_attacker += usize::from(number > 31_337);
+        } else if event.client_id == targets::EXTRACTION_CLIENT_ID {
+            assert_eq!(event.client_ip, targets::EXTRACTION_CLIENT_IP);
+        } else {
+            assert!(event.client_ip.starts_with("198.51.100."));
+        }
+    }
+    assert!(past_the_attacker > 100, "{past_the_attacker}");
+}
+
+#[test]
+fn one_client_sends_all_the_ordinary_traffic() {
+    let mut config = config("baseline", "1m", 50.0);
+    config.clients = 1;
+    let events = events_of(&config);
+    assert!(events.len() > 2_000);
+    assert!(events.iter().all(|event| event.client_id == "c-00000"));
+}
+
+#[test]
+fn out_of_range_knobs_are_refused_with_their_value() {
+    let refused = |change: &dyn Fn(&mut SimConfig), needle: &str| {
+        let mut config = SimConfig::default();
+        change(&mut config);
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains(needle), "{error} lacks {needle}");
+        assert!(generate(&config, std::io::sink()).is_err());
+    };
+    refused(&|config| config.clients = 0, "clients 0");
+    refused(&|config| config.clients = 2_000_001, "clients 2000001");
+    refused(&|config| config.canary_latency_factor = 0.0, "factor 0");
+    refused(&|config| config.canary_latency_factor = -1.2, "factor -1.2");
+    refused(
+        &|config| config.canary_latency_factor = f64::NAN,
+        "factor NaN",
+    );
+    refused(
+        &|config| config.canary_latency_factor = f64::INFINITY,
+        "factor inf",
+    );
+    refused(
+        &|config| config.canary_error_rate = -0.01,
+        "error rate -0.01",
+    );
+    refused(&|config| config.canary_error_rate = 1.5, "error rate 1.5");
+    refused(
+        &|config| config.canary_error_rate = f64::NAN,
+        "error rate NaN",
+    );
+    for accepted in [
+        SimConfig {
+            clients: 1,
+            canary_latency_factor: 1.0,
+            canary_error_rate: 0.0,
+            ..SimConfig::default()
+        },
+        SimConfig {
+            clients: crate::MAX_CLIENTS,
+            canary_latency_factor: 0.5,
+            canary_error_rate: 1.0,
+            ..SimConfig::default()
+        },
+    ] {
+        accepted.validate().unwrap();
+    }
+}
+
+/// OK latencies of the canary (2.1) and of the baseline arm (2.0) inside the
+/// canary-regression incident, and the canary's error rate there.
+fn canary_arms(factor: f64, canary_error_rate: f64) -> (Vec<f64>, Vec<f64>, f64) {
+    let mut config = config("canary-regression", "10m", 300.0);
+    config.canary_latency_factor = factor;
+    config.canary_error_rate = canary_error_rate;
+    let incident = incidents(&config).remove(0);
+    let events = events_of(&config);
+    let (canary, _) = inside_outside(&incident, &events, |event| event.model_version == "2.1");
+    let (baseline, _) = inside_outside(&incident, &events, |event| event.model_version == "2.0");
+    let ok = |events: &[&Event]| -> Vec<f64> {
+        events
+            .iter()
+            .filter(|event| event.status == "ok")
+            .map(|event| event.latency_ms)
+            .collect()
+    };
+    assert!(canary.len() > 2_000, "{} canary events", canary.len());
+    (ok(&canary), ok(&baseline), error_rate(&canary))
+}
+
+#[test]
+fn canary_factor_one_without_errors_matches_the_baseline_arm() {
+    let (canary, baseline, errors) = canary_arms(1.0, 0.0);
+    for q in [0.25, 0.5, 0.75, 0.9] {
+        let ratio = quantile(&canary, q) / quantile(&baseline, q);
+        assert!((0.97..1.03).contains(&ratio), "q{q} ratio {ratio}");
+    }
+    // Only the background errors are left.
+    assert!(errors < 0.012, "canary error rate {errors}");
+}
+
+#[test]
+fn canary_factor_sets_the_latency_shift() {
+    let (canary, baseline, errors) = canary_arms(1.2, 0.0);
+    for q in [0.25, 0.5, 0.75] {
+        let ratio = quantile(&canary, q) / quantile(&baseline, q);
+        assert!((1.16..1.24).contains(&ratio), "q{q} ratio {ratio}");
+    }
+    assert!(errors < 0.012, "canary error rate {errors}");
+    let (canary, baseline, errors) = canary_arms(1.2, 0.3);
+    let ratio = quantile(&canary, 0.5) / quantile(&baseline, 0.5);
+    assert!((1.16..1.24).contains(&ratio), "median ratio {ratio}");
+    assert!((0.27..0.33).contains(&errors), "canary error rate {errors}");
+}
