@@ -73,6 +73,9 @@ pub struct RunSummary {
     pub seconds: f64,
     /// Events per second.
     pub events_per_second: f64,
+    /// What each rule holds at the end: groups (peak, evicted), cells,
+    /// learned detector state.
+    pub rules: Vec<inferwatch_detect::RuleState>,
 }
 
 /// Loads the mapping named on the command line, or the built-in one.
@@ -237,6 +240,7 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         bytes: bytes_read,
         seconds,
         events_per_second: stats.events as f64 / seconds.max(1e-9),
+        rules: engine.observable_state(),
     };
     eprintln!(
         "inferwatch detect: {} events in {:.2}s ({:.0} events/s), {} alert transitions, {} dead letters{}, {} late events",

@@ -11,25 +11,38 @@ use crate::CoreError;
 /// Relative error bound of every quantile: 1 %.
 pub const QUANTILE_RELATIVE_ERROR: f64 = 0.01;
 
-/// A mergeable quantile sketch (DDSketch, α = [`QUANTILE_RELATIVE_ERROR`]).
+/// Values kept as they are before a sketch is built. A DDSketch's bins span
+/// its values' range (a few hundred u64s for latencies), so a summary of a
+/// handful of values — most buckets of most entities — stays a short list.
+const FEW_VALUES: usize = 24;
+
+/// A mergeable quantile sketch (DDSketch, 1 % relative error), kept as a
+/// plain list while it holds few values. Answers are the same either way:
+/// a list is turned into a sketch before any quantile or encoding.
 #[derive(Clone)]
-pub struct QuantileSketch(DDSketch);
+pub struct QuantileSketch(Representation);
+
+#[derive(Clone)]
+enum Representation {
+    Few(Vec<f64>),
+    Sketch(Box<DDSketch>),
+}
+
+fn empty_sketch() -> DDSketch {
+    DDSketch::new(Config::new(QUANTILE_RELATIVE_ERROR, 2048, 1e-9))
+}
 
 impl std::fmt::Debug for QuantileSketch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("QuantileSketch")
-            .field("count", &self.0.count())
+            .field("count", &self.count())
             .finish()
     }
 }
 
 impl Default for QuantileSketch {
     fn default() -> Self {
-        QuantileSketch(DDSketch::new(Config::new(
-            QUANTILE_RELATIVE_ERROR,
-            2048,
-            1e-9,
-        )))
+        QuantileSketch(Representation::Few(Vec::new()))
     }
 }
 
@@ -37,38 +50,90 @@ impl QuantileSketch {
     /// Adds a value; non-finite values are ignored.
     #[inline]
     pub fn add(&mut self, value: f64) {
-        if value.is_finite() {
-            self.0.add(value);
+        if !value.is_finite() {
+            return;
+        }
+        match &mut self.0 {
+            Representation::Few(values) if values.len() < FEW_VALUES => values.push(value),
+            Representation::Few(_) => {
+                self.promote().add(value);
+            }
+            Representation::Sketch(sketch) => sketch.add(value),
+        }
+    }
+
+    /// Turns a list into a sketch (a no-op for a sketch) and returns it.
+    fn promote(&mut self) -> &mut DDSketch {
+        if let Representation::Few(values) = &self.0 {
+            let mut sketch = empty_sketch();
+            values.iter().for_each(|value| sketch.add(*value));
+            self.0 = Representation::Sketch(Box::new(sketch));
+        }
+        match &mut self.0 {
+            Representation::Sketch(sketch) => sketch,
+            Representation::Few(_) => unreachable!("promoted above"),
+        }
+    }
+
+    /// The sketch form, built on the fly for a list.
+    fn as_sketch(&self) -> std::borrow::Cow<'_, DDSketch> {
+        match &self.0 {
+            Representation::Sketch(sketch) => std::borrow::Cow::Borrowed(sketch),
+            Representation::Few(values) => {
+                let mut sketch = empty_sketch();
+                values.iter().for_each(|value| sketch.add(*value));
+                std::borrow::Cow::Owned(sketch)
+            }
         }
     }
 
     /// Folds another sketch in.
     pub fn merge(&mut self, other: &QuantileSketch) {
-        // Both sketches share one config, the only way merge can fail.
-        let merged = self.0.merge(&other.0);
-        debug_assert!(merged.is_ok());
+        match (&mut self.0, &other.0) {
+            (Representation::Few(mine), Representation::Few(theirs))
+                if mine.len() + theirs.len() <= FEW_VALUES =>
+            {
+                mine.extend_from_slice(theirs);
+            }
+            (_, Representation::Few(theirs)) => {
+                let sketch = self.promote();
+                theirs.iter().for_each(|value| sketch.add(*value));
+            }
+            (_, Representation::Sketch(theirs)) => {
+                // Both sketches share one config, the only way merge can fail.
+                let merged = self.promote().merge(theirs);
+                debug_assert!(merged.is_ok());
+            }
+        }
     }
 
     /// The `q` quantile (NaN when empty).
     pub fn quantile(&self, q: f64) -> f64 {
-        self.0.quantile(q).ok().flatten().unwrap_or(f64::NAN)
+        self.as_sketch()
+            .quantile(q)
+            .ok()
+            .flatten()
+            .unwrap_or(f64::NAN)
     }
 
     /// Number of values added.
     pub fn count(&self) -> u64 {
-        self.0.count() as u64
+        match &self.0 {
+            Representation::Few(values) => values.len() as u64,
+            Representation::Sketch(sketch) => sketch.count() as u64,
+        }
     }
 
     /// A compact binary form (postcard: bin counts as varints), for rollups.
     pub fn to_bytes(&self) -> Vec<u8> {
         // Serialising plain structs into a Vec cannot fail.
-        postcard::to_allocvec(&self.0).unwrap_or_default()
+        postcard::to_allocvec(self.as_sketch().as_ref()).unwrap_or_default()
     }
 
     /// Reads [`QuantileSketch::to_bytes`] back.
     pub fn from_bytes(bytes: &[u8]) -> Result<QuantileSketch, CoreError> {
-        postcard::from_bytes(bytes)
-            .map(QuantileSketch)
+        postcard::from_bytes::<DDSketch>(bytes)
+            .map(|sketch| QuantileSketch(Representation::Sketch(Box::new(sketch))))
             .map_err(|error| CoreError::InvalidSketch(error.to_string()))
     }
 }
@@ -92,5 +157,39 @@ mod tests {
         left.merge(&right);
         assert_eq!(decoded.quantile(0.5), left.quantile(0.5));
         assert!(QuantileSketch::from_bytes(b"\xff\xff").is_err());
+    }
+
+    #[test]
+    fn a_short_list_answers_exactly_like_the_sketch() {
+        let values: Vec<f64> = (1..=60).map(|i| (i as f64).powf(1.7)).collect();
+        for count in [1, 5, FEW_VALUES, FEW_VALUES + 1, 60] {
+            let mut listed = QuantileSketch::default();
+            let mut sketched = QuantileSketch(Representation::Sketch(Box::new(empty_sketch())));
+            // Built in two halves merged, to cross the list/sketch boundary both ways.
+            let mut second_half = QuantileSketch::default();
+            for (index, value) in values[..count].iter().enumerate() {
+                sketched.add(*value);
+                if index % 2 == 0 {
+                    listed.add(*value);
+                } else {
+                    second_half.add(*value);
+                }
+            }
+            listed.merge(&second_half);
+            assert_eq!(listed.count(), count as u64);
+            for q in [0.0, 0.5, 0.95, 0.99, 1.0] {
+                assert_eq!(
+                    listed.quantile(q).to_bits(),
+                    sketched.quantile(q).to_bits(),
+                    "count {count} q {q}"
+                );
+            }
+            let decoded = QuantileSketch::from_bytes(&listed.to_bytes()).unwrap();
+            assert_eq!(
+                decoded.quantile(0.9).to_bits(),
+                sketched.quantile(0.9).to_bits()
+            );
+        }
+        assert!(QuantileSketch::default().quantile(0.5).is_nan());
     }
 }

@@ -806,7 +806,7 @@ impl EntityForest {
     pub(crate) fn observe(
         &mut self,
         detector: &ForestDetector,
-        entity: &str,
+        entity_hash: u64,
         tick: i64,
         raw: &[f64],
     ) -> Option<Finding> {
@@ -822,7 +822,7 @@ impl EntityForest {
                 }
             })
             .collect();
-        let key = entity_tick_hash(entity, tick);
+        let key = entity_tick_hash(entity_hash, tick);
         let score = (self.learned >= detector.warmup as u64)
             .then(|| self.forest.score(&point).ok())
             .flatten();
@@ -877,10 +877,10 @@ impl EntityForest {
     }
 }
 
-fn entity_tick_hash(entity: &str, tick: i64) -> u64 {
-    let mut bytes = Vec::with_capacity(entity.len() + 8);
-    bytes.extend_from_slice(&tick.to_le_bytes());
-    bytes.extend_from_slice(entity.as_bytes());
+fn entity_tick_hash(entity_hash: u64, tick: i64) -> u64 {
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&tick.to_le_bytes());
+    bytes[8..].copy_from_slice(&entity_hash.to_le_bytes());
     xxhash_rust::xxh3::xxh3_64(&bytes)
 }
 

@@ -77,6 +77,12 @@ pub struct RuleState {
     pub late_events: u64,
     /// Summary cells allocated (groups × segments × ring slots).
     pub cells: usize,
+    /// Most groups tracked at once.
+    pub peak_groups: usize,
+    /// Groups forgotten after going idle (their ids are reused).
+    pub evicted_groups: u64,
+    /// Summaries allocated now (non-empty ring slots).
+    pub live_cells: usize,
     /// Approximate bytes of learned detector state (baselines, forest).
     pub detector_bytes: usize,
     /// Vectors a forest detector has learned.
@@ -223,22 +229,31 @@ struct GroupAlertState {
 }
 
 /// Interned group keys of one rule.
+///
+/// A group is stored as its key (one interned id per `group_by` column), so
+/// a tracked entity costs tens of bytes here; its text and value map are
+/// built only when an alert needs them. Ids of evicted groups are reused.
 #[derive(Default)]
 struct GroupTable {
     value_ids: Vec<AHashMap<String, u32>>,
     value_names: Vec<Vec<String>>,
+    column_names: Vec<String>,
     key_to_group: AHashMap<Box<[u32]>, u32>,
-    group_values: Vec<BTreeMap<String, String>>,
-    group_text: Vec<String>,
+    /// Each group id's key; None for a free id.
+    keys: Vec<Option<Box<[u32]>>>,
+    /// A stable hash of each group's text (for per-entity pseudo-random choices).
+    hashes: Vec<u64>,
+    free: Vec<u32>,
 }
 
 const NULL_VALUE: u32 = u32::MAX;
 
 impl GroupTable {
-    fn new(columns: usize) -> Self {
+    fn new(column_names: Vec<String>) -> Self {
         GroupTable {
-            value_ids: vec![AHashMap::default(); columns],
-            value_names: vec![Vec::new(); columns],
+            value_ids: vec![AHashMap::default(); column_names.len()],
+            value_names: vec![Vec::new(); column_names.len()],
+            column_names,
             ..GroupTable::default()
         }
     }
@@ -253,43 +268,98 @@ impl GroupTable {
         id
     }
 
-    fn group_of(&mut self, key: &[u32], names: &[String]) -> u32 {
+    /// The group of `key`, and whether the id was just assigned.
+    fn group_of(&mut self, key: &[u32]) -> (u32, bool) {
         if let Some(group) = self.key_to_group.get(key) {
-            return *group;
+            return (*group, false);
         }
-        let group = self.group_values.len() as u32;
-        let mut values = BTreeMap::new();
-        let mut text = String::new();
-        for (column, (id, name)) in key.iter().zip(names).enumerate() {
-            let value = if *id == NULL_VALUE {
-                String::new()
-            } else {
-                self.value_names[column][*id as usize].clone()
-            };
-            if !text.is_empty() {
-                text.push(',');
+        let boxed: Box<[u32]> = key.into();
+        let group = match self.free.pop() {
+            Some(group) => group,
+            None => {
+                self.keys.push(None);
+                self.hashes.push(0);
+                (self.keys.len() - 1) as u32
             }
-            text.push_str(name);
-            text.push('=');
-            text.push_str(&value);
-            values.insert(name.clone(), value);
-        }
-        self.group_values.push(values);
-        self.group_text.push(text);
-        self.key_to_group.insert(key.into(), group);
-        group
+        };
+        self.keys[group as usize] = Some(boxed.clone());
+        self.key_to_group.insert(boxed, group);
+        self.hashes[group as usize] =
+            xxhash_rust::xxh3::xxh3_64(self.text(group as usize).as_bytes());
+        (group, true)
     }
 
-    fn len(&self) -> usize {
-        self.group_values.len()
+    fn value(&self, column: usize, id: u32) -> &str {
+        if id == NULL_VALUE {
+            ""
+        } else {
+            &self.value_names[column][id as usize]
+        }
+    }
+
+    /// `name=value,name=value`: the group's identity in alert ids and ordering.
+    fn text(&self, group: usize) -> String {
+        let mut text = String::new();
+        if let Some(key) = &self.keys[group] {
+            for (column, id) in key.iter().enumerate() {
+                if column > 0 {
+                    text.push(',');
+                }
+                text.push_str(&self.column_names[column]);
+                text.push('=');
+                text.push_str(self.value(column, *id));
+            }
+        }
+        text
+    }
+
+    fn values(&self, group: usize) -> BTreeMap<String, String> {
+        let Some(key) = &self.keys[group] else {
+            return BTreeMap::new();
+        };
+        key.iter()
+            .enumerate()
+            .map(|(column, id)| {
+                (
+                    self.column_names[column].clone(),
+                    self.value(column, *id).to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// Forgets a group; its id will be reused.
+    fn release(&mut self, group: usize) {
+        if let Some(key) = self.keys[group].take() {
+            self.key_to_group.remove(&key);
+            self.free.push(group as u32);
+        }
+    }
+
+    /// Group ids in use or free (the size of per-group vectors).
+    fn slots(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Groups tracked now.
+    fn live(&self) -> usize {
+        self.keys.len() - self.free.len()
     }
 }
 
+/// One ring slot of one group and segment. The summary is allocated when
+/// the first row lands and freed once its bucket leaves every future window,
+/// so an idle entity costs a few bytes per slot.
 #[derive(Debug, Clone)]
 struct Cell {
     bucket: i64,
-    summary: Summary,
+    summary: Option<Box<Summary>>,
 }
+
+const EMPTY_CELL: Cell = Cell {
+    bucket: i64::MIN,
+    summary: None,
+};
 
 struct RuleRuntime {
     rule: Rule,
@@ -314,7 +384,14 @@ struct RuleRuntime {
     row_groups: Vec<u32>,
     pairs: Vec<Vec<(u32, u32)>>,
     detector: DetectorRuntime,
+    /// Groups forgotten because they went idle.
+    evicted: u64,
+    /// Most groups tracked at once.
+    peak_groups: usize,
 }
+
+/// A drift group whose family is not computed yet.
+const UNKNOWN_FAMILY: u32 = u32::MAX;
 
 /// Per-rule runtime state of its detector, if any.
 enum DetectorRuntime {
@@ -374,6 +451,25 @@ fn gcd(a: i64, b: i64) -> i64 {
         a
     } else {
         gcd(b, a % b)
+    }
+}
+
+impl DetectorRuntime {
+    /// Drops what the detector keeps for a group whose id is being reused.
+    fn forget(&mut self, group: usize) {
+        match self {
+            DetectorRuntime::Baseline { groups } => {
+                if let Some(slot) = groups.get_mut(group) {
+                    *slot = None;
+                }
+            }
+            DetectorRuntime::Drift { families, .. } => {
+                if let Some(family) = families.get_mut(group) {
+                    *family = UNKNOWN_FAMILY;
+                }
+            }
+            DetectorRuntime::Forest(_) | DetectorRuntime::None => {}
+        }
     }
 }
 
@@ -537,7 +633,12 @@ impl RuleRuntime {
             filter,
             segment_filters,
             error_predicate,
-            groups: GroupTable::new(group_columns.len()),
+            groups: GroupTable::new(
+                rule.group_by
+                    .iter()
+                    .map(|(name, _, _)| name.clone())
+                    .collect(),
+            ),
             group_columns,
             group_names,
             condition,
@@ -553,6 +654,8 @@ impl RuleRuntime {
             row_groups: Vec::new(),
             pairs: vec![Vec::new(); segments],
             detector,
+            evicted: 0,
+            peak_groups: 0,
             rule,
         })
     }
@@ -631,28 +734,32 @@ impl RuleRuntime {
         self.row_groups.clear();
         self.row_groups.resize(rows, u32::MAX);
         let mut key = vec![0u32; columns];
+        let fresh_state = GroupAlertState {
+            timers: HeldTimers::new(self.condition.held_timers),
+            ..GroupAlertState::default()
+        };
         for row in mask.set_indices() {
             for (position, ids) in value_ids.iter().enumerate() {
                 key[position] = ids[row];
             }
-            self.row_groups[row] = self.groups.group_of(&key, &self.group_names);
+            let (group, new) = self.groups.group_of(&key);
+            self.row_groups[row] = group;
+            if new && (group as usize) < self.alert_states.len() {
+                // A reused id: whatever the evicted group left must go.
+                let group = group as usize;
+                self.alert_states[group] = fresh_state.clone();
+                for cells in &mut self.cells {
+                    cells[group * self.ring..(group + 1) * self.ring].fill(EMPTY_CELL);
+                }
+                self.detector.forget(group);
+            }
         }
-        let groups = self.groups.len();
-        if self.alert_states.len() < groups {
-            let timers = HeldTimers::new(self.condition.held_timers);
-            self.alert_states.resize(
-                groups,
-                GroupAlertState {
-                    timers,
-                    ..GroupAlertState::default()
-                },
-            );
-            for (segment, cells) in self.cells.iter_mut().enumerate() {
-                let empty = Cell {
-                    bucket: i64::MIN,
-                    summary: Summary::empty(&self.layouts[segment]),
-                };
-                cells.resize(groups * self.ring, empty);
+        self.peak_groups = self.peak_groups.max(self.groups.live());
+        let slots = self.groups.slots();
+        if self.alert_states.len() < slots {
+            self.alert_states.resize(slots, fresh_state);
+            for cells in &mut self.cells {
+                cells.resize(slots * self.ring, EMPTY_CELL);
             }
         }
     }
@@ -748,7 +855,7 @@ impl RuleRuntime {
             }
             total.1 += 1;
             let group = self.row_groups[row] as usize;
-            debug_assert!(group < self.groups.len());
+            debug_assert!(group < self.groups.slots());
             let first_bucket = &mut self.alert_states[group].first_bucket;
             *first_bucket = Some(first_bucket.map_or(bucket, |b| b.min(bucket)));
             let cell_index = group * self.ring + slot;
@@ -757,10 +864,12 @@ impl RuleRuntime {
                     continue;
                 }
                 let cell = &mut self.cells[segment][cell_index];
-                if cell.bucket != bucket {
-                    cell.summary.clear();
-                    cell.bucket = bucket;
+                match &mut cell.summary {
+                    Some(summary) if cell.bucket != bucket => summary.clear(),
+                    Some(_) => {}
+                    None => cell.summary = Some(Box::new(Summary::empty(&self.layouts[segment]))),
                 }
+                cell.bucket = bucket;
                 self.pairs[segment].push((row as u32, cell_index as u32));
             }
         }
@@ -770,18 +879,24 @@ impl RuleRuntime {
                 continue;
             }
             let cells = &mut self.cells[segment];
+            // Every paired cell got its summary in the first pass.
+            fn summary_of(cells: &mut [Cell], cell: u32) -> Option<&mut Summary> {
+                cells[cell as usize].summary.as_deref_mut()
+            }
             for &(row, cell) in pairs {
-                let summary = &mut cells[cell as usize].summary;
-                summary.count += 1;
-                summary.errors += u64::from(errors.value(row as usize));
+                if let Some(summary) = summary_of(cells, cell) {
+                    summary.count += 1;
+                    summary.errors += u64::from(errors.value(row as usize));
+                }
             }
             let layout = &self.layouts[segment];
             for (position, column) in layout.moment_columns.iter().enumerate() {
                 let values = float_column(batch.column(*column));
                 for &(row, cell) in pairs {
                     if values.is_valid(row as usize) {
-                        cells[cell as usize].summary.moments[position]
-                            .add(values.value(row as usize));
+                        if let Some(summary) = summary_of(cells, cell) {
+                            summary.moments[position].add(values.value(row as usize));
+                        }
                     }
                 }
             }
@@ -789,8 +904,9 @@ impl RuleRuntime {
                 let values = float_column(batch.column(*column));
                 for &(row, cell) in pairs {
                     if values.is_valid(row as usize) {
-                        cells[cell as usize].summary.sketches[position]
-                            .add(values.value(row as usize));
+                        if let Some(summary) = summary_of(cells, cell) {
+                            summary.sketches[position].add(values.value(row as usize));
+                        }
                     }
                 }
             }
@@ -798,7 +914,9 @@ impl RuleRuntime {
                 let hashes = value_hashes(batch.column(*column));
                 for &(row, cell) in pairs {
                     if let Some(hash) = hashes[row as usize] {
-                        cells[cell as usize].summary.distinct[position].add_hash(hash);
+                        if let Some(summary) = summary_of(cells, cell) {
+                            summary.distinct[position].add_hash(hash);
+                        }
                     }
                 }
             }
@@ -808,8 +926,10 @@ impl RuleRuntime {
                     let row = row as usize;
                     if values.is_valid(row) {
                         let value = values.value(row);
-                        cells[cell as usize].summary.samples[position]
-                            .add(sample_rank(timestamps[row], value), value);
+                        if let Some(summary) = summary_of(cells, cell) {
+                            summary.samples[position]
+                                .add(sample_rank(timestamps[row], value), value);
+                        }
                     }
                 }
             }
@@ -858,7 +978,9 @@ impl RuleRuntime {
         let mut merged: Vec<Summary> = self.layouts.iter().map(Summary::empty).collect();
         let drift_samples = self.drift_samples(last_bucket, &in_window);
         let mut no_timers = HeldTimers::new(0);
-        for group in 0..self.groups.len() {
+        let expired = |bucket: i64| bucket < first_bucket;
+        let keeps_state = matches!(self.detector, DetectorRuntime::Baseline { .. });
+        for group in 0..self.groups.slots() {
             if self.alert_states[group]
                 .first_bucket
                 .is_none_or(|first| first > last_bucket)
@@ -867,9 +989,20 @@ impl RuleRuntime {
             }
             let base = group * self.ring;
             let ring = self.ring;
+            // Buckets older than this window are read by no later tick (rows
+            // for them would be late): free their summaries.
+            let mut holds_data = false;
+            for cells in &mut self.cells {
+                for cell in &mut cells[base..base + ring] {
+                    if cell.summary.is_some() && expired(cell.bucket) {
+                        *cell = EMPTY_CELL;
+                    }
+                    holds_data |= cell.summary.is_some();
+                }
+            }
             let window_cells = |cells: &[Cell]| -> Vec<usize> {
                 (base..base + ring)
-                    .filter(|&i| in_window(cells[i].bucket))
+                    .filter(|&i| in_window(cells[i].bucket) && cells[i].summary.is_some())
                     .collect()
             };
             // Counts are merged up front (impact needs them); distributions
@@ -878,7 +1011,9 @@ impl RuleRuntime {
             for (target, cells) in merged.iter_mut().zip(&self.cells) {
                 target.clear();
                 for index in window_cells(cells) {
-                    target.merge_counts(&cells[index].summary);
+                    if let Some(summary) = &cells[index].summary {
+                        target.merge_counts(summary);
+                    }
                 }
             }
             let window_events = merged[0].count;
@@ -888,7 +1023,9 @@ impl RuleRuntime {
                     distributions_merged[segment] = true;
                     let cells = &self.cells[segment];
                     for index in window_cells(cells) {
-                        merged[segment].merge_distributions(&cells[index].summary);
+                        if let Some(summary) = &cells[index].summary {
+                            merged[segment].merge_distributions(summary);
+                        }
                     }
                 }
                 let summary = &merged[segment];
@@ -955,7 +1092,7 @@ impl RuleRuntime {
                                 )
                             })
                             .collect();
-                        forest.observe(spec, &self.groups.group_text[group], tick, &features)
+                        forest.observe(spec, self.groups.hashes[group], tick, &features)
                     }
                 }
                 (DetectorRuntime::Drift { reference_name, .. }, Some(Detector::Drift(spec))) => {
@@ -1000,12 +1137,22 @@ impl RuleRuntime {
                 };
                 let alert =
                     self.alert(group, alert_state, started, ended, witness, finding, impact);
-                outbox.push((
-                    tick,
-                    rule_index,
-                    self.groups.group_text[group].clone(),
-                    alert,
-                ));
+                outbox.push((tick, rule_index, self.groups.text(group), alert));
+            }
+            // An entity with nothing in its ring and nothing pending is
+            // forgotten: evaluating its empty window again would give the
+            // same "no" (learned baselines are kept).
+            let state = &self.alert_states[group];
+            if !holds_data
+                && !holds
+                && !keeps_state
+                && state.pending_since.is_none()
+                && state.firing_since.is_none()
+                && !state.timers.any_running()
+            {
+                self.evicted += 1;
+                self.alert_states[group].first_bucket = None;
+                self.groups.release(group);
             }
         }
         if let (DetectorRuntime::Forest(forest), Some(Detector::Forest(spec))) =
@@ -1025,7 +1172,7 @@ impl RuleRuntime {
         finding: Option<Finding>,
         impact: Impact,
     ) -> Alert {
-        let group_text = &self.groups.group_text[group];
+        let group_text = &self.groups.text(group);
         let starts_at = format_timestamp(started);
         let rule = &self.rule;
         let explained = match &finding {
@@ -1041,7 +1188,7 @@ impl RuleRuntime {
             state,
             starts_at,
             ends_at: ended.map(format_timestamp),
-            group: self.groups.group_values[group].clone(),
+            group: self.groups.values(group),
             value: explained.map(|(value, _)| value).filter(|v| v.is_finite()),
             threshold: explained
                 .map(|(_, threshold)| threshold)
@@ -1081,13 +1228,13 @@ impl RuleRuntime {
         else {
             return Vec::new();
         };
-        let groups = self.groups.len();
+        let groups = self.groups.slots();
         let capacity = self.layouts[*subject_segment].sample_capacity;
         let window_sample = |segment: usize, group: usize| -> BottomSample {
             let mut sample = BottomSample::with_capacity(capacity);
             for cell in &self.cells[segment][group * self.ring..(group + 1) * self.ring] {
-                if in_window(cell.bucket) {
-                    sample.merge(&cell.summary.samples[0]);
+                if let Some(summary) = cell.summary.as_ref().filter(|_| in_window(cell.bucket)) {
+                    sample.merge(&summary.samples[0]);
                 }
             }
             sample
@@ -1119,15 +1266,19 @@ impl RuleRuntime {
         }
         // `rest_of`: a family is every group with the same key but that column.
         let rest_of = rest_of.unwrap_or(0);
-        while families.len() < groups {
-            let values = &self.groups.group_values[families.len()];
+        families.resize(groups, UNKNOWN_FAMILY);
+        for (group, family) in families.iter_mut().enumerate() {
+            if *family != UNKNOWN_FAMILY || !active[group] {
+                continue;
+            }
+            let values = self.groups.values(group);
             let family_key: Vec<&str> = values
                 .iter()
                 .filter(|(name, _)| **name != self.group_names[rest_of])
                 .map(|(_, value)| value.as_str())
                 .collect();
             let next = family_ids.len() as u32;
-            families.push(*family_ids.entry(family_key.join("\u{1f}")).or_insert(next));
+            *family = *family_ids.entry(family_key.join("\u{1f}")).or_insert(next);
         }
         // The bottom-2k of a family holds the bottom-k of the family minus any
         // one member (a member contributes at most k of them).
@@ -1139,6 +1290,8 @@ impl RuleRuntime {
                 family_samples[families[group] as usize].merge(&subjects[group]);
             }
         }
+        // Families are never forgotten (their count is bounded by the other
+        // group_by columns' values), so their ids stay valid.
         let family_ranked: Vec<Vec<(u64, u64)>> = family_samples
             .iter_mut()
             .map(BottomSample::ranked)
@@ -1165,11 +1318,11 @@ impl RuleRuntime {
             .iter()
             .enumerate()
             .filter(|(_, state)| state.firing_since.is_some())
-            .map(|(group, _)| self.groups.group_values[group].clone())
+            .map(|(group, _)| self.groups.values(group))
             .collect();
         RuleState {
             rule_id: self.rule.id.clone(),
-            groups: self.groups.len(),
+            groups: self.groups.live(),
             firing,
             pending: self
                 .alert_states
@@ -1179,6 +1332,14 @@ impl RuleRuntime {
             next_tick: self.next_tick.map(format_timestamp),
             late_events: self.late_events,
             cells: self.cells.iter().map(Vec::len).sum(),
+            peak_groups: self.peak_groups,
+            evicted_groups: self.evicted,
+            live_cells: self
+                .cells
+                .iter()
+                .flatten()
+                .filter(|cell| cell.summary.is_some())
+                .count(),
             detector_bytes: match &self.detector {
                 DetectorRuntime::Baseline { groups } => groups
                     .iter()
