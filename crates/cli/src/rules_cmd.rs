@@ -67,7 +67,7 @@ fn test(dir: &Path, mapping: Option<&PathBuf>) -> anyhow::Result<ExitCode> {
     let (mut passed, mut failed) = (0, 0);
     for rule in &rules {
         for fixture in &rule.tests {
-            match run_fixture(rule, fixture, &decoder) {
+            match run_fixture(rule, &rules, fixture, &decoder) {
                 Ok(()) => {
                     passed += 1;
                     println!("pass  {} :: {}", rule.id, fixture.name);
@@ -87,10 +87,17 @@ fn test(dir: &Path, mapping: Option<&PathBuf>) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Runs one fixture of one rule; the error explains the mismatch.
-pub fn run_fixture(rule: &Rule, fixture: &RuleTest, decoder: &Decoder) -> anyhow::Result<()> {
+/// Runs one fixture of one rule (with the rules that confirm it, whose own
+/// alerts are left out); the error explains the mismatch.
+pub fn run_fixture(
+    rule: &Rule,
+    loaded: &[Rule],
+    fixture: &RuleTest,
+    decoder: &Decoder,
+) -> anyhow::Result<()> {
     let data = fixture_input(rule, fixture)?;
-    let alerts = detect_in_memory(rule.clone(), data, decoder)?;
+    let mut alerts = detect_in_memory(Engine::with_confirming_rules(rule, loaded), data, decoder)?;
+    alerts.retain(|alert| alert.rule_id == rule.id);
     compare(&alerts, &fixture.expect)
 }
 
@@ -118,14 +125,14 @@ fn fixture_input(rule: &Rule, fixture: &RuleTest) -> anyhow::Result<Vec<u8>> {
     }
 }
 
-/// Decodes `data` and runs one rule over it, returning every transition.
+/// Decodes `data` and runs rules over it, returning every transition.
 pub fn detect_in_memory(
-    rule: Rule,
+    rules: Vec<Rule>,
     data: Vec<u8>,
     decoder: &Decoder,
 ) -> anyhow::Result<Vec<Alert>> {
     let mut decoder = decoder.clone();
-    let mut engine = Engine::new(vec![rule], &decoder.schema())?;
+    let mut engine = Engine::new(rules, &decoder.schema())?;
     let mut alerts = Vec::new();
     // The same line-cutting source that reads stdin, over the in-memory fixture.
     let mut source =

@@ -92,6 +92,8 @@ pub struct RuleState {
 /// Runs a set of rules over a stream of batches.
 pub struct Engine {
     rules: Vec<RuleRuntime>,
+    /// One per `confirm` edge: when the confirming rule last held, per key.
+    hold_logs: Vec<HoldLog>,
     outbox: Vec<(i64, usize, String, Alert)>,
     timestamp_column: usize,
     stats: EngineStats,
@@ -105,12 +107,55 @@ impl Engine {
         let timestamp_column = schema.index_of(column::TIMESTAMP).map_err(|_| {
             DetectError::Internal("the event schema has no timestamp column".into())
         })?;
+        let rules = order_for_confirmation(rules)?;
         let mut runtimes = Vec::with_capacity(rules.len());
-        for rule in rules {
-            runtimes.push(RuleRuntime::new(rule, schema)?);
+        for rule in &rules {
+            runtimes.push(RuleRuntime::new(rule.clone(), schema)?);
+        }
+        let mut hold_logs = Vec::new();
+        for (reader, rule) in rules.iter().enumerate() {
+            let Some(confirm) = &rule.confirm else {
+                continue;
+            };
+            let source = rules
+                .iter()
+                .position(|other| other.id == confirm.rule_id)
+                .ok_or_else(|| DetectError::Internal("confirm source vanished".into()))?;
+            let positions = |rule: &Rule| -> Result<Vec<usize>, DetectError> {
+                confirm
+                    .on
+                    .iter()
+                    .map(|column| {
+                        rule.group_by
+                            .iter()
+                            .position(|(name, _, _)| name == column)
+                            .ok_or_else(|| DetectError::Rule {
+                                path: rules[reader].source.path.clone(),
+                                line: confirm.position.0,
+                                column: confirm.position.1,
+                                token: Some(column.clone()),
+                                message: format!(
+                                    "confirm.on column '{column}' is not in the group_by of rule '{}'",
+                                    rule.id
+                                ),
+                            })
+                    })
+                    .collect()
+            };
+            let edge = hold_logs.len();
+            runtimes[source]
+                .writes
+                .push((edge, positions(&rules[source])?));
+            runtimes[reader].reads = Some((edge, positions(rule)?));
+            hold_logs.push(HoldLog {
+                last_held: AHashMap::default(),
+                within: confirm.within,
+                pruned_size: 0,
+            });
         }
         Ok(Engine {
             rules: runtimes,
+            hold_logs,
             outbox: Vec::new(),
             timestamp_column,
             stats: EngineStats::default(),
@@ -140,10 +185,34 @@ impl Engine {
 
     /// Validates `rules` against a schema without running them.
     pub fn check(rules: &[Rule], schema: &SchemaRef) -> Vec<DetectError> {
-        rules
+        let errors: Vec<DetectError> = rules
             .iter()
             .filter_map(|rule| RuleRuntime::new(rule.clone(), schema).err())
-            .collect()
+            .collect();
+        if !errors.is_empty() {
+            return errors;
+        }
+        // Then what only the set shows: `confirm` edges.
+        Engine::new(rules.to_vec(), schema).err().into_iter().collect()
+    }
+
+    /// `rule` and, transitively, the loaded rules that confirm it: what must
+    /// run together for `rule` to be judged on its own.
+    pub fn with_confirming_rules(rule: &Rule, loaded: &[Rule]) -> Vec<Rule> {
+        let mut chosen = vec![rule.clone()];
+        let mut index = 0;
+        while index < chosen.len() {
+            if let Some(confirm) = chosen[index].confirm.clone() {
+                let known = chosen.iter().any(|r| r.id == confirm.rule_id);
+                if let (false, Some(source)) =
+                    (known, loaded.iter().find(|r| r.id == confirm.rule_id))
+                {
+                    chosen.push(source.clone());
+                }
+            }
+            index += 1;
+        }
+        chosen
     }
 
     /// Feeds one batch; returns the alert transitions that became final.
@@ -168,7 +237,14 @@ impl Engine {
                 })
                 .collect();
             for (rule_index, rule) in self.rules.iter_mut().enumerate() {
-                rule.observe(batch, timestamps, &prefix_max, rule_index, &mut self.outbox);
+                rule.observe(
+                    batch,
+                    timestamps,
+                    &prefix_max,
+                    rule_index,
+                    &mut self.outbox,
+                    &mut self.hold_logs,
+                );
             }
             self.stats.max_event_time = prefix_max.last().copied();
             self.stats.late_events = self.rules.iter().map(|r| r.late_events).sum();
@@ -187,7 +263,12 @@ impl Engine {
     pub fn finish(&mut self) -> Vec<Alert> {
         if let Some(max_event_time) = self.stats.max_event_time {
             for (rule_index, rule) in self.rules.iter_mut().enumerate() {
-                rule.advance_to(max_event_time, rule_index, &mut self.outbox);
+                rule.advance_to(
+                    max_event_time,
+                    rule_index,
+                    &mut self.outbox,
+                    &mut self.hold_logs,
+                );
             }
         }
         self.release(i64::MAX)
@@ -328,6 +409,22 @@ impl GroupTable {
             .collect()
     }
 
+    /// `name=value,…` over some of the key's columns (by position).
+    fn projection(&self, group: usize, positions: &[usize]) -> String {
+        let mut text = String::new();
+        if let Some(key) = &self.keys[group] {
+            for (index, position) in positions.iter().enumerate() {
+                if index > 0 {
+                    text.push(',');
+                }
+                text.push_str(&self.column_names[*position]);
+                text.push('=');
+                text.push_str(self.value(*position, key[*position]));
+            }
+        }
+        text
+    }
+
     /// Forgets a group; its id will be reused.
     fn release(&mut self, group: usize) {
         if let Some(key) = self.keys[group].take() {
@@ -388,6 +485,68 @@ struct RuleRuntime {
     evicted: u64,
     /// Most groups tracked at once.
     peak_groups: usize,
+    /// Confirm edges this rule feeds: (log, positions of the key columns in group_by).
+    writes: Vec<(usize, Vec<usize>)>,
+    /// The confirm edge this rule reads, if it has a `confirm` block.
+    reads: Option<(usize, Vec<usize>)>,
+}
+
+/// When a confirming rule last held, per projected key.
+pub(crate) struct HoldLog {
+    last_held: AHashMap<String, i64>,
+    /// The dependent rule's look-back: older entries can go.
+    within: i64,
+    /// Size after the last pruning (prune again when it doubles).
+    pruned_size: usize,
+}
+
+impl HoldLog {
+    fn record(&mut self, key: String, tick: i64) {
+        self.last_held.insert(key, tick);
+        if self.last_held.len() > 2 * self.pruned_size.max(1_024) {
+            let within = self.within;
+            self.last_held.retain(|_, held| tick - *held <= within);
+            self.pruned_size = self.last_held.len();
+        }
+    }
+}
+
+/// Puts every rule after the rule that confirms it, so a confirming finding
+/// at a tick is known before the dependent rule evaluates that tick.
+fn order_for_confirmation(rules: Vec<Rule>) -> Result<Vec<Rule>, DetectError> {
+    let mut pending = rules;
+    let mut ordered: Vec<Rule> = Vec::with_capacity(pending.len());
+    while !pending.is_empty() {
+        let ready = pending.iter().position(|rule| {
+            rule.confirm
+                .as_ref()
+                .is_none_or(|confirm| ordered.iter().any(|done| done.id == confirm.rule_id))
+        });
+        match ready {
+            Some(index) => ordered.push(pending.remove(index)),
+            None => {
+                let rule = &pending[0];
+                let confirm = rule
+                    .confirm
+                    .as_ref()
+                    .map(|c| (c.rule_id.clone(), c.position));
+                let (id, (line, column)) = confirm.unwrap_or_default();
+                let known = pending.iter().any(|other| other.id == id);
+                return Err(DetectError::Rule {
+                    path: rule.source.path.clone(),
+                    line,
+                    column,
+                    token: Some(id.clone()),
+                    message: if known {
+                        "confirm rules form a cycle".into()
+                    } else {
+                        format!("confirm names rule '{id}', which is not loaded")
+                    },
+                });
+            }
+        }
+    }
+    Ok(ordered)
 }
 
 /// A drift group whose family is not computed yet.
@@ -656,6 +815,8 @@ impl RuleRuntime {
             detector,
             evicted: 0,
             peak_groups: 0,
+            writes: Vec::new(),
+            reads: None,
             rule,
         })
     }
@@ -674,6 +835,7 @@ impl RuleRuntime {
         prefix_max: &[i64],
         rule_index: usize,
         outbox: &mut Vec<(i64, usize, String, Alert)>,
+        hold_logs: &mut [HoldLog],
     ) {
         if self.next_tick.is_none() {
             // The first tick is the first multiple of `every` after the earliest
@@ -710,7 +872,12 @@ impl RuleRuntime {
                 &errors,
             );
             slice_start = row;
-            self.advance_to(prefix_max[row].saturating_sub(lateness), rule_index, outbox);
+            self.advance_to(
+                prefix_max[row].saturating_sub(lateness),
+                rule_index,
+                outbox,
+                hold_logs,
+            );
         }
         self.aggregate_rows(
             batch,
@@ -942,6 +1109,7 @@ impl RuleRuntime {
         watermark: i64,
         rule_index: usize,
         outbox: &mut Vec<(i64, usize, String, Alert)>,
+        hold_logs: &mut [HoldLog],
     ) {
         let Some(mut tick) = self.next_tick else {
             return;
@@ -949,11 +1117,11 @@ impl RuleRuntime {
         let every = self.rule.every;
         if (watermark - tick) / every > MAX_TICKS_PER_ADVANCE {
             // A clock jump: evaluate the (empty) window once, then skip to the present.
-            self.evaluate_tick(tick, rule_index, outbox);
+            self.evaluate_tick(tick, rule_index, outbox, hold_logs);
             tick = (watermark.div_euclid(every)) * every;
         }
         while tick <= watermark {
-            self.evaluate_tick(tick, rule_index, outbox);
+            self.evaluate_tick(tick, rule_index, outbox, hold_logs);
             tick += every;
         }
         self.next_tick = Some(tick);
@@ -964,6 +1132,7 @@ impl RuleRuntime {
         tick: i64,
         rule_index: usize,
         outbox: &mut Vec<(i64, usize, String, Alert)>,
+        hold_logs: &mut [HoldLog],
     ) {
         let first_bucket = (tick - self.rule.window).div_euclid(self.bucket_width);
         let last_bucket = tick.div_euclid(self.bucket_width) - 1;
@@ -1101,8 +1270,24 @@ impl RuleRuntime {
                 }
                 _ => None,
             };
-            let holds = condition_holds
+            let mut holds = condition_holds
                 && (self.rule.detector.is_none() || finding.as_ref().is_some_and(|f| f.holds));
+            if holds {
+                for (edge, positions) in &self.writes {
+                    let key = self.groups.projection(group, positions);
+                    hold_logs[*edge].record(key, tick);
+                }
+            }
+            if let (true, Some((edge, positions)), Some(confirm)) =
+                (holds, &self.reads, &self.rule.confirm)
+            {
+                let key = self.groups.projection(group, positions);
+                holds = hold_logs[*edge]
+                    .last_held
+                    .get(&key)
+                    .is_some_and(|held| tick - held <= confirm.within);
+            }
+            let state = &mut self.alert_states[group];
             let mut transition = None;
             if holds {
                 state.clear_since = None;

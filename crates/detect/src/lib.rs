@@ -73,7 +73,8 @@ use std::path::PathBuf;
 
 pub use engine::{Engine, EngineStats, RuleState};
 pub use rule::{
-    load_rules_dir, ExpectedAlert, Rule, RuleTest, SimulatedInput, DEFAULT_ALLOWED_LATENESS,
+    load_rules_dir, Confirm, ExpectedAlert, Rule, RuleTest, SimulatedInput,
+    DEFAULT_ALLOWED_LATENESS,
 };
 
 /// Errors raised while loading, validating or running rules.

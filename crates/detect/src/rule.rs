@@ -46,6 +46,8 @@ struct RuleDocument {
     condition: Option<Spanned<String>>,
     #[serde(default)]
     detector: Option<DetectorDocument>,
+    #[serde(default)]
+    confirm: Option<ConfirmDocument>,
     #[serde(default, rename = "for")]
     pending_for: Option<Spanned<String>>,
     #[serde(default)]
@@ -56,6 +58,30 @@ struct RuleDocument {
     labels: BTreeMap<String, String>,
     #[serde(default)]
     tests: Vec<RuleTest>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfirmDocument {
+    rule: Spanned<String>,
+    within: Spanned<String>,
+    #[serde(default)]
+    on: Vec<Spanned<String>>,
+}
+
+/// Staged detection: a rule holds only when another rule (typically an ML
+/// detector confirming a statistical one, or the reverse) held for the same
+/// key within the last `within`.
+#[derive(Debug, Clone)]
+pub struct Confirm {
+    /// The confirming rule's id.
+    pub rule_id: String,
+    /// How far back a confirming finding counts (ns).
+    pub within: i64,
+    /// Key columns both rules group by; the finding must match on them.
+    pub on: Vec<String>,
+    /// Where the block sits in the file.
+    pub position: (usize, usize),
 }
 
 /// A fixture attached to a rule: input events and the alerts they must raise.
@@ -159,6 +185,8 @@ pub struct Rule {
     pub condition: Option<LocatedExpr>,
     /// A learned or statistical detector that must also find something.
     pub detector: Option<Detector>,
+    /// Another rule that must confirm this one's finding.
+    pub confirm: Option<Confirm>,
     /// Pending duration before firing (ns).
     pub pending_for: i64,
     /// How long to keep firing after the condition stops holding (ns).
@@ -283,6 +311,19 @@ impl Rule {
             .detector
             .map(|detector| detector.validate(&source, &segment_names, &group_by_names, &locate))
             .transpose()?;
+        let confirm = match &document.confirm {
+            None => None,
+            Some(confirm) => Some(Confirm {
+                rule_id: confirm.rule.as_str().to_string(),
+                within: duration(&confirm.within, "confirm.within")?,
+                on: if confirm.on.is_empty() {
+                    group_by_names.iter().map(|name| name.to_string()).collect()
+                } else {
+                    confirm.on.iter().map(|c| c.as_str().to_string()).collect()
+                },
+                position: position(&confirm.rule),
+            }),
+        };
         if condition.is_none() && detector.is_none() {
             return Err(at(
                 position(&document.id),
@@ -314,6 +355,7 @@ impl Rule {
             allowed_lateness,
             condition,
             detector,
+            confirm,
             pending_for,
             keep_firing_for,
             atlas: document.atlas,

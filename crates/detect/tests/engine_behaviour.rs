@@ -555,3 +555,81 @@ fn detector_blocks_are_validated_with_positions() {
         "{engine_error}"
     );
 }
+
+#[test]
+fn a_staged_rule_fires_only_when_its_confirming_rule_held_for_the_same_key() {
+    // recsys is slow from minute 10 to 20, fraud from minute 30 to 40; the
+    // "ML" stage (here a second threshold rule on the error rate) only ever
+    // holds for recsys.
+    let mut events = traffic(
+        50,
+        "recsys",
+        "baseline",
+        |m| if (10..20).contains(&m) { 900.0 } else { 90.0 },
+        0,
+    );
+    events.extend(traffic(
+        50,
+        "fraud",
+        "baseline",
+        |m| if (30..40).contains(&m) { 900.0 } else { 90.0 },
+        0,
+    ));
+    events.extend(
+        traffic(50, "recsys", "canary", |_| 90.0, 0)
+            .into_iter()
+            .map(|e| Event {
+                status: if (e.timestamp - START) / MINUTE >= 12
+                    && (e.timestamp - START) / MINUTE < 22
+                {
+                    "error"
+                } else {
+                    "ok"
+                },
+                ab_group: "baseline",
+                ..e
+            }),
+    );
+    events.sort_by_key(|e| e.timestamp);
+    let errors = "id: errors\ntitle: Errors\nseverity: low\ngroup_by: [model_id]\nwindow: 5m\nevery: 1m\ncondition: error_rate() > 0.1\n";
+    let staged = format!(
+        "{}confirm: {{ rule: errors, within: 5m }}\n",
+        SLOW.replace("id: slow", "id: staged")
+            .replace("for: 2m\n", "")
+    );
+    // The staged rule is listed first: the engine orders it after its source.
+    let alerts = run(vec![rule(&staged), rule(errors)], &events, &[640]);
+    let staged_alerts: Vec<&Alert> = alerts.iter().filter(|a| a.rule_id == "staged").collect();
+    assert!(!staged_alerts.is_empty(), "{alerts:#?}");
+    for alert in &staged_alerts {
+        assert_eq!(
+            alert.group["model_id"], "recsys",
+            "fraud is slow but never confirmed: {alert:?}"
+        );
+    }
+    // Without the stage, fraud's slowdown fires too.
+    let unstaged = run(vec![rule(&SLOW.replace("for: 2m\n", ""))], &events, &[640]);
+    assert!(unstaged.iter().any(|a| a.group["model_id"] == "fraud"));
+
+    let missing = Engine::new(vec![rule(&staged)], &canonical_schema())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        missing.contains("'errors', which is not loaded"),
+        "{missing}"
+    );
+    let cycle = Engine::new(
+        vec![
+            rule(&staged),
+            rule(&format!(
+                "{errors}confirm: {{ rule: staged, within: 5m }}\n"
+            )),
+        ],
+        &canonical_schema(),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(cycle.contains("cycle"), "{cycle}");
+}
