@@ -122,6 +122,8 @@ pub(crate) struct DriftDocument {
 pub(crate) enum ReferenceDocument {
     Segment(Spanned<String>),
     RestOf(Spanned<String>),
+    Trailing(Spanned<String>),
+    Previous(Spanned<String>),
 }
 
 /// Which way a deviation must go to count.
@@ -263,6 +265,10 @@ pub enum DriftReference {
     Segment(String),
     /// The other groups that share every `group_by` value but this column's.
     RestOf(String),
+    /// The same group over this span just before the window (e.g. the trailing day).
+    Trailing(i64),
+    /// The same group's window this long ago (e.g. `1d`: the same hour yesterday).
+    Previous(i64),
 }
 
 /// `detector: drift`.
@@ -459,6 +465,27 @@ impl DetectorDocument {
                         }
                         DriftReference::Segment(name)
                     }
+                    ReferenceDocument::Trailing(span) | ReferenceDocument::Previous(span) => {
+                        let nanos = inferwatch_core::parse_duration(span.as_str())
+                            .ok()
+                            .filter(|n| {
+                                *n > 0 && *n <= 8 * 86_400 * inferwatch_core::NANOS_PER_SECOND
+                            })
+                            .ok_or_else(|| {
+                                located_error(
+                                    source,
+                                    position(span),
+                                    "reference span must be a duration up to 8d, e.g. 1h or 1d"
+                                        .into(),
+                                    Some(span.as_str()),
+                                )
+                            })?;
+                        if matches!(document.reference, ReferenceDocument::Trailing(_)) {
+                            DriftReference::Trailing(nanos)
+                        } else {
+                            DriftReference::Previous(nanos)
+                        }
+                    }
                     ReferenceDocument::RestOf(column) => {
                         if !group_by.contains(&column.as_str()) {
                             return Err(located_error(
@@ -552,6 +579,10 @@ impl Detector {
                 match &drift.reference {
                     DriftReference::Segment(name) => format!("segment {name}"),
                     DriftReference::RestOf(column) => format!("the rest of {column}"),
+                    DriftReference::Trailing(span) =>
+                        format!("its trailing {}", format_span(*span)),
+                    DriftReference::Previous(span) =>
+                        format!("itself {} earlier", format_span(*span)),
                 },
                 drift.min_effect
             ),
@@ -737,7 +768,18 @@ pub(crate) fn judge_drift(
     }
 }
 
-fn median_of_sorted(values: &[f64]) -> f64 {
+/// `1d`, `6h`, `90m`, `45s`: the largest whole unit.
+pub(crate) fn format_span(nanos: i64) -> String {
+    let seconds = nanos / inferwatch_core::NANOS_PER_SECOND;
+    for (unit, size) in [("d", 86_400), ("h", 3_600), ("m", 60)] {
+        if seconds % size == 0 && seconds >= size {
+            return format!("{}{unit}", seconds / size);
+        }
+    }
+    format!("{seconds}s")
+}
+
+pub(crate) fn median_of_sorted(values: &[f64]) -> f64 {
     let n = values.len();
     if n == 0 {
         return f64::NAN;

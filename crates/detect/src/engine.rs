@@ -30,16 +30,20 @@ use arrow::buffer::BooleanBuffer;
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Float64Type, Int32Type, SchemaRef, TimestampNanosecondType};
 use arrow::record_batch::RecordBatch;
-use inferwatch_core::{column, fingerprint, format_timestamp, Alert, AlertState, Impact};
+use inferwatch_core::{
+    column, fingerprint, format_timestamp, Alert, AlertState, Contributor, Impact,
+};
 use serde::Serialize;
 
 use crate::condition::{
     compile_condition, evaluate, AggregateKind, CompiledCondition, HeldTimers, SummaryPart, Witness,
 };
 use crate::detector::{
-    judge_drift, BaselineGroup, Detector, DriftReference, EntityForest, Finding,
+    format_span, judge_drift, median_of_sorted, BaselineGroup, Detector, DriftReference,
+    EntityForest, Finding,
 };
 use crate::filter::{compile_predicate, evaluate_predicate, NumericExpr, RowPredicate};
+use crate::reference::ReferenceStore;
 use crate::rule::Rule;
 use crate::summary::{BottomSample, Summary, SummaryLayout};
 use crate::DetectError;
@@ -193,7 +197,10 @@ impl Engine {
             return errors;
         }
         // Then what only the set shows: `confirm` edges.
-        Engine::new(rules.to_vec(), schema).err().into_iter().collect()
+        Engine::new(rules.to_vec(), schema)
+            .err()
+            .into_iter()
+            .collect()
     }
 
     /// `rule` and, transitively, the loaded rules that confirm it: what must
@@ -489,6 +496,14 @@ struct RuleRuntime {
     writes: Vec<(usize, Vec<usize>)>,
     /// The confirm edge this rule reads, if it has a `confirm` block.
     reads: Option<(usize, Vec<usize>)>,
+    /// Coarse pasts: the drift reference (when it needs one) and the
+    /// explanation's column.
+    references: Vec<ReferenceStore>,
+    /// Index of the drift detector's store in `references`.
+    drift_reference: Option<usize>,
+    /// The explanation: its store in `references` and its column's position
+    /// among segment 0's samples.
+    explain: Option<(usize, usize)>,
 }
 
 /// When a confirming rule last held, per projected key.
@@ -548,6 +563,9 @@ fn order_for_confirmation(rules: Vec<Rule>) -> Result<Vec<Rule>, DetectError> {
     }
     Ok(ordered)
 }
+
+/// Values sampled per side for an input-shift explanation.
+const EXPLAIN_SAMPLE: usize = 1_000;
 
 /// A drift group whose family is not computed yet.
 const UNKNOWN_FAMILY: u32 = u32::MAX;
@@ -718,6 +736,8 @@ impl RuleRuntime {
             };
             slots.push((aggregate.segment, slot));
         }
+        let mut references: Vec<ReferenceStore> = Vec::new();
+        let mut drift_reference = None;
         let segment_index = |name: &str| -> usize {
             rule.segments
                 .iter()
@@ -765,6 +785,24 @@ impl RuleRuntime {
                             .position(|(column, _, _)| column == name),
                         format!("rest of {name}"),
                     ),
+                    DriftReference::Trailing(span) | DriftReference::Previous(span) => {
+                        references.push(ReferenceStore::new(
+                            column,
+                            subject_segment,
+                            *span,
+                            span + rule.window,
+                            gcd(rule.window, rule.every),
+                            drift.sample_size,
+                        ));
+                        drift_reference = Some(references.len() - 1);
+                        let name = match &drift.reference {
+                            DriftReference::Trailing(_) => {
+                                format!("trailing {}", format_span(*span))
+                            }
+                            _ => format!("{} earlier", format_span(*span)),
+                        };
+                        (None, None, name)
+                    }
                 };
                 for segment in std::iter::once(subject_segment).chain(reference_segment) {
                     layouts[segment].sample_columns = vec![column];
@@ -778,6 +816,38 @@ impl RuleRuntime {
                     rest_of,
                     reference_name,
                 }
+            }
+        };
+        let explain = match &rule.explain {
+            None => None,
+            Some(explain) => {
+                let column = schema
+                    .index_of(&explain.column)
+                    .map_err(|_| DetectError::Rule {
+                        path: rule.source.path.clone(),
+                        line: explain.position.0,
+                        column: explain.position.1,
+                        token: Some(explain.column.clone()),
+                        message: format!("unknown column '{}'", explain.column),
+                    })?;
+                let layout = &mut layouts[0];
+                let position = match layout.sample_columns.iter().position(|c| *c == column) {
+                    Some(position) => position,
+                    None => {
+                        layout.sample_columns.push(column);
+                        layout.sample_columns.len() - 1
+                    }
+                };
+                layout.sample_capacity = layout.sample_capacity.max(EXPLAIN_SAMPLE);
+                references.push(ReferenceStore::new(
+                    column,
+                    0,
+                    explain.trailing,
+                    explain.trailing + rule.window,
+                    gcd(rule.window, rule.every),
+                    EXPLAIN_SAMPLE,
+                ));
+                Some((references.len() - 1, position))
             }
         };
         let bucket_width = gcd(rule.window, rule.every);
@@ -817,6 +887,9 @@ impl RuleRuntime {
             peak_groups: 0,
             writes: Vec::new(),
             reads: None,
+            references,
+            drift_reference,
+            explain,
             rule,
         })
     }
@@ -919,6 +992,9 @@ impl RuleRuntime {
                     cells[group * self.ring..(group + 1) * self.ring].fill(EMPTY_CELL);
                 }
                 self.detector.forget(group);
+                self.references
+                    .iter_mut()
+                    .for_each(|store| store.forget(group));
             }
         }
         self.peak_groups = self.peak_groups.max(self.groups.live());
@@ -928,6 +1004,9 @@ impl RuleRuntime {
             for cells in &mut self.cells {
                 cells.resize(slots * self.ring, EMPTY_CELL);
             }
+            self.references
+                .iter_mut()
+                .for_each(|store| store.grow(slots));
         }
     }
 
@@ -1101,6 +1180,23 @@ impl RuleRuntime {
                 }
             }
         }
+        let ring = self.ring;
+        for store in &mut self.references {
+            let values = float_column(batch.column(store.column));
+            for &(row, cell) in &self.pairs[store.segment] {
+                let row = row as usize;
+                if values.is_valid(row) {
+                    let value = values.value(row);
+                    let timestamp = timestamps[row];
+                    store.add(
+                        cell as usize / ring,
+                        timestamp,
+                        sample_rank(timestamp, value),
+                        value,
+                    );
+                }
+            }
+        }
     }
 
     /// Evaluates every tick up to `watermark`.
@@ -1168,6 +1264,9 @@ impl RuleRuntime {
                     }
                     holds_data |= cell.summary.is_some();
                 }
+            }
+            for store in &mut self.references {
+                holds_data |= store.expire(group, tick);
             }
             let window_cells = |cells: &[Cell]| -> Vec<usize> {
                 (base..base + ring)
@@ -1320,8 +1419,11 @@ impl RuleRuntime {
                     },
                     distinct_clients: None,
                 };
-                let alert =
+                let mut alert =
                     self.alert(group, alert_state, started, ended, witness, finding, impact);
+                if alert_state == AlertState::Firing {
+                    alert.explanation = self.explain_shift(group, tick, first_bucket, last_bucket);
+                }
                 outbox.push((tick, rule_index, self.groups.text(group), alert));
             }
             // An entity with nothing in its ring and nothing pending is
@@ -1438,6 +1540,26 @@ impl RuleRuntime {
                 }
             })
             .collect();
+        if let Some(store) = self.drift_reference.map(|index| &self.references[index]) {
+            let window = self.rule.window;
+            let Some(Detector::Drift(spec)) = &self.rule.detector else {
+                return Vec::new();
+            };
+            let tick = (last_bucket + 1) * self.bucket_width;
+            let (from, to) = match spec.reference {
+                DriftReference::Previous(span) => (tick - window - span, tick - span),
+                DriftReference::Trailing(span) => (tick - window - span, tick - window),
+                _ => (tick, tick),
+            };
+            return (0..groups)
+                .map(|group| {
+                    if !active[group] {
+                        return (Vec::new(), Vec::new());
+                    }
+                    (subjects[group].values(), store.sample(group, from, to))
+                })
+                .collect();
+        }
         if let Some(reference_segment) = reference_segment {
             return (0..groups)
                 .map(|group| {
@@ -1497,6 +1619,63 @@ impl RuleRuntime {
             .collect()
     }
 
+    /// For a rule with `explain`: how the column's window distribution
+    /// moved against the group's trailing past, when it moved materially
+    /// (KS D >= 0.2 with p <= 0.001 on at least 50 values a side).
+    fn explain_shift(
+        &self,
+        group: usize,
+        tick: i64,
+        first_bucket: i64,
+        last_bucket: i64,
+    ) -> Vec<Contributor> {
+        let (Some((store_index, position)), Some(explain)) = (self.explain, &self.rule.explain)
+        else {
+            return Vec::new();
+        };
+        let mut window = BottomSample::with_capacity(EXPLAIN_SAMPLE);
+        for cell in &self.cells[0][group * self.ring..(group + 1) * self.ring] {
+            if let Some(summary) = cell
+                .summary
+                .as_ref()
+                .filter(|_| cell.bucket >= first_bucket && cell.bucket <= last_bucket)
+            {
+                window.merge(&summary.samples[position]);
+            }
+        }
+        let now = window.values();
+        let before = self.references[store_index].sample(
+            group,
+            tick - self.rule.window - explain.trailing,
+            tick - self.rule.window,
+        );
+        if now.len() < 50 || before.len() < 50 {
+            return Vec::new();
+        }
+        let Some(test) = crate::stats::ks_two_sample(&before, &now) else {
+            return Vec::new();
+        };
+        let (median_before, median_now) = (median_of_sorted(&before), median_of_sorted(&now));
+        if test.statistic < 0.2 || test.p_value > 0.001 || median_before <= 0.0 {
+            return Vec::new();
+        }
+        let lift = median_now / median_before;
+        let direction = if lift >= 1.0 { "up" } else { "down" };
+        vec![Contributor {
+            dimension: explain.column.clone(),
+            value: format!(
+                "{} shifted {direction} against the trailing {}: median {} -> {} ({:+.0} %), KS D {:.2}",
+                explain.column,
+                format_span(explain.trailing),
+                round_half(median_before),
+                round_half(median_now),
+                (lift - 1.0) * 100.0,
+                test.statistic
+            ),
+            lift,
+        }]
+    }
+
     fn state(&self) -> RuleState {
         let firing = self
             .alert_states
@@ -1539,6 +1718,10 @@ impl RuleRuntime {
             },
         }
     }
+}
+
+fn round_half(value: f64) -> f64 {
+    (value * 2.0).round() / 2.0
 }
 
 fn one_line(text: &str) -> String {

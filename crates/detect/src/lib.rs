@@ -64,6 +64,7 @@ pub mod detector;
 mod engine;
 pub mod expr;
 pub mod filter;
+mod reference;
 mod rule;
 pub mod score;
 pub mod stats;

@@ -48,6 +48,8 @@ struct RuleDocument {
     detector: Option<DetectorDocument>,
     #[serde(default)]
     confirm: Option<ConfirmDocument>,
+    #[serde(default)]
+    explain: Option<ExplainDocument>,
     #[serde(default, rename = "for")]
     pending_for: Option<Spanned<String>>,
     #[serde(default)]
@@ -67,6 +69,29 @@ struct ConfirmDocument {
     within: Spanned<String>,
     #[serde(default)]
     on: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExplainDocument {
+    #[serde(default)]
+    column: Option<Spanned<String>>,
+    #[serde(default)]
+    trailing: Option<Spanned<String>>,
+}
+
+/// Input-complexity explanation: when the rule fires, compare a column's
+/// distribution in the window (input_tokens by default) with the group's
+/// trailing past, and attach a shift to the alert's explanation ("latency
+/// is up because inputs got longer").
+#[derive(Debug, Clone)]
+pub struct Explain {
+    /// The column compared.
+    pub column: String,
+    /// The trailing reference span before the window (ns).
+    pub trailing: i64,
+    /// Where the block sits in the file.
+    pub position: (usize, usize),
 }
 
 /// Staged detection: a rule holds only when another rule (typically an ML
@@ -187,6 +212,8 @@ pub struct Rule {
     pub detector: Option<Detector>,
     /// Another rule that must confirm this one's finding.
     pub confirm: Option<Confirm>,
+    /// An input-shift explanation attached when it fires.
+    pub explain: Option<Explain>,
     /// Pending duration before firing (ns).
     pub pending_for: i64,
     /// How long to keep firing after the condition stops holding (ns).
@@ -324,6 +351,26 @@ impl Rule {
                 position: position(&confirm.rule),
             }),
         };
+        let explain = match &document.explain {
+            None => None,
+            Some(explain) => Some(Explain {
+                column: explain
+                    .column
+                    .as_ref()
+                    .map_or(inferwatch_core::column::INPUT_TOKENS, |c| c.as_str())
+                    .to_string(),
+                trailing: match &explain.trailing {
+                    Some(span) => duration(span, "explain.trailing")?,
+                    None => 3_600 * inferwatch_core::NANOS_PER_SECOND,
+                },
+                position: explain
+                    .column
+                    .as_ref()
+                    .or(explain.trailing.as_ref())
+                    .map(position)
+                    .unwrap_or_else(|| position(&document.id)),
+            }),
+        };
         if condition.is_none() && detector.is_none() {
             return Err(at(
                 position(&document.id),
@@ -356,6 +403,7 @@ impl Rule {
             condition,
             detector,
             confirm,
+            explain,
             pending_for,
             keep_firing_for,
             atlas: document.atlas,

@@ -633,3 +633,86 @@ fn a_staged_rule_fires_only_when_its_confirming_rule_held_for_the_same_key() {
     .to_string();
     assert!(cycle.contains("cycle"), "{cycle}");
 }
+
+#[test]
+fn drift_against_the_groups_own_past_fires_on_a_shift_and_not_on_steady_traffic() {
+    // recsys's latency band moves up at minute 90; fraud stays put.
+    let noisy = |base: f64| move |m: i64| base + ((m * 7919) % 13) as f64;
+    let mut events = traffic(
+        150,
+        "recsys",
+        "baseline",
+        |m| {
+            if m >= 90 {
+                160.0 + ((m * 7919) % 13) as f64
+            } else {
+                noisy(100.0)(m)
+            }
+        },
+        0,
+    );
+    events.extend(traffic(150, "fraud", "baseline", noisy(100.0), 0));
+    events.sort_by_key(|e| e.timestamp);
+    for reference in ["{ trailing: 1h }", "{ previous: 1h }"] {
+        let yaml = format!("id: own-past\ntitle: Own past\nseverity: low\ngroup_by: [model_id]\nwindow: 10m\nevery: 5m\ndetector:\n  drift:\n    column: latency_ms\n    test: ks\n    reference: {reference}\n    min_samples: 100\n    min_effect: 0.5\n");
+        let alerts = run(vec![rule(&yaml)], &events, &[4321]);
+        let firing: Vec<&Alert> = alerts
+            .iter()
+            .filter(|a| a.state == AlertState::Firing)
+            .collect();
+        assert_eq!(firing.len(), 1, "{reference}: {alerts:#?}");
+        assert_eq!(firing[0].group["model_id"], "recsys");
+        let evidence = firing[0].evidence.as_ref().unwrap();
+        assert!(
+            evidence.reference.as_deref().unwrap().contains("1h"),
+            "{evidence:?}"
+        );
+        assert!(
+            evidence.effect_size.unwrap() >= 0.5 && evidence.reference_samples.unwrap() >= 100,
+            "{evidence:?}"
+        );
+        assert!(
+            firing[0].starts_at.as_str() >= "2026-01-01T01:30:00Z"
+                && firing[0].starts_at.as_str() <= "2026-01-01T01:40:00Z",
+            "{}",
+            firing[0].starts_at
+        );
+    }
+}
+
+#[test]
+fn an_explained_rule_says_when_its_column_shifted_against_the_trailing_past() {
+    let mut events = traffic(
+        90,
+        "recsys",
+        "baseline",
+        |m| if m >= 70 { 700.0 } else { 90.0 },
+        0,
+    );
+    // input_tokens is not in these hand-made events: explain with latency itself.
+    events.sort_by_key(|e| e.timestamp);
+    let yaml = format!("{}explain: {{ column: latency_ms, trailing: 30m }}\n", SLOW);
+    let alerts = run(vec![rule(&yaml)], &events, &[999]);
+    let firing = alerts
+        .iter()
+        .find(|a| a.state == AlertState::Firing)
+        .expect("fires");
+    assert_eq!(firing.explanation.len(), 1, "{firing:?}");
+    let contributor = &firing.explanation[0];
+    assert_eq!(contributor.dimension, "latency_ms");
+    assert!(contributor.lift > 2.0, "{contributor:?}");
+    assert!(
+        contributor
+            .value
+            .contains("shifted up against the trailing 30m"),
+        "{contributor:?}"
+    );
+    // Resolutions carry no explanation; a rule without `explain` never does.
+    assert!(alerts
+        .iter()
+        .filter(|a| a.state == AlertState::Resolved)
+        .all(|a| a.explanation.is_empty()));
+    assert!(run(vec![rule(SLOW)], &events, &[999])
+        .iter()
+        .all(|a| a.explanation.is_empty()));
+}
