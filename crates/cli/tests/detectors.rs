@@ -113,6 +113,26 @@ fn the_poisoned_source_is_named_within_one_window_with_its_effect_size() {
     // Every model that reports class probabilities sees it; chat-llm has none.
     let expected: HashSet<String> = ["fraud", "recsys", "vision"].map(String::from).into();
     assert_eq!(models, expected);
+
+    // Per-class probability drift: class 0's probability, same comparison.
+    let per_class = dir.path().join("class-drift.yaml");
+    std::fs::write(
+        &per_class,
+        "id: class-drift\ntitle: Class drift\nseverity: medium\ngroup_by: [model_id, source_id]\nwindow: 5m\nevery: 1m\ndetector:\n  drift:\n    column: probabilities\n    class: 0\n    test: ks\n    reference: { rest_of: source_id }\n    min_effect: 0.2\n",
+    )
+    .unwrap();
+    let alerts = parse_lines(&run(&[
+        "detect",
+        "--quiet",
+        "--rules",
+        per_class.to_str().unwrap(),
+        events.to_str().unwrap(),
+    ]));
+    assert!(!alerts.is_empty());
+    for alert in &alerts {
+        assert_eq!(alert["group"]["source_id"], "src-07", "{alert}");
+        assert_eq!(alert["evidence"]["subject"], "probabilities[0]", "{alert}");
+    }
 }
 
 #[test]

@@ -95,6 +95,8 @@ pub(crate) struct BaselineDocument {
 #[serde(deny_unknown_fields)]
 pub(crate) struct DriftDocument {
     column: Spanned<String>,
+    #[serde(default)]
+    class: Option<usize>,
     test: Spanned<String>,
     #[serde(default)]
     subject: Option<Spanned<String>>,
@@ -278,6 +280,9 @@ pub struct DriftDetector {
     pub column: String,
     /// Where the column name sits in the file.
     pub column_position: (usize, usize),
+    /// For a list column (`probabilities`, `logits`): the class whose
+    /// per-row value is compared — per-class probability drift.
+    pub class: Option<usize>,
     /// The test.
     pub test: DriftTest,
     /// The segment under test (None: every row of the group).
@@ -511,6 +516,7 @@ impl DetectorDocument {
                 Ok(Detector::Drift(DriftDetector {
                     column: document.column.as_str().to_string(),
                     column_position: position(&document.column),
+                    class: document.class,
                     test,
                     subject,
                     reference,
@@ -568,9 +574,10 @@ impl Detector {
                 forest.threshold
             ),
             Detector::Drift(drift) => format!(
-                "drift {} of {}{} against {}: effect >= {}",
+                "drift {} of {}{}{} against {}: effect >= {}",
                 drift.test.name(),
                 drift.column,
+                drift.class.map(|c| format!("[{c}]")).unwrap_or_default(),
                 drift
                     .subject
                     .as_ref()
@@ -681,7 +688,10 @@ pub(crate) fn judge_drift(
     let mut evidence = Evidence {
         detector: "drift".into(),
         method: detector.test.name().into(),
-        subject: detector.column.clone(),
+        subject: match detector.class {
+            Some(class) => format!("{}[{class}]", detector.column),
+            None => detector.column.clone(),
+        },
         samples: Some(subject.len() as u64),
         reference_samples: Some(reference.len() as u64),
         reference: Some(reference_name.to_string()),

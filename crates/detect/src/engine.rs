@@ -760,14 +760,20 @@ impl RuleRuntime {
                         token: Some(drift.column.clone()),
                         message: format!("unknown column '{}'", drift.column),
                     })?;
-                if !schema.field(column).data_type().is_numeric() {
+                let list_of_numbers = matches!(
+                    schema.field(column).data_type(),
+                    DataType::List(item) if item.data_type().is_numeric()
+                );
+                if list_of_numbers != drift.class.is_some()
+                    || !(list_of_numbers || schema.field(column).data_type().is_numeric())
+                {
                     return Err(DetectError::Rule {
                         path: rule.source.path.clone(),
                         line: drift.column_position.0,
                         column: drift.column_position.1,
                         token: Some(drift.column.clone()),
                         message: format!(
-                            "drift compares a numeric column; '{}' is {}",
+                            "drift compares a numeric column, or one class of a list column with `class: N`; '{}' is {}",
                             drift.column,
                             schema.field(column).data_type()
                         ),
@@ -787,7 +793,7 @@ impl RuleRuntime {
                     ),
                     DriftReference::Trailing(span) | DriftReference::Previous(span) => {
                         references.push(ReferenceStore::new(
-                            column,
+                            (column, drift.class),
                             subject_segment,
                             *span,
                             span + rule.window,
@@ -806,6 +812,7 @@ impl RuleRuntime {
                 };
                 for segment in std::iter::once(subject_segment).chain(reference_segment) {
                     layouts[segment].sample_columns = vec![column];
+                    layouts[segment].sample_classes = vec![drift.class];
                     layouts[segment].sample_capacity = drift.sample_size;
                 }
                 DetectorRuntime::Drift {
@@ -835,12 +842,13 @@ impl RuleRuntime {
                     Some(position) => position,
                     None => {
                         layout.sample_columns.push(column);
+                        layout.sample_classes.push(None);
                         layout.sample_columns.len() - 1
                     }
                 };
                 layout.sample_capacity = layout.sample_capacity.max(EXPLAIN_SAMPLE);
                 references.push(ReferenceStore::new(
-                    column,
+                    (column, None),
                     0,
                     explain.trailing,
                     explain.trailing + rule.window,
@@ -1167,7 +1175,7 @@ impl RuleRuntime {
                 }
             }
             for (position, column) in layout.sample_columns.iter().enumerate() {
-                let values = float_column(batch.column(*column));
+                let values = sampled_values(batch.column(*column), layout.sample_classes[position]);
                 for &(row, cell) in pairs {
                     let row = row as usize;
                     if values.is_valid(row) {
@@ -1182,7 +1190,7 @@ impl RuleRuntime {
         }
         let ring = self.ring;
         for store in &mut self.references {
-            let values = float_column(batch.column(store.column));
+            let values = sampled_values(batch.column(store.column), store.class);
             for &(row, cell) in &self.pairs[store.segment] {
                 let row = row as usize;
                 if values.is_valid(row) {
@@ -1736,6 +1744,25 @@ fn sample_rank(timestamp: i64, value: f64) -> u64 {
     bytes[..8].copy_from_slice(&timestamp.to_le_bytes());
     bytes[8..].copy_from_slice(&value.to_bits().to_le_bytes());
     xxhash_rust::xxh3::xxh3_64(&bytes)
+}
+
+/// A column's values as f64, or for a list column one element of each row's list.
+fn sampled_values(array: &ArrayRef, class: Option<usize>) -> Float64Array {
+    let Some(class) = class else {
+        return float_column(array);
+    };
+    let Some(lists) = array.as_list_opt::<i32>() else {
+        return Float64Array::new_null(array.len());
+    };
+    let items = float_column(lists.values());
+    let offsets = lists.value_offsets();
+    (0..lists.len())
+        .map(|row| {
+            let index = offsets[row] as usize + class;
+            (lists.is_valid(row) && index < offsets[row + 1] as usize && items.is_valid(index))
+                .then(|| items.value(index))
+        })
+        .collect()
 }
 
 fn float_column(array: &ArrayRef) -> Float64Array {

@@ -17,6 +17,8 @@ const BUCKETS_PER_SPAN: i64 = 24;
 pub(crate) struct ReferenceStore {
     /// Schema column sampled.
     pub(crate) column: usize,
+    /// The list element sampled, for a list column.
+    pub(crate) class: Option<usize>,
     /// Segment whose rows are sampled (0: every row the rule keeps).
     pub(crate) segment: usize,
     /// Coarse bucket width (ns), a multiple of the rule's bucket width.
@@ -33,7 +35,7 @@ impl ReferenceStore {
     /// A store able to answer references reaching `reach` before a tick,
     /// with `span` the length of the longest reference period.
     pub(crate) fn new(
-        column: usize,
+        (column, class): (usize, Option<usize>),
         segment: usize,
         span: i64,
         reach: i64,
@@ -44,6 +46,7 @@ impl ReferenceStore {
         let ring = (reach / width + 3) as usize;
         ReferenceStore {
             column,
+            class,
             segment,
             width,
             ring,

@@ -255,6 +255,8 @@ pub struct SummaryLayout {
     pub distinct_columns: Vec<usize>,
     /// Columns with bottom-k samples (drift tests).
     pub sample_columns: Vec<usize>,
+    /// For each sample column, the list element sampled (per-class drift).
+    pub sample_classes: Vec<Option<usize>>,
     /// Capacity of each sample.
     pub sample_capacity: usize,
 }
