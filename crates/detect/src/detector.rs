@@ -50,9 +50,9 @@ pub const DEFAULT_DRIFT_SAMPLE: usize = 1_000;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub(crate) enum DetectorDocument {
-    Baseline(BaselineDocument),
-    Drift(DriftDocument),
-    Forest(ForestDocument),
+    Baseline(Box<BaselineDocument>),
+    Drift(Box<DriftDocument>),
+    Forest(Box<ForestDocument>),
 }
 
 #[derive(Deserialize)]
@@ -429,7 +429,7 @@ impl DetectorDocument {
                     trees,
                     memory,
                     learn_per_tick: document.learn_per_tick.unwrap_or(256).max(1),
-                    seed: document.seed.unwrap_or(0x1f0e_57),
+                    seed: document.seed.unwrap_or(0x001f_0e57),
                 }))
             }
             DetectorDocument::Drift(document) => {
@@ -913,7 +913,7 @@ impl EntityForest {
             pending.select_nth_unstable_by(detector.learn_per_tick - 1, |a, b| a.0.cmp(&b.0));
             pending.truncate(detector.learn_per_tick);
         }
-        pending.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        pending.sort_unstable_by_key(|entry| entry.0);
         for (_, point) in &pending {
             if self.forest.update(point).is_ok() {
                 self.learned += 1;

@@ -1427,8 +1427,14 @@ impl RuleRuntime {
                     },
                     distinct_clients: None,
                 };
-                let mut alert =
-                    self.alert(group, alert_state, started, ended, witness, finding, impact);
+                let mut alert = self.alert(
+                    group,
+                    alert_state,
+                    (started, ended),
+                    witness,
+                    finding,
+                    impact,
+                );
                 if alert_state == AlertState::Firing {
                     alert.explanation = self.explain_shift(group, tick, first_bucket, last_bucket);
                 }
@@ -1461,8 +1467,7 @@ impl RuleRuntime {
         &self,
         group: usize,
         state: AlertState,
-        started: i64,
-        ended: Option<i64>,
+        (started, ended): (i64, Option<i64>),
         witness: Witness,
         finding: Option<Finding>,
         impact: Impact,
