@@ -85,6 +85,8 @@ pub struct RuleState {
     pub peak_groups: usize,
     /// Groups forgotten after going idle (their ids are reused).
     pub evicted_groups: u64,
+    /// Rows skipped because their new key found the rule at `max_groups`.
+    pub refused_rows: u64,
     /// Summaries allocated now (non-empty ring slots).
     pub live_cells: usize,
     /// Approximate bytes of learned detector state (baselines, forest).
@@ -336,6 +338,9 @@ struct GroupTable {
 
 const NULL_VALUE: u32 = u32::MAX;
 
+/// A row whose new key found the rule at `max_groups`.
+const REFUSED_GROUP: u32 = u32::MAX;
+
 impl GroupTable {
     fn new(column_names: Vec<String>) -> Self {
         GroupTable {
@@ -356,10 +361,14 @@ impl GroupTable {
         id
     }
 
-    /// The group of `key`, and whether the id was just assigned.
-    fn group_of(&mut self, key: &[u32]) -> (u32, bool) {
+    /// The group of `key`, and whether the id was just assigned; None when
+    /// the key is new and `limit` groups are already tracked.
+    fn group_of(&mut self, key: &[u32], limit: usize) -> Option<(u32, bool)> {
         if let Some(group) = self.key_to_group.get(key) {
-            return (*group, false);
+            return Some((*group, false));
+        }
+        if self.live() >= limit {
+            return None;
         }
         let boxed: Box<[u32]> = key.into();
         let group = match self.free.pop() {
@@ -374,7 +383,7 @@ impl GroupTable {
         self.key_to_group.insert(boxed, group);
         self.hashes[group as usize] =
             xxhash_rust::xxh3::xxh3_64(self.text(group as usize).as_bytes());
-        (group, true)
+        Some((group, true))
     }
 
     fn value(&self, column: usize, id: u32) -> &str {
@@ -492,6 +501,8 @@ struct RuleRuntime {
     evicted: u64,
     /// Most groups tracked at once.
     peak_groups: usize,
+    /// Rows skipped because their new key found the rule at `max_groups`.
+    refused_rows: u64,
     /// Confirm edges this rule feeds: (log, positions of the key columns in group_by).
     writes: Vec<(usize, Vec<usize>)>,
     /// The confirm edge this rule reads, if it has a `confirm` block.
@@ -893,6 +904,7 @@ impl RuleRuntime {
             detector,
             evicted: 0,
             peak_groups: 0,
+            refused_rows: 0,
             writes: Vec::new(),
             reads: None,
             references,
@@ -980,7 +992,7 @@ impl RuleRuntime {
             value_ids.push(self.column_value_ids(position, column, mask));
         }
         self.row_groups.clear();
-        self.row_groups.resize(rows, u32::MAX);
+        self.row_groups.resize(rows, REFUSED_GROUP);
         let mut key = vec![0u32; columns];
         let fresh_state = GroupAlertState {
             timers: HeldTimers::new(self.condition.held_timers),
@@ -990,7 +1002,9 @@ impl RuleRuntime {
             for (position, ids) in value_ids.iter().enumerate() {
                 key[position] = ids[row];
             }
-            let (group, new) = self.groups.group_of(&key);
+            let Some((group, new)) = self.groups.group_of(&key, self.rule.max_groups) else {
+                continue;
+            };
             self.row_groups[row] = group;
             if new && (group as usize) < self.alert_states.len() {
                 // A reused id: whatever the evicted group left must go.
@@ -1095,6 +1109,10 @@ impl RuleRuntime {
             let timestamp = timestamps[row];
             if timestamp < late_before {
                 self.late_events += 1;
+                continue;
+            }
+            if self.row_groups[row] == REFUSED_GROUP {
+                self.refused_rows += 1;
                 continue;
             }
             if !(bucket_start <= timestamp && timestamp < bucket_end) {
@@ -1711,6 +1729,7 @@ impl RuleRuntime {
             cells: self.cells.iter().map(Vec::len).sum(),
             peak_groups: self.peak_groups,
             evicted_groups: self.evicted,
+            refused_rows: self.refused_rows,
             live_cells: self
                 .cells
                 .iter()

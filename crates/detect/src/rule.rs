@@ -18,6 +18,9 @@ use crate::detector::{Detector, DetectorDocument};
 use crate::expr::{parse, Expr, ExprError, Span};
 use crate::DetectError;
 
+/// Group keys a rule tracks at once unless it sets `max_groups`.
+pub const DEFAULT_MAX_GROUPS: usize = 2_000_000;
+
 /// Default lateness: how far behind the newest event another event may arrive and still count.
 pub const DEFAULT_ALLOWED_LATENESS: &str = "30s";
 
@@ -50,6 +53,8 @@ struct RuleDocument {
     confirm: Option<ConfirmDocument>,
     #[serde(default)]
     explain: Option<ExplainDocument>,
+    #[serde(default)]
+    max_groups: Option<usize>,
     #[serde(default, rename = "for")]
     pending_for: Option<Spanned<String>>,
     #[serde(default)]
@@ -214,6 +219,9 @@ pub struct Rule {
     pub confirm: Option<Confirm>,
     /// An input-shift explanation attached when it fires.
     pub explain: Option<Explain>,
+    /// Most group keys tracked at once; rows of further new keys are
+    /// counted and skipped until idle keys are forgotten.
+    pub max_groups: usize,
     /// Pending duration before firing (ns).
     pub pending_for: i64,
     /// How long to keep firing after the condition stops holding (ns).
@@ -404,6 +412,7 @@ impl Rule {
             detector,
             confirm,
             explain,
+            max_groups: document.max_groups.unwrap_or(DEFAULT_MAX_GROUPS).max(1),
             pending_for,
             keep_firing_for,
             atlas: document.atlas,

@@ -1,6 +1,7 @@
 //! Behaviour of the window engine on hand-built batches: lifecycle, segments,
 //! lateness, and independence from batching and in-lateness shuffling.
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -715,4 +716,31 @@ fn an_explained_rule_says_when_its_column_shifted_against_the_trailing_past() {
     assert!(run(vec![rule(SLOW)], &events, &[999])
         .iter()
         .all(|a| a.explanation.is_empty()));
+}
+
+#[test]
+fn past_max_groups_new_keys_are_counted_and_skipped_while_tracked_keys_go_on() {
+    let mut events = traffic(10, "recsys", "baseline", |_| 900.0, 0);
+    events.extend(traffic(10, "fraud", "baseline", |_| 900.0, 0));
+    events.extend(
+        traffic(10, "vision", "baseline", |_| 900.0, 0)
+            .into_iter()
+            .map(|e| Event {
+                timestamp: e.timestamp + 1,
+                ..e
+            }),
+    );
+    events.sort_by_key(|e| e.timestamp);
+    let capped = SLOW.replace("for: 2m\n", "max_groups: 2\n");
+    let mut engine = Engine::new(vec![rule(&capped)], &canonical_schema()).unwrap();
+    let mut alerts = engine.observe(&batch(&events));
+    alerts.extend(engine.finish());
+    let models: HashSet<&str> = alerts
+        .iter()
+        .map(|a| a.group["model_id"].as_str())
+        .collect();
+    assert_eq!(models, HashSet::from(["recsys", "fraud"]), "{alerts:#?}");
+    let state = &engine.observable_state()[0];
+    assert_eq!(state.refused_rows, 10 * 120, "{state:?}");
+    assert!(state.peak_groups <= 2);
 }
