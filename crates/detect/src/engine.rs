@@ -634,6 +634,22 @@ fn numeric_columns(expr: &NumericExpr, out: &mut Vec<usize>) {
     }
 }
 
+/// The schema index of a column a rule names at `position` in its file.
+fn column_at(
+    schema: &SchemaRef,
+    rule: &Rule,
+    name: &str,
+    position: (usize, usize),
+) -> Result<usize, DetectError> {
+    schema.index_of(name).map_err(|_| DetectError::Rule {
+        path: rule.source.path.clone(),
+        line: position.0,
+        column: position.1,
+        token: Some(name.to_string()),
+        message: format!("unknown column '{name}'"),
+    })
+}
+
 fn gcd(a: i64, b: i64) -> i64 {
     if b == 0 {
         a
@@ -762,15 +778,7 @@ impl RuleRuntime {
                 DetectorRuntime::Forest(Box::new(EntityForest::new(forest)?))
             }
             Some(Detector::Drift(drift)) => {
-                let column = schema
-                    .index_of(&drift.column)
-                    .map_err(|_| DetectError::Rule {
-                        path: rule.source.path.clone(),
-                        line: drift.column_position.0,
-                        column: drift.column_position.1,
-                        token: Some(drift.column.clone()),
-                        message: format!("unknown column '{}'", drift.column),
-                    })?;
+                let column = column_at(schema, &rule, &drift.column, drift.column_position)?;
                 let list_of_numbers = matches!(
                     schema.field(column).data_type(),
                     DataType::List(item) if item.data_type().is_numeric()
@@ -839,15 +847,7 @@ impl RuleRuntime {
         let explain = match &rule.explain {
             None => None,
             Some(explain) => {
-                let column = schema
-                    .index_of(&explain.column)
-                    .map_err(|_| DetectError::Rule {
-                        path: rule.source.path.clone(),
-                        line: explain.position.0,
-                        column: explain.position.1,
-                        token: Some(explain.column.clone()),
-                        message: format!("unknown column '{}'", explain.column),
-                    })?;
+                let column = column_at(schema, &rule, &explain.column, explain.position)?;
                 let layout = &mut layouts[0];
                 let position = match layout.sample_columns.iter().position(|c| *c == column) {
                     Some(position) => position,
