@@ -3,6 +3,10 @@
 //! window with its effect size, twenty honest sources silent for a simulated
 //! day, and the extracting client singled out among twelve thousand.
 
+mod common;
+
+use common::{binary, nanos, parse_lines, rules_dir, run};
+
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -12,37 +16,8 @@ use serde_json::Value;
 
 const MINUTE: i64 = 60_000_000_000;
 
-fn binary() -> &'static str {
-    env!("CARGO_BIN_EXE_inferwatch")
-}
-
 fn rule(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../rules")
-        .join(name)
-}
-
-fn run(args: &[&str]) -> String {
-    let output = Command::new(binary())
-        .args(args)
-        .output()
-        .expect("running inferwatch");
-    assert!(
-        output.status.success(),
-        "inferwatch {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).expect("utf-8 output")
-}
-
-fn parse_lines(text: &str) -> Vec<Value> {
-    text.lines()
-        .map(|line| serde_json::from_str(line).expect("one JSON object per line"))
-        .collect()
-}
-
-fn nanos(text: &str) -> i64 {
-    inferwatch_core::parse_timestamp_text(text).expect("RFC 3339")
+    rules_dir().join(name)
 }
 
 /// Simulates into a file; returns (events path, labels).

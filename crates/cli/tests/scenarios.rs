@@ -3,41 +3,10 @@
 //! scenario firing its matching rule soon after the labelled start and
 //! resolving after the labelled end.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
 
+use common::{nanos, parse_lines, rules_dir, run};
 use serde_json::Value;
-
-fn binary() -> &'static str {
-    env!("CARGO_BIN_EXE_inferwatch")
-}
-
-fn rules_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../rules")
-}
-
-fn run(args: &[&str]) -> String {
-    let output = Command::new(binary())
-        .args(args)
-        .output()
-        .expect("running inferwatch");
-    assert!(
-        output.status.success(),
-        "inferwatch {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).expect("utf-8 output")
-}
-
-fn parse_lines(text: &str) -> Vec<Value> {
-    text.lines()
-        .map(|line| serde_json::from_str(line).expect("one JSON object per line"))
-        .collect()
-}
-
-fn nanos(text: &str) -> i64 {
-    inferwatch_core::parse_timestamp_text(text).expect("RFC 3339")
-}
 
 /// Simulates `scenario` and runs the default pack; returns (labels, alerts).
 fn simulate_and_detect(scenario: &str, duration: &str, rate: &str) -> (Vec<Value>, Vec<Value>) {
