@@ -420,14 +420,15 @@ impl Compiler<'_> {
 /// Per-group memory of `for` timers.
 #[derive(Debug, Clone, Default)]
 pub struct HeldTimers {
-    since: Vec<Option<i64>>,
+    /// Boxed, not a Vec: one per tracked group, and most rules have none.
+    since: Box<[Option<i64>]>,
 }
 
 impl HeldTimers {
     /// Timers for a condition with `count` `for` clauses.
     pub fn new(count: usize) -> Self {
         HeldTimers {
-            since: vec![None; count],
+            since: vec![None; count].into_boxed_slice(),
         }
     }
 

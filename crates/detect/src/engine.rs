@@ -1,7 +1,8 @@
 //! The streaming, event-time window engine.
 //!
 //! Per rule, per group key and per segment, the engine keeps a ring of
-//! fixed-width time buckets, each holding a mergeable [`Summary`]. A batch is
+//! fixed-width time buckets, each holding a mergeable [`Summary`] (or, while
+//! the bucket has few rows, the rows themselves: [`BucketData`]). A batch is
 //! processed in three steps:
 //!
 //! 1. filters and segments are evaluated on the whole batch with Arrow
@@ -30,6 +31,7 @@ use arrow::buffer::BooleanBuffer;
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Float64Type, Int32Type, SchemaRef, TimestampNanosecondType};
 use arrow::record_batch::RecordBatch;
+use hashbrown::HashTable;
 use inferwatch_core::{
     column, fingerprint, format_timestamp, Alert, AlertState, Contributor, Impact,
 };
@@ -45,7 +47,7 @@ use crate::detector::{
 use crate::filter::{compile_predicate, evaluate_predicate, NumericExpr, RowPredicate};
 use crate::reference::ReferenceStore;
 use crate::rule::Rule;
-use crate::summary::{BottomSample, Summary, SummaryLayout};
+use crate::summary::{BottomSample, BucketData, Summary, SummaryLayout};
 use crate::DetectError;
 
 /// Ticks evaluated in one jump before the engine skips ahead over an empty stretch.
@@ -311,29 +313,78 @@ struct GroupAlertState {
     /// Earliest bucket with a row of this group. A group is evaluated only at
     /// ticks after it; this is the same whatever the arrival order.
     first_bucket: Option<i64>,
+    /// Boxed and None while the group is quiet: most tracked entities (one
+    /// per client, say) never alert, and this keeps them small.
+    lifecycle: Option<Box<Lifecycle>>,
+    timers: HeldTimers,
+}
+
+impl GroupAlertState {
+    fn is_firing(&self) -> bool {
+        self.lifecycle
+            .as_ref()
+            .is_some_and(|lifecycle| lifecycle.firing_since.is_some())
+    }
+
+    fn is_pending(&self) -> bool {
+        self.lifecycle.as_ref().is_some_and(|lifecycle| {
+            lifecycle.pending_since.is_some() && lifecycle.firing_since.is_none()
+        })
+    }
+}
+
+/// Where a group's alert stands once its condition has held.
+#[derive(Debug, Clone, Default)]
+struct Lifecycle {
     pending_since: Option<i64>,
     firing_since: Option<i64>,
     /// First tick the condition stopped holding while firing (for `keep_firing_for`).
     clear_since: Option<i64>,
-    timers: HeldTimers,
 }
 
 /// Interned group keys of one rule.
 ///
-/// A group is stored as its key (one interned id per `group_by` column), so
-/// a tracked entity costs tens of bytes here; its text and value map are
-/// built only when an alert needs them. Ids of evicted groups are reused.
+/// A group is stored as its key (one interned value id per `group_by`
+/// column) in one flat vector, so a tracked entity costs a few dozen bytes
+/// here: the hash indexes hold only u32 ids and compare through the vectors
+/// (hashbrown's `HashTable`), and each distinct value's text is stored once.
+/// A group's text and value map are built only when an alert needs them. Ids
+/// of evicted groups are reused.
 #[derive(Default)]
 struct GroupTable {
-    value_ids: Vec<AHashMap<String, u32>>,
-    value_names: Vec<Vec<String>>,
+    values: Vec<ValueInterner>,
     column_names: Vec<String>,
-    key_to_group: AHashMap<Box<[u32]>, u32>,
-    /// Each group id's key; None for a free id.
-    keys: Vec<Option<Box<[u32]>>>,
+    /// Group `g`'s key is `keys[g * width..(g + 1) * width]`.
+    keys: Vec<u32>,
+    in_use: Vec<bool>,
+    key_index: HashTable<u32>,
     /// A stable hash of each group's text (for per-entity pseudo-random choices).
     hashes: Vec<u64>,
     free: Vec<u32>,
+}
+
+/// Distinct values of one `group_by` column, each stored once.
+#[derive(Default)]
+struct ValueInterner {
+    names: Vec<Box<str>>,
+    index: HashTable<u32>,
+}
+
+impl ValueInterner {
+    fn intern(&mut self, value: &str) -> u32 {
+        let hash = xxhash_rust::xxh3::xxh3_64(value.as_bytes());
+        let names = &self.names;
+        if let Some(id) = self.index.find(hash, |&id| &*names[id as usize] == value) {
+            return *id;
+        }
+        let id = self.names.len() as u32;
+        self.names.push(value.into());
+        let names = &self.names;
+        self.index.insert_unique(hash, id, |&id| {
+            xxhash_rust::xxh3::xxh3_64(names[id as usize].as_bytes())
+        });
+        id
+    }
 }
 
 const NULL_VALUE: u32 = u32::MAX;
@@ -341,46 +392,75 @@ const NULL_VALUE: u32 = u32::MAX;
 /// A row whose new key found the rule at `max_groups`.
 const REFUSED_GROUP: u32 = u32::MAX;
 
+fn key_hash(key: &[u32]) -> u64 {
+    let mut bytes = [0u8; 64];
+    if key.len() * 4 <= bytes.len() {
+        for (chunk, id) in bytes.chunks_exact_mut(4).zip(key) {
+            chunk.copy_from_slice(&id.to_le_bytes());
+        }
+        return xxhash_rust::xxh3::xxh3_64(&bytes[..key.len() * 4]);
+    }
+    let bytes: Vec<u8> = key.iter().flat_map(|id| id.to_le_bytes()).collect();
+    xxhash_rust::xxh3::xxh3_64(&bytes)
+}
+
 impl GroupTable {
     fn new(column_names: Vec<String>) -> Self {
         GroupTable {
-            value_ids: vec![AHashMap::default(); column_names.len()],
-            value_names: vec![Vec::new(); column_names.len()],
+            values: (0..column_names.len())
+                .map(|_| ValueInterner::default())
+                .collect(),
             column_names,
             ..GroupTable::default()
         }
     }
 
+    fn width(&self) -> usize {
+        self.column_names.len()
+    }
+
+    fn key(&self, group: usize) -> &[u32] {
+        let width = self.width();
+        &self.keys[group * width..(group + 1) * width]
+    }
+
     fn intern_value(&mut self, column: usize, value: &str) -> u32 {
-        if let Some(id) = self.value_ids[column].get(value) {
-            return *id;
-        }
-        let id = self.value_names[column].len() as u32;
-        self.value_names[column].push(value.to_string());
-        self.value_ids[column].insert(value.to_string(), id);
-        id
+        self.values[column].intern(value)
     }
 
     /// The group of `key`, and whether the id was just assigned; None when
     /// the key is new and `limit` groups are already tracked.
     fn group_of(&mut self, key: &[u32], limit: usize) -> Option<(u32, bool)> {
-        if let Some(group) = self.key_to_group.get(key) {
+        debug_assert_eq!(key.len(), self.width());
+        let hash = key_hash(key);
+        let width = self.width();
+        let keys = &self.keys;
+        let same =
+            |&group: &u32| &keys[group as usize * width..(group as usize + 1) * width] == key;
+        if let Some(group) = self.key_index.find(hash, same) {
             return Some((*group, false));
         }
         if self.live() >= limit {
             return None;
         }
-        let boxed: Box<[u32]> = key.into();
         let group = match self.free.pop() {
-            Some(group) => group,
+            Some(group) => {
+                let start = group as usize * width;
+                self.keys[start..start + width].copy_from_slice(key);
+                group
+            }
             None => {
-                self.keys.push(None);
+                self.keys.extend_from_slice(key);
+                self.in_use.push(false);
                 self.hashes.push(0);
-                (self.keys.len() - 1) as u32
+                (self.in_use.len() - 1) as u32
             }
         };
-        self.keys[group as usize] = Some(boxed.clone());
-        self.key_to_group.insert(boxed, group);
+        self.in_use[group as usize] = true;
+        let keys = &self.keys;
+        self.key_index.insert_unique(hash, group, |&group| {
+            key_hash(&keys[group as usize * width..(group as usize + 1) * width])
+        });
         self.hashes[group as usize] =
             xxhash_rust::xxh3::xxh3_64(self.text(group as usize).as_bytes());
         Some((group, true))
@@ -390,31 +470,22 @@ impl GroupTable {
         if id == NULL_VALUE {
             ""
         } else {
-            &self.value_names[column][id as usize]
+            &self.values[column].names[id as usize]
         }
     }
 
     /// `name=value,name=value`: the group's identity in alert ids and ordering.
     fn text(&self, group: usize) -> String {
-        let mut text = String::new();
-        if let Some(key) = &self.keys[group] {
-            for (column, id) in key.iter().enumerate() {
-                if column > 0 {
-                    text.push(',');
-                }
-                text.push_str(&self.column_names[column]);
-                text.push('=');
-                text.push_str(self.value(column, *id));
-            }
-        }
-        text
+        let positions: Vec<usize> = (0..self.width()).collect();
+        self.projection(group, &positions)
     }
 
     fn values(&self, group: usize) -> BTreeMap<String, String> {
-        let Some(key) = &self.keys[group] else {
+        if !self.in_use[group] {
             return BTreeMap::new();
-        };
-        key.iter()
+        }
+        self.key(group)
+            .iter()
             .enumerate()
             .map(|(column, id)| {
                 (
@@ -428,51 +499,66 @@ impl GroupTable {
     /// `name=value,…` over some of the key's columns (by position).
     fn projection(&self, group: usize, positions: &[usize]) -> String {
         let mut text = String::new();
-        if let Some(key) = &self.keys[group] {
-            for (index, position) in positions.iter().enumerate() {
-                if index > 0 {
-                    text.push(',');
-                }
-                text.push_str(&self.column_names[*position]);
-                text.push('=');
-                text.push_str(self.value(*position, key[*position]));
+        if !self.in_use[group] {
+            return text;
+        }
+        let key = self.key(group);
+        for (index, position) in positions.iter().enumerate() {
+            if index > 0 {
+                text.push(',');
             }
+            text.push_str(&self.column_names[*position]);
+            text.push('=');
+            text.push_str(self.value(*position, key[*position]));
         }
         text
     }
 
     /// Forgets a group; its id will be reused.
     fn release(&mut self, group: usize) {
-        if let Some(key) = self.keys[group].take() {
-            self.key_to_group.remove(&key);
-            self.free.push(group as u32);
+        if !self.in_use[group] {
+            return;
         }
+        let hash = key_hash(self.key(group));
+        if let Ok(entry) = self
+            .key_index
+            .find_entry(hash, |&other| other as usize == group)
+        {
+            entry.remove();
+        }
+        self.in_use[group] = false;
+        self.free.push(group as u32);
     }
 
     /// Group ids in use or free (the size of per-group vectors).
     fn slots(&self) -> usize {
-        self.keys.len()
+        self.in_use.len()
     }
 
     /// Groups tracked now.
     fn live(&self) -> usize {
-        self.keys.len() - self.free.len()
+        self.in_use.len() - self.free.len()
     }
 }
 
-/// One ring slot of one group and segment. The summary is allocated when
-/// the first row lands and freed once its bucket leaves every future window,
-/// so an idle entity costs a few bytes per slot.
+/// One ring slot of one group and segment. Its data is allocated when the
+/// first row lands (as a row log, a summary once busy; see [`BucketData`])
+/// and freed once its bucket leaves every future window, so an idle entity
+/// costs a few bytes per slot.
 #[derive(Debug, Clone)]
 struct Cell {
     bucket: i64,
-    summary: Option<Box<Summary>>,
+    data: BucketData,
 }
 
-const EMPTY_CELL: Cell = Cell {
-    bucket: i64::MIN,
-    summary: None,
-};
+impl Cell {
+    fn empty() -> Self {
+        Cell {
+            bucket: i64::MIN,
+            data: BucketData::default(),
+        }
+    }
+}
 
 struct RuleRuntime {
     rule: Rule,
@@ -1011,7 +1097,7 @@ impl RuleRuntime {
                 let group = group as usize;
                 self.alert_states[group] = fresh_state.clone();
                 for cells in &mut self.cells {
-                    cells[group * self.ring..(group + 1) * self.ring].fill(EMPTY_CELL);
+                    cells[group * self.ring..(group + 1) * self.ring].fill_with(Cell::empty);
                 }
                 self.detector.forget(group);
                 self.references
@@ -1024,7 +1110,7 @@ impl RuleRuntime {
         if self.alert_states.len() < slots {
             self.alert_states.resize(slots, fresh_state);
             for cells in &mut self.cells {
-                cells.resize(slots * self.ring, EMPTY_CELL);
+                cells.resize_with(slots * self.ring, Cell::empty);
             }
             self.references
                 .iter_mut()
@@ -1136,10 +1222,8 @@ impl RuleRuntime {
                     continue;
                 }
                 let cell = &mut self.cells[segment][cell_index];
-                match &mut cell.summary {
-                    Some(summary) if cell.bucket != bucket => summary.clear(),
-                    Some(_) => {}
-                    None => cell.summary = Some(Box::new(Summary::empty(&self.layouts[segment]))),
+                if cell.bucket != bucket {
+                    cell.data.clear();
                 }
                 cell.bucket = bucket;
                 self.pairs[segment].push((row as u32, cell_index as u32));
@@ -1151,24 +1235,22 @@ impl RuleRuntime {
                 continue;
             }
             let cells = &mut self.cells[segment];
-            // Every paired cell got its summary in the first pass.
-            fn summary_of(cells: &mut [Cell], cell: u32) -> Option<&mut Summary> {
-                cells[cell as usize].summary.as_deref_mut()
-            }
+            // A row is counted before its values are logged.
             for &(row, cell) in pairs {
-                if let Some(summary) = summary_of(cells, cell) {
-                    summary.count += 1;
-                    summary.errors += u64::from(errors.value(row as usize));
-                }
+                cells[cell as usize]
+                    .data
+                    .add_row(errors.value(row as usize));
             }
             let layout = &self.layouts[segment];
             for (position, column) in layout.moment_columns.iter().enumerate() {
                 let values = float_column(batch.column(*column));
                 for &(row, cell) in pairs {
                     if values.is_valid(row as usize) {
-                        if let Some(summary) = summary_of(cells, cell) {
-                            summary.moments[position].add(values.value(row as usize));
-                        }
+                        cells[cell as usize].data.add_moment(
+                            layout,
+                            position,
+                            values.value(row as usize),
+                        );
                     }
                 }
             }
@@ -1176,9 +1258,11 @@ impl RuleRuntime {
                 let values = float_column(batch.column(*column));
                 for &(row, cell) in pairs {
                     if values.is_valid(row as usize) {
-                        if let Some(summary) = summary_of(cells, cell) {
-                            summary.sketches[position].add(values.value(row as usize));
-                        }
+                        cells[cell as usize].data.add_sketch(
+                            layout,
+                            position,
+                            values.value(row as usize),
+                        );
                     }
                 }
             }
@@ -1186,9 +1270,9 @@ impl RuleRuntime {
                 let hashes = value_hashes(batch.column(*column));
                 for &(row, cell) in pairs {
                     if let Some(hash) = hashes[row as usize] {
-                        if let Some(summary) = summary_of(cells, cell) {
-                            summary.distinct[position].add_hash(hash);
-                        }
+                        cells[cell as usize]
+                            .data
+                            .add_distinct(layout, position, hash);
                     }
                 }
             }
@@ -1198,10 +1282,12 @@ impl RuleRuntime {
                     let row = row as usize;
                     if values.is_valid(row) {
                         let value = values.value(row);
-                        if let Some(summary) = summary_of(cells, cell) {
-                            summary.samples[position]
-                                .add(sample_rank(timestamps[row], value), value);
-                        }
+                        cells[cell as usize].data.add_sample(
+                            layout,
+                            position,
+                            sample_rank(timestamps[row], value),
+                            value,
+                        );
                     }
                 }
             }
@@ -1285,10 +1371,10 @@ impl RuleRuntime {
             let mut holds_data = false;
             for cells in &mut self.cells {
                 for cell in &mut cells[base..base + ring] {
-                    if cell.summary.is_some() && expired(cell.bucket) {
-                        *cell = EMPTY_CELL;
+                    if !cell.data.is_empty() && expired(cell.bucket) {
+                        *cell = Cell::empty();
                     }
-                    holds_data |= cell.summary.is_some();
+                    holds_data |= !cell.data.is_empty();
                 }
             }
             for store in &mut self.references {
@@ -1296,7 +1382,7 @@ impl RuleRuntime {
             }
             let window_cells = |cells: &[Cell]| -> Vec<usize> {
                 (base..base + ring)
-                    .filter(|&i| in_window(cells[i].bucket) && cells[i].summary.is_some())
+                    .filter(|&i| in_window(cells[i].bucket) && !cells[i].data.is_empty())
                     .collect()
             };
             // Counts are merged up front (impact needs them); distributions
@@ -1305,9 +1391,7 @@ impl RuleRuntime {
             for (target, cells) in merged.iter_mut().zip(&self.cells) {
                 target.clear();
                 for index in window_cells(cells) {
-                    if let Some(summary) = &cells[index].summary {
-                        target.merge_counts(summary);
-                    }
+                    cells[index].data.merge_counts_into(target);
                 }
             }
             let window_events = merged[0].count;
@@ -1317,9 +1401,9 @@ impl RuleRuntime {
                     distributions_merged[segment] = true;
                     let cells = &self.cells[segment];
                     for index in window_cells(cells) {
-                        if let Some(summary) = &cells[index].summary {
-                            merged[segment].merge_distributions(summary);
-                        }
+                        cells[index]
+                            .data
+                            .merge_distributions_into(&mut merged[segment]);
                     }
                 }
                 let summary = &merged[segment];
@@ -1415,23 +1499,27 @@ impl RuleRuntime {
             let state = &mut self.alert_states[group];
             let mut transition = None;
             if holds {
-                state.clear_since = None;
-                if state.firing_since.is_none() {
-                    let since = *state.pending_since.get_or_insert(tick);
+                let lifecycle = state.lifecycle.get_or_insert_with(Box::default);
+                lifecycle.clear_since = None;
+                if lifecycle.firing_since.is_none() {
+                    let since = *lifecycle.pending_since.get_or_insert(tick);
                     if tick - since >= self.rule.pending_for {
-                        state.firing_since = Some(tick);
+                        lifecycle.firing_since = Some(tick);
                         transition = Some((AlertState::Firing, tick, None));
                     }
                 }
-            } else {
-                state.pending_since = None;
-                if let Some(started) = state.firing_since {
-                    let clear_since = *state.clear_since.get_or_insert(tick);
+            } else if let Some(lifecycle) = &mut state.lifecycle {
+                lifecycle.pending_since = None;
+                if let Some(started) = lifecycle.firing_since {
+                    let clear_since = *lifecycle.clear_since.get_or_insert(tick);
                     if tick - clear_since >= self.rule.keep_firing_for {
-                        state.firing_since = None;
-                        state.clear_since = None;
+                        lifecycle.firing_since = None;
+                        lifecycle.clear_since = None;
                         transition = Some((AlertState::Resolved, started, Some(tick)));
                     }
+                }
+                if lifecycle.pending_since.is_none() && lifecycle.firing_since.is_none() {
+                    state.lifecycle = None;
                 }
             }
             if let Some((alert_state, started, ended)) = transition {
@@ -1465,8 +1553,7 @@ impl RuleRuntime {
             if !holds_data
                 && !holds
                 && !keeps_state
-                && state.pending_since.is_none()
-                && state.firing_since.is_none()
+                && state.lifecycle.is_none()
                 && !state.timers.any_running()
             {
                 self.evicted += 1;
@@ -1551,8 +1638,8 @@ impl RuleRuntime {
         let window_sample = |segment: usize, group: usize| -> BottomSample {
             let mut sample = BottomSample::with_capacity(capacity);
             for cell in &self.cells[segment][group * self.ring..(group + 1) * self.ring] {
-                if let Some(summary) = cell.summary.as_ref().filter(|_| in_window(cell.bucket)) {
-                    sample.merge(&summary.samples[0]);
+                if in_window(cell.bucket) {
+                    cell.data.merge_sample_into(0, &mut sample);
                 }
             }
             sample
@@ -1666,12 +1753,8 @@ impl RuleRuntime {
         };
         let mut window = BottomSample::with_capacity(EXPLAIN_SAMPLE);
         for cell in &self.cells[0][group * self.ring..(group + 1) * self.ring] {
-            if let Some(summary) = cell
-                .summary
-                .as_ref()
-                .filter(|_| cell.bucket >= first_bucket && cell.bucket <= last_bucket)
-            {
-                window.merge(&summary.samples[position]);
+            if cell.bucket >= first_bucket && cell.bucket <= last_bucket {
+                cell.data.merge_sample_into(position, &mut window);
             }
         }
         let now = window.values();
@@ -1712,7 +1795,7 @@ impl RuleRuntime {
             .alert_states
             .iter()
             .enumerate()
-            .filter(|(_, state)| state.firing_since.is_some())
+            .filter(|(_, state)| state.is_firing())
             .map(|(group, _)| self.groups.values(group))
             .collect();
         RuleState {
@@ -1722,7 +1805,7 @@ impl RuleRuntime {
             pending: self
                 .alert_states
                 .iter()
-                .filter(|s| s.pending_since.is_some() && s.firing_since.is_none())
+                .filter(|state| state.is_pending())
                 .count(),
             next_tick: self.next_tick.map(format_timestamp),
             late_events: self.late_events,
@@ -1734,7 +1817,7 @@ impl RuleRuntime {
                 .cells
                 .iter()
                 .flatten()
-                .filter(|cell| cell.summary.is_some())
+                .filter(|cell| !cell.data.is_empty())
                 .count(),
             detector_bytes: match &self.detector {
                 DetectorRuntime::Baseline { groups } => groups

@@ -336,6 +336,258 @@ impl Summary {
     }
 }
 
+/// What one ring cell holds for its bucket.
+///
+/// Most keys of a high-cardinality rule (one per client, say) see a handful
+/// of rows per bucket. A full [`Summary`] costs one allocation per summary
+/// kind plus the sketches' own, several hundred bytes, so such a bucket keeps
+/// its rows instead: a count header and one tagged 9-byte entry per summarised
+/// value (17 for a sample), in one exactly sized allocation. Once the entries
+/// outgrow what a summary would cost, they are replayed into one. Every
+/// summary kind is order-independent, and adding a value is the same as
+/// merging a summary of it, so both forms give bit-identical answers.
+#[derive(Debug, Clone)]
+pub enum BucketData {
+    /// `[count u32][errors u32]` then entries; empty when the cell is unused.
+    Rows(Box<[u8]>),
+    /// The merged form, for busy buckets.
+    Summary(Box<Summary>),
+}
+
+impl Default for BucketData {
+    fn default() -> Self {
+        BucketData::Rows(Box::default())
+    }
+}
+
+const ROWS_HEADER: usize = 8;
+const TAG_MOMENT: u8 = 0;
+const TAG_SKETCH: u8 = 1 << 6;
+const TAG_DISTINCT: u8 = 2 << 6;
+const TAG_SAMPLE: u8 = 3 << 6;
+/// Positions must fit the tag's low six bits.
+const MAX_LOGGED_POSITIONS: usize = 1 << 6;
+
+impl SummaryLayout {
+    /// Bytes of row entries past which a bucket becomes a [`Summary`]: about
+    /// what the summary itself would take. None when rows are never kept.
+    fn rows_limit(&self) -> Option<usize> {
+        let widest = self
+            .moment_columns
+            .len()
+            .max(self.sketch_columns.len())
+            .max(self.distinct_columns.len())
+            .max(self.sample_columns.len());
+        if widest > MAX_LOGGED_POSITIONS {
+            return None;
+        }
+        let summary_bytes = std::mem::size_of::<Summary>()
+            + self.moment_columns.len() * (std::mem::size_of::<Moments>() + 16)
+            + self.sketch_columns.len() * (std::mem::size_of::<QuantileSketch>() + 64)
+            + self.distinct_columns.len() * (std::mem::size_of::<DistinctSketch>() + 32)
+            + self.sample_columns.len() * (std::mem::size_of::<BottomSample>() + 128);
+        Some(summary_bytes.max(64))
+    }
+}
+
+impl BucketData {
+    /// True when the cell holds no rows.
+    pub fn is_empty(&self) -> bool {
+        match self {
+            BucketData::Rows(bytes) => bytes.is_empty(),
+            BucketData::Summary(summary) => summary.count == 0,
+        }
+    }
+
+    /// Empties the cell for a new bucket, keeping a summary's allocations.
+    pub fn clear(&mut self) {
+        match self {
+            BucketData::Rows(bytes) => *bytes = Box::default(),
+            BucketData::Summary(summary) => summary.clear(),
+        }
+    }
+
+    /// Counts one row.
+    #[inline]
+    pub fn add_row(&mut self, is_error: bool) {
+        match self {
+            BucketData::Rows(bytes) => {
+                if bytes.is_empty() {
+                    *bytes = vec![0u8; ROWS_HEADER].into_boxed_slice();
+                }
+                let count = u32::from_le_bytes(bytes[0..4].try_into().expect("header")) + 1;
+                let errors = u32::from_le_bytes(bytes[4..8].try_into().expect("header"))
+                    + u32::from(is_error);
+                bytes[0..4].copy_from_slice(&count.to_le_bytes());
+                bytes[4..8].copy_from_slice(&errors.to_le_bytes());
+                // u32 counts: a bucket this busy is long past the rows limit.
+                debug_assert!(count < u32::MAX);
+            }
+            BucketData::Summary(summary) => {
+                summary.count += 1;
+                summary.errors += u64::from(is_error);
+            }
+        }
+    }
+
+    /// Adds a value to the moments at `position`.
+    #[inline]
+    pub fn add_moment(&mut self, layout: &SummaryLayout, position: usize, value: f64) {
+        match self {
+            BucketData::Summary(summary) => summary.moments[position].add(value),
+            BucketData::Rows(_) => self.log(layout, TAG_MOMENT, position, value.to_bits(), None),
+        }
+    }
+
+    /// Adds a value to the quantile sketch at `position`.
+    #[inline]
+    pub fn add_sketch(&mut self, layout: &SummaryLayout, position: usize, value: f64) {
+        match self {
+            BucketData::Summary(summary) => summary.sketches[position].add(value),
+            BucketData::Rows(_) => self.log(layout, TAG_SKETCH, position, value.to_bits(), None),
+        }
+    }
+
+    /// Adds a hash to the distinct sketch at `position`.
+    #[inline]
+    pub fn add_distinct(&mut self, layout: &SummaryLayout, position: usize, hash: u64) {
+        match self {
+            BucketData::Summary(summary) => summary.distinct[position].add_hash(hash),
+            BucketData::Rows(_) => self.log(layout, TAG_DISTINCT, position, hash, None),
+        }
+    }
+
+    /// Offers a ranked value to the sample at `position`.
+    #[inline]
+    pub fn add_sample(&mut self, layout: &SummaryLayout, position: usize, rank: u64, value: f64) {
+        match self {
+            BucketData::Summary(summary) => summary.samples[position].add(rank, value),
+            BucketData::Rows(_) => {
+                self.log(layout, TAG_SAMPLE, position, rank, Some(value.to_bits()))
+            }
+        }
+    }
+
+    fn log(
+        &mut self,
+        layout: &SummaryLayout,
+        tag: u8,
+        position: usize,
+        word: u64,
+        second_word: Option<u64>,
+    ) {
+        let BucketData::Rows(bytes) = self else {
+            return;
+        };
+        let entry_len = 9 + if second_word.is_some() { 8 } else { 0 };
+        let within_limit = layout
+            .rows_limit()
+            .is_some_and(|limit| bytes.len() + entry_len <= limit);
+        if !within_limit {
+            let mut summary = Box::new(Summary::empty(layout));
+            Self::replay(bytes, &mut summary, true);
+            *self = BucketData::Summary(summary);
+            let BucketData::Summary(summary) = self else {
+                return;
+            };
+            match tag {
+                TAG_MOMENT => summary.moments[position].add(f64::from_bits(word)),
+                TAG_SKETCH => summary.sketches[position].add(f64::from_bits(word)),
+                TAG_DISTINCT => summary.distinct[position].add_hash(word),
+                _ => summary.samples[position].add(word, f64::from_bits(second_word.unwrap_or(0))),
+            }
+            return;
+        }
+        debug_assert!(
+            bytes.len() >= ROWS_HEADER,
+            "a row is counted before its values"
+        );
+        // Exactly sized: these buckets are many and small, so no spare capacity.
+        let mut grown = std::mem::take(bytes).into_vec();
+        grown.reserve_exact(entry_len);
+        grown.push(tag | position as u8);
+        grown.extend_from_slice(&word.to_le_bytes());
+        if let Some(second_word) = second_word {
+            grown.extend_from_slice(&second_word.to_le_bytes());
+        }
+        *bytes = grown.into_boxed_slice();
+    }
+
+    /// Folds logged rows into `target`: counts when `counts`, values always.
+    fn replay(bytes: &[u8], target: &mut Summary, counts: bool) {
+        if bytes.is_empty() {
+            return;
+        }
+        if counts {
+            target.count += u64::from(u32::from_le_bytes(bytes[0..4].try_into().expect("header")));
+            target.errors += u64::from(u32::from_le_bytes(bytes[4..8].try_into().expect("header")));
+        }
+        let mut at = ROWS_HEADER;
+        while at < bytes.len() {
+            let tag = bytes[at] & !0x3f;
+            let position = usize::from(bytes[at] & 0x3f);
+            let word = u64::from_le_bytes(bytes[at + 1..at + 9].try_into().expect("entry"));
+            at += 9;
+            match tag {
+                TAG_MOMENT => target.moments[position].add(f64::from_bits(word)),
+                TAG_SKETCH => target.sketches[position].add(f64::from_bits(word)),
+                TAG_DISTINCT => target.distinct[position].add_hash(word),
+                _ => {
+                    let value = u64::from_le_bytes(bytes[at..at + 8].try_into().expect("entry"));
+                    at += 8;
+                    target.samples[position].add(word, f64::from_bits(value));
+                }
+            }
+        }
+    }
+
+    /// Folds only the row and error counts into `target` (cheap).
+    pub fn merge_counts_into(&self, target: &mut Summary) {
+        match self {
+            BucketData::Rows(bytes) if bytes.len() >= ROWS_HEADER => {
+                target.count +=
+                    u64::from(u32::from_le_bytes(bytes[0..4].try_into().expect("header")));
+                target.errors +=
+                    u64::from(u32::from_le_bytes(bytes[4..8].try_into().expect("header")));
+            }
+            BucketData::Rows(_) => {}
+            BucketData::Summary(summary) => target.merge_counts(summary),
+        }
+    }
+
+    /// Folds the moments, sketches and samples into `target`.
+    pub fn merge_distributions_into(&self, target: &mut Summary) {
+        match self {
+            BucketData::Rows(bytes) => Self::replay(bytes, target, false),
+            BucketData::Summary(summary) => target.merge_distributions(summary),
+        }
+    }
+
+    /// Folds the sample at `position` into `target`.
+    pub fn merge_sample_into(&self, position: usize, target: &mut BottomSample) {
+        match self {
+            BucketData::Summary(summary) => target.merge(&summary.samples[position]),
+            BucketData::Rows(bytes) => {
+                let mut at = ROWS_HEADER;
+                while at < bytes.len() {
+                    let tag = bytes[at] & !0x3f;
+                    let logged_position = usize::from(bytes[at] & 0x3f);
+                    let word = u64::from_le_bytes(bytes[at + 1..at + 9].try_into().expect("entry"));
+                    at += 9;
+                    if tag == TAG_SAMPLE {
+                        let value =
+                            u64::from_le_bytes(bytes[at..at + 8].try_into().expect("entry"));
+                        at += 8;
+                        if logged_position == position {
+                            target.add(word, f64::from_bits(value));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -402,5 +654,71 @@ mod tests {
         left.merge(&right);
         let estimate = left.estimate();
         assert!((estimate - 7_500.0).abs() / 7_500.0 < 0.05, "{estimate}");
+    }
+
+    #[test]
+    fn logged_rows_and_summaries_answer_alike() {
+        let layout = SummaryLayout {
+            moment_columns: vec![0, 1],
+            sketch_columns: vec![2],
+            distinct_columns: vec![3],
+            sample_columns: vec![4],
+            sample_classes: vec![None],
+            sample_capacity: 8,
+        };
+        let feed = |data: &mut BucketData, rows: std::ops::Range<u64>| {
+            for i in rows {
+                data.add_row(i % 3 == 0);
+                data.add_moment(&layout, 0, i as f64 * 0.5);
+                data.add_moment(&layout, 1, -(i as f64));
+                data.add_sketch(&layout, 0, (i * i) as f64);
+                data.add_distinct(
+                    &layout,
+                    0,
+                    xxhash_rust::xxh3::xxh3_64(&(i % 5).to_le_bytes()),
+                );
+                data.add_sample(
+                    &layout,
+                    0,
+                    xxhash_rust::xxh3::xxh3_64(&i.to_le_bytes()),
+                    i as f64,
+                );
+            }
+        };
+        let answers = |data: &BucketData| {
+            let mut merged = Summary::empty(&layout);
+            data.merge_counts_into(&mut merged);
+            data.merge_distributions_into(&mut merged);
+            let mut sample = BottomSample::with_capacity(8);
+            data.merge_sample_into(0, &mut sample);
+            (
+                merged.count,
+                merged.errors,
+                merged.moments[0].mean().to_bits(),
+                merged.moments[1].stddev().to_bits(),
+                merged.sketches[0].quantile(0.9).to_bits(),
+                merged.distinct[0].estimate().to_bits(),
+                merged.samples[0].values(),
+                sample.values(),
+            )
+        };
+        let mut few = BucketData::default();
+        feed(&mut few, 0..2);
+        assert!(matches!(few, BucketData::Rows(_)), "two rows stay a log");
+        let mut reference = BucketData::Summary(Box::new(Summary::empty(&layout)));
+        feed(&mut reference, 0..2);
+        assert_eq!(answers(&few), answers(&reference));
+        // Past the limit the log becomes a summary with the same answers.
+        feed(&mut few, 2..40);
+        feed(&mut reference, 2..40);
+        assert!(
+            matches!(few, BucketData::Summary(_)),
+            "forty rows are summarised"
+        );
+        assert_eq!(answers(&few), answers(&reference));
+        assert_eq!(answers(&few).0, 40);
+        assert_eq!(answers(&few).1, 14);
+        few.clear();
+        assert!(few.is_empty());
     }
 }
