@@ -53,6 +53,20 @@ pub struct Args {
     /// latency-only regression).
     #[arg(long, default_value_t = targets::CANARY_ERROR_RATE, value_name = "R")]
     canary_error_rate: f64,
+    /// Live fleet: write each simulated second when it is due, SPEED times
+    /// faster than real time (1 = real time), flushing as it goes.
+    #[arg(long, value_name = "SPEED")]
+    live: Option<f64>,
+    /// With --live: serve the traffic router on this address (e.g.
+    /// 127.0.0.1:8088; port 0 picks one, printed on stderr). `POST
+    /// /models/{model_id}/rollback` moves a model's canary traffic to its
+    /// baseline from the next simulated second; `GET /routes` lists routes.
+    #[arg(long, value_name = "ADDR", requires = "live")]
+    router: Option<String>,
+    /// With --router: append each rollback, stamped with its event time, to
+    /// this JSONL file (deployment records).
+    #[arg(long, value_name = "FILE", requires = "router")]
+    deployments: Option<PathBuf>,
 }
 
 /// Runs the subcommand.
@@ -86,13 +100,25 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     let began = Instant::now();
     let to_stdout = args.output.as_os_str() == "-";
-    let result = if to_stdout {
-        let stdout = std::io::stdout();
-        inferwatch_sim::generate(&config, BufWriter::with_capacity(1 << 20, stdout.lock()))
+    let writer: Box<dyn Write> = if to_stdout {
+        Box::new(BufWriter::with_capacity(1 << 20, std::io::stdout().lock()))
     } else {
         let file = File::create(&args.output)
             .with_context(|| format!("cannot create output file {}", args.output.display()))?;
-        inferwatch_sim::generate(&config, BufWriter::with_capacity(1 << 20, file))
+        Box::new(BufWriter::with_capacity(1 << 20, file))
+    };
+    let result = match args.live {
+        None => inferwatch_sim::generate(&config, writer),
+        Some(speed) => {
+            let state = crate::router::RouterState::new(args.deployments.as_deref())?;
+            if let Some(address) = &args.router {
+                let bound = crate::router::serve(address, state.clone())?;
+                eprintln!("router: listening on http://{bound}");
+            }
+            inferwatch_sim::generate_live(&config, writer, speed, |second_ns| {
+                state.routing_at(second_ns)
+            })
+        }
     };
     let summary = match result {
         Ok(summary) => summary,

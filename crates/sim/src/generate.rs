@@ -298,6 +298,7 @@ fn mix64(value: u64) -> u64 {
 /// Per-thread scratch space and the chunk-filling logic.
 pub(crate) struct ChunkGenerator<'plan> {
     plan: &'plan Plan,
+    routing: Routing,
     arrivals: Vec<(i64, Stream)>,
     active: Vec<(Scenario, i64, i64)>,
     timestamps: TimestampFormatter,
@@ -307,6 +308,7 @@ impl<'plan> ChunkGenerator<'plan> {
     pub(crate) fn new(plan: &'plan Plan) -> Self {
         Self {
             plan,
+            routing: Routing::default(),
             arrivals: Vec::new(),
             active: Vec::new(),
             timestamps: TimestampFormatter::new(),
@@ -431,6 +433,7 @@ impl<'plan> ChunkGenerator<'plan> {
                     .iter()
                     .position(|&bound| uniform < bound)
                     .unwrap_or(DEPLOYMENTS.len() - 1);
+                let deployment = self.routing.route(deployment);
                 (deployment, plan.client_popularity.sample(rng.next_u64()))
             }
             Stream::Extraction => (VISION_DEPLOYMENT, plan.clients + EXTRACTION_ATTACKER),
@@ -692,4 +695,79 @@ pub(crate) fn run(
         writer.flush().map_err(SimError::Write)?;
         Ok(summary)
     })
+}
+
+/// Which deployments take traffic. A rolled-back deployment's requests go to
+/// its model's baseline deployment instead; the random draws are the same
+/// either way, so a run is still determined by its routing per second.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Routing {
+    rolled_back: [bool; DEPLOYMENTS.len()],
+}
+
+impl Routing {
+    /// Sends the canary traffic of `model_id` to its baseline. Returns the
+    /// versions rolled back (empty when the model has no live canary).
+    pub fn roll_back(&mut self, model_id: &str) -> Vec<&'static str> {
+        let mut versions = Vec::new();
+        for (index, deployment) in DEPLOYMENTS.iter().enumerate() {
+            if deployment.ab_group == "canary"
+                && MODELS[deployment.model].model_id == model_id
+                && !self.rolled_back[index]
+            {
+                self.rolled_back[index] = true;
+                versions.push(deployment.model_version);
+            }
+        }
+        versions
+    }
+
+    /// Whether a deployment (index into [`DEPLOYMENTS`]) takes traffic.
+    pub fn is_live(&self, deployment: usize) -> bool {
+        !self.rolled_back[deployment]
+    }
+
+    fn route(&self, deployment: usize) -> usize {
+        if !self.rolled_back[deployment] {
+            return deployment;
+        }
+        let model = DEPLOYMENTS[deployment].model;
+        DEPLOYMENTS
+            .iter()
+            .position(|candidate| candidate.model == model && candidate.ab_group == "baseline")
+            .unwrap_or(deployment)
+    }
+}
+
+/// Generates chunk after chunk on the calling thread, each no earlier than
+/// its event time divided by `speed` after the start, asking `routing` for
+/// the routing of each simulated second just before generating it.
+pub(crate) fn run_live(
+    plan: &Plan,
+    writer: &mut dyn Write,
+    speed: f64,
+    routing: &mut dyn FnMut(i64) -> Routing,
+) -> Result<SimSummary, SimError> {
+    let mut summary = SimSummary {
+        events: 0,
+        bytes: 0,
+        incidents: plan.incidents.clone(),
+    };
+    let wall_start = std::time::Instant::now();
+    let mut generator = ChunkGenerator::new(plan);
+    let mut buffer = Vec::new();
+    for chunk in 0..plan.chunk_count() {
+        let offset_ns = chunk as i64 * CHUNK_NS;
+        let due = std::time::Duration::from_secs_f64(offset_ns as f64 / 1e9 / speed);
+        if let Some(wait) = due.checked_sub(wall_start.elapsed()) {
+            std::thread::sleep(wait);
+        }
+        generator.routing = routing(plan.start_ns + offset_ns);
+        buffer.clear();
+        summary.events += generator.fill(chunk, &mut buffer);
+        summary.bytes += buffer.len() as u64;
+        writer.write_all(&buffer).map_err(SimError::Write)?;
+        writer.flush().map_err(SimError::Write)?;
+    }
+    Ok(summary)
 }

@@ -146,6 +146,7 @@ pub use fleet::{
     DAILY_CYCLE_PEAK_HOUR, DEPLOYMENTS, FRESH_INPUT_SHARE, INPUT_POOL_SIZE, MAX_CLIENTS, MODELS,
     SOURCE_COUNT,
 };
+pub use generate::Routing;
 pub use scenario::{incidents, targets, Incident, Scenario};
 
 use std::io::Write;
@@ -290,6 +291,27 @@ pub struct SimSummary {
     pub bytes: u64,
     /// The injected incidents, as [`incidents`] returns them.
     pub incidents: Vec<Incident>,
+}
+
+/// Like [`generate`], paced to wall-clock time: simulated second `n` is
+/// written `n / speed` seconds after the call, and `routing` (called with
+/// each second's event time, ns) says which deployments take its traffic.
+/// This is the live fleet behind `inferwatch simulate --live`: a rollback
+/// applied to the routing stops the canary's traffic from the next second.
+pub fn generate_live(
+    config: &SimConfig,
+    mut writer: impl Write,
+    speed: f64,
+    mut routing: impl FnMut(i64) -> Routing,
+) -> Result<SimSummary, SimError> {
+    config.validate()?;
+    if !speed.is_finite() || speed <= 0.0 {
+        return Err(SimError::InvalidConfig(format!(
+            "speed {speed} is not a positive number"
+        )));
+    }
+    let plan = generate::Plan::new(config, incidents(config))?;
+    generate::run_live(&plan, &mut writer, speed, &mut routing)
 }
 
 /// Writes the simulated events of `config` to `writer`, one JSON object per

@@ -669,3 +669,43 @@ fn canary_factor_sets_the_latency_shift() {
     assert!((1.16..1.24).contains(&ratio), "median ratio {ratio}");
     assert!((0.27..0.33).contains(&errors), "canary error rate {errors}");
 }
+
+#[test]
+fn a_rollback_moves_canary_traffic_to_the_baseline_from_the_next_second() {
+    let config = config("canary-regression", "2m", 200.0);
+    let rollback_at = config.start_ns + 60 * 1_000_000_000;
+    let mut live = Vec::new();
+    crate::generate_live(&config, &mut live, 1e9, |second_ns| {
+        let mut routing = crate::Routing::default();
+        if second_ns >= rollback_at {
+            assert_eq!(routing.roll_back("recsys"), vec!["2.1"]);
+            assert!(routing.roll_back("recsys").is_empty(), "already rolled back");
+        }
+        routing
+    })
+    .unwrap();
+    let whole = bytes_of(&config);
+    let first_minute_end = |bytes: &[u8]| {
+        let text = std::str::from_utf8(bytes).unwrap();
+        text.lines()
+            .take_while(|line| !line.contains("\"timestamp\":\"2026-01-01T00:01:00"))
+            .map(|line| line.len() + 1)
+            .sum::<usize>()
+    };
+    // Before the rollback: byte for byte the ordinary output.
+    let cut = first_minute_end(&whole);
+    assert_eq!(&live[..cut], &whole[..cut]);
+    let events: Vec<Event> = std::str::from_utf8(&live[cut..])
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert!(events.len() > 10_000);
+    assert!(events.iter().all(|event| event.ab_group != "canary"));
+    let recsys = events.iter().filter(|event| event.model_id == "recsys").count();
+    let share = recsys as f64 / events.len() as f64;
+    // The canary's 4.5 % now lands on recsys 2.0: 45 % of the fleet.
+    assert!((share - 0.45).abs() < 0.02, "recsys share {share}");
+    // And the output is the same event count as without the rollback.
+    assert_eq!(live.iter().filter(|b| **b == b'\n').count(), whole.iter().filter(|b| **b == b'\n').count());
+}

@@ -1,0 +1,156 @@
+//! The live simulator's traffic router: a small HTTP service that an
+//! orchestrator-facing action (inferwatch's `rollback`) calls, and that the
+//! simulated fleet honours from its next simulated second.
+//!
+//! - `GET /routes`: every deployment and whether it takes traffic;
+//! - `POST /models/{model_id}/rollback`: send that model's canary traffic to
+//!   its baseline. Answers 200 with the versions rolled back (an empty list
+//!   when there was nothing left to roll back) or 404 for an unknown model.
+//!
+//! Each rollback is appended to the deployments log (JSONL) when one is
+//! given, stamped with the simulated (event) time it takes effect: the
+//! record DORA metrics are computed from.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use inferwatch_sim::{Routing, DEPLOYMENTS, MODELS};
+use serde_json::{json, Value};
+
+/// What the router and the generator share.
+pub struct RouterState {
+    routing: Mutex<Routing>,
+    /// Event time (ns) of the simulated second being generated.
+    now_ns: AtomicI64,
+    deployments_log: Mutex<Option<BufWriter<File>>>,
+}
+
+impl RouterState {
+    /// Every deployment live; rollbacks logged to `deployments_log` if given.
+    pub fn new(deployments_log: Option<&Path>) -> anyhow::Result<Arc<Self>> {
+        let log = match deployments_log {
+            Some(path) => Some(BufWriter::new(File::create(path).with_context(|| {
+                format!("cannot create deployments log {}", path.display())
+            })?)),
+            None => None,
+        };
+        Ok(Arc::new(RouterState {
+            routing: Mutex::new(Routing::default()),
+            now_ns: AtomicI64::new(0),
+            deployments_log: Mutex::new(log),
+        }))
+    }
+
+    /// The routing for the simulated second starting at `second_ns`.
+    pub fn routing_at(&self, second_ns: i64) -> Routing {
+        self.now_ns.store(second_ns, Ordering::SeqCst);
+        *self.routing.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn roll_back(&self, model_id: &str) -> (StatusCode, Value) {
+        if !MODELS.iter().any(|model| model.model_id == model_id) {
+            let known: Vec<&str> = MODELS.iter().map(|model| model.model_id).collect();
+            return (
+                StatusCode::NOT_FOUND,
+                json!({"error": format!("unknown model {model_id:?}; models: {}", known.join(", "))}),
+            );
+        }
+        let versions = self
+            .routing
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .roll_back(model_id);
+        // The generator picks the new routing up at its next second.
+        let effective_ns = self.now_ns.load(Ordering::SeqCst) + inferwatch_core::NANOS_PER_SECOND;
+        let effective = inferwatch_core::format_timestamp(effective_ns);
+        if !versions.is_empty() {
+            eprintln!("router: rolled back {model_id} {versions:?} from {effective}");
+            let mut log = self
+                .deployments_log
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if let Some(log) = log.as_mut() {
+                for version in &versions {
+                    let record = json!({"timestamp": effective, "event": "rollback",
+                        "model_id": model_id, "model_version": version});
+                    // A log write failure must not fail the rollback itself.
+                    let _ = writeln!(log, "{record}").and_then(|()| log.flush());
+                }
+            }
+        }
+        (
+            StatusCode::OK,
+            json!({"model_id": model_id, "rolled_back": versions, "effective_from": effective}),
+        )
+    }
+
+    fn routes(&self) -> Value {
+        let routing = *self.routing.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let routes: Vec<Value> = DEPLOYMENTS
+            .iter()
+            .enumerate()
+            .map(|(index, deployment)| {
+                json!({"model_id": MODELS[deployment.model].model_id,
+                       "model_version": deployment.model_version,
+                       "ab_group": deployment.ab_group,
+                       "share": deployment.share,
+                       "live": routing.is_live(index)})
+            })
+            .collect();
+        json!({"routes": routes})
+    }
+}
+
+/// Serves the router on `address` from a background thread; returns the
+/// bound address (port 0 picks a free port).
+pub fn serve(address: &str, state: Arc<RouterState>) -> anyhow::Result<SocketAddr> {
+    let listener = std::net::TcpListener::bind(address)
+        .with_context(|| format!("router cannot listen on {address}"))?;
+    listener.set_nonblocking(true)?;
+    let bound = listener.local_addr()?;
+    let app = Router::new()
+        .route("/routes", get(routes))
+        .route("/models/{model_id}/rollback", post(roll_back))
+        .with_state(state);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("router runtime")?;
+    std::thread::Builder::new()
+        .name("router".to_string())
+        .spawn(move || {
+            runtime.block_on(async move {
+                match tokio::net::TcpListener::from_std(listener) {
+                    Ok(listener) => {
+                        if let Err(error) = axum::serve(listener, app).await {
+                            eprintln!("router: stopped: {error}");
+                        }
+                    }
+                    Err(error) => eprintln!("router: cannot listen: {error}"),
+                }
+            })
+        })
+        .context("router thread")?;
+    Ok(bound)
+}
+
+async fn routes(State(state): State<Arc<RouterState>>) -> Json<Value> {
+    Json(state.routes())
+}
+
+async fn roll_back(
+    State(state): State<Arc<RouterState>>,
+    UrlPath(model_id): UrlPath<String>,
+) -> (StatusCode, Json<Value>) {
+    let (status, body) = state.roll_back(&model_id);
+    (status, Json(body))
+}
