@@ -98,8 +98,11 @@ pub struct BuildContext {
     /// programs is opted into by whoever starts inferwatch (a CLI flag),
     /// never by the config file alone.
     pub allow_commands: bool,
-    environment: Box<dyn Fn(&str) -> Option<String> + Send + Sync>,
+    environment: EnvironmentLookup,
 }
+
+/// Reads an environment variable by name.
+type EnvironmentLookup = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 impl Default for BuildContext {
     fn default() -> BuildContext {

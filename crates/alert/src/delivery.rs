@@ -102,8 +102,9 @@ pub struct DeliveryFailure {
     pub retry: Retry,
     /// The receiver's HTTP status, when it answered.
     pub status: Option<u16>,
-    /// A rollback's record of the request it sent, even when it failed.
-    pub remediation: Option<Remediation>,
+    /// A rollback's record of the request it sent, even when it failed
+    /// (boxed: it is large and failures are passed around by value).
+    pub remediation: Option<Box<Remediation>>,
 }
 
 impl DeliveryFailure {

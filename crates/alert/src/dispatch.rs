@@ -184,6 +184,8 @@ struct State {
     queue: BTreeMap<u64, Queued>,
     /// Pending deliveries only in the journal.
     spilled: usize,
+    /// Attempts finished whose observer call has not returned yet.
+    reporting: usize,
     shutdown: bool,
     stats: DispatcherStats,
 }
@@ -234,6 +236,7 @@ impl Dispatcher {
                 outbox,
                 queue: BTreeMap::new(),
                 spilled,
+                reporting: 0,
                 shutdown: false,
                 stats: DispatcherStats::default(),
             }),
@@ -346,14 +349,15 @@ impl Dispatcher {
         stats
     }
 
-    /// Waits until nothing is pending or `timeout` passes; true when idle.
+    /// Waits until nothing is pending (and the observer has been told about
+    /// every attempt) or `timeout` passes; true when idle.
     /// For one-shot runs (replaying history, tests) that want their
     /// notifications out before exiting.
     pub fn wait_idle(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         let mut state = self.shared.lock();
         loop {
-            if state.outbox.pending_count() == 0 {
+            if state.outbox.pending_count() == 0 && state.reporting == 0 {
                 return true;
             }
             let now = Instant::now();
@@ -437,13 +441,16 @@ impl Shared {
                     state = self.lock();
                     let report = self.complete(&mut state, seq, &action_name, &delivery, result);
                     self.refill(&mut state);
+                    // Not idle until the observer has heard about this attempt.
+                    state.reporting += 1;
                     drop(state);
                     self.work.notify_all();
-                    self.idle.notify_all();
                     if let Some(observer) = &self.observer {
                         observer(&report);
                     }
                     state = self.lock();
+                    state.reporting -= 1;
+                    self.idle.notify_all();
                 }
                 Pick::WaitUntil(instant) => {
                     let timeout = instant.saturating_duration_since(now);
@@ -498,7 +505,7 @@ impl Shared {
             }
             Err(failure) => {
                 report.summary = failure.message.clone();
-                report.remediation = failure.remediation.clone();
+                report.remediation = failure.remediation.as_deref().cloned();
                 let give_up =
                     failure.retry == Retry::Never || delivery.attempt >= self.settings.max_attempts;
                 if give_up {

@@ -44,7 +44,7 @@ enum Record {
         action: String,
         key: String,
         at: String,
-        alert: Alert,
+        alert: Box<Alert>,
     },
     Attempt {
         seq: u64,
@@ -255,7 +255,7 @@ impl Outbox {
                 action: action.to_string(),
                 key: delivery.idempotency_key.clone(),
                 at: at.clone(),
-                alert: delivery.alert.clone(),
+                alert: Box::new(delivery.alert.clone()),
             };
             serde_json::to_writer(&mut buffer, &record).map_err(|error| {
                 AlertError::Internal(format!("cannot encode journal record: {error}"))
@@ -369,7 +369,7 @@ impl Outbox {
         };
         let line = self.read_line(entry.offset, entry.length)?;
         match serde_json::from_slice::<Record>(&line) {
-            Ok(Record::Enqueued { alert, .. }) => Ok(alert),
+            Ok(Record::Enqueued { alert, .. }) => Ok(*alert),
             Ok(_) => Err(AlertError::Internal(format!(
                 "journal offset of delivery {seq} does not hold its enqueued record"
             ))),

@@ -263,7 +263,7 @@ impl Action for RollbackAction {
             }),
             Err(mut failure) => {
                 remediation.error = Some(failure.message.clone());
-                failure.remediation = Some(remediation);
+                failure.remediation = Some(Box::new(remediation));
                 Err(failure)
             }
         }
