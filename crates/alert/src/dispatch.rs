@@ -230,7 +230,12 @@ impl Dispatcher {
             config.remember_finished,
         )?;
         let spilled = outbox.pending_count();
-        let settings = config.settings.clone();
+        let mut settings = config.settings.clone();
+        // Zero of these would mean never delivering; the config loader
+        // refuses them, and settings built in code get 1.
+        settings.queue_capacity = settings.queue_capacity.max(1);
+        settings.max_attempts = settings.max_attempts.max(1);
+        settings.workers = settings.workers.max(1);
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 outbox,
@@ -249,8 +254,8 @@ impl Dispatcher {
             observer: config.observer,
         });
         shared.refill(&mut shared.lock());
-        let mut workers = Vec::with_capacity(settings.workers.max(1));
-        for index in 0..settings.workers.max(1) {
+        let mut workers = Vec::with_capacity(settings.workers);
+        for index in 0..settings.workers {
             let worker_shared = Arc::clone(&shared);
             let handle = std::thread::Builder::new()
                 .name(format!("alert-dispatch-{index}"))

@@ -342,9 +342,12 @@ impl Outbox {
             },
         };
         let line = encode_line(&record)?;
-        self.write_durably(&line, true)?;
+        let written = self.write_durably(&line, true);
+        // Finished in memory even if the write failed: the dispatcher moves
+        // on, and only a restart (which replays the journal) sends it again.
         let length = line.len() as u64;
-        self.apply(record, self.length - length, length);
+        self.apply(record, self.length.saturating_sub(length), length);
+        written?;
         self.compact_if_worthwhile()
     }
 
@@ -408,13 +411,17 @@ impl Outbox {
     }
 
     fn write_durably(&mut self, bytes: &[u8], sync: bool) -> Result<(), AlertError> {
-        self.appender
-            .write_all(bytes)
-            .map_err(io_error(&self.path))?;
+        if let Err(error) = self.appender.write_all(bytes) {
+            // Cut a partial record off, so the next append starts on a
+            // line of its own and replay doesn't meet a corrupt line.
+            let _ = self.appender.set_len(self.length);
+            return Err(io_error(&self.path)(error));
+        }
+        // Written (if not yet durable): later offsets count these bytes.
+        self.length += bytes.len() as u64;
         if sync {
             self.appender.sync_data().map_err(io_error(&self.path))?;
         }
-        self.length += bytes.len() as u64;
         Ok(())
     }
 

@@ -560,3 +560,42 @@ fn rollback_sends_the_rendered_request_on_firing_and_records_the_remediation() {
         Some(202)
     );
 }
+
+#[test]
+fn deliveries_of_an_action_removed_from_the_config_are_dead_lettered_on_restart() {
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", closed.local_addr().unwrap());
+    drop(closed);
+    let state = tempfile::tempdir().unwrap();
+    let first = start(
+        state.path(),
+        fast_settings(1_000_000),
+        vec![webhook("old-hook", url)],
+    );
+    first.submit(&alert("fp-a", AlertState::Firing)).unwrap();
+    drop(first);
+
+    let receiver = Receiver::start(Box::new(|_, _| (200, vec![])));
+    let second = start(
+        state.path(),
+        fast_settings(3),
+        vec![webhook("new-hook", receiver.url())],
+    );
+    assert!(second.wait_idle(DEADLINE));
+    assert_eq!(second.stats().dead, 1);
+    let letter: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(state.path().join("dead-letter.jsonl"))
+            .unwrap()
+            .trim(),
+    )
+    .unwrap();
+    assert_eq!(letter["action"], "old-hook");
+    assert_eq!(
+        letter["reason"],
+        "action 'old-hook' is no longer configured"
+    );
+    assert!(
+        receiver.received().is_empty(),
+        "never sent to another action"
+    );
+}
