@@ -48,6 +48,21 @@ pub struct Args {
     /// Hide the progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Deliver firing and resolved alerts to the actions in this YAML file
+    /// (webhook, alertmanager, slack, pagerduty, command, rollback).
+    #[arg(long, value_name = "FILE")]
+    pub actions: Option<PathBuf>,
+    /// Where deliveries are journaled (outbox.jsonl), with their dead
+    /// letters and the remediation records of rollbacks.
+    #[arg(long, default_value = "inferwatch-state", value_name = "DIR")]
+    pub state_dir: PathBuf,
+    /// Let `command` actions run programs (off unless given).
+    #[arg(long)]
+    pub allow_commands: bool,
+    /// At the end of a finite input, wait this long for deliveries still in
+    /// flight; whatever is left is delivered by the next run.
+    #[arg(long, default_value = "30s", value_name = "DURATION")]
+    pub delivery_grace: String,
     /// Log files or globs (`.gz` is read transparently); `-` or nothing reads standard input.
     pub inputs: Vec<String>,
 }
@@ -169,10 +184,18 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
     let mut lines = 0u64;
     let mut bytes_read = 0u64;
     let mut alerts_written = 0u64;
+    let dispatcher = match &args.actions {
+        Some(path) => Some(start_dispatcher(path, &args.state_dir, args.allow_commands)?),
+        None => None,
+    };
     let write_alerts = |alerts: Vec<Alert>, output: &mut Box<dyn Write>| -> anyhow::Result<u64> {
         for alert in &alerts {
             serde_json::to_writer(&mut *output, alert)?;
             output.write_all(b"\n")?;
+        }
+        if let Some(dispatcher) = &dispatcher {
+            // Journaled before this returns; delivered in the background.
+            dispatcher.submit_all(&alerts)?;
         }
         Ok(alerts.len() as u64)
     };
@@ -224,6 +247,23 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
     output.flush()?;
     pipeline.finish();
     progress.finish();
+    if let Some(dispatcher) = dispatcher {
+        let grace = inferwatch_core::parse_duration(&args.delivery_grace)?;
+        let idle = dispatcher.wait_idle(Duration::from_nanos(grace.max(0) as u64));
+        let stats = dispatcher.stats();
+        if !idle {
+            eprintln!(
+                "inferwatch detect: deliveries still pending after {}; they stay in {} for the next run",
+                args.delivery_grace,
+                args.state_dir.join("outbox.jsonl").display()
+            );
+        }
+        eprintln!(
+            "inferwatch detect: {} deliveries done, {} dead-lettered, {} retries, {} pending",
+            stats.delivered, stats.dead, stats.retries, stats.pending
+        );
+        dispatcher.shutdown();
+    }
 
     let seconds = started.elapsed().as_secs_f64();
     let stats = engine.stats();
@@ -339,4 +379,18 @@ impl Progress {
     fn finish(&self) {
         self.bar.finish_and_clear();
     }
+}
+
+/// Loads the actions and starts delivering from the journal in `state_dir`
+/// (deliveries a previous run left pending go out first).
+fn start_dispatcher(
+    path: &Path,
+    state_dir: &Path,
+    allow_commands: bool,
+) -> anyhow::Result<inferwatch_alert::Dispatcher> {
+    let file = inferwatch_alert::ActionsFile::load(path)?;
+    let actions = file.build(&inferwatch_alert::BuildContext::new().allow_commands(allow_commands))?;
+    let config =
+        inferwatch_alert::DispatcherConfig::new(state_dir).with_settings(file.delivery.clone());
+    Ok(inferwatch_alert::Dispatcher::start(config, actions)?)
 }
