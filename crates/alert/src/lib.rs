@@ -51,7 +51,17 @@ pub mod action;
 pub mod config;
 pub mod delivery;
 pub mod dispatch;
+pub mod event_time;
+pub mod flapping;
+pub mod grouping;
+pub mod history;
+pub mod inhibit;
+pub mod matcher;
+pub mod notify_config;
 pub mod outbox;
+pub mod pipeline;
+pub mod risk;
+pub mod silence;
 
 use std::path::PathBuf;
 
@@ -67,7 +77,22 @@ pub use dispatch::{
     DeliveryReport, DeliveryStatus, Dispatcher, DispatcherConfig, DispatcherStats, Observer,
     SubmitReport,
 };
+pub use event_time::{format_event_time, parse_event_time, transition_time};
+pub use flapping::FlappingConfig;
+pub use grouping::{GroupBy, Notification, NotificationReason, RouteConfig, Suppression};
+pub use history::{
+    query_history, HistoricTransition, HistoryEntry, HistoryQuery, HistoryRecord, TransitionOrigin,
+    HISTORY_FILE, SNAPSHOT_FILE,
+};
 pub use inferwatch_core::Alert;
+pub use inhibit::{default_inhibit_rules, InhibitRule};
+pub use matcher::{alert_label_set, LabelMatcher, MatchOperator};
+pub use notify_config::NotifyConfig;
+pub use pipeline::{
+    dispatch_alerts, submit_notifications, Acknowledgement, NotificationPipeline, PipelineStats,
+};
+pub use risk::{tactic_of, EntityScore, RiskConfig, SeverityWeights, RISK_RULE_ID};
+pub use silence::{Silence, SilencesFile};
 
 /// Errors raised while loading action configs or running the dispatcher.
 /// (A failed delivery is not an error here: it is a [`DeliveryFailure`],
@@ -99,6 +124,18 @@ pub enum AlertError {
     #[error("{}:{line}: corrupt outbox record: {message}", path.display())]
     Journal {
         /// The journal file.
+        path: PathBuf,
+        /// 1-based line, 0 when unknown.
+        line: u64,
+        /// What could not be read.
+        message: String,
+    },
+    /// The alert history or the pipeline's state snapshot holds a record
+    /// that cannot be read (damage inside the file, not an unfinished last
+    /// batch, which is cut off).
+    #[error("{}:{line}: corrupt alert history: {message}", path.display())]
+    History {
+        /// The history or snapshot file.
         path: PathBuf,
         /// 1-based line, 0 when unknown.
         line: u64,
