@@ -93,7 +93,7 @@ impl RouteConfig {
 }
 
 /// Why a notification was sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NotificationReason {
     /// A new group's first notification, after `group_wait`.

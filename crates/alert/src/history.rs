@@ -364,19 +364,43 @@ pub struct HistoricTransition {
     pub alert: Alert,
 }
 
+/// Every committed record of a state dir's history, oldest first (an
+/// unfinished last batch is left out).
+pub fn read_history(state_dir: &Path) -> Result<Vec<HistoryRecord>, AlertError> {
+    let mut records = Vec::new();
+    scan_history(state_dir, |record| records.push(record))?;
+    Ok(records)
+}
+
 /// The alert transitions in a state dir's history that match the query,
 /// oldest first. Reads committed records only.
 pub fn query_history(
     state_dir: &Path,
     query: &HistoryQuery,
 ) -> Result<Vec<HistoricTransition>, AlertError> {
+    let mut found = Vec::new();
+    scan_history(state_dir, |record| {
+        if let HistoryEntry::Transition { origin, alert } = record.entry {
+            if query.accepts(record.at, &alert) {
+                found.push(HistoricTransition {
+                    at: record.at,
+                    origin,
+                    alert: *alert,
+                });
+            }
+        }
+    })?;
+    Ok(found)
+}
+
+/// Calls `visit` with each committed record, commits left out.
+fn scan_history(state_dir: &Path, mut visit: impl FnMut(HistoryRecord)) -> Result<(), AlertError> {
     let path = state_dir.join(HISTORY_FILE);
     let file = match File::open(&path) {
         Ok(file) => file,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(source) => return Err(AlertError::Io { path, source }),
     };
-    let mut found = Vec::new();
     let mut batch = Vec::new();
     for line in BufReader::new(file).lines() {
         let line = line.map_err(|source| AlertError::Io {
@@ -386,18 +410,13 @@ pub fn query_history(
         let Ok(record) = serde_json::from_str::<HistoryRecord>(&line) else {
             break; // the torn tail of a batch in progress
         };
-        match record.entry {
-            HistoryEntry::Transition { origin, alert } if query.accepts(record.at, &alert) => batch
-                .push(HistoricTransition {
-                    at: record.at,
-                    origin,
-                    alert: *alert,
-                }),
-            HistoryEntry::Commit => found.append(&mut batch),
-            _ => {}
+        if record.entry == HistoryEntry::Commit {
+            batch.drain(..).for_each(&mut visit);
+        } else {
+            batch.push(record);
         }
     }
-    Ok(found)
+    Ok(())
 }
 
 /// Writes a JSON snapshot atomically: temporary file, fsync, rename, and an

@@ -81,8 +81,8 @@ pub use event_time::{format_event_time, parse_event_time, transition_time};
 pub use flapping::FlappingConfig;
 pub use grouping::{GroupBy, Notification, NotificationReason, RouteConfig, Suppression};
 pub use history::{
-    query_history, HistoricTransition, HistoryEntry, HistoryQuery, HistoryRecord, TransitionOrigin,
-    HISTORY_FILE, SNAPSHOT_FILE,
+    query_history, read_history, HistoricTransition, HistoryEntry, HistoryQuery, HistoryRecord,
+    TransitionOrigin, HISTORY_FILE, SNAPSHOT_FILE,
 };
 pub use inferwatch_core::Alert;
 pub use inhibit::{default_inhibit_rules, InhibitRule};
