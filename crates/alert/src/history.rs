@@ -209,7 +209,7 @@ impl HistoryLog {
                 Err(error) => {
                     // Damage is only acceptable in the uncommitted tail,
                     // which is cut off; check that nothing committed follows.
-                    if committed_after(&mut reader)? {
+                    if committed_after(&mut reader).map_err(io_error)? {
                         return Err(AlertError::History {
                             path: path.to_path_buf(),
                             line: if offset == 0 { line_number } else { 0 },
@@ -308,15 +308,18 @@ impl HistoryLog {
 
 /// True when a `commit` record follows in the reader (used to tell a torn
 /// tail from damage in the middle of the file).
-fn committed_after(reader: &mut impl BufRead) -> Result<bool, AlertError> {
-    let mut line = String::new();
+fn committed_after(reader: &mut impl BufRead) -> std::io::Result<bool> {
+    const COMMIT_MARKER: &[u8] = b"\"kind\":\"commit\"";
+    let mut line = Vec::new();
     loop {
         line.clear();
-        let read = reader.read_line(&mut line).unwrap_or(0);
-        if read == 0 {
+        if reader.read_until(b'\n', &mut line)? == 0 {
             return Ok(false);
         }
-        if line.contains("\"kind\":\"commit\"") {
+        if line
+            .windows(COMMIT_MARKER.len())
+            .any(|window| window == COMMIT_MARKER)
+        {
             return Ok(true);
         }
     }

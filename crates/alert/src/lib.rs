@@ -46,6 +46,42 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! ## Noise control: from transitions to notifications
+//! Between detection and the dispatcher sits the [`NotificationPipeline`]
+//! ([`pipeline`]): it takes transitions in event-time order and the current
+//! event time, and returns [`Notification`]s (a group and its alerts, with a
+//! reason). It groups alerts with Alertmanager's `group_by`, `group_wait`,
+//! `group_interval` and `repeat_interval` ([`grouping`]), leaves out
+//! silenced ([`silence`]), inhibited ([`inhibit`]) and acknowledged alerts,
+//! holds flapping ones ([`flapping`]), raises one `risk-threshold` alert
+//! per entity whose findings add up ([`risk`]), and records everything in
+//! an append-only history in its state dir ([`history`]), from which it
+//! resumes after a restart. Its config is `notify.yaml` ([`NotifyConfig`])
+//! and `silences.yaml` ([`SilencesFile`]); examples are in `examples/`.
+//!
+//! ```no_run
+//! # fn run(
+//! #     dispatcher: &inferwatch_alert::Dispatcher,
+//! #     transitions: Vec<inferwatch_core::Alert>,
+//! #     now: i64,
+//! # ) -> Result<(), inferwatch_alert::AlertError> {
+//! use std::path::Path;
+//! use inferwatch_alert::{submit_notifications, NotificationPipeline, NotifyConfig, SilencesFile};
+//!
+//! let config = NotifyConfig::load(Path::new("notify.yaml"))?;
+//! let mut pipeline = NotificationPipeline::open(config, "state/alerts")?;
+//! pipeline.add_silences(&SilencesFile::load(Path::new("silences.yaml"))?.silences)?;
+//! // After a crash: what was produced but never handed over.
+//! let unsent = pipeline.unsent_notifications().to_vec();
+//! submit_notifications(dispatcher, &mut pipeline, &unsent)?;
+//! // Then, for each batch from detection (event time in UTC nanoseconds):
+//! let notifications = pipeline.process(&transitions, now)?;
+//! submit_notifications(dispatcher, &mut pipeline, &notifications)?;
+//! # Ok(())
+//! # }
+//! # fn main() {}
+//! ```
 
 pub mod action;
 pub mod config;

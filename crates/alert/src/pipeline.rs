@@ -128,6 +128,10 @@ pub struct PipelineStats {
     pub suppressed: u64,
     /// Risk alerts raised.
     pub risk_alerts: u64,
+    /// State snapshots that could not be written since the pipeline was
+    /// opened (the history stays complete; a restart replays more of it).
+    #[serde(skip)]
+    pub snapshot_errors: u64,
 }
 
 /// A scheduled look, ordered by kind at equal times so that processing is
@@ -480,8 +484,9 @@ impl PipelineCore {
             self.state.groups.insert(group_key.to_string(), group);
             return; // rescheduled since
         }
-        let route = self.config.route.clone();
-        let outcome = group.flush(&route, at, |member| self.member_view(member, at));
+        let outcome = group.flush(&self.config.route, at, |member| {
+            self.member_view(member, at)
+        });
         for (alert, suppression) in outcome.suppressed {
             self.record_suppressed(at, &alert, suppression);
         }
@@ -1103,9 +1108,12 @@ impl NotificationPipeline {
         self.core.state.risk.scores(&self.core.config.risk)
     }
 
-    /// Counters, and how many snapshots failed to be written since open.
-    pub fn stats(&self) -> (PipelineStats, u64) {
-        (self.core.state.stats.clone(), self.snapshot_errors)
+    /// Counters.
+    pub fn stats(&self) -> PipelineStats {
+        PipelineStats {
+            snapshot_errors: self.snapshot_errors,
+            ..self.core.state.stats.clone()
+        }
     }
 
     /// The state dir, for persistent pipelines.

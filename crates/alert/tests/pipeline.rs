@@ -658,7 +658,7 @@ fn a_batch_cut_short_by_a_crash_is_dropped_whole_and_the_engine_may_resend() {
             rules(&[("p99-latency", Firing), ("drift", Firing)])
         )]
     );
-    assert_eq!(pipeline.stats().0.duplicate_transitions, 1);
+    assert_eq!(pipeline.stats().duplicate_transitions, 1);
 }
 
 fn risk_config() -> NotifyConfig {
