@@ -604,7 +604,7 @@ pub fn parse_severity(text: &str) -> Option<Severity> {
     }
 }
 
-fn node_position(node: &Node) -> Option<(usize, usize)> {
+pub(crate) fn node_position(node: &Node) -> Option<(usize, usize)> {
     // marked-yaml starts a block mapping's span after its first key, so a
     // mapping is placed at its first key instead.
     let first_key = node
@@ -617,7 +617,7 @@ fn node_position(node: &Node) -> Option<(usize, usize)> {
 }
 
 /// The position of the first mapping key named `key` anywhere under `node`.
-fn find_key(node: &Node, key: &str) -> Option<(usize, usize)> {
+pub(crate) fn find_key(node: &Node, key: &str) -> Option<(usize, usize)> {
     match node {
         Node::Scalar(_) => None,
         Node::Sequence(items) => items.iter().find_map(|item| find_key(item, key)),
@@ -631,7 +631,7 @@ fn find_key(node: &Node, key: &str) -> Option<(usize, usize)> {
     }
 }
 
-fn load_problem(error: &marked_yaml::LoadError) -> ConfigProblem {
+pub(crate) fn load_problem(error: &marked_yaml::LoadError) -> ConfigProblem {
     let marker = match error {
         marked_yaml::LoadError::TopLevelMustBeMapping(mark)
         | marked_yaml::LoadError::TopLevelMustBeSequence(mark)

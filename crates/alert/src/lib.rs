@@ -46,12 +46,58 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! ## Noise control: from transitions to notifications
+//! Between detection and the dispatcher sits the [`NotificationPipeline`]
+//! ([`pipeline`]): it takes transitions in event-time order and the current
+//! event time, and returns [`Notification`]s (a group and its alerts, with a
+//! reason). It groups alerts with Alertmanager's `group_by`, `group_wait`,
+//! `group_interval` and `repeat_interval` ([`grouping`]), leaves out
+//! silenced ([`silence`]), inhibited ([`inhibit`]) and acknowledged alerts,
+//! holds flapping ones ([`flapping`]), raises one `risk-threshold` alert
+//! per entity whose findings add up ([`risk`]), and records everything in
+//! an append-only history in its state dir ([`history`]), from which it
+//! resumes after a restart. Its config is `notify.yaml` ([`NotifyConfig`])
+//! and `silences.yaml` ([`SilencesFile`]); examples are in `examples/`.
+//!
+//! ```no_run
+//! # fn run(
+//! #     dispatcher: &inferwatch_alert::Dispatcher,
+//! #     transitions: Vec<inferwatch_core::Alert>,
+//! #     now: i64,
+//! # ) -> Result<(), inferwatch_alert::AlertError> {
+//! use std::path::Path;
+//! use inferwatch_alert::{submit_notifications, NotificationPipeline, NotifyConfig, SilencesFile};
+//!
+//! let config = NotifyConfig::load(Path::new("notify.yaml"))?;
+//! let mut pipeline = NotificationPipeline::open(config, "state/alerts")?;
+//! pipeline.add_silences(&SilencesFile::load(Path::new("silences.yaml"))?.silences)?;
+//! // After a crash: what was produced but never handed over.
+//! let unsent = pipeline.unsent_notifications().to_vec();
+//! submit_notifications(dispatcher, &mut pipeline, &unsent)?;
+//! // Then, for each batch from detection (event time in UTC nanoseconds):
+//! let notifications = pipeline.process(&transitions, now)?;
+//! submit_notifications(dispatcher, &mut pipeline, &notifications)?;
+//! # Ok(())
+//! # }
+//! # fn main() {}
+//! ```
 
 pub mod action;
 pub mod config;
 pub mod delivery;
 pub mod dispatch;
+pub mod event_time;
+pub mod flapping;
+pub mod grouping;
+pub mod history;
+pub mod inhibit;
+pub mod matcher;
+pub mod notify_config;
 pub mod outbox;
+pub mod pipeline;
+pub mod risk;
+pub mod silence;
 
 use std::path::PathBuf;
 
@@ -67,7 +113,22 @@ pub use dispatch::{
     DeliveryReport, DeliveryStatus, Dispatcher, DispatcherConfig, DispatcherStats, Observer,
     SubmitReport,
 };
+pub use event_time::{format_event_time, parse_event_time, transition_time};
+pub use flapping::FlappingConfig;
+pub use grouping::{GroupBy, Notification, NotificationReason, RouteConfig, Suppression};
+pub use history::{
+    query_history, read_history, HistoricTransition, HistoryEntry, HistoryQuery, HistoryRecord,
+    TransitionOrigin, HISTORY_FILE, SNAPSHOT_FILE,
+};
 pub use inferwatch_core::Alert;
+pub use inhibit::{default_inhibit_rules, InhibitRule};
+pub use matcher::{alert_label_set, LabelMatcher, MatchOperator};
+pub use notify_config::NotifyConfig;
+pub use pipeline::{
+    dispatch_alerts, submit_notifications, Acknowledgement, NotificationPipeline, PipelineStats,
+};
+pub use risk::{tactic_of, EntityScore, RiskConfig, SeverityWeights, RISK_RULE_ID};
+pub use silence::{Silence, SilencesFile};
 
 /// Errors raised while loading action configs or running the dispatcher.
 /// (A failed delivery is not an error here: it is a [`DeliveryFailure`],
@@ -99,6 +160,18 @@ pub enum AlertError {
     #[error("{}:{line}: corrupt outbox record: {message}", path.display())]
     Journal {
         /// The journal file.
+        path: PathBuf,
+        /// 1-based line, 0 when unknown.
+        line: u64,
+        /// What could not be read.
+        message: String,
+    },
+    /// The alert history or the pipeline's state snapshot holds a record
+    /// that cannot be read (damage inside the file, not an unfinished last
+    /// batch, which is cut off).
+    #[error("{}:{line}: corrupt alert history: {message}", path.display())]
+    History {
+        /// The history or snapshot file.
         path: PathBuf,
         /// 1-based line, 0 when unknown.
         line: u64,
