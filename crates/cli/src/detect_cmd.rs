@@ -52,8 +52,16 @@ pub struct Args {
     /// (webhook, alertmanager, slack, pagerduty, command, rollback).
     #[arg(long, value_name = "FILE")]
     pub actions: Option<PathBuf>,
-    /// Where deliveries are journaled (outbox.jsonl), with their dead
-    /// letters and the remediation records of rollbacks.
+    /// Grouping, inhibition, flapping and risk settings for notifications
+    /// (YAML); Alertmanager-like defaults apply when omitted.
+    #[arg(long, value_name = "FILE", requires = "actions")]
+    pub notify: Option<PathBuf>,
+    /// Silences (YAML): matching alerts are recorded but not notified.
+    #[arg(long, value_name = "FILE", requires = "actions")]
+    pub silences: Option<PathBuf>,
+    /// Alert history and notification state (alert-history.jsonl,
+    /// notify-state.json); deliveries are journaled under `deliveries/`
+    /// (outbox, dead letters, rollback remediation records).
     #[arg(long, default_value = "inferwatch-state", value_name = "DIR")]
     pub state_dir: PathBuf,
     /// Let `command` actions run programs (off unless given).
@@ -184,18 +192,20 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
     let mut lines = 0u64;
     let mut bytes_read = 0u64;
     let mut alerts_written = 0u64;
-    let dispatcher = match &args.actions {
-        Some(path) => Some(start_dispatcher(path, &args.state_dir, args.allow_commands)?),
+    let mut notifier = match &args.actions {
+        Some(path) => Some(Notifier::start(path, &args)?),
         None => None,
     };
-    let write_alerts = |alerts: Vec<Alert>, output: &mut Box<dyn Write>| -> anyhow::Result<u64> {
+    let mut write_alerts = |alerts: Vec<Alert>,
+                            now: Option<i64>,
+                            output: &mut Box<dyn Write>|
+     -> anyhow::Result<u64> {
         for alert in &alerts {
             serde_json::to_writer(&mut *output, alert)?;
             output.write_all(b"\n")?;
         }
-        if let Some(dispatcher) = &dispatcher {
-            // Journaled before this returns; delivered in the background.
-            dispatcher.submit_all(&alerts)?;
+        if let Some(notifier) = &mut notifier {
+            notifier.observe(&alerts, now)?;
         }
         Ok(alerts.len() as u64)
     };
@@ -217,7 +227,8 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
                     writer.write(&decoded.dead_letters)?;
                 }
                 let alerts = engine.observe(&decoded.batch);
-                alerts_written += write_alerts(alerts, &mut output)?;
+                let now = engine.stats().max_event_time;
+                alerts_written += write_alerts(alerts, now, &mut output)?;
                 if args.follow {
                     output.flush()?;
                 }
@@ -243,11 +254,14 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
             started,
         );
     }
-    alerts_written += write_alerts(engine.finish(), &mut output)?;
+    let last = engine.finish();
+    let now = engine.stats().max_event_time;
+    alerts_written += write_alerts(last, now, &mut output)?;
     output.flush()?;
     pipeline.finish();
     progress.finish();
-    if let Some(dispatcher) = dispatcher {
+    if let Some(notifier) = notifier {
+        let dispatcher = notifier.dispatcher;
         let grace = inferwatch_core::parse_duration(&args.delivery_grace)?;
         let idle = dispatcher.wait_idle(Duration::from_nanos(grace.max(0) as u64));
         let stats = dispatcher.stats();
@@ -381,16 +395,55 @@ impl Progress {
     }
 }
 
-/// Loads the actions and starts delivering from the journal in `state_dir`
-/// (deliveries a previous run left pending go out first).
-fn start_dispatcher(
-    path: &Path,
-    state_dir: &Path,
-    allow_commands: bool,
-) -> anyhow::Result<inferwatch_alert::Dispatcher> {
-    let file = inferwatch_alert::ActionsFile::load(path)?;
-    let actions = file.build(&inferwatch_alert::BuildContext::new().allow_commands(allow_commands))?;
-    let config =
-        inferwatch_alert::DispatcherConfig::new(state_dir).with_settings(file.delivery.clone());
-    Ok(inferwatch_alert::Dispatcher::start(config, actions)?)
+/// Alert transitions on their way to people: the notification pipeline
+/// (flapping, silences, inhibition, grouping, history, risk) and then the
+/// dispatcher (durable, retried deliveries to the configured actions).
+struct Notifier {
+    pipeline: inferwatch_alert::NotificationPipeline,
+    dispatcher: inferwatch_alert::Dispatcher,
+}
+
+impl Notifier {
+    /// Opens the state in `--state-dir`; notifications a previous run
+    /// recorded but did not hand over go out first.
+    fn start(actions_path: &Path, args: &Args) -> anyhow::Result<Notifier> {
+        let file = inferwatch_alert::ActionsFile::load(actions_path)?;
+        let actions =
+            file.build(&inferwatch_alert::BuildContext::new().allow_commands(args.allow_commands))?;
+        let config = inferwatch_alert::DispatcherConfig::new(args.state_dir.join("deliveries"))
+            .with_settings(file.delivery.clone());
+        let dispatcher = inferwatch_alert::Dispatcher::start(config, actions)?;
+        let notify_config = match &args.notify {
+            Some(path) => inferwatch_alert::NotifyConfig::load(path)?,
+            None => inferwatch_alert::NotifyConfig::default(),
+        };
+        let mut pipeline =
+            inferwatch_alert::NotificationPipeline::open(notify_config, &args.state_dir)?;
+        if let Some(path) = &args.silences {
+            let silences = inferwatch_alert::SilencesFile::load(path)?;
+            pipeline.add_silences(&silences.silences)?;
+        }
+        let unsent = pipeline.unsent_notifications().to_vec();
+        inferwatch_alert::submit_notifications(&dispatcher, &mut pipeline, &unsent)?;
+        Ok(Notifier {
+            pipeline,
+            dispatcher,
+        })
+    }
+
+    /// Feeds transitions (event-time order) and moves the pipeline's clock
+    /// to `now`, the largest event time seen; hands what is due to the
+    /// dispatcher, which journals it before returning.
+    fn observe(&mut self, alerts: &[Alert], now: Option<i64>) -> anyhow::Result<()> {
+        let mut notifications = self.pipeline.ingest(alerts)?;
+        if let Some(now) = now {
+            notifications.extend(self.pipeline.advance_to(now)?);
+        }
+        inferwatch_alert::submit_notifications(
+            &self.dispatcher,
+            &mut self.pipeline,
+            &notifications,
+        )?;
+        Ok(())
+    }
 }

@@ -53,7 +53,10 @@ impl RouterState {
     /// The routing for the simulated second starting at `second_ns`.
     pub fn routing_at(&self, second_ns: i64) -> Routing {
         self.now_ns.store(second_ns, Ordering::SeqCst);
-        *self.routing.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        *self
+            .routing
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn roll_back(&self, model_id: &str) -> (StatusCode, Value) {
@@ -94,7 +97,10 @@ impl RouterState {
     }
 
     fn routes(&self) -> Value {
-        let routing = *self.routing.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let routing = *self
+            .routing
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let routes: Vec<Value> = DEPLOYMENTS
             .iter()
             .enumerate()

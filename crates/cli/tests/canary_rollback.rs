@@ -145,14 +145,18 @@ fn canary_regression_is_rolled_back_and_the_alert_resolves() {
 
     // The router rolled recsys 2.1 back once, after the alert fired.
     let rollbacks = read_json_lines(&deployments);
-    assert_eq!(rollbacks.len(), 1, "rollbacks: {rollbacks:?}; router: {router_log:?}");
+    assert_eq!(
+        rollbacks.len(),
+        1,
+        "rollbacks: {rollbacks:?}; router: {router_log:?}"
+    );
     assert_eq!(rollbacks[0]["model_id"], "recsys");
     assert_eq!(rollbacks[0]["model_version"], "2.1");
     let rolled_back_at = nanos(rollbacks[0]["timestamp"].as_str().unwrap());
     assert!(rolled_back_at >= fired_at);
 
     // The remediation is on record with the router's answer.
-    let remediations = read_json_lines(&state.join("remediations.jsonl"));
+    let remediations = read_json_lines(&state.join("deliveries").join("remediations.jsonl"));
     assert!(
         remediations
             .iter()
@@ -172,7 +176,10 @@ fn canary_regression_is_rolled_back_and_the_alert_resolves() {
         .filter(|event| event["ab_group"] == "canary")
         .filter(|event| nanos(event["timestamp"].as_str().unwrap()) >= rolled_back_at)
         .count();
-    assert!(canary_before > 1_000, "{canary_before} canary events before");
+    assert!(
+        canary_before > 1_000,
+        "{canary_before} canary events before"
+    );
     assert_eq!(canary_after, 0, "canary traffic after the rollback");
 
     // The alert resolved because the canary stopped, not because the

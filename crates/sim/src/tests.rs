@@ -679,7 +679,10 @@ fn a_rollback_moves_canary_traffic_to_the_baseline_from_the_next_second() {
         let mut routing = crate::Routing::default();
         if second_ns >= rollback_at {
             assert_eq!(routing.roll_back("recsys"), vec!["2.1"]);
-            assert!(routing.roll_back("recsys").is_empty(), "already rolled back");
+            assert!(
+                routing.roll_back("recsys").is_empty(),
+                "already rolled back"
+            );
         }
         routing
     })
@@ -702,10 +705,16 @@ fn a_rollback_moves_canary_traffic_to_the_baseline_from_the_next_second() {
         .collect();
     assert!(events.len() > 10_000);
     assert!(events.iter().all(|event| event.ab_group != "canary"));
-    let recsys = events.iter().filter(|event| event.model_id == "recsys").count();
+    let recsys = events
+        .iter()
+        .filter(|event| event.model_id == "recsys")
+        .count();
     let share = recsys as f64 / events.len() as f64;
     // The canary's 4.5 % now lands on recsys 2.0: 45 % of the fleet.
     assert!((share - 0.45).abs() < 0.02, "recsys share {share}");
     // And the output is the same event count as without the rollback.
-    assert_eq!(live.iter().filter(|b| **b == b'\n').count(), whole.iter().filter(|b| **b == b'\n').count());
+    assert_eq!(
+        live.iter().filter(|b| **b == b'\n').count(),
+        whole.iter().filter(|b| **b == b'\n').count()
+    );
 }
