@@ -1198,7 +1198,8 @@ impl SloRuntime {
         let budget_spent = long_burn * spec.long as f64 / slo.period as f64 * 100.0;
         let summary = match state {
             AlertState::Resolved => format!(
-                "burn rate back under {}×: {long_burn:.1}× over {long_text} and {short_burn:.1}× over {short_text} on {on}",
+                // Two decimals: just under the threshold must not print as equal to it.
+                "burn rate back under {}×: {long_burn:.2}× over {long_text} and {short_burn:.2}× over {short_text} on {on}",
                 spec.burn_rate
             ),
             _ => format!(
