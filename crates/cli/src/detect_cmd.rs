@@ -14,13 +14,17 @@ use inferwatch_ingest::{DeadLetterWriter, DecodeCounters, Decoder, Mapping, Sink
 use serde::Serialize;
 
 use crate::pipeline::{InputSpec, Pipeline, PipelineEvent};
+use crate::slo_cmd::{load_slo_evaluator, projected_decoder};
 
 /// Arguments of `inferwatch detect`.
 #[derive(clap::Args)]
 pub struct Args {
     /// Directory (or single file) of YAML rules.
+    #[arg(long, required_unless_present = "slos")]
+    pub rules: Option<PathBuf>,
+    /// SLO file or directory: their burn-rate alerts join the rule alerts.
     #[arg(long)]
-    pub rules: PathBuf,
+    pub slos: Option<PathBuf>,
     /// Field mapping (YAML); the built-in mappings apply when omitted.
     #[arg(long)]
     pub mapping: Option<PathBuf>,
@@ -99,6 +103,9 @@ pub struct RunSummary {
     /// What each rule holds at the end: groups (peak, evicted), cells,
     /// learned detector state.
     pub rules: Vec<inferwatch_detect::RuleState>,
+    /// What each SLO holds at the end: groups, buckets, bytes, late rows.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub slos: Vec<inferwatch_detect::SloState>,
 }
 
 /// Loads the mapping named on the command line, or the built-in one.
@@ -143,10 +150,22 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
     // The rules are compiled against the full decoder's schema; the
     // pipeline decodes with a projection that fills only the columns they
     // read (same schema, other columns null and their keys skipped).
-    let mut engine = load_engine(&args.rules, &Decoder::new(mapping.clone()))?;
-    let columns = engine.referenced_columns();
-    let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
-    let decoder = Decoder::new(Arc::new(mapping.projected(&columns)));
+    let full_decoder = Decoder::new(mapping.clone());
+    let mut engine = match &args.rules {
+        Some(rules) => load_engine(rules, &full_decoder)?,
+        None => Engine::new(Vec::new(), &full_decoder.schema())?,
+    };
+    // SLO burn-rate alerts are evaluated next to the rules, on the same batches.
+    let mut slos = args
+        .slos
+        .as_ref()
+        .map(|path| load_slo_evaluator(path, &full_decoder))
+        .transpose()?;
+    let mut columns = engine.referenced_columns();
+    if let Some(slos) = &slos {
+        columns.extend(slos.referenced_columns());
+    }
+    let decoder = projected_decoder(&mapping, &columns);
     let total_bytes = input_size(&args.inputs);
     let threads = args.threads.unwrap_or_else(|| {
         std::thread::available_parallelism()
@@ -226,7 +245,10 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
                     };
                     writer.write(&decoded.dead_letters)?;
                 }
-                let alerts = engine.observe(&decoded.batch);
+                let mut alerts = engine.observe(&decoded.batch);
+                if let Some(slos) = &mut slos {
+                    alerts.extend(slos.observe(&decoded.batch));
+                }
                 let now = engine.stats().max_event_time;
                 alerts_written += write_alerts(alerts, now, &mut output)?;
                 if args.follow {
@@ -254,7 +276,10 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
             started,
         );
     }
-    let last = engine.finish();
+    let mut last = engine.finish();
+    if let Some(slos) = &mut slos {
+        last.extend(slos.finish());
+    }
     let now = engine.stats().max_event_time;
     alerts_written += write_alerts(last, now, &mut output)?;
     output.flush()?;
@@ -269,7 +294,7 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
             eprintln!(
                 "inferwatch detect: deliveries still pending after {}; they stay in {} for the next run",
                 args.delivery_grace,
-                args.state_dir.join("outbox.jsonl").display()
+                args.state_dir.join("deliveries").join("outbox.jsonl").display()
             );
         }
         eprintln!(
@@ -289,12 +314,16 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
             .dead_letter_counts()
             .map(|(kind, n)| (kind.as_str().to_string(), n))
             .collect(),
-        late_events: stats.late_events,
+        late_events: stats.late_events + slos.as_ref().map_or(0, |s| s.late_events()),
         alerts: alerts_written,
         bytes: bytes_read,
         seconds,
         events_per_second: stats.events as f64 / seconds.max(1e-9),
         rules: engine.observable_state(),
+        slos: slos
+            .as_ref()
+            .map(|slos| slos.observable_state())
+            .unwrap_or_default(),
     };
     eprintln!(
         "inferwatch detect: {} events in {:.2}s ({:.0} events/s), {} alert transitions, {} dead letters{}, {} late events",

@@ -14,6 +14,7 @@ mod rules_cmd;
 mod run_cmd;
 mod score_cmd;
 mod simulate_cmd;
+mod slo_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -50,6 +51,9 @@ enum Command {
     Serve(query_cmd::ServeArgs),
     /// Ingest, store and detect in one pass, as a config file describes.
     Run(run_cmd::Args),
+    /// Service level objectives: error budget reports.
+    #[command(subcommand)]
+    Slo(slo_cmd::SloCommand),
     /// Score a `timestamp,value` CSV series: anomaly scores in [0, 1] as CSV.
     Score(score_cmd::Args),
 }
@@ -66,6 +70,7 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => query_cmd::run_serve(args),
         Command::Run(args) => run_cmd::run(args),
         Command::Score(args) => score_cmd::run(args),
+        Command::Slo(command) => slo_cmd::run(command),
     };
     match result {
         Ok(code) => code,

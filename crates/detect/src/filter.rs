@@ -106,6 +106,42 @@ fn resolve_column(schema: &Schema, expr: &Expr) -> Result<Option<(usize, ColumnK
     }
 }
 
+impl RowPredicate {
+    /// Appends the indices of the columns the predicate reads.
+    pub fn referenced_columns(&self, out: &mut Vec<usize>) {
+        match self {
+            RowPredicate::Constant(_) => {}
+            RowPredicate::TextIn { column, .. } | RowPredicate::IsNull { column, .. } => {
+                out.push(*column)
+            }
+            RowPredicate::Numeric { left, right, .. } => {
+                left.referenced_columns(out);
+                right.referenced_columns(out);
+            }
+            RowPredicate::And(left, right) | RowPredicate::Or(left, right) => {
+                left.referenced_columns(out);
+                right.referenced_columns(out);
+            }
+            RowPredicate::Not(inner) => inner.referenced_columns(out),
+        }
+    }
+}
+
+impl NumericExpr {
+    /// Appends the indices of the columns the expression reads.
+    pub fn referenced_columns(&self, out: &mut Vec<usize>) {
+        match self {
+            NumericExpr::Column(column) => out.push(*column),
+            NumericExpr::Constant(_) => {}
+            NumericExpr::Arith(_, left, right) => {
+                left.referenced_columns(out);
+                right.referenced_columns(out);
+            }
+            NumericExpr::Negate(inner) => inner.referenced_columns(out),
+        }
+    }
+}
+
 /// Compiles a filter expression against a schema.
 pub fn compile_predicate(expr: &Expr, schema: &Schema) -> Result<RowPredicate, ExprError> {
     match expr {

@@ -41,6 +41,11 @@
 //! never with events. Windows advance by a watermark with an allowed
 //! lateness; the result does not depend on how the input was batched.
 //!
+//! * [`slo`] evaluates service level objectives: an availability or exact
+//!   latency SLI per group, multiwindow multi-burn-rate alerts (the SRE
+//!   workbook's 14.4× over 1h/5m, 6× over 6h/30m, 1× over 3d/6h by default)
+//!   and error budget reports, on the same event-time, batch-invariant terms
+//!   as the engine ([`SloEvaluator`]).
 //! * [`stats`] holds the two-sample drift tests (Kolmogorov–Smirnov,
 //!   Mann–Whitney with Hodges–Lehmann shift, chi-square with Cramér's V) and
 //!   distances (PSI, Jensen–Shannon, Wasserstein-1, Hellinger), each proven
@@ -67,6 +72,7 @@ pub mod filter;
 mod reference;
 mod rule;
 pub mod score;
+pub mod slo;
 pub mod stats;
 pub mod summary;
 
@@ -77,6 +83,7 @@ pub use rule::{
     load_rules_dir, Confirm, ExpectedAlert, Rule, RuleTest, SimulatedInput,
     DEFAULT_ALLOWED_LATENESS,
 };
+pub use slo::{load_slos, BudgetReport, Slo, SloEvaluator, SloState};
 
 /// Errors raised while loading, validating or running rules.
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +92,20 @@ pub enum DetectError {
     #[error("{}:{line}:{column}: {message}{}", path.display(), token.as_ref().map(|t| format!(" (at '{t}')")).unwrap_or_default())]
     Rule {
         /// The rule file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// The offending text, when there is one.
+        token: Option<String>,
+        /// What is wrong and what was expected.
+        message: String,
+    },
+    /// An SLO file is invalid; the position names the offending token.
+    #[error("{}:{line}:{column}: {message}{}", path.display(), token.as_ref().map(|t| format!(" (at '{t}')")).unwrap_or_default())]
+    Slo {
+        /// The SLO file.
         path: PathBuf,
         /// 1-based line.
         line: usize,

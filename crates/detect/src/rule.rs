@@ -482,7 +482,11 @@ pub fn load_rules_dir(dir: &Path) -> (Vec<Rule>, Vec<DetectError>) {
     (rules, errors)
 }
 
-fn collect_rule_paths(dir: &Path, paths: &mut Vec<PathBuf>, errors: &mut Vec<DetectError>) {
+pub(crate) fn collect_rule_paths(
+    dir: &Path,
+    paths: &mut Vec<PathBuf>,
+    errors: &mut Vec<DetectError>,
+) {
     if dir.is_file() {
         paths.push(dir.to_path_buf());
         return;
@@ -608,7 +612,7 @@ impl LowercaseFirst for String {
 /// parsed string don't map to file columns by addition. Instead we find the
 /// offending token's text in the file after the scalar's start, skipping as
 /// many earlier occurrences as the expression has before the span.
-fn expression_error(
+pub(crate) fn expression_error(
     source: &RuleSource,
     line: usize,
     column: usize,
