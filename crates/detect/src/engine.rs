@@ -1235,13 +1235,13 @@ impl RuleRuntime {
                 continue;
             }
             let cells = &mut self.cells[segment];
+            let layout = &self.layouts[segment];
             // A row is counted before its values are logged.
             for &(row, cell) in pairs {
                 cells[cell as usize]
                     .data
-                    .add_row(errors.value(row as usize));
+                    .add_row(layout, errors.value(row as usize));
             }
-            let layout = &self.layouts[segment];
             for (position, column) in layout.moment_columns.iter().enumerate() {
                 let values = float_column(batch.column(*column));
                 for &(row, cell) in pairs {

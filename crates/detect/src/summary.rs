@@ -409,24 +409,28 @@ impl BucketData {
 
     /// Counts one row.
     #[inline]
-    pub fn add_row(&mut self, is_error: bool) {
-        match self {
-            BucketData::Rows(bytes) => {
-                if bytes.is_empty() {
-                    *bytes = vec![0u8; ROWS_HEADER].into_boxed_slice();
-                }
-                let count = u32::from_le_bytes(bytes[0..4].try_into().expect("header")) + 1;
+    pub fn add_row(&mut self, layout: &SummaryLayout, is_error: bool) {
+        if let BucketData::Rows(bytes) = self {
+            if bytes.is_empty() {
+                *bytes = vec![0u8; ROWS_HEADER].into_boxed_slice();
+            }
+            let count = u32::from_le_bytes(bytes[0..4].try_into().expect("header"));
+            if count < u32::MAX {
                 let errors = u32::from_le_bytes(bytes[4..8].try_into().expect("header"))
                     + u32::from(is_error);
-                bytes[0..4].copy_from_slice(&count.to_le_bytes());
+                bytes[0..4].copy_from_slice(&(count + 1).to_le_bytes());
                 bytes[4..8].copy_from_slice(&errors.to_le_bytes());
-                // u32 counts: a bucket this busy is long past the rows limit.
-                debug_assert!(count < u32::MAX);
+                return;
             }
-            BucketData::Summary(summary) => {
-                summary.count += 1;
-                summary.errors += u64::from(is_error);
-            }
+            // The header's u32 is full (a count-only bucket never outgrows
+            // its rows limit): move to a summary's u64 counts.
+            let mut summary = Box::new(Summary::empty(layout));
+            Self::replay(bytes, &mut summary, true);
+            *self = BucketData::Summary(summary);
+        }
+        if let BucketData::Summary(summary) = self {
+            summary.count += 1;
+            summary.errors += u64::from(is_error);
         }
     }
 
@@ -668,7 +672,7 @@ mod tests {
         };
         let feed = |data: &mut BucketData, rows: std::ops::Range<u64>| {
             for i in rows {
-                data.add_row(i % 3 == 0);
+                data.add_row(&layout, i % 3 == 0);
                 data.add_moment(&layout, 0, i as f64 * 0.5);
                 data.add_moment(&layout, 1, -(i as f64));
                 data.add_sketch(&layout, 0, (i * i) as f64);
