@@ -1118,54 +1118,17 @@ impl RuleRuntime {
         }
     }
 
-    /// Global value ids of one group column for each row (dictionary values are interned once).
+    /// Global value ids of one group column for each row.
     fn column_value_ids(
         &mut self,
         position: usize,
         array: &ArrayRef,
         mask: &BooleanBuffer,
     ) -> Vec<u32> {
-        let rows = array.len();
-        if let Some(dictionary) = array.as_dictionary_opt::<Int32Type>() {
-            if let Some(values) = dictionary.values().as_string_opt::<i32>() {
-                let ids: Vec<u32> = (0..values.len())
-                    .map(|i| {
-                        if values.is_valid(i) {
-                            self.groups.intern_value(position, values.value(i))
-                        } else {
-                            NULL_VALUE
-                        }
-                    })
-                    .collect();
-                let keys = dictionary.keys();
-                return (0..rows)
-                    .map(|row| {
-                        if keys.is_valid(row) {
-                            ids[keys.value(row) as usize]
-                        } else {
-                            NULL_VALUE
-                        }
-                    })
-                    .collect();
-            }
-        }
-        let as_text = match array.data_type() {
-            DataType::Utf8 => array.clone(),
-            _ => match cast(array, &DataType::Utf8) {
-                Ok(text) => text,
-                Err(_) => return vec![NULL_VALUE; rows],
-            },
-        };
-        let strings = as_text.as_string::<i32>();
-        (0..rows)
-            .map(|row| {
-                if !mask.value(row) || strings.is_null(row) {
-                    NULL_VALUE
-                } else {
-                    self.groups.intern_value(position, strings.value(row))
-                }
-            })
-            .collect()
+        let groups = &mut self.groups;
+        column_value_ids(array, mask, &mut |value| {
+            groups.intern_value(position, value)
+        })
     }
 
     fn aggregate_rows(
@@ -1919,6 +1882,57 @@ fn value_hashes(array: &ArrayRef) -> Vec<Option<u64>> {
             strings
                 .is_valid(row)
                 .then(|| xxh3_64(strings.value(row).as_bytes()))
+        })
+        .collect()
+}
+
+/// Per row, the interned id of a column's value as text (`NULL_VALUE` for a
+/// null or, outside dictionaries, an unselected row). A dictionary column's
+/// values are interned once each, not once per row.
+pub(crate) fn column_value_ids(
+    array: &ArrayRef,
+    mask: &BooleanBuffer,
+    intern: &mut dyn FnMut(&str) -> u32,
+) -> Vec<u32> {
+    let rows = array.len();
+    if let Some(dictionary) = array.as_dictionary_opt::<Int32Type>() {
+        if let Some(values) = dictionary.values().as_string_opt::<i32>() {
+            let ids: Vec<u32> = (0..values.len())
+                .map(|i| {
+                    if values.is_valid(i) {
+                        intern(values.value(i))
+                    } else {
+                        NULL_VALUE
+                    }
+                })
+                .collect();
+            let keys = dictionary.keys();
+            return (0..rows)
+                .map(|row| {
+                    if keys.is_valid(row) {
+                        ids[keys.value(row) as usize]
+                    } else {
+                        NULL_VALUE
+                    }
+                })
+                .collect();
+        }
+    }
+    let as_text = match array.data_type() {
+        DataType::Utf8 => array.clone(),
+        _ => match cast(array, &DataType::Utf8) {
+            Ok(text) => text,
+            Err(_) => return vec![NULL_VALUE; rows],
+        },
+    };
+    let strings = as_text.as_string::<i32>();
+    (0..rows)
+        .map(|row| {
+            if !mask.value(row) || strings.is_null(row) {
+                NULL_VALUE
+            } else {
+                intern(strings.value(row))
+            }
         })
         .collect()
 }

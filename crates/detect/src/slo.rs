@@ -65,10 +65,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use ahash::AHashMap;
-use arrow::array::{Array, ArrayRef, AsArray};
+use arrow::array::{ArrayRef, AsArray};
 use arrow::buffer::BooleanBuffer;
-use arrow::compute::cast;
-use arrow::datatypes::{DataType, Int32Type, SchemaRef, TimestampNanosecondType};
+use arrow::datatypes::{DataType, SchemaRef, TimestampNanosecondType};
 use arrow::record_batch::RecordBatch;
 use inferwatch_core::{
     column, fingerprint, format_timestamp, parse_duration, Alert, AlertState, Impact, Severity,
@@ -757,47 +756,7 @@ impl GroupKeys {
 
     /// Per row, the interned id of the column's value (as text).
     fn row_ids(&mut self, column: usize, array: &ArrayRef, selected: &BooleanBuffer) -> Vec<u32> {
-        let rows = array.len();
-        if let Some(dictionary) = array.as_dictionary_opt::<Int32Type>() {
-            if let Some(values) = dictionary.values().as_string_opt::<i32>() {
-                let ids: Vec<u32> = (0..values.len())
-                    .map(|index| {
-                        if values.is_valid(index) {
-                            self.intern(column, values.value(index))
-                        } else {
-                            NULL_VALUE
-                        }
-                    })
-                    .collect();
-                let keys = dictionary.keys();
-                return (0..rows)
-                    .map(|row| {
-                        if keys.is_valid(row) {
-                            ids[keys.value(row) as usize]
-                        } else {
-                            NULL_VALUE
-                        }
-                    })
-                    .collect();
-            }
-        }
-        let as_text = match array.data_type() {
-            DataType::Utf8 => array.clone(),
-            _ => match cast(array, &DataType::Utf8) {
-                Ok(text) => text,
-                Err(_) => return vec![NULL_VALUE; rows],
-            },
-        };
-        let strings = as_text.as_string::<i32>();
-        (0..rows)
-            .map(|row| {
-                if !selected.value(row) || strings.is_null(row) {
-                    NULL_VALUE
-                } else {
-                    self.intern(column, strings.value(row))
-                }
-            })
-            .collect()
+        crate::engine::column_value_ids(array, selected, &mut |value| self.intern(column, value))
     }
 }
 
