@@ -514,7 +514,7 @@ impl DocumentReader<'_> {
                 Ok(())
             }
             (false, false) => Err(self.error_at(
-                document.span(),
+                first_key_span(document),
                 "expected a Sigma detection rule (with 'detection:') or a correlation rule (with 'correlation:')",
             )),
         }
@@ -561,14 +561,17 @@ impl DocumentReader<'_> {
         Ok(())
     }
 
+    /// `owner` is where a missing key is reported: the key that holds the
+    /// mapping (a mapping's own span starts at its first value, which reads oddly).
     fn required_scalar<'n>(
         &self,
         mapping: &'n MarkedMappingNode,
         key: &str,
         context: &str,
+        owner: &marked_yaml::Span,
     ) -> Result<&'n MarkedScalarNode, DetectError> {
         match mapping.get_node(key) {
-            None => Err(self.error_at(mapping.span(), format!("{context}: missing '{key}'"))),
+            None => Err(self.error_at(owner, format!("{context}: missing '{key}'"))),
             Some(node) => self.scalar(node, key),
         }
     }
@@ -629,7 +632,7 @@ impl DocumentReader<'_> {
             )),
             (None, Some(id)) => Ok((id.as_str().to_string(), None)),
             (None, None) => Err(self.error_at(
-                document.span(),
+                first_key_span(document),
                 "a rule needs a 'name' or an 'id' so that correlations and alerts can refer to it",
             )),
         }
@@ -671,13 +674,18 @@ impl DocumentReader<'_> {
         document: &MarkedMappingNode,
     ) -> Result<SigmaDetectionRule, DetectError> {
         self.check_keys(document, DETECTION_RULE_KEYS, "a Sigma detection rule")?;
-        let title = self.required_scalar(document, "title", "a Sigma detection rule")?;
+        let title = self.required_scalar(
+            document,
+            "title",
+            "a Sigma detection rule",
+            first_key_span(document),
+        )?;
         let (identifier, other_identifier) = self.identifiers(document)?;
         let severity = self.severity(document)?;
         let atlas = self.atlas_tags(document)?;
         let Some(logsource) = document.get_mapping("logsource") else {
             return Err(self.error_at(
-                document.span(),
+                first_key_span(document),
                 "a Sigma detection rule needs a 'logsource' mapping (its 'service' or 'category' names the stream)",
             ));
         };
@@ -727,7 +735,7 @@ impl DocumentReader<'_> {
             stream,
             severity,
             atlas,
-            position: self.at(document.span()),
+            position: self.at(first_key_span(document)),
             compiled,
         })
     }
@@ -736,7 +744,7 @@ impl DocumentReader<'_> {
     /// modifier and the condition's syntax.
     fn check_detection(&self, detection: &MarkedMappingNode) -> Result<(), DetectError> {
         let Some(condition) = detection.get_node("condition") else {
-            return Err(self.error_at(detection.span(), "'detection' needs a 'condition'"));
+            return Err(self.error_at(first_key_span(detection), "'detection' needs a 'condition'"));
         };
         let conditions: Vec<&MarkedScalarNode> = self.scalar_list(condition, "condition")?;
         for condition in conditions {
@@ -821,7 +829,12 @@ impl DocumentReader<'_> {
         document: &MarkedMappingNode,
     ) -> Result<CorrelationRule, DetectError> {
         self.check_keys(document, CORRELATION_RULE_KEYS, "a correlation rule")?;
-        let title = self.required_scalar(document, "title", "a correlation rule")?;
+        let title = self.required_scalar(
+            document,
+            "title",
+            "a correlation rule",
+            first_key_span(document),
+        )?;
         let (identifier, other_identifier) = self.identifiers(document)?;
         let severity = self.severity(document)?;
         let atlas = self.atlas_tags(document)?;
@@ -833,12 +846,12 @@ impl DocumentReader<'_> {
         };
         self.check_keys(block, CORRELATION_BLOCK_KEYS, "a correlation block")?;
 
-        let type_scalar = self.required_scalar(block, "type", "the correlation block")?;
+        let block_key = key_span(document, "correlation");
+        let type_scalar =
+            self.required_scalar(block, "type", "the correlation block", block_key)?;
         let rules = match block.get_node("rules") {
             Some(node) => self.references(node, "rules")?,
-            None => {
-                return Err(self.error_at(block.span(), "the correlation block: missing 'rules'"))
-            }
+            None => return Err(self.error_at(block_key, "the correlation block: missing 'rules'")),
         };
         if rules.is_empty() {
             return Err(self.error_at(
@@ -860,7 +873,7 @@ impl DocumentReader<'_> {
             }
             (None, None) => {
                 return Err(self.error_at(
-                    block.span(),
+                    block_key,
                     "the correlation block: missing 'timespan' (e.g. timespan: 5m)",
                 ))
             }
@@ -896,7 +909,7 @@ impl DocumentReader<'_> {
             "absence" => {
                 let Some(expected) = block.get_node("expected") else {
                     return Err(self.error_at(
-                        block.span(),
+                        block_key,
                         "an absence correlation needs 'expected': the rules whose findings must follow",
                     ));
                 };
@@ -960,7 +973,7 @@ impl DocumentReader<'_> {
             condition,
             generate,
             atlas,
-            position: self.at(document.span()),
+            position: self.at(first_key_span(document)),
         })
     }
 
@@ -1047,7 +1060,7 @@ impl DocumentReader<'_> {
         let Some(node) = block.get_node("condition") else {
             if counting {
                 return Err(self.error_at(
-                    block.span(),
+                    first_key_span(block),
                     format!(
                         "a {} correlation needs a 'condition', e.g. condition: {{gte: 5}}",
                         kind.type_name()
@@ -1060,7 +1073,7 @@ impl DocumentReader<'_> {
             // Sigma lets temporal types carry a count of distinct rules; this
             // engine requires all of them, so a condition would be ignored.
             return Err(self.error_at(
-                node.span(),
+                key_span(block, "condition"),
                 format!(
                     "unsupported: a {} correlation takes no 'condition' here (all listed rules must match)",
                     kind.type_name()
@@ -1110,7 +1123,7 @@ impl DocumentReader<'_> {
         }
         if comparisons.is_empty() {
             return Err(self.error_at(
-                node.span(),
+                key_span(block, "condition"),
                 "'condition' needs a comparison: gt, gte, lt, lte, eq or neq",
             ));
         }
@@ -1120,7 +1133,7 @@ impl DocumentReader<'_> {
             },
             (CorrelationKind::ValueCount { .. }, None) => {
                 return Err(self.error_at(
-                    node.span(),
+                    key_span(block, "condition"),
                     "a value_count condition needs 'field': the field whose distinct values are counted",
                 ))
             }
@@ -1153,6 +1166,16 @@ impl DocumentReader<'_> {
             .as_bool()
             .ok_or_else(|| self.error_at_token(scalar, "generate must be true or false"))
     }
+}
+
+/// Where a mapping starts, for messages: its first key (a mapping node's own
+/// span starts at its first value).
+fn first_key_span(mapping: &MarkedMappingNode) -> &marked_yaml::Span {
+    mapping
+        .keys()
+        .next()
+        .map(|key| key.span())
+        .unwrap_or_else(|| mapping.span())
 }
 
 /// The span of `key` in `mapping` (the key itself), or the mapping's when absent.

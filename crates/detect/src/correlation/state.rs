@@ -185,7 +185,9 @@ pub(crate) struct CorrelationRuntime {
     trigger_slots: usize,
     /// Conditions decided the moment a finding arrives (gt/gte only) rather than at window close.
     decided_by_growth: bool,
-    pending: BTreeSet<PendingFinding>,
+    /// Buffered findings with their multiplicity: identical findings are
+    /// interchangeable, but each one counts.
+    pending: BTreeMap<PendingFinding, u32>,
     groups: HashMap<Vec<String>, GroupState>,
     deadlines: BTreeSet<(i64, Vec<String>)>,
     max_groups: usize,
@@ -204,7 +206,7 @@ impl CorrelationRuntime {
             rule,
             slots,
             decided_by_growth,
-            pending: BTreeSet::new(),
+            pending: BTreeMap::new(),
             groups: HashMap::new(),
             deadlines: BTreeSet::new(),
             max_groups: max_groups.max(1),
@@ -245,14 +247,17 @@ impl CorrelationRuntime {
         let mut atlas = atlas.to_vec();
         atlas.sort();
         atlas.dedup();
-        self.pending.insert(PendingFinding {
-            time,
-            slot,
-            group,
-            value,
-            atlas,
-        });
-        self.counters.buffered = self.pending.len();
+        *self
+            .pending
+            .entry(PendingFinding {
+                time,
+                slot,
+                group,
+                value,
+                atlas,
+            })
+            .or_default() += 1;
+        self.counters.buffered += 1;
     }
 
     /// Evaluates, in event-time order, every buffered finding and deadline before `watermark`.
@@ -260,8 +265,8 @@ impl CorrelationRuntime {
         loop {
             let next_finding = self
                 .pending
-                .first()
-                .map(|finding| finding.time)
+                .first_key_value()
+                .map(|(finding, _)| finding.time)
                 .filter(|time| *time < watermark);
             let next_deadline = self
                 .deadlines
@@ -275,14 +280,20 @@ impl CorrelationRuntime {
                     self.expire_first_deadline(matches)
                 }
                 (Some(_), _) => {
-                    if let Some(finding) = self.pending.pop_first() {
+                    if let Some(mut entry) = self.pending.first_entry() {
+                        *entry.get_mut() -= 1;
+                        let finding = if *entry.get() == 0 {
+                            entry.remove_entry().0
+                        } else {
+                            entry.key().clone()
+                        };
+                        self.counters.buffered -= 1;
                         self.evaluate(finding, matches);
                     }
                 }
                 (None, Some(_)) => self.expire_first_deadline(matches),
             }
         }
-        self.counters.buffered = self.pending.len();
         self.counters.groups = self.groups.len();
     }
 
@@ -573,7 +584,7 @@ impl CorrelationRuntime {
 
     /// Groups with live state and findings buffered.
     pub fn sizes(&self) -> (usize, usize) {
-        (self.groups.len(), self.pending.len())
+        (self.groups.len(), self.counters.buffered)
     }
 }
 
