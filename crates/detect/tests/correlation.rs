@@ -1004,3 +1004,124 @@ fn every_correlation_of_the_shuffle_property_fires_on_a_plain_input() {
         "{alerts:#?}"
     );
 }
+
+const MANY_FAILURES: &str = "
+title: Many failures
+name: many-failures
+correlation:
+  type: event_count
+  rules: [failure]
+  group-by: [client]
+  timespan: 1m
+  condition: {gte: 2}
+";
+
+#[test]
+fn identical_findings_each_count() {
+    let mut engine = engine(MANY_FAILURES);
+    engine.observe_finding(finding("failure", 0, "a"));
+    engine.observe_finding(finding("failure", 0, "a"));
+    assert_eq!(engine.flush().len(), 1);
+}
+
+#[test]
+fn idle_groups_are_forgotten_so_state_stays_bounded() {
+    let mut engine = engine(MANY_FAILURES);
+    for client in 0..3_000 {
+        engine.observe_finding(finding("failure", 0, &format!("c{client}")));
+    }
+    assert!(engine.poll().is_empty());
+    assert_eq!(engine.observable_state()[0].counters.buffered, 3_000);
+    // Later traffic from other clients: the first ones' findings fall out of the timespan.
+    for client in 0..3_000 {
+        engine.observe_finding(finding("failure", 10 * MINUTE, &format!("d{client}")));
+    }
+    engine.flush();
+    let counters = &engine.observable_state()[0].counters;
+    assert_eq!(counters.buffered, 0);
+    assert!(counters.groups <= 3_000, "{counters:?}");
+    // Again, and the later ones go too.
+    engine.observe_finding(finding("failure", 60 * MINUTE, "e"));
+    for step in 0..3_000 {
+        engine.observe_finding(finding("failure", 60 * MINUTE + step, "f"));
+    }
+    let alerts = engine.flush();
+    assert_eq!(alerts.len(), 1_500, "f fires every second finding");
+    let counters = &engine.observable_state()[0].counters;
+    assert!(counters.groups <= 2, "{counters:?}");
+}
+
+#[test]
+fn group_fields_may_be_nested_in_raw_events() {
+    let mut engine = engine(
+        "
+title: Denied call
+name: denied
+logsource: {service: gateway}
+detection:
+  selection:
+    response.status: 403
+  condition: selection
+---
+title: Many denied calls per caller
+name: many-denied
+correlation:
+  type: event_count
+  rules: [denied]
+  group-by: [caller.ip]
+  timespan: 1m
+  condition: {gte: 2}
+",
+    );
+    for offset in [0, SECOND] {
+        engine
+            .observe_event(
+                "gateway",
+                &json!({"timestamp": at(offset), "caller": {"ip": "9.9.9.9"}, "response": {"status": 403}}),
+            )
+            .unwrap();
+    }
+    let alerts = engine.flush();
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    assert_eq!(alerts[0].group["caller.ip"], "9.9.9.9");
+}
+
+#[test]
+fn only_firing_alerts_are_findings() {
+    let mut engine = engine(ORDERED);
+    let alert = |state: AlertState, rule: &str, offset: i64| Alert {
+        alert_id: String::new(),
+        fingerprint: String::new(),
+        rule_id: rule.into(),
+        title: String::new(),
+        severity: Severity::Low,
+        state,
+        starts_at: at(offset),
+        ends_at: None,
+        group: [("client".to_string(), "a".to_string())].into(),
+        value: None,
+        threshold: None,
+        condition: String::new(),
+        atlas: vec!["AML.T0029".into()],
+        impact: Default::default(),
+        explanation: Vec::new(),
+        labels: Default::default(),
+        evidence: None,
+    };
+    assert_eq!(
+        engine.observe_alert(&alert(AlertState::Resolved, "failure", 0)),
+        Observed::Unused
+    );
+    assert_eq!(
+        engine.observe_alert(&alert(AlertState::Pending, "failure", 0)),
+        Observed::Unused
+    );
+    assert!(engine.flush().is_empty());
+    engine.observe_alert(&alert(AlertState::Firing, "failure", MINUTE));
+    engine.observe_alert(&alert(AlertState::Firing, "success", 2 * MINUTE));
+    let alerts = engine.flush();
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].atlas, ["AML.T0029"]);
+    assert_eq!(alerts[0].fingerprint.len(), 16);
+    assert_ne!(alerts[0].alert_id, alerts[0].fingerprint);
+}

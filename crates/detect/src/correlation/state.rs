@@ -567,11 +567,12 @@ impl CorrelationRuntime {
         }
     }
 
-    /// Drops stale sliding state of groups not touched lately; amortised over
-    /// evaluations so the cost per finding stays constant.
+    /// Drops stale sliding state of groups not touched lately. A sweep runs
+    /// after as many evaluations as half the groups, so its cost per finding
+    /// stays constant even when every finding opens a new group.
     fn sweep_if_due(&mut self, now: i64) {
         self.evaluated_since_sweep += 1;
-        if self.evaluated_since_sweep < self.groups.len().max(1024) {
+        if self.evaluated_since_sweep < (self.groups.len() / 2).max(1024) {
             return;
         }
         self.evaluated_since_sweep = 0;
