@@ -1125,3 +1125,68 @@ fn only_firing_alerts_are_findings() {
     assert_eq!(alerts[0].fingerprint.len(), 16);
     assert_ne!(alerts[0].alert_id, alerts[0].fingerprint);
 }
+
+#[test]
+fn sigma_detection_rules_get_rsigma_modifiers_and_conditions() {
+    let mut engine = engine(
+        "
+title: Inference call from the internal network
+name: internal-inference
+logsource: {service: gateway}
+detection:
+  selection_chat:
+    path|re: '^/v1/(chat|embed)'
+  selection_models:
+    model|startswith:
+      - fraud-
+      - risk-
+  network:
+    client_ip|cidr: 10.0.0.0/8
+  probe:
+    user_agent|contains|all:
+      - health
+      - probe
+  condition: 1 of selection_* and network and not probe
+---
+title: Internal calls
+name: internal-calls
+correlation:
+  type: event_count
+  rules: [internal-inference]
+  group-by: [client_ip]
+  timespan: 1h
+  condition: {gte: 1}
+",
+    );
+    let call = |offset: i64, path: &str, model: &str, ip: &str, agent: &str| json!({"timestamp": at(offset), "path": path, "model": model, "client_ip": ip, "user_agent": agent});
+    let events = [
+        call(0, "/v1/chat", "llm", "10.1.2.3", "curl"), // selection_chat
+        call(1, "/v2/score", "fraud-v3", "10.1.2.4", "curl"), // selection_models
+        call(2, "/v1/chat", "llm", "192.168.0.1", "curl"), // outside 10/8
+        call(3, "/v1/embed", "llm", "10.1.2.5", "health-probe"), // probe filtered out
+        call(4, "/v1/embed", "llm", "10.1.2.6", "health-check"), // `all`: only one word
+        call(5, "/v2/score", "llm", "10.1.2.7", "curl"), // no selection
+    ];
+    let matched: Vec<usize> = events
+        .iter()
+        .map(|event| engine.observe_event("gateway", event).unwrap())
+        .collect();
+    assert_eq!(matched, [1, 1, 0, 0, 1, 0]);
+    let mut clients: Vec<String> = engine
+        .flush()
+        .into_iter()
+        .map(|a| a.group["client_ip"].clone())
+        .collect();
+    clients.sort();
+    assert_eq!(clients, ["10.1.2.3", "10.1.2.4", "10.1.2.6"]);
+}
+
+#[test]
+fn sigma_v1_aggregations_in_a_condition_are_refused() {
+    let yaml = SIGMA_RULE.replace(
+        "condition: selection",
+        "condition: selection | count() by src_ip > 5",
+    );
+    let (line, _, message) = error_of(&yaml);
+    assert_eq!(line, 7, "{message}");
+}
