@@ -65,6 +65,7 @@
 
 pub mod baseline;
 pub mod condition;
+pub mod correlation;
 pub mod detector;
 mod engine;
 pub mod expr;
@@ -144,6 +145,15 @@ pub enum DetectError {
         /// 1-based column.
         column: usize,
         /// What is wrong and what was expected.
+        message: String,
+    },
+    /// A raw event given to the correlation engine cannot be used (not an
+    /// object, or no readable event time).
+    #[error("event on stream '{stream}': {message}")]
+    Event {
+        /// The stream it was observed on.
+        stream: String,
+        /// What is wrong, in lowercase.
         message: String,
     },
     /// An argument is invalid, e.g. an unknown detector name.
