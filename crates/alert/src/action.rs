@@ -42,6 +42,13 @@ pub trait Action: Send + Sync {
     fn handles(&self, state: AlertState) -> bool {
         matches!(state, AlertState::Firing | AlertState::Resolved)
     }
+
+    /// Whether it is sent a still-firing alert again when its group's
+    /// `repeat_interval` passes. Yes by default (a reminder, and it keeps
+    /// Alertmanager's `endsAt` fresh); a rollback acts once per episode.
+    fn repeats(&self) -> bool {
+        true
+    }
 }
 
 /// The serde config of one action kind. (Not `Debug`: configs hold secrets.)

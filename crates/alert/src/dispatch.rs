@@ -108,6 +108,16 @@ pub struct SubmitReport {
     pub unmatched: usize,
 }
 
+impl SubmitReport {
+    /// Adds another call's counts.
+    pub fn add(&mut self, other: &SubmitReport) {
+        self.enqueued += other.enqueued;
+        self.spilled += other.spilled;
+        self.duplicates += other.duplicates;
+        self.unmatched += other.unmatched;
+    }
+}
+
 /// How an attempt ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -279,16 +289,42 @@ impl Dispatcher {
     /// transition already in the journal (same action and idempotency key)
     /// is skipped. An error means nothing of this call was journaled.
     pub fn submit_all(&self, alerts: &[Alert]) -> Result<SubmitReport, AlertError> {
+        self.submit_keyed(alerts, None)
+    }
+
+    /// Journals a `repeat_interval` reminder of still-firing alerts, sent at
+    /// event time `at`: keyed apart from the first delivery (so it is not
+    /// taken for a duplicate) and only for actions that take repeats.
+    pub fn submit_repeat(&self, alerts: &[Alert], at: i64) -> Result<SubmitReport, AlertError> {
+        self.submit_keyed(alerts, Some(at))
+    }
+
+    fn submit_keyed(
+        &self,
+        alerts: &[Alert],
+        repeat_at: Option<i64>,
+    ) -> Result<SubmitReport, AlertError> {
         let mut report = SubmitReport::default();
         let mut candidates = Vec::new();
         for alert in alerts {
             let mut accepted = false;
             if alert.state != AlertState::Pending {
-                for (index, action) in self.shared.actions.iter().enumerate() {
-                    if action.accepts(alert) {
-                        candidates.push((index, Delivery::new(alert.clone())));
-                        accepted = true;
+                for (index, configured) in self.shared.actions.iter().enumerate() {
+                    if !configured.accepts(alert)
+                        || (repeat_at.is_some() && !configured.action.repeats())
+                    {
+                        continue;
                     }
+                    let mut delivery = Delivery::new(alert.clone());
+                    if let Some(at) = repeat_at {
+                        delivery.idempotency_key = format!(
+                            "{}:repeat:{}",
+                            delivery.idempotency_key,
+                            inferwatch_core::format_timestamp(at)
+                        );
+                    }
+                    candidates.push((index, delivery));
+                    accepted = true;
                 }
             }
             if !accepted {

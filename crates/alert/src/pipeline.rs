@@ -1173,9 +1173,9 @@ impl NotificationPipeline {
 /// (its alerts, firing then resolved).
 ///
 /// The dispatcher keys deliveries by fingerprint, state and start, so an
-/// alert it has delivered before (a repeat, or the firing alerts already
-/// reported when a group changes) is dropped there as a duplicate; only new
-/// transitions reach the receivers.
+/// alert it has delivered before (the firing alerts already reported when a
+/// group changes) is dropped there as a duplicate; only new transitions
+/// reach the receivers. Repeats go through [`Dispatcher::submit_repeat`].
 pub fn dispatch_alerts(notification: &Notification) -> Vec<Alert> {
     notification.alerts.clone()
 }
@@ -1190,8 +1190,14 @@ pub fn submit_notifications(
     if notifications.is_empty() {
         return Ok(SubmitReport::default());
     }
-    let alerts: Vec<Alert> = notifications.iter().flat_map(dispatch_alerts).collect();
-    let report = dispatcher.submit_all(&alerts)?;
+    let (repeats, first): (Vec<&Notification>, Vec<&Notification>) = notifications
+        .iter()
+        .partition(|notification| notification.reason == NotificationReason::Repeat);
+    let alerts: Vec<Alert> = first.into_iter().flat_map(dispatch_alerts).collect();
+    let mut report = dispatcher.submit_all(&alerts)?;
+    for repeat in repeats {
+        report.add(&dispatcher.submit_repeat(&dispatch_alerts(repeat), repeat.at)?);
+    }
     let ids: Vec<String> = notifications
         .iter()
         .map(|notification| notification.notification_id.clone())

@@ -599,3 +599,51 @@ fn deliveries_of_an_action_removed_from_the_config_are_dead_lettered_on_restart(
         "never sent to another action"
     );
 }
+
+#[test]
+fn a_repeat_reaches_the_webhook_again_but_never_rolls_back_twice() {
+    let receiver = Receiver::start(Box::new(|_, _| (200, vec![])));
+    let state = tempfile::tempdir().unwrap();
+    let config = format!(
+        "actions:\n  - name: hook\n    kind: webhook\n    url: http://{0}/hook\n  - name: canary-rollback\n    kind: rollback\n    request:\n      method: POST\n      url: http://{0}/rollback\n",
+        receiver.address
+    );
+    let file = ActionsFile::from_yaml_str(Path::new("actions.yaml"), &config).unwrap();
+    let dispatcher = Dispatcher::start(
+        DispatcherConfig::new(state.path()).with_settings(fast_settings(3)),
+        file.build(&BuildContext::new()).unwrap(),
+    )
+    .unwrap();
+    let firing = alert("fp-a", AlertState::Firing);
+    assert_eq!(dispatcher.submit(&firing).unwrap().enqueued, 2);
+    // The same transition again (a group change re-listing it): nothing new.
+    assert_eq!(dispatcher.submit(&firing).unwrap().duplicates, 2);
+    let four_hours_later = inferwatch_core::parse_timestamp_text("2026-01-01T04:00:30Z").unwrap();
+    let repeat = dispatcher
+        .submit_repeat(std::slice::from_ref(&firing), four_hours_later)
+        .unwrap();
+    assert_eq!((repeat.enqueued, repeat.duplicates), (1, 0), "webhook only");
+    // A restarted pipeline offering the same repeat again is a duplicate.
+    let again = dispatcher
+        .submit_repeat(std::slice::from_ref(&firing), four_hours_later)
+        .unwrap();
+    assert_eq!((again.enqueued, again.duplicates), (0, 1));
+    assert!(dispatcher.wait_idle(DEADLINE));
+
+    let received = receiver.received();
+    let paths: Vec<&str> = received.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(
+        paths.iter().filter(|p| **p == "/rollback").count(),
+        1,
+        "{paths:?}"
+    );
+    let hook_keys: Vec<&str> = received
+        .iter()
+        .filter(|r| r.path == "/hook")
+        .map(|r| r.header("Idempotency-Key").unwrap())
+        .collect();
+    let first_key = idempotency_key(&firing);
+    assert_eq!(hook_keys.len(), 2, "{hook_keys:?}");
+    assert!(hook_keys.contains(&first_key.as_str()));
+    assert!(hook_keys.contains(&format!("{first_key}:repeat:2026-01-01T04:00:30Z").as_str()));
+}

@@ -75,6 +75,15 @@ pub struct Args {
     /// flight; whatever is left is delivered by the next run.
     #[arg(long, default_value = "30s", value_name = "DURATION")]
     pub delivery_grace: String,
+    /// Sigma correlation rules (file or directory): correlations over the
+    /// rule and SLO alerts, the inference events and the `--stream` files.
+    #[arg(long, value_name = "PATH")]
+    pub correlations: Option<PathBuf>,
+    /// A side stream for the correlations, NAME=FILE (JSONL), e.g.
+    /// `auth=auth.jsonl`; Sigma rules select it by `logsource.service`.
+    /// Repeatable. Read whole at start and interleaved by event time.
+    #[arg(long = "stream", value_name = "NAME=FILE", requires = "correlations")]
+    pub streams: Vec<crate::correlator::StreamSpec>,
     /// Log files or globs (`.gz` is read transparently); `-` or nothing reads standard input.
     pub inputs: Vec<String>,
 }
@@ -161,11 +170,37 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         .as_ref()
         .map(|path| load_slo_evaluator(path, &full_decoder))
         .transpose()?;
+    let mut side_dead_letters = Vec::new();
+    let mut correlator = match &args.correlations {
+        Some(path) => {
+            let slo_ids = slos
+                .iter()
+                .flat_map(|slos| slos.slos().map(|slo| slo.id.clone()));
+            let known = crate::correlator::known_rule_ids(&engine, slo_ids);
+            // SLO alerts wait for their own lateness, the default.
+            let delay = engine.alert_delay().max(
+                inferwatch_core::parse_duration(inferwatch_detect::DEFAULT_ALLOWED_LATENESS)?,
+            );
+            Some(crate::correlator::Correlator::load(
+                path,
+                &args.streams,
+                &known,
+                delay,
+                &mut side_dead_letters,
+            )?)
+        }
+        None => None,
+    };
     let mut columns = engine.referenced_columns();
     if let Some(slos) = &slos {
         columns.extend(slos.referenced_columns());
     }
-    let decoder = projected_decoder(&mapping, &columns);
+    // Sigma rules over inference events may read any field.
+    let decoder = if correlator.as_ref().is_some_and(|c| c.reads_inference()) {
+        full_decoder
+    } else {
+        projected_decoder(&mapping, &columns)
+    };
     let total_bytes = input_size(&args.inputs);
     let threads = args.threads.unwrap_or_else(|| {
         std::thread::available_parallelism()
@@ -205,6 +240,16 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
     };
     let mut dead_letters: Option<DeadLetterWriter> = None;
+    if !side_dead_letters.is_empty() {
+        eprintln!(
+            "inferwatch detect: {} side-stream line(s) refused (see {})",
+            side_dead_letters.len(),
+            args.dead_letter.display()
+        );
+        dead_letters
+            .insert(DeadLetterWriter::open(&args.dead_letter)?)
+            .write(&side_dead_letters)?;
+    }
     let progress = Progress::new(total_bytes, args.quiet);
     let started = Instant::now();
     let mut counters = DecodeCounters::default();
@@ -250,6 +295,10 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
                     alerts.extend(slos.observe(&decoded.batch));
                 }
                 let now = engine.stats().max_event_time;
+                if let Some(correlator) = &mut correlator {
+                    let correlated = correlator.observe(&alerts, Some(&decoded.batch), now)?;
+                    alerts.extend(correlated);
+                }
                 alerts_written += write_alerts(alerts, now, &mut output)?;
                 if args.follow {
                     output.flush()?;
@@ -280,9 +329,24 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
     if let Some(slos) = &mut slos {
         last.extend(slos.finish());
     }
+    if let Some(correlator) = &mut correlator {
+        let correlated = correlator.finish(&last);
+        last.extend(correlated);
+        let (late, refused) = correlator.dropped();
+        if late + refused > 0 {
+            eprintln!(
+                "inferwatch detect: correlations dropped {late} late finding(s) and refused {refused} event(s) without a readable time"
+            );
+        }
+    }
     let now = engine.stats().max_event_time;
     alerts_written += write_alerts(last, now, &mut output)?;
     output.flush()?;
+    if let (Some(notifier), Some(now), false) = (&mut notifier, now, args.follow) {
+        // The input has ended: let the groups' timers run out so the last
+        // changes are notified instead of waiting for events that never come.
+        notifier.drain(now)?;
+    }
     pipeline.finish();
     progress.finish();
     if let Some(notifier) = notifier {
@@ -430,6 +494,9 @@ impl Progress {
 struct Notifier {
     pipeline: inferwatch_alert::NotificationPipeline,
     dispatcher: inferwatch_alert::Dispatcher,
+    /// How far past the last event the clock moves at the end of a finite
+    /// input: long enough for every group's wait or interval to pass.
+    drain: i64,
 }
 
 impl Notifier {
@@ -447,17 +514,26 @@ impl Notifier {
             None => inferwatch_alert::NotifyConfig::default(),
         };
         let mut pipeline =
-            inferwatch_alert::NotificationPipeline::open(notify_config, &args.state_dir)?;
+            inferwatch_alert::NotificationPipeline::open(notify_config.clone(), &args.state_dir)?;
         if let Some(path) = &args.silences {
             let silences = inferwatch_alert::SilencesFile::load(path)?;
             pipeline.add_silences(&silences.silences)?;
         }
         let unsent = pipeline.unsent_notifications().to_vec();
         inferwatch_alert::submit_notifications(&dispatcher, &mut pipeline, &unsent)?;
+        let route = &notify_config.route;
+        let drain = route.group_wait.max(route.group_interval).as_nanos() as i64;
         Ok(Notifier {
             pipeline,
             dispatcher,
+            drain,
         })
+    }
+
+    /// End of a finite input: moves the clock past the last event by the
+    /// longest group timer and sends what that makes due.
+    fn drain(&mut self, last_event: i64) -> anyhow::Result<()> {
+        self.observe(&[], Some(last_event.saturating_add(self.drain)))
     }
 
     /// Feeds transitions (event-time order) and moves the pipeline's clock

@@ -430,6 +430,36 @@ impl CorrelationEngine {
         external.into_iter().collect()
     }
 
+    /// Whether a Sigma detection rule reads `stream` (one without a
+    /// `logsource` stream reads every stream), so a caller can skip turning
+    /// events into JSON that nothing would look at.
+    pub fn reads_stream(&self, stream: &str) -> bool {
+        self.detection_rules
+            .iter()
+            .any(|rule| rule.stream.as_deref().is_none_or(|s| s == stream))
+    }
+
+    /// The event time of a raw event: the first of the configured
+    /// timestamp fields present, RFC 3339 or epoch; `None` when none is
+    /// present or it does not parse.
+    pub fn event_time(&self, event: &Value) -> Option<i64> {
+        self.time_field(event).flatten()
+    }
+
+    /// The first timestamp field present (outer `None`: none is), parsed
+    /// (inner `None`: it does not parse).
+    fn time_field(&self, event: &Value) -> Option<Option<i64>> {
+        self.config
+            .timestamp_fields
+            .iter()
+            .find_map(|field| lookup(event, field))
+            .map(|value| match value {
+                Value::String(text) => parse_timestamp_text(text).ok(),
+                Value::Number(number) => number.as_f64().and_then(epoch_to_nanos),
+                _ => None,
+            })
+    }
+
     /// Counters per correlation, in dependency order.
     pub fn observable_state(&self) -> Vec<CorrelationState> {
         self.correlations
@@ -512,16 +542,7 @@ impl CorrelationEngine {
         let Some(object) = event.as_object() else {
             return Err(event_error("an event must be a JSON object".into()));
         };
-        let time = self
-            .config
-            .timestamp_fields
-            .iter()
-            .find_map(|field| lookup(event, field))
-            .map(|value| match value {
-                Value::String(text) => parse_timestamp_text(text).ok(),
-                Value::Number(number) => number.as_f64().and_then(epoch_to_nanos),
-                _ => None,
-            });
+        let time = self.time_field(event);
         let sigma_event = rsigma_eval::JsonEvent::borrow(event);
         let matched: Vec<usize> = self
             .detection_rules

@@ -295,6 +295,22 @@ impl Engine {
         self.rules.iter().map(RuleRuntime::state).collect()
     }
 
+    /// The ids of the loaded rules.
+    pub fn rule_ids(&self) -> impl Iterator<Item = &str> {
+        self.rules.iter().map(|runtime| runtime.rule.id.as_str())
+    }
+
+    /// How far an alert transition's time may lag the newest event time
+    /// when it is released: a tick waits for the allowed lateness, and ticks
+    /// come every `every`.
+    pub fn alert_delay(&self) -> i64 {
+        self.rules
+            .iter()
+            .map(|runtime| runtime.rule.allowed_lateness + runtime.rule.every)
+            .max()
+            .unwrap_or(0)
+    }
+
     fn release(&mut self, horizon: i64) -> Vec<Alert> {
         if self.outbox.is_empty() {
             return Vec::new();

@@ -214,6 +214,10 @@ impl Action for RollbackAction {
         state == AlertState::Firing
     }
 
+    fn repeats(&self) -> bool {
+        false
+    }
+
     fn execute(&self, delivery: &Delivery) -> Result<Outcome, DeliveryFailure> {
         let alert = &delivery.alert;
         let (headers, request) = self.render(delivery).map_err(|message| {
