@@ -5,6 +5,7 @@
 //! function, so `main` only dispatches.
 
 mod detect_cmd;
+mod dora_cmd;
 mod ingest_cmd;
 mod map_cmd;
 mod pipeline;
@@ -54,6 +55,10 @@ enum Command {
     /// Service level objectives: error budget reports.
     #[command(subcommand)]
     Slo(slo_cmd::SloCommand),
+    /// DORA metrics for models: deployment frequency, lead time, change
+    /// failure rate, time to restore.
+    #[command(subcommand)]
+    Dora(dora_cmd::DoraCommand),
     /// Score a `timestamp,value` CSV series: anomaly scores in [0, 1] as CSV.
     Score(score_cmd::Args),
 }
@@ -71,6 +76,7 @@ fn main() -> std::process::ExitCode {
         Command::Run(args) => run_cmd::run(args),
         Command::Score(args) => score_cmd::run(args),
         Command::Slo(command) => slo_cmd::run(command),
+        Command::Dora(command) => dora_cmd::run(command),
     };
     match result {
         Ok(code) => code,

@@ -135,11 +135,13 @@
 //! assert_eq!(summary.events, output.iter().filter(|&&byte| byte == b'\n').count() as u64);
 //! ```
 
+mod deploys;
 mod fleet;
 mod format;
 mod generate;
 mod scenario;
 
+pub use deploys::{deploy_records, DeployRecord, SIMULATED_LEAD_TIMES_S};
 pub use fleet::{
     client_id, client_ip, client_number, daily_cycle, source_id, Deployment, ModelProfile,
     BACKGROUND_ERROR_RATE, CLIENT_COUNT, CLIENT_ZIPF_EXPONENT, DAILY_CYCLE_AMPLITUDE,
