@@ -590,9 +590,10 @@ fn a_bad_line_names_file_line_and_column() {
         .unwrap_err()
         .to_string();
     let expected = format!(
-        "{}:3:94: invalid type: floating point `1.3`, expected a string",
+        "{}:3:91: invalid type: floating point `1.3`, expected a string",
         path.display()
     );
+    // serde_json points at the last character of the offending value.
     assert_eq!(error, expected);
 
     let cases = [
