@@ -60,6 +60,11 @@
 //! resumes after a restart. Its config is `notify.yaml` ([`NotifyConfig`])
 //! and `silences.yaml` ([`SilencesFile`]); examples are in `examples/`.
 //!
+//! ## DORA metrics
+//! [`dora`] turns deployment records, this history and rollback
+//! remediations into deployment frequency, lead time, change failure rate
+//! and time to restore per model (`inferwatch dora report`).
+//!
 //! ```no_run
 //! # fn run(
 //! #     dispatcher: &inferwatch_alert::Dispatcher,

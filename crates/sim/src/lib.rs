@@ -13,7 +13,8 @@
 //! field mapping reads it as is, and its labels file (one [`Incident`] per
 //! line) is the ground truth against which alerts are scored. It depends only
 //! on `inferwatch-core`. The `inferwatch simulate` subcommand is a thin
-//! wrapper around [`generate`] and [`incidents`].
+//! wrapper around [`generate`] and [`incidents`]; [`deploy_records`] gives
+//! the fleet's deploys (simulated commit times) for DORA metrics.
 //!
 //! ## The event
 //!
