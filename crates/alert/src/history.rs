@@ -396,22 +396,63 @@ pub fn query_history(
     Ok(found)
 }
 
+/// Every committed record of one history file, oldest first (an unfinished
+/// last batch is left out). Unlike [`read_history`], a missing file is an
+/// error: the caller named it.
+pub fn read_history_file(path: &Path) -> Result<Vec<HistoryRecord>, AlertError> {
+    let file = File::open(path).map_err(|source| AlertError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut records = Vec::new();
+    scan_records(path, file, |record| records.push(record))?;
+    Ok(records)
+}
+
 /// Calls `visit` with each committed record, commits left out.
-fn scan_history(state_dir: &Path, mut visit: impl FnMut(HistoryRecord)) -> Result<(), AlertError> {
+fn scan_history(state_dir: &Path, visit: impl FnMut(HistoryRecord)) -> Result<(), AlertError> {
     let path = state_dir.join(HISTORY_FILE);
-    let file = match File::open(&path) {
-        Ok(file) => file,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(source) => return Err(AlertError::Io { path, source }),
+    match File::open(&path) {
+        Ok(file) => scan_records(&path, file, visit),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(AlertError::Io { path, source }),
+    }
+}
+
+/// Reads committed batches. An unreadable line is the torn tail of a batch
+/// in progress, unless a commit follows it: then the file is damaged, and
+/// reading on would silently drop history.
+fn scan_records(
+    path: &Path,
+    file: File,
+    mut visit: impl FnMut(HistoryRecord),
+) -> Result<(), AlertError> {
+    let io_error = |source| AlertError::Io {
+        path: path.to_path_buf(),
+        source,
     };
+    let mut reader = BufReader::new(file);
     let mut batch = Vec::new();
-    for line in BufReader::new(file).lines() {
-        let line = line.map_err(|source| AlertError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        let Ok(record) = serde_json::from_str::<HistoryRecord>(&line) else {
-            break; // the torn tail of a batch in progress
+    let mut line = String::new();
+    let mut line_number = 0u64;
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).map_err(io_error)? == 0 {
+            break;
+        }
+        line_number += 1;
+        let record = match serde_json::from_str::<HistoryRecord>(&line) {
+            Ok(record) => record,
+            Err(error) => {
+                if committed_after(&mut reader).map_err(io_error)? {
+                    return Err(AlertError::History {
+                        path: path.to_path_buf(),
+                        line: line_number,
+                        message: format!("unreadable history record: {error}"),
+                    });
+                }
+                break;
+            }
         };
         if record.entry == HistoryEntry::Commit {
             batch.drain(..).for_each(&mut visit);

@@ -60,6 +60,11 @@
 //! resumes after a restart. Its config is `notify.yaml` ([`NotifyConfig`])
 //! and `silences.yaml` ([`SilencesFile`]); examples are in `examples/`.
 //!
+//! ## DORA metrics
+//! [`dora`] turns deployment records, this history and rollback
+//! remediations into deployment frequency, lead time, change failure rate
+//! and time to restore per model (`inferwatch dora report`).
+//!
 //! ```no_run
 //! # fn run(
 //! #     dispatcher: &inferwatch_alert::Dispatcher,
@@ -87,6 +92,7 @@ pub mod action;
 pub mod config;
 pub mod delivery;
 pub mod dispatch;
+pub mod dora;
 pub mod event_time;
 pub mod flapping;
 pub mod grouping;
@@ -117,8 +123,8 @@ pub use event_time::{format_event_time, parse_event_time, transition_time};
 pub use flapping::FlappingConfig;
 pub use grouping::{GroupBy, Notification, NotificationReason, RouteConfig, Suppression};
 pub use history::{
-    query_history, read_history, HistoricTransition, HistoryEntry, HistoryQuery, HistoryRecord,
-    TransitionOrigin, HISTORY_FILE, SNAPSHOT_FILE,
+    query_history, read_history, read_history_file, HistoricTransition, HistoryEntry, HistoryQuery,
+    HistoryRecord, TransitionOrigin, HISTORY_FILE, SNAPSHOT_FILE,
 };
 pub use inferwatch_core::Alert;
 pub use inhibit::{default_inhibit_rules, InhibitRule};
@@ -176,6 +182,19 @@ pub enum AlertError {
         /// 1-based line, 0 when unknown.
         line: u64,
         /// What could not be read.
+        message: String,
+    },
+    /// A line of a record file (deployment records, `remediations.jsonl`)
+    /// cannot be read or makes no sense.
+    #[error("{}:{line}:{column}: {message}", path.display())]
+    Record {
+        /// The record file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column (1 when the whole line is at fault).
+        column: usize,
+        /// What is wrong.
         message: String,
     },
     /// An argument or setting is invalid, e.g. a missing secret.

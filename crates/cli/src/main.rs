@@ -6,6 +6,7 @@
 
 mod correlator;
 mod detect_cmd;
+mod dora_cmd;
 mod ingest_cmd;
 mod map_cmd;
 mod pipeline;
@@ -55,6 +56,10 @@ enum Command {
     /// Service level objectives: error budget reports.
     #[command(subcommand)]
     Slo(slo_cmd::SloCommand),
+    /// DORA metrics for models: deployment frequency, lead time, change
+    /// failure rate, time to restore.
+    #[command(subcommand)]
+    Dora(dora_cmd::DoraCommand),
     /// Score a `timestamp,value` CSV series: anomaly scores in [0, 1] as CSV.
     Score(score_cmd::Args),
 }
@@ -72,6 +77,7 @@ fn main() -> std::process::ExitCode {
         Command::Run(args) => run_cmd::run(args),
         Command::Score(args) => score_cmd::run(args),
         Command::Slo(command) => slo_cmd::run(command),
+        Command::Dora(command) => dora_cmd::run(command),
     };
     match result {
         Ok(code) => code,

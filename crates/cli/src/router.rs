@@ -7,9 +7,10 @@
 //!   its baseline. Answers 200 with the versions rolled back (an empty list
 //!   when there was nothing left to roll back) or 404 for an unknown model.
 //!
-//! Each rollback is appended to the deployments log (JSONL) when one is
-//! given, stamped with the simulated (event) time it takes effect: the
-//! record DORA metrics are computed from.
+//! When a deployments log (JSONL) is given, it starts with one simulated
+//! `deploy` record per deployment (at the run's start), and each rollback
+//! is appended, stamped with the simulated (event) time it takes effect:
+//! the records `inferwatch dora report` computes DORA metrics from.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -35,12 +36,20 @@ pub struct RouterState {
 }
 
 impl RouterState {
-    /// Every deployment live; rollbacks logged to `deployments_log` if given.
-    pub fn new(deployments_log: Option<&Path>) -> anyhow::Result<Arc<Self>> {
+    /// Every deployment live; when `deployments_log` is given, it gets the
+    /// deploy records of a run starting at `start_ns`, then the rollbacks.
+    pub fn new(deployments_log: Option<&Path>, start_ns: i64) -> anyhow::Result<Arc<Self>> {
         let log = match deployments_log {
-            Some(path) => Some(BufWriter::new(File::create(path).with_context(|| {
-                format!("cannot create deployments log {}", path.display())
-            })?)),
+            Some(path) => {
+                let context = || format!("cannot write deployments log {}", path.display());
+                let mut log = BufWriter::new(File::create(path).with_context(context)?);
+                for record in inferwatch_sim::deploy_records(start_ns) {
+                    serde_json::to_writer(&mut log, &record).with_context(context)?;
+                    log.write_all(b"\n").with_context(context)?;
+                }
+                log.flush().with_context(context)?;
+                Some(log)
+            }
             None => None,
         };
         Ok(Arc::new(RouterState {

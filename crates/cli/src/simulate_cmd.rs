@@ -63,8 +63,10 @@ pub struct Args {
     /// baseline from the next simulated second; `GET /routes` lists routes.
     #[arg(long, value_name = "ADDR", requires = "live")]
     router: Option<String>,
-    /// With --router: append each rollback, stamped with its event time, to
-    /// this JSONL file (deployment records).
+    /// With --router: write deployment records to this JSONL file: one
+    /// `deploy` per deployment at --start (simulated commit times), then
+    /// each rollback, stamped with its event time. `inferwatch dora report`
+    /// reads it.
     #[arg(long, value_name = "FILE", requires = "router")]
     deployments: Option<PathBuf>,
 }
@@ -110,7 +112,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let result = match args.live {
         None => inferwatch_sim::generate(&config, writer),
         Some(speed) => {
-            let state = crate::router::RouterState::new(args.deployments.as_deref())?;
+            let state =
+                crate::router::RouterState::new(args.deployments.as_deref(), config.start_ns)?;
             if let Some(address) = &args.router {
                 let bound = crate::router::serve(address, state.clone())?;
                 eprintln!("router: listening on http://{bound}");

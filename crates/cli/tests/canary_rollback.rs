@@ -143,8 +143,21 @@ fn canary_regression_is_rolled_back_and_the_alert_resolves() {
     let fired_at = nanos(firing["starts_at"].as_str().unwrap());
     assert!(fired_at > incident_start, "fired before the regression");
 
-    // The router rolled recsys 2.1 back once, after the alert fired.
-    let rollbacks = read_json_lines(&deployments);
+    // The log starts with the fleet's five simulated deploys; the router
+    // rolled recsys 2.1 back once, after the alert fired.
+    let records = read_json_lines(&deployments);
+    assert_eq!(
+        records
+            .iter()
+            .filter(|record| record["event"] == "deploy")
+            .count(),
+        5,
+        "records: {records:?}"
+    );
+    let rollbacks: Vec<&Value> = records
+        .iter()
+        .filter(|record| record["event"] == "rollback")
+        .collect();
     assert_eq!(
         rollbacks.len(),
         1,
@@ -192,4 +205,22 @@ fn canary_regression_is_rolled_back_and_the_alert_resolves() {
         resolved["ends_at"],
         incident["end"]
     );
+
+    // DORA: the 2.1 canary's deploy failed (rolled back within the day).
+    let report = Command::new(binary())
+        .args(["dora", "report", "--json", "--deployments"])
+        .arg(&deployments)
+        .arg("--state-dir")
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(report.status.success(), "{report:?}");
+    let report: Value = serde_json::from_slice(&report.stdout).unwrap();
+    assert_eq!(report["overall"]["deploys"], 5);
+    assert_eq!(report["overall"]["rollbacks"], 1);
+    assert!(report["failed_deploys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|failed| failed["model_id"] == "recsys" && failed["model_version"] == "2.1"));
 }

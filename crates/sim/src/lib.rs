@@ -13,7 +13,8 @@
 //! field mapping reads it as is, and its labels file (one [`Incident`] per
 //! line) is the ground truth against which alerts are scored. It depends only
 //! on `inferwatch-core`. The `inferwatch simulate` subcommand is a thin
-//! wrapper around [`generate`] and [`incidents`].
+//! wrapper around [`generate`] and [`incidents`]; [`deploy_records`] gives
+//! the fleet's deploys (simulated commit times) for DORA metrics.
 //!
 //! ## The event
 //!
@@ -135,11 +136,13 @@
 //! assert_eq!(summary.events, output.iter().filter(|&&byte| byte == b'\n').count() as u64);
 //! ```
 
+mod deploys;
 mod fleet;
 mod format;
 mod generate;
 mod scenario;
 
+pub use deploys::{deploy_records, DeployRecord, SIMULATED_LEAD_TIMES_S};
 pub use fleet::{
     client_id, client_ip, client_number, daily_cycle, source_id, Deployment, ModelProfile,
     BACKGROUND_ERROR_RATE, CLIENT_COUNT, CLIENT_ZIPF_EXPONENT, DAILY_CYCLE_AMPLITUDE,
