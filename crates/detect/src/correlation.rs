@@ -829,6 +829,7 @@ fn correlation_alert(rule: &CorrelationRule, slots: &[Slot], matched: &Match) ->
             dimension: slot.rule.clone(),
             value,
             lift: count as f64,
+            share: None,
         });
     }
     if let CorrelationKind::Absence { .. } = &rule.kind {
@@ -847,6 +848,7 @@ fn correlation_alert(rule: &CorrelationRule, slots: &[Slot], matched: &Match) ->
                 dimension: slot.rule.clone(),
                 value: format!("not seen by {starts_at}"),
                 lift: 0.0,
+                share: None,
             });
         }
     }
@@ -865,6 +867,7 @@ fn correlation_alert(rule: &CorrelationRule, slots: &[Slot], matched: &Match) ->
             dimension: field.clone(),
             value: listed.join(", "),
             lift: matched.distinct_values.len() as f64,
+            share: None,
         });
     }
 
@@ -888,6 +891,7 @@ fn correlation_alert(rule: &CorrelationRule, slots: &[Slot], matched: &Match) ->
             events: matched.events,
             ..Impact::default()
         },
+        summary: String::new(),
         explanation,
         labels,
         evidence: None,
@@ -928,6 +932,7 @@ fn detection_alert(rule: &SigmaDetectionRule, time: i64, group: BTreeMap<String,
             events: 1,
             ..Impact::default()
         },
+        summary: String::new(),
         explanation: Vec::new(),
         labels,
         evidence: None,
