@@ -292,8 +292,7 @@ impl Engine {
             for (rule_index, rule) in self.rules.iter_mut().enumerate() {
                 rule.observe(
                     batch,
-                    timestamps,
-                    &prefix_max,
+                    (timestamps, &prefix_max),
                     rule_index,
                     &mut self.outbox,
                     &mut self.hold_logs,
@@ -1103,8 +1102,7 @@ impl RuleRuntime {
     fn observe(
         &mut self,
         batch: &RecordBatch,
-        timestamps: &[i64],
-        prefix_max: &[i64],
+        (timestamps, prefix_max): (&[i64], &[i64]),
         rule_index: usize,
         outbox: &mut Vec<(i64, usize, String, Alert)>,
         hold_logs: &mut [HoldLog],

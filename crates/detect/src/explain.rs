@@ -421,25 +421,10 @@ impl RowSample {
             order.truncate(self.per_slot);
             let mut kept: Vec<usize> = order.iter().map(|&(_, p)| p as usize).collect();
             kept.sort_unstable();
-            let pick = |values: &[u32], n: usize| -> Vec<u32> {
-                kept.iter()
-                    .flat_map(|&p| values[p * n..(p + 1) * n].iter().copied())
-                    .collect()
-            };
-            slot.dims = pick(&slot.dims, width);
-            slot.measures = kept
-                .iter()
-                .flat_map(|&p| {
-                    slot.measures[p * measures..(p + 1) * measures]
-                        .iter()
-                        .copied()
-                })
-                .collect();
-            slot.flags = kept
-                .iter()
-                .flat_map(|&p| slot.flags[p * words..(p + 1) * words].iter().copied())
-                .collect();
-            slot.ranks = kept.iter().map(|&p| slot.ranks[p]).collect();
+            slot.dims = gather(&slot.dims, width, &kept);
+            slot.measures = gather(&slot.measures, measures, &kept);
+            slot.flags = gather(&slot.flags, words, &kept);
+            slot.ranks = gather(&slot.ranks, 1, &kept);
         }
         let rows = self.rows();
         for (d, dim) in self.dims.iter_mut().enumerate() {
@@ -641,6 +626,13 @@ impl RowSample {
             .collect();
         Some(explained)
     }
+}
+
+/// The `width`-wide rows of `values` at positions `kept`.
+fn gather<T: Copy>(values: &[T], width: usize, kept: &[usize]) -> Vec<T> {
+    kept.iter()
+        .flat_map(|&p| values[p * width..(p + 1) * width].iter().copied())
+        .collect()
 }
 
 /// P(X >= k) for X ~ Binomial(n, p).

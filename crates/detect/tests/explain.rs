@@ -193,7 +193,7 @@ fn error_burst(spread: bool) -> Vec<Event> {
         .map(|i| {
             let source = i % 20;
             let failing = if spread {
-                i >= 600 && noise(i) % 10 == 0
+                i >= 600 && noise(i).is_multiple_of(10)
             } else {
                 (i >= 600 && source == 7) || i % 50 == 0
             };
@@ -255,7 +255,7 @@ fn no_contributor_when_the_slice_looks_like_the_baseline() {
 fn canary_incident() -> Vec<Event> {
     (0..2_400)
         .map(|i| {
-            let canary = noise(i) % 10 == 0;
+            let canary = noise(i).is_multiple_of(10);
             Event {
                 timestamp: START + i * SECOND / 4,
                 model_id: "ranker",
