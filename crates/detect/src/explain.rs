@@ -159,11 +159,12 @@ impl Counts {
     }
 
     fn subtract(&mut self, other: &Counts) {
-        self.rows -= other.rows;
+        // `other` is a subset of these rows, so nothing goes below zero.
+        self.rows = self.rows.saturating_sub(other.rows);
         for (mine, theirs) in self.values.iter_mut().zip(&other.values) {
             for (value, count) in theirs {
                 if let Some(mine) = mine.get_mut(value) {
-                    *mine -= count;
+                    *mine = mine.saturating_sub(*count);
                 }
             }
         }
