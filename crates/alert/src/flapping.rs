@@ -144,6 +144,7 @@ impl FlapTracker {
                         describe(config.stable_for)
                     ),
                     lift: 1.0,
+                    share: None,
                 },
             );
             return Some(settled);
@@ -176,6 +177,7 @@ pub(crate) fn flapping_notice(config: &FlappingConfig, alert: &Alert, changes: u
                 describe(config.stable_for)
             ),
             lift: changes as f64,
+            share: None,
         },
     );
     notice

@@ -228,10 +228,12 @@ pub(crate) fn test_alert() -> Alert {
             share_of_traffic: 0.1,
             distinct_clients: Some(3412),
         },
+        summary: String::new(),
         explanation: vec![Contributor {
             dimension: "source_id".to_string(),
             value: "s3".to_string(),
             lift: 6.1,
+            share: None,
         }],
         labels: Default::default(),
         evidence: None,

@@ -391,6 +391,7 @@ impl EntityRisk {
                 ),
                 // For risk alerts `lift` carries the finding's risk points.
                 lift: finding.weight * multiplier,
+                share: None,
             })
             .collect();
         let mut labels = BTreeMap::new();
@@ -432,6 +433,7 @@ impl EntityRisk {
                     .fold(0.0, f64::max),
                 distinct_clients: None,
             },
+            summary: String::new(),
             explanation,
             labels,
             evidence: Some(Evidence {

@@ -152,10 +152,12 @@ fn alert(model: &str, started: chrono::DateTime<Utc>) -> Alert {
             share_of_traffic: 0.1,
             distinct_clients: Some(3412),
         },
+        summary: String::new(),
         explanation: vec![Contributor {
             dimension: "source_id".to_string(),
             value: "s3".to_string(),
             lift: 6.1,
+            share: None,
         }],
         labels: BTreeMap::from([("team".to_string(), "ml-platform".to_string())]),
         evidence: None,

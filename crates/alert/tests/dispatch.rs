@@ -165,6 +165,7 @@ fn alert(fingerprint: &str, state: AlertState) -> Alert {
         condition: "canary.p99(latency_ms) > 500".to_string(),
         atlas: vec!["AML.T0029".to_string()],
         impact: Impact::default(),
+        summary: String::new(),
         explanation: Vec::new(),
         labels: BTreeMap::new(),
         evidence: None,

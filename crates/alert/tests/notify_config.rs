@@ -81,6 +81,7 @@ fn latency_alert_on(model_id: &str) -> Alert {
         condition: String::new(),
         atlas: Vec::new(),
         impact: Impact::default(),
+        summary: String::new(),
         explanation: Vec::new(),
         labels: BTreeMap::new(),
         evidence: None,

@@ -57,6 +57,7 @@ fn firing(rule_id: &str, severity: Severity, group: &[(&str, &str)], seconds: i6
             share_of_traffic: 0.1,
             distinct_clients: None,
         },
+        summary: String::new(),
         explanation: Vec::new(),
         labels: BTreeMap::new(),
         evidence: None,

@@ -53,7 +53,8 @@ pub struct Impact {
     pub events: u64,
     /// Those events as a share of every event the rule saw in the window.
     pub share_of_traffic: f64,
-    /// Distinct clients in the alerting group, when the rule tracks them.
+    /// Distinct clients in the alerting group's window, when the events
+    /// carry a client.
     pub distinct_clients: Option<u64>,
 }
 
@@ -66,6 +67,9 @@ pub struct Contributor {
     pub value: String,
     /// Share in the alerting slice divided by share in the baseline.
     pub lift: f64,
+    /// Share of the alerting slice that has this value, when measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share: Option<f64>,
 }
 
 /// One alert transition: it fired, or it resolved.
@@ -101,6 +105,12 @@ pub struct Alert {
     pub impact: Impact,
     /// Top contributing dimensions with lift.
     pub explanation: Vec<Contributor>,
+    /// One human line: what, where, how much traffic, and why, e.g.
+    /// `p99 latency 640 ms on recsys 2.1 (10 % of traffic, 3,412 clients);
+    /// 78 % of slow requests have input_tokens 2k-8k (lift 6.1)`.
+    /// Empty when the producer wrote none.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub summary: String,
     /// Rule labels.
     pub labels: BTreeMap<String, String>,
     /// What a learned or statistical detector measured, when the rule has one.

@@ -443,14 +443,30 @@ impl HeldTimers {
 /// alert the latter (the reason it stopped).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Witness {
-    held: Option<(f64, f64)>,
-    failed: Option<(f64, f64)>,
+    held: Option<(f64, f64, Option<Subject>)>,
+    failed: Option<(f64, f64, Option<Subject>)>,
 }
+
+/// What a comparison compared when its left side is one aggregate, e.g.
+/// `p99(latency_ms) > 500`: the operator and the aggregate's index. An alert's
+/// explanation uses it to pick the rows that made the condition hold.
+pub type Subject = (CompareOp, usize);
 
 impl Witness {
     /// `(value, threshold)` of the first comparison whose truth is `held`,
     /// falling back to the other kind.
     pub fn explaining(&self, held: bool) -> Option<(f64, f64)> {
+        self.pick(held)
+            .map(|(value, threshold, _)| (value, threshold))
+    }
+
+    /// The aggregate and operator of the comparison [`Witness::explaining`]
+    /// reports, when its left side is a single aggregate.
+    pub fn subject(&self, held: bool) -> Option<Subject> {
+        self.pick(held).and_then(|(_, _, subject)| subject)
+    }
+
+    fn pick(&self, held: bool) -> Option<(f64, f64, Option<Subject>)> {
         if held {
             self.held.or(self.failed)
         } else {
@@ -478,8 +494,8 @@ pub fn evaluate(
             op.apply(left, right)
         }
         Condition::Negate(inner) => -evaluate(inner, values, now, timers, witness),
-        Condition::Compare(op, left, right, _) => {
-            let left = evaluate(left, values, now, timers, witness);
+        Condition::Compare(op, left_side, right, _) => {
+            let left = evaluate(left_side, values, now, timers, witness);
             let right = evaluate(right, values, now, timers, witness);
             let held = op.apply(left, right);
             let slot = if held {
@@ -487,7 +503,11 @@ pub fn evaluate(
             } else {
                 &mut witness.failed
             };
-            slot.get_or_insert((left, right));
+            let subject = match **left_side {
+                Condition::Aggregate(index) => Some((*op, index)),
+                _ => None,
+            };
+            slot.get_or_insert((left, right, subject));
             truth(held)
         }
         Condition::And(left, right, right_has_timers) => {

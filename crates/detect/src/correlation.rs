@@ -850,6 +850,7 @@ fn correlation_alert(rule: &CorrelationRule, slots: &[Slot], matched: &Match) ->
             dimension: slot.rule.clone(),
             value,
             lift: count as f64,
+            share: None,
         });
     }
     if let CorrelationKind::Absence { .. } = &rule.kind {
@@ -868,6 +869,7 @@ fn correlation_alert(rule: &CorrelationRule, slots: &[Slot], matched: &Match) ->
                 dimension: slot.rule.clone(),
                 value: format!("not seen by {starts_at}"),
                 lift: 0.0,
+                share: None,
             });
         }
     }
@@ -886,6 +888,7 @@ fn correlation_alert(rule: &CorrelationRule, slots: &[Slot], matched: &Match) ->
             dimension: field.clone(),
             value: listed.join(", "),
             lift: matched.distinct_values.len() as f64,
+            share: None,
         });
     }
 
@@ -909,6 +912,7 @@ fn correlation_alert(rule: &CorrelationRule, slots: &[Slot], matched: &Match) ->
             events: matched.events,
             ..Impact::default()
         },
+        summary: String::new(),
         explanation,
         labels,
         evidence: None,
@@ -949,6 +953,7 @@ fn detection_alert(rule: &SigmaDetectionRule, time: i64, group: BTreeMap<String,
             events: 1,
             ..Impact::default()
         },
+        summary: String::new(),
         explanation: Vec::new(),
         labels,
         evidence: None,

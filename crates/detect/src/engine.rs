@@ -37,6 +37,7 @@ use inferwatch_core::{
 };
 use serde::Serialize;
 
+use crate::condition::Subject;
 use crate::condition::{
     compile_condition, evaluate, AggregateKind, CompiledCondition, HeldTimers, SummaryPart, Witness,
 };
@@ -44,6 +45,8 @@ use crate::detector::{
     format_span, judge_drift, median_of_sorted, BaselineGroup, Detector, DriftReference,
     EntityForest, Finding,
 };
+use crate::explain::{Bad, Query, RowSample, WindowCounts, DEFAULT_EXPLAIN_ROWS};
+use crate::expr::CompareOp;
 use crate::filter::{compile_predicate, evaluate_predicate, NumericExpr, RowPredicate};
 use crate::reference::ReferenceStore;
 use crate::rule::Rule;
@@ -107,6 +110,9 @@ pub struct Engine {
     stats: EngineStats,
     /// The schema the rules were compiled against (names their columns).
     schema: SchemaRef,
+    /// Recent rows for alert impact and explanation.
+    sample: RowSample,
+    error_predicate: RowPredicate,
 }
 
 impl Engine {
@@ -161,6 +167,20 @@ impl Engine {
                 pruned_size: 0,
             });
         }
+        let mut bit = 1;
+        for runtime in &mut runtimes {
+            runtime.sample_bit = bit;
+            bit += runtime.segment_filters.len() + 1;
+        }
+        let sample = build_sample(&runtimes, schema, bit, DEFAULT_EXPLAIN_ROWS);
+        let error_predicate = match schema.index_of(column::STATUS) {
+            Ok(index) => RowPredicate::TextIn {
+                column: index,
+                values: vec!["error".to_string()],
+                negated: false,
+            },
+            Err(_) => RowPredicate::Constant(false),
+        };
         Ok(Engine {
             rules: runtimes,
             hold_logs,
@@ -168,7 +188,26 @@ impl Engine {
             timestamp_column,
             stats: EngineStats::default(),
             schema: schema.clone(),
+            sample,
+            error_predicate,
         })
+    }
+
+    /// Sets the row budget of the sample that alert impact and explanation
+    /// read ([`DEFAULT_EXPLAIN_ROWS`] by default; 0 turns it off). Call it
+    /// before the first batch.
+    pub fn with_explain_rows(mut self, rows: usize) -> Engine {
+        let bits = self
+            .rules
+            .last()
+            .map_or(1, |rule| rule.sample_bit + rule.segment_filters.len() + 1);
+        self.sample = build_sample(&self.rules, &self.schema, bits, rows);
+        self
+    }
+
+    /// Rows the explanation sample holds now.
+    pub fn explain_rows(&self) -> usize {
+        self.sample.rows()
     }
 
     /// The names of the columns the rules read: filter and segment
@@ -180,6 +219,7 @@ impl Engine {
         for runtime in &self.rules {
             runtime.referenced_columns(&mut indices);
         }
+        self.sample.referenced_columns(&mut indices);
         let mut names: Vec<String> = indices
             .into_iter()
             .filter(|&index| index < self.schema.fields().len())
@@ -247,16 +287,29 @@ impl Engine {
                     running_max
                 })
                 .collect();
+            let errors = evaluate_predicate(&self.error_predicate, batch);
+            self.sample.stage(batch, timestamps, &prefix_max, &errors);
             for (rule_index, rule) in self.rules.iter_mut().enumerate() {
                 rule.observe(
                     batch,
-                    timestamps,
-                    &prefix_max,
+                    (timestamps, &prefix_max),
                     rule_index,
                     &mut self.outbox,
                     &mut self.hold_logs,
+                    &mut self.sample,
                 );
             }
+            // No future window of any rule starts before this.
+            let horizon = self
+                .rules
+                .iter()
+                .map(|rule| {
+                    rule.next_tick
+                        .map_or(i64::MIN, |tick| tick - rule.rule.window)
+                })
+                .min()
+                .unwrap_or(i64::MIN);
+            self.sample.commit(horizon);
             self.stats.max_event_time = prefix_max.last().copied();
             self.stats.late_events = self.rules.iter().map(|r| r.late_events).sum();
         }
@@ -279,6 +332,7 @@ impl Engine {
                     rule_index,
                     &mut self.outbox,
                     &mut self.hold_logs,
+                    &self.sample,
                 );
             }
         }
@@ -379,15 +433,32 @@ struct GroupTable {
     free: Vec<u32>,
 }
 
-/// Distinct values of one `group_by` column, each stored once.
+/// Distinct values of one column, each stored once.
 #[derive(Default)]
-struct ValueInterner {
+pub(crate) struct ValueInterner {
     names: Vec<Box<str>>,
     index: HashTable<u32>,
 }
 
 impl ValueInterner {
-    fn intern(&mut self, value: &str) -> u32 {
+    /// The id of a value already interned.
+    pub(crate) fn find(&self, value: &str) -> Option<u32> {
+        let hash = xxhash_rust::xxh3::xxh3_64(value.as_bytes());
+        let names = &self.names;
+        self.index
+            .find(hash, |&id| &*names[id as usize] == value)
+            .copied()
+    }
+
+    pub(crate) fn name(&self, id: u32) -> &str {
+        &self.names[id as usize]
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    pub(crate) fn intern(&mut self, value: &str) -> u32 {
         let hash = xxhash_rust::xxh3::xxh3_64(value.as_bytes());
         let names = &self.names;
         if let Some(id) = self.index.find(hash, |&id| &*names[id as usize] == value) {
@@ -403,7 +474,7 @@ impl ValueInterner {
     }
 }
 
-const NULL_VALUE: u32 = u32::MAX;
+pub(crate) const NULL_VALUE: u32 = u32::MAX;
 
 /// A row whose new key found the rule at `max_groups`.
 const REFUSED_GROUP: u32 = u32::MAX;
@@ -617,6 +688,15 @@ struct RuleRuntime {
     /// The explanation: its store in `references` and its column's position
     /// among segment 0's samples.
     explain: Option<(usize, usize)>,
+    /// This rule's filter bit in the engine's row sample; its segments follow.
+    sample_bit: usize,
+    /// Position of `client_id` among segment 0's distinct columns, for
+    /// distinct clients when the sample holds only part of a window.
+    client_distinct: Option<usize>,
+    /// `client_id` is a group_by column: a group is one client.
+    client_in_key: bool,
+    /// The event schema (names columns in summaries).
+    schema: SchemaRef,
 }
 
 /// When a confirming rule last held, per projected key.
@@ -971,6 +1051,14 @@ impl RuleRuntime {
                 Some((references.len() - 1, position))
             }
         };
+        let client_column = schema.index_of(column::CLIENT_ID).ok();
+        let client_in_key = client_column.is_some_and(|c| group_columns.contains(&c));
+        let client_distinct = match client_column {
+            Some(client) if !client_in_key => {
+                Some(position_of(&mut layouts[0].distinct_columns, client))
+            }
+            _ => None,
+        };
         let bucket_width = gcd(rule.window, rule.every);
         let span = rule.window + rule.every + rule.allowed_lateness;
         let ring = (span / bucket_width + 2) as usize;
@@ -1012,6 +1100,10 @@ impl RuleRuntime {
             references,
             drift_reference,
             explain,
+            sample_bit: 0,
+            client_distinct,
+            client_in_key,
+            schema: schema.clone(),
             rule,
         })
     }
@@ -1026,11 +1118,11 @@ impl RuleRuntime {
     fn observe(
         &mut self,
         batch: &RecordBatch,
-        timestamps: &[i64],
-        prefix_max: &[i64],
+        (timestamps, prefix_max): (&[i64], &[i64]),
         rule_index: usize,
         outbox: &mut Vec<(i64, usize, String, Alert)>,
         hold_logs: &mut [HoldLog],
+        sample: &mut RowSample,
     ) {
         if self.next_tick.is_none() {
             // The first tick is the first multiple of `every` after the earliest
@@ -1046,6 +1138,11 @@ impl RuleRuntime {
             .map(|predicate| &evaluate_predicate(predicate, batch) & &mask)
             .collect();
         let errors = evaluate_predicate(&self.error_predicate, batch);
+        sample.mark(self.sample_bit, &mask);
+        for (segment, segment_mask) in segment_masks.iter().enumerate() {
+            sample.mark(self.sample_bit + 1 + segment, segment_mask);
+        }
+        let sample = &*sample;
         self.resolve_groups(batch, &mask);
         let lateness = self.rule.allowed_lateness;
         let mut slice_start = 0;
@@ -1072,6 +1169,7 @@ impl RuleRuntime {
                 rule_index,
                 outbox,
                 hold_logs,
+                sample,
             );
         }
         self.aggregate_rows(
@@ -1297,6 +1395,7 @@ impl RuleRuntime {
         rule_index: usize,
         outbox: &mut Vec<(i64, usize, String, Alert)>,
         hold_logs: &mut [HoldLog],
+        sample: &RowSample,
     ) {
         let Some(mut tick) = self.next_tick else {
             return;
@@ -1304,11 +1403,11 @@ impl RuleRuntime {
         let every = self.rule.every;
         if (watermark - tick) / every > MAX_TICKS_PER_ADVANCE {
             // A clock jump: evaluate the (empty) window once, then skip to the present.
-            self.evaluate_tick(tick, rule_index, outbox, hold_logs);
+            self.evaluate_tick(tick, rule_index, outbox, hold_logs, sample);
             tick = (watermark.div_euclid(every)) * every;
         }
         while tick <= watermark {
-            self.evaluate_tick(tick, rule_index, outbox, hold_logs);
+            self.evaluate_tick(tick, rule_index, outbox, hold_logs, sample);
             tick += every;
         }
         self.next_tick = Some(tick);
@@ -1320,7 +1419,9 @@ impl RuleRuntime {
         rule_index: usize,
         outbox: &mut Vec<(i64, usize, String, Alert)>,
         hold_logs: &mut [HoldLog],
+        sample: &RowSample,
     ) {
+        let mut window_counts: Option<WindowCounts> = None;
         let first_bucket = (tick - self.rule.window).div_euclid(self.bucket_width);
         let last_bucket = tick.div_euclid(self.bucket_width) - 1;
         let in_window = |bucket: i64| bucket >= first_bucket && bucket <= last_bucket;
@@ -1503,6 +1604,30 @@ impl RuleRuntime {
             }
             if let Some((alert_state, started, ended)) = transition {
                 let events = merged[0].count;
+                let firing = alert_state == AlertState::Firing;
+                // Detectors judge their own series: only a plain condition
+                // says which rows made it hold.
+                let subject = finding.is_none().then(|| witness.subject(firing)).flatten();
+                let threshold = witness.explaining(firing).map(|(_, t)| t);
+                let (query, noun) = self.query(group, tick, sample, subject, threshold, firing);
+                let explained = sample.explain(&query, &mut window_counts);
+                let distinct_clients = match &explained {
+                    _ if self.client_in_key => Some(u64::from(events > 0)),
+                    Some(explained) if explained.complete => explained.distinct_clients,
+                    _ => match self.client_distinct {
+                        Some(position) => {
+                            let mut clients = Summary::empty(&self.layouts[0]);
+                            let cells = &self.cells[0][group * self.ring..(group + 1) * self.ring];
+                            for cell in cells.iter().filter(|cell| {
+                                cell.bucket >= first_bucket && cell.bucket <= last_bucket
+                            }) {
+                                cell.data.merge_distributions_into(&mut clients);
+                            }
+                            Some(clients.distinct[position].estimate().round() as u64)
+                        }
+                        None => explained.as_ref().and_then(|e| e.distinct_clients),
+                    },
+                };
                 let impact = Impact {
                     events,
                     share_of_traffic: if total == 0 {
@@ -1510,7 +1635,7 @@ impl RuleRuntime {
                     } else {
                         events as f64 / total as f64
                     },
-                    distinct_clients: None,
+                    distinct_clients,
                 };
                 let mut alert = self.alert(
                     group,
@@ -1520,9 +1645,16 @@ impl RuleRuntime {
                     finding,
                     impact,
                 );
-                if alert_state == AlertState::Firing {
-                    alert.explanation = self.explain_shift(group, tick, first_bucket, last_bucket);
+                if firing {
+                    alert.explanation = explained.map(|e| e.contributors).unwrap_or_default();
+                    alert.explanation.extend(self.explain_shift(
+                        group,
+                        tick,
+                        first_bucket,
+                        last_bucket,
+                    ));
                 }
+                alert.summary = self.summary(&alert, subject, &noun);
                 outbox.push((tick, rule_index, self.groups.text(group), alert));
             }
             // An entity with nothing in its ring and nothing pending is
@@ -1587,6 +1719,7 @@ impl RuleRuntime {
             },
             atlas: rule.atlas.clone(),
             impact,
+            summary: String::new(),
             explanation: Vec::new(),
             labels: rule.labels.clone(),
             evidence: finding.map(|finding| finding.evidence),
@@ -1766,7 +1899,178 @@ impl RuleRuntime {
                 test.statistic
             ),
             lift,
+            share: None,
         }]
+    }
+
+    /// The sample query for an alert of `group` at `tick`, and what its
+    /// slice is called ("slow requests").
+    fn query(
+        &self,
+        group: usize,
+        tick: i64,
+        sample: &RowSample,
+        subject: Option<Subject>,
+        threshold: Option<f64>,
+        explain: bool,
+    ) -> (Query, String) {
+        let key: Option<Vec<(usize, u32)>> = self
+            .group_columns
+            .iter()
+            .enumerate()
+            .map(|(position, &column)| {
+                let dim = sample.dimension_of(column)?;
+                let id = self.groups.key(group)[position];
+                let text = (id != NULL_VALUE).then(|| self.groups.value(position, id));
+                Some((dim, sample.id_of(dim, text)?))
+            })
+            .collect();
+        let model = sample
+            .model_dimension()
+            .and_then(|dim| key.as_ref()?.iter().find(|(d, _)| *d == dim).copied());
+        let (mut segment_bit, mut bad, mut noun) = (None, None, String::from("requests"));
+        if let (Some((op, index)), Some(threshold)) = (subject, threshold) {
+            let aggregate = &self.condition.aggregates[index];
+            let above = matches!(op, CompareOp::Greater | CompareOp::GreaterEq);
+            let below = matches!(op, CompareOp::Less | CompareOp::LessEq);
+            bad = match aggregate.kind {
+                AggregateKind::Errors | AggregateKind::ErrorRate if above => Some(Bad::Errors),
+                AggregateKind::Quantile(column, _)
+                | AggregateKind::Avg(column)
+                | AggregateKind::Max(column)
+                    if above =>
+                {
+                    sample.measure_of(column).map(|m| Bad::Above(m, threshold))
+                }
+                AggregateKind::Quantile(column, _)
+                | AggregateKind::Avg(column)
+                | AggregateKind::Min(column)
+                    if below =>
+                {
+                    sample.measure_of(column).map(|m| Bad::Below(m, threshold))
+                }
+                _ => None,
+            };
+            if aggregate.segment > 0 {
+                segment_bit = Some(self.sample_bit + aggregate.segment);
+                noun = format!("{} {noun}", self.rule.segments[aggregate.segment - 1].0);
+            }
+            let column_name =
+                |column: usize| -> String { self.referenced_name(column).unwrap_or_default() };
+            noun = match (bad, aggregate.kind.column()) {
+                (Some(Bad::Errors), _) => format!("failed {noun}"),
+                (Some(Bad::Above(..)), Some(column)) if column_name(column).contains("latency") => {
+                    format!("slow {noun}")
+                }
+                (Some(Bad::Above(..)), Some(column)) => {
+                    format!(
+                        "{noun} with {} > {}",
+                        column_name(column),
+                        number(threshold)
+                    )
+                }
+                (Some(Bad::Below(..)), Some(column)) => {
+                    format!(
+                        "{noun} with {} < {}",
+                        column_name(column),
+                        number(threshold)
+                    )
+                }
+                _ => noun,
+            };
+        }
+        let query = Query {
+            rule_bit: self.sample_bit,
+            from: tick - self.rule.window,
+            to: tick,
+            key,
+            segment_bit,
+            bad,
+            narrowed: segment_bit.is_some() || bad.is_some(),
+            model,
+            explain,
+        };
+        (query, noun)
+    }
+
+    /// A schema column's name.
+    fn referenced_name(&self, column: usize) -> Option<String> {
+        self.schema
+            .fields()
+            .get(column)
+            .map(|field| field.name().clone())
+    }
+
+    /// `p99 latency 640 ms on recsys 2.1 (10 % of traffic, 3,412 clients);
+    /// 78 % of slow requests have input_tokens 2k-8k (lift 6.1)`.
+    fn summary(&self, alert: &Alert, subject: Option<Subject>, noun: &str) -> String {
+        let mut text = match (subject, alert.value) {
+            (Some((_, index)), Some(value)) => {
+                let aggregate = &self.condition.aggregates[index];
+                let segment = match aggregate.segment {
+                    0 => String::new(),
+                    segment => format!("{} ", self.rule.segments[segment - 1].0),
+                };
+                let column = aggregate
+                    .kind
+                    .column()
+                    .and_then(|column| self.referenced_name(column))
+                    .unwrap_or_default();
+                let (column, unit) = match column.strip_suffix("_ms") {
+                    Some(stem) => (stem.to_string(), " ms"),
+                    None => (column, ""),
+                };
+                let measured = match aggregate.kind {
+                    AggregateKind::Count => "count".to_string(),
+                    AggregateKind::Rate => "rate".to_string(),
+                    AggregateKind::Errors => "errors".to_string(),
+                    AggregateKind::ErrorRate => "error rate".to_string(),
+                    AggregateKind::Sum(_) => format!("sum {column}"),
+                    AggregateKind::Avg(_) => format!("avg {column}"),
+                    AggregateKind::Min(_) => format!("min {column}"),
+                    AggregateKind::Max(_) => format!("max {column}"),
+                    AggregateKind::Stddev(_) => format!("stddev {column}"),
+                    AggregateKind::Quantile(_, q) => format!("p{} {column}", number(q * 100.0)),
+                    AggregateKind::Distinct(_) => format!("distinct {column}"),
+                };
+                let value = match aggregate.kind {
+                    AggregateKind::ErrorRate => percent(value),
+                    _ => format!("{}{unit}", number(value)),
+                };
+                format!("{segment}{measured} {value}")
+            }
+            _ => alert.title.clone(),
+        };
+        if alert.state == AlertState::Resolved {
+            text = format!("resolved: {text}");
+        }
+        if !alert.group.is_empty() {
+            let values: Vec<&str> = alert.group.values().map(String::as_str).collect();
+            text.push_str(&format!(" on {}", values.join(" ")));
+        }
+        let impact = &alert.impact;
+        text.push_str(&format!(
+            " ({} of traffic",
+            percent(impact.share_of_traffic)
+        ));
+        if let Some(clients) = impact.distinct_clients {
+            let plural = if clients == 1 { "client" } else { "clients" };
+            text.push_str(&format!(", {} {plural}", thousands(clients)));
+        }
+        text.push(')');
+        for contributor in &alert.explanation {
+            match contributor.share {
+                Some(share) => text.push_str(&format!(
+                    "; {} of {noun} have {} {} (lift {:.1})",
+                    percent(share),
+                    contributor.dimension,
+                    contributor.value,
+                    contributor.lift
+                )),
+                None => text.push_str(&format!("; {}", contributor.value)),
+            }
+        }
+        text
     }
 
     fn state(&self) -> RuleState {
@@ -1814,6 +2118,80 @@ impl RuleRuntime {
     }
 }
 
+/// The engine's row sample for these rules.
+fn build_sample(rules: &[RuleRuntime], schema: &SchemaRef, bits: usize, rows: usize) -> RowSample {
+    let mut group_columns: Vec<usize> = Vec::new();
+    let mut measures: Vec<usize> = Vec::new();
+    let (mut slot_width, mut span, mut lateness) = (0i64, 0i64, i64::MAX);
+    for runtime in rules {
+        group_columns.extend(&runtime.group_columns);
+        for aggregate in &runtime.condition.aggregates {
+            if let AggregateKind::Quantile(column, _)
+            | AggregateKind::Avg(column)
+            | AggregateKind::Min(column)
+            | AggregateKind::Max(column) = aggregate.kind
+            {
+                measures.push(column);
+            }
+        }
+        slot_width = gcd(slot_width, runtime.bucket_width);
+        span = span.max(runtime.rule.window + runtime.rule.every + runtime.rule.allowed_lateness);
+        lateness = lateness.min(runtime.rule.allowed_lateness);
+    }
+    group_columns.sort_unstable();
+    group_columns.dedup();
+    measures.sort_unstable();
+    measures.dedup();
+    let rows = if rules.is_empty() { 0 } else { rows };
+    RowSample::new(
+        schema,
+        &group_columns,
+        measures,
+        bits,
+        slot_width,
+        span,
+        lateness.max(0),
+        rows,
+    )
+}
+
+/// `640`, `3,412`, `7.5`, `0.042`: numbers for a summary line.
+fn number(value: f64) -> String {
+    if !value.is_finite() {
+        return value.to_string();
+    }
+    if value.abs() >= 100.0 {
+        let rounded = value.round();
+        let sign = if rounded < 0.0 { "-" } else { "" };
+        return format!("{sign}{}", thousands(rounded.abs() as u64));
+    }
+    let text = if value.abs() >= 1.0 {
+        format!("{value:.1}")
+    } else {
+        format!("{value:.3}")
+    };
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    text.to_string()
+}
+
+/// `3,412`.
+fn thousands(value: u64) -> String {
+    let digits = value.to_string();
+    let mut text = String::new();
+    for (index, digit) in digits.chars().enumerate() {
+        if index > 0 && (digits.len() - index).is_multiple_of(3) {
+            text.push(',');
+        }
+        text.push(digit);
+    }
+    text
+}
+
+/// A share as `10 %`, `7.5 %` or `0.3 %`.
+fn percent(share: f64) -> String {
+    format!("{} %", number(share * 100.0))
+}
+
 fn round_half(value: f64) -> f64 {
     (value * 2.0).round() / 2.0
 }
@@ -1851,7 +2229,7 @@ fn sampled_values(array: &ArrayRef, class: Option<usize>) -> Float64Array {
         .collect()
 }
 
-fn float_column(array: &ArrayRef) -> Float64Array {
+pub(crate) fn float_column(array: &ArrayRef) -> Float64Array {
     if let Some(floats) = array.as_primitive_opt::<Float64Type>() {
         return floats.clone();
     }

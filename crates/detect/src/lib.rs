@@ -68,6 +68,7 @@ pub mod condition;
 pub mod correlation;
 pub mod detector;
 mod engine;
+mod explain;
 pub mod expr;
 pub mod filter;
 mod reference;
@@ -80,6 +81,7 @@ pub mod summary;
 use std::path::PathBuf;
 
 pub use engine::{Engine, EngineStats, RuleState};
+pub use explain::DEFAULT_EXPLAIN_ROWS;
 pub use rule::{
     load_rules_dir, Confirm, ExpectedAlert, Rule, RuleTest, SimulatedInput,
     DEFAULT_ALLOWED_LATENESS,

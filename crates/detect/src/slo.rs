@@ -1209,6 +1209,7 @@ impl SloRuntime {
                 },
                 distinct_clients: None,
             },
+            summary: String::new(),
             explanation: Vec::new(),
             labels,
             evidence: None,

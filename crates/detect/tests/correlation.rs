@@ -1104,6 +1104,7 @@ fn only_firing_alerts_are_findings() {
         condition: String::new(),
         atlas: vec!["AML.T0029".into()],
         impact: Default::default(),
+        summary: String::new(),
         explanation: Vec::new(),
         labels: Default::default(),
         evidence: None,

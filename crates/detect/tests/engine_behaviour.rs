@@ -347,6 +347,9 @@ fn referenced_columns_name_what_the_rules_read() {
             "input_tokens",
             "latency_ms",
             "model_id",
+            // Read by the explanation sample.
+            "model_version",
+            "source_id",
             "status",
             "stream",
             "timestamp"
