@@ -76,6 +76,7 @@ fn transition(
         explanation: Vec::new(),
         labels: BTreeMap::new(),
         evidence: None,
+        summary: String::new(),
     }
 }
 

@@ -196,7 +196,11 @@ impl Correlator {
     }
 
     fn release_side_events(&mut self, until: i64) {
-        while self.pending.front().is_some_and(|event| event.time <= until) {
+        while self
+            .pending
+            .front()
+            .is_some_and(|event| event.time <= until)
+        {
             let Some(side) = self.pending.pop_front() else {
                 break;
             };
@@ -217,8 +221,13 @@ fn read_side_stream(
     pending: &mut Vec<SideEvent>,
     dead_letters: &mut Vec<DeadLetter>,
 ) -> anyhow::Result<()> {
-    let bytes = std::fs::read(&stream.path)
-        .with_context(|| format!("reading stream '{}' from {}", stream.name, stream.path.display()))?;
+    let bytes = std::fs::read(&stream.path).with_context(|| {
+        format!(
+            "reading stream '{}' from {}",
+            stream.name,
+            stream.path.display()
+        )
+    })?;
     let source = stream.path.display().to_string();
     let mut offset = 0u64;
     for (number, line) in bytes.split(|&b| b == b'\n').enumerate() {
@@ -229,7 +238,8 @@ fn read_side_stream(
             continue;
         }
         let line_number = number as u64 + 1;
-        let refuse = |reason: String| DeadLetter::new(&source, line_number, line_offset, reason, line);
+        let refuse =
+            |reason: String| DeadLetter::new(&source, line_number, line_offset, reason, line);
         match serde_json::from_slice::<Value>(trimmed) {
             Ok(event) if event.is_object() => match engine.event_time(&event) {
                 Some(time) => pending.push(SideEvent {

@@ -178,9 +178,9 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
                 .flat_map(|slos| slos.slos().map(|slo| slo.id.clone()));
             let known = crate::correlator::known_rule_ids(&engine, slo_ids);
             // SLO alerts wait for their own lateness, the default.
-            let delay = engine.alert_delay().max(
-                inferwatch_core::parse_duration(inferwatch_detect::DEFAULT_ALLOWED_LATENESS)?,
-            );
+            let delay = engine.alert_delay().max(inferwatch_core::parse_duration(
+                inferwatch_detect::DEFAULT_ALLOWED_LATENESS,
+            )?);
             Some(crate::correlator::Correlator::load(
                 path,
                 &args.streams,

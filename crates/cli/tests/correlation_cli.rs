@@ -89,7 +89,11 @@ fn error_rate_alert_and_feature_store_errors_on_one_model_correlate_and_others_d
         .iter()
         .filter(|a| a["rule_id"] == "model-errors-with-feature-store-errors")
         .collect();
-    assert_eq!(correlated.len(), 1, "one correlation alert: {correlated:#?}");
+    assert_eq!(
+        correlated.len(),
+        1,
+        "one correlation alert: {correlated:#?}"
+    );
     let alert = correlated[0];
     assert_eq!(alert["group"], json!({"model_id": "vision"}));
     assert_eq!(alert["severity"], "high");
@@ -137,7 +141,9 @@ fn auth_brute_force_then_inference_from_the_same_address_fires_once_in_order() {
     for event in &inference {
         let time = nanos(event["timestamp"].as_str().unwrap());
         if event["status"] == "ok" && time > start + 6 * minute && time < start + 15 * minute {
-            *calls.entry(event["client_ip"].as_str().unwrap()).or_default() += 1;
+            *calls
+                .entry(event["client_ip"].as_str().unwrap())
+                .or_default() += 1;
         }
     }
     let (victim, _) = calls.iter().max_by_key(|(_, n)| **n).unwrap();
