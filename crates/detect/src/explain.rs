@@ -574,6 +574,11 @@ impl RowSample {
                 .model
                 .and_then(|(_, id)| counts.by_model.get(&id))
                 .filter(|model| model.rows >= group.rows + MIN_BASELINE);
+            // A model's whole traffic against other models' only says how
+            // the models differ (fraud has short inputs), not why it alerts.
+            if query.model.is_some() && same_model.is_none() {
+                return Some(explained);
+            }
             let mut outside = same_model.unwrap_or(&counts.all).clone();
             outside.subtract(&group);
             outside

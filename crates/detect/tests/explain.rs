@@ -393,3 +393,32 @@ fn the_sample_keeps_its_row_budget() {
     assert!(slow.explanation.is_empty());
     assert_eq!(slow.impact.distinct_clients, Some(37));
 }
+
+/// A whole-group condition on the only version of a model: the other rows
+/// belong to other models, which differ by nature (other versions, other
+/// input lengths), so nothing is named; grouped by client, the other
+/// clients are a fair baseline and the client's model is named.
+#[test]
+fn a_model_without_peers_is_not_explained_by_other_models_traffic() {
+    let mut events = Vec::new();
+    for i in 0..900 {
+        events.push(event(i, "2.0"));
+        let mut other = event(i, "1.0");
+        other.model_id = "fraud";
+        other.input_tokens = 40;
+        // fraud doubles its volume from minute 5.
+        events.push(other.clone());
+        if i >= 300 {
+            other.timestamp += SECOND / 2;
+            events.push(other);
+        }
+    }
+    let busy = "id: busy\ntitle: Busy\nseverity: medium\ngroup_by: [model_id]\nwindow: 5m\nevery: 1m\ncondition: count() > 400\n";
+    let alerts = run(vec![rule(busy)], &events, &[500]);
+    let firing = alerts
+        .iter()
+        .find(|a| a.state == AlertState::Firing && a.group["model_id"] == "fraud")
+        .expect("fraud fires");
+    assert!(firing.explanation.is_empty(), "{firing:#?}");
+    assert!(firing.impact.distinct_clients.is_some());
+}
