@@ -12,8 +12,10 @@ webhook action pointing at a local receiver. Then it counts:
 * deliveries: webhook requests the receiver got (one per alert transition
   that survived grouping, silences, inhibition and flapping).
 
-Each notification is attributed to the incident whose labelled span (plus a
-tail for the resolution) holds its event time; any other is noise. Target:
+A finding, notification or delivery belongs to an incident when its event
+time lies in the incident's labelled span (plus a tail for the resolution)
+and one of its alerts' groups agrees with the incident's key on the labels
+they share; anything else is noise. Target:
 at most one notification group per incident and none outside incidents.
 
 Usage: bench/fatigue.py [--bin PATH] [--rate N] [--scenarios a,b,c]
@@ -100,9 +102,16 @@ def main():
     incidents = [json.loads(line) for line in open(labels_path)]
     spans = [(parse_time(i["start"]), parse_time(i["end"]) + RESOLVE_TAIL_S) for i in incidents]
 
-    def incident_of(at):
+    def matches(key, group):
+        shared = [name for name in key if name in group]
+        return bool(shared) and all(group[name] == key[name] for name in shared)
+
+    def incident_of(at, groups):
+        """The incident whose span holds `at` and whose key agrees with one of
+        the alert groups (on the labels they share); None is noise."""
         for index, (start, end) in enumerate(spans):
-            if start <= at <= end:
+            key = incidents[index].get("key") or {}
+            if start <= at <= end and any(matches(key, g) for g in groups):
                 return index
         return None
 
@@ -119,20 +128,20 @@ def main():
                      "findings": 0, "notifications": 0, "groups": set(), "deliveries": 0} for i in incidents]
     outside = {"findings": 0, "notifications": 0, "groups": set(), "deliveries": 0, "rules": set()}
     for alert in findings:
-        index = incident_of(parse_time(alert["starts_at"]))
+        index = incident_of(parse_time(alert["starts_at"]), [alert["group"]])
         slot = outside if index is None else per_incident[index]
         slot["findings"] += 1
         if index is None:
             outside["rules"].add(alert["rule_id"])
     for notification in notifications:
-        index = incident_of(parse_time(notification["at"]))
+        index = incident_of(parse_time(notification["at"]), [a["group"] for a in notification["alerts"]])
         slot = outside if index is None else per_incident[index]
         slot["notifications"] += 1
         slot["groups"].add(notification["group_key"])
     for body in Receiver.bodies:
         alert = body.get("alert", body)
         at = alert.get("ends_at") or alert["starts_at"]
-        index = incident_of(parse_time(at))
+        index = incident_of(parse_time(at), [alert["group"]])
         slot = outside if index is None else per_incident[index]
         slot["deliveries"] += 1
 

@@ -333,7 +333,9 @@ impl PipelineCore {
         }
         self.route(alert, at);
         for risk_alert in risk_alerts {
-            self.state.stats.risk_alerts += 1;
+            if risk_alert.state == AlertState::Firing {
+                self.state.stats.risk_alerts += 1;
+            }
             self.accept(risk_alert, TransitionOrigin::Risk, at);
         }
     }

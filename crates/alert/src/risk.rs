@@ -21,10 +21,12 @@
 //! When an entity's risk reaches the threshold (default 100) it raises ONE
 //! alert, rule `risk-threshold`, severity high, grouped by the entity, whose
 //! explanation lists the contributing findings (rule, time, risk points in
-//! `lift`). Its fingerprint is stable per entity. It is not raised again for
-//! that entity until the risk has fallen below the threshold (findings age
-//! out of the window), which resolves it. An entity with no finding left in
-//! the window is forgotten, and each keeps at most
+//! `lift`). Its fingerprint is stable per entity. It resolves when none of
+//! the entity's findings is still firing (the incident is over) or when the
+//! risk falls below the threshold as findings age out of the window; while
+//! it fires, more findings do not raise it again, but a new finding after it
+//! resolved does if the risk is still at the threshold. An entity with no
+//! finding left in the window is forgotten, and each keeps at most
 //! `max_findings_per_entity` findings (the oldest are dropped first).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -197,6 +199,9 @@ pub struct RiskFinding {
     pub events: u64,
     /// Its share of traffic.
     pub share_of_traffic: f64,
+    /// Its alert has resolved (it still counts towards the risk).
+    #[serde(default)]
+    pub ended: bool,
 }
 
 /// One entity's findings in the window and whether its alert is raised.
@@ -240,7 +245,14 @@ impl RiskState {
     ) -> (Vec<String>, Vec<Alert>) {
         let mut touched = Vec::new();
         let mut raised = Vec::new();
-        if !config.enabled || alert.state != AlertState::Firing || alert.rule_id == RISK_RULE_ID {
+        if !config.enabled || alert.rule_id == RISK_RULE_ID {
+            return (touched, raised);
+        }
+        if alert.state == AlertState::Resolved {
+            raised = self.end_finding(config, alert, at);
+            return (touched, raised);
+        }
+        if alert.state != AlertState::Firing {
             return (touched, raised);
         }
         let tactics: Vec<String> = alert
@@ -260,6 +272,7 @@ impl RiskState {
             weight: config.severity_weights.weight(alert.severity),
             events: alert.impact.events,
             share_of_traffic: alert.impact.share_of_traffic,
+            ended: false,
         };
         for (key, kind, labels) in entities_of(config, &alert.group) {
             let entity = self
@@ -291,6 +304,35 @@ impl RiskState {
             touched.push(key);
         }
         (touched, raised)
+    }
+
+    /// Marks a resolved finding as ended in its entities. An entity's risk
+    /// alert resolves once none of its findings is still firing: the
+    /// incident is over, and a reminder every `repeat_interval` until the
+    /// findings age out of the window would be noise. The risk itself stays,
+    /// so a new finding while it is at the threshold raises a new alert.
+    fn end_finding(&mut self, config: &RiskConfig, alert: &Alert, at: i64) -> Vec<Alert> {
+        let mut resolutions = Vec::new();
+        for (key, _, _) in entities_of(config, &alert.group) {
+            let Some(entity) = self.entities.get_mut(&key) else {
+                continue;
+            };
+            for finding in entity.findings.iter_mut() {
+                if finding.alert_id == alert.alert_id {
+                    finding.ended = true;
+                }
+            }
+            if entity.findings.iter().all(|finding| finding.ended) {
+                if let Some(raised) = entity.raised.take() {
+                    let mut resolved = *raised;
+                    resolved.state = AlertState::Resolved;
+                    resolved.ends_at = Some(format_event_time(at));
+                    resolved.summary = format!("resolved: {}", resolved.summary);
+                    resolutions.push(resolved);
+                }
+            }
+        }
+        resolutions
     }
 
     /// When the entity's oldest finding leaves the window.
@@ -397,20 +439,22 @@ impl EntityRisk {
         let mut labels = BTreeMap::new();
         labels.insert("entity".to_string(), key.to_string());
         labels.insert("entity_kind".to_string(), self.kind.clone());
+        let title = format!(
+            "Risk {risk:.0} on {key}: {} findings across {} ATLAS tactics ({})",
+            self.findings.len(),
+            tactics.len(),
+            if tactic_names.is_empty() {
+                "none".to_string()
+            } else {
+                tactic_names.join(", ")
+            }
+        );
         Alert {
             alert_id: fingerprint([RISK_RULE_ID, key, starts_at.as_str()]),
             fingerprint: fingerprint([RISK_RULE_ID, key]),
             rule_id: RISK_RULE_ID.to_string(),
-            title: format!(
-                "Risk {risk:.0} on {key}: {} findings across {} ATLAS tactics ({})",
-                self.findings.len(),
-                tactics.len(),
-                if tactic_names.is_empty() {
-                    "none".to_string()
-                } else {
-                    tactic_names.join(", ")
-                }
-            ),
+            summary: title.clone(),
+            title,
             severity: Severity::High,
             state: AlertState::Firing,
             starts_at,
@@ -433,7 +477,6 @@ impl EntityRisk {
                     .fold(0.0, f64::max),
                 distinct_clients: None,
             },
-            summary: String::new(),
             explanation,
             labels,
             evidence: Some(Evidence {

@@ -790,6 +790,54 @@ fn risk_falls_as_findings_leave_the_window_and_idle_entities_are_dropped() {
     );
 }
 
+#[test]
+fn a_risk_alert_resolves_when_its_findings_have_and_a_new_finding_raises_it_again() {
+    let mut pipeline = NotificationPipeline::in_memory(risk_config());
+    let access = finding("new-api-key", "c1", "AML.T0040", 0);
+    let extraction = finding("model-extraction", "c1", "AML.T0024.002", 10 * MINUTE);
+    pipeline
+        .ingest(&[access.clone(), extraction.clone()])
+        .unwrap();
+    let raised = |pipeline: &NotificationPipeline| {
+        pipeline
+            .firing_alerts()
+            .into_iter()
+            .filter(|alert| alert.rule_id == RISK_RULE_ID)
+            .count()
+    };
+    assert_eq!(raised(&pipeline), 1);
+    // One finding ends: the other still fires, so does the risk alert.
+    pipeline.ingest(&[resolved(&access, 20 * 60)]).unwrap();
+    assert_eq!(raised(&pipeline), 1);
+    // The last one ends: the incident is over, no reminders until 24 h.
+    pipeline.ingest(&[resolved(&extraction, 30 * 60)]).unwrap();
+    assert_eq!(raised(&pipeline), 0);
+    let scores = pipeline.risk_scores();
+    assert_eq!((scores[0].risk, scores[0].raised), (120.0, false));
+    let quiet = pipeline.advance_to(at(12 * HOUR)).unwrap();
+    assert!(
+        quiet.iter().all(|n| n.reason != NotificationReason::Repeat),
+        "{:?}",
+        summarise(&quiet)
+    );
+    // A new finding while the risk is still over the threshold: raised again.
+    pipeline
+        .ingest(&[finding("volume-spike", "c1", "AML.T0029", 13 * HOUR)])
+        .unwrap();
+    let again: Vec<Alert> = pipeline
+        .firing_alerts()
+        .into_iter()
+        .filter(|alert| alert.rule_id == RISK_RULE_ID)
+        .collect();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].starts_at, format_event_time(at(13 * HOUR)));
+    assert!(
+        again[0].summary.starts_with("Risk 240 on client_id=c1"),
+        "{}",
+        again[0].summary
+    );
+}
+
 /// A deterministic pseudo-random stream of transitions over a few models
 /// and rules: episodes start, resolve, and some flap.
 fn random_transitions(seed: u64, count: usize) -> Vec<Alert> {
