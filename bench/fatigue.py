@@ -12,10 +12,12 @@ webhook action pointing at a local receiver. Then it counts:
 * deliveries: webhook requests the receiver got (one per alert transition
   that survived grouping, silences, inhibition and flapping).
 
-A finding, notification or delivery belongs to an incident when its event
-time lies in the incident's labelled span (plus a tail for the resolution)
-and one of its alerts' groups agrees with the incident's key on the labels
-they share; anything else is noise. Target:
+An alert episode belongs to an incident when it started inside the
+incident's labelled span (plus a tail) and its group agrees with the
+incident's key on the labels they share; a notification or delivery belongs
+to the incident of its episodes, so a reminder or resolution sent hours later
+(an SLO's slow-burn window draining) still counts for it, and is shown as
+"later". Anything else is noise. Target:
 at most one notification group per incident and none outside incidents.
 
 Usage: bench/fatigue.py [--bin PATH] [--rate N] [--scenarios a,b,c]
@@ -125,7 +127,8 @@ def main():
     risk = [a for n in notifications for a in n["alerts"] if a["rule_id"] == "risk-threshold" and a["state"] == "firing"]
 
     per_incident = [{"scenario": i["scenario"], "key": i.get("key"), "start": i["start"], "end": i["end"],
-                     "findings": 0, "notifications": 0, "groups": set(), "deliveries": 0} for i in incidents]
+                     "findings": 0, "notifications": 0, "follow_ups": 0, "groups": set(), "deliveries": 0}
+                    for i in incidents]
     outside = {"findings": 0, "notifications": 0, "groups": set(), "deliveries": 0, "rules": set()}
     for alert in findings:
         index = incident_of(parse_time(alert["starts_at"]), [alert["group"]])
@@ -134,24 +137,28 @@ def main():
         if index is None:
             outside["rules"].add(alert["rule_id"])
     for notification in notifications:
-        index = incident_of(parse_time(notification["at"]), [a["group"] for a in notification["alerts"]])
+        # A notification belongs to the incident one of its alert episodes
+        # started in: a reminder or a resolution hours later is still about it.
+        index = next((i for a in notification["alerts"]
+                      if (i := incident_of(parse_time(a["starts_at"]), [a["group"]])) is not None), None)
         slot = outside if index is None else per_incident[index]
         slot["notifications"] += 1
         slot["groups"].add(notification["group_key"])
+        if index is not None and parse_time(notification["at"]) > spans[index][1]:
+            slot["follow_ups"] += 1
     for body in Receiver.bodies:
         alert = body.get("alert", body)
-        at = alert.get("ends_at") or alert["starts_at"]
-        index = incident_of(parse_time(at), [alert["group"]])
+        index = incident_of(parse_time(alert["starts_at"]), [alert["group"]])
         slot = outside if index is None else per_incident[index]
         slot["deliveries"] += 1
 
     print(f"{len(incidents)} incidents over {args.duration} at {args.rate} events/s; "
           f"{len(findings)} raw findings, {len(notifications)} notifications, {len(Receiver.bodies)} webhook deliveries")
-    print(f"{'incident':<22}{'findings':>10}{'notifications':>15}{'groups':>8}{'deliveries':>12}")
+    print(f"{'incident':<22}{'findings':>10}{'notifications':>15}{'(later)':>9}{'groups':>8}{'deliveries':>12}")
     for row in per_incident:
-        print(f"{row['scenario']:<22}{row['findings']:>10}{row['notifications']:>15}{len(row['groups']):>8}{row['deliveries']:>12}"
+        print(f"{row['scenario']:<22}{row['findings']:>10}{row['notifications']:>15}{row['follow_ups']:>9}{len(row['groups']):>8}{row['deliveries']:>12}"
               f"   {', '.join(sorted(row['groups']))}")
-    print(f"{'outside incidents':<22}{outside['findings']:>10}{outside['notifications']:>15}{len(outside['groups']):>8}{outside['deliveries']:>12}"
+    print(f"{'outside incidents':<22}{outside['findings']:>10}{outside['notifications']:>15}{'':>9}{len(outside['groups']):>8}{outside['deliveries']:>12}"
           f"   {', '.join(sorted(outside['groups']))}")
     if outside["rules"]:
         print("findings outside incidents came from: " + ", ".join(sorted(outside["rules"])))
