@@ -75,6 +75,11 @@ pub struct Args {
     /// flight; whatever is left is delivered by the next run.
     #[arg(long, default_value = "30s", value_name = "DURATION")]
     pub delivery_grace: String,
+    /// Rows kept in the sample that explains alerts (contributors with lift,
+    /// distinct clients), shared by all rules; 0 turns the sample off
+    /// (alerts then have no explanation and an estimated client count).
+    #[arg(long, default_value_t = inferwatch_detect::DEFAULT_EXPLAIN_ROWS, value_name = "ROWS")]
+    pub explain_rows: usize,
     /// Sigma correlation rules (file or directory): correlations over the
     /// rule and SLO alerts, the inference events and the `--stream` files.
     #[arg(long, value_name = "PATH")]
@@ -164,6 +169,9 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         Some(rules) => load_engine(rules, &full_decoder)?,
         None => Engine::new(Vec::new(), &full_decoder.schema())?,
     };
+    if args.explain_rows != inferwatch_detect::DEFAULT_EXPLAIN_ROWS {
+        engine = engine.with_explain_rows(args.explain_rows);
+    }
     // SLO burn-rate alerts are evaluated next to the rules, on the same batches.
     let mut slos = args
         .slos
