@@ -35,6 +35,10 @@ pub struct QueryArgs {
     /// Print how long the statement took to standard error (like psql's \\timing).
     #[arg(long)]
     pub timings: bool,
+    /// A `detect --state-dir`: its alert history (alert-history.jsonl)
+    /// becomes the `alerts` table, one row per alert transition.
+    #[arg(long, value_name = "STATE_DIR")]
+    pub alerts: Option<PathBuf>,
     /// Run the statement this many times (with --timings: for benchmarks).
     #[arg(long, default_value_t = 1)]
     pub repeat: usize,
@@ -67,6 +71,10 @@ pub struct ServeArgs {
     /// Address of the Postgres wire listener.
     #[arg(long, default_value = "127.0.0.1:5433")]
     pub pg: SocketAddr,
+    /// A `detect --state-dir`: its alert history (alert-history.jsonl)
+    /// becomes the `alerts` table, one row per alert transition.
+    #[arg(long, value_name = "STATE_DIR")]
+    pub alerts: Option<PathBuf>,
     #[command(flatten)]
     pub auth: PgArgs,
 }
@@ -81,7 +89,8 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// Runs `inferwatch query`.
 pub fn run_query(args: QueryArgs) -> anyhow::Result<ExitCode> {
-    let engine = QueryEngine::open(&args.data, !args.no_rollups)?;
+    let history = alert_history(args.alerts.as_deref());
+    let engine = QueryEngine::open_with_alerts(&args.data, !args.no_rollups, history.as_deref())?;
     let runtime = runtime()?;
     let mut batches = Vec::new();
     for _ in 0..args.repeat.max(1) {
@@ -140,7 +149,8 @@ pub fn write_batches(
 pub fn run_serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&args.data)
         .with_context(|| format!("creating {}", args.data.display()))?;
-    let engine = QueryEngine::open(&args.data, true)?;
+    let history = alert_history(args.alerts.as_deref());
+    let engine = QueryEngine::open_with_alerts(&args.data, true, history.as_deref())?;
     let options = PgOptions {
         listen: args.pg,
         user: args.auth.pg_user.clone(),
@@ -165,4 +175,9 @@ pub fn run_serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The alert history file in a state dir.
+fn alert_history(state_dir: Option<&std::path::Path>) -> Option<PathBuf> {
+    state_dir.map(|dir| dir.join(inferwatch_alert::HISTORY_FILE))
 }
