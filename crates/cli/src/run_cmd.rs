@@ -219,12 +219,31 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         )),
         None => Box::new(std::io::BufWriter::new(std::io::stdout())),
     };
+    // The store keeps its alerts beside its events: the `alerts` SQL table.
+    let stored_alerts_path = config.data.join(inferwatch_query::STORE_ALERTS_FILE);
+    let mut stored_alerts = match &config.alerts {
+        Some(path) if path == &stored_alerts_path => None,
+        _ => Some(std::io::BufWriter::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&stored_alerts_path)
+                .with_context(|| format!("opening {}", stored_alerts_path.display()))?,
+        )),
+    };
     let mut write_alerts = |alerts: Vec<Alert>| -> anyhow::Result<u64> {
         for alert in &alerts {
             serde_json::to_writer(&mut alerts_out, alert)?;
             alerts_out.write_all(b"\n")?;
+            if let Some(stored) = &mut stored_alerts {
+                serde_json::to_writer(&mut *stored, alert)?;
+                stored.write_all(b"\n")?;
+            }
         }
         alerts_out.flush()?;
+        if let Some(stored) = &mut stored_alerts {
+            stored.flush()?;
+        }
         Ok(alerts.len() as u64)
     };
     let progress = StoreProgress::new(args.quiet);

@@ -62,4 +62,16 @@ fn run_stores_every_event_and_alerts_like_detect() {
         String::from_utf8(count.stdout).unwrap(),
         format!("n\n{events}\n")
     );
+    // The store keeps the alerts too: the `alerts` table has each transition.
+    let firing = alerts.matches("\"state\":\"firing\"").count();
+    let stored = Command::new(binary())
+        .args(["query", "--format", "csv", "--data"])
+        .arg(dir.path().join("data"))
+        .arg("SELECT count(*) AS n, sum(CASE WHEN state = 'firing' THEN 1 ELSE 0 END) AS firing FROM alerts")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(stored.stdout).unwrap(),
+        format!("n,firing\n{},{firing}\n", alerts.lines().count())
+    );
 }

@@ -1,8 +1,12 @@
-//! The `alerts` table: every alert transition of an alert history
-//! (`alert-history.jsonl`, written by the notification pipeline of
-//! `detect --actions`), one row each, so `psql` and `inferwatch query` answer
-//! "what fired on recsys this week, for how long, touching how many
-//! clients" next to the events themselves.
+//! The `alerts` table: every alert transition, one row each, so `psql` and
+//! `inferwatch query` answer "what fired on recsys this week, for how long,
+//! touching how many clients" next to the events themselves.
+//!
+//! It reads either of the two files alerts are kept in: the store's own
+//! `alerts.jsonl` ([`STORE_ALERTS_FILE`], one alert JSON per line, appended
+//! by `inferwatch run`) or a notification pipeline's history
+//! (`alert-history.jsonl` of `detect --actions`, whose `transition` records
+//! carry the alert, the origin and the time it was recorded).
 //!
 //! The file is read afresh at every scan: a `serve` session sees alerts as
 //! they are appended. Lines that do not parse (a torn last line while the
@@ -30,6 +34,9 @@ use serde_json::Value;
 /// The table's name in SQL.
 pub const ALERTS_TABLE: &str = "alerts";
 
+/// Where `inferwatch run` keeps the alerts of a data directory.
+pub const STORE_ALERTS_FILE: &str = "alerts.jsonl";
+
 /// The alert transitions of one history file.
 #[derive(Debug)]
 pub struct AlertHistoryTable {
@@ -38,7 +45,8 @@ pub struct AlertHistoryTable {
 }
 
 impl AlertHistoryTable {
-    /// A table over `path` (an `alert-history.jsonl`; missing reads as empty).
+    /// A table over `path` (an `alerts.jsonl` or `alert-history.jsonl`;
+    /// missing reads as empty).
     pub fn new(path: PathBuf) -> AlertHistoryTable {
         let time = || DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()));
         let text = |name: &str, nullable: bool| Field::new(name, DataType::Utf8, nullable);
@@ -84,12 +92,17 @@ impl AlertHistoryTable {
             }
         };
         let mut columns = Columns::default();
-        for line in text.lines() {
+        for (number, line) in text.lines().enumerate() {
             let Ok(record) = serde_json::from_str::<Value>(line) else {
                 continue;
             };
             if record["kind"] == "transition" {
-                columns.push(&record);
+                let seq = record["seq"].as_i64().unwrap_or(0);
+                let origin = record["origin"].as_str().unwrap_or_default();
+                columns.push(&record["alert"], seq, &record["at"], origin);
+            } else if record.get("kind").is_none() && record.get("rule_id").is_some() {
+                // A plain alert line: numbered by its line, never re-recorded.
+                columns.push(&record, number as i64 + 1, &Value::Null, "engine");
             }
         }
         RecordBatch::try_new(self.schema.clone(), columns.finish())
@@ -151,17 +164,16 @@ struct Columns {
 }
 
 impl Columns {
-    fn push(&mut self, record: &Value) {
-        let alert = &record["alert"];
+    fn push(&mut self, alert: &Value, seq: i64, recorded_at: &Value, origin: &str) {
         let text = |value: &Value| value.as_str().unwrap_or_default().to_string();
         let time = |value: &Value| {
             value
                 .as_str()
                 .and_then(|text| inferwatch_core::parse_timestamp_text(text).ok())
         };
-        self.seq.append_value(record["seq"].as_i64().unwrap_or(0));
-        self.recorded_at.append_option(time(&record["at"]));
-        self.origin.append_value(text(&record["origin"]));
+        self.seq.append_value(seq);
+        self.recorded_at.append_option(time(recorded_at));
+        self.origin.append_value(origin);
         self.alert_id.append_value(text(&alert["alert_id"]));
         self.fingerprint.append_value(text(&alert["fingerprint"]));
         self.rule_id.append_value(text(&alert["rule_id"]));

@@ -6,9 +6,9 @@
 //! Grafana, the dashboard`). [`QueryEngine`] is a DataFusion session whose
 //! default schema lists the store's streams live: each stream is a table
 //! (`inference`, and any generic stream such as `gateway`), and
-//! `inference_rollups` exposes the per-minute rollups; with an alert
-//! history ([`QueryEngine::open_with_alerts`]) the `alerts` table lists
-//! every alert transition. Every scan takes a
+//! `inference_rollups` exposes the per-minute rollups, and `alerts` every
+//! alert transition (the data directory's `alerts.jsonl`, or a notification
+//! history via [`QueryEngine::open_with_alerts`]). Every scan takes a
 //! fresh store snapshot, so an event is queryable as soon as its WAL record
 //! is written, and prunes hour partitions and row groups by time.
 //!
@@ -33,7 +33,7 @@ mod pg;
 mod rewrite;
 mod table;
 
-pub use alerts::{AlertHistoryTable, ALERTS_TABLE};
+pub use alerts::{AlertHistoryTable, ALERTS_TABLE, STORE_ALERTS_FILE};
 pub use functions::{aggregate_functions, bucket_width_nanos, scalar_functions};
 pub use pg::{serve_postgres, PgOptions};
 pub use rewrite::RollupRewrite;
@@ -90,8 +90,8 @@ impl From<DataFusionError> for QueryError {
 #[derive(Debug)]
 struct StoreSchema {
     reader: Arc<StoreReaderHandle>,
-    /// The `alerts` table, when an alert history was given.
-    alerts: Option<Arc<AlertHistoryTable>>,
+    /// The `alerts` table.
+    alerts: Arc<AlertHistoryTable>,
 }
 
 /// `StoreReader` behind a `Debug` wrapper, as DataFusion's traits require.
@@ -110,17 +110,15 @@ impl SchemaProvider for StoreSchema {
     fn table_names(&self) -> Vec<String> {
         let mut names = self.reader.0.streams().unwrap_or_default();
         names.push(format!("{DEFAULT_STREAM}{ROLLUP_TABLE_SUFFIX}"));
-        if self.alerts.is_some() {
-            names.push(ALERTS_TABLE.to_string());
-        }
+        names.push(ALERTS_TABLE.to_string());
         names.sort();
         names
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
         let reader = self.reader.0.clone();
-        if let (ALERTS_TABLE, Some(alerts)) = (name, &self.alerts) {
-            return Ok(Some(alerts.clone()));
+        if name == ALERTS_TABLE {
+            return Ok(Some(self.alerts.clone()));
         }
         if name == format!("{DEFAULT_STREAM}{ROLLUP_TABLE_SUFFIX}") {
             return Ok(Some(Arc::new(StreamTable::rollups(reader, DEFAULT_STREAM))));
@@ -148,8 +146,9 @@ impl QueryEngine {
         QueryEngine::open_with_alerts(data, use_rollups, None)
     }
 
-    /// Like [`QueryEngine::open`], plus an `alerts` table over the alert
-    /// history file `alert_history` (see [`AlertHistoryTable`]).
+    /// Like [`QueryEngine::open`], with the `alerts` table read from
+    /// `alert_history` instead of the data directory's own
+    /// [`STORE_ALERTS_FILE`] (see [`AlertHistoryTable`]).
     pub fn open_with_alerts(
         data: &Path,
         use_rollups: bool,
@@ -188,8 +187,9 @@ impl QueryEngine {
             "public",
             Arc::new(StoreSchema {
                 reader: Arc::new(StoreReaderHandle(reader.clone())),
-                alerts: alert_history
-                    .map(|path| Arc::new(AlertHistoryTable::new(path.to_path_buf()))),
+                alerts: Arc::new(AlertHistoryTable::new(
+                    alert_history.map_or_else(|| data.join(STORE_ALERTS_FILE), Path::to_path_buf),
+                )),
             }),
         )?;
         Ok(QueryEngine {
