@@ -2,14 +2,14 @@
 //! the two examples end to end, `temporal_ordered` with late data,
 //! absence, counts, arrival-order independence, and malformed rules.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{
-    new_null_array, ArrayRef, Float64Array, StringDictionaryBuilder, TimestampNanosecondArray,
-};
-use arrow::datatypes::Int32Type;
+use arrow::array::{new_null_array, ArrayRef, Float64Array, TimestampNanosecondArray};
 use arrow::record_batch::RecordBatch;
+use common::dictionary;
 use inferwatch_core::{canonical_schema, column, format_timestamp, Alert, AlertState, Severity};
 use inferwatch_detect::correlation::{
     CorrelationConfig, CorrelationEngine, CorrelationRules, Finding, Observed,
@@ -63,11 +63,6 @@ fn of_rule<'a>(alerts: &'a [Alert], rule_id: &str) -> Vec<&'a Alert> {
 
 fn inference_batch(rows: &[(i64, &str, f64)]) -> RecordBatch {
     let schema = canonical_schema();
-    let dictionary = |values: Vec<&str>| -> ArrayRef {
-        let mut builder = StringDictionaryBuilder::<Int32Type>::new();
-        values.into_iter().for_each(|v| builder.append_value(v));
-        Arc::new(builder.finish())
-    };
     let columns: Vec<ArrayRef> = schema
         .fields()
         .iter()

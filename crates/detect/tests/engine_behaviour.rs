@@ -1,15 +1,15 @@
 //! Behaviour of the window engine on hand-built batches: lifecycle, segments,
 //! lateness, and independence from batching and in-lateness shuffling.
 
+mod common;
+
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{
-    new_null_array, ArrayRef, Float64Array, StringDictionaryBuilder, TimestampNanosecondArray,
-};
-use arrow::datatypes::Int32Type;
+use arrow::array::{new_null_array, ArrayRef, Float64Array, TimestampNanosecondArray};
 use arrow::record_batch::RecordBatch;
+use common::dictionary;
 use inferwatch_core::{canonical_schema, column, Alert, AlertState};
 use inferwatch_detect::{Engine, Rule};
 use proptest::prelude::*;
@@ -29,11 +29,6 @@ struct Event {
 
 fn batch(events: &[Event]) -> RecordBatch {
     let schema = canonical_schema();
-    let dictionary = |values: Vec<&str>| -> ArrayRef {
-        let mut builder = StringDictionaryBuilder::<Int32Type>::new();
-        values.into_iter().for_each(|v| builder.append_value(v));
-        Arc::new(builder.finish())
-    };
     let columns: Vec<ArrayRef> = schema
         .fields()
         .iter()

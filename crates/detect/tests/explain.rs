@@ -2,15 +2,14 @@
 //! slice over-represents, distinct clients, the summary line, the sample's
 //! bound, and independence from batching.
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{
-    new_null_array, ArrayRef, Float64Array, Int64Array, StringDictionaryBuilder,
-    TimestampNanosecondArray,
-};
-use arrow::datatypes::Int32Type;
+use arrow::array::{new_null_array, ArrayRef, Float64Array, Int64Array, TimestampNanosecondArray};
 use arrow::record_batch::RecordBatch;
+use common::dictionary;
 use inferwatch_core::{canonical_schema, column, Alert, AlertState};
 use inferwatch_detect::{Engine, Rule};
 use proptest::prelude::*;
@@ -33,11 +32,6 @@ struct Event {
 
 fn batch(events: &[Event]) -> RecordBatch {
     let schema = canonical_schema();
-    let dictionary = |values: Vec<&str>| -> ArrayRef {
-        let mut builder = StringDictionaryBuilder::<Int32Type>::new();
-        values.into_iter().for_each(|v| builder.append_value(v));
-        Arc::new(builder.finish())
-    };
     let columns: Vec<ArrayRef> = schema
         .fields()
         .iter()

@@ -4,14 +4,14 @@
 //! error rate fires after ≈5.8 min and clears ≈4.5 min after recovery; plus
 //! exact latency thresholds, batch-split invariance and the shipped configs.
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{
-    new_null_array, ArrayRef, Float64Array, StringDictionaryBuilder, TimestampNanosecondArray,
-};
-use arrow::datatypes::Int32Type;
+use arrow::array::{new_null_array, ArrayRef, Float64Array, TimestampNanosecondArray};
 use arrow::record_batch::RecordBatch;
+use common::dictionary;
 use inferwatch_core::{canonical_schema, column, parse_timestamp_text, Alert, AlertState};
 use inferwatch_detect::load_slos;
 use inferwatch_detect::slo::{slos_from_yaml_str, BudgetReport, SloEvaluator};
@@ -33,11 +33,6 @@ struct Event {
 
 fn batch(events: &[Event]) -> RecordBatch {
     let schema = canonical_schema();
-    let dictionary = |values: Vec<&str>| -> ArrayRef {
-        let mut builder = StringDictionaryBuilder::<Int32Type>::new();
-        values.into_iter().for_each(|v| builder.append_value(v));
-        Arc::new(builder.finish())
-    };
     let columns: Vec<ArrayRef> = schema
         .fields()
         .iter()

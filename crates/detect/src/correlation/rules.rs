@@ -338,7 +338,7 @@ impl CorrelationRules {
     pub fn load_dir(dir: &Path) -> (CorrelationRules, Vec<DetectError>) {
         let mut paths = Vec::new();
         let mut errors = Vec::new();
-        collect_yaml_paths(dir, &mut paths, &mut errors);
+        crate::rule::collect_rule_paths(dir, &mut paths, &mut errors);
         paths.sort();
         let mut all = CorrelationRules::default();
         for path in paths {
@@ -393,34 +393,6 @@ impl CorrelationRules {
             }
         }
         Ok(())
-    }
-}
-
-fn collect_yaml_paths(dir: &Path, paths: &mut Vec<PathBuf>, errors: &mut Vec<DetectError>) {
-    if dir.is_file() {
-        paths.push(dir.to_path_buf());
-        return;
-    }
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(source) => {
-            errors.push(DetectError::Io {
-                path: dir.to_path_buf(),
-                source,
-            });
-            return;
-        }
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            collect_yaml_paths(&path, paths, errors);
-        } else if matches!(
-            path.extension().and_then(|e| e.to_str()),
-            Some("yaml" | "yml")
-        ) {
-            paths.push(path);
-        }
     }
 }
 
