@@ -4,18 +4,24 @@
 //! p99 over raw events and one merged from rollup sketches agree within the
 //! sketch's 1 % relative error. `quantile_merge(sketch, q)` is its rollup
 //! form: it merges stored sketches instead of adding values.
+//!
+//! `sketch_merge(sketch)` merges sketches into one (as bytes) and
+//! `sketch_quantile(sketch, q)` reads a quantile from such bytes. The rollup
+//! rewrite uses the pair so that p50, p95 and p99 of one group merge its
+//! sketches once, not once per quantile; `sketch_merge` has a grouped
+//! accumulator (one sketch per group, no boxed accumulator per group).
 
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BinaryArray, Float64Array, TimestampNanosecondArray,
+    Array, ArrayRef, AsArray, BinaryArray, BooleanArray, Float64Array, TimestampNanosecondArray,
 };
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Float64Type, TimeUnit};
 use datafusion::common::{exec_err, plan_err, Result, ScalarValue};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{
-    Accumulator, AggregateUDF, AggregateUDFImpl, ColumnarValue, ScalarFunctionArgs, ScalarUDF,
-    ScalarUDFImpl, Signature, Volatility,
+    Accumulator, AggregateUDF, AggregateUDFImpl, ColumnarValue, EmitTo, GroupsAccumulator,
+    ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 use datafusion::physical_expr::expressions::Literal;
 use inferwatch_core::QuantileSketch;
@@ -286,9 +292,275 @@ impl Accumulator for QuantileAccumulator {
     }
 }
 
+/// `sketch_merge(sketch)`: the merge of a column of sketch bytes, as bytes.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct SketchMerge {
+    signature: Signature,
+}
+
+impl SketchMerge {
+    fn new() -> SketchMerge {
+        SketchMerge {
+            signature: Signature::exact(vec![DataType::Binary], Volatility::Immutable),
+        }
+    }
+}
+
+impl AggregateUDFImpl for SketchMerge {
+    fn name(&self) -> &str {
+        "sketch_merge"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Binary)
+    }
+
+    fn accumulator(&self, _args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        Ok(Box::new(SketchMergeAccumulator::default()))
+    }
+
+    fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
+        Ok(vec![Arc::new(Field::new(
+            format!("{}[sketch]", args.name),
+            DataType::Binary,
+            true,
+        ))])
+    }
+
+    fn groups_accumulator_supported(&self, _args: AccumulatorArgs) -> bool {
+        true
+    }
+
+    fn create_groups_accumulator(
+        &self,
+        _args: AccumulatorArgs,
+    ) -> Result<Box<dyn GroupsAccumulator>> {
+        Ok(Box::new(SketchMergeGroups::default()))
+    }
+}
+
+fn sketch_bytes(array: &ArrayRef) -> Result<&BinaryArray> {
+    match array.as_any().downcast_ref::<BinaryArray>() {
+        Some(sketches) => Ok(sketches),
+        None => exec_err!(
+            "sketch_merge: expected sketch bytes, got {}",
+            array.data_type()
+        ),
+    }
+}
+
+fn read_sketch(bytes: &[u8]) -> Result<QuantileSketch> {
+    QuantileSketch::from_bytes(bytes).or_else(|error| exec_err!("sketch_merge: {error}"))
+}
+
+/// The merged sketch of each group; `None` until a group sees a sketch.
+#[derive(Debug, Default)]
+struct SketchMergeGroups {
+    sketches: Vec<Option<QuantileSketch>>,
+}
+
+impl SketchMergeGroups {
+    fn fold(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        filter: Option<&BooleanArray>,
+        total_num_groups: usize,
+    ) -> Result<()> {
+        self.sketches.resize_with(total_num_groups, || None);
+        let Some(values) = values.first() else {
+            return Ok(());
+        };
+        let sketches = sketch_bytes(values)?;
+        for (row, &group) in group_indices.iter().enumerate() {
+            if sketches.is_null(row) || filter.is_some_and(|f| !f.value(row) || f.is_null(row)) {
+                continue;
+            }
+            let other = read_sketch(sketches.value(row))?;
+            match &mut self.sketches[group] {
+                Some(sketch) => sketch.merge(&other),
+                empty => *empty = Some(other),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl GroupsAccumulator for SketchMergeGroups {
+    fn update_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        opt_filter: Option<&BooleanArray>,
+        total_num_groups: usize,
+    ) -> Result<()> {
+        self.fold(values, group_indices, opt_filter, total_num_groups)
+    }
+
+    fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
+        let emitted = emit_to.take_needed(&mut self.sketches);
+        let bytes: BinaryArray = emitted
+            .iter()
+            .map(|sketch| sketch.as_ref().map(QuantileSketch::to_bytes))
+            .collect();
+        Ok(Arc::new(bytes))
+    }
+
+    fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
+        Ok(vec![self.evaluate(emit_to)?])
+    }
+
+    fn merge_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        total_num_groups: usize,
+    ) -> Result<()> {
+        self.fold(values, group_indices, None, total_num_groups)
+    }
+
+    fn convert_to_state(
+        &self,
+        values: &[ArrayRef],
+        opt_filter: Option<&BooleanArray>,
+    ) -> Result<Vec<ArrayRef>> {
+        // A row's state is its own sketch; filtered-out rows become NULL.
+        let Some(values) = values.first() else {
+            return exec_err!("sketch_merge takes one argument");
+        };
+        let sketches = sketch_bytes(values)?;
+        let kept: BinaryArray = (0..sketches.len())
+            .map(|row| {
+                let filtered_out = opt_filter.is_some_and(|f| f.is_null(row) || !f.value(row));
+                (!filtered_out && sketches.is_valid(row)).then(|| sketches.value(row))
+            })
+            .collect();
+        Ok(vec![Arc::new(kept)])
+    }
+
+    fn size(&self) -> usize {
+        // A latency sketch holds a few hundred bins.
+        self.sketches.len() * (std::mem::size_of::<Option<QuantileSketch>>() + 2048)
+    }
+}
+
+/// The ungrouped form of [`SketchMergeGroups`].
+#[derive(Debug, Default)]
+struct SketchMergeAccumulator {
+    sketch: Option<QuantileSketch>,
+}
+
+impl Accumulator for SketchMergeAccumulator {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        let Some(values) = values.first() else {
+            return Ok(());
+        };
+        for bytes in sketch_bytes(values)?.iter().flatten() {
+            let other = read_sketch(bytes)?;
+            match &mut self.sketch {
+                Some(sketch) => sketch.merge(&other),
+                empty => *empty = Some(other),
+            }
+        }
+        Ok(())
+    }
+
+    fn evaluate(&mut self) -> Result<ScalarValue> {
+        Ok(ScalarValue::Binary(
+            self.sketch.as_ref().map(QuantileSketch::to_bytes),
+        ))
+    }
+
+    fn size(&self) -> usize {
+        std::mem::size_of_val(self) + 2048
+    }
+
+    fn state(&mut self) -> Result<Vec<ScalarValue>> {
+        Ok(vec![self.evaluate()?])
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
+        self.update_batch(states)
+    }
+}
+
+/// `sketch_quantile(sketch, q)`: the `q` quantile of sketch bytes (NULL for
+/// a NULL or empty sketch).
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct SketchQuantile {
+    signature: Signature,
+}
+
+impl SketchQuantile {
+    fn new() -> SketchQuantile {
+        SketchQuantile {
+            signature: Signature::exact(
+                vec![DataType::Binary, DataType::Float64],
+                Volatility::Immutable,
+            ),
+        }
+    }
+}
+
+impl ScalarUDFImpl for SketchQuantile {
+    fn name(&self) -> &str {
+        "sketch_quantile"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Float64)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let [sketches, q] = args.args.as_slice() else {
+            return exec_err!("sketch_quantile(sketch, q) takes two arguments");
+        };
+        let ColumnarValue::Scalar(ScalarValue::Float64(Some(q))) = q else {
+            return exec_err!("sketch_quantile: q must be a constant between 0 and 1");
+        };
+        if !(0.0..=1.0).contains(q) {
+            return exec_err!("sketch_quantile: q must be between 0 and 1, got {q}");
+        }
+        let quantile = |bytes: &[u8]| -> Result<Option<f64>> {
+            let sketch = read_sketch(bytes)?;
+            Ok((sketch.count() > 0).then(|| sketch.quantile(*q)))
+        };
+        match sketches {
+            ColumnarValue::Scalar(ScalarValue::Binary(bytes)) => {
+                Ok(ColumnarValue::Scalar(ScalarValue::Float64(match bytes {
+                    Some(bytes) => quantile(bytes)?,
+                    None => None,
+                })))
+            }
+            ColumnarValue::Array(array) => {
+                let values = sketch_bytes(array)?
+                    .iter()
+                    .map(|bytes| bytes.map_or(Ok(None), quantile))
+                    .collect::<Result<Float64Array>>()?;
+                Ok(ColumnarValue::Array(Arc::new(values)))
+            }
+            other => exec_err!(
+                "sketch_quantile: expected sketch bytes, got {}",
+                other.data_type()
+            ),
+        }
+    }
+}
+
 /// The scalar functions inferwatch adds to SQL.
 pub fn scalar_functions() -> Vec<ScalarUDF> {
-    vec![ScalarUDF::from(TimeBucket::new())]
+    vec![
+        ScalarUDF::from(TimeBucket::new()),
+        ScalarUDF::from(SketchQuantile::new()),
+    ]
 }
 
 /// The aggregate functions inferwatch adds to SQL.
@@ -296,6 +568,7 @@ pub fn aggregate_functions() -> Vec<AggregateUDF> {
     vec![
         AggregateUDF::from(Quantile::new(false)),
         AggregateUDF::from(Quantile::new(true)),
+        AggregateUDF::from(SketchMerge::new()),
     ]
 }
 

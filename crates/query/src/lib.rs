@@ -159,13 +159,22 @@ impl QueryEngine {
             .with_information_schema(true)
             .with_default_catalog_and_schema("datafusion", "public");
         let mut rules = Analyzer::new().rules;
-        let quantile_merge = aggregate_function("quantile_merge")
+        let sketch_merge = aggregate_function("sketch_merge")
             .map(Arc::new)
-            .ok_or_else(|| QueryError::Internal("quantile_merge is not registered".into()))?;
+            .ok_or_else(|| QueryError::Internal("sketch_merge is not registered".into()))?;
+        let sketch_quantile = scalar_functions()
+            .into_iter()
+            .find(|f| f.name() == "sketch_quantile")
+            .map(Arc::new)
+            .ok_or_else(|| QueryError::Internal("sketch_quantile is not registered".into()))?;
         if use_rollups {
             rules.insert(
                 0,
-                Arc::new(RollupRewrite::new(reader.clone(), quantile_merge)),
+                Arc::new(RollupRewrite::new(
+                    reader.clone(),
+                    sketch_merge,
+                    sketch_quantile,
+                )),
             );
         }
         let state = SessionStateBuilder::new()

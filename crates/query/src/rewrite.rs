@@ -18,7 +18,8 @@
 //! `Projection(Aggregate(Filter(Scan inference_rollups)))` whose outputs
 //! keep the original names and types, so everything above is unchanged.
 //! Counts and sums are exact; quantiles merge the stored DDSketches (1 %
-//! relative error, the same as `quantile` on raw rows). Anything else runs
+//! relative error, the same as `quantile` on raw rows; each group's sketches
+//! are merged once however many quantiles the query asks for). Anything else runs
 //! on the events, unchanged. The rule runs first among analyzer rules, so
 //! `EXPLAIN` shows which table answered.
 
@@ -33,7 +34,7 @@ use datafusion::functions_aggregate::sum::sum_udaf;
 use datafusion::logical_expr::expr::{AggregateFunction, Alias, ScalarFunction};
 use datafusion::logical_expr::utils::{conjunction, split_conjunction};
 use datafusion::logical_expr::{
-    cast, lit, AggregateUDF, BinaryExpr, Expr, LogicalPlan, LogicalPlanBuilder, Operator,
+    cast, lit, AggregateUDF, BinaryExpr, Expr, LogicalPlan, LogicalPlanBuilder, Operator, ScalarUDF,
 };
 use datafusion::optimizer::AnalyzerRule;
 use inferwatch_core::{column, DEFAULT_STREAM};
@@ -45,7 +46,8 @@ use crate::table::{timestamp_literal, StreamTable, TableKind};
 /// The analyzer rule that routes eligible aggregates to the rollups.
 pub struct RollupRewrite {
     reader: Arc<StoreReader>,
-    quantile_merge: Arc<AggregateUDF>,
+    sketch_merge: Arc<AggregateUDF>,
+    sketch_quantile: Arc<ScalarUDF>,
 }
 
 impl std::fmt::Debug for RollupRewrite {
@@ -55,11 +57,17 @@ impl std::fmt::Debug for RollupRewrite {
 }
 
 impl RollupRewrite {
-    /// A rule reading rollups through `reader`.
-    pub fn new(reader: Arc<StoreReader>, quantile_merge: Arc<AggregateUDF>) -> RollupRewrite {
+    /// A rule reading rollups through `reader`, merging sketches with
+    /// `sketch_merge` and reading quantiles with `sketch_quantile`.
+    pub fn new(
+        reader: Arc<StoreReader>,
+        sketch_merge: Arc<AggregateUDF>,
+        sketch_quantile: Arc<ScalarUDF>,
+    ) -> RollupRewrite {
         RollupRewrite {
             reader,
-            quantile_merge,
+            sketch_merge,
+            sketch_quantile,
         }
     }
 }
@@ -154,12 +162,23 @@ impl RollupRewrite {
         }
         let mut partials = Vec::new();
         let mut partial_columns: Vec<Vec<Expr>> = Vec::new();
+        // Equal partials are computed once: p50, p95 and p99 share one merge.
+        let mut distinct_partials: Vec<&Expr> = Vec::new();
         for recipe in &recipes {
             let mut columns = Vec::new();
             for partial in &recipe.partials {
-                let name = format!("__partial_{}", partials.len());
-                partials.push(partial.clone().alias(&name));
-                columns.push(Expr::Column(Column::from_name(name)));
+                let position = match distinct_partials.iter().position(|p| *p == partial) {
+                    Some(position) => position,
+                    None => {
+                        distinct_partials.push(partial);
+                        let name = format!("__partial_{}", partials.len());
+                        partials.push(partial.clone().alias(name));
+                        partials.len() - 1
+                    }
+                };
+                columns.push(Expr::Column(Column::from_name(format!(
+                    "__partial_{position}"
+                ))));
             }
             partial_columns.push(columns);
         }
@@ -274,11 +293,20 @@ impl RollupRewrite {
             ("quantile", Some(column::LATENCY_MS)) => {
                 let q = params.args.get(1)?;
                 matches!(q, Expr::Literal(..)).then_some(())?;
-                Some(single(aggregate(
-                    self.quantile_merge.clone(),
-                    vec![rollup(LATENCY_SKETCH), q.clone()],
-                    false,
-                )))
+                let (sketch_quantile, q) = (self.sketch_quantile.clone(), q.clone());
+                Some(Recipe {
+                    partials: vec![aggregate(
+                        self.sketch_merge.clone(),
+                        vec![rollup(LATENCY_SKETCH)],
+                        false,
+                    )],
+                    finish: Box::new(move |p: &[Expr]| {
+                        Expr::ScalarFunction(ScalarFunction::new_udf(
+                            sketch_quantile.clone(),
+                            vec![p[0].clone(), cast(q.clone(), arrow_f64())],
+                        ))
+                    }),
+                })
             }
             ("sum" | "avg" | "min" | "max" | "count", _) => {
                 // An expression over dimensions: weight each rollup row by its count.

@@ -171,6 +171,16 @@ async fn quantiles_from_rollups_and_raw_agree_within_the_sketch_bound() {
     let raw = QueryEngine::open(dir.path(), false).unwrap();
     let sql = "SELECT model_version, quantile(latency_ms, 0.5) AS p50, quantile(latency_ms, 0.99) AS p99 FROM inference GROUP BY 1 ORDER BY 1";
     let exact_sql = "SELECT model_version, approx_percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms), approx_percentile_cont(0.99) WITHIN GROUP (ORDER BY latency_ms) FROM inference GROUP BY 1 ORDER BY 1";
+    // Both quantiles read one merge of each group's sketches.
+    let explained = plan(&rollups, sql).await;
+    let aggregates: Vec<&str> = explained
+        .lines()
+        .filter(|line| line.contains("Aggregate"))
+        .collect();
+    assert!(!aggregates.is_empty(), "{explained}");
+    for line in aggregates {
+        assert_eq!(line.matches("sketch_merge(").count(), 1, "{explained}");
+    }
     let from_rollups = rollups.sql(sql).await.unwrap();
     let from_raw = raw.sql(sql).await.unwrap();
     let reference = raw.sql(exact_sql).await.unwrap();

@@ -10,6 +10,9 @@ use arrow::datatypes::{Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use inferwatch_core::column;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_writer::{
+    compute_leaves, ArrowColumnChunk, ArrowColumnWriter, ArrowLeafColumn,
+};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -57,26 +60,127 @@ fn writer_properties(schema: &Schema, sorted_by_timestamp: bool) -> WriterProper
 
 /// Writes `batch` to `path` atomically (tmp file, fsync, rename).
 pub fn write_parquet(path: &Path, batch: &RecordBatch, sorted: bool) -> Result<u64, StoreError> {
+    write_parquet_batches(
+        path,
+        batch.schema_ref(),
+        std::slice::from_ref(batch),
+        sorted,
+    )
+}
+
+/// Writes `batches` (all of `schema`, in order) to `path` as one file,
+/// atomically. The writer cuts row groups itself, so the batches need not
+/// be concatenated first.
+pub fn write_parquet_batches(
+    path: &Path,
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    sorted: bool,
+) -> Result<u64, StoreError> {
     let directory = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(directory).map_err(|e| StoreError::io(directory, e))?;
     let temporary = path.with_extension("parquet.tmp");
     let file = File::create(&temporary).map_err(|e| StoreError::io(&temporary, e))?;
-    let mut writer = ArrowWriter::try_new(
+    let parquet_error = |e: parquet::errors::ParquetError| StoreError::Parquet(e.to_string());
+    // The ArrowWriter only sets up the file (schema, properties, Arrow
+    // metadata); row groups are encoded column-parallel below.
+    let (mut file_writer, factory) = ArrowWriter::try_new(
         file,
-        batch.schema(),
-        Some(writer_properties(batch.schema_ref(), sorted)),
+        schema.clone(),
+        Some(writer_properties(schema, sorted)),
     )
-    .map_err(|e| StoreError::Parquet(e.to_string()))?;
-    writer
-        .write(batch)
-        .map_err(|e| StoreError::Parquet(e.to_string()))?;
-    let file = writer
-        .into_inner()
-        .map_err(|e| StoreError::Parquet(e.to_string()))?;
+    .and_then(ArrowWriter::into_serialized_writer)
+    .map_err(parquet_error)?;
+    for (index, row_group) in row_groups(batches).iter().enumerate() {
+        let writers = factory
+            .create_column_writers(index)
+            .map_err(parquet_error)?;
+        let mut leaves: Vec<Vec<ArrowLeafColumn>> = writers.iter().map(|_| Vec::new()).collect();
+        for batch in row_group {
+            let mut leaf = 0;
+            for (field, column) in schema.fields().iter().zip(batch.columns()) {
+                for column_leaf in compute_leaves(field, column).map_err(parquet_error)? {
+                    leaves[leaf].push(column_leaf);
+                    leaf += 1;
+                }
+            }
+        }
+        let chunks = encode_columns(writers, leaves).map_err(parquet_error)?;
+        let mut row_group_writer = file_writer.next_row_group().map_err(parquet_error)?;
+        for chunk in chunks {
+            chunk
+                .append_to_row_group(&mut row_group_writer)
+                .map_err(parquet_error)?;
+        }
+        row_group_writer.close().map_err(parquet_error)?;
+    }
+    let file = file_writer.into_inner().map_err(parquet_error)?;
     file.sync_all().map_err(|e| StoreError::io(&temporary, e))?;
     let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
     std::fs::rename(&temporary, path).map_err(|e| StoreError::io(path, e))?;
     Ok(bytes)
+}
+
+/// Cuts `batches` into row groups of [`ROW_GROUP_ROWS`] rows (slices, no copies).
+fn row_groups(batches: &[RecordBatch]) -> Vec<Vec<RecordBatch>> {
+    let mut groups: Vec<Vec<RecordBatch>> = Vec::new();
+    let mut rows_in_last = ROW_GROUP_ROWS;
+    for batch in batches {
+        let mut offset = 0;
+        while offset < batch.num_rows() {
+            if rows_in_last == ROW_GROUP_ROWS {
+                groups.push(Vec::new());
+                rows_in_last = 0;
+            }
+            let take = (ROW_GROUP_ROWS - rows_in_last).min(batch.num_rows() - offset);
+            if let Some(group) = groups.last_mut() {
+                group.push(batch.slice(offset, take));
+            }
+            rows_in_last += take;
+            offset += take;
+        }
+    }
+    groups
+}
+
+/// Encodes one row group's columns on two threads (alternate columns), so a
+/// flush keeps pace with the decoders; chunks come back in column order.
+fn encode_columns(
+    writers: Vec<ArrowColumnWriter>,
+    leaves: Vec<Vec<ArrowLeafColumn>>,
+) -> parquet::errors::Result<Vec<ArrowColumnChunk>> {
+    let encode = |jobs: Vec<(usize, ArrowColumnWriter, Vec<ArrowLeafColumn>)>| {
+        jobs.into_iter()
+            .map(|(index, mut writer, leaves)| {
+                for leaf in &leaves {
+                    writer.write(leaf)?;
+                }
+                Ok((index, writer.close()?))
+            })
+            .collect::<parquet::errors::Result<Vec<_>>>()
+    };
+    let (mut here, mut there) = (Vec::new(), Vec::new());
+    for (index, (writer, leaves)) in writers.into_iter().zip(leaves).enumerate() {
+        if index % 2 == 0 {
+            here.push((index, writer, leaves));
+        } else {
+            there.push((index, writer, leaves));
+        }
+    }
+    let (mine, theirs) = std::thread::scope(|scope| {
+        let other = scope.spawn(|| encode(there));
+        let mine = encode(here);
+        let theirs = other.join().unwrap_or_else(|_| {
+            Err(parquet::errors::ParquetError::General(
+                "a column encoder thread panicked".into(),
+            ))
+        });
+        (mine, theirs)
+    });
+    let mut all = mine?;
+    all.extend(theirs?);
+    all.sort_by_key(|(index, _)| *index);
+    Ok(all.into_iter().map(|(_, chunk)| chunk).collect())
 }
 
 /// Reads a whole Parquet file.
@@ -174,6 +278,47 @@ pub fn concat_sorted(batches: &[RecordBatch]) -> Result<RecordBatch, StoreError>
         .collect();
     let references: Vec<&RecordBatch> = aligned.iter().collect();
     interleave_record_batch(&references, &indices).map_err(|e| StoreError::Arrow(e.to_string()))
+}
+
+/// (hour start, that hour's slices in time order), hour by hour.
+pub type HourSlices = Vec<(i64, Vec<RecordBatch>)>;
+
+/// The batches as (hour start, slices in time order) when they are already
+/// in timestamp order, end to end — the usual case, since logs are written
+/// in time order — or `None` when they need [`concat_sorted`]. Saves the
+/// sorted copy: a flush then holds its input only.
+pub fn split_sorted_by_hour(
+    batches: &[RecordBatch],
+) -> Result<Option<(SchemaRef, HourSlices)>, StoreError> {
+    let schema = union_schema(batches);
+    let mut previous = i64::MIN;
+    for batch in batches {
+        let Some(timestamps) = batch
+            .column_by_name(column::TIMESTAMP)
+            .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
+        else {
+            return Ok(None);
+        };
+        if timestamps.null_count() > 0 {
+            return Ok(None);
+        }
+        for &t in timestamps.values().iter() {
+            if t < previous {
+                return Ok(None);
+            }
+            previous = t;
+        }
+    }
+    let mut hours: Vec<(i64, Vec<RecordBatch>)> = Vec::new();
+    for batch in batches.iter().filter(|b| b.num_rows() > 0) {
+        for (hour, slice) in split_by_hour(&align_to_schema(batch, &schema)?)? {
+            match hours.last_mut() {
+                Some((last, slices)) if *last == hour => slices.push(slice),
+                _ => hours.push((hour, vec![slice])),
+            }
+        }
+    }
+    Ok(Some((schema, hours)))
 }
 
 /// Splits a timestamp-sorted batch into (hour start, slice) partitions.

@@ -3,9 +3,11 @@
 //!
 //! `append` writes the WAL (the acknowledgement) and adds the batch to the
 //! active memtable. When the memtable holds `flush_rows` rows or is older
-//! than `flush_interval`, it is handed to a background thread that sorts it,
-//! writes one Parquet segment (and one rollup file) per stream and hour,
-//! advances `flushed.json`, then compacts small files and applies retention.
+//! than `flush_interval`, it is handed to a background thread that sorts it
+//! (logs in time order, the usual case, skip the sorted copy), writes one
+//! Parquet segment (columns encoded on two threads) and one rollup file per
+//! stream and hour, advances `flushed.json`, then compacts small files and
+//! applies retention.
 //! At most one flush runs at a time; a second full memtable waits for it,
 //! which bounds memory to two memtables.
 
@@ -22,7 +24,10 @@ use inferwatch_core::DEFAULT_STREAM;
 use crate::layout::{current_files, DataFile, FileKind, FlushMark, Layout, HOUR_NANOS};
 use crate::rollup::RollupBuilder;
 use crate::schema::{merge_schema, read_stream_schema, write_stream_schema};
-use crate::segment::{concat_sorted, read_parquet, split_by_hour, write_parquet};
+use crate::segment::{
+    concat_sorted, read_parquet, split_by_hour, split_sorted_by_hour, write_parquet,
+    write_parquet_batches,
+};
 use crate::wal::{list_wal_files, read_wal_file, FsyncPolicy, Wal};
 use crate::StoreError;
 
@@ -54,7 +59,9 @@ impl Default for StoreOptions {
             flush_rows: 1 << 19,
             flush_interval: Duration::from_secs(30),
             compact_min_files: 4,
-            compact_max_file_bytes: 32 << 20,
+            // A busy flush writes ~20 MB; only the small files of quiet
+            // periods are worth rewriting.
+            compact_max_file_bytes: 8 << 20,
             compaction_grace: Duration::from_secs(60),
             retention_max_age: None,
             retention_max_bytes: None,
@@ -402,16 +409,28 @@ fn flush_memtable(
     }
     let mut touched: Vec<(String, i64)> = Vec::new();
     for (stream, batches) in by_stream {
-        // The memtable's batches go as soon as their sorted copy exists.
-        let sorted = concat_sorted(&batches)?;
-        drop(batches);
         let stream = &stream;
-        for (hour, slice) in split_by_hour(&sorted)? {
+        let (schema, hours) = match split_sorted_by_hour(&batches)? {
+            Some(in_order) => in_order,
+            None => {
+                // The memtable's batches go as soon as their sorted copy exists.
+                let sorted = concat_sorted(&batches)?;
+                drop(batches);
+                let hours = split_by_hour(&sorted)?
+                    .into_iter()
+                    .map(|(hour, slice)| (hour, vec![slice]))
+                    .collect();
+                (sorted.schema(), hours)
+            }
+        };
+        for (hour, slices) in hours {
             let path = layout.data_file_path(FileKind::Segment, stream, hour, first, last);
-            write_parquet(&path, &slice, true)?;
+            write_parquet_batches(&path, &schema, &slices, true)?;
             if stream == DEFAULT_STREAM {
                 let mut rollup = RollupBuilder::new();
-                rollup.add_events(&slice)?;
+                for slice in &slices {
+                    rollup.add_events(slice)?;
+                }
                 let path = layout.data_file_path(FileKind::Rollup, stream, hour, first, last);
                 write_parquet(&path, &rollup.finish()?, true)?;
             }

@@ -11,8 +11,8 @@ use arrow::record_batch::RecordBatch;
 use inferwatch_core::QuantileSketch;
 use inferwatch_ingest::{Chunk, Decoder, Mapping};
 use inferwatch_store::{
-    read_parquet, FileKind, FsyncPolicy, RollupBuilder, StoreError, StoreOptions, StoreReader,
-    StoreWriter, HOUR_NANOS,
+    hour_start, read_parquet, FileKind, FsyncPolicy, RollupBuilder, StoreError, StoreOptions,
+    StoreReader, StoreWriter, HOUR_NANOS,
 };
 
 const MINUTE: i64 = 60_000_000_000;
@@ -262,6 +262,96 @@ fn compaction_merges_small_files_without_changing_the_data() {
         }
     }
     assert_eq!(total, 900);
+}
+
+/// Each hour's segment read back: (timestamps, request ids) in file order.
+fn segment_rows(root: &std::path::Path) -> Vec<(i64, Vec<(i64, String)>)> {
+    let reader = StoreReader::open(root).unwrap();
+    let snapshot = reader.snapshot("inference", None, None).unwrap();
+    assert!(snapshot.tail.is_empty());
+    snapshot
+        .segments
+        .iter()
+        .map(|file| {
+            let mut rows = Vec::new();
+            for batch in read_parquet(&file.path).unwrap() {
+                let times = batch
+                    .column_by_name("timestamp")
+                    .unwrap()
+                    .as_primitive::<TimestampNanosecondType>();
+                let ids = batch.column_by_name("request_id").unwrap();
+                let ids = ids.as_any().downcast_ref::<StringArray>().unwrap();
+                for row in 0..batch.num_rows() {
+                    rows.push((times.value(row), ids.value(row).to_string()));
+                }
+            }
+            (file.hour_start, rows)
+        })
+        .collect()
+}
+
+#[test]
+fn a_flush_writes_each_hour_in_time_order_across_row_groups_whatever_the_arrival_order() {
+    // 300,000 rows over two hours: more than two row groups (ROW_GROUP_ROWS)
+    // in the first hour, so the column-parallel encoder cuts several.
+    let step = 2 * HOUR_NANOS / 300_000 + 1;
+    let batches: Vec<RecordBatch> = (0..30u64)
+        .map(|part| {
+            inference_batch(
+                part * 10_000,
+                10_000,
+                START + part as i64 * 10_000 * step,
+                step,
+            )
+        })
+        .collect();
+    let in_order = tempfile::tempdir().unwrap();
+    let shuffled = tempfile::tempdir().unwrap();
+    for (dir, reversed) in [(&in_order, false), (&shuffled, true)] {
+        let mut writer = StoreWriter::open(dir.path(), options()).unwrap();
+        let order: Vec<&RecordBatch> = if reversed {
+            batches.iter().rev().collect()
+        } else {
+            batches.iter().collect()
+        };
+        for batch in order {
+            writer.append("inference", batch, None).unwrap();
+        }
+        writer.close().unwrap();
+    }
+    let expected = segment_rows(in_order.path());
+    assert_eq!(expected.len(), 2, "one segment per hour");
+    assert_eq!(
+        expected.iter().map(|(_, rows)| rows.len()).sum::<usize>(),
+        300_000
+    );
+    for (hour, rows) in &expected {
+        assert!(
+            rows.windows(2).all(|w| w[0].0 <= w[1].0),
+            "hour {hour} out of order"
+        );
+        assert!(rows.iter().all(|(t, _)| hour_start(*t) == *hour));
+    }
+    let first_hour = std::fs::File::open(
+        &StoreReader::open(in_order.path())
+            .unwrap()
+            .snapshot("inference", None, None)
+            .unwrap()
+            .segments[0]
+            .path,
+    )
+    .unwrap();
+    let metadata = parquet::file::reader::FileReader::metadata(
+        &parquet::file::serialized_reader::SerializedFileReader::new(first_hour).unwrap(),
+    )
+    .clone();
+    assert!(
+        metadata.num_row_groups() >= 2,
+        "{} row groups",
+        metadata.num_row_groups()
+    );
+    // Batches that arrive out of order are sorted: the same rows, the same order.
+    assert_eq!(segment_rows(shuffled.path()), expected);
 }
 
 fn writer_stats_compacted(root: &std::path::Path) -> u64 {
