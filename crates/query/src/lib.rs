@@ -13,9 +13,13 @@
 //! is written, and prunes hour partitions and row groups by time.
 //!
 //! SQL gains `time_bucket(width, ts)`, `quantile(x, q)` (DDSketch, 1 %
-//! relative error) and `quantile_merge(sketch, q)`. An analyzer rule
-//! ([`RollupRewrite`]) answers dashboard-shaped aggregates from the rollups.
-//! [`serve_postgres`] speaks the Postgres protocol (simple and extended
+//! relative error), `quantile_merge(sketch, q)`, and `sketch_merge(sketch)`
+//! with `sketch_quantile(bytes, q)` (merge sketches once, read several
+//! quantiles). An analyzer rule
+//! ([`RollupRewrite`]) answers dashboard-shaped aggregates from the rollups;
+//! a physical rule ([`DictionaryCountRule`]) counts by one dictionary string
+//! column (`GROUP BY client_id`) on the dictionary keys instead of hashing
+//! every row. [`serve_postgres`] speaks the Postgres protocol (simple and extended
 //! query, MD5 password auth) through `datafusion-postgres`.
 //!
 //! ```no_run
@@ -28,12 +32,14 @@
 //! ```
 
 mod alerts;
+mod dictionary_count;
 mod functions;
 mod pg;
 mod rewrite;
 mod table;
 
 pub use alerts::{AlertHistoryTable, ALERTS_TABLE, STORE_ALERTS_FILE};
+pub use dictionary_count::{DictionaryCountExec, DictionaryCountRule};
 pub use functions::{aggregate_functions, bucket_width_nanos, scalar_functions};
 pub use pg::{serve_postgres, PgOptions};
 pub use rewrite::RollupRewrite;
@@ -181,6 +187,7 @@ impl QueryEngine {
             .with_config(config)
             .with_default_features()
             .with_analyzer_rules(rules)
+            .with_physical_optimizer_rule(Arc::new(DictionaryCountRule))
             .build();
         let context = SessionContext::new_with_state(state);
         for function in scalar_functions() {
