@@ -241,14 +241,8 @@ struct QuantileAccumulator {
 
 impl QuantileAccumulator {
     fn merge_sketch_array(&mut self, array: &ArrayRef) -> Result<()> {
-        let Some(sketches) = array.as_any().downcast_ref::<BinaryArray>() else {
-            return exec_err!("quantile: expected sketch bytes");
-        };
-        for bytes in sketches.iter().flatten() {
-            match QuantileSketch::from_bytes(bytes) {
-                Ok(other) => self.sketch.merge(&other),
-                Err(error) => return exec_err!("quantile: {error}"),
-            }
+        for bytes in sketch_bytes("quantile", array)?.iter().flatten() {
+            self.sketch.merge(&read_sketch("quantile", bytes)?);
         }
         Ok(())
     }
@@ -343,18 +337,27 @@ impl AggregateUDFImpl for SketchMerge {
     }
 }
 
-fn sketch_bytes(array: &ArrayRef) -> Result<&BinaryArray> {
+/// `array` as sketch bytes; errors name `function`.
+fn sketch_bytes<'a>(function: &str, array: &'a ArrayRef) -> Result<&'a BinaryArray> {
     match array.as_any().downcast_ref::<BinaryArray>() {
         Some(sketches) => Ok(sketches),
         None => exec_err!(
-            "sketch_merge: expected sketch bytes, got {}",
+            "{function}: expected sketch bytes, got {}",
             array.data_type()
         ),
     }
 }
 
-fn read_sketch(bytes: &[u8]) -> Result<QuantileSketch> {
-    QuantileSketch::from_bytes(bytes).or_else(|error| exec_err!("sketch_merge: {error}"))
+fn read_sketch(function: &str, bytes: &[u8]) -> Result<QuantileSketch> {
+    QuantileSketch::from_bytes(bytes).or_else(|error| exec_err!("{function}: {error}"))
+}
+
+/// Merges `other` into a group's sketch, which may not exist yet.
+fn merge_into(slot: &mut Option<QuantileSketch>, other: QuantileSketch) {
+    match slot {
+        Some(sketch) => sketch.merge(&other),
+        empty => *empty = Some(other),
+    }
 }
 
 /// The merged sketch of each group; `None` until a group sees a sketch.
@@ -375,16 +378,15 @@ impl SketchMergeGroups {
         let Some(values) = values.first() else {
             return Ok(());
         };
-        let sketches = sketch_bytes(values)?;
+        let sketches = sketch_bytes("sketch_merge", values)?;
         for (row, &group) in group_indices.iter().enumerate() {
             if sketches.is_null(row) || filter.is_some_and(|f| !f.value(row) || f.is_null(row)) {
                 continue;
             }
-            let other = read_sketch(sketches.value(row))?;
-            match &mut self.sketches[group] {
-                Some(sketch) => sketch.merge(&other),
-                empty => *empty = Some(other),
-            }
+            merge_into(
+                &mut self.sketches[group],
+                read_sketch("sketch_merge", sketches.value(row))?,
+            );
         }
         Ok(())
     }
@@ -432,7 +434,7 @@ impl GroupsAccumulator for SketchMergeGroups {
         let Some(values) = values.first() else {
             return exec_err!("sketch_merge takes one argument");
         };
-        let sketches = sketch_bytes(values)?;
+        let sketches = sketch_bytes("sketch_merge", values)?;
         let kept: BinaryArray = (0..sketches.len())
             .map(|row| {
                 let filtered_out = opt_filter.is_some_and(|f| f.is_null(row) || !f.value(row));
@@ -459,12 +461,8 @@ impl Accumulator for SketchMergeAccumulator {
         let Some(values) = values.first() else {
             return Ok(());
         };
-        for bytes in sketch_bytes(values)?.iter().flatten() {
-            let other = read_sketch(bytes)?;
-            match &mut self.sketch {
-                Some(sketch) => sketch.merge(&other),
-                empty => *empty = Some(other),
-            }
+        for bytes in sketch_bytes("sketch_merge", values)?.iter().flatten() {
+            merge_into(&mut self.sketch, read_sketch("sketch_merge", bytes)?);
         }
         Ok(())
     }
@@ -530,7 +528,7 @@ impl ScalarUDFImpl for SketchQuantile {
             return exec_err!("sketch_quantile: q must be between 0 and 1, got {q}");
         }
         let quantile = |bytes: &[u8]| -> Result<Option<f64>> {
-            let sketch = read_sketch(bytes)?;
+            let sketch = read_sketch("sketch_quantile", bytes)?;
             Ok((sketch.count() > 0).then(|| sketch.quantile(*q)))
         };
         match sketches {
@@ -541,7 +539,7 @@ impl ScalarUDFImpl for SketchQuantile {
                 })))
             }
             ColumnarValue::Array(array) => {
-                let values = sketch_bytes(array)?
+                let values = sketch_bytes("sketch_quantile", array)?
                     .iter()
                     .map(|bytes| bytes.map_or(Ok(None), quantile))
                     .collect::<Result<Float64Array>>()?;
