@@ -13,8 +13,8 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 use inferwatch_ingest::{
-    Chunk, DecodedBatch, Decoder, FileCheckpoint, FileSource, FileSourceOptions, GenericDecoder,
-    IngestError, ReaderSource, SinkMark, Source, SourcePoll, SourcePosition,
+    Chunk, ChunkBuffers, DecodedBatch, Decoder, FileCheckpoint, FileSource, FileSourceOptions,
+    GenericDecoder, IngestError, ReaderSource, SinkMark, Source, SourcePoll, SourcePosition,
 };
 
 /// Turns a chunk of lines into a batch; each decoder thread owns a clone.
@@ -105,12 +105,16 @@ impl Pipeline {
         decoders: usize,
     ) -> Result<Pipeline, IngestError> {
         let stop = Arc::new(AtomicBool::new(false));
+        let decoders = decoders.max(1);
+        // Enough idle buffers for every chunk that can be in flight.
+        let buffers = ChunkBuffers::new(decoders * 2 + 2);
         let use_stdin = spec.inputs.is_empty() || spec.inputs.iter().all(|input| input == "-");
         let mut source: Box<dyn Source> = if use_stdin {
             Box::new(
                 ReaderSource::stdin()
                     .with_chunk_bytes(spec.chunk_bytes)
-                    .with_stop(stop.clone()),
+                    .with_stop(stop.clone())
+                    .with_buffers(buffers.clone()),
             )
         } else {
             let mut options = FileSourceOptions::new(spec.inputs.clone());
@@ -119,10 +123,10 @@ impl Pipeline {
             options.resume = spec.resume.clone();
             options.chunk_bytes = spec.chunk_bytes;
             options.stop = stop.clone();
+            options.buffers = buffers.clone();
             Box::new(FileSource::open(options)?)
         };
         let resumed_sinks = source.resumed_sinks().to_vec();
-        let decoders = decoders.max(1);
         let (work_sender, work_receiver) = bounded::<(u64, Chunk, SourcePosition)>(decoders * 2);
         let (result_sender, result_receiver) = bounded::<Message>(decoders * 2);
         let (commit_sender, commit_receiver) = bounded::<(SourcePosition, Vec<SinkMark>)>(1024);
@@ -180,6 +184,7 @@ impl Pipeline {
             let work = work_receiver.clone();
             let results = result_sender.clone();
             let mut decoder = decoder.clone();
+            let buffers = buffers.clone();
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("decode-{index}"))
@@ -187,6 +192,7 @@ impl Pipeline {
                         for (sequence, chunk, position) in work.iter() {
                             let bytes = chunk.data.len() as u64;
                             let decoded = decoder.decode_chunk(&chunk);
+                            buffers.give_back(chunk.data);
                             if results
                                 .send(Message::Decoded {
                                     sequence,

@@ -150,7 +150,7 @@ mod source;
 mod walk;
 
 pub use checkpoint::{Checkpoint, FileCheckpoint, SinkMark, CHECKPOINT_VERSION};
-pub use chunk::Chunk;
+pub use chunk::{Chunk, ChunkBuffers};
 pub use coerce::TimestampUnit;
 pub use dead_letter::{
     read_dead_letters, DeadLetter, DeadLetterKind, DeadLetterWriter, DecodeCounters,

@@ -42,7 +42,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::checkpoint::{FileCheckpoint, SinkMark};
-use crate::{Chunk, IngestError};
+use crate::{Chunk, ChunkBuffers, IngestError};
 
 /// Default target size of a chunk: 1 MiB.
 pub const DEFAULT_CHUNK_BYTES: usize = 1 << 20;
@@ -165,7 +165,11 @@ pub struct ReaderSource {
     chunk_bytes: usize,
     poll_interval: Duration,
     stop: Arc<AtomicBool>,
+    buffers: ChunkBuffers,
 }
+
+/// Bytes the background thread of a [`ReaderSource`] reads at a time.
+const READ_BLOCK_BYTES: usize = 256 * 1024;
 
 /// Reads standard input until end of file.
 pub type StdinSource = ReaderSource;
@@ -178,14 +182,16 @@ impl ReaderSource {
 
     /// Reads `reader` on a background thread; `name` labels its chunks.
     pub fn new(name: &str, mut reader: impl Read + Send + 'static) -> ReaderSource {
-        const BLOCK: usize = 256 * 1024;
         // A small bound keeps memory flat when the consumer is slower.
         let (sender, receiver) = mpsc::sync_channel(4);
         std::thread::Builder::new()
             .name(format!("read-{name}"))
             .spawn(move || loop {
-                let mut block = Vec::with_capacity(BLOCK);
-                match (&mut reader).take(BLOCK as u64).read_to_end(&mut block) {
+                let mut block = Vec::with_capacity(READ_BLOCK_BYTES);
+                match (&mut reader)
+                    .take(READ_BLOCK_BYTES as u64)
+                    .read_to_end(&mut block)
+                {
                     Ok(0) => return,
                     Ok(_) => {
                         if sender.send(Ok(block)).is_err() {
@@ -209,7 +215,14 @@ impl ReaderSource {
             chunk_bytes: DEFAULT_CHUNK_BYTES,
             poll_interval: DEFAULT_POLL_INTERVAL,
             stop: Arc::new(AtomicBool::new(false)),
+            buffers: ChunkBuffers::default(),
         }
+    }
+
+    /// Takes chunk buffers from `buffers` (see [`ChunkBuffers`]).
+    pub fn with_buffers(mut self, buffers: ChunkBuffers) -> ReaderSource {
+        self.buffers = buffers;
+        self
     }
 
     /// Sets the target chunk size.
@@ -231,8 +244,14 @@ impl ReaderSource {
     }
 
     fn emit(&mut self, length: usize) -> SourcePoll {
-        let rest = self.pending.split_off(length);
-        let data = std::mem::replace(&mut self.pending, rest);
+        let data = if length >= self.chunk_bytes {
+            // More is coming: the tail gets a whole recycled chunk buffer.
+            let capacity = self.chunk_bytes + READ_BLOCK_BYTES;
+            self.buffers.cut(&mut self.pending, length, capacity)
+        } else {
+            let rest = self.pending.split_off(length);
+            std::mem::replace(&mut self.pending, rest)
+        };
         let chunk = Chunk::following(&self.name, &mut self.line, &mut self.offset, data);
         SourcePoll::Ready(SourceChunk {
             chunk,

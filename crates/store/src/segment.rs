@@ -38,10 +38,20 @@ fn writer_properties(schema: &Schema, sorted_by_timestamp: bool) -> WriterProper
         // dictionary-encoded; only full-precision derived ones are split.
         let encoding = match field.name().as_str() {
             column::TIMESTAMP => Some(Encoding::DELTA_BINARY_PACKED),
-            column::REQUEST_ID => Some(Encoding::DELTA_BYTE_ARRAY),
+            // Nearly one distinct value per event: a dictionary would be
+            // built per row and then abandoned for plain pages.
+            column::REQUEST_ID | column::INPUT_HASH => Some(Encoding::DELTA_BYTE_ARRAY),
             column::ENTROPY | column::MARGIN => Some(Encoding::BYTE_STREAM_SPLIT),
             _ => None,
         };
+        // Identities scattered across every page: min/max cannot prune
+        // them, and computing them costs a string comparison per row.
+        if matches!(
+            field.name().as_str(),
+            column::CLIENT_ID | column::CLIENT_IP | column::INPUT_HASH
+        ) {
+            builder = builder.set_column_statistics_enabled(path.clone(), EnabledStatistics::None);
+        }
         if let Some(encoding) = encoding {
             builder = builder
                 .set_column_dictionary_enabled(path.clone(), false)

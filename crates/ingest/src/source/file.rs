@@ -49,6 +49,7 @@ use super::{
     DEFAULT_CHUNK_BYTES, DEFAULT_POLL_INTERVAL,
 };
 use crate::checkpoint::{Checkpoint, FileCheckpoint, Fingerprint, SinkMark, FINGERPRINT_BYTES};
+use crate::chunk::ChunkBuffers;
 use crate::{Chunk, IngestError};
 
 /// How to read a set of files.
@@ -73,6 +74,9 @@ pub struct FileSourceOptions {
     /// Resume from these positions instead of the checkpoint file's (a
     /// sink that stores positions with its data, like the store's WAL).
     pub resume: Option<Vec<FileCheckpoint>>,
+    /// Where chunk buffers come from; share it with the decoders that hand
+    /// them back (see [`ChunkBuffers`]).
+    pub buffers: ChunkBuffers,
 }
 
 impl FileSourceOptions {
@@ -87,6 +91,7 @@ impl FileSourceOptions {
             start_at_end: false,
             stop: Arc::new(AtomicBool::new(false)),
             resume: None,
+            buffers: ChunkBuffers::default(),
         }
     }
 }
@@ -300,6 +305,7 @@ impl TrackedFile {
         &mut self,
         chunk_bytes: usize,
         emit_unterminated: bool,
+        buffers: &ChunkBuffers,
     ) -> Result<Option<Vec<u8>>, IngestError> {
         // Small reads when a followed file is quiet would cost syscalls;
         // big reads into a fresh buffer are what a chunk needs anyway.
@@ -334,6 +340,16 @@ impl TrackedFile {
             None if emit_unterminated && !self.pending.is_empty() => self.pending.len(),
             None => return Ok(None),
         };
+        if self.pending.len() >= chunk_bytes {
+            // A busy file: the next read fills a whole chunk, so give the
+            // tail a recycled buffer of that size. A quiet followed file
+            // keeps only its partial line.
+            return Ok(Some(buffers.cut(
+                &mut self.pending,
+                cut,
+                chunk_bytes + 2 * MIN_READ,
+            )));
+        }
         let rest = self.pending.split_off(cut);
         Ok(Some(std::mem::replace(&mut self.pending, rest)))
     }
@@ -346,7 +362,7 @@ impl TrackedFile {
     /// Skips the current content (start at end): whole lines are consumed,
     /// a trailing partial line stays pending so it is emitted once complete.
     fn skip_existing(&mut self, chunk_bytes: usize) -> Result<(), IngestError> {
-        while let Some(data) = self.fill(chunk_bytes, false)? {
+        while let Some(data) = self.fill(chunk_bytes, false, &ChunkBuffers::default())? {
             self.take_chunk(data);
         }
         Ok(())
@@ -694,7 +710,9 @@ impl FileSource {
         let mut index = 0;
         while index < self.files.len() {
             if self.files[index].state == FileState::Orphaned {
-                if let Some(data) = self.files[index].fill(chunk_bytes, true)? {
+                if let Some(data) =
+                    self.files[index].fill(chunk_bytes, true, &self.options.buffers)?
+                {
                     return self.ready(index, data).map(Some);
                 }
                 self.files.remove(index);
@@ -714,7 +732,9 @@ impl FileSource {
                 continue;
             }
             let read_to_end = !self.options.follow || self.files[index].gzip;
-            if let Some(data) = self.files[index].fill(chunk_bytes, read_to_end)? {
+            if let Some(data) =
+                self.files[index].fill(chunk_bytes, read_to_end, &self.options.buffers)?
+            {
                 self.cursor = index + 1;
                 return self.ready(index, data).map(Some);
             }
@@ -725,7 +745,7 @@ impl FileSource {
                 file.reader = None; // release the descriptor
                 file.pending = Vec::new();
             } else if file.restart_if_truncated()? {
-                if let Some(data) = file.fill(chunk_bytes, false)? {
+                if let Some(data) = file.fill(chunk_bytes, false, &self.options.buffers)? {
                     self.cursor = index + 1;
                     return self.ready(index, data).map(Some);
                 }
