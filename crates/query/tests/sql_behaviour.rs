@@ -140,7 +140,7 @@ fn normalise(table: &str) -> String {
 async fn queries_rollups_cannot_answer_run_on_the_events() {
     let (dir, _writer) = populated();
     let engine = QueryEngine::open(dir.path(), true).unwrap();
-    for sql in [
+    let sqls = [
         // A filter on a non-dimension column.
         "SELECT count(*) FROM inference WHERE latency_ms > 100",
         // A time bound that is not on a minute boundary.
@@ -149,13 +149,8 @@ async fn queries_rollups_cannot_answer_run_on_the_events() {
         "SELECT client_id, count(*) FROM inference GROUP BY 1",
         // Median is exact: rollups only hold sketches.
         "SELECT median(latency_ms) FROM inference",
-    ] {
-        let explained = plan(&engine, sql).await;
-        assert!(
-            !explained.contains("inference_rollups"),
-            "{sql}:\n{explained}"
-        );
-    }
+    ];
+    assert_no_plan_contains(&engine, &sqls, "inference_rollups").await;
     let unaligned = run(
         &engine,
         "SELECT count(*) FROM inference WHERE timestamp >= '2026-01-01T01:00:30Z' AND timestamp < '2026-01-01T01:01:00Z'",
@@ -204,18 +199,13 @@ async fn counts_by_client_run_on_dictionary_keys_and_match_the_generic_grouping(
     assert_eq!(run(&engine, sql).await, run(&engine, generic).await);
 
     // Counting a column (nulls excluded) or a filtered count is not eligible.
-    for sql in [
+    let sqls = [
         "SELECT client_id, count(request_id) FROM inference GROUP BY 1",
         "SELECT client_id, count(*) FILTER (WHERE status = 'error') FROM inference GROUP BY 1",
         "SELECT client_id, count(DISTINCT source_id) FROM inference GROUP BY 1",
         "SELECT client_id, sum(input_tokens) FROM inference GROUP BY 1",
-    ] {
-        let explained = plan(&engine, sql).await;
-        assert!(
-            !explained.contains("DictionaryCountExec"),
-            "{sql}:\n{explained}"
-        );
-    }
+    ];
+    assert_no_plan_contains(&engine, &sqls, "DictionaryCountExec").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -368,4 +358,12 @@ async fn bad_sql_gets_a_clear_message() {
     );
     // The engine is still usable.
     assert!(run(&engine, "SELECT 1 AS one").await.contains("| 1 "));
+}
+
+/// Asserts that no EXPLAIN of `sqls` mentions `needle`.
+async fn assert_no_plan_contains(engine: &QueryEngine, sqls: &[&str], needle: &str) {
+    for sql in sqls {
+        let explained = plan(engine, sql).await;
+        assert!(!explained.contains(needle), "{sql}:\n{explained}");
+    }
 }

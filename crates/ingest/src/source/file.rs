@@ -361,9 +361,13 @@ impl TrackedFile {
 
     /// Skips the current content (start at end): whole lines are consumed,
     /// a trailing partial line stays pending so it is emitted once complete.
-    fn skip_existing(&mut self, chunk_bytes: usize) -> Result<(), IngestError> {
-        while let Some(data) = self.fill(chunk_bytes, false, &ChunkBuffers::default())? {
-            self.take_chunk(data);
+    fn skip_existing(
+        &mut self,
+        chunk_bytes: usize,
+        buffers: &ChunkBuffers,
+    ) -> Result<(), IngestError> {
+        while let Some(data) = self.fill(chunk_bytes, false, buffers)? {
+            buffers.give_back(self.take_chunk(data).data);
         }
         Ok(())
     }
@@ -647,7 +651,7 @@ impl FileSource {
                 None => false,
             };
             if !resumed && initial && self.options.follow && self.options.start_at_end {
-                tracked.skip_existing(self.options.chunk_bytes)?;
+                tracked.skip_existing(self.options.chunk_bytes, &self.options.buffers)?;
             }
             self.files.push(tracked);
         }
