@@ -221,8 +221,9 @@ fn ingest<D: ChunkDecoder>(
     let mut dead_letters: Option<DeadLetterWriter> = None;
     let mut events = 0u64;
     let mut acked_events = 0u64;
-    let mut last_acked_sequence = writer.durable_sequence();
-    let mut pending_events = 0u64;
+    // Appended batches not yet durable: (WAL sequence, events). The WAL
+    // fsyncs in the background, so durability trails the appends.
+    let mut unacked: std::collections::VecDeque<(u64, u64)> = Default::default();
     while let Some(event) = pipeline.next()? {
         match event {
             PipelineEvent::Batch {
@@ -232,23 +233,25 @@ fn ingest<D: ChunkDecoder>(
                 write_dead_letters(&mut dead_letters, &args.dead_letter, &decoded)?;
                 let rows = decoded.batch.num_rows() as u64;
                 let position = encode_position(position.files())?;
-                writer
+                let sequence = writer
                     .append(&args.stream, &decoded.batch, position.as_deref())
                     .context("writing to the store")?;
                 events += rows;
-                pending_events += rows;
+                if args.acks {
+                    unacked.push_back((sequence, rows));
+                }
             }
             PipelineEvent::Idle => writer.tick().context("flushing the store")?,
         }
-        if args.acks && writer.durable_sequence() > last_acked_sequence {
-            last_acked_sequence = writer.durable_sequence();
-            if writer.durable_sequence() == writer.last_sequence() {
-                acked_events += pending_events;
-                pending_events = 0;
-                println!(
-                    "{{\"acked_events\":{acked_events},\"wal_sequence\":{last_acked_sequence}}}"
-                );
-            }
+        let durable = writer.durable_sequence();
+        let mut acked_through = None;
+        while let Some(&(sequence, rows)) = unacked.front().filter(|(seq, _)| *seq <= durable) {
+            acked_events += rows;
+            acked_through = Some(sequence);
+            unacked.pop_front();
+        }
+        if let Some(sequence) = acked_through {
+            println!("{{\"acked_events\":{acked_events},\"wal_sequence\":{sequence}}}");
         }
         progress.update(events, counters.dead_letters(), writer, started);
     }

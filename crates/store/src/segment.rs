@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, TimestampNanosecondArray};
 use arrow::compute::{concat_batches, interleave_record_batch};
-use arrow::datatypes::{Field, Schema, SchemaRef};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use inferwatch_core::column;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -44,12 +44,11 @@ fn writer_properties(schema: &Schema, sorted_by_timestamp: bool) -> WriterProper
             column::ENTROPY | column::MARGIN => Some(Encoding::BYTE_STREAM_SPLIT),
             _ => None,
         };
-        // Identities scattered across every page: min/max cannot prune
-        // them, and computing them costs a string comparison per row.
-        if matches!(
-            field.name().as_str(),
-            column::CLIENT_ID | column::CLIENT_IP | column::INPUT_HASH
-        ) {
+        // Text columns (identities, labels) hold values spread over every
+        // page of a time-sorted file, so min/max never prunes them, and
+        // computing it costs a string comparison per row: about a fifth of
+        // the encoding time.
+        if is_text(field.data_type()) {
             builder = builder.set_column_statistics_enabled(path.clone(), EnabledStatistics::None);
         }
         if let Some(encoding) = encoding {
@@ -66,6 +65,15 @@ fn writer_properties(schema: &Schema, sorted_by_timestamp: bool) -> WriterProper
         }]));
     }
     builder.build()
+}
+
+/// Strings, plain or dictionary-encoded.
+fn is_text(data_type: &DataType) -> bool {
+    match data_type {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => true,
+        DataType::Dictionary(_, values) => is_text(values),
+        _ => false,
+    }
 }
 
 /// Writes `batch` to `path` atomically (tmp file, fsync, rename).
@@ -376,5 +384,44 @@ mod tests {
         assert_eq!(merged.schema().fields().len(), 2);
         assert_eq!(merged.column(0).null_count(), 1);
         assert_eq!(merged.column(1).null_count(), 2);
+    }
+
+    #[test]
+    fn text_columns_carry_no_min_max_while_times_and_numbers_do() {
+        use arrow::array::{DictionaryArray, Float64Array};
+        use arrow::datatypes::Int32Type;
+        let times = TimestampNanosecondArray::from(vec![1_i64, 2, 3]).with_timezone("UTC");
+        let models: DictionaryArray<Int32Type> = vec!["a", "b", "a"].into_iter().collect();
+        let batch = RecordBatch::try_from_iter(vec![
+            (column::TIMESTAMP, Arc::new(times) as ArrayRef),
+            (column::MODEL_ID, Arc::new(models) as ArrayRef),
+            (
+                column::CLIENT_ID,
+                Arc::new(StringArray::from(vec!["x", "y", "z"])) as ArrayRef,
+            ),
+            (
+                column::LATENCY_MS,
+                Arc::new(Float64Array::from(vec![5.0, 1.0, 9.0])) as ArrayRef,
+            ),
+        ])
+        .unwrap();
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("segment.parquet");
+        write_parquet(&path, &batch, true).unwrap();
+        let file = File::open(&path).unwrap();
+        let reader = parquet::file::reader::SerializedFileReader::new(file).unwrap();
+        let metadata = parquet::file::reader::FileReader::metadata(&reader);
+        let row_group = metadata.row_group(0);
+        let has_min_max = |index: usize| {
+            row_group
+                .column(index)
+                .statistics()
+                .is_some_and(|statistics| statistics.min_bytes_opt().is_some())
+        };
+        assert!(has_min_max(0), "timestamps keep min/max for time pruning");
+        assert!(!has_min_max(1), "dictionary text has no min/max");
+        assert!(!has_min_max(2), "plain text has no min/max");
+        assert!(has_min_max(3), "numbers keep min/max");
+        assert_eq!(read_parquet(&path).unwrap()[0].num_rows(), 3);
     }
 }

@@ -108,6 +108,56 @@ fn appended_events_are_readable_from_the_wal_before_any_flush() {
 }
 
 #[test]
+fn interval_fsync_acknowledges_in_the_background_and_sync_forces_it() {
+    // A long interval: nothing may become durable on its own within the test.
+    let dir = tempfile::tempdir().unwrap();
+    let slow = StoreOptions {
+        fsync: FsyncPolicy::IntervalMs(3_600_000),
+        ..options()
+    };
+    let mut writer = StoreWriter::open(dir.path(), slow).unwrap();
+    let first = writer
+        .append("inference", &inference_batch(0, 10, START, MINUTE), None)
+        .unwrap();
+    assert!(
+        writer.durable_sequence() < first,
+        "an append under an interval policy does not fsync inline"
+    );
+    writer.sync().unwrap();
+    assert_eq!(writer.durable_sequence(), first);
+    writer.close().unwrap();
+
+    // A short interval: the syncer makes appends durable with no further call.
+    let dir = tempfile::tempdir().unwrap();
+    let fast = StoreOptions {
+        fsync: FsyncPolicy::IntervalMs(5),
+        ..options()
+    };
+    let mut writer = StoreWriter::open(dir.path(), fast).unwrap();
+    let mut last = 0;
+    for batch in 0..3 {
+        last = writer
+            .append(
+                "inference",
+                &inference_batch(batch * 10, 10, START + batch as i64 * MINUTE, MINUTE),
+                None,
+            )
+            .unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while writer.durable_sequence() < last && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(
+        writer.durable_sequence(),
+        last,
+        "the background fsync acknowledged every append"
+    );
+    writer.close().unwrap();
+    assert_eq!(stored_request_ids(dir.path()).len(), 30);
+}
+
+#[test]
 fn a_crash_before_flush_loses_nothing_acknowledged_and_resumes_at_the_stored_position() {
     let dir = tempfile::tempdir().unwrap();
     {

@@ -164,6 +164,17 @@ impl Reader {
         }
     }
 
+    /// Appends up to `limit` bytes to `buffer`, fewer only at the end of
+    /// the input (for now). A plain file reads straight into the spare
+    /// capacity: `File` reads into uninitialised memory, where going
+    /// through `Reader`'s own `read` would zero every byte first.
+    fn read_up_to(&mut self, limit: u64, buffer: &mut Vec<u8>) -> io::Result<usize> {
+        match self {
+            Reader::Plain(file) => file.take(limit).read_to_end(buffer),
+            Reader::Gzip(decoder) => decoder.by_ref().take(limit).read_to_end(buffer),
+        }
+    }
+
     fn file(&self) -> &File {
         match self {
             Reader::Plain(file) => file,
@@ -320,13 +331,10 @@ impl TrackedFile {
             }
             let start = self.pending.len();
             let wanted = chunk_bytes.saturating_sub(start).max(MIN_READ);
-            // `read_to_end` on a `Take` fills spare capacity without zeroing
-            // it, and grows the buffer only as data actually arrives (no
-            // reserve: a quiet followed file should not hold a chunk's worth).
+            // The buffer grows only as data actually arrives (no reserve: a
+            // quiet followed file should not hold a chunk's worth).
             let read = reader
-                .by_ref()
-                .take(wanted as u64)
-                .read_to_end(&mut self.pending)
+                .read_up_to(wanted as u64, &mut self.pending)
                 .map_err(io_error(Path::new(self.name.as_ref())))?;
             if let Some(newline) = memchr::memrchr(b'\n', &self.pending[start..]) {
                 last_newline = Some(start + newline);
