@@ -29,6 +29,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// `mi_option_purge_delay` in mimalloc.h (the enum's 16th entry in v2 and
 /// v3); libmimalloc-sys names its neighbours but not this one.
 const MIMALLOC_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
 /// Keeps freed pages mapped instead of returning them to the kernel, and
 /// in small pages rather than transparent huge pages.
 ///

@@ -7,12 +7,13 @@
 //!
 //! * the **write-ahead log** ([`Wal`]), the acknowledgement point. An append
 //!   is acknowledged once fsync'd ([`FsyncPolicy::Always`] inline, or every
-//!   `interval_ms` on a background thread). Each record holds one Arrow batch plus the source
-//!   position after it, so data and resume offset become durable together;
-//! * **segments**: Parquet files (zstd, page statistics on non-text columns,
-//!   sorted by timestamp)
-//!   under `segments/<stream>/date=…/hour=…/`, named by the WAL range they
-//!   hold — the names are the manifest, so any crash point reads right;
+//!   `interval_ms` on a background thread). Each record holds one Arrow
+//!   batch plus the source position after it, so data and resume offset
+//!   become durable together;
+//! * **segments**: Parquet files (zstd, page statistics on non-text
+//!   columns, sorted by timestamp) under `segments/<stream>/date=…/hour=…/`,
+//!   named by the WAL range they hold — the names are the manifest, so any
+//!   crash point reads right;
 //! * **rollups** beside them: per minute and (model_id, model_version,
 //!   ab_group, source_id, status), count, errors, latency sum/min/max, a
 //!   DDSketch and token sums ([`RollupBuilder`]);

@@ -86,15 +86,14 @@ pub struct WalRecord {
 /// Appends records and makes them durable.
 pub struct Wal {
     directory: PathBuf,
-    policy: FsyncPolicy,
     file: Arc<File>,
     file_bytes: u64,
     next_sequence: u64,
     /// Shared with the syncer, which advances it in the background.
     synced_through: Arc<AtomicU64>,
     written_through: u64,
-    last_sync: Instant,
-    /// Under [`FsyncPolicy::IntervalMs`], the thread that fsyncs.
+    /// Under [`FsyncPolicy::IntervalMs`], the thread that fsyncs; under
+    /// `Always` there is none and each append fsyncs itself.
     syncer: Option<Syncer>,
     /// First sequence of each WAL file, oldest first (the open one last).
     files: Vec<u64>,
@@ -264,13 +263,11 @@ impl Wal {
         };
         Ok(Wal {
             directory: directory.to_path_buf(),
-            policy,
             file,
             file_bytes,
             next_sequence: last_sequence + 1,
             synced_through,
             written_through: last_sequence,
-            last_sync: Instant::now(),
             syncer,
             files,
             scratch: Vec::new(),
@@ -330,21 +327,15 @@ impl Wal {
         Ok(sequence)
     }
 
-    /// fsyncs if the interval has passed since the last fsync. Under
-    /// [`FsyncPolicy::IntervalMs`] the syncer does that on its own; this
-    /// only reports an fsync it failed.
+    /// Makes sure nothing written waits on an fsync: under
+    /// [`FsyncPolicy::IntervalMs`] the syncer does them on its own and this
+    /// only reports one it failed; under `Always` every append already
+    /// synced, so this only catches up after an error.
     pub fn sync_if_due(&mut self) -> Result<(), StoreError> {
-        if let Some(syncer) = &self.syncer {
-            return syncer.check(&self.current_path());
+        match &self.syncer {
+            Some(syncer) => syncer.check(&self.current_path()),
+            None => self.sync(),
         }
-        let interval = match self.policy {
-            FsyncPolicy::Always => Duration::ZERO,
-            FsyncPolicy::IntervalMs(millis) => Duration::from_millis(millis),
-        };
-        if self.written_through > self.durable_sequence() && self.last_sync.elapsed() >= interval {
-            self.sync()?;
-        }
-        Ok(())
     }
 
     /// fsyncs everything written so far, now.
@@ -357,7 +348,6 @@ impl Wal {
             self.synced_through
                 .fetch_max(self.written_through, Ordering::AcqRel);
         }
-        self.last_sync = Instant::now();
         Ok(())
     }
 
