@@ -429,6 +429,18 @@ struct Syncer {
 struct SyncShared {
     state: Mutex<SyncState>,
     wake: Condvar,
+    /// Also held by the [`Wal`], which reads it for acknowledgements.
+    synced_through: Arc<AtomicU64>,
+}
+
+impl SyncShared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SyncState> {
+        // A poisoned lock only means a panic mid-update; the state is plain
+        // data and still meaningful.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 struct SyncState {
@@ -453,11 +465,12 @@ impl Syncer {
                 stop: false,
             }),
             wake: Condvar::new(),
+            synced_through,
         });
         let thread_shared = shared.clone();
         let thread = std::thread::Builder::new()
             .name("wal-sync".into())
-            .spawn(move || sync_loop(&thread_shared, interval, &synced_through))
+            .spawn(move || sync_loop(&thread_shared, interval))
             .map_err(|e| StoreError::io(Path::new("wal-sync thread"), e))?;
         Ok(Syncer {
             shared,
@@ -467,40 +480,36 @@ impl Syncer {
 
     /// Records written through `sequence`; reports an earlier failed fsync.
     fn written(&self, sequence: u64, path: &Path) -> Result<(), StoreError> {
-        let mut state = self.lock();
+        let mut state = self.shared.lock();
         if let Some(error) = state.failure.take() {
             return Err(StoreError::io(path, error));
         }
+        // Only a syncer with nothing pending sleeps without a deadline; one
+        // already waiting out the interval needs no wake-up per append.
+        let was_idle = state.written_through <= self.shared.synced_through.load(Ordering::Acquire);
         state.written_through = sequence;
         drop(state);
-        self.shared.wake.notify_one();
+        if was_idle {
+            self.shared.wake.notify_one();
+        }
         Ok(())
     }
 
     fn check(&self, path: &Path) -> Result<(), StoreError> {
-        match self.lock().failure.take() {
+        match self.shared.lock().failure.take() {
             Some(error) => Err(StoreError::io(path, error)),
             None => Ok(()),
         }
     }
 
     fn switch_file(&self, file: Arc<File>) {
-        self.lock().file = file;
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, SyncState> {
-        // A poisoned lock only means the syncer panicked mid-update; the
-        // state is plain data and still meaningful.
-        self.shared
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.shared.lock().file = file;
     }
 }
 
 impl Drop for Syncer {
     fn drop(&mut self) {
-        self.lock().stop = true;
+        self.shared.lock().stop = true;
         self.shared.wake.notify_one();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
@@ -508,16 +517,11 @@ impl Drop for Syncer {
     }
 }
 
-fn sync_loop(shared: &SyncShared, interval: Duration, synced_through: &AtomicU64) {
-    let lock = || {
-        shared
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    };
+fn sync_loop(shared: &SyncShared, interval: Duration) {
+    let synced_through = &shared.synced_through;
     let mut last_sync = Instant::now();
     loop {
-        let mut state = lock();
+        let mut state = shared.lock();
         // Sleep until something new is written and the interval has passed.
         loop {
             if state.stop {
@@ -548,7 +552,7 @@ fn sync_loop(shared: &SyncShared, interval: Duration, synced_through: &AtomicU64
             Ok(()) => {
                 synced_through.fetch_max(target, Ordering::AcqRel);
             }
-            Err(error) => lock().failure = Some(error),
+            Err(error) => shared.lock().failure = Some(error),
         }
         last_sync = Instant::now();
     }
