@@ -24,26 +24,44 @@ use arrow::error::ArrowError;
 
 use crate::record::{Record, SlotValue};
 
-/// Byte equality without a `memcmp` call for the short values dictionary
-/// columns hold (model ids, versions, statuses): two overlapping words
-/// cover anything up to 16 bytes.
+/// Byte equality without a `memcmp` call for the short values this crate
+/// compares on every row (keys, model ids, versions, statuses): a word at a
+/// time, the last word overlapping the one before it.
 #[inline]
-fn same_bytes(left: &[u8], right: &[u8]) -> bool {
-    if left.len() != right.len() {
+pub(crate) fn same_bytes(left: &[u8], right: &[u8]) -> bool {
+    let length = left.len();
+    if length != right.len() {
         return false;
     }
-    let length = left.len();
-    if (8..=16).contains(&length) {
-        let word = |bytes: &[u8], at: usize| {
+    if length < 8 {
+        let half = |bytes: &[u8], at: usize| {
             bytes
-                .get(at..at + 8)
-                .and_then(|chunk| chunk.first_chunk::<8>())
-                .copied()
+                .get(at..at + 4)
+                .and_then(|chunk| chunk.first_chunk::<4>())
+                .map(|chunk| u32::from_le_bytes(*chunk))
         };
-        return word(left, 0) == word(right, 0)
-            && word(left, length - 8) == word(right, length - 8);
+        if length < 4 {
+            // Zero to three bytes: compare them one by one (`==` on slices
+            // calls `memcmp`).
+            return left.iter().zip(right).all(|(a, b)| a == b);
+        }
+        return half(left, 0) == half(right, 0)
+            && half(left, length - 4) == half(right, length - 4);
     }
-    left == right
+    let word = |bytes: &[u8], at: usize| {
+        bytes
+            .get(at..at + 8)
+            .and_then(|chunk| chunk.first_chunk::<8>())
+            .map(|chunk| u64::from_le_bytes(*chunk))
+    };
+    let mut at = 0;
+    while at + 8 < length {
+        if word(left, at) != word(right, at) {
+            return false;
+        }
+        at += 8;
+    }
+    word(left, length - 8) == word(right, length - 8)
 }
 
 /// Dictionaries with at most this many values are searched linearly; past
@@ -254,7 +272,7 @@ impl DictionarySink {
         } else {
             let hash = self.hasher.hash_one(bytes);
             match self.index.get(&hash) {
-                Some(&key) if self.values.get(key as usize) == bytes => return key,
+                Some(&key) if same_bytes(self.values.get(key as usize), bytes) => return key,
                 // Two values with one hash: rare enough for a scan.
                 Some(_) => {
                     if let Some(found) = (0..count).find(|&index| self.values.get(index) == bytes) {
@@ -589,6 +607,14 @@ mod tests {
             "fraud-detectoR",
             "0123456789abcdef",
             "0123456789abcdefg",
+            "0123456789abcdefh",
+            "abc",
+            "abcd",
+            "abce",
+            "abcdefg",
+            "abcdeff",
+            "a-long-key-of-twenty-nine-byt",
+            "a-long-key-of-twenty-nine-bit",
         ];
         for left in samples {
             for right in samples {

@@ -4,6 +4,8 @@
 //! validated as UTF-8 and checked for excessive nesting, then walked against
 //! the mapping trie (see `walk`): mapped values are parsed straight into what
 //! their column needs, unmapped ones are sliced out without building a DOM.
+//! Flat lines, the usual shape, are scanned by a fast path first (see
+//! `flat`), which hands over to the walk on anything unusual.
 //! The result lands in a reusable scratch [`Record`]; once the whole line is
 //! known good (enrichment, defaults, status, required timestamp, derived
 //! columns) it is appended to the column sinks (see `columns`) in one go, so
@@ -65,6 +67,10 @@ pub struct Decoder {
     columns: CanonicalColumns,
     /// The mapping's column defaults, stored once in the record's arena.
     stored_defaults: Vec<(usize, SlotValue)>,
+    /// Try the flat-line fast path first (off only to test it against the
+    /// general walk).
+    flat_path: bool,
+    key_order: crate::flat::KeyOrder,
 }
 
 impl Clone for Decoder {
@@ -176,7 +182,16 @@ impl Decoder {
             counters: DecodeCounters::default(),
             columns,
             stored_defaults,
+            flat_path: true,
+            key_order: Default::default(),
         }
+    }
+
+    /// The same decoder with every line taking the general walk.
+    #[cfg(test)]
+    pub(crate) fn without_flat_path(mut self) -> Decoder {
+        self.flat_path = false;
+        self
     }
 
     /// The schema of every batch this decoder produces: the canonical
@@ -225,7 +240,19 @@ impl Decoder {
         if line.get(first) != Some(&b'{') {
             return Err(not_an_object(text));
         }
-        crate::walk::walk_line(&self.mapping, &mut self.record, text, shallow)?;
+        let flat = if self.flat_path {
+            crate::flat::walk_flat(&self.mapping, &mut self.record, &mut self.key_order, text)
+        } else {
+            None
+        };
+        match flat {
+            Some(outcome) => outcome?,
+            None => {
+                // Whatever the fast path stored before it gave up goes.
+                self.record.clear();
+                crate::walk::walk_line(&self.mapping, &mut self.record, text, shallow)?;
+            }
+        }
         self.complete_record()
     }
 

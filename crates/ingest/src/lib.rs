@@ -51,12 +51,15 @@
 //! strings, booleans, epoch timestamps in any unit); every field no rule
 //! claims is kept in the `attributes` map as text.
 //!
-//! The decoder is the hot path. It drives sonic-rs's serde deserializer with
-//! hand-written visitors, looks object keys up in a precompiled trie, parses
-//! each mapped value straight into what its column needs, keeps unmapped
-//! values as raw slices, and writes a reusable per-line scratch record that
-//! is appended to typed column buffers only once the whole line is known
-//! good. Nothing is allocated per event on the common path.
+//! The decoder is the hot path. Keys are looked up in a precompiled trie,
+//! each mapped value is parsed straight into what its column needs, unmapped
+//! values are kept as raw slices, and a reusable per-line scratch record is
+//! appended to typed column buffers only once the whole line is known good.
+//! Flat lines (scalars and arrays of numbers, no escapes: what model servers
+//! write) are read by a word-at-a-time scanner that checks each key against
+//! the key at the same position in the previous line; anything else, and
+//! every error message, goes through sonic-rs's serde deserializer with
+//! hand-written visitors. Nothing is allocated per event on the common path.
 //!
 //! A consumer that reads only a few columns decodes with
 //! [`Mapping::projected`]: the schema stays the same, but only the requested
@@ -142,6 +145,7 @@ mod decode;
 mod derive;
 mod enrich;
 mod error;
+mod flat;
 mod generic;
 mod mapping;
 mod record;

@@ -680,31 +680,29 @@ impl Record {
     /// Stores an unmapped key and its value as an attribute: strings
     /// unquoted, null as a null value, anything else as raw JSON text.
     pub(crate) fn push_unmapped(&mut self, prefix: &str, key: &str, value: &LazyValue<'_>) {
-        let key_start = self.text.len();
-        self.text.push_str(prefix);
-        self.text.push_str(key);
-        let key_range = (arena_index(key_start), arena_index(self.text.len()));
-        self.push_unmapped_value(key_range, value);
+        self.push_unmapped_text(prefix, key, attribute_text(value));
     }
 
     /// Like `push_unmapped`, for a key whose text is already in the arena.
     pub(crate) fn push_unmapped_at(&mut self, key_range: (u32, u32), value: &LazyValue<'_>) {
-        self.push_unmapped_value(key_range, value);
+        self.push_unmapped_range(key_range, attribute_text(value));
     }
 
-    fn push_unmapped_value(&mut self, key_range: (u32, u32), value: &LazyValue<'_>) {
-        let raw = value.as_raw_str();
-        let value_range = match JsonKind::of(raw) {
-            JsonKind::Null => None,
-            JsonKind::String => match self.push_text(value.as_str().unwrap_or_default()) {
-                SlotValue::Text { start, end } => Some((start, end)),
-                _ => None,
-            },
-            _ => match self.push_text(raw) {
-                SlotValue::Text { start, end } => Some((start, end)),
-                _ => None,
-            },
-        };
+    /// Stores an unmapped key and its value's attribute text (`None` for
+    /// null), as `push_unmapped` does once it has that text.
+    pub(crate) fn push_unmapped_text(&mut self, prefix: &str, key: &str, value: Option<&str>) {
+        let key_start = self.text.len();
+        self.text.push_str(prefix);
+        self.text.push_str(key);
+        let key_range = (arena_index(key_start), arena_index(self.text.len()));
+        self.push_unmapped_range(key_range, value);
+    }
+
+    fn push_unmapped_range(&mut self, key_range: (u32, u32), value: Option<&str>) {
+        let value_range = value.and_then(|text| match self.push_text(text) {
+            SlotValue::Text { start, end } => Some((start, end)),
+            _ => None,
+        });
         self.push_attribute_ranges(key_range, value_range);
     }
 
@@ -819,6 +817,17 @@ impl Record {
             start: arena_index(start),
             end: arena_index(self.text.len()),
         }
+    }
+}
+
+/// An unmapped value as attribute text: strings unquoted, null as `None`,
+/// anything else as written.
+fn attribute_text<'v>(value: &'v LazyValue<'_>) -> Option<&'v str> {
+    let raw = value.as_raw_str();
+    match JsonKind::of(raw) {
+        JsonKind::Null => None,
+        JsonKind::String => Some(value.as_str().unwrap_or_default()),
+        _ => Some(raw),
     }
 }
 

@@ -90,42 +90,81 @@ pub fn rollup_schema() -> SchemaRef {
         .clone()
 }
 
-/// Reads a string cell from a dictionary or plain string column.
-enum StringCells<'a> {
-    Dictionary(&'a DictionaryArray<Int32Type>, &'a StringArray),
+/// A dimension column of one batch, read as ids of the builder's interned
+/// values: a dictionary column translates each of its few values once, so
+/// rows cost an array index instead of hashing and comparing strings.
+enum DimensionIds<'a> {
+    /// Global id per dictionary key.
+    Dictionary(&'a DictionaryArray<Int32Type>, Vec<u32>),
     Plain(&'a StringArray),
     Missing,
 }
 
-impl<'a> StringCells<'a> {
-    fn new(array: Option<&'a ArrayRef>) -> StringCells<'a> {
+impl<'a> DimensionIds<'a> {
+    fn new(array: Option<&'a ArrayRef>, names: &mut DimensionNames) -> DimensionIds<'a> {
         let Some(array) = array else {
-            return StringCells::Missing;
+            return DimensionIds::Missing;
         };
         if let Some(dictionary) = array.as_any().downcast_ref::<DictionaryArray<Int32Type>>() {
             if let Some(values) = dictionary.values().as_any().downcast_ref::<StringArray>() {
-                return StringCells::Dictionary(dictionary, values);
+                let ids = (0..values.len())
+                    .map(|index| names.id((!values.is_null(index)).then(|| values.value(index))))
+                    .collect();
+                return DimensionIds::Dictionary(dictionary, ids);
             }
         }
         match array.as_any().downcast_ref::<StringArray>() {
-            Some(strings) => StringCells::Plain(strings),
-            None => StringCells::Missing,
+            Some(strings) => DimensionIds::Plain(strings),
+            None => DimensionIds::Missing,
         }
     }
 
     #[inline]
-    fn get(&self, row: usize) -> Option<&'a str> {
+    fn id(&self, row: usize, names: &mut DimensionNames) -> u32 {
         match self {
-            StringCells::Dictionary(dictionary, values) => {
+            DimensionIds::Dictionary(dictionary, ids) => {
                 if dictionary.is_null(row) {
-                    return None;
+                    return NULL_ID;
                 }
                 let key = dictionary.keys().value(row) as usize;
-                (!values.is_null(key)).then(|| values.value(key))
+                ids.get(key).copied().unwrap_or(NULL_ID)
             }
-            StringCells::Plain(strings) => (!strings.is_null(row)).then(|| strings.value(row)),
-            StringCells::Missing => None,
+            DimensionIds::Plain(strings) => {
+                names.id((!strings.is_null(row)).then(|| strings.value(row)))
+            }
+            DimensionIds::Missing => NULL_ID,
         }
+    }
+}
+
+/// The id of a null dimension value.
+const NULL_ID: u32 = 0;
+
+/// Dimension values interned for the builder's lifetime; id `n` is
+/// `values[n - 1]`.
+#[derive(Default)]
+struct DimensionNames {
+    values: Vec<Box<str>>,
+    ids: AHashMap<Box<str>, u32>,
+}
+
+impl DimensionNames {
+    fn id(&mut self, value: Option<&str>) -> u32 {
+        let Some(value) = value else {
+            return NULL_ID;
+        };
+        if let Some(&id) = self.ids.get(value) {
+            return id;
+        }
+        self.values.push(value.into());
+        let id = u32::try_from(self.values.len()).unwrap_or(u32::MAX);
+        self.ids.insert(value.into(), id);
+        id
+    }
+
+    fn name(&self, id: u32) -> Option<&str> {
+        let index = (id as usize).checked_sub(1)?;
+        self.values.get(index).map(|value| &**value)
     }
 }
 
@@ -158,12 +197,17 @@ impl Default for Accumulator {
     }
 }
 
-type RollupKey = (i64, [Option<String>; 5]);
+/// Minute and the ids of the five dimension values.
+type RollupKey = (i64, [u32; 5]);
+
+/// Minute and the five dimension values: the order rollup rows are written in.
+type RollupRowKey<'a> = (i64, [Option<&'a str>; 5]);
 
 /// Folds rows into rollup rows.
 #[derive(Default)]
 pub struct RollupBuilder {
     groups: AHashMap<RollupKey, Accumulator>,
+    names: DimensionNames,
 }
 
 impl RollupBuilder {
@@ -178,10 +222,12 @@ impl RollupBuilder {
             .column_by_name(column::TIMESTAMP)
             .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
             .ok_or_else(|| StoreError::Internal("events without a timestamp column".into()))?;
-        let dimensions: Vec<StringCells> = ROLLUP_DIMENSIONS
+        let names = &mut self.names;
+        let dimensions: Vec<DimensionIds> = ROLLUP_DIMENSIONS
             .iter()
-            .map(|name| StringCells::new(batch.column_by_name(name)))
+            .map(|name| DimensionIds::new(batch.column_by_name(name), names))
             .collect();
+        let error_id = names.id(Some("error"));
         let float_column = |name: &str| {
             batch
                 .column_by_name(name)
@@ -195,15 +241,12 @@ impl RollupBuilder {
         let latency = float_column(column::LATENCY_MS);
         let input_tokens = int_column(column::INPUT_TOKENS);
         let output_tokens = int_column(column::OUTPUT_TOKENS);
-        // Keys borrow the batch's strings: no allocation per row, only per group.
-        let mut local: AHashMap<(i64, [Option<&str>; 5]), Accumulator> = AHashMap::new();
         for row in 0..batch.num_rows() {
             let minute = timestamps.value(row).div_euclid(MINUTE_NANOS) * MINUTE_NANOS;
-            let values: [Option<&str>; 5] = std::array::from_fn(|i| dimensions[i].get(row));
-            let is_error = values[4] == Some("error");
-            let accumulator = local.entry((minute, values)).or_default();
+            let ids: [u32; 5] = std::array::from_fn(|i| dimensions[i].id(row, names));
+            let accumulator = self.groups.entry((minute, ids)).or_default();
             accumulator.count += 1;
-            if is_error {
+            if ids[4] == error_id {
                 accumulator.errors += 1;
             }
             if let Some(latency) = latency.filter(|l| !l.is_null(row)) {
@@ -221,10 +264,6 @@ impl RollupBuilder {
                 accumulator.output_tokens += tokens.value(row);
             }
         }
-        for ((minute, values), accumulator) in local {
-            let owned = values.map(|value| value.map(str::to_string));
-            self.fold((minute, owned), &accumulator);
-        }
         Ok(())
     }
 
@@ -237,9 +276,9 @@ impl RollupBuilder {
             .as_any()
             .downcast_ref::<TimestampNanosecondArray>()
             .ok_or_else(bad)?;
-        let dimensions: Vec<StringCells> = ROLLUP_DIMENSIONS
+        let dimensions: Vec<DimensionIds> = ROLLUP_DIMENSIONS
             .iter()
-            .map(|name| StringCells::new(batch.column_by_name(name)))
+            .map(|name| DimensionIds::new(batch.column_by_name(name), &mut self.names))
             .collect();
         let ints = |name: &str| -> Result<&Int64Array, StoreError> {
             get(name)?
@@ -266,7 +305,7 @@ impl RollupBuilder {
             .downcast_ref::<BinaryArray>()
             .ok_or_else(bad)?;
         for row in 0..batch.num_rows() {
-            let values = std::array::from_fn(|i| dimensions[i].get(row).map(str::to_string));
+            let ids = std::array::from_fn(|i| dimensions[i].id(row, &mut self.names));
             let sketch = QuantileSketch::from_bytes(sketches.value(row))
                 .map_err(|e| StoreError::Internal(e.to_string()))?;
             let accumulator = Accumulator {
@@ -288,7 +327,7 @@ impl RollupBuilder {
                 input_tokens: input_tokens.value(row),
                 output_tokens: output_tokens.value(row),
             };
-            self.fold((minutes.value(row), values), &accumulator);
+            self.fold((minutes.value(row), ids), &accumulator);
         }
         Ok(())
     }
@@ -318,7 +357,14 @@ impl RollupBuilder {
 
     /// The rollup rows, sorted by (minute, dimensions) so output is deterministic.
     pub fn finish(self) -> Result<RecordBatch, StoreError> {
-        let mut rows: Vec<(RollupKey, Accumulator)> = self.groups.into_iter().collect();
+        let names = &self.names;
+        let mut rows: Vec<(RollupRowKey, Accumulator)> = self
+            .groups
+            .into_iter()
+            .map(|((minute, ids), accumulator)| {
+                ((minute, ids.map(|id| names.name(id))), accumulator)
+            })
+            .collect();
         rows.sort_by(|a, b| a.0.cmp(&b.0));
         let mut minute = TimestampNanosecondBuilder::with_capacity(rows.len()).with_timezone("UTC");
         let mut dimensions: Vec<StringBuilder> =
@@ -335,7 +381,7 @@ impl RollupBuilder {
         for ((row_minute, values), accumulator) in &rows {
             minute.append_value(*row_minute);
             for (builder, value) in dimensions.iter_mut().zip(values) {
-                builder.append_option(value.as_deref());
+                builder.append_option(*value);
             }
             count.append_value(accumulator.count);
             errors.append_value(accumulator.errors);

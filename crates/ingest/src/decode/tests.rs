@@ -1281,3 +1281,161 @@ fn projection_on_deep_lines_matches_the_full_decoder() {
     assert!(is_null(&projected, "latency_ms"));
     assert!(is_null(&projected, "attributes"));
 }
+
+// ---------------------------------------------------------------------------
+// The flat-line fast path against the general walk.
+
+/// A JSON number as a log writer might print it, including forms the fast
+/// path must hand over (exponents, huge mantissas, `-0`).
+fn number_text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        any::<i32>().prop_map(|number| number.to_string()),
+        any::<u64>().prop_map(|number| number.to_string()),
+        (0u32..100_000, 0usize..7)
+            .prop_map(|(number, decimals)| format!("{:.decimals$}", f64::from(number) / 997.0)),
+        (-99i32..99, -30i32..30, prop::bool::ANY).prop_map(|(mantissa, exponent, capital)| {
+            format!("{mantissa}{}{exponent}", if capital { "E" } else { "e" })
+        }),
+        prop_oneof![
+            Just("-0"),
+            Just("-0.0"),
+            Just("0.1e+2"),
+            Just("1e400"),
+            Just("123456789012345678901234"),
+            Just("9007199254740993.25"),
+            Just("0.30000000000000004"),
+        ]
+        .prop_map(str::to_string),
+    ]
+}
+
+/// A scalar or small array as raw JSON text, mostly inside the flat subset.
+fn flat_value_text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        4 => number_text(),
+        4 => "[a-z0-9 .:_-]{0,20}".prop_map(|text| format!("\"{text}\"")),
+        1 => "[a-z\"\\\\\u{1}é]{0,6}".prop_map(|text| serde_json::to_string(&text).unwrap()),
+        1 => prop_oneof![Just("true"), Just("false"), Just("null"), Just("{}"), Just("{\"a\":1}")]
+            .prop_map(str::to_string),
+        1 => Just("\"2026-01-01T00:00:00Z\"".to_string()),
+        1 => Just("\"ok\"".to_string()),
+        2 => (prop::collection::vec(number_text(), 0..5), "[ ]{0,1}").prop_map(|(items, space)| {
+            format!("[{space}{}{space}]", items.join(&format!(",{space}")))
+        }),
+        1 => Just("[0.2,\"0.8\"]".to_string()),
+        1 => Just("[1,[2]]".to_string()),
+    ]
+}
+
+fn flat_key() -> impl Strategy<Value = String> {
+    prop_oneof![
+        prop_oneof![
+            Just("timestamp"),
+            Just("ts"),
+            Just("time"),
+            Just("model_id"),
+            Just("model"),
+            Just("model_version"),
+            Just("status"),
+            Just("http_status"),
+            Just("latency_ms"),
+            Just("input_tokens"),
+            Just("probabilities"),
+            Just("logits"),
+            Just("confidence"),
+            Just("client_id"),
+            Just("input_hash"),
+            Just("prompt"),
+            Just("dup"),
+            Just("error_type"),
+            Just("gen_ai.request.model"),
+            Just("region"),
+        ]
+        .prop_map(|key| format!("\"{key}\"")),
+        "[a-z.]{0,8}".prop_map(|key| format!("\"{key}\"")),
+        Just("\"model\\u005fid\"".to_string()),
+    ]
+}
+
+/// Lines of flat objects in a handful of shapes, so that the key-order
+/// memory both hits and misses, printed with varied spacing.
+fn flat_lines() -> impl Strategy<Value = Vec<String>> {
+    let field = (flat_key(), flat_value_text());
+    let shape = prop::collection::vec(field, 0..10);
+    let spacing = prop_oneof![
+        Just(("", "")),
+        Just((" ", " ")),
+        Just(("", " ")),
+        Just(("\t", ""))
+    ];
+    (
+        prop::collection::vec((shape, spacing, prop::bool::weighted(0.8)), 1..8),
+        1usize..4,
+    )
+        .prop_map(|(shapes, repeats)| {
+            let mut lines = Vec::new();
+            for _ in 0..repeats {
+                for (fields, (around_colon, after_comma), with_time) in &shapes {
+                    let mut parts: Vec<String> = fields
+                        .iter()
+                        .map(|(key, value)| format!("{key}{around_colon}:{around_colon}{value}"))
+                        .collect();
+                    if *with_time {
+                        parts.insert(0, "\"timestamp\":1767225600".to_string());
+                    }
+                    lines.push(format!("{{{}}}", parts.join(&format!(",{after_comma}"))));
+                }
+            }
+            lines
+        })
+}
+
+fn decode_both_ways(mapping: Mapping, text: &str) -> [(Vec<Value>, Vec<DeadLetter>); 2] {
+    let mapping = Arc::new(mapping);
+    let mut fast = Decoder::new(mapping.clone());
+    let mut general = Decoder::new(mapping).without_flat_path();
+    [&mut fast, &mut general].map(|decoder| {
+        let decoded = decoder.decode(&chunk(text.as_bytes()));
+        (batch_to_json_rows(&decoded.batch), decoded.dead_letters)
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn the_flat_path_and_the_general_walk_agree(lines in flat_lines(), mapping_choice in 0..3) {
+        let text = lines.join("\n");
+        let mapping = match mapping_choice {
+            0 => Mapping::builtin(),
+            1 => user_mapping(
+                "fields:\n  - from: prompt\n    to: input_hash\n    transform: hash\n  - from: dup\n    to: first_copy\n    type: integer\n  - from: dup\n    to: model_version\n  - from: region\n    to: region_attribute\n    type: float\n  - from: confidence\n    drop: true\n",
+            ),
+            _ => Mapping::builtin().projected(DETECT_COLUMNS),
+        };
+        let [fast, general] = decode_both_ways(mapping, &text);
+        prop_assert_eq!(fast, general, "{}", text);
+    }
+}
+
+#[test]
+fn the_flat_path_reads_the_simulator_line_and_hands_over_the_rest() {
+    let flat = SIMULATOR_LINE.to_string();
+    let spaced = flat.replace("\":", "\": ").replace(",\"", ", \"");
+    let escaped = flat.replace("\"vision\"", "\"vi\\u0073ion\"");
+    let nested = flat.replace(
+        "\"extra\":\"kept as an attribute\"",
+        "\"extra\":{\"a\":[1]}",
+    );
+    let text = [flat.as_str(), &spaced, &escaped, &nested, &flat].join("\n");
+    let [fast, general] = decode_both_ways(Mapping::builtin(), &text);
+    assert_eq!(fast, general);
+    assert_eq!(fast.0.len(), 5);
+    assert!(fast.0.iter().all(|row| row["model_id"] == json!("vision")));
+    let mut record = Record::new(0, 0);
+    let mut order = crate::flat::KeyOrder::default();
+    let mapping = Mapping::builtin();
+    assert!(crate::flat::walk_flat(&mapping, &mut record, &mut order, &spaced).is_some());
+    assert!(crate::flat::walk_flat(&mapping, &mut record, &mut order, &escaped).is_none());
+    assert!(crate::flat::walk_flat(&mapping, &mut record, &mut order, &nested).is_none());
+}
