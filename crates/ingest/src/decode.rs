@@ -212,8 +212,8 @@ impl Decoder {
 
     /// Decodes every line of `chunk`.
     pub fn decode(&mut self, chunk: &Chunk) -> DecodedBatch {
-        let (counters, dead_letters) = decode_lines(chunk, |line, openings| {
-            self.decode_line(line, openings)?;
+        let (counters, dead_letters) = decode_lines(chunk, |line| {
+            self.decode_line(line)?;
             self.append_record();
             Ok(())
         });
@@ -224,7 +224,7 @@ impl Decoder {
     }
 
     /// Decodes one line (without its line ending) into the scratch record.
-    fn decode_line(&mut self, line: &[u8], openings: usize) -> Result<(), LineError> {
+    fn decode_line(&mut self, line: &[u8]) -> Result<(), LineError> {
         self.record.clear();
         let text = std::str::from_utf8(line).map_err(|error| {
             LineError::new(
@@ -232,14 +232,6 @@ impl Decoder {
                 format!("invalid UTF-8 at byte column {}", error.valid_up_to() + 1),
             )
         })?;
-        let shallow = check_nesting(line, openings)?;
-        let first = line
-            .iter()
-            .position(|byte| !byte.is_ascii_whitespace())
-            .unwrap_or(0);
-        if line.get(first) != Some(&b'{') {
-            return Err(not_an_object(text));
-        }
         let flat = if self.flat_path {
             crate::flat::walk_flat(&self.mapping, &mut self.record, &mut self.key_order, text)
         } else {
@@ -250,6 +242,14 @@ impl Decoder {
             None => {
                 // Whatever the fast path stored before it gave up goes.
                 self.record.clear();
+                let shallow = check_nesting(line)?;
+                let first = line
+                    .iter()
+                    .position(|byte| !byte.is_ascii_whitespace())
+                    .unwrap_or(0);
+                if line.get(first) != Some(&b'{') {
+                    return Err(not_an_object(text));
+                }
                 crate::walk::walk_line(&self.mapping, &mut self.record, text, shallow)?;
             }
         }
@@ -359,12 +359,11 @@ fn class_summary(record: &Record, columns: CanonicalColumns) -> ClassSummary {
     ClassSummary::default()
 }
 
-/// Splits a chunk into lines and counts each line's `{` and `[` in the same
-/// SIMD byte search, so that the nesting check below costs nothing extra.
-/// Yields `(start, end, openings)`, `end` excluding the `\n`.
+/// Splits a chunk into lines with a SIMD newline search. Yields
+/// `(start, end)`, `end` excluding the `\n`.
 struct LineScanner<'a> {
     data: &'a [u8],
-    hits: memchr::Memchr3<'a>,
+    newlines: memchr::Memchr<'a>,
     start: usize,
 }
 
@@ -372,40 +371,35 @@ impl<'a> LineScanner<'a> {
     fn new(data: &'a [u8]) -> LineScanner<'a> {
         LineScanner {
             data,
-            hits: memchr::memchr3_iter(b'\n', b'{', b'[', data),
+            newlines: memchr::memchr_iter(b'\n', data),
             start: 0,
         }
     }
 }
 
 impl Iterator for LineScanner<'_> {
-    type Item = (usize, usize, usize);
+    type Item = (usize, usize);
 
-    fn next(&mut self) -> Option<(usize, usize, usize)> {
+    fn next(&mut self) -> Option<(usize, usize)> {
         if self.start >= self.data.len() {
             return None;
         }
-        let mut openings = 0usize;
-        let end = loop {
-            match self.hits.next() {
-                Some(position) if self.data[position] == b'\n' => break position,
-                Some(_) => openings += 1,
-                None => break self.data.len(),
-            }
-        };
+        let end = self.newlines.next().unwrap_or(self.data.len());
         let start = self.start;
         self.start = end + 1;
-        Some((start, end, openings))
+        Some((start, end))
     }
 }
 
 /// Refuses lines nested deeper than [`MAX_NESTING_DEPTH`] before sonic-rs
 /// sees them: its validation of skipped values recurses, so a line of a
 /// million `[` would otherwise overflow the stack. A line with at most
-/// `MAX_NESTING_DEPTH` opening brackets (counted by [`LineScanner`]) cannot
-/// be too deep, which settles nearly every line; only the rest are scanned.
-/// Returns whether the line is shallow (see `walk::SHALLOW_OPENINGS`).
-fn check_nesting(line: &[u8], openings: usize) -> Result<bool, LineError> {
+/// `MAX_NESTING_DEPTH` opening brackets cannot be too deep, which settles
+/// nearly every line; only the rest are scanned. Returns whether the line
+/// is shallow (see `walk::SHALLOW_OPENINGS`). Flat lines never get here:
+/// the fast path reads only objects one array deep.
+fn check_nesting(line: &[u8]) -> Result<bool, LineError> {
+    let openings = memchr::memchr2_iter(b'{', b'[', line).count();
     if openings <= crate::walk::SHALLOW_OPENINGS {
         return Ok(true);
     }
@@ -419,17 +413,15 @@ fn check_nesting(line: &[u8], openings: usize) -> Result<bool, LineError> {
 /// The line loop both decoders share: cuts `chunk` into lines, strips
 /// `\r` and a leading byte-order mark, skips blank lines, refuses lines too
 /// long or too far into the chunk, and dead-letters the lines `decode_line`
-/// refuses (it gets the line and its count of `{`/`[` bytes).
+/// refuses.
 pub(crate) fn decode_lines(
     chunk: &Chunk,
-    mut decode_line: impl FnMut(&[u8], usize) -> Result<(), LineError>,
+    mut decode_line: impl FnMut(&[u8]) -> Result<(), LineError>,
 ) -> (DecodeCounters, Vec<DeadLetter>) {
     let mut counters = DecodeCounters::default();
     let mut dead_letters = Vec::new();
     let data = chunk.data.as_slice();
-    for (this_line, (line_start, line_end, openings)) in
-        (chunk.first_line..).zip(LineScanner::new(data))
-    {
+    for (this_line, (line_start, line_end)) in (chunk.first_line..).zip(LineScanner::new(data)) {
         let mut line = &data[line_start..line_end];
         if let Some(stripped) = line.strip_suffix(b"\r") {
             line = stripped;
@@ -456,7 +448,7 @@ pub(crate) fn decode_lines(
                 ),
             ))
         } else {
-            decode_line(line, openings)
+            decode_line(line)
         };
         match outcome {
             Ok(()) => counters.events += 1,

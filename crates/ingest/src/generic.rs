@@ -343,7 +343,7 @@ impl GenericDecoder {
 
     /// Decodes every line of `chunk`, one JSON object per line.
     pub fn decode(&mut self, chunk: &Chunk) -> DecodedBatch {
-        let (counters, dead_letters) = decode_lines(chunk, |line, _| self.decode_line(line));
+        let (counters, dead_letters) = decode_lines(chunk, |line| self.decode_line(line));
         let finished = self.finish_batch();
         let decoded = finish_decoded(chunk, finished, counters, dead_letters, self.schema());
         self.counters.merge(&decoded.counters);

@@ -1142,12 +1142,12 @@ proptest! {
 }
 
 #[test]
-fn line_scanner_splits_and_counts_brackets() {
+fn line_scanner_splits_on_newlines() {
     let lines = |data: &[u8]| LineScanner::new(data).collect::<Vec<_>>();
     assert_eq!(lines(b""), vec![]);
-    assert_eq!(lines(b"\n"), vec![(0, 0, 0)]);
-    assert_eq!(lines(b"{[}\n{}"), vec![(0, 3, 2), (4, 6, 1)]);
-    assert_eq!(lines(b"{}\n\n[[\n"), vec![(0, 2, 1), (3, 3, 0), (4, 6, 2)]);
+    assert_eq!(lines(b"\n"), vec![(0, 0)]);
+    assert_eq!(lines(b"{[}\n{}"), vec![(0, 3), (4, 6)]);
+    assert_eq!(lines(b"{}\n\n[[\n"), vec![(0, 2), (3, 3), (4, 6)]);
 }
 
 // ---------------------------------------------------------------------------
