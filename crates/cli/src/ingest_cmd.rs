@@ -100,6 +100,11 @@ pub struct Args {
     /// Decoder threads (default: available cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Target chunk size in bytes (a chunk becomes one batch and one WAL
+    /// record). 4 MiB: against 1 MiB, 6 % faster on a 10 M-event file for
+    /// 60 MB more memory; a quiet followed file still yields small chunks.
+    #[arg(long, default_value_t = 4 << 20)]
+    pub chunk_bytes: usize,
     /// Print one JSON line per acknowledged (durable) batch to standard output.
     #[arg(long)]
     pub acks: bool,
@@ -121,7 +126,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         inputs: args.inputs.clone(),
         follow: args.follow,
         checkpoint: None,
-        chunk_bytes: 1 << 20,
+        chunk_bytes: args.chunk_bytes.max(1),
         resume,
     };
     let threads = args.threads.unwrap_or_else(default_threads);
