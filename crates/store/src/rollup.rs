@@ -412,3 +412,105 @@ impl RollupBuilder {
         RecordBatch::try_new(rollup_schema(), columns).map_err(|e| StoreError::Arrow(e.to_string()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::Float64Array;
+
+    /// Events with the five dimensions as plain strings or as dictionaries.
+    fn events(dictionary: bool) -> RecordBatch {
+        let minute = 1_767_225_600_000_000_000i64;
+        let rows: [(i64, [Option<&str>; 5], f64); 5] = [
+            (
+                minute,
+                [Some("m"), Some("1"), None, Some("a"), Some("ok")],
+                10.0,
+            ),
+            (
+                minute + 1,
+                [Some("m"), Some("1"), None, Some("a"), Some("error")],
+                20.0,
+            ),
+            (
+                minute + 2,
+                [Some("m"), Some("1"), None, Some("a"), Some("ok")],
+                30.0,
+            ),
+            (
+                minute + 3,
+                [Some("n"), Some("2"), Some("x"), Some("b"), Some("error")],
+                40.0,
+            ),
+            (
+                minute + MINUTE_NANOS,
+                [Some("m"), Some("1"), None, Some("a"), Some("ok")],
+                50.0,
+            ),
+        ];
+        let mut fields = vec![Field::new(
+            column::TIMESTAMP,
+            DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
+            false,
+        )];
+        let mut columns: Vec<ArrayRef> = vec![Arc::new(
+            TimestampNanosecondArray::from(rows.iter().map(|row| row.0).collect::<Vec<_>>())
+                .with_timezone("UTC"),
+        )];
+        for (index, name) in ROLLUP_DIMENSIONS.iter().enumerate() {
+            let values: Vec<Option<&str>> = rows.iter().map(|row| row.1[index]).collect();
+            if dictionary {
+                let array: DictionaryArray<Int32Type> = values.into_iter().collect();
+                fields.push(Field::new(*name, array.data_type().clone(), true));
+                columns.push(Arc::new(array));
+            } else {
+                fields.push(Field::new(*name, DataType::Utf8, true));
+                columns.push(Arc::new(StringArray::from(values)));
+            }
+        }
+        fields.push(Field::new(column::LATENCY_MS, DataType::Float64, true));
+        columns.push(Arc::new(Float64Array::from(
+            rows.iter().map(|row| row.2).collect::<Vec<_>>(),
+        )));
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
+    }
+
+    fn rollup_of(batches: &[RecordBatch]) -> RecordBatch {
+        let mut builder = RollupBuilder::new();
+        for batch in batches {
+            builder.add_events(batch).unwrap();
+        }
+        builder.finish().unwrap()
+    }
+
+    #[test]
+    fn dictionary_and_plain_dimensions_fold_into_the_same_rows() {
+        let plain = rollup_of(&[events(false)]);
+        assert_eq!(plain, rollup_of(&[events(true)]));
+        // Two minutes, three groups in the first: (m, ok), (m, error), (n, error).
+        assert_eq!(plain.num_rows(), 4);
+        let column = |name: &str| {
+            plain
+                .column_by_name(name)
+                .unwrap()
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap()
+                .values()
+                .to_vec()
+        };
+        // Rows sorted by minute, then by the values (`error` before `ok`).
+        assert_eq!(column(rollup_column::COUNT), vec![1, 2, 1, 1]);
+        assert_eq!(column(rollup_column::ERROR_COUNT), vec![1, 0, 1, 0]);
+        // Batches of both kinds, with their own dictionaries, merge by value.
+        let mixed = rollup_of(&[events(true), events(false)]);
+        assert_eq!(mixed.num_rows(), 4);
+        let counts = mixed
+            .column_by_name(rollup_column::COUNT)
+            .unwrap()
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
+        assert_eq!(counts.values().to_vec(), vec![2, 4, 2, 2]);
+    }
+}
