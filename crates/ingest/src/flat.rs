@@ -54,13 +54,8 @@ pub(crate) fn walk_flat(
             if let Err(error) = field(mapping, node, record, &mut scanner, key, slot)? {
                 return Some(Err(error));
             }
-            match scanner.peek()? {
-                b',' => scanner.at += 1,
-                b'}' => {
-                    scanner.at += 1;
-                    break;
-                }
-                _ => return None,
+            if scanner.item_end(b'}')? {
+                break;
             }
         }
     }
@@ -143,29 +138,13 @@ fn list(
     rule: &Rule,
     hot: HotRule,
 ) -> Option<Result<(), LineError>> {
-    scanner.expect(b'[')?;
     let start = record.list_start();
     let mut failure = None;
-    if scanner.peek()? == b']' {
-        scanner.at += 1;
-    } else {
-        let mut position = 0;
-        loop {
-            let number = scanner.number()?;
-            if failure.is_none() {
-                failure = record.push_list_element(rule, position, number).err();
-            }
-            position += 1;
-            match scanner.peek()? {
-                b',' => scanner.at += 1,
-                b']' => {
-                    scanner.at += 1;
-                    break;
-                }
-                _ => return None,
-            }
+    scanner.numbers(|position, number| {
+        if failure.is_none() {
+            failure = record.push_list_element(rule, position, number).err();
         }
-    }
+    })?;
     let list = record.list_end(start, failure.is_some());
     let outcome: Result<SlotValue, LineError> = match failure {
         Some(error) => Err(error),
@@ -309,6 +288,37 @@ impl<'t> Scanner<'t> {
     #[inline]
     fn expect(&mut self, byte: u8) -> Option<()> {
         (self.peek()? == byte).then(|| self.at += 1)
+    }
+
+    /// After an item of an object or array: `true` when `close` ends the
+    /// container, `false` after a comma.
+    #[inline]
+    fn item_end(&mut self, close: u8) -> Option<bool> {
+        let byte = self.peek()?;
+        let closed = byte == close;
+        if !closed && byte != b',' {
+            return None;
+        }
+        self.at += 1;
+        Some(closed)
+    }
+
+    /// An array of numbers, each handed to `each` with its position.
+    #[inline]
+    fn numbers(&mut self, mut each: impl FnMut(usize, Scalar<'t>)) -> Option<()> {
+        self.expect(b'[')?;
+        if self.peek()? == b']' {
+            self.at += 1;
+            return Some(());
+        }
+        let mut position = 0;
+        loop {
+            each(position, self.number()?);
+            position += 1;
+            if self.item_end(b']')? {
+                return Some(());
+            }
+        }
     }
 
     fn literal(&mut self, word: &[u8]) -> Option<()> {
@@ -458,22 +468,7 @@ impl<'t> Scanner<'t> {
                 Value::Other
             }
             b'[' => {
-                self.at += 1;
-                if self.peek()? == b']' {
-                    self.at += 1;
-                } else {
-                    loop {
-                        self.number()?;
-                        match self.peek()? {
-                            b',' => self.at += 1,
-                            b']' => {
-                                self.at += 1;
-                                break;
-                            }
-                            _ => return None,
-                        }
-                    }
-                }
+                self.numbers(|_, _| {})?;
                 Value::Other
             }
             _ => return None,
