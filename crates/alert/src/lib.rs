@@ -197,6 +197,11 @@ pub enum AlertError {
         /// What is wrong.
         message: String,
     },
+    /// A signed webhook delivery failed verification (see
+    /// [`action::webhook::verify_signature`]): tampered, from another
+    /// secret, malformed, or outside the replay tolerance.
+    #[error("{0}")]
+    Signature(String),
     /// An argument or setting is invalid, e.g. a missing secret.
     #[error("{0}")]
     Invalid(String),
