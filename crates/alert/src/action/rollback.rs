@@ -7,11 +7,21 @@
 //! so a rollback policy can be watched before it is trusted.
 //!
 //! Placeholders (see `template`) work in `url`, header values and `body`.
-//! In the URL they are percent-encoded; in the body they are escaped for a
-//! JSON string unless `Content-Type` says the body is not JSON (the default
-//! `Content-Type` of a body is `application/json`). A placeholder the alert
-//! can't fill (a missing `group.model_version`) fails the delivery rather
-//! than send a half-rendered rollback.
+//! Their values come from log lines, so each is escaped for where it lands:
+//! * in the URL, percent-encoded (all but `A-Z a-z 0-9 - . _ ~`), and a
+//!   value that would make a path segment `.` or `..` fails the delivery
+//!   (a `model_version` of `..` must not turn `/models/{id}/versions/{v}`
+//!   into a call on `/models/{id}`);
+//! * in a header value, as is, but a value with a control character (CR,
+//!   LF, …) fails the delivery;
+//! * in the body, escaped for a JSON string (the default `Content-Type` of a
+//!   body is `application/json`), percent-encoded when `Content-Type` is
+//!   `application/x-www-form-urlencoded`, and otherwise as is with control
+//!   characters refused: keep untrusted values out of other body formats.
+//!
+//! A placeholder the alert can't fill (a missing `group.model_version`) or a
+//! value refused above fails the delivery at once (it is dead-lettered, not
+//! retried) rather than send a half-rendered or redirected rollback.
 //!
 //! ```yaml
 //! - name: canary-rollback
@@ -125,6 +135,7 @@ impl RollbackConfig {
             ));
         }
         let body_escape = match &content_type {
+            Some(content_type) if content_type.contains("x-www-form-urlencoded") => Escape::Form,
             Some(content_type) if !content_type.contains("json") => Escape::Plain,
             _ => Escape::JsonString,
         };
@@ -345,6 +356,92 @@ mod tests {
         assert!(failure
             .message
             .ends_with("has no group value 'model_version'"));
+    }
+
+    #[test]
+    fn issue_16_rollback_refuses_dot_segments() {
+        let rollback = config(
+            "request:\n  url: http://127.0.0.1:9/models/{{group.model_id}}/versions/{{group.model_version}}/rollback?from={{group.model_version}}\n",
+        )
+        .compile("r")
+        .unwrap();
+        for version in [".", ".."] {
+            let mut alert = crate::test_alert();
+            alert.group.insert("model_version".into(), version.into());
+            let failure = rollback.execute(&Delivery::new(alert)).unwrap_err();
+            assert_eq!(failure.retry, crate::delivery::Retry::Never);
+            assert_eq!(
+                failure.message,
+                format!(
+                    "cannot render rollback request: {{{{group.model_version}}}} = {version:?} would make the URL path segment {version:?}, which a server resolves to another path"
+                )
+            );
+            // Nothing was sent, so nothing is recorded as sent.
+            assert!(failure.remediation.is_none());
+        }
+        // Two placeholders that only make ".." together are refused too.
+        let joined = config("request:\n  url: http://127.0.0.1:9/models/{{group.model_id}}{{group.model_version}}\n")
+            .compile("r")
+            .unwrap();
+        let mut alert = crate::test_alert();
+        alert.group.insert("model_id".into(), ".".into());
+        alert.group.insert("model_version".into(), ".".into());
+        let failure = joined.execute(&Delivery::new(alert)).unwrap_err();
+        assert_eq!(failure.retry, crate::delivery::Retry::Never);
+        assert!(
+            failure.message.contains("path segment \"..\""),
+            "{}",
+            failure.message
+        );
+    }
+
+    #[test]
+    fn issue_16_form_bodies_and_headers_cannot_be_extended_by_a_value() {
+        let rollback = config(
+            "dry_run: true\nrequest:\n  url: http://127.0.0.1:9/rollback\n  headers: {Content-Type: application/x-www-form-urlencoded, X-Version: '{{group.model_version}}'}\n  body: 'model={{group.model_id}}&version={{group.model_version}}'\n",
+        )
+        .compile("r")
+        .unwrap();
+        let mut alert = crate::test_alert();
+        alert
+            .group
+            .insert("model_version".into(), "2.1&force=true".into());
+        let request = rollback
+            .execute(&Delivery::new(alert.clone()))
+            .unwrap()
+            .remediation
+            .unwrap()
+            .request;
+        assert_eq!(request.body, "model=recsys&version=2.1%26force%3Dtrue");
+        assert_eq!(request.headers["X-Version"], "2.1&force=true");
+
+        // CR/LF in a header value would start a header of the caller's choosing.
+        alert
+            .group
+            .insert("model_version".into(), "2.1\r\nX-Admin: yes".into());
+        let failure = rollback.execute(&Delivery::new(alert)).unwrap_err();
+        assert_eq!(failure.retry, crate::delivery::Retry::Never);
+        assert_eq!(
+            failure.message,
+            "cannot render rollback request: value \"2.1\\r\\nX-Admin: yes\" has control characters"
+        );
+    }
+
+    #[test]
+    fn dots_inside_a_segment_or_the_query_are_ordinary_values() {
+        let rollback = config(
+            "dry_run: true\nrequest:\n  url: http://127.0.0.1:9/models/{{group.model_version}}/rollback?to={{labels.target}}\n",
+        )
+        .compile("r")
+        .unwrap();
+        let mut alert = crate::test_alert();
+        alert.group.insert("model_version".into(), "..2.1".into());
+        alert.labels.insert("target".into(), "..".into());
+        let outcome = rollback.execute(&Delivery::new(alert)).unwrap();
+        assert_eq!(
+            outcome.remediation.unwrap().request.url,
+            "http://127.0.0.1:9/models/..2.1/rollback?to=.."
+        );
     }
 
     #[test]

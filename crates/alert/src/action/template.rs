@@ -7,6 +7,15 @@
 //! `labels.` name the alert lacks is an error at render time (a rollback
 //! of an unknown model must not be sent), any other unknown name an error
 //! when the config is loaded.
+//!
+//! Values come from log lines, so they are escaped for where they land
+//! ([`Escape`]), and in a URL a value that would make a path segment `.`
+//! or `..` (alone, with a neighbour, or around an encoded `%2F`) is an
+//! error at render time rather than a request to another path.
+
+use std::ops::Range;
+
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use crate::delivery::{state_name, Delivery};
 
@@ -19,6 +28,9 @@ pub(crate) enum Escape {
     JsonString,
     /// A URL component: everything but unreserved characters percent-encoded.
     Url,
+    /// A field of an `application/x-www-form-urlencoded` body: encoded as
+    /// for a URL, so a value can't add `&name=value` pairs of its own.
+    Form,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,9 +86,17 @@ impl Template {
     }
 
     /// Fills the placeholders from the delivery, escaping values.
+    ///
+    /// With [`Escape::Url`], a value that makes a URL path segment `.` or
+    /// `..` is refused: percent-encoding leaves dots alone, and a server
+    /// that normalises the path would act on another resource than the one
+    /// the template names (an attacker who controls a `model_version`
+    /// string could steer a rollback to `/models/../admin`).
     pub(crate) fn render(&self, delivery: &Delivery, escape: Escape) -> Result<String, String> {
         let alert = &delivery.alert;
         let mut output = String::new();
+        // Where each value landed in `output`, for the dot-segment check.
+        let mut substituted: Vec<(Range<usize>, &Field, String)> = Vec::new();
         for part in &self.parts {
             let value = match part {
                 Part::Text(text) => {
@@ -118,11 +138,119 @@ impl Template {
                     let quoted = serde_json::Value::String(value).to_string();
                     output.push_str(&quoted[1..quoted.len() - 1]);
                 }
-                Escape::Url => percent_encode(&value, &mut output),
+                Escape::Url => {
+                    let start = output.len();
+                    percent_encode(&value, &mut output);
+                    if let Part::Field(field) = part {
+                        substituted.push((start..output.len(), field, value));
+                    }
+                }
+                Escape::Form => percent_encode(&value, &mut output),
             }
+        }
+        if escape == Escape::Url {
+            check_dot_segments(&output, &substituted)?;
         }
         Ok(output)
     }
+}
+
+/// Refuses a URL whose path has a `.` or `..` segment made (even in part)
+/// by a substituted value. Dot segments the template's own text spells out
+/// are the operator's and are left alone.
+fn check_dot_segments(
+    url: &str,
+    substituted: &[(Range<usize>, &Field, String)],
+) -> Result<(), String> {
+    for range in path_segments(url) {
+        let segment = &url[range.clone()];
+        // `%2e` is a dot too: servers decode it before resolving the path
+        // (the WHATWG URL standard names `.%2e` and `%2e%2e` as `..`).
+        let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
+        if decoded != "." && decoded != ".." {
+            continue;
+        }
+        // An empty value adds nothing: the dots around it are the template's.
+        let culprit = substituted.iter().find(|(value_range, _, _)| {
+            !value_range.is_empty()
+                && value_range.start < range.end
+                && range.start < value_range.end
+        });
+        if let Some((_, field, value)) = culprit {
+            return Err(format!(
+                "{} = {value:?} would make the URL path segment {segment:?}, which a server resolves to another path",
+                placeholder(field)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The byte ranges of the path segments of `url`. A percent-encoded slash
+/// or backslash (`%2F`, `%5C`) also ends a segment here: some proxies decode
+/// them before resolving dot segments, so `..%2Fadmin` is `../admin` there.
+fn path_segments(url: &str) -> Vec<Range<usize>> {
+    let path = path_range(url);
+    // Bytes, not chars: the template's own text may hold non-ASCII.
+    let lower = url[path.clone()].to_ascii_lowercase().into_bytes();
+    let mut segments = Vec::new();
+    let mut start = 0;
+    let mut index = 0;
+    while index <= lower.len() {
+        let rest = &lower[index..];
+        let separator = if rest.is_empty() || rest.starts_with(b"/") {
+            Some(1)
+        } else if rest.starts_with(b"%2f") || rest.starts_with(b"%5c") {
+            Some(3)
+        } else {
+            None
+        };
+        match separator {
+            Some(width) => {
+                segments.push(path.start + start..path.start + index);
+                index += width;
+                start = index;
+            }
+            None => index += 1,
+        }
+    }
+    segments
+}
+
+/// The byte range of the path in `url`: after `scheme://authority`, up to
+/// the query or fragment.
+fn path_range(url: &str) -> Range<usize> {
+    let end = url.find(['?', '#']).unwrap_or(url.len());
+    let start = match url[..end].find("://") {
+        Some(scheme_end) => {
+            let authority = scheme_end + 3;
+            url[authority..end]
+                .find('/')
+                .map_or(end, |slash| authority + slash)
+        }
+        None => 0,
+    };
+    start..end
+}
+
+/// How a field is written in a template, for messages.
+fn placeholder(field: &Field) -> String {
+    let name = match field {
+        Field::AlertId => "alert_id".to_string(),
+        Field::Fingerprint => "fingerprint".to_string(),
+        Field::RuleId => "rule_id".to_string(),
+        Field::Title => "title".to_string(),
+        Field::Severity => "severity".to_string(),
+        Field::State => "state".to_string(),
+        Field::StartsAt => "starts_at".to_string(),
+        Field::EndsAt => "ends_at".to_string(),
+        Field::Value => "value".to_string(),
+        Field::Threshold => "threshold".to_string(),
+        Field::IdempotencyKey => "idempotency_key".to_string(),
+        Field::Group(name) => format!("group.{name}"),
+        Field::Label(name) => format!("labels.{name}"),
+    };
+    format!("{{{{{name}}}}}")
 }
 
 fn field(name: &str) -> Result<Field, String> {
@@ -153,14 +281,17 @@ fn field(name: &str) -> Result<Field, String> {
     Ok(field)
 }
 
+/// What stays as is in a value: RFC 3986's unreserved characters. Everything
+/// else, `/`, `?`, `#`, `&`, `=` and `%` included, is encoded, so a value
+/// fits in a path segment, a query or a form field without changing its shape.
+const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 fn percent_encode(value: &str, output: &mut String) {
-    for byte in value.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            output.push(byte as char);
-        } else {
-            output.push_str(&format!("%{byte:02X}"));
-        }
-    }
+    output.extend(utf8_percent_encode(value, UNRESERVED));
 }
 
 #[cfg(test)]
@@ -188,6 +319,99 @@ mod tests {
             .render(&delivery, Escape::Plain)
             .unwrap_err()
             .ends_with("has no group value 'model_version'"));
+    }
+
+    #[test]
+    fn url_values_keep_only_unreserved_characters() {
+        // RFC 3986 unreserved characters stay as they are; every other byte,
+        // reserved, control or UTF-8, is percent-encoded in upper case.
+        let every_ascii: String = (0u8..0x80).map(char::from).collect();
+        let mut expected = String::new();
+        for byte in every_ascii.bytes() {
+            if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+                expected.push(char::from(byte));
+            } else {
+                expected.push_str(&format!("%{byte:02X}"));
+            }
+        }
+        assert_eq!(
+            url_with(&every_ascii, "{{group.model_version}}").unwrap(),
+            expected
+        );
+        // The loop above spelled out for one stretch: `+,-./0-9:`.
+        assert!(expected.contains("%2B%2C-.%2F0123456789%3A"), "{expected}");
+        assert_eq!(
+            url_with("é 2.1/ü~_-", "{{group.model_version}}").unwrap(),
+            "%C3%A9%202.1%2F%C3%BC~_-"
+        );
+    }
+
+    fn url_with(version: &str, template: &str) -> Result<String, String> {
+        let mut alert = crate::test_alert();
+        alert.group.insert("model_version".into(), version.into());
+        Template::parse(template)
+            .unwrap()
+            .render(&Delivery::new(alert), Escape::Url)
+    }
+
+    #[test]
+    fn issue_16_dot_segments_from_values_are_refused_wherever_they_form() {
+        let refused = [
+            ("..", "http://h/m/{{group.model_version}}"),
+            (".", "http://h/m/{{group.model_version}}/rollback"),
+            ("..", "/relative/{{group.model_version}}/x"),
+            // A literal dot or %2e next to the value completes the segment.
+            (".", "http://h/m/.{{group.model_version}}/x"),
+            (".", "http://h/m/%2E{{group.model_version}}/x"),
+            ("..", "http://h/modèle/{{group.model_version}}"),
+        ];
+        for (version, template) in refused {
+            let error = url_with(version, template).unwrap_err();
+            assert!(
+                error.starts_with(&format!(
+                    "{{{{group.model_version}}}} = {version:?} would make the URL path segment"
+                )),
+                "{template}: {error}"
+            );
+        }
+        // Not a whole path segment, or not in the path: allowed.
+        assert_eq!(
+            url_with("..", "http://h/m/v{{group.model_version}}").unwrap(),
+            "http://h/m/v.."
+        );
+        assert_eq!(
+            url_with("..", "http://h/m?v={{group.model_version}}").unwrap(),
+            "http://h/m?v=.."
+        );
+        assert_eq!(
+            url_with("..", "http://h/m#{{group.model_version}}").unwrap(),
+            "http://h/m#.."
+        );
+        assert_eq!(
+            url_with("..", "http://h/m?{{group.model_version}}").unwrap(),
+            "http://h/m?.."
+        );
+        // The operator's own dot segments are the operator's business.
+        assert_eq!(
+            url_with("", "http://h/a/.{{group.model_version}}./b").unwrap(),
+            "http://h/a/../b"
+        );
+        assert_eq!(
+            url_with("v2", "http://h/a/../{{group.model_version}}").unwrap(),
+            "http://h/a/../v2"
+        );
+        // An encoded slash ends a segment for proxies that decode it first.
+        for version in ["../admin", "a/../../admin", "..\\admin"] {
+            let error = url_with(version, "http://h/m/{{group.model_version}}").unwrap_err();
+            assert!(
+                error.contains("would make the URL path segment"),
+                "{version}: {error}"
+            );
+        }
+        assert_eq!(
+            url_with("2.1/x", "http://h/m/{{group.model_version}}").unwrap(),
+            "http://h/m/2.1%2Fx"
+        );
     }
 
     #[test]
