@@ -13,6 +13,10 @@
 //!   impact, top contributors), `atlas`, `value`, `threshold`, `condition`,
 //!   `impact`, `alert_id`, `fingerprint`, and the event-time `event_starts_at`
 //!   / `event_ends_at`.
+//! * `generatorURL`: the `generator_url` template, rendered. When it can't
+//!   be (a missing group value, or a value that would make a `.`/`..` path
+//!   segment) the alert is sent without it, and the reason goes into a
+//!   `generator_url_error` annotation.
 //!
 //! ## Event time against wall-clock time
 //! Alerts carry event time; Alertmanager reasons in wall-clock time (an alert
@@ -144,22 +148,30 @@ impl AlertmanagerAction {
     }
 }
 
+impl AlertmanagerAction {
+    /// The alert as posted. A generator URL that can't be rendered (a
+    /// missing group value, or a log-line value that would make a `..`
+    /// path segment) is left out and the reason put in the
+    /// `generator_url_error` annotation: a link is not worth losing the
+    /// alert over, and a value an attacker controls must not be able to
+    /// stop the alert from reaching Alertmanager.
+    fn posted(&self, delivery: &Delivery, now: DateTime<Utc>) -> Value {
+        let rendered = self
+            .generator_url
+            .as_ref()
+            .map(|template| template.render(delivery, Escape::Url));
+        let generator_url = rendered.as_ref().and_then(|url| url.as_deref().ok());
+        let mut posted = postable_alert(&delivery.alert, now, self.firing_ttl, generator_url);
+        if let Some(Err(message)) = rendered {
+            posted["annotations"]["generator_url_error"] = Value::String(message);
+        }
+        posted
+    }
+}
+
 impl Action for AlertmanagerAction {
     fn execute(&self, delivery: &Delivery) -> Result<Outcome, DeliveryFailure> {
-        let generator_url = match &self.generator_url {
-            Some(template) => Some(
-                template
-                    .render(delivery, Escape::Url)
-                    .map_err(DeliveryFailure::permanent)?,
-            ),
-            None => None,
-        };
-        let posted = postable_alert(
-            &delivery.alert,
-            Utc::now(),
-            self.firing_ttl,
-            generator_url.as_deref(),
-        );
+        let posted = self.posted(delivery, Utc::now());
         let body = serde_json::to_vec(&Value::Array(vec![posted])).map_err(|error| {
             DeliveryFailure::permanent(format!("cannot encode alert as JSON: {error}"))
         })?;
@@ -342,6 +354,28 @@ mod tests {
         let future = postable_alert(&alert, now, None, None);
         assert_eq!(future["startsAt"], "2026-01-01T12:00:00.000Z");
         assert_eq!(future["endsAt"], "2026-01-01T12:00:00.000Z");
+    }
+
+    #[test]
+    fn issue_16_a_generator_url_that_cannot_be_rendered_is_left_out_not_the_alert() {
+        let mut action = AlertmanagerAction::new("http://127.0.0.1:9", DEFAULT_TIMEOUT);
+        action.generator_url =
+            Some(Template::parse("https://iw.example/models/{{group.model_version}}").unwrap());
+        let now = at("2026-01-01T12:00:00Z");
+        let mut alert = crate::test_alert();
+        alert.group.insert("model_version".into(), "v2".into());
+        let posted = action.posted(&Delivery::new(alert.clone()), now);
+        assert_eq!(posted["generatorURL"], "https://iw.example/models/v2");
+        assert!(posted["annotations"].get("generator_url_error").is_none());
+
+        alert.group.insert("model_version".into(), "..".into());
+        let posted = action.posted(&Delivery::new(alert), now);
+        assert!(posted.get("generatorURL").is_none(), "{posted}");
+        assert_eq!(
+            posted["annotations"]["generator_url_error"],
+            "{{group.model_version}} = \"..\" would make the URL path segment \"..\", which a server resolves to another path"
+        );
+        assert_eq!(posted["labels"]["model_version"], "..");
     }
 
     #[test]
