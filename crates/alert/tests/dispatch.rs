@@ -14,6 +14,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use inferwatch_alert::action::command::CommandAction;
 use inferwatch_alert::action::webhook::{verify_signature, WebhookAction, DEFAULT_TOLERANCE};
 use inferwatch_alert::{
     idempotency_key, ActionFilter, ActionsFile, BuildContext, ConfiguredAction, DeliveryReport,
@@ -648,4 +649,60 @@ fn a_repeat_reaches_the_webhook_again_but_never_rolls_back_twice() {
     assert_eq!(hook_keys.len(), 2, "{hook_keys:?}");
     assert!(hook_keys.contains(&first_key.as_str()));
     assert!(hook_keys.contains(&format!("{first_key}:repeat:2026-01-01T04:00:30Z").as_str()));
+}
+
+#[test]
+fn issue_16_command_with_a_nul_in_a_value_is_dead_lettered_at_once() {
+    let state = tempfile::tempdir().unwrap();
+    let ran = state.path().join("ran");
+    let command = CommandAction::new(
+        "/bin/sh".to_string(),
+        vec![
+            "-c".to_string(),
+            format!(
+                "echo \"$INFERWATCH_GROUP_CLIENT_ID\" >> '{}'",
+                ran.display()
+            ),
+        ],
+        Duration::from_secs(30),
+    );
+    let dispatcher = start(
+        state.path(),
+        fast_settings(5),
+        vec![ConfiguredAction::new(
+            "ticket",
+            ActionFilter::default(),
+            Arc::new(command),
+        )],
+    );
+    // A client id from a log line: an environment variable can't hold a NUL.
+    let mut poisoned = alert("fp-nul", AlertState::Firing);
+    poisoned
+        .group
+        .insert("client_id".to_string(), "evil\0client".to_string());
+    let mut clean = alert("fp-clean", AlertState::Firing);
+    clean
+        .group
+        .insert("client_id".to_string(), "c-17".to_string());
+    dispatcher.submit_all(&[poisoned, clean]).unwrap();
+    assert!(dispatcher.wait_idle(DEADLINE));
+    let stats = dispatcher.stats();
+    assert_eq!(
+        (stats.delivered, stats.dead, stats.retries),
+        (1, 1, 0),
+        "the poisoned delivery is not retried"
+    );
+    drop(dispatcher);
+    assert_eq!(std::fs::read_to_string(&ran).unwrap(), "c-17\n");
+    let letter: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(state.path().join("dead-letter.jsonl"))
+            .unwrap()
+            .trim(),
+    )
+    .unwrap();
+    assert_eq!(letter["attempts"], 1);
+    assert_eq!(
+        letter["reason"],
+        "cannot start /bin/sh: INFERWATCH_GROUP_CLIENT_ID holds a NUL byte, which an environment variable cannot carry"
+    );
 }

@@ -15,9 +15,15 @@
 //! Exit status 0 is success. A non-zero exit, a kill by signal or the
 //! timeout (default 30s; the program is then killed) is a failure that is
 //! retried; the first 2 KiB of stderr go into the failure message. A program
-//! that can't be started at all (not found, not executable) is dead-lettered
-//! at once. Only the direct child is killed on timeout: a program that
-//! starts its own children must end them.
+//! that can't be started because of something a retry would meet again is
+//! dead-lettered at once: not found, not executable, or a value holding a
+//! NUL byte (an environment variable can't carry one; the alert JSON on
+//! stdin can, as `\u0000`). A missing program counts as permanent too: a
+//! typo in `program` won't fix itself within the retries, and the dead
+//! letter says so at once rather than after `max_attempts` backoffs. Other
+//! start failures (a process limit, memory) are retried. Only the direct
+//! child is killed on timeout: a program that starts its own children must
+//! end them.
 //!
 //! ```yaml
 //! - name: open-ticket
@@ -107,42 +113,76 @@ impl Action for CommandAction {
         let input = serde_json::to_vec(alert).map_err(|error| {
             DeliveryFailure::permanent(format!("cannot encode alert as JSON: {error}"))
         })?;
+        let mut environment = vec![
+            ("INFERWATCH_ALERT_ID".to_string(), alert.alert_id.clone()),
+            (
+                "INFERWATCH_FINGERPRINT".to_string(),
+                alert.fingerprint.clone(),
+            ),
+            ("INFERWATCH_RULE_ID".to_string(), alert.rule_id.clone()),
+            ("INFERWATCH_TITLE".to_string(), alert.title.clone()),
+            (
+                "INFERWATCH_SEVERITY".to_string(),
+                alert.severity.to_string(),
+            ),
+            (
+                "INFERWATCH_STATE".to_string(),
+                state_name(alert.state).to_string(),
+            ),
+            ("INFERWATCH_STARTS_AT".to_string(), alert.starts_at.clone()),
+            (
+                "INFERWATCH_ENDS_AT".to_string(),
+                alert.ends_at.clone().unwrap_or_default(),
+            ),
+            (
+                "INFERWATCH_VALUE".to_string(),
+                alert.value.map(|v| v.to_string()).unwrap_or_default(),
+            ),
+            (
+                "INFERWATCH_THRESHOLD".to_string(),
+                alert.threshold.map(|v| v.to_string()).unwrap_or_default(),
+            ),
+            (
+                "INFERWATCH_IDEMPOTENCY_KEY".to_string(),
+                delivery.idempotency_key.clone(),
+            ),
+            (
+                "INFERWATCH_ATTEMPT".to_string(),
+                delivery.attempt.to_string(),
+            ),
+        ];
+        for (key, value) in &alert.group {
+            environment.push((
+                format!("INFERWATCH_GROUP_{}", env_suffix(key)),
+                value.clone(),
+            ));
+        }
+        // Values come from log lines; a NUL can't be passed in the
+        // environment, and the same alert would fail the same way on
+        // every retry. Name the variable rather than std's "nul byte found".
+        if let Some((name, _)) = environment.iter().find(|(_, value)| value.contains('\0')) {
+            return Err(DeliveryFailure::permanent(format!(
+                "cannot start {}: {name} holds a NUL byte, which an environment variable cannot carry",
+                self.program
+            )));
+        }
         let mut command = Command::new(&self.program);
         command
             .args(&self.args)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
-            .env("INFERWATCH_ALERT_ID", &alert.alert_id)
-            .env("INFERWATCH_FINGERPRINT", &alert.fingerprint)
-            .env("INFERWATCH_RULE_ID", &alert.rule_id)
-            .env("INFERWATCH_TITLE", &alert.title)
-            .env("INFERWATCH_SEVERITY", alert.severity.to_string())
-            .env("INFERWATCH_STATE", state_name(alert.state))
-            .env("INFERWATCH_STARTS_AT", &alert.starts_at)
-            .env(
-                "INFERWATCH_ENDS_AT",
-                alert.ends_at.clone().unwrap_or_default(),
-            )
-            .env(
-                "INFERWATCH_VALUE",
-                alert.value.map(|v| v.to_string()).unwrap_or_default(),
-            )
-            .env(
-                "INFERWATCH_THRESHOLD",
-                alert.threshold.map(|v| v.to_string()).unwrap_or_default(),
-            )
-            .env("INFERWATCH_IDEMPOTENCY_KEY", &delivery.idempotency_key)
-            .env("INFERWATCH_ATTEMPT", delivery.attempt.to_string());
-        for (key, value) in &alert.group {
-            command.env(format!("INFERWATCH_GROUP_{}", env_suffix(key)), value);
-        }
+            .envs(environment);
         let mut child = command.spawn().map_err(|error| {
             let message = format!("cannot start {}: {error}", self.program);
             match error.kind() {
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
-                    DeliveryFailure::permanent(message)
-                }
+                // The program or its input is wrong; retrying can't fix it.
+                // (InvalidInput: a NUL in the program name or an argument.)
+                // Anything else (EAGAIN from a process limit, ENOMEM, a
+                // busy executable) may pass.
+                std::io::ErrorKind::NotFound
+                | std::io::ErrorKind::PermissionDenied
+                | std::io::ErrorKind::InvalidInput => DeliveryFailure::permanent(message),
                 _ => DeliveryFailure::transient(message),
             }
         })?;
@@ -285,6 +325,28 @@ mod tests {
         .execute(&delivery)
         .unwrap_err();
         assert_eq!(missing.retry, Retry::Never);
+    }
+
+    #[test]
+    fn issue_16_start_failures_a_retry_would_repeat_are_permanent() {
+        let delivery = Delivery::new(crate::test_alert());
+        // std refuses a NUL in an argument before starting anything.
+        let nul_argument = shell("exit 0\0", Duration::from_secs(30))
+            .execute(&delivery)
+            .unwrap_err();
+        assert_eq!(nul_argument.retry, Retry::Never, "{}", nul_argument.message);
+        assert!(nul_argument.message.starts_with("cannot start /bin/sh: "));
+
+        let mut alert = crate::test_alert();
+        alert.title = "slow\0".to_string();
+        let nul_value = shell("exit 0", Duration::from_secs(30))
+            .execute(&Delivery::new(alert))
+            .unwrap_err();
+        assert_eq!(nul_value.retry, Retry::Never);
+        assert_eq!(
+            nul_value.message,
+            "cannot start /bin/sh: INFERWATCH_TITLE holds a NUL byte, which an environment variable cannot carry"
+        );
     }
 
     #[test]
