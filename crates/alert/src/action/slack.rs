@@ -3,8 +3,10 @@
 //! The payload has a plain `text` (what notifications and old clients show)
 //! and Block Kit `blocks`: a header, the condition with its value, a fields
 //! section (severity, rule, group, start) and a context line (ATLAS ids and
-//! the alert id). Text that Slack would read as markup (`&`, `<`, `>`) is
-//! escaped.
+//! the alert id). Group and contributor values come from log lines, so
+//! text that Slack would read as markup (`&`, `<`, `>`) is escaped, the
+//! mrkdwn objects are `verbatim` (no automatic links or `@here` / `#channel`
+//! mentions), and link previews are off (Slack fetches no URL a value holds).
 //!
 //! ```yaml
 //! - name: ml-channel
@@ -121,23 +123,33 @@ pub fn slack_payload(alert: &Alert) -> Value {
             },
             {
                 "type": "section",
-                "text": {"type": "mrkdwn", "text": text::truncate(&detail, SECTION_LIMIT)}
+                "text": mrkdwn(text::truncate(&detail, SECTION_LIMIT))
             },
             {
                 "type": "section",
                 "fields": [
-                    {"type": "mrkdwn", "text": format!("*Severity*\n{}", alert.severity)},
-                    {"type": "mrkdwn", "text": format!("*Rule*\n`{}`", escape(&alert.rule_id))},
-                    {"type": "mrkdwn", "text": format!("*Group*\n{}", if group.is_empty() { "—".to_string() } else { escape(&group) })},
-                    {"type": "mrkdwn", "text": when}
+                    mrkdwn(format!("*Severity*\n{}", alert.severity)),
+                    mrkdwn(format!("*Rule*\n`{}`", escape(&alert.rule_id))),
+                    mrkdwn(format!("*Group*\n{}", if group.is_empty() { "—".to_string() } else { escape(&group) })),
+                    mrkdwn(when)
                 ]
             },
             {
                 "type": "context",
-                "elements": [{"type": "mrkdwn", "text": escape(&context.join(" · "))}]
+                "elements": [mrkdwn(escape(&context.join(" · ")))]
             }
-        ]
+        ],
+        // Values from log lines may hold URLs: Slack must not fetch them.
+        "unfurl_links": false,
+        "unfurl_media": false
     })
+}
+
+/// A mrkdwn text object that Slack shows as written: `verbatim` stops it
+/// from turning bare URLs, `#channel` names and `@here` in log-line values
+/// into links and mentions.
+fn mrkdwn(text: String) -> Value {
+    json!({"type": "mrkdwn", "text": text, "verbatim": true})
 }
 
 /// Slack reads `&`, `<` and `>` as markup in text fields.
@@ -177,6 +189,42 @@ mod tests {
             blocks[3]["elements"][0]["text"],
             "MITRE ATLAS AML.T0010.003, AML.T0029 · alert `a1`"
         );
+    }
+
+    #[test]
+    fn issue_16_log_line_values_cannot_ping_link_or_unfurl() {
+        let mut alert = crate::test_alert();
+        alert
+            .group
+            .insert("client_id".into(), "<!channel> @here".into());
+        alert.explanation[0].value = "<https://evil.example|login> https://evil.example".into();
+        let payload = slack_payload(&alert);
+        assert_eq!(payload["unfurl_links"], false);
+        assert_eq!(payload["unfurl_media"], false);
+        let mut objects = vec![
+            &payload["blocks"][1]["text"],
+            &payload["blocks"][3]["elements"][0],
+        ];
+        objects.extend(payload["blocks"][2]["fields"].as_array().unwrap());
+        assert_eq!(objects.len(), 6);
+        for object in objects {
+            assert_eq!(object["type"], "mrkdwn");
+            assert_eq!(object["verbatim"], true, "{object}");
+        }
+        assert_eq!(
+            payload["blocks"][2]["fields"][2]["text"],
+            "*Group*\nclient_id=&lt;!channel&gt; @here, model_id=recsys"
+        );
+        assert!(payload["blocks"][1]["text"]["text"]
+            .as_str()
+            .unwrap()
+            .ends_with(
+                "source_id=&lt;https://evil.example|login&gt; https://evil.example (lift 6.1)"
+            ));
+        assert!(payload["text"]
+            .as_str()
+            .unwrap()
+            .contains("client_id=&lt;!channel&gt; @here"));
     }
 
     #[test]
