@@ -28,8 +28,27 @@ enum Representation {
     Sketch(Box<DDSketch>),
 }
 
+/// Bins a sketch may hold: 2,048 bins of 1 % cover 17.8 decades.
+const MAX_BINS: u32 = 2048;
+/// Magnitudes below this count as zero.
+const SMALLEST_TRACKED: f64 = 1e-9;
+
+/// Magnitudes are clamped to this before they reach the sketch: the largest
+/// value whose bin lies within [`MAX_BINS`] of [`SMALLEST_TRACKED`]'s (about
+/// 6e8; kept a little under). When a sketch's values span more bins than it
+/// may hold, DDSketch collapses its *lowest* bins, so a single 1e300 would
+/// fold every ordinary latency into one bin and wreck the median. Clamping
+/// makes the extreme value collapse instead: it is counted, at 5e8, and
+/// every other quantile keeps its 1 % bound. Canonical columns never get
+/// there (ingest bounds latency to a day in ms and tokens to 1e8).
+pub const LARGEST_TRACKED: f64 = 5e8;
+
 fn empty_sketch() -> DDSketch {
-    DDSketch::new(Config::new(QUANTILE_RELATIVE_ERROR, 2048, 1e-9))
+    DDSketch::new(Config::new(
+        QUANTILE_RELATIVE_ERROR,
+        MAX_BINS,
+        SMALLEST_TRACKED,
+    ))
 }
 
 impl std::fmt::Debug for QuantileSketch {
@@ -47,12 +66,14 @@ impl Default for QuantileSketch {
 }
 
 impl QuantileSketch {
-    /// Adds a value; non-finite values are ignored.
+    /// Adds a value; non-finite values are ignored, magnitudes beyond
+    /// [`LARGEST_TRACKED`] are counted at it.
     #[inline]
     pub fn add(&mut self, value: f64) {
         if !value.is_finite() {
             return;
         }
+        let value = value.clamp(-LARGEST_TRACKED, LARGEST_TRACKED);
         match &mut self.0 {
             Representation::Few(values) if values.len() < FEW_VALUES => values.push(value),
             Representation::Few(_) => {
@@ -157,6 +178,37 @@ mod tests {
         left.merge(&right);
         assert_eq!(decoded.quantile(0.5), left.quantile(0.5));
         assert!(QuantileSketch::from_bytes(b"\xff\xff").is_err());
+    }
+
+    #[test]
+    fn issue_16_one_extreme_value_does_not_collapse_the_ordinary_ones() {
+        let mut clean = QuantileSketch::default();
+        let mut poisoned = QuantileSketch::default();
+        for value in 1..=10_000 {
+            let latency = 50.0 + (value % 200) as f64;
+            clean.add(latency);
+            poisoned.add(latency);
+        }
+        for extreme in [1e300, -1e300, 1e-300, f64::MAX, LARGEST_TRACKED * 0.99] {
+            poisoned.add(extreme);
+        }
+        for q in [0.01, 0.25, 0.5, 0.9, 0.99] {
+            let (expected, got) = (clean.quantile(q), poisoned.quantile(q));
+            assert!(
+                (got - expected).abs() <= 2.0 * QUANTILE_RELATIVE_ERROR * expected,
+                "q {q}: {got} against {expected}"
+            );
+        }
+        assert_eq!(poisoned.quantile(1.0), poisoned.quantile(1.0).min(LARGEST_TRACKED * 1.01));
+        // The whole tracked range fits without a collapse: the smallest and
+        // largest tracked magnitudes stay within 1 %.
+        let mut wide = QuantileSketch::default();
+        for _ in 0..100 {
+            wide.add(2e-9);
+            wide.add(LARGEST_TRACKED);
+        }
+        assert!((wide.quantile(0.0) - 2e-9).abs() <= 2e-9 * QUANTILE_RELATIVE_ERROR);
+        assert!((wide.quantile(1.0) - LARGEST_TRACKED).abs() <= LARGEST_TRACKED * QUANTILE_RELATIVE_ERROR);
     }
 
     #[test]

@@ -12,13 +12,19 @@
 //! 3. each summary kind is updated in one tight typed loop over the
 //!    (row, cell) pairs.
 //!
-//! Time is event time. The watermark is the largest timestamp seen minus the
-//! rule's allowed lateness; a tick `t` (a multiple of `every`) is evaluated
-//! over the window `[t - window, t)` as soon as the watermark reaches `t`.
-//! A batch is cut at every row that moves the watermark past a tick, so the
-//! result is exactly what row-at-a-time processing would give: the same input
-//! yields the same alerts whatever the batch sizes. Rows older than the last
-//! evaluated tick are late: they are counted and dropped.
+//! Time is event time. Each row comes with the clock at its arrival: the
+//! ingest guard's (`Engine::observe_at`), or the engine's own
+//! [`AgreedClock`] (`Engine::observe`), never simply the newest timestamp,
+//! so one line dated 2100 cannot end every window. The watermark is that
+//! clock minus the rule's allowed lateness; a tick `t` (a multiple of
+//! `every`) is evaluated over the window `[t - window, t)` as soon as the
+//! watermark reaches `t`. A batch is cut at every row that moves the
+//! watermark past a tick, so the result is exactly what row-at-a-time
+//! processing would give: the same input yields the same alerts whatever the
+//! batch sizes. Rows older than the last evaluated tick are late: they are
+//! counted and dropped. Rows further ahead of the clock than the ring has
+//! room for (`max_future`) are counted as `future_events` and dropped, so
+//! that they cannot overwrite buckets still in use.
 //!
 //! Alerts are released in (time, rule, group) order once every rule has
 //! evaluated past their time, so the output order is deterministic too.
@@ -33,7 +39,8 @@ use arrow::datatypes::{DataType, Float64Type, Int32Type, SchemaRef, TimestampNan
 use arrow::record_batch::RecordBatch;
 use hashbrown::HashTable;
 use inferwatch_core::{
-    column, fingerprint, format_timestamp, Alert, AlertState, Contributor, Impact,
+    column, fingerprint, format_timestamp, AgreedClock, Alert, AlertState, Contributor, Impact,
+    DEFAULT_MAX_FUTURE_NANOS,
 };
 use serde::Serialize;
 
@@ -65,6 +72,10 @@ pub struct EngineStats {
     pub late_events: u64,
     /// Largest event time seen (ns), if any.
     pub max_event_time: Option<i64>,
+    /// The clock of the last row (ns): "now" as the events agree on it.
+    pub clock: Option<i64>,
+    /// Rows dropped as too far ahead of the clock, summed over rules.
+    pub future_events: u64,
     /// Alert transitions released.
     pub transitions: u64,
 }
@@ -113,6 +124,8 @@ pub struct Engine {
     /// Recent rows for alert impact and explanation.
     sample: RowSample,
     error_predicate: RowPredicate,
+    /// The clock [`Engine::observe`] keeps when no clock is given.
+    own_clock: AgreedClock,
 }
 
 impl Engine {
@@ -190,7 +203,18 @@ impl Engine {
             schema: schema.clone(),
             sample,
             error_predicate,
+            own_clock: AgreedClock::new(),
         })
+    }
+
+    /// Sets how far ahead of the clock a row may be and still be counted
+    /// ([`DEFAULT_MAX_FUTURE_NANOS`] by default; match the ingest guard's).
+    /// Call it before the first batch.
+    pub fn with_max_future(mut self, max_future: i64) -> Engine {
+        for rule in &mut self.rules {
+            rule.set_max_future(max_future.max(0));
+        }
+        self
     }
 
     /// Sets the row budget of the sample that alert impact and explanation
@@ -266,9 +290,29 @@ impl Engine {
         chosen
     }
 
-    /// Feeds one batch; returns the alert transitions that became final.
+    /// Feeds one batch, keeping the engine's own clock (the third-newest
+    /// event time, see [`AgreedClock`]); returns the alert transitions that
+    /// became final.
     pub fn observe(&mut self, batch: &RecordBatch) -> Vec<Alert> {
-        if batch.num_rows() > 0 {
+        let Some(timestamps) = batch
+            .column(self.timestamp_column)
+            .as_primitive_opt::<TimestampNanosecondType>()
+        else {
+            return Vec::new();
+        };
+        let clock: Vec<i64> = timestamps
+            .values()
+            .iter()
+            .map(|&timestamp| self.own_clock.observe(timestamp))
+            .collect();
+        self.observe_at(batch, &clock)
+    }
+
+    /// Feeds one batch whose rows arrived at `clock` (one non-decreasing
+    /// value per row, e.g. from the ingest guard); returns the alert
+    /// transitions that became final.
+    pub fn observe_at(&mut self, batch: &RecordBatch, clock: &[i64]) -> Vec<Alert> {
+        if batch.num_rows() > 0 && clock.len() == batch.num_rows() {
             let Some(timestamps) = batch
                 .column(self.timestamp_column)
                 .as_primitive_opt::<TimestampNanosecondType>()
@@ -277,16 +321,20 @@ impl Engine {
             };
             let timestamps = timestamps.values();
             self.stats.events += batch.num_rows() as u64;
-            // The running maximum of event time, shared by every rule: each rule
-            // finds where its watermark crosses a tick by binary search on it.
-            let mut running_max = self.stats.max_event_time.unwrap_or(i64::MIN);
-            let prefix_max: Vec<i64> = timestamps
+            // The clock, shared by every rule: each rule finds where its
+            // watermark crosses a tick by binary search on it.
+            let floor = self.stats.clock.unwrap_or(i64::MIN);
+            let mut running = floor;
+            let prefix_max: Vec<i64> = clock
                 .iter()
-                .map(|&timestamp| {
-                    running_max = running_max.max(timestamp);
-                    running_max
+                .map(|&now| {
+                    running = running.max(now);
+                    running
                 })
                 .collect();
+            let newest = timestamps.iter().copied().max().unwrap_or(i64::MIN);
+            self.stats.max_event_time =
+                Some(self.stats.max_event_time.map_or(newest, |seen| seen.max(newest)));
             let errors = evaluate_predicate(&self.error_predicate, batch);
             self.sample.stage(batch, timestamps, &prefix_max, &errors);
             for (rule_index, rule) in self.rules.iter_mut().enumerate() {
@@ -310,8 +358,9 @@ impl Engine {
                 .min()
                 .unwrap_or(i64::MIN);
             self.sample.commit(horizon);
-            self.stats.max_event_time = prefix_max.last().copied();
+            self.stats.clock = prefix_max.last().copied().filter(|now| *now != i64::MIN);
             self.stats.late_events = self.rules.iter().map(|r| r.late_events).sum();
+            self.stats.future_events = self.rules.iter().map(|r| r.future_events).sum();
         }
         let horizon = self
             .rules
@@ -322,13 +371,19 @@ impl Engine {
         self.release(horizon)
     }
 
-    /// Evaluates every tick up to the newest event time (the lateness wait is
-    /// over: no more input is coming) and returns the remaining transitions.
+    /// Evaluates every tick up to the clock (the lateness wait is over: no
+    /// more input is coming) and returns the remaining transitions. The
+    /// clock, not the newest event: one line far ahead must not stretch the
+    /// last windows over empty time either.
     pub fn finish(&mut self) -> Vec<Alert> {
-        if let Some(max_event_time) = self.stats.max_event_time {
+        let end = match self.own_clock.seen() {
+            0 => self.stats.clock,
+            _ => self.own_clock.settled(),
+        };
+        if let Some(end) = end {
             for (rule_index, rule) in self.rules.iter_mut().enumerate() {
                 rule.advance_to(
-                    max_event_time,
+                    end,
                     rule_index,
                     &mut self.outbox,
                     &mut self.hold_logs,
@@ -667,6 +722,10 @@ struct RuleRuntime {
     totals: Vec<(i64, u64)>,
     alert_states: Vec<GroupAlertState>,
     late_events: u64,
+    /// Rows further ahead of the clock than the ring has room for.
+    future_events: u64,
+    /// How far ahead of the clock a row may be (sizes the ring).
+    max_future: i64,
     row_groups: Vec<u32>,
     pairs: Vec<Vec<(u32, u32)>>,
     detector: DetectorRuntime,
@@ -830,6 +889,13 @@ fn column_at(
         token: Some(name.to_string()),
         message: format!("unknown column '{name}'"),
     })
+}
+
+/// Ring slots for a rule: its window, one evaluation step, the lateness and
+/// room for rows up to `max_future` ahead of the clock.
+fn ring_slots(rule: &Rule, bucket_width: i64, max_future: i64) -> usize {
+    let span = rule.window + rule.every + rule.allowed_lateness + max_future;
+    (span / bucket_width + 2) as usize
 }
 
 fn gcd(a: i64, b: i64) -> i64 {
@@ -1060,8 +1126,7 @@ impl RuleRuntime {
             _ => None,
         };
         let bucket_width = gcd(rule.window, rule.every);
-        let span = rule.window + rule.every + rule.allowed_lateness;
-        let ring = (span / bucket_width + 2) as usize;
+        let ring = ring_slots(&rule, bucket_width, DEFAULT_MAX_FUTURE_NANOS);
         let group_names = rule
             .group_by
             .iter()
@@ -1089,6 +1154,8 @@ impl RuleRuntime {
             totals: vec![(i64::MIN, 0); ring],
             alert_states: Vec::new(),
             late_events: 0,
+            future_events: 0,
+            max_future: DEFAULT_MAX_FUTURE_NANOS,
             row_groups: Vec::new(),
             pairs: vec![Vec::new(); segments],
             detector,
@@ -1106,6 +1173,14 @@ impl RuleRuntime {
             schema: schema.clone(),
             rule,
         })
+    }
+
+    /// Resizes the (still empty) ring for rows up to `max_future` ahead.
+    fn set_max_future(&mut self, max_future: i64) {
+        self.max_future = max_future;
+        self.ring = ring_slots(&self.rule, self.bucket_width, max_future);
+        self.totals = vec![(i64::MIN, 0); self.ring];
+        debug_assert!(self.cells.iter().all(Vec::is_empty));
     }
 
     fn last_evaluated_tick(&self) -> i64 {
@@ -1126,10 +1201,14 @@ impl RuleRuntime {
     ) {
         if self.next_tick.is_none() {
             // The first tick is the first multiple of `every` after the earliest
-            // time an on-time event could carry, so shuffling within the lateness
-            // can't change which non-empty windows get evaluated.
-            let earliest = timestamps[0].saturating_sub(self.rule.allowed_lateness);
-            self.next_tick = Some((earliest.div_euclid(self.rule.every) + 1) * self.rule.every);
+            // time an on-time event could carry once there is a clock, so
+            // shuffling within the lateness can't change which non-empty
+            // windows get evaluated.
+            if let Some(&first_clock) = prefix_max.iter().find(|&&now| now != i64::MIN) {
+                let earliest = first_clock.saturating_sub(self.rule.allowed_lateness);
+                self.next_tick =
+                    Some((earliest.div_euclid(self.rule.every) + 1) * self.rule.every);
+            }
         }
         let mask = evaluate_predicate(&self.filter, batch);
         let segment_masks: Vec<BooleanBuffer> = self
@@ -1143,7 +1222,7 @@ impl RuleRuntime {
             sample.mark(self.sample_bit + 1 + segment, segment_mask);
         }
         let sample = &*sample;
-        self.resolve_groups(batch, &mask);
+        let value_ids = self.resolve_values(batch, &mask);
         let lateness = self.rule.allowed_lateness;
         let mut slice_start = 0;
         loop {
@@ -1155,9 +1234,10 @@ impl RuleRuntime {
             if row >= timestamps.len() {
                 break;
             }
+            self.resolve_groups(&value_ids, &mask, slice_start..row);
             self.aggregate_rows(
                 batch,
-                timestamps,
+                (timestamps, prefix_max),
                 slice_start..row,
                 &mask,
                 &segment_masks,
@@ -1172,9 +1252,10 @@ impl RuleRuntime {
                 sample,
             );
         }
+        self.resolve_groups(&value_ids, &mask, slice_start..timestamps.len());
         self.aggregate_rows(
             batch,
-            timestamps,
+            (timestamps, prefix_max),
             slice_start..timestamps.len(),
             &mask,
             &segment_masks,
@@ -1182,9 +1263,9 @@ impl RuleRuntime {
         );
     }
 
-    /// Interns group keys for every selected row of the batch into `row_groups`.
-    fn resolve_groups(&mut self, batch: &RecordBatch, mask: &BooleanBuffer) {
-        let rows = batch.num_rows();
+    /// Interns the group-key values of every selected row of the batch
+    /// (one id per value and key column, per row).
+    fn resolve_values(&mut self, batch: &RecordBatch, mask: &BooleanBuffer) -> Vec<Vec<u32>> {
         let columns = self.group_columns.len();
         let mut value_ids: Vec<Vec<u32>> = Vec::with_capacity(columns);
         for position in 0..columns {
@@ -1192,13 +1273,28 @@ impl RuleRuntime {
             value_ids.push(self.column_value_ids(position, column, mask));
         }
         self.row_groups.clear();
-        self.row_groups.resize(rows, REFUSED_GROUP);
+        self.row_groups.resize(batch.num_rows(), REFUSED_GROUP);
+        value_ids
+    }
+
+    /// Maps the selected rows of `rows` to their groups in `row_groups`.
+    /// Called per slice between ticks, not once per batch: a tick may
+    /// release a group, and the slice's rows must then find (or make) it
+    /// afresh rather than land under its old, freed id.
+    fn resolve_groups(
+        &mut self,
+        value_ids: &[Vec<u32>],
+        mask: &BooleanBuffer,
+        rows: std::ops::Range<usize>,
+    ) {
+        let columns = self.group_columns.len();
         let mut key = vec![0u32; columns];
         let fresh_state = GroupAlertState {
             timers: HeldTimers::new(self.condition.held_timers),
             ..GroupAlertState::default()
         };
-        for row in mask.set_indices() {
+        let slice = mask.slice(rows.start, rows.len());
+        for row in slice.set_indices().map(|index| index + rows.start) {
             for (position, ids) in value_ids.iter().enumerate() {
                 key[position] = ids[row];
             }
@@ -1248,7 +1344,7 @@ impl RuleRuntime {
     fn aggregate_rows(
         &mut self,
         batch: &RecordBatch,
-        timestamps: &[i64],
+        (timestamps, clock): (&[i64], &[i64]),
         rows: std::ops::Range<usize>,
         mask: &BooleanBuffer,
         segment_masks: &[BooleanBuffer],
@@ -1272,6 +1368,11 @@ impl RuleRuntime {
             let timestamp = timestamps[row];
             if timestamp < late_before {
                 self.late_events += 1;
+                continue;
+            }
+            if clock[row] != i64::MIN && timestamp > clock[row].saturating_add(self.max_future) {
+                // Its bucket's ring slot may still hold a bucket in use.
+                self.future_events += 1;
                 continue;
             }
             if self.row_groups[row] == REFUSED_GROUP {

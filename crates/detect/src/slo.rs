@@ -70,8 +70,8 @@ use arrow::buffer::BooleanBuffer;
 use arrow::datatypes::{DataType, SchemaRef, TimestampNanosecondType};
 use arrow::record_batch::RecordBatch;
 use inferwatch_core::{
-    column, fingerprint, format_timestamp, parse_duration, Alert, AlertState, Impact, Severity,
-    NANOS_PER_SECOND,
+    column, fingerprint, format_timestamp, parse_duration, AgreedClock, Alert, AlertState, Impact,
+    Severity, DEFAULT_MAX_FUTURE_NANOS, NANOS_PER_SECOND,
 };
 use marked_yaml::Spanned;
 use serde::{Deserialize, Serialize};
@@ -786,6 +786,9 @@ struct SloRuntime {
     /// Newest bucket that received a row.
     newest_bucket: i64,
     late_events: u64,
+    future_events: u64,
+    /// The newest event within the allowed lateness of the clock.
+    newest_on_time: Option<i64>,
     refused_rows: u64,
     /// Per row of the current batch: its group, or NO_GROUP.
     row_groups: Vec<u32>,
@@ -875,7 +878,9 @@ impl SloRuntime {
         let longest = window_buckets.last().copied().unwrap_or(1);
         // Alive buckets span the longest window behind the last boundary plus
         // what the lateness lets arrive ahead of it.
-        let ring_length = longest + (slo.allowed_lateness + resolution - 1) / resolution + 2;
+        let ring_length = longest
+            + (slo.allowed_lateness + DEFAULT_MAX_FUTURE_NANOS + resolution - 1) / resolution
+            + 2;
         let period_bucket = resolution * (slo.period / resolution / PERIOD_BUCKETS).max(1);
         let period_slots = (slo.period + period_bucket - 1) / period_bucket + 1;
         let keys = GroupKeys {
@@ -898,6 +903,8 @@ impl SloRuntime {
             next_evaluation_at: i64::MIN,
             newest_bucket: i64::MIN,
             late_events: 0,
+            future_events: 0,
+            newest_on_time: None,
             refused_rows: 0,
             row_groups: Vec::new(),
             slo,
@@ -974,12 +981,29 @@ impl SloRuntime {
             self.late_events += 1;
             return;
         }
+        let longest = *self.window_buckets.last().unwrap_or(&1);
+        if self
+            .committed
+            .is_some_and(|committed| bucket - committed >= self.ring_length - longest)
+        {
+            // Past the room the ring keeps ahead of the clock: its slot may
+            // still hold a bucket of the longest window.
+            self.future_events += 1;
+            return;
+        }
         let state = &mut self.groups[group as usize];
         let slot = &mut state.ring[bucket.rem_euclid(self.ring_length) as usize];
         slot.total = slot.total.saturating_add(1);
         slot.good = slot.good.saturating_add(u32::from(good));
         state.first_bucket = state.first_bucket.min(bucket);
         self.newest_bucket = self.newest_bucket.max(bucket);
+    }
+
+    /// Remembers the newest event that was on time for the clock `now`.
+    fn note_on_time(&mut self, timestamp: i64, now: i64) {
+        if timestamp <= now.saturating_add(self.slo.allowed_lateness) {
+            self.newest_on_time = Some(self.newest_on_time.map_or(timestamp, |t| t.max(timestamp)));
+        }
     }
 
     /// Evaluates every boundary the watermark of `newest_event_time` has passed.
@@ -1398,6 +1422,8 @@ pub struct SloEvaluator {
     timestamp_column: usize,
     schema: SchemaRef,
     newest_event_time: Option<i64>,
+    /// The clock [`SloEvaluator::observe`] keeps when no clock is given.
+    own_clock: AgreedClock,
 }
 
 impl SloEvaluator {
@@ -1415,6 +1441,7 @@ impl SloEvaluator {
             timestamp_column,
             schema: schema.clone(),
             newest_event_time: None,
+            own_clock: AgreedClock::new(),
         })
     }
 
@@ -1445,11 +1472,30 @@ impl SloEvaluator {
         names
     }
 
-    /// Feeds one batch; returns the alert transitions of the boundaries its
-    /// rows moved the watermark past, in evaluation order.
+    /// Feeds one batch, keeping its own clock (see [`AgreedClock`]);
+    /// returns the alert transitions of the boundaries its rows moved the
+    /// watermark past, in evaluation order.
     pub fn observe(&mut self, batch: &RecordBatch) -> Vec<Alert> {
+        let Some(timestamps) = batch
+            .column(self.timestamp_column)
+            .as_primitive_opt::<TimestampNanosecondType>()
+        else {
+            return Vec::new();
+        };
+        let clock: Vec<i64> = timestamps
+            .values()
+            .iter()
+            .map(|&timestamp| self.own_clock.observe(timestamp))
+            .collect();
+        self.observe_at(batch, &clock)
+    }
+
+    /// Feeds one batch whose rows arrived at `clock` (one non-decreasing
+    /// value per row, as the ingest guard gives); returns the alert
+    /// transitions of the boundaries its rows moved the watermark past.
+    pub fn observe_at(&mut self, batch: &RecordBatch, clock: &[i64]) -> Vec<Alert> {
         let mut alerts = Vec::new();
-        if batch.num_rows() == 0 || self.runtimes.is_empty() {
+        if batch.num_rows() == 0 || self.runtimes.is_empty() || clock.len() != batch.num_rows() {
             return alerts;
         }
         let Some(timestamps) = batch
@@ -1468,11 +1514,21 @@ impl SloEvaluator {
         // evaluated before the row that moves the watermark past it is
         // counted, so the batch sizes can't change the result.
         for (row, &timestamp) in timestamps.iter().enumerate() {
+            if clock[row] == i64::MIN {
+                // No clock yet: count the row, move no time.
+                for (runtime, (selected, good)) in self.runtimes.iter_mut().zip(&prepared) {
+                    if selected.value(row) {
+                        runtime.add(row, timestamp, good.value(row));
+                    }
+                }
+                continue;
+            }
             let newest = self
                 .newest_event_time
-                .map_or(timestamp, |newest| newest.max(timestamp));
+                .map_or(clock[row], |newest| newest.max(clock[row]));
             self.newest_event_time = Some(newest);
             for (runtime, (selected, good)) in self.runtimes.iter_mut().zip(&prepared) {
+                runtime.note_on_time(timestamp, newest);
                 runtime.observe_time(newest, &mut alerts);
                 if selected.value(row) {
                     runtime.add(row, timestamp, good.value(row));
@@ -1486,10 +1542,14 @@ impl SloEvaluator {
     /// every counted event is in the windows and in [`SloEvaluator::report`].
     pub fn finish(&mut self) -> Vec<Alert> {
         let mut alerts = Vec::new();
-        let Some(newest) = self.newest_event_time else {
-            return alerts;
-        };
+        let settled = self.own_clock.settled();
         for runtime in &mut self.runtimes {
+            // Through the newest event that was on time for its clock: a
+            // last line far ahead does not stretch the windows. (An input
+            // too short for a clock is judged up to its settled time.)
+            let Some(newest) = runtime.newest_on_time.or(settled) else {
+                continue;
+            };
             let last_boundary = (newest.div_euclid(runtime.slo.resolution) + 1)
                 .saturating_mul(runtime.slo.resolution);
             runtime.advance_to(last_boundary, &mut alerts);
@@ -1505,6 +1565,14 @@ impl SloEvaluator {
     /// Per-SLO state, for tests and the run summary.
     pub fn observable_state(&self) -> Vec<SloState> {
         self.runtimes.iter().map(SloRuntime::state).collect()
+    }
+
+    /// Rows dropped as too far ahead of the clock, summed over SLOs.
+    pub fn future_events(&self) -> u64 {
+        self.runtimes
+            .iter()
+            .map(|runtime| runtime.future_events)
+            .sum()
     }
 
     /// Rows dropped as late, summed over SLOs.
@@ -1571,8 +1639,9 @@ mod tests {
             ]
         );
         let evaluator = SloEvaluator::new(slos, &inferwatch_core::canonical_schema()).unwrap();
-        // 3 d of 5 s buckets, plus the 30 s lateness and two spare slots.
-        assert_eq!(evaluator.runtimes[0].ring_length, 51_840 + 6 + 2);
+        // 3 d of 5 s buckets, plus the 30 s lateness, 2 min of room ahead
+        // of the clock and two spare slots.
+        assert_eq!(evaluator.runtimes[0].ring_length, 51_840 + 6 + 24 + 2);
         assert_eq!(
             evaluator.runtimes[0].period_bucket,
             3_600 * NANOS_PER_SECOND

@@ -40,8 +40,14 @@ impl Moments {
             return;
         }
         self.count += 1;
-        self.sum += (value * FIXED_POINT_SCALE).round() as i128;
-        self.sum_of_squares += (value * value * FIXED_POINT_SCALE).round() as i128;
+        // `as` saturates, and so do the sums: an extreme value pins them
+        // at the bound instead of wrapping (or panicking in debug builds).
+        self.sum = self
+            .sum
+            .saturating_add((value * FIXED_POINT_SCALE).round() as i128);
+        self.sum_of_squares = self
+            .sum_of_squares
+            .saturating_add((value * value * FIXED_POINT_SCALE).round() as i128);
         self.min = self.min.min(value);
         self.max = self.max.max(value);
     }
@@ -49,8 +55,8 @@ impl Moments {
     /// Folds another summary in.
     pub fn merge(&mut self, other: &Moments) {
         self.count += other.count;
-        self.sum += other.sum;
-        self.sum_of_squares += other.sum_of_squares;
+        self.sum = self.sum.saturating_add(other.sum);
+        self.sum_of_squares = self.sum_of_squares.saturating_add(other.sum_of_squares);
         self.min = self.min.min(other.min);
         self.max = self.max.max(other.max);
     }

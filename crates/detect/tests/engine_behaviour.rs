@@ -281,6 +281,14 @@ fn mixed_incident_events() -> Vec<Event> {
         0,
     ));
     events.extend(traffic(30, "fraud", "baseline", |_| 40.0, 0));
+    // Issue 16: a group that goes idle for longer than every window (and is
+    // released) and comes back, so that a batch spans its release.
+    let vision = traffic(40, "vision", "baseline", |m| if m >= 30 { 800.0 } else { 60.0 }, 0);
+    events.extend(
+        vision
+            .into_iter()
+            .filter(|e| !(START + 4 * MINUTE..START + 22 * MINUTE).contains(&e.timestamp)),
+    );
     events.sort_by_key(|e| e.timestamp);
     events
 }
@@ -305,6 +313,10 @@ proptest! {
         let events = mixed_incident_events();
         let expected = run(rules(), &events, &[events.len()]);
         prop_assert!(expected.len() >= 5, "the fixture must raise alerts: {}", expected.len());
+        prop_assert!(
+            expected.iter().any(|alert| alert.rule_id == "slow" && alert.group["model_id"] == "vision"),
+            "the group that came back must alert"
+        );
         for detector_rule in ["judge", "learned", "forest"] {
             prop_assert!(
                 expected.iter().any(|alert| alert.rule_id == detector_rule && alert.evidence.is_some()),

@@ -27,6 +27,21 @@ pub struct DeadLetter {
     pub reason: String,
     /// The start of the line (at most 1 KiB), invalid UTF-8 replaced by U+FFFD.
     pub raw: String,
+    /// The class of the reason, for counters and the `dead_letters` table
+    /// (absent in files written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<DeadLetterKind>,
+    /// The event's client, when the line could be read that far: a flood of
+    /// bad lines from one client is then visible to rules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// The event's model, when the line could be read that far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_id: Option<String>,
+    /// The event time, for refusals of events that had a readable one
+    /// (`future_timestamp`, `out_of_range`), in nanoseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_time: Option<i64>,
 }
 
 impl DeadLetter {
@@ -44,7 +59,17 @@ impl DeadLetter {
             offset,
             reason: reason.into(),
             raw: truncated_lossy(raw),
+            kind: None,
+            client_id: None,
+            model_id: None,
+            event_time: None,
         }
+    }
+
+    /// The same dead letter with its reason's class.
+    pub fn with_kind(mut self, kind: DeadLetterKind) -> DeadLetter {
+        self.kind = Some(kind);
+        self
     }
 }
 
@@ -81,13 +106,18 @@ pub enum DeadLetterKind {
     /// A field of a generic stream holds a value whose type differs from
     /// its column's (see [`crate::GenericDecoder`]).
     TypeConflict,
+    /// The event time lies too far ahead of the input's clock
+    /// (see [`crate::EventTimeGuard`]).
+    FutureTimestamp,
+    /// A number lies outside its column's domain (see [`crate::ValueLimits`]).
+    OutOfRange,
     /// An invariant was broken: this is a bug in inferwatch.
     Internal,
 }
 
 impl DeadLetterKind {
     /// Every kind, in counter order.
-    pub const ALL: [DeadLetterKind; 11] = [
+    pub const ALL: [DeadLetterKind; 13] = [
         DeadLetterKind::InvalidJson,
         DeadLetterKind::InvalidUtf8,
         DeadLetterKind::NotAnObject,
@@ -98,6 +128,8 @@ impl DeadLetterKind {
         DeadLetterKind::InvalidTimestamp,
         DeadLetterKind::ChunkTooLarge,
         DeadLetterKind::TypeConflict,
+        DeadLetterKind::FutureTimestamp,
+        DeadLetterKind::OutOfRange,
         DeadLetterKind::Internal,
     ];
 
@@ -114,6 +146,8 @@ impl DeadLetterKind {
             DeadLetterKind::InvalidTimestamp => "invalid_timestamp",
             DeadLetterKind::ChunkTooLarge => "chunk_too_large",
             DeadLetterKind::TypeConflict => "type_conflict",
+            DeadLetterKind::FutureTimestamp => "future_timestamp",
+            DeadLetterKind::OutOfRange => "out_of_range",
             DeadLetterKind::Internal => "internal",
         }
     }
@@ -173,7 +207,8 @@ impl DecodeCounters {
         }
     }
 
-    pub(crate) fn count_dead_letter(&mut self, kind: DeadLetterKind) {
+    /// Counts one dead letter of `kind`.
+    pub fn count_dead_letter(&mut self, kind: DeadLetterKind) {
         self.dead_letters_by_reason[kind.counter_index()] += 1;
     }
 }

@@ -24,6 +24,7 @@ use inferwatch_core::column;
 use crate::coerce::derive_status;
 use crate::columns::BatchSink;
 use crate::dead_letter::{DeadLetter, DeadLetterKind, DecodeCounters};
+use crate::limits::CheckedColumns;
 use crate::derive::{summarise_logits, summarise_probabilities, ClassSummary};
 use crate::mapping::{canonical_column_index, Mapping};
 use crate::record::{describe, JsonKind, LineError, Record, SlotValue, StaticText};
@@ -51,6 +52,10 @@ pub struct DecodedBatch {
     pub lines: u64,
     /// Counters for this chunk alone.
     pub counters: DecodeCounters,
+    /// The input the chunk came from (file path, `stdin`, `http`).
+    pub source: Arc<str>,
+    /// The 1-based input line of each row of `batch`.
+    pub row_lines: Vec<u64>,
 }
 
 /// Turns chunks of JSON lines into Arrow batches with a given [`Mapping`].
@@ -94,6 +99,12 @@ impl std::fmt::Debug for Decoder {
 #[derive(Debug, Clone, Copy)]
 struct CanonicalColumns {
     timestamp: usize,
+    client_id: usize,
+    model_id: usize,
+    latency_ms: usize,
+    ttft_ms: usize,
+    input_tokens: usize,
+    output_tokens: usize,
     status: usize,
     http_status: usize,
     error_type: usize,
@@ -113,6 +124,12 @@ impl CanonicalColumns {
         let index = |name| canonical_column_index(name).unwrap_or(usize::MAX);
         CanonicalColumns {
             timestamp: index(column::TIMESTAMP),
+            client_id: index(column::CLIENT_ID),
+            model_id: index(column::MODEL_ID),
+            latency_ms: index(column::LATENCY_MS),
+            ttft_ms: index(column::TTFT_MS),
+            input_tokens: index(column::INPUT_TOKENS),
+            output_tokens: index(column::OUTPUT_TOKENS),
             status: index(column::STATUS),
             http_status: index(column::HTTP_STATUS),
             error_type: index(column::ERROR_TYPE),
@@ -156,6 +173,22 @@ impl CanonicalColumns {
             columns.logits = usize::MAX;
         }
         columns
+    }
+
+    fn checked(&self) -> CheckedColumns {
+        CheckedColumns {
+            latency_ms: self.latency_ms,
+            ttft_ms: self.ttft_ms,
+            input_tokens: self.input_tokens,
+            output_tokens: self.output_tokens,
+            confidence: self.confidence,
+            margin: self.margin,
+            entropy: self.entropy,
+            probabilities: self.probabilities,
+            logits: self.logits,
+            http_status: self.http_status,
+            predicted_class: self.predicted_class,
+        }
     }
 }
 
@@ -213,13 +246,13 @@ impl Decoder {
 
     /// Decodes every line of `chunk`.
     pub fn decode(&mut self, chunk: &Chunk) -> DecodedBatch {
-        let (counters, dead_letters) = decode_lines(chunk, |line| {
+        let lines = decode_lines(chunk, |line| {
             self.decode_line(line)?;
             self.append_record();
             Ok(())
         });
         let finished = self.finish_batch();
-        let decoded = finish_decoded(chunk, finished, counters, dead_letters, self.schema());
+        let decoded = finish_decoded(chunk, finished, lines, self.schema());
         self.counters.merge(&decoded.counters);
         decoded
     }
@@ -327,7 +360,18 @@ impl Decoder {
                 }
             }
         }
-        Ok(())
+        mapping
+            .limits
+            .check(record, &columns.checked())
+            .map_err(|error| {
+                let text = |column: usize| {
+                    record
+                        .slots
+                        .get(column)
+                        .and_then(|slot| record.as_text(slot.value))
+                };
+                error.with_keys(text(columns.client_id), text(columns.model_id))
+            })
     }
 
     fn append_record(&mut self) {
@@ -415,12 +459,20 @@ fn check_nesting(line: &[u8]) -> Result<bool, LineError> {
 /// `\r` and a leading byte-order mark, skips blank lines, refuses lines too
 /// long or too far into the chunk, and dead-letters the lines `decode_line`
 /// refuses.
+/// What [`decode_lines`] saw: counters, refused lines, and the line of each row.
+pub(crate) struct DecodedLines {
+    pub(crate) counters: DecodeCounters,
+    pub(crate) dead_letters: Vec<DeadLetter>,
+    pub(crate) row_lines: Vec<u64>,
+}
+
 pub(crate) fn decode_lines(
     chunk: &Chunk,
     mut decode_line: impl FnMut(&[u8]) -> Result<(), LineError>,
-) -> (DecodeCounters, Vec<DeadLetter>) {
+) -> DecodedLines {
     let mut counters = DecodeCounters::default();
     let mut dead_letters = Vec::new();
+    let mut row_lines = Vec::new();
     let data = chunk.data.as_slice();
     for (this_line, (line_start, line_end)) in (chunk.first_line..).zip(LineScanner::new(data)) {
         let mut line = &data[line_start..line_end];
@@ -437,6 +489,15 @@ pub(crate) fn decode_lines(
                 DeadLetterKind::ChunkTooLarge,
                 format!("line lies past the first {MAX_CHUNK_BYTES} bytes of its chunk; cut smaller chunks"),
             ))
+        } else if chunk.skipped_bytes > 0 && line_end + 1 >= data.len() {
+            // The source kept only the start of this line (Chunk::skipped_bytes).
+            Err(LineError::new(
+                DeadLetterKind::LineTooLong,
+                format!(
+                    "line is {} bytes, over the {MAX_LINE_BYTES}-byte limit",
+                    (line_end - line_start) as u64 + chunk.skipped_bytes
+                ),
+            ))
         } else if line.iter().all(u8::is_ascii_whitespace) {
             counters.blank_lines += 1;
             continue;
@@ -452,20 +513,33 @@ pub(crate) fn decode_lines(
             decode_line(line)
         };
         match outcome {
-            Ok(()) => counters.events += 1,
-            Err(error) => {
-                counters.count_dead_letter(error.kind());
-                dead_letters.push(DeadLetter::new(
+            Ok(()) => {
+                counters.events += 1;
+                row_lines.push(this_line);
+            }
+            Err(mut error) => {
+                let kind = error.kind();
+                counters.count_dead_letter(kind);
+                let (client_id, model_id) = error.take_keys();
+                let mut dead_letter = DeadLetter::new(
                     &chunk.source,
                     this_line,
                     chunk.first_offset + line_start as u64,
                     error.into_message(),
                     line,
-                ));
+                )
+                .with_kind(kind);
+                dead_letter.client_id = client_id;
+                dead_letter.model_id = model_id;
+                dead_letters.push(dead_letter);
             }
         }
     }
-    (counters, dead_letters)
+    DecodedLines {
+        counters,
+        dead_letters,
+        row_lines,
+    }
 }
 
 /// Wraps a decoder's finished batch; a batch that could not be built (a
@@ -473,10 +547,14 @@ pub(crate) fn decode_lines(
 pub(crate) fn finish_decoded(
     chunk: &Chunk,
     finished: Result<RecordBatch, String>,
-    mut counters: DecodeCounters,
-    mut dead_letters: Vec<DeadLetter>,
+    lines: DecodedLines,
     schema: SchemaRef,
 ) -> DecodedBatch {
+    let DecodedLines {
+        mut counters,
+        mut dead_letters,
+        mut row_lines,
+    } = lines;
     let batch = match finished {
         Ok(batch) => batch,
         Err(message) => {
@@ -490,16 +568,20 @@ pub(crate) fn finish_decoded(
                     counters.events
                 ),
                 b"",
-            ));
+            ).with_kind(DeadLetterKind::Internal));
             counters.events = 0;
+            row_lines.clear();
             RecordBatch::new_empty(schema)
         }
     };
+    debug_assert_eq!(row_lines.len(), batch.num_rows());
     DecodedBatch {
         batch,
         dead_letters,
         lines: counters.lines,
         counters,
+        source: chunk.source.clone(),
+        row_lines,
     }
 }
 

@@ -28,6 +28,7 @@ use marked_yaml::{LoadError, LoaderOptions, Node, Span};
 
 use crate::coerce::TimestampUnit;
 use crate::enrich::{Enrichment, EnrichmentSpec};
+use crate::limits::ValueLimits;
 use crate::record::{OwnedValue, Record};
 use crate::IngestError;
 
@@ -470,6 +471,8 @@ pub struct Mapping {
     /// Per canonical column, whether it is filled; `None` when all are
     /// (see [`Mapping::projected`]).
     pub(crate) projection: Option<Box<[bool]>>,
+    /// The domain of the canonical numbers (the file's `limits:`).
+    pub(crate) limits: ValueLimits,
 }
 
 /// Built-in aliases beyond the canonical names: `(path, target, priority)`.
@@ -563,7 +566,9 @@ impl Mapping {
         builder.add_user_fields(origin, &spec.fields)?;
         let base_directory = origin.parent().unwrap_or(Path::new("."));
         let enrichment = Enrichment::from_specs(origin, base_directory, &spec.enrich)?;
-        Ok(builder.finish(enrichment))
+        let mut mapping = builder.finish(enrichment);
+        mapping.limits = spec.limits;
+        Ok(mapping)
     }
 
     /// Replaces the lookup tables (for callers that build them in code with
@@ -1256,6 +1261,7 @@ impl MappingBuilder {
             origin: self.origin,
             keep_unmapped: true,
             projection: None,
+            limits: ValueLimits::default(),
         }
     }
 }
@@ -1296,6 +1302,7 @@ struct MappingSpec {
     builtin: bool,
     fields: Vec<FieldSpec>,
     enrich: Vec<EnrichmentSpec>,
+    limits: ValueLimits,
 }
 
 #[derive(Debug)]
@@ -1317,6 +1324,7 @@ impl MappingSpec {
             builtin: true,
             fields: Vec::new(),
             enrich: Vec::new(),
+            limits: ValueLimits::default(),
         };
         if text.lines().all(|line| {
             let line = line.trim();
@@ -1349,13 +1357,14 @@ impl MappingSpec {
                         spec.enrich.push(parse_enrichment_spec(origin, item)?);
                     }
                 }
+                "limits" => spec.limits = parse_limits(origin, value)?,
                 other => {
                     return Err(unknown_key(
                         origin,
                         key,
                         other,
                         "the top level",
-                        &["stream", "builtin", "fields", "enrich"],
+                        &["stream", "builtin", "fields", "enrich", "limits"],
                     ))
                 }
             }
@@ -1544,6 +1553,38 @@ fn expect_string(
             format!("`{}` must be a string", key.as_str()),
         )),
     }
+}
+
+/// `limits: {latency_ms: <max>, tokens: <max>}` (see [`ValueLimits`]).
+fn parse_limits(origin: &Path, node: &Node) -> Result<ValueLimits, IngestError> {
+    let mut limits = ValueLimits::default();
+    for (key, value) in expect_mapping(origin, node, "`limits`")?.iter() {
+        let number = value
+            .as_scalar()
+            .and_then(|scalar| scalar.as_str().parse::<f64>().ok())
+            .filter(|number| number.is_finite() && *number > 0.0)
+            .ok_or_else(|| {
+                config_error(
+                    origin,
+                    value.span(),
+                    format!("`{}` must be a positive number", key.as_str()),
+                )
+            })?;
+        match key.as_str() {
+            "latency_ms" => limits.latency_ms = number,
+            "tokens" => limits.tokens = number.min(i64::MAX as f64) as i64,
+            other => {
+                return Err(unknown_key(
+                    origin,
+                    key,
+                    other,
+                    "`limits`",
+                    &["latency_ms", "tokens"],
+                ))
+            }
+        }
+    }
+    Ok(limits)
 }
 
 fn expect_bool(origin: &Path, key: &MarkedScalarNode, value: &Node) -> Result<bool, IngestError> {

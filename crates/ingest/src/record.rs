@@ -37,6 +37,8 @@ pub(crate) struct LineError(Box<LineErrorDetail>);
 struct LineErrorDetail {
     kind: DeadLetterKind,
     message: String,
+    /// The event's client and model, when the line was read that far.
+    keys: (Option<String>, Option<String>),
 }
 
 impl LineError {
@@ -44,7 +46,19 @@ impl LineError {
         LineError(Box::new(LineErrorDetail {
             kind,
             message: message.into(),
+            keys: (None, None),
         }))
+    }
+
+    /// The same error, naming the event's client and model.
+    pub(crate) fn with_keys(mut self, client_id: Option<&str>, model_id: Option<&str>) -> LineError {
+        self.0.keys = (client_id.map(str::to_string), model_id.map(str::to_string));
+        self
+    }
+
+    /// The event's client and model, if known.
+    pub(crate) fn take_keys(&mut self) -> (Option<String>, Option<String>) {
+        std::mem::take(&mut self.0.keys)
     }
 
     pub(crate) fn kind(&self) -> DeadLetterKind {

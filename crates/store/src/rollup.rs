@@ -168,12 +168,22 @@ impl DimensionNames {
     }
 }
 
+/// Latency sums are kept in integer units of 1e-6 ms: addition is then
+/// exact, so a sum does not depend on the order rows (or rollup files) are
+/// folded in, and it saturates instead of overflowing.
+const LATENCY_SUM_UNITS_PER_MS: f64 = 1e6;
+
+fn latency_units(value_ms: f64) -> i128 {
+    // `as` saturates (and maps NaN to 0): no value can overflow the sum's units.
+    (value_ms * LATENCY_SUM_UNITS_PER_MS).round() as i128
+}
+
 #[derive(Clone)]
 struct Accumulator {
     count: i64,
     errors: i64,
     latency_count: i64,
-    latency_sum: f64,
+    latency_sum: i128,
     latency_min: f64,
     latency_max: f64,
     sketch: QuantileSketch,
@@ -187,7 +197,7 @@ impl Default for Accumulator {
             count: 0,
             errors: 0,
             latency_count: 0,
-            latency_sum: 0.0,
+            latency_sum: 0,
             latency_min: f64::INFINITY,
             latency_max: f64::NEG_INFINITY,
             sketch: QuantileSketch::default(),
@@ -245,23 +255,26 @@ impl RollupBuilder {
             let minute = timestamps.value(row).div_euclid(MINUTE_NANOS) * MINUTE_NANOS;
             let ids: [u32; 5] = std::array::from_fn(|i| dimensions[i].id(row, names));
             let accumulator = self.groups.entry((minute, ids)).or_default();
-            accumulator.count += 1;
+            accumulator.count = accumulator.count.saturating_add(1);
             if ids[4] == error_id {
-                accumulator.errors += 1;
+                accumulator.errors = accumulator.errors.saturating_add(1);
             }
             if let Some(latency) = latency.filter(|l| !l.is_null(row)) {
                 let value = latency.value(row);
-                accumulator.latency_count += 1;
-                accumulator.latency_sum += value;
+                accumulator.latency_count = accumulator.latency_count.saturating_add(1);
+                accumulator.latency_sum = accumulator
+                    .latency_sum
+                    .saturating_add(latency_units(value));
                 accumulator.latency_min = accumulator.latency_min.min(value);
                 accumulator.latency_max = accumulator.latency_max.max(value);
                 accumulator.sketch.add(value);
             }
             if let Some(tokens) = input_tokens.filter(|t| !t.is_null(row)) {
-                accumulator.input_tokens += tokens.value(row);
+                accumulator.input_tokens = accumulator.input_tokens.saturating_add(tokens.value(row));
             }
             if let Some(tokens) = output_tokens.filter(|t| !t.is_null(row)) {
-                accumulator.output_tokens += tokens.value(row);
+                accumulator.output_tokens =
+                    accumulator.output_tokens.saturating_add(tokens.value(row));
             }
         }
         Ok(())
@@ -312,7 +325,7 @@ impl RollupBuilder {
                 count: count.value(row),
                 errors: errors.value(row),
                 latency_count: latency_count.value(row),
-                latency_sum: sum.value(row),
+                latency_sum: latency_units(sum.value(row)),
                 latency_min: if min.is_null(row) {
                     f64::INFINITY
                 } else {
@@ -334,15 +347,15 @@ impl RollupBuilder {
 
     fn fold(&mut self, key: RollupKey, other: &Accumulator) {
         let mine = self.groups.entry(key).or_default();
-        mine.count += other.count;
-        mine.errors += other.errors;
-        mine.latency_count += other.latency_count;
-        mine.latency_sum += other.latency_sum;
+        mine.count = mine.count.saturating_add(other.count);
+        mine.errors = mine.errors.saturating_add(other.errors);
+        mine.latency_count = mine.latency_count.saturating_add(other.latency_count);
+        mine.latency_sum = mine.latency_sum.saturating_add(other.latency_sum);
         mine.latency_min = mine.latency_min.min(other.latency_min);
         mine.latency_max = mine.latency_max.max(other.latency_max);
         mine.sketch.merge(&other.sketch);
-        mine.input_tokens += other.input_tokens;
-        mine.output_tokens += other.output_tokens;
+        mine.input_tokens = mine.input_tokens.saturating_add(other.input_tokens);
+        mine.output_tokens = mine.output_tokens.saturating_add(other.output_tokens);
     }
 
     /// Number of rollup rows so far.
@@ -386,7 +399,7 @@ impl RollupBuilder {
             count.append_value(accumulator.count);
             errors.append_value(accumulator.errors);
             latency_count.append_value(accumulator.latency_count);
-            sum.append_value(accumulator.latency_sum);
+            sum.append_value(accumulator.latency_sum as f64 / LATENCY_SUM_UNITS_PER_MS);
             let has_latency = accumulator.latency_count > 0;
             min.append_option(has_latency.then_some(accumulator.latency_min));
             max.append_option(has_latency.then_some(accumulator.latency_max));
@@ -512,5 +525,64 @@ mod tests {
             .downcast_ref::<Int64Array>()
             .unwrap();
         assert_eq!(counts.values().to_vec(), vec![2, 4, 2, 2]);
+    }
+}
+
+#[cfg(test)]
+mod sum_tests {
+    use super::*;
+    use arrow::array::Float64Array;
+
+    /// One minute of one group, latencies in the given order.
+    fn latencies(values: &[f64]) -> RecordBatch {
+        let minute = 1_767_225_600_000_000_000i64;
+        let mut fields = vec![Field::new(
+            column::TIMESTAMP,
+            DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
+            false,
+        )];
+        let mut columns: Vec<ArrayRef> = vec![Arc::new(
+            TimestampNanosecondArray::from(vec![minute; values.len()]).with_timezone("UTC"),
+        )];
+        for name in ROLLUP_DIMENSIONS {
+            fields.push(Field::new(name, DataType::Utf8, true));
+            columns.push(Arc::new(StringArray::from(vec![Some("m"); values.len()])));
+        }
+        fields.push(Field::new(column::LATENCY_MS, DataType::Float64, true));
+        columns.push(Arc::new(Float64Array::from(values.to_vec())));
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
+    }
+
+    fn latency_sum(batches: &[RecordBatch]) -> f64 {
+        let mut builder = RollupBuilder::new();
+        for batch in batches {
+            builder.add_events(batch).unwrap();
+        }
+        let rollup = builder.finish().unwrap();
+        rollup
+            .column_by_name(rollup_column::LATENCY_SUM)
+            .unwrap()
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .unwrap()
+            .value(0)
+    }
+
+    #[test]
+    fn issue_16_latency_sums_do_not_depend_on_row_or_batch_order() {
+        // In f64, 1e9 + 0.1 + ... depends on the order; in fixed point it cannot.
+        let values = [1e9, 0.1, 0.2, 0.3, 123.456789, 1e-3, 7e8];
+        let mut reversed = values;
+        reversed.reverse();
+        let forward = latency_sum(&[latencies(&values)]);
+        assert_eq!(forward, latency_sum(&[latencies(&reversed)]));
+        assert_eq!(
+            forward,
+            latency_sum(&[latencies(&values[3..]), latencies(&values[..3])])
+        );
+        assert!((forward - 1_700_000_124.057_789).abs() < 1e-6, "{forward}");
+        // Extreme values saturate instead of overflowing or going infinite.
+        let extreme = latency_sum(&[latencies(&[f64::MAX, f64::MAX, 1.0])]);
+        assert!(extreme.is_finite() && extreme > 1e30, "{extreme}");
     }
 }
