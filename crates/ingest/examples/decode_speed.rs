@@ -146,5 +146,6 @@ fn simulated_chunk(first_index: usize) -> Chunk {
         first_line: first_index as u64 + 1,
         first_offset: 0,
         data: data.into_bytes(),
+        skipped_bytes: 0,
     }
 }

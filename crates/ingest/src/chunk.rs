@@ -17,24 +17,33 @@ pub struct Chunk {
     pub first_offset: u64,
     /// Whole lines, each ending in `\n` except possibly the last one at end of input.
     pub data: Vec<u8>,
+    /// Bytes of the last line that the source skipped instead of holding
+    /// them: the line was longer than [`MAX_LINE_BYTES`](crate::MAX_LINE_BYTES),
+    /// so `data` has only its first [`DEAD_LETTER_RAW_LIMIT`](crate::DEAD_LETTER_RAW_LIMIT)
+    /// bytes and the decoder refuses it as `line_too_long`. 0 for an
+    /// ordinary chunk. The chunk covers `data.len() + skipped_bytes` bytes
+    /// of the source.
+    pub skipped_bytes: u64,
 }
 
 impl Chunk {
     /// The chunk that follows a source's read position (`line` lines and
-    /// `offset` bytes already emitted), advancing that position past it.
+    /// `offset` bytes already emitted), advancing that position past it
+    /// (`skipped_bytes` as in [`Chunk::skipped_bytes`]).
     pub(crate) fn following(
         source: &Arc<str>,
         line: &mut u64,
         offset: &mut u64,
-        data: Vec<u8>,
+        (data, skipped_bytes): (Vec<u8>, u64),
     ) -> Chunk {
         let chunk = Chunk {
             source: source.clone(),
             first_line: *line + 1,
             first_offset: *offset,
             data,
+            skipped_bytes,
         };
-        *offset += chunk.data.len() as u64;
+        *offset += chunk.data.len() as u64 + skipped_bytes;
         *line += crate::source::count_lines(&chunk.data);
         chunk
     }

@@ -12,6 +12,12 @@
 //! Float64, string or JSON text → Utf8. A null says nothing about a type, so
 //! a field seen only as null gets no column until a typed value shows up.
 //!
+//! A batch holds `timestamp` and, in schema order, the columns that have a
+//! value in its chunk; [`GenericDecoder::schema`] is the whole schema, which
+//! the store widens every batch to (an empty chunk gives an empty batch of
+//! the whole schema). A stream with many sparse columns thus costs per row
+//! only the fields rows actually carry.
+//!
 //! The schema only grows, like the store's generic streams (new columns are
 //! appended, nullable): a column never changes type, or the stream's older
 //! segments could no longer be read with its newer ones. A value of another
@@ -19,6 +25,24 @@
 //! rather than splitting the history, with one exception: an integer in a
 //! Float64 column is widened, since loggers routinely write a whole float
 //! as `3`. A refused line adds no column.
+//!
+//! **Column cap.** A stream gains at most [`DEFAULT_MAX_STREAM_COLUMNS`] columns
+//! ([`GenericDecoder::with_max_columns`] changes it), so events that carry
+//! ever new field names (ids used as keys, say) cannot grow the schema, and
+//! the decoder's memory, without bound. Once a stream has that many, a field
+//! with no column yet goes into the line's `attributes` column instead: one
+//! Utf8 column, created past the cap when first needed, holding a JSON
+//! object of the line's overflowing fields by flattened name (nulls left
+//! out, as they make no column either). Nothing is dropped, and every
+//! column keeps its type. The same holds, for the rest of a chunk, once
+//! the columns the chunk has created would pad it with more than
+//! [`MAX_NEW_COLUMN_CELLS`] cells (a new column costs a null per row of its
+//! batch): normal streams create all their columns in their first chunk,
+//! but events that each bring a new name, many to a chunk, would otherwise
+//! make a batch of a thousand mostly-null columns. A line is refused (`type_conflict`) only if it
+//! cannot be stored that way: the stream's `attributes` column is not Utf8,
+//! or the line sets `attributes` itself as well. A nested `attributes`
+//! object still flattens into `attributes.*` columns beside it.
 //!
 //! Speed matters less than on the inference path, so each line is parsed
 //! into a sonic-rs DOM rather than walked with visitors. Field names are
@@ -53,6 +77,16 @@ use crate::Chunk;
 /// found at this depth is kept as JSON text instead of being flattened.
 pub const MAX_FLATTEN_DEPTH: usize = 8;
 
+/// Most columns a stream gains by default (see the module docs).
+pub const DEFAULT_MAX_STREAM_COLUMNS: usize = 1000;
+
+/// Most cells (new columns × lines of the chunk) that the columns created
+/// while decoding one chunk may add to its batch; see the module docs.
+pub const MAX_NEW_COLUMN_CELLS: usize = 1 << 21;
+
+/// The column that holds, as a JSON object, the fields past the column cap.
+const OVERFLOW_COLUMN: &str = "attributes";
+
 /// Top-level fields that give the event time, by priority.
 const TIMESTAMP_SOURCES: [&str; 4] = ["timestamp", "@timestamp", "time", "ts"];
 
@@ -79,6 +113,11 @@ pub struct GenericDecoder {
     timestamps: Vec<i64>,
     line: LineScratch,
     counters: DecodeCounters,
+    /// Most columns besides `timestamp`, not counting [`OVERFLOW_COLUMN`].
+    max_columns: usize,
+    /// Columns the chunk being decoded may still create, and has created.
+    new_columns_allowed: usize,
+    new_columns: usize,
 }
 
 impl std::fmt::Debug for GenericDecoder {
@@ -96,6 +135,8 @@ impl std::fmt::Debug for GenericDecoder {
 struct Column {
     field: FieldRef,
     values: ColumnValues,
+    /// Whether the batch in progress has a non-null value in it.
+    filled: bool,
 }
 
 /// Per-column builders. They may lag behind the batch's row count: missing
@@ -175,6 +216,18 @@ impl ColumnValues {
                 let rows = values.len() + 1;
                 values.pad_to(rows);
             }
+        }
+    }
+
+    /// Drops what the builder holds (explicit nulls only, for a column
+    /// left out of its batch).
+    fn discard(&mut self) {
+        match self {
+            ColumnValues::Boolean(builder) => drop(builder.finish()),
+            ColumnValues::Int64(builder) => drop(builder.finish()),
+            ColumnValues::Float64(builder) => drop(builder.finish()),
+            ColumnValues::Utf8(builder) => drop(builder.finish()),
+            ColumnValues::Other { rows, .. } => *rows = 0,
         }
     }
 
@@ -288,6 +341,8 @@ struct LineScratch {
     marks: Vec<(u64, usize)>,
     /// Counts lines, to tell this line's marks from older ones.
     generation: u64,
+    /// The fields past the column cap, as the inside of a JSON object.
+    overflow: Vec<u8>,
 }
 
 impl GenericDecoder {
@@ -309,6 +364,9 @@ impl GenericDecoder {
             timestamps: Vec::new(),
             line: LineScratch::default(),
             counters: DecodeCounters::default(),
+            max_columns: DEFAULT_MAX_STREAM_COLUMNS,
+            new_columns_allowed: usize::MAX,
+            new_columns: 0,
         };
         if let Some(known) = known {
             decoder.metadata = known.metadata().clone();
@@ -323,6 +381,13 @@ impl GenericDecoder {
         decoder
     }
 
+    /// Caps the columns the stream may have (besides `timestamp`) at
+    /// `max_columns`; fields past it go to `attributes` (see the module docs).
+    pub fn with_max_columns(mut self, max_columns: usize) -> GenericDecoder {
+        self.max_columns = max_columns;
+        self
+    }
+
     /// The stream this decoder reads.
     pub fn stream(&self) -> &str {
         &self.stream
@@ -330,8 +395,8 @@ impl GenericDecoder {
 
     /// The current schema: `timestamp` (UTC nanoseconds, not null), then the
     /// known columns, then the ones added since, in order of appearance.
-    /// Every batch from [`GenericDecoder::decode`] has the schema current
-    /// at its end.
+    /// A batch from [`GenericDecoder::decode`] has the fields of the schema
+    /// current at its end that hold a value in it (all of them when empty).
     pub fn schema(&self) -> SchemaRef {
         self.schema.clone()
     }
@@ -343,9 +408,12 @@ impl GenericDecoder {
 
     /// Decodes every line of `chunk`, one JSON object per line.
     pub fn decode(&mut self, chunk: &Chunk) -> DecodedBatch {
-        let (counters, dead_letters) = decode_lines(chunk, |line| self.decode_line(line));
+        let lines = memchr::memchr_iter(b'\n', &chunk.data).count() + 1;
+        self.new_columns_allowed = (MAX_NEW_COLUMN_CELLS / lines).max(1);
+        self.new_columns = 0;
+        let lines = decode_lines(chunk, |line| self.decode_line(line));
         let finished = self.finish_batch();
-        let decoded = finish_decoded(chunk, finished, counters, dead_letters, self.schema());
+        let decoded = finish_decoded(chunk, finished, lines, self.schema());
         self.counters.merge(&decoded.counters);
         decoded
     }
@@ -357,6 +425,7 @@ impl GenericDecoder {
         self.line.cells.clear();
         self.line.text.clear();
         self.line.added.clear();
+        self.line.overflow.clear();
         match self.read_line(line) {
             Ok(timestamp) => {
                 self.commit_line(timestamp);
@@ -402,7 +471,100 @@ impl GenericDecoder {
             self.line.path.push_str(key);
             self.read_field(child, 1)?;
         }
+        if !self.line.overflow.is_empty() {
+            let overflow = std::mem::take(&mut self.line.overflow);
+            let stored = self.store_overflow(&overflow);
+            // Keep the buffer's capacity for the next line.
+            self.line.overflow = overflow;
+            stored?;
+        }
         Ok(timestamp)
+    }
+
+    /// Whether the field named by `self.line.path` has no column and the
+    /// stream has no room for another.
+    fn past_the_cap(&self) -> bool {
+        if self.by_name.contains_key(self.line.path.as_str()) {
+            return false;
+        }
+        let added = self.line.added.len();
+        // The overflow column itself is not counted against the cap.
+        let overflow = self
+            .by_name
+            .get(OVERFLOW_COLUMN)
+            .is_some_and(|&index| self.column_type(index) == DataType::Utf8);
+        self.columns.len() + added >= self.max_columns + usize::from(overflow)
+            || self.new_columns + added >= self.new_columns_allowed
+    }
+
+    /// Adds the field named by `self.line.path` to the line's overflow object.
+    fn add_overflow(&mut self, value: &Value) -> Result<(), LineError> {
+        if value.is_null() {
+            return Ok(());
+        }
+        let json = &mut self.line.overflow;
+        json.push(if json.is_empty() { b'{' } else { b',' });
+        sonic_rs::to_writer(&mut *json, self.line.path.as_str())
+            .and_then(|()| {
+                json.push(b':');
+                sonic_rs::to_writer(&mut *json, value)
+            })
+            .map_err(|error| {
+                LineError::new(
+                    DeadLetterKind::Internal,
+                    format!("field '{}': writing JSON text: {error}", self.line.path),
+                )
+            })
+    }
+
+    /// Stores the line's overflow object (`{…` without its closing brace)
+    /// in [`OVERFLOW_COLUMN`].
+    fn store_overflow(&mut self, overflow: &[u8]) -> Result<(), LineError> {
+        self.line.path.clear();
+        self.line.path.push_str(OVERFLOW_COLUMN);
+        let fields = format!(
+            "fields past the stream's {}-column cap go to column '{OVERFLOW_COLUMN}'",
+            self.max_columns
+        );
+        if let Some(&index) = self.by_name.get(OVERFLOW_COLUMN) {
+            let data_type = self.column_type(index);
+            if data_type != DataType::Utf8 {
+                return Err(conflict(
+                    OVERFLOW_COLUMN,
+                    &data_type,
+                    &format!("JSON text ({fields})"),
+                ));
+            }
+            let set_by_line = self
+                .line
+                .marks
+                .get(index)
+                .is_some_and(|&(generation, _)| generation == self.line.generation);
+            if set_by_line {
+                return Err(LineError::new(
+                    DeadLetterKind::TypeConflict,
+                    format!("field '{OVERFLOW_COLUMN}': set by the line, but {fields}"),
+                ));
+            }
+        }
+        let start = self.line.text.len();
+        // sonic-rs writes UTF-8; the lossy view never copies here.
+        self.line.text.push_str(&String::from_utf8_lossy(overflow));
+        self.line.text.push('}');
+        let index = match self.by_name.get(OVERFLOW_COLUMN) {
+            Some(&index) => index,
+            None => {
+                let index = self.columns.len() + self.line.added.len();
+                self.by_name.insert(OVERFLOW_COLUMN.to_string(), index);
+                self.line
+                    .added
+                    .push((OVERFLOW_COLUMN.to_string(), DataType::Utf8));
+                index
+            }
+        };
+        let cell = self.text_cell(index, start)?;
+        self.line.cells.push((index, cell));
+        Ok(())
     }
 
     /// Reads the field named by `self.line.path`, `depth` names deep.
@@ -412,12 +574,16 @@ impl GenericDecoder {
                 return self.flatten(object, depth);
             }
         }
+        if self.past_the_cap() {
+            return self.add_overflow(value);
+        }
         self.assign(Incoming::of(value))
     }
 
     /// Reads the fields of a nested object as `path.key` columns.
     fn flatten(&mut self, object: &Object, depth: usize) -> Result<(), LineError> {
-        if let Some(&index) = self.by_name.get(self.line.path.as_str()) {
+        let path = self.line.path.as_str();
+        if let Some(&index) = self.by_name.get(path).filter(|_| path != OVERFLOW_COLUMN) {
             // `{"a":{…}}` where `a` already holds values.
             let expected = self.column_type(index);
             return Err(conflict(&self.line.path, &expected, "an object"));
@@ -535,6 +701,7 @@ impl GenericDecoder {
     fn commit_line(&mut self, timestamp: i64) {
         let row = self.timestamps.len();
         if !self.line.added.is_empty() {
+            self.new_columns += self.line.added.len();
             let added = std::mem::take(&mut self.line.added);
             for (name, data_type) in &added {
                 self.push_column(name.clone(), data_type.clone());
@@ -548,6 +715,7 @@ impl GenericDecoder {
             if let Some(column) = self.columns.get_mut(index) {
                 column.values.pad_to(row);
                 column.values.push(cell, &self.line.text);
+                column.filled |= !matches!(cell, Cell::Null);
             }
         }
         self.timestamps.push(timestamp);
@@ -560,6 +728,7 @@ impl GenericDecoder {
         self.columns.push(Column {
             field: Arc::new(Field::new(name, data_type, true)),
             values,
+            filled: false,
         });
     }
 
@@ -577,10 +746,25 @@ impl GenericDecoder {
         arrays.push(Arc::new(
             TimestampNanosecondArray::from(timestamps).with_timezone("UTC"),
         ));
+        let mut fields = Vec::with_capacity(self.columns.len() + 1);
+        fields.push(Arc::new(timestamp_field()));
+        // A column without a value in this batch is left out of it: a wide
+        // stream would otherwise cost 8 bytes of nulls per row and column.
         for column in &mut self.columns {
-            arrays.push(column.values.finish(rows));
+            if rows == 0 || column.filled {
+                fields.push(column.field.clone());
+                arrays.push(column.values.finish(rows));
+            } else {
+                column.values.discard();
+            }
+            column.filled = false;
         }
-        RecordBatch::try_new(self.schema.clone(), arrays).map_err(|error| error.to_string())
+        let schema = if fields.len() == self.schema.fields().len() {
+            self.schema.clone()
+        } else {
+            Arc::new(Schema::new_with_metadata(fields, self.metadata.clone()))
+        };
+        RecordBatch::try_new(schema, arrays).map_err(|error| error.to_string())
     }
 }
 
@@ -675,6 +859,7 @@ mod tests {
             first_line,
             first_offset: 0,
             data: text.to_vec(),
+            skipped_bytes: 0,
         }
     }
 
@@ -1063,16 +1248,134 @@ mod tests {
             &mut decoder,
             &format!("{{\"ts\":\"{T0}\",\"n\":1}}\n{{\"ts\":\"{T0}\",\"day\":3}}\n"),
         );
-        assert_eq!(
-            names(&decoded.batch.schema()),
-            ["timestamp", "user", "day", "n"]
-        );
+        assert_eq!(names(&decoder.schema()), ["timestamp", "user", "day", "n"]);
+        // Known columns without a value in the chunk are left out of its batch.
+        assert_eq!(names(&decoded.batch.schema()), ["timestamp", "n"]);
         assert_eq!(
             reasons(&decoded),
             ["field 'day': expected Date32, got number 3"]
         );
         assert_eq!(decoded.batch.num_rows(), 1);
-        assert_eq!(decoded.batch.column_by_name("day").unwrap().null_count(), 1);
+        assert!(decoded.batch.column_by_name("day").is_none());
+    }
+
+    #[test]
+    fn issue_16_fields_past_the_column_cap_go_to_attributes_as_json() {
+        let mut decoder = GenericDecoder::new("gateway", None).with_max_columns(2);
+        let text = format!(
+            concat!(
+                r#"{{"ts":"{t}","a":1,"b":"x","c":true,"d":{{"e":2.5,"f":null}}}}"#,
+                "\n",
+                r#"{{"ts":"{t}","a":2,"g":[1,2],"h":"q\"uote"}}"#,
+                "\n",
+                r#"{{"ts":"{t}","b":"y"}}"#,
+                "\n",
+            ),
+            t = T0
+        );
+        let decoded = decode(&mut decoder, &text);
+        assert!(
+            decoded.dead_letters.is_empty(),
+            "{:?}",
+            decoded.dead_letters
+        );
+        assert_eq!(
+            names(&decoded.batch.schema()),
+            ["timestamp", "a", "b", "attributes"]
+        );
+        assert_eq!(int64(&decoded.batch, "a"), [Some(1), Some(2), None]);
+        let attributes = utf8(&decoded.batch, "attributes");
+        let parsed: Vec<Option<serde_json::Value>> = attributes
+            .iter()
+            .map(|text| {
+                text.as_ref()
+                    .map(|text| serde_json::from_str(text).unwrap())
+            })
+            .collect();
+        assert_eq!(
+            parsed,
+            [
+                Some(serde_json::json!({"c": true, "d.e": 2.5})),
+                Some(serde_json::json!({"g": [1, 2], "h": "q\"uote"})),
+                None,
+            ]
+        );
+        // Later chunks keep the same columns: the schema cannot grow, and a
+        // batch holds only the columns with a value.
+        let more = decode(&mut decoder, &format!("{{\"ts\":\"{T0}\",\"z\":1}}\n"));
+        assert_eq!(
+            names(&decoder.schema()),
+            ["timestamp", "a", "b", "attributes"]
+        );
+        assert_eq!(names(&more.batch.schema()), ["timestamp", "attributes"]);
+        assert_eq!(
+            utf8(&more.batch, "attributes"),
+            [Some(r#"{"z":1}"#.to_string())]
+        );
+    }
+
+    #[test]
+    fn issue_16_overflow_that_cannot_be_stored_refuses_the_line() {
+        // The line sets `attributes` itself and overflows too.
+        let mut decoder = GenericDecoder::new("gateway", None).with_max_columns(1);
+        let text = format!(
+            "{{\"ts\":\"{T0}\",\"a\":1,\"b\":2}}\n{{\"ts\":\"{T0}\",\"attributes\":\"mine\",\"c\":3}}\n"
+        );
+        let decoded = decode(&mut decoder, &text);
+        assert_eq!(decoded.batch.num_rows(), 1);
+        assert_eq!(decoded.dead_letters.len(), 1);
+        assert_eq!(decoded.dead_letters[0].line, 2);
+        assert!(decoded.dead_letters[0].reason.contains("set by the line"));
+        // A known `attributes` column of another type cannot take JSON text.
+        let known = Arc::new(Schema::new(vec![Field::new(
+            "attributes",
+            DataType::Int64,
+            true,
+        )]));
+        let mut decoder = GenericDecoder::new("gateway", Some(known)).with_max_columns(1);
+        let decoded = decode(&mut decoder, &format!("{{\"ts\":\"{T0}\",\"new\":1}}\n"));
+        assert_eq!(decoded.dead_letters.len(), 1);
+        assert_eq!(
+            decoded.dead_letters[0].reason,
+            "field 'attributes': expected Int64, got JSON text (fields past the stream's 1-column cap go to column 'attributes')"
+        );
+        assert_eq!(
+            decoded
+                .counters
+                .dead_letters_of(DeadLetterKind::TypeConflict),
+            1
+        );
+    }
+
+    #[test]
+    fn issue_16_ever_new_field_names_keep_the_schema_capped() {
+        let mut decoder = GenericDecoder::new("gateway", None);
+        let mut total_rows = 0;
+        for chunk_index in 0..20 {
+            let text: String = (0..5_000)
+                .map(|row| {
+                    format!(
+                        "{{\"ts\":\"{T0}\",\"f{}\":{row}}}\n",
+                        chunk_index * 5_000 + row
+                    )
+                })
+                .collect();
+            let decoded = decode(&mut decoder, &text);
+            assert!(decoded.dead_letters.is_empty());
+            let rows = decoded.batch.num_rows();
+            total_rows += rows;
+            // No batch is padded with more than MAX_NEW_COLUMN_CELLS nulls
+            // (beside timestamp and attributes).
+            let sparse = decoded.batch.num_columns().saturating_sub(2);
+            assert!(sparse * rows <= MAX_NEW_COLUMN_CELLS, "{sparse} columns");
+        }
+        assert_eq!(total_rows, 100_000);
+        // timestamp, the capped columns, attributes.
+        assert_eq!(
+            decoder.schema().fields().len(),
+            DEFAULT_MAX_STREAM_COLUMNS + 2
+        );
+        assert_eq!(decoder.by_name.len(), DEFAULT_MAX_STREAM_COLUMNS + 1);
     }
 
     #[test]
@@ -1149,7 +1452,17 @@ mod tests {
                     decoded.batch.num_rows() + decoded.dead_letters.len(),
                     lines.len()
                 );
-                prop_assert_eq!(decoded.batch.schema(), decoder.schema());
+                // The batch has the schema's fields that hold a value, in order.
+                let schema = decoder.schema();
+                let mut whole = schema.fields().iter();
+                for field in decoded.batch.schema().fields() {
+                    prop_assert!(whole.any(|known| known == field), "{field:?} out of order");
+                }
+                for (index, field) in schema.fields().iter().enumerate().skip(1) {
+                    let held = decoded.batch.column_by_name(field.name());
+                    let has_values = held.is_some_and(|column| column.null_count() < column.len());
+                    prop_assert_eq!(held.is_some(), has_values || decoded.batch.num_rows() == 0, "column {}", index);
+                }
                 // The schema only grows and never repeats a name.
                 let schema = decoder.schema();
                 let mut seen = std::collections::HashSet::new();

@@ -22,7 +22,10 @@
 //! [`ReaderSource`] for stdin or any reader) cuts its input into [`Chunk`]s
 //! of whole lines and reports a [`SourcePosition`] to commit once a chunk has
 //! been handled, so that a restart resumes exactly after the last handled
-//! line (see [`Source`] for the polling and commit protocol).
+//! line (see [`Source`] for the polling and commit protocol). A line longer
+//! than [`MAX_LINE_BYTES`] is not held: the source keeps its first kilobyte
+//! for the dead letter and skips the rest as it reads
+//! ([`Chunk::skipped_bytes`]), so no input can grow a source's memory.
 //!
 //! ## Decoding and mapping
 //!
@@ -76,7 +79,9 @@
 //! nested objects with dots, infers column types from the JSON values and
 //! grows the schema only by adding nullable columns. A value whose type
 //! differs from its column's refuses its line as a `type_conflict` dead
-//! letter.
+//! letter. A stream gains at most [`DEFAULT_MAX_STREAM_COLUMNS`] columns
+//! (configurable); fields past the cap are kept as JSON text in its
+//! `attributes` column.
 //!
 //! ## Enrichment and derived columns
 //!
@@ -119,6 +124,7 @@
 //!     first_line: 1,
 //!     first_offset: 0,
 //!     data: lines.as_bytes().to_vec(),
+//!     skipped_bytes: 0,
 //! });
 //! let rows = batch_to_json_rows(&decoded.batch);
 //! assert_eq!(rows[0]["model_id"], "fraud");
@@ -145,8 +151,10 @@ mod decode;
 mod derive;
 mod enrich;
 mod error;
+mod event_time;
 mod flat;
 mod generic;
+mod limits;
 mod mapping;
 mod record;
 mod render;
@@ -164,7 +172,13 @@ pub use decode::{DecodedBatch, Decoder, MAX_CHUNK_BYTES, MAX_LINE_BYTES, MAX_NES
 pub use derive::{summarise_logits, summarise_probabilities, ClassSummary};
 pub use enrich::{Enrichment, LookupTable};
 pub use error::IngestError;
-pub use generic::{GenericDecoder, MAX_FLATTEN_DEPTH};
+pub use event_time::{
+    EventTimeGuard, GuardRelease, InputTimeReport, InputsKind, HOLD_LIMIT, HOLD_PATIENCE,
+};
+pub use generic::{
+    GenericDecoder, DEFAULT_MAX_STREAM_COLUMNS, MAX_FLATTEN_DEPTH, MAX_NEW_COLUMN_CELLS,
+};
+pub use limits::ValueLimits;
 pub use mapping::Mapping;
 pub use render::{batch_to_json_rows, row_to_json};
 pub use source::{

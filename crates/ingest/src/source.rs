@@ -30,10 +30,17 @@
 //! }
 //! # Ok::<(), inferwatch_ingest::IngestError>(())
 //! ```
+//!
+//! **Memory.** A source holds about one chunk per input plus one line, and
+//! a line is held only up to [`MAX_LINE_BYTES`](crate::MAX_LINE_BYTES): past
+//! that, the rest of it is read and dropped up to its newline (see
+//! [`Chunk::skipped_bytes`]), so a stream without newlines cannot grow memory.
 
 mod file;
+mod lines;
 
 pub use file::{FileSource, FileSourceOptions};
+use lines::PendingLines;
 
 use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -122,17 +129,6 @@ pub(crate) fn count_lines(data: &[u8]) -> u64 {
     newlines + unterminated
 }
 
-/// Where the next chunk of `pending` ends: after the last newline within the
-/// first `chunk_bytes`, or, when the first line is longer than that, after
-/// its newline. `None` when `pending` holds no newline at all.
-pub(crate) fn chunk_end(pending: &[u8], chunk_bytes: usize) -> Option<usize> {
-    let head = &pending[..pending.len().min(chunk_bytes)];
-    if let Some(newline) = memchr::memrchr(b'\n', head) {
-        return Some(newline + 1);
-    }
-    memchr::memchr(b'\n', &pending[head.len()..]).map(|newline| head.len() + newline + 1)
-}
-
 /// Sleeps for `duration`, waking early when `stop` is raised.
 pub(crate) fn sleep_unless_stopped(duration: Duration, stop: &AtomicBool) {
     // Short slices keep shutdown prompt even with a long poll interval.
@@ -158,7 +154,7 @@ pub(crate) fn sleep_unless_stopped(duration: Duration, stop: &AtomicBool) {
 pub struct ReaderSource {
     name: Arc<str>,
     receiver: Receiver<std::io::Result<Vec<u8>>>,
-    pending: Vec<u8>,
+    pending: PendingLines,
     offset: u64,
     line: u64,
     at_end: bool,
@@ -208,7 +204,7 @@ impl ReaderSource {
         ReaderSource {
             name: Arc::from(name),
             receiver,
-            pending: Vec::new(),
+            pending: PendingLines::default(),
             offset: 0,
             line: 0,
             at_end: false,
@@ -244,23 +240,15 @@ impl ReaderSource {
     }
 
     fn emit(&mut self, length: usize) -> SourcePoll {
-        let data = if length >= self.chunk_bytes {
-            // More is coming: the tail gets a whole recycled chunk buffer.
-            let capacity = self.chunk_bytes + READ_BLOCK_BYTES;
-            self.buffers.cut(&mut self.pending, length, capacity)
-        } else {
-            let rest = self.pending.split_off(length);
-            std::mem::replace(&mut self.pending, rest)
-        };
-        let chunk = Chunk::following(&self.name, &mut self.line, &mut self.offset, data);
+        // More is coming: the tail gets a whole recycled chunk buffer.
+        let pool = (self.pending.len() >= self.chunk_bytes)
+            .then(|| (&self.buffers, self.chunk_bytes + READ_BLOCK_BYTES));
+        let taken = self.pending.take(length, pool);
+        let chunk = Chunk::following(&self.name, &mut self.line, &mut self.offset, taken);
         SourcePoll::Ready(SourceChunk {
             chunk,
             position: SourcePosition::default(),
         })
-    }
-
-    fn cut(&self) -> Option<usize> {
-        chunk_end(&self.pending, self.chunk_bytes)
     }
 }
 
@@ -270,21 +258,19 @@ impl Source for ReaderSource {
             if self.stop.load(Ordering::Relaxed) {
                 return Ok(SourcePoll::End);
             }
-            if self.pending.len() >= self.chunk_bytes {
-                if let Some(cut) = self.cut() {
-                    return Ok(self.emit(cut));
-                }
+            if let Some(cut) = self.pending.full_chunk_end(self.chunk_bytes) {
+                return Ok(self.emit(cut));
             }
             if self.at_end {
-                return Ok(match self.pending.len() {
-                    0 => SourcePoll::End,
-                    // At the end of the stream, the final line needs no newline.
-                    all => self.emit(all),
+                // At the end of the stream, the final line needs no newline.
+                return Ok(match self.pending.chunk_end(self.chunk_bytes, true) {
+                    None => SourcePoll::End,
+                    Some(cut) => self.emit(cut),
                 });
             }
             // With whole lines in hand, take only what is already there, so
             // an interactive stream is not held back waiting for a full chunk.
-            let received = match self.cut() {
+            let received = match self.pending.chunk_end(self.chunk_bytes, false) {
                 Some(cut) => match self.receiver.try_recv() {
                     Ok(received) => Some(received),
                     Err(TryRecvError::Empty) => return Ok(self.emit(cut)),
@@ -297,7 +283,7 @@ impl Source for ReaderSource {
                 },
             };
             match received {
-                Some(Ok(block)) => self.pending.extend_from_slice(&block),
+                Some(Ok(block)) => self.pending.extend(&block),
                 Some(Err(source)) => {
                     return Err(IngestError::Io {
                         path: self.name.as_ref().into(),
@@ -358,6 +344,47 @@ mod tests {
         for chunk in &chunks[..chunks.len() - 1] {
             assert_eq!(chunk.data.last(), Some(&b'\n'));
         }
+    }
+
+    #[test]
+    fn issue_16_stdin_skips_an_over_long_line_and_the_decoders_refuse_it_in_place() {
+        let long = 5 * crate::MAX_LINE_BYTES / 2;
+        let mut input = b"{\"timestamp\":1767225600}\n".to_vec();
+        let long_start = input.len() as u64;
+        input.extend_from_slice(b"{\"pad\":\"");
+        input.extend(std::iter::repeat_n(b'p', long - 10));
+        input.extend_from_slice(b"\"}\n{\"timestamp\":1767225601}\n");
+        let mut source =
+            ReaderSource::new("stdin", std::io::Cursor::new(input)).with_chunk_bytes(64 * 1024);
+        let chunks = drain(&mut source);
+        assert!(chunks.iter().map(|chunk| chunk.data.len()).max().unwrap() < 2 * 64 * 1024);
+        let mut decoder = crate::Decoder::new(std::sync::Arc::new(crate::Mapping::builtin()));
+        let mut generic = crate::GenericDecoder::new("gateway", None);
+        let (mut rows, mut generic_rows, mut dead_letters) = (0, 0, Vec::new());
+        for chunk in &chunks {
+            let decoded = decoder.decode(chunk);
+            rows += decoded.batch.num_rows();
+            dead_letters.extend(decoded.dead_letters);
+            let decoded = generic.decode(chunk);
+            generic_rows += decoded.batch.num_rows();
+            assert_eq!(
+                decoded.dead_letters,
+                dead_letters[dead_letters.len() - decoded.dead_letters.len()..]
+            );
+        }
+        assert_eq!((rows, generic_rows), (2, 2));
+        assert_eq!(dead_letters.len(), 1);
+        let letter = &dead_letters[0];
+        assert_eq!(
+            (letter.source.as_str(), letter.line, letter.offset),
+            ("stdin", 2, long_start)
+        );
+        assert_eq!(
+            letter.reason,
+            format!("line is {long} bytes, over the 1048576-byte limit")
+        );
+        assert_eq!(letter.raw.len(), crate::DEAD_LETTER_RAW_LIMIT);
+        assert!(letter.raw.starts_with("{\"pad\":\"ppp"));
     }
 
     #[test]

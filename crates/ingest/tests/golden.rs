@@ -78,6 +78,7 @@ fn run_case(case: &Path, update: bool, failures: &mut Vec<String>) {
         first_line: 1,
         first_offset: 0,
         data: input,
+        skipped_bytes: 0,
     });
     assert_eq!(
         decoded.batch.schema(),
@@ -152,6 +153,7 @@ fn the_example_mapping_parses_and_decodes() {
         first_line: 1,
         first_offset: 0,
         data: line.to_vec(),
+        skipped_bytes: 0,
     });
     assert!(
         decoded.dead_letters.is_empty(),

@@ -40,6 +40,7 @@ fn inference_batch(first: u64, count: u64, start: i64, step: i64) -> RecordBatch
         first_line: 1,
         first_offset: 0,
         data: text.into_bytes(),
+        skipped_bytes: 0,
     });
     assert!(
         decoded.dead_letters.is_empty(),

@@ -18,6 +18,7 @@ fn chunk(text: &[u8]) -> Chunk {
         first_line: 1,
         first_offset: 0,
         data: text.to_vec(),
+        skipped_bytes: 0,
     }
 }
 
@@ -890,6 +891,7 @@ fn dead_letters_carry_source_position_and_good_lines_survive() {
         first_line: 101,
         first_offset: 5000,
         data: text.as_bytes().to_vec(),
+        skipped_bytes: 0,
     });
     let rows = batch_to_json_rows(&decoded.batch);
     let ids: Vec<_> = rows.iter().map(|row| row["request_id"].clone()).collect();

@@ -45,7 +45,7 @@ use std::time::{Duration, Instant};
 use flate2::read::MultiGzDecoder;
 
 use super::{
-    chunk_end, sleep_unless_stopped, Source, SourceChunk, SourcePoll, SourcePosition,
+    sleep_unless_stopped, PendingLines, Source, SourceChunk, SourcePoll, SourcePosition,
     DEFAULT_CHUNK_BYTES, DEFAULT_POLL_INTERVAL,
 };
 use crate::checkpoint::{Checkpoint, FileCheckpoint, Fingerprint, SinkMark, FINGERPRINT_BYTES};
@@ -208,7 +208,7 @@ struct TrackedFile {
     complete: bool,
     reader: Option<Reader>,
     /// Bytes read but not yet emitted: a partial line, or lines beyond a chunk.
-    pending: Vec<u8>,
+    pending: PendingLines,
     state: FileState,
 }
 
@@ -240,7 +240,7 @@ impl TrackedFile {
             line: 0,
             complete: false,
             reader: Some(Reader::open(file, gzip)),
-            pending: Vec::new(),
+            pending: PendingLines::default(),
             state: FileState::Active,
             path,
         })
@@ -311,60 +311,50 @@ impl TrackedFile {
 
     /// Reads until a chunk of whole lines is ready; `None` when the input is
     /// exhausted for now. With `emit_unterminated`, a final line without a
-    /// newline counts as whole (end of a finished or rotated file).
+    /// newline counts as whole (end of a finished or rotated file). Returns
+    /// the chunk's bytes and how many bytes of its over-long last line were
+    /// skipped (see [`Chunk::skipped_bytes`]).
     fn fill(
         &mut self,
         chunk_bytes: usize,
         emit_unterminated: bool,
         buffers: &ChunkBuffers,
-    ) -> Result<Option<Vec<u8>>, IngestError> {
+    ) -> Result<Option<(Vec<u8>, u64)>, IngestError> {
         // Small reads when a followed file is quiet would cost syscalls;
         // big reads into a fresh buffer are what a chunk needs anyway.
         const MIN_READ: usize = 64 * 1024;
         let Some(reader) = self.reader.as_mut() else {
             return Ok(None);
         };
-        let mut last_newline = memchr::memrchr(b'\n', &self.pending);
-        loop {
-            if self.pending.len() >= chunk_bytes && last_newline.is_some() {
-                break;
-            }
+        while self.pending.full_chunk_end(chunk_bytes).is_none() {
             let start = self.pending.len();
             let wanted = chunk_bytes.saturating_sub(start).max(MIN_READ);
             // The buffer grows only as data actually arrives (no reserve: a
             // quiet followed file should not hold a chunk's worth).
             let read = reader
-                .read_up_to(wanted as u64, &mut self.pending)
+                .read_up_to(wanted as u64, self.pending.buffer())
                 .map_err(io_error(Path::new(self.name.as_ref())))?;
-            if let Some(newline) = memchr::memrchr(b'\n', &self.pending[start..]) {
-                last_newline = Some(start + newline);
-            }
+            // Drops the rest of an over-long line as it is read.
+            self.pending.appended(start);
             if read < wanted {
                 break; // end of the file, for now
             }
         }
-        let cut = match last_newline.and_then(|_| chunk_end(&self.pending, chunk_bytes)) {
-            Some(cut) => cut,
-            None if emit_unterminated && !self.pending.is_empty() => self.pending.len(),
-            None => return Ok(None),
+        let Some(cut) = self.pending.chunk_end(chunk_bytes, emit_unterminated) else {
+            return Ok(None);
         };
-        if self.pending.len() >= chunk_bytes {
-            // A busy file: the next read fills a whole chunk, so give the
-            // tail a recycled buffer of that size. A quiet followed file
-            // keeps only its partial line.
-            return Ok(Some(buffers.cut(
-                &mut self.pending,
-                cut,
-                chunk_bytes + 2 * MIN_READ,
-            )));
-        }
-        let rest = self.pending.split_off(cut);
-        Ok(Some(std::mem::replace(&mut self.pending, rest)))
+        // A busy file: the next read fills a whole chunk, so give the tail a
+        // recycled buffer of that size. A quiet followed file keeps only
+        // its partial line.
+        let pool =
+            (self.pending.len() >= chunk_bytes).then_some((buffers, chunk_bytes + 2 * MIN_READ));
+        Ok(Some(self.pending.take(cut, pool)))
     }
 
-    /// Accounts for `data` having been emitted; returns its chunk.
-    fn take_chunk(&mut self, data: Vec<u8>) -> Chunk {
-        Chunk::following(&self.name, &mut self.line, &mut self.offset, data)
+    /// Accounts for `taken` (bytes and skipped bytes) having been emitted;
+    /// returns its chunk.
+    fn take_chunk(&mut self, taken: (Vec<u8>, u64)) -> Chunk {
+        Chunk::following(&self.name, &mut self.line, &mut self.offset, taken)
     }
 
     /// Skips the current content (start at end): whole lines are consumed,
@@ -390,7 +380,7 @@ impl TrackedFile {
             .metadata()
             .map_err(io_error(Path::new(self.name.as_ref())))?
             .len();
-        if length >= self.offset + self.pending.len() as u64 {
+        if length >= self.offset + self.pending.input_bytes() {
             return Ok(false);
         }
         file.seek(SeekFrom::Start(0))
@@ -705,9 +695,9 @@ impl FileSource {
         Ok(())
     }
 
-    fn ready(&mut self, index: usize, data: Vec<u8>) -> Result<SourcePoll, IngestError> {
+    fn ready(&mut self, index: usize, taken: (Vec<u8>, u64)) -> Result<SourcePoll, IngestError> {
         let file = &mut self.files[index];
-        let chunk = file.take_chunk(data);
+        let chunk = file.take_chunk(taken);
         file.widen_fingerprint()?;
         Ok(SourcePoll::Ready(SourceChunk {
             chunk,
@@ -755,7 +745,7 @@ impl FileSource {
                 file.state = FileState::Finished;
                 file.complete = file.gzip;
                 file.reader = None; // release the descriptor
-                file.pending = Vec::new();
+                file.pending = PendingLines::default();
             } else if file.restart_if_truncated()? {
                 if let Some(data) = file.fill(chunk_bytes, false, &self.options.buffers)? {
                     self.cursor = index + 1;

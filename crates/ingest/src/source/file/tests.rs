@@ -560,3 +560,89 @@ fn commit_records_sinks_and_resume_reports_them() {
     let source = FileSource::open(opts).unwrap();
     assert_eq!(source.resumed_sinks(), &[sink]);
 }
+
+/// `(first line, first offset, data, skipped bytes)` of every chunk until
+/// the source has nothing (read once: its end; following: its first idle).
+fn chunks_until_quiet(source: &mut FileSource) -> Vec<(u64, u64, Vec<u8>, u64)> {
+    let mut chunks = Vec::new();
+    loop {
+        match source.next_chunk().unwrap() {
+            SourcePoll::Ready(ready) => chunks.push((
+                ready.chunk.first_line,
+                ready.chunk.first_offset,
+                ready.chunk.data,
+                ready.chunk.skipped_bytes,
+            )),
+            SourcePoll::Idle | SourcePoll::End => return chunks,
+        }
+    }
+}
+
+#[test]
+fn issue_16_an_over_long_line_is_skipped_while_read_with_exact_positions_after_it() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("app.log");
+    let long = 3 * crate::MAX_LINE_BYTES + 5;
+    let mut text = b"first\n".to_vec();
+    text.extend(std::iter::repeat_n(b'x', long));
+    text.extend_from_slice(b"\nthird\nfourth\n");
+    fs::write(&path, &text).unwrap();
+    let checkpoint = directory.path().join("ckpt.json");
+    let mut opts = options(&[&path]);
+    opts.chunk_bytes = 256 * 1024;
+    opts.checkpoint = Some(checkpoint.clone());
+    let mut source = FileSource::open(opts.clone()).unwrap();
+    // The chunk ending with the long line: committed, then a "crash".
+    let ready = loop {
+        match source.next_chunk().unwrap() {
+            SourcePoll::Ready(ready) if ready.chunk.skipped_bytes > 0 => break ready,
+            SourcePoll::Ready(_) => {}
+            other => panic!("no cut chunk: {other:?}"),
+        }
+    };
+    assert!(
+        ready.chunk.data.ends_with(b"\n"),
+        "the long line ends its chunk"
+    );
+    assert!(ready.chunk.data.len() <= 6 + crate::DEAD_LETTER_RAW_LIMIT + 1);
+    let cut_line = &ready.chunk.data[ready.chunk.data.len() - 1 - crate::DEAD_LETTER_RAW_LIMIT..];
+    assert!(cut_line.starts_with(b"xxxx"));
+    assert_eq!(
+        ready.chunk.skipped_bytes,
+        (long - crate::DEAD_LETTER_RAW_LIMIT) as u64
+    );
+    source.commit(&ready.position).unwrap();
+    drop(source);
+    // Resumed: the next line has the right number and offset.
+    let mut source = FileSource::open(opts).unwrap();
+    let rest = chunks_until_quiet(&mut source);
+    assert_eq!(rest.len(), 1);
+    assert_eq!((rest[0].0, rest[0].1), (3, 6 + long as u64 + 1));
+    assert_eq!(rest[0].2, b"third\nfourth\n");
+    assert_eq!(source.position().files()[0].offset, text.len() as u64);
+    assert_eq!(source.position().files()[0].line, 4);
+}
+
+#[test]
+fn issue_16_a_followed_line_without_end_does_not_grow_and_is_emitted_once_ended() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("live.log");
+    fs::write(&path, "a\n").unwrap();
+    let mut source = FileSource::open(following(&[&path])).unwrap();
+    assert_eq!(chunks_until_quiet(&mut source).len(), 1);
+    // A writer that never ends its line: read and dropped as it grows.
+    let block = "y".repeat(512 * 1024);
+    for _ in 0..8 {
+        append(&path, &block);
+        assert!(chunks_until_quiet(&mut source).is_empty());
+        let held = source.files[0].pending.len();
+        assert!(held <= crate::MAX_LINE_BYTES + 2, "holds {held} bytes");
+    }
+    append(&path, "\nb\n");
+    let chunks = chunks_until_quiet(&mut source);
+    let total: usize = chunks.iter().map(|chunk| chunk.2.len()).sum();
+    let skipped: u64 = chunks.iter().map(|chunk| chunk.3).sum();
+    assert_eq!(total as u64 + skipped, 8 * 512 * 1024 + 3);
+    assert_eq!(chunks[0].0, 2);
+    assert!(chunks.last().unwrap().2.ends_with(b"b\n"));
+}
