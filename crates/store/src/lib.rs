@@ -20,6 +20,14 @@
 //! * **housekeeping** on the flush thread: compaction of small files and
 //!   retention by age and size.
 //!
+//! **Disk faults.** A full disk fails the append or flush with an error
+//! naming the file and `ENOSPC`; acknowledged data stays, nothing half
+//! written is ever served, and writing resumes once there is room, without
+//! loss or duplicates (see `writer`). A corrupt segment or rollup file is
+//! left out of snapshots with a warning naming it ([`Snapshot::skipped`]),
+//! so the other files still answer; the writer moves one it cannot read to
+//! `quarantine/`.
+//!
 //! [`StoreWriter`] is the single writer; [`StoreReader`] gives lock-free,
 //! consistent [`Snapshot`]s (segments + WAL tail) to any number of readers,
 //! in-process or not. The query crate builds SQL tables on snapshots.
@@ -57,7 +65,7 @@ pub use layout::{hour_start, DataFile, FileKind, FlushMark, Layout, HOUR_NANOS};
 pub use reader::{Snapshot, StoreReader};
 pub use rollup::{rollup_column, rollup_schema, RollupBuilder, ROLLUP_DIMENSIONS};
 pub use schema::merge_schema;
-pub use segment::{align_to_schema, read_parquet, ROW_GROUP_ROWS};
+pub use segment::{align_to_schema, check_parquet, read_parquet, ROW_GROUP_ROWS};
 pub use wal::{FsyncPolicy, Wal, WalRecord};
 pub use writer::{StoreOptions, StoreWriter, WriterStats};
 

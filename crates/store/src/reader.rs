@@ -5,8 +5,17 @@
 //! WAL records above it, then reads the mark again. If a flush finished in
 //! between, it starts over. So an event is visible to SQL as soon as its WAL
 //! record is written, and never twice.
+//!
+//! **Corrupt files.** Each segment and rollup file is checked once (its
+//! Parquet footer, see [`check_parquet`]; the answer is kept while its size
+//! stays the same). A file that fails is left out of snapshots, with a
+//! warning naming it on stderr the first time and an entry in
+//! [`Snapshot::skipped`], so queries over the other files still answer.
+//! Readers never move files (they may run in another process than the
+//! writer); the writer moves a file it cannot read while compacting to
+//! `quarantine/` in the data directory.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -17,6 +26,7 @@ use inferwatch_core::{canonical_schema, DEFAULT_STREAM};
 use crate::layout::{current_files, DataFile, FileKind, Layout};
 use crate::rollup::RollupBuilder;
 use crate::schema::read_stream_schema;
+use crate::segment::check_parquet;
 use crate::wal::{list_wal_files, read_wal_file, WalRecord};
 use crate::StoreError;
 
@@ -31,6 +41,8 @@ pub struct Snapshot {
     pub rollups: Vec<DataFile>,
     /// Events still only in the WAL (not yet in a segment).
     pub tail: Vec<RecordBatch>,
+    /// Current files left out because they are corrupt, and why.
+    pub skipped: Vec<(PathBuf, String)>,
 }
 
 impl Snapshot {
@@ -57,6 +69,8 @@ struct TailCache {
 pub struct StoreReader {
     layout: Layout,
     tail: Mutex<TailCache>,
+    /// Data file → (size when checked, why it is corrupt, if it is).
+    checked: Mutex<HashMap<PathBuf, (u64, Option<String>)>>,
 }
 
 impl StoreReader {
@@ -70,6 +84,7 @@ impl StoreReader {
         Ok(StoreReader {
             layout: Layout::new(root),
             tail: Mutex::new(TailCache::default()),
+            checked: Mutex::new(HashMap::new()),
         })
     }
 
@@ -115,8 +130,9 @@ impl StoreReader {
                 let files = self.layout.list_files(kind, stream, from, to)?;
                 Ok(current_files(files, mark.flushed_through).0)
             };
-            let segments = list(FileKind::Segment)?;
-            let rollups = list(FileKind::Rollup)?;
+            let mut skipped = Vec::new();
+            let segments = self.readable(list(FileKind::Segment)?, &mut skipped);
+            let rollups = self.readable(list(FileKind::Rollup)?, &mut skipped);
             let tail = self.read_tail(stream, mark.flushed_through)?;
             if self.layout.read_flush_mark()?.flushed_through == mark.flushed_through {
                 return Ok(Snapshot {
@@ -124,10 +140,71 @@ impl StoreReader {
                     segments,
                     rollups,
                     tail,
+                    skipped,
                 });
             }
         }
         Err(StoreError::Busy)
+    }
+
+    /// The corrupt files seen so far, and why.
+    pub fn corrupt_files(&self) -> Vec<(PathBuf, String)> {
+        let checked = self
+            .checked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut corrupt: Vec<(PathBuf, String)> = checked
+            .iter()
+            .filter_map(|(path, (_, problem))| Some((path.clone(), problem.clone()?)))
+            .collect();
+        corrupt.sort();
+        corrupt
+    }
+
+    /// `files` without the corrupt ones, which go to `skipped`.
+    fn readable(
+        &self,
+        files: Vec<DataFile>,
+        skipped: &mut Vec<(PathBuf, String)>,
+    ) -> Vec<DataFile> {
+        let mut checked = self
+            .checked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Forget files that are gone (merged away, expired, quarantined).
+        if checked.len() > 4 * files.len() + 1024 {
+            checked.retain(|path, _| path.exists());
+        }
+        let mut readable = Vec::with_capacity(files.len());
+        for file in files {
+            let problem = match checked.get(&file.path) {
+                Some((bytes, problem)) if *bytes == file.bytes => problem.clone(),
+                _ => {
+                    let problem = match check_parquet(&file.path) {
+                        Ok(()) => None,
+                        // Merged away between listing and checking: not corrupt.
+                        Err(StoreError::Io { source, .. })
+                            if source.kind() == std::io::ErrorKind::NotFound =>
+                        {
+                            None
+                        }
+                        Err(error) => Some(error.to_string()),
+                    };
+                    if let Some(problem) = &problem {
+                        eprintln!(
+                            "inferwatch: skipping a corrupt store file, other files still answer: {problem}"
+                        );
+                    }
+                    checked.insert(file.path.clone(), (file.bytes, problem.clone()));
+                    problem
+                }
+            };
+            match problem {
+                Some(problem) => skipped.push((file.path.clone(), problem)),
+                None => readable.push(file),
+            }
+        }
+        readable
     }
 
     fn read_tail(

@@ -88,7 +88,8 @@ pub fn write_parquet(path: &Path, batch: &RecordBatch, sorted: bool) -> Result<u
 
 /// Writes `batches` (all of `schema`, in order) to `path` as one file,
 /// atomically. The writer cuts row groups itself, so the batches need not
-/// be concatenated first.
+/// be concatenated first. On failure (a full disk) the partial file is
+/// removed, and the error names it.
 pub fn write_parquet_batches(
     path: &Path,
     schema: &SchemaRef,
@@ -98,8 +99,32 @@ pub fn write_parquet_batches(
     let directory = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(directory).map_err(|e| StoreError::io(directory, e))?;
     let temporary = path.with_extension("parquet.tmp");
-    let file = File::create(&temporary).map_err(|e| StoreError::io(&temporary, e))?;
-    let parquet_error = |e: parquet::errors::ParquetError| StoreError::Parquet(e.to_string());
+    let written = write_parquet_file(path, &temporary, schema, batches, sorted);
+    if written.is_err() {
+        // Give the space back now; a crash here is cleaned up on open.
+        let _ = std::fs::remove_file(&temporary);
+    }
+    written
+}
+
+fn write_parquet_file(
+    path: &Path,
+    temporary: &Path,
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    sorted: bool,
+) -> Result<u64, StoreError> {
+    let file = File::create(temporary).map_err(|e| StoreError::io(temporary, e))?;
+    // Writes go through the Parquet writer, whose errors name no file.
+    let parquet_error = |e: parquet::errors::ParquetError| match e {
+        parquet::errors::ParquetError::External(inner) => {
+            match inner.downcast::<std::io::Error>() {
+                Ok(io) => StoreError::io(temporary, *io),
+                Err(other) => StoreError::Parquet(format!("{}: {other}", temporary.display())),
+            }
+        }
+        other => StoreError::Parquet(format!("{}: {other}", temporary.display())),
+    };
     // The ArrowWriter only sets up the file (schema, properties, Arrow
     // metadata); row groups are encoded column-parallel below.
     let (mut file_writer, factory) = ArrowWriter::try_new(
@@ -133,9 +158,9 @@ pub fn write_parquet_batches(
         row_group_writer.close().map_err(parquet_error)?;
     }
     let file = file_writer.into_inner().map_err(parquet_error)?;
-    file.sync_all().map_err(|e| StoreError::io(&temporary, e))?;
+    file.sync_all().map_err(|e| StoreError::io(temporary, e))?;
     let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
-    std::fs::rename(&temporary, path).map_err(|e| StoreError::io(path, e))?;
+    std::fs::rename(temporary, path).map_err(|e| StoreError::io(path, e))?;
     Ok(bytes)
 }
 
@@ -201,15 +226,47 @@ fn encode_columns(
     Ok(all.into_iter().map(|(_, chunk)| chunk).collect())
 }
 
-/// Reads a whole Parquet file.
+/// Reads a whole Parquet file. A file that is not valid Parquet (cut
+/// short, overwritten) is [`StoreError::Corrupt`], naming it.
 pub fn read_parquet(path: &Path) -> Result<Vec<RecordBatch>, StoreError> {
+    let corrupt = |message: String| StoreError::Corrupt {
+        path: path.to_path_buf(),
+        message,
+    };
     let file = File::open(path).map_err(|e| StoreError::io(path, e))?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)
         .and_then(|b| b.with_batch_size(64 * 1024).build())
-        .map_err(|e| StoreError::Parquet(format!("{}: {e}", path.display())))?;
+        .map_err(|e| corrupt(e.to_string()))?;
     reader
-        .map(|batch| batch.map_err(|e| StoreError::Arrow(e.to_string())))
+        .map(|batch| batch.map_err(|e| corrupt(e.to_string())))
         .collect()
+}
+
+/// Checks that `path` is readable Parquet as far as its footer tells
+/// (magic bytes, metadata, the column chunks lying within the file): what
+/// a truncated or overwritten file fails. Damage inside a data page is only
+/// found when that page is read.
+pub fn check_parquet(path: &Path) -> Result<(), StoreError> {
+    let file = File::open(path).map_err(|e| StoreError::io(path, e))?;
+    let length = file.metadata().map_err(|e| StoreError::io(path, e))?.len();
+    let corrupt = |message: String| StoreError::Corrupt {
+        path: path.to_path_buf(),
+        message,
+    };
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| corrupt(e.to_string()))?;
+    for row_group in builder.metadata().row_groups() {
+        for column in row_group.columns() {
+            let (start, bytes) = column.byte_range();
+            if start.saturating_add(bytes) > length {
+                return Err(corrupt(format!(
+                    "column chunk at bytes {start}..{} lies past the end of the {length}-byte file",
+                    start.saturating_add(bytes)
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Widens `batch` to `schema`: columns it lacks become nulls, others keep their data.

@@ -18,6 +18,12 @@
 //!
 //! A torn or corrupt record ends the log: everything before it is kept, it
 //! and anything after it are dropped (the writer truncates it on open).
+//!
+//! A failed append (a full disk: `ENOSPC`) is cut off again at once, so the
+//! next append, once there is room, does not land behind a torn record
+//! that would hide it from readers and from recovery. If even that cut
+//! fails, the log refuses further appends until it is reopened (which cuts
+//! the torn tail).
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
@@ -98,6 +104,9 @@ pub struct Wal {
     /// First sequence of each WAL file, oldest first (the open one last).
     files: Vec<u64>,
     scratch: Vec<u8>,
+    /// Set when a failed append could not be cut off: appending after the
+    /// torn bytes would lose the new records.
+    torn: Option<PathBuf>,
 }
 
 fn wal_file_path(directory: &Path, first_sequence: u64) -> PathBuf {
@@ -271,6 +280,7 @@ impl Wal {
             syncer,
             files,
             scratch: Vec::new(),
+            torn: None,
         })
     }
 
@@ -282,6 +292,14 @@ impl Wal {
         position: &[u8],
         batch: &RecordBatch,
     ) -> Result<u64, StoreError> {
+        if let Some(path) = &self.torn {
+            return Err(StoreError::io(
+                path,
+                std::io::Error::other(
+                    "an earlier append failed and its partial record could not be cut off; reopen the store",
+                ),
+            ));
+        }
         if self.file_bytes >= WAL_FILE_BYTES {
             self.roll()?;
         }
@@ -314,9 +332,14 @@ impl Wal {
         scratch[0..4].copy_from_slice(&RECORD_MAGIC.to_le_bytes());
         scratch[4..8].copy_from_slice(&(payload_length as u32).to_le_bytes());
         scratch[8..12].copy_from_slice(&checksum.to_le_bytes());
-        (&*self.file)
-            .write_all(scratch)
-            .map_err(|e| StoreError::io(&path, e))?;
+        if let Err(error) = (&*self.file).write_all(scratch) {
+            // Part of the record may be on disk: cut it off (shrinking needs
+            // no space), or stop appending behind it.
+            if self.file.set_len(self.file_bytes).is_err() {
+                self.torn = Some(path.clone());
+            }
+            return Err(StoreError::io(&path, error));
+        }
         self.file_bytes += scratch.len() as u64;
         self.next_sequence += 1;
         self.written_through = sequence;

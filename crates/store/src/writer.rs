@@ -10,6 +10,14 @@
 //! applies retention.
 //! At most one flush runs at a time; a second full memtable waits for it,
 //! which bounds memory to two memtables.
+//!
+//! **A full disk.** An append that cannot be written fails with the WAL
+//! file's path and `ENOSPC`, and leaves nothing behind (see `wal`); what was
+//! acknowledged before stays. A flush that fails removes the files it had
+//! written and puts its memtable back in front of the active one, so the
+//! next flush (on the next append or tick, once there is room) writes it
+//! again: nothing is lost, and since a segment is named by the WAL range it
+//! holds, nothing is stored twice. Its error is returned to the caller.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -69,7 +77,7 @@ impl Default for StoreOptions {
     }
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Memtable {
     batches: Vec<(String, RecordBatch)>,
     rows: usize,
@@ -104,6 +112,9 @@ pub struct StoreWriter {
     wal: Wal,
     active: Memtable,
     flushing: Option<JoinHandle<Result<FlushOutcome, StoreError>>>,
+    /// The memtable being flushed (its batches shared, not copied), given
+    /// back to `active` if the flush fails.
+    flushing_memtable: Option<Memtable>,
     mark: FlushMark,
     recovered_position: Option<String>,
     schemas: BTreeMap<String, SchemaRef>,
@@ -177,6 +188,7 @@ impl StoreWriter {
             wal,
             active,
             flushing: None,
+            flushing_memtable: None,
             mark,
             recovered_position,
             schemas,
@@ -327,6 +339,7 @@ impl StoreWriter {
         self.reap_flush(true)?;
         self.wal.sync()?;
         let memtable = std::mem::take(&mut self.active);
+        self.flushing_memtable = Some(memtable.clone());
         let layout = self.layout.clone();
         let options = self.options.clone();
         let previous_mark = self.mark.clone();
@@ -350,9 +363,18 @@ impl StoreWriter {
         let Some(handle) = self.flushing.take() else {
             return Ok(());
         };
-        let outcome = handle
-            .join()
-            .map_err(|_| StoreError::Internal("the flush thread panicked".into()))??;
+        let failed = self.flushing_memtable.take();
+        let outcome = match handle.join() {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(error)) => {
+                // Written again by the next flush (the WAL still has it).
+                if let Some(failed) = failed {
+                    self.active.put_back(failed);
+                }
+                return Err(error);
+            }
+            Err(_) => return Err(StoreError::Internal("the flush thread panicked".into())),
+        };
         self.mark = outcome.mark;
         self.wal.remove_flushed(self.mark.flushed_through)?;
         self.wal.retire_if_flushed(self.mark.flushed_through)?;
@@ -370,6 +392,20 @@ impl Drop for StoreWriter {
 }
 
 impl Memtable {
+    /// Puts `earlier` (a memtable whose flush failed) in front of this one.
+    fn put_back(&mut self, earlier: Memtable) {
+        let later = std::mem::replace(self, earlier);
+        if later.opened.is_none() {
+            return;
+        }
+        self.batches.extend(later.batches);
+        self.rows += later.rows;
+        self.last_sequence = later.last_sequence;
+        if later.last_position.is_some() {
+            self.last_position = later.last_position;
+        }
+    }
+
     fn add(&mut self, sequence: u64, stream: String, batch: RecordBatch, position: Option<String>) {
         if self.opened.is_none() {
             self.opened = Some(Instant::now());
@@ -407,6 +443,56 @@ fn flush_memtable(
     for (stream, batch) in memtable.batches {
         by_stream.entry(stream).or_default().push(batch);
     }
+    let mark = FlushMark {
+        flushed_through: last.max(previous.flushed_through),
+        last_position: memtable.last_position.or(previous.last_position),
+    };
+    let mut written = Vec::new();
+    let touched = match write_memtable_files(layout, by_stream, first, last, &mut written)
+        .and_then(|touched| layout.write_flush_mark(&mark).map(|()| touched))
+    {
+        Ok(touched) => touched,
+        Err(error) => {
+            // Not under the mark, so never read; removed to give the space
+            // back. Unless the mark got renamed in before its directory sync
+            // failed: then they are the data.
+            let marked = layout
+                .read_flush_mark()
+                .is_ok_and(|on_disk| on_disk.flushed_through == mark.flushed_through);
+            if !marked {
+                for path in written {
+                    let _ = std::fs::remove_file(path);
+                }
+            }
+            return Err(error);
+        }
+    };
+    if let Ok(mut stats) = stats.lock() {
+        stats.flushes += 1;
+    }
+    // Housekeeping after the data is safe; its failures must not lose the flush.
+    empty_trash(trash, options.compaction_grace);
+    for (stream, hour) in touched {
+        if let Err(error) = compact_partition(layout, options, &stream, hour, &mark, trash, stats) {
+            eprintln!("inferwatch: compaction of {stream} failed (will retry): {error}");
+        }
+    }
+    if let Err(error) = apply_retention(layout, options, stats) {
+        eprintln!("inferwatch: retention failed (will retry): {error}");
+    }
+    Ok(FlushOutcome { mark })
+}
+
+/// Writes one memtable's segments and rollups (recording each file in
+/// `written`) and syncs their directories; returns the (stream, hour)
+/// partitions touched.
+fn write_memtable_files(
+    layout: &Layout,
+    by_stream: BTreeMap<String, Vec<RecordBatch>>,
+    first: u64,
+    last: u64,
+    written: &mut Vec<PathBuf>,
+) -> Result<Vec<(String, i64)>, StoreError> {
     let mut touched: Vec<(String, i64)> = Vec::new();
     for (stream, batches) in by_stream {
         let stream = &stream;
@@ -426,6 +512,7 @@ fn flush_memtable(
         for (hour, slices) in hours {
             let path = layout.data_file_path(FileKind::Segment, stream, hour, first, last);
             write_parquet_batches(&path, &schema, &slices, true)?;
+            written.push(path);
             if stream == DEFAULT_STREAM {
                 let mut rollup = RollupBuilder::new();
                 for slice in &slices {
@@ -433,6 +520,7 @@ fn flush_memtable(
                 }
                 let path = layout.data_file_path(FileKind::Rollup, stream, hour, first, last);
                 write_parquet(&path, &rollup.finish()?, true)?;
+                written.push(path);
             }
             touched.push((stream.clone(), hour));
         }
@@ -445,25 +533,7 @@ fn flush_memtable(
             }
         }
     }
-    let mark = FlushMark {
-        flushed_through: last.max(previous.flushed_through),
-        last_position: memtable.last_position.or(previous.last_position),
-    };
-    layout.write_flush_mark(&mark)?;
-    if let Ok(mut stats) = stats.lock() {
-        stats.flushes += 1;
-    }
-    // Housekeeping after the data is safe; its failures must not lose the flush.
-    empty_trash(trash, options.compaction_grace);
-    for (stream, hour) in touched {
-        if let Err(error) = compact_partition(layout, options, &stream, hour, &mark, trash, stats) {
-            eprintln!("inferwatch: compaction of {stream} failed (will retry): {error}");
-        }
-    }
-    if let Err(error) = apply_retention(layout, options, stats) {
-        eprintln!("inferwatch: retention failed (will retry): {error}");
-    }
-    Ok(FlushOutcome { mark })
+    Ok(touched)
 }
 
 fn empty_trash(trash: &Mutex<Vec<(PathBuf, Instant)>>, grace: Duration) {
@@ -513,8 +583,24 @@ fn compact_partition(
             continue;
         };
         let mut batches = Vec::new();
+        let mut quarantined = false;
         for file in &small {
-            batches.extend(read_parquet(&file.path)?);
+            match read_parquet(&file.path) {
+                Ok(read) => batches.extend(read),
+                Err(error @ StoreError::Corrupt { .. }) => {
+                    let moved_to = quarantine(layout, &file.path)?;
+                    eprintln!(
+                        "inferwatch: {error}; moved to {} (its events are no longer served)",
+                        moved_to.display()
+                    );
+                    quarantined = true;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        if quarantined {
+            // The run changed; the next flush compacts what is left.
+            continue;
         }
         let merged = match kind {
             FileKind::Segment => concat_sorted(&batches)?,
@@ -541,6 +627,20 @@ fn compact_partition(
         }
     }
     Ok(())
+}
+
+/// Moves a corrupt data file to `quarantine/` under the data directory,
+/// keeping its relative path, so it stops failing compaction and queries
+/// but is still there to inspect or restore. Returns where it went.
+fn quarantine(layout: &Layout, path: &Path) -> Result<PathBuf, StoreError> {
+    let relative = path.strip_prefix(layout.root()).unwrap_or(path);
+    let relative = relative.strip_prefix("/").unwrap_or(relative);
+    let target = layout.root().join("quarantine").join(relative);
+    if let Some(directory) = target.parent() {
+        std::fs::create_dir_all(directory).map_err(|e| StoreError::io(directory, e))?;
+    }
+    std::fs::rename(path, &target).map_err(|e| StoreError::io(path, e))?;
+    Ok(target)
 }
 
 /// Deletes hour partitions beyond the age limit, then the oldest ones while over the size limit.
