@@ -5,16 +5,25 @@
 //! the firing alerts of the rules and SLOs, the inference events themselves
 //! (as JSON objects, and only when a Sigma rule reads the `inference`
 //! stream), and side streams such as auth or feature-store logs given as
-//! JSONL files. Side streams are read whole at start and sorted by event
-//! time, then released as the inference stream's event time passes theirs,
-//! so a replay interleaves them the way they happened.
+//! JSONL files. Side streams are read as streams, never whole: each keeps
+//! [`READ_AHEAD_EVENTS`] events read ahead, and the earliest of all those
+//! is released once the inference stream's event time passes it, so a
+//! replay interleaves them the way they happened. A file whose events are
+//! out of order by fewer than that many events is released in time order
+//! (equal times in file order, then stream order); beyond that, an event
+//! comes when it is read, and the correlation engine's allowed lateness
+//! decides. Lines longer than [`MAX_LINE_BYTES`] are skipped as they are
+//! read (a dead letter keeps their start), so memory does not depend on
+//! the side streams' size. Refused side-stream lines are appended to the
+//! dead-letter file as they are found.
 //!
 //! Rule alerts lag the newest event by up to a rule's allowed lateness plus
 //! its evaluation interval ([`Engine::alert_delay`]); the correlation
 //! engine's own lateness is widened by that much, so an alert is never
 //! dropped as late because a side event was released before it.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
@@ -22,7 +31,9 @@ use arrow::array::{Array, RecordBatch, TimestampNanosecondArray};
 use inferwatch_core::{column, format_timestamp, Alert};
 use inferwatch_detect::correlation::{CorrelationConfig, CorrelationEngine, CorrelationRules};
 use inferwatch_detect::Engine;
-use inferwatch_ingest::DeadLetter;
+use inferwatch_ingest::{
+    Chunk, DeadLetter, DeadLetterWriter, ReaderSource, Source, SourcePoll, MAX_LINE_BYTES,
+};
 use serde_json::Value;
 
 /// The stream name Sigma rules use for inferwatch's own inference events.
@@ -53,18 +64,214 @@ impl std::str::FromStr for StreamSpec {
     }
 }
 
+/// Events of each side stream read ahead of the inference stream's time.
+pub const READ_AHEAD_EVENTS: usize = 4096;
+
 /// One side-stream event waiting for the inference stream to reach its time.
 struct SideEvent {
     time: i64,
     stream: usize,
+    /// Its place in its stream, so equal times keep file order.
+    sequence: u64,
     event: Value,
 }
 
-/// The correlation engine and the side-stream events not yet released.
+impl SideEvent {
+    fn key(&self) -> (i64, usize, u64) {
+        (self.time, self.stream, self.sequence)
+    }
+}
+
+impl PartialEq for SideEvent {
+    fn eq(&self, other: &SideEvent) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for SideEvent {}
+
+impl PartialOrd for SideEvent {
+    fn partial_cmp(&self, other: &SideEvent) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for SideEvent {
+    fn cmp(&self, other: &SideEvent) -> std::cmp::Ordering {
+        self.key().cmp(&other.key())
+    }
+}
+
+/// A side stream being read: its lines, one chunk at a time.
+struct SideStream {
+    spec: StreamSpec,
+    /// Names the stream's dead letters.
+    source: String,
+    reader: ReaderSource,
+    /// The chunk being read and where its next line starts.
+    chunk: Option<(Chunk, usize)>,
+    /// Number and offset of the next line.
+    line: u64,
+    offset: u64,
+    /// Events read and not yet released.
+    held: usize,
+    /// Events read so far.
+    read: u64,
+    finished: bool,
+}
+
+/// One line of a side stream, as a range of its chunk.
+struct SideLine {
+    number: u64,
+    offset: u64,
+    range: std::ops::Range<usize>,
+    /// Bytes of the line the reader skipped (it was over the line cap).
+    skipped: u64,
+}
+
+impl SideStream {
+    fn open(spec: &StreamSpec) -> anyhow::Result<SideStream> {
+        let file = std::fs::File::open(&spec.path).with_context(|| {
+            format!(
+                "reading stream '{}' from {}",
+                spec.name,
+                spec.path.display()
+            )
+        })?;
+        let source = spec.path.display().to_string();
+        Ok(SideStream {
+            spec: spec.clone(),
+            reader: ReaderSource::new(&source, file),
+            source,
+            chunk: None,
+            line: 1,
+            offset: 0,
+            held: 0,
+            read: 0,
+            finished: false,
+        })
+    }
+
+    /// The next line, or `None` at the end of the file.
+    fn next_line(&mut self) -> anyhow::Result<Option<SideLine>> {
+        loop {
+            if let Some((chunk, start)) = &mut self.chunk {
+                if *start < chunk.data.len() {
+                    let end = memchr::memchr(b'\n', &chunk.data[*start..])
+                        .map_or(chunk.data.len(), |newline| *start + newline);
+                    let last = end + 1 >= chunk.data.len();
+                    let skipped = if last { chunk.skipped_bytes } else { 0 };
+                    let line = SideLine {
+                        number: self.line,
+                        offset: self.offset,
+                        range: *start..end,
+                        skipped,
+                    };
+                    self.line += 1;
+                    self.offset += (end + 1 - *start) as u64 + skipped;
+                    *start = end + 1;
+                    return Ok(Some(line));
+                }
+            }
+            self.chunk = None;
+            if self.finished {
+                return Ok(None);
+            }
+            match self.reader.next_chunk().with_context(|| {
+                format!(
+                    "reading stream '{}' from {}",
+                    self.spec.name,
+                    self.spec.path.display()
+                )
+            })? {
+                SourcePoll::Ready(ready) => self.chunk = Some((ready.chunk, 0)),
+                SourcePoll::Idle => {}
+                SourcePoll::End => self.finished = true,
+            }
+        }
+    }
+
+    /// The next event with a readable time; refused lines on the way
+    /// become dead letters.
+    fn next_event(
+        &mut self,
+        engine: &CorrelationEngine,
+        dead_letters: &mut Vec<DeadLetter>,
+    ) -> anyhow::Result<Option<(i64, Value)>> {
+        while let Some(line) = self.next_line()? {
+            let Some((chunk, _)) = &self.chunk else {
+                break;
+            };
+            let bytes = &chunk.data[line.range.clone()];
+            let name = &self.spec.name;
+            let refuse = |reason: String| {
+                DeadLetter::new(&self.source, line.number, line.offset, reason, bytes)
+            };
+            if line.skipped > 0 {
+                dead_letters.push(refuse(format!(
+                    "stream '{name}': line is {} bytes, over the {MAX_LINE_BYTES}-byte limit",
+                    bytes.len() as u64 + line.skipped
+                )));
+                continue;
+            }
+            let trimmed = bytes.trim_ascii();
+            if trimmed.is_empty() {
+                continue;
+            }
+            match serde_json::from_slice::<Value>(trimmed) {
+                Ok(event) if event.is_object() => match engine.event_time(&event) {
+                    Some(time) => return Ok(Some((time, event))),
+                    None => dead_letters.push(refuse(format!(
+                        "stream '{name}': no readable event time (timestamp, @timestamp or time, RFC 3339 or epoch)"
+                    ))),
+                },
+                Ok(_) => dead_letters.push(refuse(format!(
+                    "stream '{name}': an event must be a JSON object"
+                ))),
+                Err(error) => dead_letters.push(refuse(format!(
+                    "stream '{name}': invalid JSON at column {}: {error}",
+                    error.column()
+                ))),
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Appends refused side-stream lines to the dead-letter file, opened on
+/// the first one.
+struct SideDeadLetters {
+    path: PathBuf,
+    writer: Option<DeadLetterWriter>,
+    written: u64,
+}
+
+impl SideDeadLetters {
+    fn write(&mut self, dead_letters: &mut Vec<DeadLetter>) -> anyhow::Result<()> {
+        if dead_letters.is_empty() {
+            return Ok(());
+        }
+        let writer = match &mut self.writer {
+            Some(writer) => writer,
+            None => self.writer.insert(DeadLetterWriter::open(&self.path)?),
+        };
+        writer.write(dead_letters)?;
+        self.written += dead_letters.len() as u64;
+        dead_letters.clear();
+        Ok(())
+    }
+}
+
+/// The correlation engine and the side streams, with the events read
+/// ahead and not yet released.
 pub struct Correlator {
     engine: CorrelationEngine,
-    stream_names: Vec<String>,
-    pending: VecDeque<SideEvent>,
+    streams: Vec<SideStream>,
+    /// Read-ahead events of every stream, earliest first.
+    pending: BinaryHeap<Reverse<SideEvent>>,
+    dead_letters: SideDeadLetters,
+    /// Scratch for the dead letters of one read.
+    refused_lines: Vec<DeadLetter>,
     reads_inference: bool,
     /// Events (side or inference) the engine refused, e.g. a matching event
     /// without a readable time.
@@ -72,16 +279,17 @@ pub struct Correlator {
 }
 
 impl Correlator {
-    /// Loads the correlation rules (a file or a directory) and the side
-    /// streams. Every name a correlation uses must be a Sigma rule or
+    /// Loads the correlation rules (a file or a directory) and opens the
+    /// side streams. Every name a correlation uses must be a Sigma rule or
     /// correlation of the loaded files, or one of `known_rule_ids`.
-    /// Unreadable side-stream lines become dead letters.
+    /// Unreadable side-stream lines become dead letters, appended to
+    /// `dead_letter_path` as they are read.
     pub fn load(
         rules_path: &Path,
         streams: &[StreamSpec],
         known_rule_ids: &BTreeSet<String>,
         alert_delay: i64,
-        dead_letters: &mut Vec<DeadLetter>,
+        dead_letter_path: &Path,
     ) -> anyhow::Result<Correlator> {
         let rules = if rules_path.is_dir() {
             let (rules, errors) = CorrelationRules::load_dir(rules_path);
@@ -127,8 +335,8 @@ impl Correlator {
                 unknown.join("\n  ")
             );
         }
-        let mut pending = Vec::new();
-        for (index, stream) in streams.iter().enumerate() {
+        let mut side_streams = Vec::new();
+        for stream in streams {
             if !engine.reads_stream(&stream.name) {
                 eprintln!(
                     "inferwatch detect: no Sigma rule reads stream '{}' ({}); its events only move time on",
@@ -136,17 +344,54 @@ impl Correlator {
                     stream.path.display()
                 );
             }
-            read_side_stream(&engine, index, stream, &mut pending, dead_letters)?;
+            side_streams.push(SideStream::open(stream)?);
         }
-        // Stable: events with equal times keep their file order.
-        pending.sort_by_key(|event| event.time);
-        Ok(Correlator {
+        let mut correlator = Correlator {
             reads_inference: engine.reads_stream(INFERENCE_STREAM),
             engine,
-            stream_names: streams.iter().map(|s| s.name.clone()).collect(),
-            pending: pending.into(),
+            streams: side_streams,
+            pending: BinaryHeap::new(),
+            dead_letters: SideDeadLetters {
+                path: dead_letter_path.to_path_buf(),
+                writer: None,
+                written: 0,
+            },
+            refused_lines: Vec::new(),
             refused_events: 0,
-        })
+        };
+        for index in 0..correlator.streams.len() {
+            correlator.read_ahead(index)?;
+        }
+        Ok(correlator)
+    }
+
+    /// Tops stream `index`'s read-ahead up to [`READ_AHEAD_EVENTS`].
+    fn read_ahead(&mut self, index: usize) -> anyhow::Result<()> {
+        let stream = &mut self.streams[index];
+        while stream.held < READ_AHEAD_EVENTS {
+            let Some((time, event)) = stream.next_event(&self.engine, &mut self.refused_lines)?
+            else {
+                break;
+            };
+            self.pending.push(Reverse(SideEvent {
+                time,
+                stream: index,
+                sequence: stream.read,
+                event,
+            }));
+            stream.held += 1;
+            stream.read += 1;
+            // Bounded: a file of bad lines is written out as it is read.
+            if self.refused_lines.len() >= 1024 {
+                self.dead_letters.write(&mut self.refused_lines)?;
+            }
+        }
+        self.dead_letters.write(&mut self.refused_lines)
+    }
+
+    /// Side-stream lines refused so far (written to the dead-letter file).
+    pub fn refused_lines(&self) -> u64 {
+        self.dead_letters.written
     }
 
     /// Whether inference events must be decoded with every column, because
@@ -176,18 +421,18 @@ impl Correlator {
             }
         }
         if let Some(now) = now {
-            self.release_side_events(now);
+            self.release_side_events(now)?;
         }
         Ok(self.engine.poll())
     }
 
     /// End of input: releases every side event left and evaluates all.
-    pub fn finish(&mut self, alerts: &[Alert]) -> Vec<Alert> {
+    pub fn finish(&mut self, alerts: &[Alert]) -> anyhow::Result<Vec<Alert>> {
         for alert in alerts {
             self.engine.observe_alert(alert);
         }
-        self.release_side_events(i64::MAX);
-        self.engine.flush()
+        self.release_side_events(i64::MAX)?;
+        Ok(self.engine.flush())
     }
 
     /// Findings dropped as later than the lateness, and events refused.
@@ -195,75 +440,29 @@ impl Correlator {
         (self.engine.late_dropped(), self.refused_events)
     }
 
-    fn release_side_events(&mut self, until: i64) {
+    fn release_side_events(&mut self, until: i64) -> anyhow::Result<()> {
         while self
             .pending
-            .front()
-            .is_some_and(|event| event.time <= until)
+            .peek()
+            .is_some_and(|Reverse(event)| event.time <= until)
         {
-            let Some(side) = self.pending.pop_front() else {
+            let Some(Reverse(side)) = self.pending.pop() else {
                 break;
             };
-            let stream = &self.stream_names[side.stream];
-            if self.engine.observe_event(stream, &side.event).is_err() {
+            let stream = &mut self.streams[side.stream];
+            stream.held -= 1;
+            if self
+                .engine
+                .observe_event(&stream.spec.name, &side.event)
+                .is_err()
+            {
                 self.refused_events += 1;
             }
+            // Its successor may be due too.
+            self.read_ahead(side.stream)?;
         }
+        Ok(())
     }
-}
-
-/// Reads a side stream's JSONL file; lines that are not JSON objects with a
-/// readable event time become dead letters.
-fn read_side_stream(
-    engine: &CorrelationEngine,
-    index: usize,
-    stream: &StreamSpec,
-    pending: &mut Vec<SideEvent>,
-    dead_letters: &mut Vec<DeadLetter>,
-) -> anyhow::Result<()> {
-    let bytes = std::fs::read(&stream.path).with_context(|| {
-        format!(
-            "reading stream '{}' from {}",
-            stream.name,
-            stream.path.display()
-        )
-    })?;
-    let source = stream.path.display().to_string();
-    let mut offset = 0u64;
-    for (number, line) in bytes.split(|&b| b == b'\n').enumerate() {
-        let line_offset = offset;
-        offset += line.len() as u64 + 1;
-        let trimmed = line.trim_ascii();
-        if trimmed.is_empty() {
-            continue;
-        }
-        let line_number = number as u64 + 1;
-        let refuse =
-            |reason: String| DeadLetter::new(&source, line_number, line_offset, reason, line);
-        match serde_json::from_slice::<Value>(trimmed) {
-            Ok(event) if event.is_object() => match engine.event_time(&event) {
-                Some(time) => pending.push(SideEvent {
-                    time,
-                    stream: index,
-                    event,
-                }),
-                None => dead_letters.push(refuse(format!(
-                    "stream '{}': no readable event time (timestamp, @timestamp or time, RFC 3339 or epoch)",
-                    stream.name
-                ))),
-            },
-            Ok(_) => dead_letters.push(refuse(format!(
-                "stream '{}': an event must be a JSON object",
-                stream.name
-            ))),
-            Err(error) => dead_letters.push(refuse(format!(
-                "stream '{}': invalid JSON at column {}: {error}",
-                stream.name,
-                error.column()
-            ))),
-        }
-    }
-    Ok(())
 }
 
 /// The batch's rows as JSON objects named by the canonical columns, with

@@ -178,7 +178,6 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         .as_ref()
         .map(|path| load_slo_evaluator(path, &full_decoder))
         .transpose()?;
-    let mut side_dead_letters = Vec::new();
     let mut correlator = match &args.correlations {
         Some(path) => {
             let slo_ids = slos
@@ -194,7 +193,7 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
                 &args.streams,
                 &known,
                 delay,
-                &mut side_dead_letters,
+                &args.dead_letter,
             )?)
         }
         None => None,
@@ -248,16 +247,6 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
     };
     let mut dead_letters: Option<DeadLetterWriter> = None;
-    if !side_dead_letters.is_empty() {
-        eprintln!(
-            "inferwatch detect: {} side-stream line(s) refused (see {})",
-            side_dead_letters.len(),
-            args.dead_letter.display()
-        );
-        dead_letters
-            .insert(DeadLetterWriter::open(&args.dead_letter)?)
-            .write(&side_dead_letters)?;
-    }
     let progress = Progress::new(total_bytes, args.quiet);
     let started = Instant::now();
     let mut counters = DecodeCounters::default();
@@ -338,8 +327,15 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         last.extend(slos.finish());
     }
     if let Some(correlator) = &mut correlator {
-        let correlated = correlator.finish(&last);
+        let correlated = correlator.finish(&last)?;
         last.extend(correlated);
+        if correlator.refused_lines() > 0 {
+            eprintln!(
+                "inferwatch detect: {} side-stream line(s) refused (see {})",
+                correlator.refused_lines(),
+                args.dead_letter.display()
+            );
+        }
         let (late, refused) = correlator.dropped();
         if late + refused > 0 {
             eprintln!(
