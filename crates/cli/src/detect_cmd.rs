@@ -89,6 +89,10 @@ pub struct Args {
     /// Repeatable. Read whole at start and interleaved by event time.
     #[arg(long = "stream", value_name = "NAME=FILE", requires = "correlations")]
     pub streams: Vec<crate::correlator::StreamSpec>,
+    /// How far ahead of the clock the events agree on an event may be;
+    /// further ahead is a `future_timestamp` dead letter.
+    #[arg(long, default_value = "2m", value_name = "DURATION")]
+    pub max_future: String,
     /// Log files or globs (`.gz` is read transparently); `-` or nothing reads standard input.
     pub inputs: Vec<String>,
 }
@@ -106,6 +110,9 @@ pub struct RunSummary {
     pub dead_letters_by_reason: std::collections::BTreeMap<String, u64>,
     /// Events dropped as later than the allowed lateness (summed over rules).
     pub late_events: u64,
+    /// Per input: events let through, `future_timestamp` refusals, and how
+    /// far its clock runs from the fleet's.
+    pub inputs: Vec<inferwatch_ingest::InputTimeReport>,
     /// Alert transitions printed.
     pub alerts: u64,
     /// Bytes read.
@@ -165,10 +172,14 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
     // pipeline decodes with a projection that fills only the columns they
     // read (same schema, other columns null and their keys skipped).
     let full_decoder = Decoder::new(mapping.clone());
+    let max_future =
+        inferwatch_core::parse_duration(&args.max_future).context("reading --max-future")?;
     let mut engine = match &args.rules {
         Some(rules) => load_engine(rules, &full_decoder)?,
         None => Engine::new(Vec::new(), &full_decoder.schema())?,
-    };
+    }
+    .with_max_future(max_future);
+    let mut guard = crate::ingest_cmd::event_time_guard(args.follow, &args.max_future)?;
     if args.explain_rows != inferwatch_detect::DEFAULT_EXPLAIN_ROWS {
         engine = engine.with_explain_rows(args.explain_rows);
     }
@@ -273,10 +284,11 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
     while let Some(event) = pipeline.next()? {
         match event {
             PipelineEvent::Batch {
-                decoded,
+                mut decoded,
                 position,
                 bytes,
             } => {
+                let clock = guard.admit(&mut decoded);
                 lines += decoded.lines;
                 bytes_read += bytes;
                 counters.merge(&decoded.counters);
@@ -287,11 +299,11 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
                     };
                     writer.write(&decoded.dead_letters)?;
                 }
-                let mut alerts = engine.observe(&decoded.batch);
+                let mut alerts = engine.observe_at(&decoded.batch, &clock);
                 if let Some(slos) = &mut slos {
-                    alerts.extend(slos.observe(&decoded.batch));
+                    alerts.extend(slos.observe_at(&decoded.batch, &clock));
                 }
-                let now = engine.stats().max_event_time;
+                let now = guard.now();
                 if let Some(correlator) = &mut correlator {
                     let correlated = correlator.observe(&alerts, Some(&decoded.batch), now)?;
                     alerts.extend(correlated);
@@ -322,7 +334,23 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
             started,
         );
     }
-    let mut last = engine.finish();
+    // Rows the guard still held: the ones the clock allows go, the rest
+    // are dead letters.
+    let released = guard.finish();
+    let mut last = Vec::new();
+    if let Some(batch) = &released.batch {
+        last.extend(engine.observe_at(batch, &released.clock));
+        if let Some(slos) = &mut slos {
+            last.extend(slos.observe_at(batch, &released.clock));
+        }
+    }
+    crate::ingest_cmd::write_released_dead_letters(
+        &mut dead_letters,
+        &args.dead_letter,
+        &released,
+        &mut counters,
+    )?;
+    last.extend(engine.finish());
     if let Some(slos) = &mut slos {
         last.extend(slos.finish());
     }
@@ -343,7 +371,7 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    let now = engine.stats().max_event_time;
+    let now = engine.stats().clock;
     alerts_written += write_alerts(last, now, &mut output)?;
     output.flush()?;
     if let (Some(notifier), Some(now), false) = (&mut notifier, now, args.follow) {
@@ -383,6 +411,7 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
             .map(|(kind, n)| (kind.as_str().to_string(), n))
             .collect(),
         late_events: stats.late_events + slos.as_ref().map_or(0, |s| s.late_events()),
+        inputs: guard.inputs(),
         alerts: alerts_written,
         bytes: bytes_read,
         seconds,

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use inferwatch_core::DEFAULT_STREAM;
 use inferwatch_ingest::{
-    DeadLetterWriter, DecodeCounters, DecodedBatch, Decoder, FileCheckpoint, GenericDecoder,
+    DeadLetterKind, DeadLetterWriter, DecodeCounters, DecodedBatch, Decoder, EventTimeGuard,
+    FileCheckpoint, GenericDecoder, GuardRelease, InputsKind,
 };
 use inferwatch_store::{FsyncPolicy, StoreOptions, StoreWriter};
 
@@ -94,9 +95,10 @@ pub struct Args {
     /// Keep reading as files grow and rotate, like `tail -F`.
     #[arg(long)]
     pub follow: bool,
-    /// Where refused lines go, one JSON object each.
-    #[arg(long, default_value = "inferwatch.dlq.jsonl")]
-    pub dead_letter: PathBuf,
+    /// Where refused lines go, one JSON object each (default: the data
+    /// directory's `dead_letters.jsonl`, the `dead_letters` SQL table).
+    #[arg(long)]
+    pub dead_letter: Option<PathBuf>,
     /// Decoder threads (default: available cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -111,6 +113,10 @@ pub struct Args {
     /// Hide the progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// How far ahead of the clock the events agree on an event may be;
+    /// further ahead is a `future_timestamp` dead letter.
+    #[arg(long, default_value = "2m", value_name = "DURATION")]
+    pub max_future: String,
     #[command(flatten)]
     pub store: StoreArgs,
     /// Log files or globs (`.gz` is read transparently); `-` or nothing reads standard input.
@@ -118,7 +124,11 @@ pub struct Args {
 }
 
 /// Runs `inferwatch ingest`.
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
+    let dead_letter_path = args
+        .dead_letter
+        .get_or_insert_with(|| args.data.join(inferwatch_query::STORE_DEAD_LETTERS_FILE))
+        .clone();
     let mut writer = StoreWriter::open(&args.data, args.store.options()?)
         .with_context(|| format!("opening the data directory {}", args.data.display()))?;
     let resume = resume_position(writer.recovered_position())?;
@@ -127,19 +137,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         follow: args.follow,
         checkpoint: None,
         chunk_bytes: args.chunk_bytes.max(1),
-        resume,
+        resume: resume.files,
     };
+    let held = resume.held;
     let threads = args.threads.unwrap_or_else(default_threads);
     let summary = if args.stream == DEFAULT_STREAM {
         let decoder = Decoder::new(load_mapping(args.mapping.as_ref())?);
-        ingest(&args, spec, decoder, threads, &mut writer)?
+        ingest(&args, spec, decoder, threads, &mut writer, &held)?
     } else {
         if args.mapping.is_some() {
             anyhow::bail!("--mapping applies to the inference stream only; generic streams infer their schema");
         }
         let decoder = GenericDecoder::new(&args.stream, writer.stream_schema(&args.stream));
         let shared = SharedGenericDecoder(Arc::new(std::sync::Mutex::new(decoder)));
-        ingest(&args, spec, shared, 1, &mut writer)?
+        ingest(&args, spec, shared, 1, &mut writer, &held)?
     };
     let flush_started = Instant::now();
     writer.close().context("flushing the store")?;
@@ -153,7 +164,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         flush_started.elapsed().as_secs_f64(),
         summary.counters.dead_letters(),
         if summary.counters.dead_letters() > 0 {
-            format!(" (see {})", args.dead_letter.display())
+            format!(" (see {})", dead_letter_path.display())
         } else {
             String::new()
         }
@@ -178,6 +189,39 @@ pub fn write_dead_letters(
     Ok(())
 }
 
+/// The event-time guard of a command: one input per followed file, one
+/// for files read once after another.
+pub fn event_time_guard(follow: bool, max_future: &str) -> anyhow::Result<EventTimeGuard> {
+    let max_future = inferwatch_core::parse_duration(max_future).context("reading --max-future")?;
+    let kind = if follow {
+        InputsKind::PerSource
+    } else {
+        InputsKind::Pooled
+    };
+    Ok(EventTimeGuard::new(kind).with_max_future(max_future))
+}
+
+/// Writes and counts the rows the guard refused at the end of input.
+pub fn write_released_dead_letters(
+    writer: &mut Option<DeadLetterWriter>,
+    path: &std::path::Path,
+    released: &GuardRelease,
+    counters: &mut DecodeCounters,
+) -> anyhow::Result<()> {
+    if released.dead_letters.is_empty() {
+        return Ok(());
+    }
+    for _ in &released.dead_letters {
+        counters.count_dead_letter(DeadLetterKind::FutureTimestamp);
+    }
+    let dead = match writer {
+        Some(dead) => dead,
+        None => writer.insert(DeadLetterWriter::open(path)?),
+    };
+    dead.write(&released.dead_letters)?;
+    Ok(())
+}
+
 /// The default number of decoder threads.
 pub fn default_threads() -> usize {
     std::thread::available_parallelism()
@@ -185,22 +229,159 @@ pub fn default_threads() -> usize {
         .unwrap_or(2)
 }
 
-/// Parses the position stored in the WAL back into file positions.
-pub fn resume_position(stored: Option<&str>) -> anyhow::Result<Option<Vec<FileCheckpoint>>> {
+/// Where a restart resumes: the file positions stored with the last WAL
+/// record, and the lines the event-time guard was holding back then.
+#[derive(Debug, Default)]
+pub struct Resume {
+    /// File positions (`None`: start from the beginning).
+    pub files: Option<Vec<FileCheckpoint>>,
+    /// Held lines (`{"source", "line", "event"}`), to be admitted first.
+    pub held: Vec<serde_json::Value>,
+}
+
+/// The position stored in the WAL: the file positions, plain, or with the
+/// lines the guard held when there were any.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+enum StoredPosition {
+    Files(Vec<FileCheckpoint>),
+    WithHeld {
+        files: Vec<FileCheckpoint>,
+        held: Vec<serde_json::Value>,
+    },
+}
+
+/// Parses the position stored in the WAL back into a [`Resume`].
+pub fn resume_position(stored: Option<&str>) -> anyhow::Result<Resume> {
     match stored {
-        None | Some("") => Ok(None),
-        Some(text) => serde_json::from_str(text)
-            .map(Some)
-            .context("reading the source position stored in the WAL"),
+        None | Some("") => Ok(Resume::default()),
+        Some(text) => match serde_json::from_str(text)
+            .context("reading the source position stored in the WAL")?
+        {
+            StoredPosition::Files(files) => Ok(Resume {
+                files: Some(files),
+                held: Vec::new(),
+            }),
+            StoredPosition::WithHeld { files, held } => Ok(Resume {
+                files: Some(files),
+                held,
+            }),
+        },
     }
 }
 
-/// Encodes a source position for the WAL (`None` for unseekable input).
-pub fn encode_position(files: &[FileCheckpoint]) -> anyhow::Result<Option<String>> {
+/// Encodes a source position for the WAL (`None` for unseekable input),
+/// with the rows the guard holds back: they were read, so they must come
+/// back after a crash.
+pub fn encode_position(
+    files: &[FileCheckpoint],
+    guard: &EventTimeGuard,
+) -> anyhow::Result<Option<String>> {
     if files.is_empty() {
         return Ok(None);
     }
-    Ok(Some(serde_json::to_string(files)?))
+    let stored = if guard.is_holding() {
+        StoredPosition::WithHeld {
+            files: files.to_vec(),
+            held: guard.held_lines(),
+        }
+    } else {
+        StoredPosition::Files(files.to_vec())
+    };
+    Ok(Some(serde_json::to_string(&stored)?))
+}
+
+/// What the store last recorded with a batch.
+#[derive(Default)]
+pub struct LastAppend {
+    files: Vec<FileCheckpoint>,
+    schema: Option<arrow::datatypes::SchemaRef>,
+    held: bool,
+}
+
+/// Appends a guarded batch with its source position and the guard's held
+/// lines; returns the WAL sequence.
+pub fn append_guarded(
+    writer: &mut StoreWriter,
+    stream: &str,
+    batch: &arrow::record_batch::RecordBatch,
+    files: &[FileCheckpoint],
+    guard: &EventTimeGuard,
+    last: &mut LastAppend,
+) -> anyhow::Result<u64> {
+    let position = encode_position(files, guard)?;
+    let sequence = writer
+        .append(stream, batch, position.as_deref())
+        .context("writing to the store")?;
+    *last = LastAppend {
+        files: files.to_vec(),
+        schema: Some(batch.schema()),
+        held: guard.is_holding(),
+    };
+    Ok(sequence)
+}
+
+/// End of a finite input: stores what the guard released, with the last
+/// position now without held lines (they were released or refused), so
+/// that a later run does not read them again. Returns the rows stored.
+pub fn store_guard_release(
+    writer: &mut StoreWriter,
+    stream: &str,
+    released: &GuardRelease,
+    last: &LastAppend,
+) -> anyhow::Result<u64> {
+    let position = match last.files.is_empty() {
+        true => None,
+        false => Some(serde_json::to_string(&StoredPosition::Files(
+            last.files.clone(),
+        ))?),
+    };
+    let batch = match (&released.batch, &last.schema) {
+        (Some(batch), _) => batch.clone(),
+        (None, Some(schema)) if last.held => {
+            arrow::record_batch::RecordBatch::new_empty(schema.clone())
+        }
+        _ => return Ok(0),
+    };
+    writer
+        .append(stream, &batch, position.as_deref())
+        .context("writing to the store")?;
+    Ok(batch.num_rows() as u64)
+}
+
+/// Feeds the lines a crashed run held back through `decoder` and `guard`
+/// again, one chunk per source: they go back on hold (or through, if they
+/// now agree). Returns what came through, with its clock.
+pub fn readmit_held<D: ChunkDecoder>(
+    held: &[serde_json::Value],
+    decoder: &mut D,
+    guard: &mut EventTimeGuard,
+) -> Vec<(DecodedBatch, Vec<i64>)> {
+    let mut by_source: Vec<(String, Vec<u8>)> = Vec::new();
+    for entry in held {
+        let source = entry["source"].as_str().unwrap_or("held").to_string();
+        let mut line = entry["event"].to_string().into_bytes();
+        line.push(b'\n');
+        match by_source.iter_mut().find(|(name, _)| *name == source) {
+            Some((_, data)) => data.extend_from_slice(&line),
+            None => by_source.push((source, line)),
+        }
+    }
+    by_source
+        .into_iter()
+        .map(|(source, data)| {
+            let chunk = inferwatch_ingest::Chunk {
+                source: Arc::from(source.as_str()),
+                first_line: 1,
+                first_offset: 0,
+                data,
+                skipped_bytes: 0,
+            };
+            let mut decoded = decoder.decode_chunk(&chunk);
+            let clock = guard.admit(&mut decoded);
+            (decoded, clock)
+        })
+        .collect()
 }
 
 struct IngestSummary {
@@ -215,7 +396,9 @@ fn ingest<D: ChunkDecoder>(
     decoder: D,
     threads: usize,
     writer: &mut StoreWriter,
+    held: &[serde_json::Value],
 ) -> anyhow::Result<IngestSummary> {
+    let mut held_decoder = decoder.clone();
     let mut pipeline = Pipeline::start(spec, decoder, threads)?;
     let stop = pipeline.stop_flag();
     ctrlc::set_handler(move || stop.store(true, Ordering::Relaxed))
@@ -226,21 +409,42 @@ fn ingest<D: ChunkDecoder>(
     let mut dead_letters: Option<DeadLetterWriter> = None;
     let mut events = 0u64;
     let mut acked_events = 0u64;
+    let mut guard = event_time_guard(args.follow, &args.max_future)?;
+    let dead_letter_path = args
+        .dead_letter
+        .clone()
+        .unwrap_or_else(|| args.data.join(inferwatch_query::STORE_DEAD_LETTERS_FILE));
+    let mut last_append = LastAppend::default();
+    for (decoded, _) in readmit_held(held, &mut held_decoder, &mut guard) {
+        if decoded.batch.num_rows() > 0 {
+            writer
+                .append(&args.stream, &decoded.batch, None)
+                .context("writing to the store")?;
+            events += decoded.batch.num_rows() as u64;
+        }
+    }
     // Appended batches not yet durable: (WAL sequence, events). The WAL
     // fsyncs in the background, so durability trails the appends.
     let mut unacked: std::collections::VecDeque<(u64, u64)> = Default::default();
     while let Some(event) = pipeline.next()? {
         match event {
             PipelineEvent::Batch {
-                decoded, position, ..
+                mut decoded,
+                position,
+                ..
             } => {
+                guard.admit(&mut decoded);
                 counters.merge(&decoded.counters);
-                write_dead_letters(&mut dead_letters, &args.dead_letter, &decoded)?;
+                write_dead_letters(&mut dead_letters, &dead_letter_path, &decoded)?;
                 let rows = decoded.batch.num_rows() as u64;
-                let position = encode_position(position.files())?;
-                let sequence = writer
-                    .append(&args.stream, &decoded.batch, position.as_deref())
-                    .context("writing to the store")?;
+                let sequence = append_guarded(
+                    writer,
+                    &args.stream,
+                    &decoded.batch,
+                    position.files(),
+                    &guard,
+                    &mut last_append,
+                )?;
                 events += rows;
                 if args.acks {
                     unacked.push_back((sequence, rows));
@@ -259,6 +463,16 @@ fn ingest<D: ChunkDecoder>(
             println!("{{\"acked_events\":{acked_events},\"wal_sequence\":{sequence}}}");
         }
         progress.update(events, counters.dead_letters(), writer, started);
+    }
+    if !args.follow {
+        let released = guard.finish();
+        events += store_guard_release(writer, &args.stream, &released, &last_append)?;
+        write_released_dead_letters(
+            &mut dead_letters,
+            &dead_letter_path,
+            &released,
+            &mut counters,
+        )?;
     }
     pipeline.finish();
     progress.finish();

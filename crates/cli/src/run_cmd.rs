@@ -19,7 +19,8 @@ use serde::Deserialize;
 
 use crate::detect_cmd::{load_engine, load_mapping};
 use crate::ingest_cmd::{
-    default_threads, encode_position, resume_position, write_dead_letters, StoreArgs, StoreProgress,
+    append_guarded, default_threads, readmit_held, resume_position, store_guard_release,
+    write_dead_letters, LastAppend, StoreArgs, StoreProgress,
 };
 use crate::pipeline::{InputSpec, Pipeline, PipelineEvent};
 
@@ -53,19 +54,20 @@ pub struct RunConfig {
     /// Alerts JSONL file (appended); standard output when absent.
     #[serde(default)]
     pub alerts: Option<PathBuf>,
-    /// Refused lines.
-    #[serde(default = "default_dead_letter")]
-    pub dead_letter: PathBuf,
+    /// Refused lines (default: the data directory's `dead_letters.jsonl`,
+    /// the `dead_letters` SQL table).
+    #[serde(default)]
+    pub dead_letter: Option<PathBuf>,
     /// Store settings.
     #[serde(default)]
     pub store: StoreConfig,
     /// Serve SQL over the Postgres wire while running.
     #[serde(default)]
     pub postgres: Option<PostgresConfig>,
-}
-
-fn default_dead_letter() -> PathBuf {
-    PathBuf::from("inferwatch.dlq.jsonl")
+    /// How far ahead of the clock the events agree on an event may be
+    /// (default `2m`); further ahead is a `future_timestamp` dead letter.
+    #[serde(default)]
+    pub max_future: Option<String>,
 }
 
 /// `store:` section.
@@ -98,7 +100,9 @@ pub struct PostgresConfig {
     /// User name (default `inferwatch`).
     #[serde(default)]
     pub user: Option<String>,
-    /// Password (default: $INFERWATCH_PG_PASSWORD, else `inferwatch`).
+    /// Password (default: $INFERWATCH_PG_PASSWORD; without either, a
+    /// loopback `listen` gets a generated one, printed once, and any other
+    /// address is refused).
     #[serde(default)]
     pub password: Option<String>,
 }
@@ -140,7 +144,10 @@ pub fn load_config(path: &Path) -> anyhow::Result<RunConfig> {
     config.rules = resolve(&config.rules);
     config.mapping = config.mapping.as_deref().map(resolve);
     config.alerts = config.alerts.as_deref().map(resolve);
-    config.dead_letter = resolve(&config.dead_letter);
+    config.dead_letter = Some(match config.dead_letter.as_deref() {
+        Some(dead_letter) => resolve(dead_letter),
+        None => config.data.join(inferwatch_query::STORE_DEAD_LETTERS_FILE),
+    });
     config.inputs = config
         .inputs
         .iter()
@@ -173,20 +180,30 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("opening the data directory {}", config.data.display()))?;
     let mapping = load_mapping(config.mapping.as_ref())?;
     let decoder = Decoder::new(mapping);
-    let mut engine = load_engine(&config.rules, &decoder)?;
+    let max_future = config.max_future.clone().unwrap_or("2m".into());
+    let mut guard = crate::ingest_cmd::event_time_guard(config.follow, &max_future)?;
+    let mut engine = load_engine(&config.rules, &decoder)?
+        .with_max_future(inferwatch_core::parse_duration(&max_future)?);
     // SQL while running: a separate runtime thread over the same directory.
     let runtime = crate::query_cmd::runtime()?;
     if let Some(postgres) = &config.postgres {
         let engine = QueryEngine::open(&config.data, true)?;
-        let options = PgOptions {
-            listen: postgres.listen,
-            user: postgres.user.clone().unwrap_or("inferwatch".into()),
-            password: postgres
+        // No default password: without one, a loopback listener gets a
+        // generated password, printed once; any other address is refused.
+        let options = PgOptions::new(
+            postgres.listen,
+            postgres.user.clone().unwrap_or("inferwatch".into()),
+            postgres
                 .password
                 .clone()
-                .or_else(|| std::env::var("INFERWATCH_PG_PASSWORD").ok())
-                .unwrap_or("inferwatch".into()),
-        };
+                .or_else(|| std::env::var("INFERWATCH_PG_PASSWORD").ok()),
+        )?;
+        if options.password_generated {
+            eprintln!(
+                "inferwatch run: Postgres password for this run (printed once): {}",
+                options.password
+            );
+        }
         let (ready_sender, ready) = tokio::sync::oneshot::channel();
         runtime.spawn(async move {
             if let Err(error) = serve_postgres(engine.context(), options, Some(ready_sender)).await
@@ -198,13 +215,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             eprintln!("inferwatch run: Postgres wire on {address}");
         }
     }
+    let resume = resume_position(writer.recovered_position())?;
     let spec = InputSpec {
         inputs: config.inputs.clone(),
         follow: config.follow,
         checkpoint: None,
         chunk_bytes: 1 << 20,
-        resume: resume_position(writer.recovered_position())?,
+        resume: resume.files,
     };
+    let mut held_decoder = decoder.clone();
     let mut pipeline = Pipeline::start(spec, decoder, default_threads())?;
     let stop = pipeline.stop_flag();
     ctrlc::set_handler(move || stop.store(true, Ordering::Relaxed))
@@ -250,24 +269,60 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let mut counters = DecodeCounters::default();
     let mut dead_letters: Option<DeadLetterWriter> = None;
+    let dead_letter_path = config
+        .dead_letter
+        .as_deref()
+        .context("the dead-letter path is set when the config loads")?;
     let (mut events, mut alerts) = (0u64, 0u64);
+    let mut last_append = LastAppend::default();
+    for (decoded, clock) in readmit_held(&resume.held, &mut held_decoder, &mut guard) {
+        if decoded.batch.num_rows() > 0 {
+            writer
+                .append(DEFAULT_STREAM, &decoded.batch, None)
+                .context("writing to the store")?;
+            events += decoded.batch.num_rows() as u64;
+            alerts += write_alerts(engine.observe_at(&decoded.batch, &clock))?;
+        }
+    }
     while let Some(event) = pipeline.next()? {
         match event {
             PipelineEvent::Batch {
-                decoded, position, ..
+                mut decoded,
+                position,
+                ..
             } => {
+                let clock = guard.admit(&mut decoded);
                 counters.merge(&decoded.counters);
-                write_dead_letters(&mut dead_letters, &config.dead_letter, &decoded)?;
-                let position = encode_position(position.files())?;
-                writer
-                    .append(DEFAULT_STREAM, &decoded.batch, position.as_deref())
-                    .context("writing to the store")?;
+                write_dead_letters(&mut dead_letters, dead_letter_path, &decoded)?;
+                append_guarded(
+                    &mut writer,
+                    DEFAULT_STREAM,
+                    &decoded.batch,
+                    position.files(),
+                    &guard,
+                    &mut last_append,
+                )?;
                 events += decoded.batch.num_rows() as u64;
-                alerts += write_alerts(engine.observe(&decoded.batch))?;
+                alerts += write_alerts(engine.observe_at(&decoded.batch, &clock))?;
             }
             PipelineEvent::Idle => writer.tick().context("flushing the store")?,
         }
         progress.update(events, counters.dead_letters(), &writer, started);
+    }
+    if !config.follow {
+        // End of input: what the guard still holds is released or refused.
+        // (A stopped follower keeps it held in the WAL position instead.)
+        let released = guard.finish();
+        events += store_guard_release(&mut writer, DEFAULT_STREAM, &released, &last_append)?;
+        if let Some(batch) = &released.batch {
+            alerts += write_alerts(engine.observe_at(batch, &released.clock))?;
+        }
+        crate::ingest_cmd::write_released_dead_letters(
+            &mut dead_letters,
+            dead_letter_path,
+            &released,
+            &mut counters,
+        )?;
     }
     alerts += write_alerts(engine.finish())?;
     pipeline.finish();

@@ -46,11 +46,14 @@ fn follow_mode_prints_an_alert_before_the_input_ends() {
             }
         }
     });
-    // Minute 1 is slow; the first event of minute 2 closes it and the tick fires.
+    // Minute 1 is slow; three events of minute 2 close it (the clock is the
+    // third-newest event time, so one line cannot) and the tick fires.
     for second in 60..120 {
         writer.write_all(line(second, 900.0).as_bytes()).unwrap();
     }
-    writer.write_all(line(120, 20.0).as_bytes()).unwrap();
+    for second in 120..123 {
+        writer.write_all(line(second, 20.0).as_bytes()).unwrap();
+    }
     writer.flush().unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut alert = None;

@@ -199,7 +199,10 @@ mod tests {
                 "q {q}: {got} against {expected}"
             );
         }
-        assert_eq!(poisoned.quantile(1.0), poisoned.quantile(1.0).min(LARGEST_TRACKED * 1.01));
+        assert_eq!(
+            poisoned.quantile(1.0),
+            poisoned.quantile(1.0).min(LARGEST_TRACKED * 1.01)
+        );
         // The whole tracked range fits without a collapse: the smallest and
         // largest tracked magnitudes stay within 1 %.
         let mut wide = QuantileSketch::default();
@@ -208,7 +211,10 @@ mod tests {
             wide.add(LARGEST_TRACKED);
         }
         assert!((wide.quantile(0.0) - 2e-9).abs() <= 2e-9 * QUANTILE_RELATIVE_ERROR);
-        assert!((wide.quantile(1.0) - LARGEST_TRACKED).abs() <= LARGEST_TRACKED * QUANTILE_RELATIVE_ERROR);
+        assert!(
+            (wide.quantile(1.0) - LARGEST_TRACKED).abs()
+                <= LARGEST_TRACKED * QUANTILE_RELATIVE_ERROR
+        );
     }
 
     #[test]

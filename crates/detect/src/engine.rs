@@ -333,8 +333,11 @@ impl Engine {
                 })
                 .collect();
             let newest = timestamps.iter().copied().max().unwrap_or(i64::MIN);
-            self.stats.max_event_time =
-                Some(self.stats.max_event_time.map_or(newest, |seen| seen.max(newest)));
+            self.stats.max_event_time = Some(
+                self.stats
+                    .max_event_time
+                    .map_or(newest, |seen| seen.max(newest)),
+            );
             let errors = evaluate_predicate(&self.error_predicate, batch);
             self.sample.stage(batch, timestamps, &prefix_max, &errors);
             for (rule_index, rule) in self.rules.iter_mut().enumerate() {
@@ -1206,8 +1209,7 @@ impl RuleRuntime {
             // windows get evaluated.
             if let Some(&first_clock) = prefix_max.iter().find(|&&now| now != i64::MIN) {
                 let earliest = first_clock.saturating_sub(self.rule.allowed_lateness);
-                self.next_tick =
-                    Some((earliest.div_euclid(self.rule.every) + 1) * self.rule.every);
+                self.next_tick = Some((earliest.div_euclid(self.rule.every) + 1) * self.rule.every);
             }
         }
         let mask = evaluate_predicate(&self.filter, batch);

@@ -24,6 +24,19 @@ pub const DEFAULT_MAX_GROUPS: usize = 2_000_000;
 /// Default lateness: how far behind the newest event another event may arrive and still count.
 pub const DEFAULT_ALLOWED_LATENESS: &str = "30s";
 
+/// Most buckets (of width gcd(window, every)) a rule's window ring may span;
+/// see the check in [`Rule::from_yaml_str`].
+pub const MAX_WINDOW_BUCKETS: usize = 1 << 20;
+
+/// The engine's bucket width: the greatest common divisor of two positive durations.
+fn bucket_width(a: i64, b: i64) -> i64 {
+    if b == 0 {
+        a
+    } else {
+        bucket_width(b, a % b)
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RuleDocument {
@@ -315,6 +328,31 @@ impl Rule {
             None => parse_duration(DEFAULT_ALLOWED_LATENESS)
                 .map_err(|e| DetectError::Internal(e.to_string()))?,
         };
+        // The engine keeps, per group, a ring of buckets gcd(window, every)
+        // wide over window + every + allowed_lateness + its max_future: a
+        // window that `every` does not divide into a round step (`1h` every
+        // `7ns`) would allocate billions of buckets and abort the process, and
+        // durations of centuries would overflow the sum (issue 16 fuzzing,
+        // issue_16_fuzz_rule_window_buckets). Refuse such rules here.
+        let bucket = bucket_width(window, every);
+        let span = i128::from(window)
+            + i128::from(every)
+            + i128::from(allowed_lateness.max(0))
+            + i128::from(inferwatch_core::DEFAULT_MAX_FUTURE_NANOS);
+        if span > i128::from(i64::MAX / 4) || span / i128::from(bucket) > MAX_WINDOW_BUCKETS as i128
+        {
+            let field = document.every.as_ref().unwrap_or(&document.window);
+            return Err(at(
+                position(field),
+                format!(
+                    "window and every need at most {MAX_WINDOW_BUCKETS} buckets of gcd(window, every) \
+                     over window + every + allowed_lateness (about {} here): choose an every that \
+                     divides the window into a round step",
+                    span / i128::from(bucket)
+                ),
+                Some(field.as_str().to_string()),
+            ));
+        }
         let pending_for = match &document.pending_for {
             Some(value) => duration(value, "for")?,
             None => 0,

@@ -417,7 +417,16 @@ impl ForestScorer {
         let fed = match self.guard.assess(at, value) {
             Some(assessment) => {
                 let limit = FOREST_CLAMP_SPREADS * assessment.spread;
-                value.clamp(assessment.expected - limit, assessment.expected + limit)
+                let (low, high) = (assessment.expected - limit, assessment.expected + limit);
+                // Values near f64::MAX overflow the guard baseline (an
+                // infinite spread gives inf - inf = NaN bounds) and
+                // f64::clamp panics on NaN bounds: feed such a value as it
+                // is (issue 16 fuzzing, issue_16_fuzz_score_csv_huge_values).
+                if low <= high {
+                    value.clamp(low, high)
+                } else {
+                    value
+                }
             }
             None => value,
         };

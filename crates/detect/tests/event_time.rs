@@ -130,9 +130,8 @@ fn timestamp_strategy() -> impl Strategy<Value = String> {
     let start = SimConfig::default().start_ns;
     prop_oneof![
         // Anywhere in (or around) the fleet's hour, to the nanosecond.
-        (-10 * MINUTE..70 * MINUTE).prop_map(move |offset| {
-            inferwatch_core::format_timestamp(start + offset)
-        }),
+        (-10 * MINUTE..70 * MINUTE)
+            .prop_map(move |offset| { inferwatch_core::format_timestamp(start + offset) }),
         // Far away, in either direction.
         Just("2100-01-01T00:00:00Z".to_string()),
         Just("1970-01-01T00:00:00Z".to_string()),
@@ -259,8 +258,10 @@ fn two_inputs(
     let mut guard = EventTimeGuard::new(InputsKind::PerSource).with_max_future(max_future);
     let mut alerts = Vec::new();
     let mut refused = Vec::new();
-    let (steady_chunks, skewed_chunks): (Vec<_>, Vec<_>) =
-        (steady.chunks(1_000).collect(), skewed.chunks(1_000).collect());
+    let (steady_chunks, skewed_chunks): (Vec<_>, Vec<_>) = (
+        steady.chunks(1_000).collect(),
+        skewed.chunks(1_000).collect(),
+    );
     for index in 0..steady_chunks.len().max(skewed_chunks.len()) {
         let both = [
             ("a.jsonl", steady_chunks.get(index)),

@@ -289,7 +289,8 @@ impl EventTimeGuard {
             state.mark = elapsed;
             state.sequence += 1;
             let reference = state.clock.now().unwrap_or(self.global);
-            let credible = reference != i64::MIN && timestamp <= reference.saturating_add(self.max_future);
+            let credible =
+                reference != i64::MIN && timestamp <= reference.saturating_add(self.max_future);
             if credible {
                 let before = state.clock.now();
                 state.credit(timestamp);
@@ -518,7 +519,9 @@ impl EventTimeGuard {
             let Some(held) = state.doubtful.pop_front() else {
                 break;
             };
-            state.doubtful_times.remove(&(held.timestamp, held.sequence));
+            state
+                .doubtful_times
+                .remove(&(held.timestamp, held.sequence));
             dead_letters.push(self.refuse(input, held, Refusal::Alone));
         }
     }

@@ -75,16 +75,18 @@ pub(crate) struct CheckedColumns {
 impl ValueLimits {
     /// Refuses the record if one of its numbers lies outside its domain.
     pub(crate) fn check(&self, record: &Record, columns: &CheckedColumns) -> Result<(), LineError> {
-        let float_in = |column: usize, name: &str, low: f64, high: f64| {
-            match record.slots.get(column).map(|slot| slot.value) {
-                Some(SlotValue::Float(value)) if !(low..=high).contains(&value) => {
-                    Err(out_of_range(name, value, low, high))
-                }
-                Some(SlotValue::Integer(value)) if !(low..=high).contains(&(value as f64)) => {
-                    Err(out_of_range(name, value as f64, low, high))
-                }
-                _ => Ok(()),
+        let float_in = |column: usize, name: &str, low: f64, high: f64| match record
+            .slots
+            .get(column)
+            .map(|slot| slot.value)
+        {
+            Some(SlotValue::Float(value)) if !(low..=high).contains(&value) => {
+                Err(out_of_range(name, value, low, high))
             }
+            Some(SlotValue::Integer(value)) if !(low..=high).contains(&(value as f64)) => {
+                Err(out_of_range(name, value as f64, low, high))
+            }
+            _ => Ok(()),
         };
         let list_in = |column: usize, name: &str, low: f64, high: f64| {
             if let Some(SlotValue::FloatList { start, end }) =
@@ -110,7 +112,12 @@ impl ValueLimits {
         float_in(columns.margin, "margin", unit.0, unit.1)?;
         float_in(columns.entropy, "entropy", 0.0, ENTROPY_MAX)?;
         float_in(columns.http_status, "http_status", 0.0, 999.0)?;
-        float_in(columns.predicted_class, "predicted_class", 0.0, f64::from(i32::MAX))?;
+        float_in(
+            columns.predicted_class,
+            "predicted_class",
+            0.0,
+            f64::from(i32::MAX),
+        )?;
         Ok(())
     }
 }

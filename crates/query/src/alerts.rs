@@ -82,15 +82,7 @@ impl AlertHistoryTable {
 
     /// Reads the file into one batch of transitions.
     fn read(&self) -> Result<RecordBatch> {
-        let text = match std::fs::read_to_string(&self.path) {
-            Ok(text) => text,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(error) => {
-                return Err(DataFusionError::External(
-                    format!("reading {}: {error}", self.path.display()).into(),
-                ))
-            }
-        };
+        let text = read_whole_or_empty(&self.path)?;
         let mut columns = Columns::default();
         for (number, line) in text.lines().enumerate() {
             let Ok(record) = serde_json::from_str::<Value>(line) else {
@@ -107,6 +99,17 @@ impl AlertHistoryTable {
         }
         RecordBatch::try_new(self.schema.clone(), columns.finish())
             .map_err(|error| DataFusionError::ArrowError(Box::new(error), None))
+    }
+}
+
+/// A JSON Lines side file read whole; a missing one reads as empty.
+pub(crate) fn read_whole_or_empty(path: &std::path::Path) -> Result<String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(text),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        Err(error) => Err(DataFusionError::External(
+            format!("reading {}: {error}", path.display()).into(),
+        )),
     }
 }
 

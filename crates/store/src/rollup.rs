@@ -262,15 +262,15 @@ impl RollupBuilder {
             if let Some(latency) = latency.filter(|l| !l.is_null(row)) {
                 let value = latency.value(row);
                 accumulator.latency_count = accumulator.latency_count.saturating_add(1);
-                accumulator.latency_sum = accumulator
-                    .latency_sum
-                    .saturating_add(latency_units(value));
+                accumulator.latency_sum =
+                    accumulator.latency_sum.saturating_add(latency_units(value));
                 accumulator.latency_min = accumulator.latency_min.min(value);
                 accumulator.latency_max = accumulator.latency_max.max(value);
                 accumulator.sketch.add(value);
             }
             if let Some(tokens) = input_tokens.filter(|t| !t.is_null(row)) {
-                accumulator.input_tokens = accumulator.input_tokens.saturating_add(tokens.value(row));
+                accumulator.input_tokens =
+                    accumulator.input_tokens.saturating_add(tokens.value(row));
             }
             if let Some(tokens) = output_tokens.filter(|t| !t.is_null(row)) {
                 accumulator.output_tokens =
