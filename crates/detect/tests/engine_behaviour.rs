@@ -283,7 +283,13 @@ fn mixed_incident_events() -> Vec<Event> {
     events.extend(traffic(30, "fraud", "baseline", |_| 40.0, 0));
     // Issue 16: a group that goes idle for longer than every window (and is
     // released) and comes back, so that a batch spans its release.
-    let vision = traffic(40, "vision", "baseline", |m| if m >= 30 { 800.0 } else { 60.0 }, 0);
+    let vision = traffic(
+        40,
+        "vision",
+        "baseline",
+        |m| if m >= 30 { 800.0 } else { 60.0 },
+        0,
+    );
     events.extend(
         vision
             .into_iter()

@@ -340,3 +340,39 @@ fn issue_16_a_cap_wider_than_the_skew_accepts_the_input_and_still_reports_it() {
     // Reported while it ran; at the end its clock is ten minutes ahead.
     assert!(skewed_report.skew_seconds.unwrap() > 0.0);
 }
+
+#[test]
+fn issue_16_a_thousandth_of_rows_with_extreme_values_changes_no_alert() {
+    let fleet = fleet();
+    let extremes = [
+        r#""latency_ms":1e300"#,
+        r#""latency_ms":-1e300"#,
+        r#""latency_ms":1e-300"#,
+        r#""input_tokens":9223372036854775807"#,
+        r#""output_tokens":1000000000000"#,
+        r#""confidence":1e300"#,
+    ];
+    let mut lines = Vec::with_capacity(fleet.len() + fleet.len() / 1000);
+    for (index, line) in fleet.iter().enumerate() {
+        lines.push(line.clone());
+        if index % 1000 == 999 {
+            // The same event as the line before, one extreme field changed:
+            // same time, same model, same client.
+            let text = String::from_utf8_lossy(line);
+            let extreme = extremes[(index / 1000) % extremes.len()];
+            let field = extreme.split(':').next().unwrap_or_default();
+            let mut value: serde_json::Value = serde_json::from_str(&text).unwrap();
+            let (name, number) = extreme.split_at(field.len() + 1);
+            let name = name.trim_end_matches(':').trim_matches('"');
+            value[name] = serde_json::from_str(number).unwrap();
+            let mut bytes = value.to_string().into_bytes();
+            bytes.push(b'\n');
+            lines.push(bytes);
+        }
+    }
+    let clean: Vec<AlertKey> = baseline().iter().map(key_of).collect();
+    let poisoned: Vec<AlertKey> = alerts(&lines, 2_000).iter().map(key_of).collect();
+    // 1e-300 ms is a legal (if odd) latency and is kept; the others are
+    // out_of_range dead letters. Either way no alert moves.
+    assert_eq!(clean, poisoned);
+}

@@ -24,8 +24,8 @@ use inferwatch_core::column;
 use crate::coerce::derive_status;
 use crate::columns::BatchSink;
 use crate::dead_letter::{DeadLetter, DeadLetterKind, DecodeCounters};
-use crate::limits::CheckedColumns;
 use crate::derive::{summarise_logits, summarise_probabilities, ClassSummary};
+use crate::limits::CheckedColumns;
 use crate::mapping::{canonical_column_index, Mapping};
 use crate::record::{describe, JsonKind, LineError, Record, SlotValue, StaticText};
 use crate::Chunk;
@@ -559,16 +559,19 @@ pub(crate) fn finish_decoded(
         Ok(batch) => batch,
         Err(message) => {
             counters.count_dead_letter(DeadLetterKind::Internal);
-            dead_letters.push(DeadLetter::new(
-                &chunk.source,
-                chunk.first_line,
-                chunk.first_offset,
-                format!(
+            dead_letters.push(
+                DeadLetter::new(
+                    &chunk.source,
+                    chunk.first_line,
+                    chunk.first_offset,
+                    format!(
                     "internal error (this is a bug): {message}; {} events of this chunk were lost",
                     counters.events
                 ),
-                b"",
-            ).with_kind(DeadLetterKind::Internal));
+                    b"",
+                )
+                .with_kind(DeadLetterKind::Internal),
+            );
             counters.events = 0;
             row_lines.clear();
             RecordBatch::new_empty(schema)

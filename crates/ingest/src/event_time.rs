@@ -280,6 +280,7 @@ impl EventTimeGuard {
         };
         let timestamps = timestamps.values().clone();
         let input = self.input_index(&decoded.source);
+        let source = decoded.source.clone();
         let mut plan: Vec<Emit> = Vec::with_capacity(batch.num_rows());
         let mut clock: Vec<i64> = Vec::with_capacity(batch.num_rows());
         let mut dead_letters = Vec::new();
@@ -300,12 +301,24 @@ impl EventTimeGuard {
                     clock.push(self.global);
                     self.inputs[input].emitted += 1;
                 } else {
-                    let held = self.hold(input, batch, row, timestamp, decoded.row_lines.get(row));
+                    let held = self.hold(
+                        (input, &source),
+                        batch,
+                        row,
+                        timestamp,
+                        decoded.row_lines.get(row),
+                    );
                     dead_letters.push(self.refuse(input, held, Refusal::Skewed));
                 }
                 self.give_up_doubtful(input, &mut dead_letters);
             } else {
-                let held = self.hold(input, batch, row, timestamp, decoded.row_lines.get(row));
+                let held = self.hold(
+                    (input, &source),
+                    batch,
+                    row,
+                    timestamp,
+                    decoded.row_lines.get(row),
+                );
                 let state = &mut self.inputs[input];
                 state.doubtful_times.insert((timestamp, held.sequence));
                 state.doubtful.push_back(held);
@@ -426,7 +439,7 @@ impl EventTimeGuard {
 
     fn hold(
         &mut self,
-        input: usize,
+        (input, source): (usize, &Arc<str>),
         batch: &RecordBatch,
         row: usize,
         timestamp: i64,
@@ -441,7 +454,7 @@ impl EventTimeGuard {
             sequence: state.sequence,
             timestamp,
             row: row_batch,
-            source: state.name.clone(),
+            source: source.clone(),
             line: line.copied().unwrap_or(0),
             credited_at: state.credited,
         }

@@ -51,7 +51,11 @@ impl LineError {
     }
 
     /// The same error, naming the event's client and model.
-    pub(crate) fn with_keys(mut self, client_id: Option<&str>, model_id: Option<&str>) -> LineError {
+    pub(crate) fn with_keys(
+        mut self,
+        client_id: Option<&str>,
+        model_id: Option<&str>,
+    ) -> LineError {
         self.0.keys = (client_id.map(str::to_string), model_id.map(str::to_string));
         self
     }

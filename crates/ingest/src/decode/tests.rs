@@ -441,7 +441,7 @@ fn yaml_errors_name_file_line_and_column() {
     assert_eq!(
         error("stream: x\nbuiltins: true\n"),
         "conf/mapping.yaml:2:1: unknown key `builtins` in the top level \
-         (expected one of: stream, builtin, fields, enrich)"
+         (expected one of: stream, builtin, fields, enrich, limits)"
     );
     assert_eq!(
         error("fields:\n  - from: a\n    to: latency_ms\n    type: timestamp\n"),
@@ -1440,4 +1440,76 @@ fn the_flat_path_reads_the_simulator_line_and_hands_over_the_rest() {
     assert!(crate::flat::walk_flat(&mapping, &mut record, &mut order, &spaced).is_some());
     assert!(crate::flat::walk_flat(&mapping, &mut record, &mut order, &escaped).is_none());
     assert!(crate::flat::walk_flat(&mapping, &mut record, &mut order, &nested).is_none());
+}
+
+#[test]
+fn issue_16_values_outside_their_domain_are_out_of_range_dead_letters() {
+    let cases = [
+        (r#""latency_ms":1e300"#, "field latency_ms: 1e300"),
+        (r#""latency_ms":-5"#, "field latency_ms: -5"),
+        (r#""ttft_ms":86400001"#, "field ttft_ms"),
+        (r#""input_tokens":100000001"#, "field input_tokens"),
+        (r#""output_tokens":-1"#, "field output_tokens"),
+        (r#""confidence":1.5"#, "field confidence: 1.5"),
+        (r#""probabilities":[0.5,1.7]"#, "field probabilities: 1.7"),
+        (r#""logits":[1,-1e31]"#, "field logits"),
+        (r#""http_status":1200"#, "field http_status"),
+    ];
+    for (field, expected) in cases {
+        let line = format!(
+            r#"{{"timestamp":"{JAN_2026}","model_id":"recsys","client_id":"c-1",{field}}}"#
+        );
+        let (rows, dead_letters) = decode_builtin(&line);
+        assert!(rows.is_empty(), "{line}");
+        assert_eq!(dead_letters.len(), 1, "{line}");
+        let dead = &dead_letters[0];
+        assert!(dead.reason.starts_with(expected), "{line}: {}", dead.reason);
+        assert!(
+            dead.reason.contains("outside its domain"),
+            "{}",
+            dead.reason
+        );
+        assert_eq!(dead.kind, Some(DeadLetterKind::OutOfRange));
+        assert_eq!(dead.client_id.as_deref(), Some("c-1"));
+        assert_eq!(dead.model_id.as_deref(), Some("recsys"));
+    }
+    // Edges stay in: zero, the ceiling, f32 rounding past 1, masked logits.
+    let good = row(&format!(
+        r#"{{"timestamp":"{JAN_2026}","latency_ms":86400000,"ttft_ms":0,"input_tokens":100000000,
+             "confidence":1.0000001,"logits":[-1e9,3.5]}}"#
+    ));
+    assert_eq!(good["latency_ms"], json!(86400000.0));
+}
+
+#[test]
+fn issue_16_a_mapping_sets_the_latency_and_token_limits() {
+    let mapping = Mapping::from_yaml_str(
+        Path::new("limits.yaml"),
+        "limits:\n  latency_ms: 1000\n  tokens: 50\n",
+    )
+    .unwrap();
+    let refused = reason_with(
+        mapping.clone(),
+        &format!(r#"{{"timestamp":"{JAN_2026}","latency_ms":1001}}"#),
+    );
+    assert!(refused.contains("[0, 1000]"), "{refused}");
+    let refused = reason_with(
+        mapping.clone(),
+        &format!(r#"{{"timestamp":"{JAN_2026}","input_tokens":51}}"#),
+    );
+    assert!(refused.contains("input_tokens"), "{refused}");
+    let (rows, _) = decode_with(
+        mapping,
+        &format!(r#"{{"timestamp":"{JAN_2026}","latency_ms":999}}"#),
+    );
+    assert_eq!(rows.len(), 1);
+    let error = Mapping::from_yaml_str(Path::new("limits.yaml"), "limits:\n  latency: 5\n")
+        .unwrap_err()
+        .to_string();
+    assert!(error.starts_with("limits.yaml:2:3:"), "{error}");
+    assert!(error.contains("latency_ms"), "{error}");
+    let error = Mapping::from_yaml_str(Path::new("limits.yaml"), "limits:\n  tokens: -5\n")
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("positive number"), "{error}");
 }
