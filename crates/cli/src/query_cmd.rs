@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use arrow::record_batch::RecordBatch;
-use inferwatch_query::{serve_postgres, PgOptions, QueryEngine};
+use inferwatch_query::{serve_postgres, PgOptions, QueryEngine, StatementLimits};
 
 /// Output formats of `inferwatch query`.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,8 +42,39 @@ pub struct QueryArgs {
     /// Run the statement this many times (with --timings: for benchmarks).
     #[arg(long, default_value_t = 1)]
     pub repeat: usize,
-    /// The SQL statement.
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    /// The SQL statement (read-only: queries, EXPLAIN, SHOW).
     pub sql: String,
+}
+
+/// What one statement may use, for `query` and `serve`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct LimitArgs {
+    /// Cancel a statement that runs longer than this (e.g. 30s, 5m).
+    #[arg(long, default_value = "5m", value_name = "DURATION")]
+    pub statement_timeout: String,
+    /// Fail a statement whose operators need more memory than this (e.g.
+    /// 512MB, 2GB); nothing spills to disk.
+    #[arg(long, default_value = "1GB", value_name = "SIZE")]
+    pub statement_memory: String,
+}
+
+impl LimitArgs {
+    /// The limits, parsed.
+    pub fn limits(&self) -> anyhow::Result<StatementLimits> {
+        let nanos = inferwatch_core::parse_duration(&self.statement_timeout)
+            .with_context(|| format!("--statement-timeout {}", self.statement_timeout))?;
+        let timeout = std::time::Duration::from_nanos(nanos.max(0) as u64);
+        let memory = crate::ingest_cmd::parse_size(&self.statement_memory)
+            .with_context(|| format!("--statement-memory {}", self.statement_memory))?;
+        anyhow::ensure!(!timeout.is_zero(), "--statement-timeout must be positive");
+        anyhow::ensure!(memory > 0, "--statement-memory must be positive");
+        Ok(StatementLimits {
+            timeout,
+            memory_bytes: usize::try_from(memory).unwrap_or(usize::MAX),
+        })
+    }
 }
 
 /// Postgres listener settings shared by `serve` and `run`.
@@ -52,14 +83,29 @@ pub struct PgArgs {
     /// User name clients log in with.
     #[arg(long, default_value = "inferwatch")]
     pub pg_user: String,
-    /// Password clients log in with (MD5 auth); also read from INFERWATCH_PG_PASSWORD.
-    #[arg(
-        long,
-        env = "INFERWATCH_PG_PASSWORD",
-        default_value = "inferwatch",
-        hide_env_values = true
-    )]
-    pub pg_password: String,
+    /// Password clients log in with (SCRAM-SHA-256); also read from
+    /// INFERWATCH_PG_PASSWORD. There is no default: without one, a loopback
+    /// --pg gets a random password printed once at start, and any other
+    /// address is refused.
+    #[arg(long, env = "INFERWATCH_PG_PASSWORD", hide_env_values = true)]
+    pub pg_password: Option<String>,
+    /// PEM certificate chain: offer TLS (with --pg-tls-key).
+    #[arg(long, value_name = "PEM", requires = "pg_tls_key")]
+    pub pg_tls_cert: Option<PathBuf>,
+    /// PEM private key for --pg-tls-cert.
+    #[arg(long, value_name = "PEM", requires = "pg_tls_cert")]
+    pub pg_tls_key: Option<PathBuf>,
+}
+
+impl PgArgs {
+    /// Listener options for `listen`.
+    pub fn options(&self, listen: SocketAddr) -> anyhow::Result<PgOptions> {
+        let options = PgOptions::new(listen, self.pg_user.clone(), self.pg_password.clone())?;
+        Ok(match (&self.pg_tls_cert, &self.pg_tls_key) {
+            (Some(certificate), Some(key)) => options.with_tls(certificate.clone(), key.clone()),
+            _ => options,
+        })
+    }
 }
 
 /// Arguments of `inferwatch serve`.
@@ -77,6 +123,8 @@ pub struct ServeArgs {
     pub alerts: Option<PathBuf>,
     #[command(flatten)]
     pub auth: PgArgs,
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 /// A multi-threaded runtime for DataFusion.
@@ -90,7 +138,12 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// Runs `inferwatch query`.
 pub fn run_query(args: QueryArgs) -> anyhow::Result<ExitCode> {
     let history = alert_history(args.alerts.as_deref());
-    let engine = QueryEngine::open_with_alerts(&args.data, !args.no_rollups, history.as_deref())?;
+    let engine = QueryEngine::open_with_limits(
+        &args.data,
+        !args.no_rollups,
+        history.as_deref(),
+        args.limits.limits()?,
+    )?;
     let runtime = runtime()?;
     let mut batches = Vec::new();
     for _ in 0..args.repeat.max(1) {
@@ -150,19 +203,33 @@ pub fn run_serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&args.data)
         .with_context(|| format!("creating {}", args.data.display()))?;
     let history = alert_history(args.alerts.as_deref());
-    let engine = QueryEngine::open_with_alerts(&args.data, true, history.as_deref())?;
-    let options = PgOptions {
-        listen: args.pg,
-        user: args.auth.pg_user.clone(),
-        password: args.auth.pg_password.clone(),
-    };
+    let limits = args.limits.limits()?;
+    let engine = QueryEngine::open_with_limits(&args.data, true, history.as_deref(), limits)?;
+    let options = args.auth.options(args.pg)?;
+    let generated = options.password_generated.then(|| options.password.clone());
+    let tls = options.tls.is_some();
+    if !tls && !args.pg.ip().is_loopback() {
+        eprintln!(
+            "inferwatch serve: warning: {} is not loopback and TLS is off; pass --pg-tls-cert and --pg-tls-key",
+            args.pg
+        );
+    }
     runtime()?.block_on(async move {
         let (ready_sender, ready) = tokio::sync::oneshot::channel();
         let server = tokio::spawn(serve_postgres(engine.context(), options, Some(ready_sender)));
         if let Ok(address) = ready.await {
+            if let Some(password) = generated {
+                // Shown once, here; it is not stored anywhere.
+                eprintln!(
+                    "inferwatch serve: no --pg-password given; password for this run: {password}"
+                );
+            }
             eprintln!(
-                "inferwatch serve: Postgres wire on {address} (user '{}'); try: psql -h {} -p {} -U {} -c 'SELECT count(*) FROM inference'",
+                "inferwatch serve: Postgres wire on {address} (user '{}', read-only{}, statements limited to {:?} and {} MiB); try: psql -h {} -p {} -U {} -c 'SELECT count(*) FROM inference'",
                 args.auth.pg_user,
+                if tls { ", TLS offered" } else { "" },
+                limits.timeout,
+                limits.memory_bytes >> 20,
                 address.ip(),
                 address.port(),
                 args.auth.pg_user

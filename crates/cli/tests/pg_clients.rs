@@ -96,6 +96,8 @@ fn assert_quantile_close(values: &[f64], q: f64, estimate: f64, what: &str) {
 struct Server {
     child: Child,
     port: u16,
+    /// The password `serve` generated and printed, when none was given.
+    generated_password: Option<String>,
 }
 
 impl Drop for Server {
@@ -106,23 +108,28 @@ impl Drop for Server {
 }
 
 fn start_server(data: &Path) -> Server {
+    start_server_with(data, &["--pg-password", PASSWORD])
+}
+
+/// `serve` on a loopback port with `extra` arguments (the password comes
+/// only from them: the environment's is removed).
+fn start_server_with(data: &Path, extra: &[&str]) -> Server {
     let mut child = Command::new(binary())
-        .args([
-            "serve",
-            "--pg",
-            "127.0.0.1:0",
-            "--pg-password",
-            PASSWORD,
-            "--data",
-        ])
+        .args(["serve", "--pg", "127.0.0.1:0", "--data"])
         .arg(data)
+        .args(extra)
+        .env_remove("INFERWATCH_PG_PASSWORD")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let stderr = child.stderr.take().unwrap();
     let mut lines = BufReader::new(stderr).lines();
+    let mut generated_password = None;
     let port = loop {
         let line = lines.next().expect("serve printed its address").unwrap();
+        if let Some(password) = line.split("password for this run: ").nth(1) {
+            generated_password = Some(password.trim().to_string());
+        }
         if let Some(rest) = line.split("Postgres wire on ").nth(1) {
             let address = rest.split_whitespace().next().unwrap();
             break address.rsplit(':').next().unwrap().parse().unwrap();
@@ -130,31 +137,34 @@ fn start_server(data: &Path) -> Server {
     };
     // Keep draining stderr so the server never blocks on it.
     std::thread::spawn(move || for _ in lines {});
-    Server { child, port }
+    Server {
+        child,
+        port,
+        generated_password,
+    }
 }
 
 fn psql(port: u16, password: &str, sql: &str) -> std::process::Output {
-    Command::new("psql")
-        .args([
-            "-X",
-            "-At",
-            "-F",
-            ",",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-U",
-            "inferwatch",
-            "-d",
-            "inferwatch",
-            "-c",
-            sql,
-        ])
+    psql_command(port, password, "", sql).output().unwrap()
+}
+
+/// psql with `options` added to the connection string (e.g. `sslmode=require`).
+fn psql_command(port: u16, password: &str, options: &str, sql: &str) -> Command {
+    let mut command = Command::new("psql");
+    command
+        .args(["-X", "-At", "-F", ","])
+        .arg(format!(
+            "host=127.0.0.1 port={port} user=inferwatch dbname=inferwatch {options}"
+        ))
+        .args(["-c", sql])
+        // The server's certificate in the TLS test is self-signed; libpq must
+        // not look for a root store or client certificates of this machine.
+        .env("PGSSLROOTCERT", "/nonexistent")
+        .env("PGSSLCERT", "/nonexistent")
+        .env("PGSSLKEY", "/nonexistent")
         .env("PGPASSWORD", password)
-        .env("PGCONNECT_TIMEOUT", "10")
-        .output()
-        .unwrap()
+        .env("PGCONNECT_TIMEOUT", "10");
+    command
 }
 
 fn psql_rows(port: u16, sql: &str) -> Vec<Vec<String>> {
@@ -307,4 +317,269 @@ fn psycopg_and_pandas_get_the_right_numbers() {
         assert_eq!(got["errors"].as_i64().unwrap(), *errors, "{source}");
     }
     assert!(result["bad_sql_error"].as_str().unwrap().contains("selec"));
+}
+
+/// Every file under `dir`, to show that refused statements wrote nothing.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path.clone());
+            }
+            found.push(path);
+        }
+    }
+    found.sort();
+    found
+}
+
+#[test]
+fn issue_16_psql_cannot_write_and_harmless_sets_still_work() {
+    if require("psql", &["--version"]).is_none() {
+        return;
+    }
+    let (directory, data, expected) = simulated_store();
+    let outside = directory.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let secret = outside.join("secret.csv");
+    std::fs::write(&secret, "a\n1\n").unwrap();
+    let server = start_server(&data);
+    let port = server.port;
+    let before = (files_under(&data), files_under(&outside));
+
+    let copy_target = outside.join("copied.csv");
+    let writes = [
+        (
+            format!("COPY (SELECT 42) TO '{}'", copy_target.display()),
+            "COPY",
+        ),
+        (
+            format!(
+                "CREATE EXTERNAL TABLE leak STORED AS CSV LOCATION '{}'",
+                secret.display()
+            ),
+            "CREATE EXTERNAL TABLE",
+        ),
+        (
+            "INSERT INTO inference (model_id) VALUES ('forged')".to_string(),
+            "INSERT",
+        ),
+        ("DROP TABLE inference".to_string(), "DROP TABLE"),
+        ("CREATE VIEW v AS SELECT 1".to_string(), "CREATE VIEW"),
+        (
+            "SET datafusion.execution.target_partitions = 1".to_string(),
+            "SET datafusion.execution.target_partitions",
+        ),
+        (
+            "SET datafusion.runtime.memory_limit = '100G'".to_string(),
+            "SET datafusion.runtime.memory_limit",
+        ),
+    ];
+    for (sql, what) in &writes {
+        let output = psql(port, PASSWORD, sql);
+        let message = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{sql} succeeded");
+        assert!(
+            message.contains("read-only") && message.contains(what),
+            "{sql}: {message}"
+        );
+    }
+    // A path is not a table.
+    let by_path = psql(
+        port,
+        PASSWORD,
+        &format!("SELECT * FROM '{}'", secret.display()),
+    );
+    assert!(!by_path.status.success());
+
+    assert!(!copy_target.exists());
+    assert_eq!((files_under(&data), files_under(&outside)), before);
+    // The refused SETs changed nothing in the engine all clients share.
+    let partitions = psql_rows(
+        port,
+        "SELECT value FROM information_schema.df_settings WHERE name = 'datafusion.execution.target_partitions'",
+    );
+    assert_ne!(partitions, vec![vec!["1".to_string()]]);
+
+    // What psql, JDBC and Grafana send on connect is accepted.
+    for set in [
+        "SET application_name = 'grafana'",
+        "SET extra_float_digits = 3",
+        "SET DateStyle = 'ISO, MDY'",
+        "SET client_encoding = 'UTF8'",
+        "SET TIME ZONE 'UTC'",
+        "SET statement_timeout = 0",
+    ] {
+        let output = psql(
+            port,
+            PASSWORD,
+            &format!("{set}; SELECT count(*) FROM inference"),
+        );
+        assert!(
+            output.status.success(),
+            "{set}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(
+            stdout.lines().last(),
+            Some(expected.total.to_string().as_str()),
+            "{set}"
+        );
+    }
+}
+
+#[test]
+fn issue_16_no_default_password_and_scram_login() {
+    if require("psql", &["--version"]).is_none() {
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    // No password on loopback: one is generated and printed once.
+    let server = start_server_with(data.path(), &[]);
+    let password = server
+        .generated_password
+        .clone()
+        .expect("serve printed a generated password");
+    assert!(password.len() >= 20, "{password}");
+    assert_ne!(password, "inferwatch");
+    let rows = psql(server.port, &password, "SELECT 1");
+    assert!(
+        rows.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rows.stderr)
+    );
+    // The old default, a wrong password and an unknown user are all refused alike.
+    for (user, attempt) in [
+        ("inferwatch", "inferwatch"),
+        ("inferwatch", "wrong"),
+        ("admin", password.as_str()),
+    ] {
+        let output = psql_command(server.port, attempt, &format!("user={user}"), "SELECT 1")
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{user}/{attempt} logged in");
+        let message = String::from_utf8_lossy(&output.stderr).to_lowercase();
+        assert!(
+            message.contains("password authentication failed"),
+            "{message}"
+        );
+    }
+    // Without TLS configured, a client that requires it is turned away.
+    let plain = psql_command(server.port, &password, "sslmode=require", "SELECT 1")
+        .output()
+        .unwrap();
+    assert!(!plain.status.success());
+
+    // Any other address without a password: refused at start.
+    let refused = Command::new(binary())
+        .args(["serve", "--pg", "0.0.0.0:0", "--data"])
+        .arg(data.path())
+        .env_remove("INFERWATCH_PG_PASSWORD")
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(message.contains("no password"), "{message}");
+}
+
+#[test]
+fn issue_16_tls_and_scram_channel_binding_with_a_self_signed_certificate() {
+    if require("psql", &["--version"]).is_none() || require("openssl", &["version"]).is_none() {
+        return;
+    }
+    let directory = tempfile::tempdir().unwrap();
+    let certificate = directory.path().join("server.crt");
+    let key = directory.path().join("server.key");
+    let status = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args(["-subj", "/CN=localhost", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&certificate)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let server = start_server_with(
+        &directory.path().join("data"),
+        &[
+            "--pg-password",
+            PASSWORD,
+            "--pg-tls-cert",
+            certificate.to_str().unwrap(),
+            "--pg-tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    // sslmode=require fails unless TLS is negotiated; channel_binding=require
+    // fails unless the login is SCRAM-SHA-256-PLUS bound to this certificate.
+    let output = psql_command(
+        server.port,
+        PASSWORD,
+        "sslmode=require channel_binding=require",
+        "\\conninfo",
+    )
+    .output()
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let info = String::from_utf8_lossy(&output.stdout);
+    assert!(info.contains("SSL connection"), "{info}");
+    let answer = psql_command(server.port, PASSWORD, "sslmode=require", "SELECT 40 + 2")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&answer.stdout).trim(), "42");
+    let wrong = psql_command(server.port, "wrong", "sslmode=require", "SELECT 1")
+        .output()
+        .unwrap();
+    assert!(!wrong.status.success());
+}
+
+#[test]
+fn issue_16_a_second_client_is_answered_while_a_cross_join_runs() {
+    if require("psql", &["--version"]).is_none() {
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let server = start_server_with(
+        data.path(),
+        &["--pg-password", PASSWORD, "--statement-timeout", "15s"],
+    );
+    // 10^10 pairs: it cannot finish; its statement timeout ends it.
+    let mut heavy = psql_command(
+        server.port,
+        PASSWORD,
+        "",
+        "SELECT sum(a.value * b.value) FROM generate_series(1, 100000) a CROSS JOIN generate_series(1, 100000) b",
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    // Let it connect and start; the assertions below do not depend on how long.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let light = psql(server.port, PASSWORD, "SELECT 1");
+    assert!(
+        light.status.success(),
+        "{}",
+        String::from_utf8_lossy(&light.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&light.stdout).trim(), "1");
+    assert!(
+        heavy.try_wait().unwrap().is_none(),
+        "the cross join ended before the second client was answered"
+    );
+    let heavy = heavy.wait_with_output().unwrap();
+    assert!(!heavy.status.success());
+    let message = String::from_utf8_lossy(&heavy.stderr);
+    assert!(message.contains("statement timeout"), "{message}");
 }

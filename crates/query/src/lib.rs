@@ -20,7 +20,23 @@
 //! a physical rule ([`DictionaryCountRule`]) counts by one dictionary string
 //! column (`GROUP BY client_id`) on the dictionary keys instead of hashing
 //! every row. [`serve_postgres`] speaks the Postgres protocol (simple and extended
-//! query, MD5 password auth) through `datafusion-postgres`.
+//! query, SCRAM-SHA-256 password auth, optional TLS) through `datafusion-postgres`.
+//!
+//! **SQL here only reads.** The port is meant to be opened to Grafana, to
+//! notebooks and to whoever hunts through the logs, and a DataFusion session
+//! left at its defaults is a file system API: `COPY (…) TO '/path'` writes
+//! on the server's host, `CREATE EXTERNAL TABLE` reads any file it can open,
+//! and `SET datafusion.*` retunes the engine for every client. So
+//! [`QueryEngine::sql`] (`inferwatch query`) and the wire (see [`ReadOnlyHook`])
+//! take the same path: queries, `EXPLAIN` and `SHOW` pass, every plan is
+//! checked with DataFusion's own guard ([`read_only_options`]: no DDL, no DML,
+//! no statements), and `SET` is allowed only for [`HARMLESS_SETTINGS`], the
+//! session settings clients send on connect. The session's query planner
+//! ([`LimitedQueryPlanner`]) checks again and gives each statement a deadline
+//! and a memory pool of its own ([`StatementLimits`]), so a runaway query
+//! ends by itself and cannot take the memory other clients need. The
+//! store's tables live in a schema that refuses new tables, so even a path
+//! that skipped the checks could not add one there.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), inferwatch_query::QueryError> {
@@ -35,13 +51,18 @@ mod alerts;
 mod dictionary_count;
 mod functions;
 mod pg;
+mod read_only;
 mod rewrite;
 mod table;
 
 pub use alerts::{AlertHistoryTable, ALERTS_TABLE, STORE_ALERTS_FILE};
 pub use dictionary_count::{DictionaryCountExec, DictionaryCountRule};
 pub use functions::{aggregate_functions, bucket_width_nanos, scalar_functions};
-pub use pg::{serve_postgres, PgOptions};
+pub use pg::{serve_postgres, PgOptions, PgTls, ReadOnlyHook};
+pub use read_only::{
+    is_harmless_setting, read_only_options, verify_read_only, LimitedQueryPlanner,
+    StatementLimitExec, StatementLimits, HARMLESS_SETTINGS,
+};
 pub use rewrite::RollupRewrite;
 pub use table::{time_bounds, StreamTable, TableKind};
 
@@ -76,6 +97,37 @@ pub enum QueryError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The statement would write, define or change something; SQL over
+    /// inferwatch only reads.
+    #[error("inferwatch SQL is read-only: {0}")]
+    ReadOnly(String),
+    /// A `SET` of a setting outside [`HARMLESS_SETTINGS`].
+    #[error("inferwatch SQL is read-only: SET {name} is refused")]
+    SettingRefused {
+        /// The setting, as written.
+        name: String,
+    },
+    /// The statement ran past its [`StatementLimits::timeout`].
+    #[error("canceling statement due to statement timeout ({limit:?})")]
+    StatementTimeout {
+        /// The limit it hit.
+        limit: std::time::Duration,
+    },
+    /// The statement needed more memory than its [`StatementLimits::memory_bytes`].
+    #[error("statement exceeded its memory limit: {0}")]
+    MemoryLimit(String),
+    /// The Postgres port has no password and is not on loopback.
+    #[error(
+        "the Postgres port {listen} is not on loopback and has no password: \
+         set --pg-password or INFERWATCH_PG_PASSWORD, or listen on 127.0.0.1"
+    )]
+    PasswordRequired {
+        /// The address asked for.
+        listen: std::net::SocketAddr,
+    },
+    /// The TLS certificate or key could not be used.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// An invariant was broken: this is a bug in inferwatch.
     #[error("internal error (this is a bug): {0}")]
     Internal(String),
@@ -83,12 +135,21 @@ pub enum QueryError {
 
 impl From<DataFusionError> for QueryError {
     fn from(error: DataFusionError) -> Self {
-        // Store errors wrapped by DataFusion keep their own message.
-        let message = match error.find_root() {
-            DataFusionError::External(inner) => inner.to_string(),
-            root => root.strip_backtrace(),
-        };
-        QueryError::Sql(message)
+        // Store errors wrapped by DataFusion keep their own message; our own
+        // (timeouts, refusals from the planner) keep their kind.
+        match error.find_root() {
+            DataFusionError::External(inner) => match inner.downcast_ref::<QueryError>() {
+                Some(QueryError::StatementTimeout { limit }) => {
+                    QueryError::StatementTimeout { limit: *limit }
+                }
+                Some(QueryError::ReadOnly(what)) => QueryError::ReadOnly(what.clone()),
+                _ => QueryError::Sql(inner.to_string()),
+            },
+            DataFusionError::ResourcesExhausted(message) => {
+                QueryError::MemoryLimit(message.clone())
+            }
+            root => QueryError::Sql(root.strip_backtrace()),
+        }
     }
 }
 
@@ -160,6 +221,17 @@ impl QueryEngine {
         use_rollups: bool,
         alert_history: Option<&Path>,
     ) -> Result<QueryEngine, QueryError> {
+        QueryEngine::open_with_limits(data, use_rollups, alert_history, StatementLimits::default())
+    }
+
+    /// Like [`QueryEngine::open_with_alerts`], with each statement held to
+    /// `limits` (see [`LimitedQueryPlanner`]).
+    pub fn open_with_limits(
+        data: &Path,
+        use_rollups: bool,
+        alert_history: Option<&Path>,
+        limits: StatementLimits,
+    ) -> Result<QueryEngine, QueryError> {
         let reader = Arc::new(StoreReader::open(data)?);
         let config = SessionConfig::new()
             .with_information_schema(true)
@@ -188,6 +260,7 @@ impl QueryEngine {
             .with_default_features()
             .with_analyzer_rules(rules)
             .with_physical_optimizer_rule(Arc::new(DictionaryCountRule))
+            .with_query_planner(Arc::new(LimitedQueryPlanner::new(limits)))
             .build();
         let context = SessionContext::new_with_state(state);
         for function in scalar_functions() {
@@ -214,9 +287,15 @@ impl QueryEngine {
         })
     }
 
-    /// Runs one SQL statement and collects its result.
+    /// Runs one read-only SQL statement and collects its result. Anything
+    /// that would write, define or change something is refused with
+    /// [`QueryError::ReadOnly`] before it runs.
     pub async fn sql(&self, sql: &str) -> Result<Vec<RecordBatch>, QueryError> {
-        let frame = self.context.sql(sql).await?;
+        let state = self.context.state();
+        let statement = read_only::parse_read_only(&state, sql)?;
+        let plan = state.statement_to_plan(statement).await?;
+        verify_read_only(&plan)?;
+        let frame = self.context.execute_logical_plan(plan).await?;
         Ok(frame.collect().await?)
     }
 
