@@ -48,6 +48,7 @@
 //! ```
 
 mod alerts;
+mod dead_letters;
 mod dictionary_count;
 mod functions;
 mod pg;
@@ -56,6 +57,7 @@ mod rewrite;
 mod table;
 
 pub use alerts::{AlertHistoryTable, ALERTS_TABLE, STORE_ALERTS_FILE};
+pub use dead_letters::{DeadLetterTable, DEAD_LETTERS_TABLE, STORE_DEAD_LETTERS_FILE};
 pub use dictionary_count::{DictionaryCountExec, DictionaryCountRule};
 pub use functions::{aggregate_functions, bucket_width_nanos, scalar_functions};
 pub use pg::{serve_postgres, PgOptions, PgTls, ReadOnlyHook};
@@ -159,6 +161,8 @@ struct StoreSchema {
     reader: Arc<StoreReaderHandle>,
     /// The `alerts` table.
     alerts: Arc<AlertHistoryTable>,
+    /// The `dead_letters` table.
+    dead_letters: Arc<DeadLetterTable>,
 }
 
 /// `StoreReader` behind a `Debug` wrapper, as DataFusion's traits require.
@@ -178,6 +182,7 @@ impl SchemaProvider for StoreSchema {
         let mut names = self.reader.0.streams().unwrap_or_default();
         names.push(format!("{DEFAULT_STREAM}{ROLLUP_TABLE_SUFFIX}"));
         names.push(ALERTS_TABLE.to_string());
+        names.push(DEAD_LETTERS_TABLE.to_string());
         names.sort();
         names
     }
@@ -186,6 +191,9 @@ impl SchemaProvider for StoreSchema {
         let reader = self.reader.0.clone();
         if name == ALERTS_TABLE {
             return Ok(Some(self.alerts.clone()));
+        }
+        if name == DEAD_LETTERS_TABLE {
+            return Ok(Some(self.dead_letters.clone()));
         }
         if name == format!("{DEFAULT_STREAM}{ROLLUP_TABLE_SUFFIX}") {
             return Ok(Some(Arc::new(StreamTable::rollups(reader, DEFAULT_STREAM))));
@@ -279,6 +287,7 @@ impl QueryEngine {
                 alerts: Arc::new(AlertHistoryTable::new(
                     alert_history.map_or_else(|| data.join(STORE_ALERTS_FILE), Path::to_path_buf),
                 )),
+                dead_letters: Arc::new(DeadLetterTable::new(data.join(STORE_DEAD_LETTERS_FILE))),
             }),
         )?;
         Ok(QueryEngine {

@@ -368,3 +368,43 @@ async fn assert_no_plan_contains(engine: &QueryEngine, sqls: &[&str], needle: &s
         assert!(!explained.contains(needle), "{sql}:\n{explained}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn issue_16_dead_letters_are_a_table_counted_by_kind_and_client() {
+    let (dir, _writer) = populated();
+    let engine = QueryEngine::open(dir.path(), true).unwrap();
+    // No file yet: an empty table, not an error.
+    let empty = run(&engine, "SELECT count(*) AS n FROM dead_letters").await;
+    assert!(empty.contains("| 0 "), "{empty}");
+    let mut lines = String::new();
+    for line in 1..=5 {
+        lines.push_str(&format!(
+            "{{\"source\":\"fleet.jsonl\",\"line\":{line},\"offset\":0,\"reason\":\"event time 2100-01-01T00:00:00Z is 2324 s ahead\",\"raw\":\"{{}}\",\"kind\":\"future_timestamp\",\"client_id\":\"c-evil\",\"model_id\":\"recsys\",\"event_time\":4102444800000000000}}\n"
+        ));
+    }
+    lines.push_str("{\"source\":\"fleet.jsonl\",\"line\":9,\"offset\":77,\"reason\":\"invalid JSON\",\"raw\":\"{\",\"kind\":\"invalid_json\"}\n");
+    // A line written before `kind` existed, and a torn last line.
+    lines.push_str("{\"source\":\"old.jsonl\",\"line\":1,\"offset\":0,\"reason\":\"x\",\"raw\":\"\"}\n{\"source\":");
+    std::fs::write(
+        dir.path().join(inferwatch_query::STORE_DEAD_LETTERS_FILE),
+        lines,
+    )
+    .unwrap();
+    let counted = run(
+        &engine,
+        "SELECT kind, client_id, count(*) AS n, max(event_time) AS newest FROM dead_letters GROUP BY 1, 2 ORDER BY 1",
+    )
+    .await;
+    assert!(
+        counted.contains("| future_timestamp | c-evil    | 5 | 2100-01-01T00:00:00Z |"),
+        "{counted}"
+    );
+    assert!(
+        counted.contains("| invalid_json     |           | 1 |"),
+        "{counted}"
+    );
+    assert!(
+        counted.contains("|                  |           | 1 |"),
+        "{counted}"
+    );
+}
