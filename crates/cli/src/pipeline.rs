@@ -61,6 +61,8 @@ pub enum PipelineEvent {
     Idle,
 }
 
+// As for `PipelineEvent`: one message per decoded chunk.
+#[allow(clippy::large_enum_variant)]
 enum Message {
     Decoded {
         sequence: u64,

@@ -209,7 +209,7 @@ mod issue_16_memory {
             stdin.write_all(&buffer[..take]).unwrap();
             written += take as u64;
             blocks += 1;
-            if blocks % 16 == 0 {
+            if blocks.is_multiple_of(16) {
                 peak = peak.max(peak_kib(&child));
             }
         }
