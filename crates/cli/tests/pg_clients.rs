@@ -554,7 +554,8 @@ fn issue_16_a_second_client_is_answered_while_a_cross_join_runs() {
         data.path(),
         &["--pg-password", PASSWORD, "--statement-timeout", "15s"],
     );
-    // 10^10 pairs: it cannot finish; its statement timeout ends it.
+    // 10^10 pairs: seconds of both cores (4 s on a quiet machine, longer
+    // under load, when its 15 s statement timeout may end it first).
     let mut heavy = psql_command(
         server.port,
         PASSWORD,
@@ -578,8 +579,11 @@ fn issue_16_a_second_client_is_answered_while_a_cross_join_runs() {
         heavy.try_wait().unwrap().is_none(),
         "the cross join ended before the second client was answered"
     );
+    // It either finished or was ended by its timeout, nothing else.
     let heavy = heavy.wait_with_output().unwrap();
-    assert!(!heavy.status.success());
     let message = String::from_utf8_lossy(&heavy.stderr);
-    assert!(message.contains("statement timeout"), "{message}");
+    assert!(
+        heavy.status.success() || message.contains("statement timeout"),
+        "{message}"
+    );
 }
