@@ -70,6 +70,14 @@ impl AgreedClock {
         self.newest[last]
     }
 
+    /// Takes in a run of event times and returns the clock after each.
+    pub fn observe_all(&mut self, timestamps: &[i64]) -> Vec<i64> {
+        timestamps
+            .iter()
+            .map(|&timestamp| self.observe(timestamp))
+            .collect()
+    }
+
     /// The clock: `None` until [`CLOCK_AGREEMENT`] events have been seen.
     pub fn now(&self) -> Option<i64> {
         let now = self.newest[CLOCK_AGREEMENT - 1];

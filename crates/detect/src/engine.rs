@@ -300,11 +300,7 @@ impl Engine {
         else {
             return Vec::new();
         };
-        let clock: Vec<i64> = timestamps
-            .values()
-            .iter()
-            .map(|&timestamp| self.own_clock.observe(timestamp))
-            .collect();
+        let clock = self.own_clock.observe_all(timestamps.values());
         self.observe_at(batch, &clock)
     }
 

@@ -130,13 +130,21 @@ impl TableProvider for AlertHistoryTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let batch = self.read()?;
-        Ok(MemorySourceConfig::try_new_exec(
-            &[vec![batch]],
-            self.schema.clone(),
-            projection.cloned(),
-        )?)
+        scan_one_batch(self.read()?, &self.schema, projection)
     }
+}
+
+/// The plan of a side-file table: its one batch, read afresh, projected.
+pub(crate) fn scan_one_batch(
+    batch: RecordBatch,
+    schema: &SchemaRef,
+    projection: Option<&Vec<usize>>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    Ok(MemorySourceConfig::try_new_exec(
+        &[vec![batch]],
+        schema.clone(),
+        projection.cloned(),
+    )?)
 }
 
 /// Column builders, in schema order.
