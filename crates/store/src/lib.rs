@@ -67,7 +67,7 @@ pub use rollup::{rollup_column, rollup_schema, RollupBuilder, ROLLUP_DIMENSIONS}
 pub use schema::merge_schema;
 pub use segment::{align_to_schema, check_parquet, read_parquet, ROW_GROUP_ROWS};
 pub use wal::{FsyncPolicy, Wal, WalRecord};
-pub use writer::{StoreOptions, StoreWriter, WriterStats};
+pub use writer::{StoreOptions, StoreWriter, WriterStats, MAX_COMPACTION_CELLS, MAX_PADDING_CELLS};
 
 use std::path::{Path, PathBuf};
 

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, TimestampNanosecondArray};
-use arrow::compute::{concat_batches, interleave_record_batch};
+use arrow::compute::concat_batches;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use inferwatch_core::column;
@@ -242,6 +242,21 @@ pub fn read_parquet(path: &Path) -> Result<Vec<RecordBatch>, StoreError> {
         .collect()
 }
 
+/// A Parquet file's rows and column names from its footer alone, or `None`
+/// when the footer cannot be read.
+pub fn parquet_shape(path: &Path) -> Option<(usize, Vec<String>)> {
+    let file = File::open(path).ok()?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).ok()?;
+    let rows = usize::try_from(builder.metadata().file_metadata().num_rows()).ok()?;
+    let names = builder
+        .schema()
+        .fields()
+        .iter()
+        .map(|field| field.name().clone())
+        .collect();
+    Some((rows, names))
+}
+
 /// Checks that `path` is readable Parquet as far as its footer tells
 /// (magic bytes, metadata, the column chunks lying within the file): what
 /// a truncated or overwritten file fails. Damage inside a data page is only
@@ -277,17 +292,22 @@ pub fn align_to_schema(batch: &RecordBatch, schema: &SchemaRef) -> Result<Record
     let columns: Vec<ArrayRef> = schema
         .fields()
         .iter()
-        .map(|field| match batch.column_by_name(field.name()) {
-            Some(column) if column.data_type() == field.data_type() => Ok(column.clone()),
-            Some(column) => arrow::compute::cast(column, field.data_type())
-                .map_err(|e| StoreError::Arrow(format!("column {}: {e}", field.name()))),
-            None => Ok(arrow::array::new_null_array(
-                field.data_type(),
-                batch.num_rows(),
-            )),
-        })
+        .map(|field| aligned_column(batch, field))
         .collect::<Result<_, _>>()?;
     RecordBatch::try_new(schema.clone(), columns).map_err(|e| StoreError::Arrow(e.to_string()))
+}
+
+/// `batch`'s column for `field`: cast to its type, or nulls if it has none.
+fn aligned_column(batch: &RecordBatch, field: &Field) -> Result<ArrayRef, StoreError> {
+    match batch.column_by_name(field.name()) {
+        Some(column) if column.data_type() == field.data_type() => Ok(column.clone()),
+        Some(column) => arrow::compute::cast(column, field.data_type())
+            .map_err(|e| StoreError::Arrow(format!("column {}: {e}", field.name()))),
+        None => Ok(arrow::array::new_null_array(
+            field.data_type(),
+            batch.num_rows(),
+        )),
+    }
 }
 
 /// The union of the batches' schemas (fields in first-seen order, all
@@ -322,20 +342,20 @@ pub fn union_schema(batches: &[RecordBatch]) -> SchemaRef {
 /// only. Ties keep input order, so the result is deterministic.
 pub fn concat_sorted(batches: &[RecordBatch]) -> Result<RecordBatch, StoreError> {
     let schema = union_schema(batches);
-    let aligned = batches
-        .iter()
-        .filter(|b| b.num_rows() > 0)
-        .map(|b| align_to_schema(b, &schema))
-        .collect::<Result<Vec<_>, _>>()?;
-    if aligned.is_empty() {
+    let batches: Vec<&RecordBatch> = batches.iter().filter(|b| b.num_rows() > 0).collect();
+    if batches.is_empty() {
         return Ok(RecordBatch::new_empty(schema));
     }
     let mut order: Vec<(i64, u32, u32)> = Vec::new();
-    for (batch_index, batch) in aligned.iter().enumerate() {
+    for (batch_index, batch) in batches.iter().enumerate() {
         let Some(timestamps) = batch
             .column_by_name(column::TIMESTAMP)
             .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
         else {
+            let aligned = batches
+                .iter()
+                .map(|b| align_to_schema(b, &schema))
+                .collect::<Result<Vec<_>, _>>()?;
             return concat_batches(&schema, &aligned).map_err(|e| StoreError::Arrow(e.to_string()));
         };
         order.extend(
@@ -351,8 +371,22 @@ pub fn concat_sorted(batches: &[RecordBatch]) -> Result<RecordBatch, StoreError>
         .into_iter()
         .map(|(_, batch, row)| (batch as usize, row as usize))
         .collect();
-    let references: Vec<&RecordBatch> = aligned.iter().collect();
-    interleave_record_batch(&references, &indices).map_err(|e| StoreError::Arrow(e.to_string()))
+    // Column by column, so that a batch missing a column (a sparse stream)
+    // costs one column of nulls at a time, not a widened copy of itself.
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|field| {
+            let parts = batches
+                .iter()
+                .map(|batch| aligned_column(batch, field))
+                .collect::<Result<Vec<_>, _>>()?;
+            let parts: Vec<&dyn Array> = parts.iter().map(|part| part.as_ref()).collect();
+            arrow::compute::interleave(&parts, &indices)
+                .map_err(|e| StoreError::Arrow(format!("column {}: {e}", field.name())))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    RecordBatch::try_new(schema, columns).map_err(|e| StoreError::Arrow(e.to_string()))
 }
 
 /// (hour start, that hour's slices in time order), hour by hour.

@@ -11,6 +11,14 @@
 //! At most one flush runs at a time; a second full memtable waits for it,
 //! which bounds memory to two memtables.
 //!
+//! **Wide streams.** A flush writes each stream with the union of its
+//! batches' columns, so a sparse generic stream (every event with its own
+//! field names) pads each batch with nulls for the columns it lacks. The
+//! memtable therefore also flushes once that padding reaches
+//! [`MAX_PADDING_CELLS`], and compaction merges at most
+//! [`MAX_COMPACTION_CELLS`]: memory follows cells, not rows. A dense stream
+//! pads nothing, so its flushes are unchanged.
+//!
 //! **A full disk.** An append that cannot be written fails with the WAL
 //! file's path and `ENOSPC`, and leaves nothing behind (see `wal`); what was
 //! acknowledged before stays. A flush that fails removes the files it had
@@ -33,7 +41,7 @@ use crate::layout::{current_files, DataFile, FileKind, FlushMark, Layout, HOUR_N
 use crate::rollup::RollupBuilder;
 use crate::schema::{merge_schema, read_stream_schema, write_stream_schema};
 use crate::segment::{
-    concat_sorted, read_parquet, split_by_hour, split_sorted_by_hour, write_parquet,
+    concat_sorted, parquet_shape, read_parquet, split_by_hour, split_sorted_by_hour, write_parquet,
     write_parquet_batches,
 };
 use crate::wal::{list_wal_files, read_wal_file, FsyncPolicy, Wal};
@@ -77,10 +85,55 @@ impl Default for StoreOptions {
     }
 }
 
+/// The most null cells one flush adds to widen batches to their stream's
+/// union of columns: 2^21 cells are about 16 MiB of 8-byte values.
+pub const MAX_PADDING_CELLS: usize = 1 << 21;
+
+/// The most cells (rows × columns, read back from Parquet, nulls included)
+/// one compaction merges. A file of more than half of it is not merged
+/// again, as a file over `compact_max_file_bytes` is not.
+pub const MAX_COMPACTION_CELLS: usize = 1 << 23;
+
+#[derive(Default, Clone)]
+struct StreamWidth {
+    columns: std::collections::BTreeSet<String>,
+    rows: usize,
+    cells: usize,
+}
+
+impl StreamWidth {
+    fn add(&mut self, schema: &arrow::datatypes::Schema, rows: usize) {
+        self.add_names(schema.fields().iter().map(|field| field.name()), rows);
+    }
+
+    fn add_names<'a>(&mut self, names: impl IntoIterator<Item = &'a String>, rows: usize) {
+        let mut count = 0usize;
+        for name in names {
+            count += 1;
+            if !self.columns.contains(name) {
+                self.columns.insert(name.clone());
+            }
+        }
+        self.rows += rows;
+        self.cells = self.cells.saturating_add(rows.saturating_mul(count));
+    }
+
+    /// Null cells that widening every batch to the union would add.
+    fn padding(&self) -> usize {
+        self.columns
+            .len()
+            .saturating_mul(self.rows)
+            .saturating_sub(self.cells)
+    }
+}
+
 #[derive(Default, Clone)]
 struct Memtable {
     batches: Vec<(String, RecordBatch)>,
     rows: usize,
+    /// Per stream: the union of its batches' column names, its rows, and
+    /// its cells (Σ rows × columns over its batches).
+    widths: BTreeMap<String, StreamWidth>,
     first_sequence: u64,
     last_sequence: u64,
     last_position: Option<String>,
@@ -238,6 +291,11 @@ impl StoreWriter {
             return Ok(self.wal.last_sequence());
         }
         self.evolve_schema(stream, &batch.schema())?;
+        if self.active.rows > 0 && self.active.padding_with(stream, batch) > MAX_PADDING_CELLS {
+            // Flushed first, so no flush pads more than the budget (a lone
+            // batch pads nothing).
+            self.start_flush()?;
+        }
         let sequence = self
             .wal
             .append(stream, position.unwrap_or("").as_bytes(), batch)?;
@@ -310,7 +368,10 @@ impl StoreWriter {
             .active
             .opened
             .is_some_and(|opened| opened.elapsed() >= self.options.flush_interval);
-        if self.active.rows >= self.options.flush_rows || (old && self.active.rows > 0) {
+        if self.active.rows >= self.options.flush_rows
+            || self.active.padding_cells() >= MAX_PADDING_CELLS
+            || (old && self.active.rows > 0)
+        {
             self.start_flush()?;
         }
         Ok(())
@@ -398,7 +459,10 @@ impl Memtable {
         if later.opened.is_none() {
             return;
         }
-        self.batches.extend(later.batches);
+        for (stream, batch) in later.batches {
+            self.note_width(&stream, &batch);
+            self.batches.push((stream, batch));
+        }
         self.rows += later.rows;
         self.last_sequence = later.last_sequence;
         if later.last_position.is_some() {
@@ -417,8 +481,33 @@ impl Memtable {
             self.last_position = position;
         }
         if batch.num_rows() > 0 {
+            self.note_width(&stream, &batch);
             self.batches.push((stream, batch));
         }
+    }
+
+    fn note_width(&mut self, stream: &str, batch: &RecordBatch) {
+        self.widths
+            .entry(stream.to_string())
+            .or_default()
+            .add(&batch.schema(), batch.num_rows());
+    }
+
+    /// [`Memtable::padding_cells`] once `batch` is added to `stream`.
+    fn padding_with(&self, stream: &str, batch: &RecordBatch) -> usize {
+        let mut width = self.widths.get(stream).cloned().unwrap_or_default();
+        width.add(&batch.schema(), batch.num_rows());
+        self.padding_cells()
+            .saturating_add(width.padding())
+            .saturating_sub(self.widths.get(stream).map_or(0, StreamWidth::padding))
+    }
+
+    /// The null cells a flush would add to widen each stream's batches.
+    fn padding_cells(&self) -> usize {
+        self.widths
+            .values()
+            .map(StreamWidth::padding)
+            .fold(0, usize::saturating_add)
     }
 }
 
@@ -565,19 +654,39 @@ fn compact_partition(
         // Merge only a run of small files adjacent in WAL order: the merged
         // file's name covers its whole range, so a large file inside that
         // range would wrongly read as merged away.
-        let mut runs: Vec<Vec<&DataFile>> = vec![Vec::new()];
+        let mut runs: Vec<Vec<(&DataFile, Option<(usize, Vec<String>)>)>> = vec![Vec::new()];
         for file in current.iter().filter(|f| f.hour_start == hour) {
-            if file.bytes >= options.compact_max_file_bytes {
+            // An unreadable footer counts as small: reading it quarantines it.
+            let shape = parquet_shape(&file.path);
+            let cells = shape
+                .as_ref()
+                .map_or(0, |(rows, names)| rows.saturating_mul(names.len()));
+            if file.bytes >= options.compact_max_file_bytes || cells > MAX_COMPACTION_CELLS / 2 {
                 runs.push(Vec::new());
             } else if let Some(run) = runs.last_mut() {
-                run.push(file);
+                run.push((file, shape));
             } else {
                 runs.push(Vec::new());
             }
         }
+        let minimum = options.compact_min_files.max(2);
+        // Of each run, the prefix (still adjacent) whose merged file, every
+        // row widened to the union of columns, stays within the budget.
         let Some(small) = runs
             .into_iter()
-            .filter(|run| run.len() >= options.compact_min_files.max(2))
+            .map(|run| {
+                let mut width = StreamWidth::default();
+                run.into_iter()
+                    .take_while(|(_, shape)| {
+                        if let Some((rows, names)) = shape {
+                            width.add_names(names, *rows);
+                        }
+                        width.columns.len().saturating_mul(width.rows) <= MAX_COMPACTION_CELLS
+                    })
+                    .map(|(file, _)| file)
+                    .collect::<Vec<_>>()
+            })
+            .filter(|run| run.len() >= minimum)
             .max_by_key(|run| run.len())
         else {
             continue;

@@ -598,3 +598,64 @@ fn rollups_match_the_raw_events_per_minute() {
         .sum();
     assert_eq!(errors, 600);
 }
+
+/// Issue 16: a sparse stream, each batch with field names of its own and
+/// out of time order. A flush widens its batches to their union of columns
+/// and a compaction reads files back widened, so both are bounded in cells
+/// (rows × columns), not rows: no file, and so no flush or merge, holds more
+/// than the compaction budget, and every row is kept.
+#[test]
+fn a_sparse_stream_flushes_and_merges_within_the_cell_budget() {
+    use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = StoreWriter::open(dir.path(), options()).unwrap();
+    let (batches, rows, fields) = (200usize, 100usize, 20usize);
+    for batch_index in 0..batches {
+        let mut schema_fields = vec![Field::new(
+            "timestamp",
+            DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
+            false,
+        )];
+        // Later batches are earlier in time: the sorting path of a flush.
+        let first = START + ((batches - batch_index) * rows) as i64 * MINUTE / 100;
+        let mut columns: Vec<ArrayRef> = vec![Arc::new(
+            TimestampNanosecondArray::from_iter_values(
+                (0..rows).map(|row| first + row as i64 * MINUTE / 100),
+            )
+            .with_timezone("UTC"),
+        )];
+        for field in 0..fields {
+            schema_fields.push(Field::new(
+                format!("field_{batch_index}_{field}"),
+                DataType::Int64,
+                true,
+            ));
+            columns.push(Arc::new(Int64Array::from_iter_values(
+                (0..rows).map(|row| row as i64),
+            )));
+        }
+        let batch = RecordBatch::try_new(Arc::new(Schema::new(schema_fields)), columns).unwrap();
+        writer.append("gateway", &batch, None).unwrap();
+    }
+    writer.close().unwrap();
+    let reader = StoreReader::open(dir.path()).unwrap();
+    let snapshot = reader.snapshot("gateway", None, None).unwrap();
+    assert!(snapshot.tail.is_empty());
+    assert!(
+        snapshot.segments.len() > 1,
+        "one flush would widen 20,000 rows to 4,001 columns"
+    );
+    let mut stored = 0;
+    for file in &snapshot.segments {
+        let read = read_parquet(&file.path).unwrap();
+        let file_rows: usize = read.iter().map(RecordBatch::num_rows).sum();
+        let columns = read[0].num_columns();
+        assert!(
+            file_rows * columns <= inferwatch_store::MAX_COMPACTION_CELLS,
+            "{}: {file_rows} rows x {columns} columns",
+            file.path.display()
+        );
+        stored += file_rows;
+    }
+    assert_eq!(stored, batches * rows);
+}
