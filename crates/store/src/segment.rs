@@ -242,9 +242,12 @@ pub fn read_parquet(path: &Path) -> Result<Vec<RecordBatch>, StoreError> {
         .collect()
 }
 
+/// A Parquet file's rows and column names, from its footer.
+pub type ParquetShape = (usize, Vec<String>);
+
 /// A Parquet file's rows and column names from its footer alone, or `None`
 /// when the footer cannot be read.
-pub fn parquet_shape(path: &Path) -> Option<(usize, Vec<String>)> {
+pub fn parquet_shape(path: &Path) -> Option<ParquetShape> {
     let file = File::open(path).ok()?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).ok()?;
     let rows = usize::try_from(builder.metadata().file_metadata().num_rows()).ok()?;

@@ -42,7 +42,7 @@ use crate::rollup::RollupBuilder;
 use crate::schema::{merge_schema, read_stream_schema, write_stream_schema};
 use crate::segment::{
     concat_sorted, parquet_shape, read_parquet, split_by_hour, split_sorted_by_hour, write_parquet,
-    write_parquet_batches,
+    write_parquet_batches, ParquetShape,
 };
 use crate::wal::{list_wal_files, read_wal_file, FsyncPolicy, Wal};
 use crate::StoreError;
@@ -654,7 +654,7 @@ fn compact_partition(
         // Merge only a run of small files adjacent in WAL order: the merged
         // file's name covers its whole range, so a large file inside that
         // range would wrongly read as merged away.
-        let mut runs: Vec<Vec<(&DataFile, Option<(usize, Vec<String>)>)>> = vec![Vec::new()];
+        let mut runs: Vec<Vec<(&DataFile, Option<ParquetShape>)>> = vec![Vec::new()];
         for file in current.iter().filter(|f| f.hour_start == hour) {
             // An unreadable footer counts as small: reading it quarantines it.
             let shape = parquet_shape(&file.path);
