@@ -12,12 +12,18 @@
 //! [`StatementLimits::timeout`] from its first poll. Dropping the stream at
 //! the deadline cancels the statement's tasks.
 //!
+//! Statements execute on their own runtime (one worker per core), not on
+//! the caller's: a cross join that keeps every SQL worker busy cannot delay
+//! the threads that accept connections and answer other clients; the OS
+//! shares the cores between the two.
+//!
 //! [`QueryEngine::sql`]: crate::QueryEngine::sql
 
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{internal_err, DataFusionError, Result};
@@ -239,16 +245,36 @@ impl ExecutionPlan for StatementLimitExec {
             context.window_functions().clone(),
             self.runtime.clone(),
         );
-        let input = self.input.execute(partition, Arc::new(limited))?;
         let timeout = self.limits.timeout;
         let deadline = *self.deadline.get_or_init(|| Instant::now() + timeout);
-        let schema = input.schema();
-        // Each poll races the deadline; cooperative scheduling in DataFusion's
-        // leaves makes even a long aggregation return to here regularly.
-        let bounded = futures::stream::unfold(Some(input), move |state| async move {
-            let mut input = state?;
-            match tokio::time::timeout_at(deadline, input.next()).await {
-                Ok(Some(item)) => Some((item, Some(input))),
+        let schema = self.input.schema();
+        // The statement runs on the SQL runtime, so that DataFusion's
+        // partition tasks, spawned from inside it, run there too, and never
+        // on the threads that accept connections and answer other clients.
+        let input = self.input.clone();
+        let (sender, receiver) = tokio::sync::mpsc::channel::<Result<RecordBatch>>(2);
+        let task = sql_runtime()?.spawn(async move {
+            let mut stream = match input.execute(partition, Arc::new(limited)) {
+                Ok(stream) => stream,
+                Err(error) => {
+                    let _ = sender.send(Err(error)).await;
+                    return;
+                }
+            };
+            while let Some(item) = stream.next().await {
+                if sender.send(item).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let running = AbortOnDrop(task);
+        // Each wait races the deadline on the caller's runtime; at the
+        // deadline, or when the client goes, dropping `running` aborts the
+        // statement at its next yield.
+        let bounded = futures::stream::unfold(Some((receiver, running)), move |state| async move {
+            let (mut receiver, running) = state?;
+            match tokio::time::timeout_at(deadline, receiver.recv()).await {
+                Ok(Some(item)) => Some((item, Some((receiver, running)))),
                 Ok(None) => None,
                 Err(_elapsed) => Some((
                     Err(DataFusionError::External(Box::new(
@@ -260,6 +286,37 @@ impl ExecutionPlan for StatementLimitExec {
         });
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, bounded)))
     }
+}
+
+/// Aborts a statement's task when its stream is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The runtime that executes statements: one worker per core, apart from
+/// the runtime that serves connections (DataFusion's advice for keeping a
+/// server responsive under CPU-bound queries). Started on first use.
+fn sql_runtime() -> Result<&'static tokio::runtime::Handle> {
+    static SQL_RUNTIME: OnceLock<std::result::Result<tokio::runtime::Runtime, String>> =
+        OnceLock::new();
+    SQL_RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(
+                    std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
+                )
+                .thread_name("inferwatch-sql")
+                .enable_all()
+                .build()
+                .map_err(|error| format!("starting the SQL runtime: {error}"))
+        })
+        .as_ref()
+        .map(tokio::runtime::Runtime::handle)
+        .map_err(|error| DataFusionError::Execution(error.clone()))
 }
 
 /// The leading keywords of a statement ("CREATE EXTERNAL TABLE", "COPY"),
