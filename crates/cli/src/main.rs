@@ -4,6 +4,7 @@
 //! subcommand lives in its own module with a clap `Args` struct and a `run`
 //! function, so `main` only dispatches.
 
+mod alert_ledger;
 mod correlator;
 mod detect_cmd;
 mod dora_cmd;

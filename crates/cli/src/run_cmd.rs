@@ -17,6 +17,7 @@ use inferwatch_ingest::{DeadLetterWriter, DecodeCounters, Decoder};
 use inferwatch_query::{serve_postgres, PgOptions, QueryEngine};
 use serde::Deserialize;
 
+use crate::alert_ledger::{replay_store, AlertLedger};
 use crate::detect_cmd::{load_engine, load_mapping};
 use crate::ingest_cmd::{
     append_guarded, default_threads, readmit_held, resume_position, store_guard_release,
@@ -228,43 +229,33 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let stop = pipeline.stop_flag();
     ctrlc::set_handler(move || stop.store(true, Ordering::Relaxed))
         .context("installing the Ctrl-C handler")?;
-    let mut alerts_out: Box<dyn std::io::Write> = match &config.alerts {
-        Some(path) => Box::new(std::io::BufWriter::new(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .with_context(|| format!("opening {}", path.display()))?,
-        )),
-        None => Box::new(std::io::BufWriter::new(std::io::stdout())),
-    };
-    // The store keeps its alerts beside its events: the `alerts` SQL table.
+    // The store keeps its alerts beside its events (the `alerts` SQL table);
+    // each file is written exactly once per transition, across restarts.
     let stored_alerts_path = config.data.join(inferwatch_query::STORE_ALERTS_FILE);
-    let mut stored_alerts = match &config.alerts {
-        Some(path) if path == &stored_alerts_path => None,
-        _ => Some(std::io::BufWriter::new(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&stored_alerts_path)
-                .with_context(|| format!("opening {}", stored_alerts_path.display()))?,
-        )),
+    let mut stored_alerts = AlertLedger::open(&stored_alerts_path)?;
+    let mut alerts_file = match &config.alerts {
+        Some(path) if path != &stored_alerts_path => Some(AlertLedger::open(path)?),
+        _ => None,
     };
+    let mut stdout = (config.alerts.is_none()).then(|| std::io::BufWriter::new(std::io::stdout()));
     let mut write_alerts = |alerts: Vec<Alert>| -> anyhow::Result<u64> {
-        for alert in &alerts {
-            serde_json::to_writer(&mut alerts_out, alert)?;
-            alerts_out.write_all(b"\n")?;
-            if let Some(stored) = &mut stored_alerts {
-                serde_json::to_writer(&mut *stored, alert)?;
-                stored.write_all(b"\n")?;
+        let fresh = stored_alerts.write(&alerts)?;
+        let mut written = fresh.len() as u64;
+        if let Some(file) = &mut alerts_file {
+            written = file.write(&alerts)?.len() as u64;
+        }
+        if let Some(stdout) = &mut stdout {
+            for alert in fresh {
+                serde_json::to_writer(&mut *stdout, alert)?;
+                stdout.write_all(b"\n")?;
             }
+            stdout.flush()?;
         }
-        alerts_out.flush()?;
-        if let Some(stored) = &mut stored_alerts {
-            stored.flush()?;
-        }
-        Ok(alerts.len() as u64)
+        Ok(written)
     };
+    // A restart: the engine relearns what the store holds; transitions the
+    // crash kept from being written are written now, the others not again.
+    let mut alerts = write_alerts(replay_store(&config.data, DEFAULT_STREAM, &mut engine)?)?;
     let progress = StoreProgress::new(args.quiet);
     let started = Instant::now();
     let mut counters = DecodeCounters::default();
@@ -273,7 +264,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .dead_letter
         .as_deref()
         .context("the dead-letter path is set when the config loads")?;
-    let (mut events, mut alerts) = (0u64, 0u64);
+    let mut events = 0u64;
     let mut last_append = LastAppend::default();
     for (decoded, clock) in readmit_held(&resume.held, &mut held_decoder, &mut guard) {
         if decoded.batch.num_rows() > 0 {

@@ -1,11 +1,19 @@
-//! `inferwatch ingest --fsync always` survives `kill -9`: 5 M simulated
-//! events, ten SIGKILLs at moments chosen by watching the acknowledgements
-//! grow, a restart after each. After every kill the store holds at least
-//! everything acknowledged and no event twice; at the end it holds every
-//! event exactly once, checked by count, distinct count and a checksum.
+//! `kill -9`, again and again, in both fsync modes.
 //!
-//! The expected values are computed from the input file by scanning its
-//! text, independently of the store and the SQL engine.
+//! `inferwatch ingest --acks`: SIGKILLs at moments chosen by watching the
+//! acknowledgements grow, a restart after each. After every kill the store
+//! holds at least everything acknowledged and no event twice; at the end it
+//! holds every event exactly once, checked by count, distinct count and a
+//! checksum computed from the input's text, independently of the store and
+//! the SQL engine.
+//!
+//! `inferwatch run`: SIGKILLs at seeded pseudo-random moments while it
+//! ingests and detects; at the end its alert files hold exactly the
+//! transitions of an uninterrupted run, each once, and the store every event
+//! once.
+//!
+//! CI runs 5 cycles over 1 M events per mode; `bench/kill9.sh` runs 20 over
+//! 5 M (`INFERWATCH_KILL_CYCLES`, `INFERWATCH_KILL_EVENTS`).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -14,9 +22,30 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const EVENTS: u64 = 5_000_000;
-const CYCLES: usize = 10;
-const DEADLINE: Duration = Duration::from_secs(1200);
+const DEADLINE: Duration = Duration::from_secs(1800);
+
+fn setting(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(default)
+}
+
+fn cycles() -> usize {
+    setting("INFERWATCH_KILL_CYCLES", 5) as usize
+}
+
+fn events() -> u64 {
+    setting("INFERWATCH_KILL_EVENTS", 1_000_000)
+}
+
+/// The next kill point of a fixed pseudo-random sequence (xorshift).
+fn next(seed: &mut u64) -> u64 {
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    *seed
+}
 
 fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_inferwatch")
@@ -68,7 +97,7 @@ fn counts(data: &Path) -> (i64, i64) {
     (row[0], row[1])
 }
 
-fn ingest(data: &Path, input: &Path) -> Command {
+fn ingest(data: &Path, input: &Path, fsync: &str) -> Command {
     let mut command = Command::new(binary());
     command
         .args([
@@ -76,7 +105,7 @@ fn ingest(data: &Path, input: &Path) -> Command {
             "--quiet",
             "--acks",
             "--fsync",
-            "always",
+            fsync,
             "--flush-rows",
             "400000",
             "--dead-letter",
@@ -88,40 +117,48 @@ fn ingest(data: &Path, input: &Path) -> Command {
     command
 }
 
-#[test]
-fn acknowledged_events_survive_kill_9_exactly_once() {
-    let directory = tempfile::tempdir().unwrap();
-    let input: PathBuf = directory.path().join("fleet.jsonl");
-    let data = directory.path().join("data");
-    // 5 M events: 1,000 s at 5,000 events/s.
+/// `events` simulated events at `rate` events/s, with the given scenarios.
+fn simulate(input: &Path, events: u64, rate: u64, scenarios: &str) {
     let status = Command::new(binary())
-        .args([
-            "simulate",
-            "--duration",
-            "1000s",
-            "--rate",
-            "5000",
-            "--output",
-        ])
-        .arg(&input)
+        .args(["simulate", "--scenario", scenarios, "--rate"])
+        .arg(rate.to_string())
+        .arg("--duration")
+        .arg(format!("{}s", events / rate))
+        .arg("--output")
+        .arg(input)
         .status()
         .unwrap();
     assert!(status.success());
+}
+
+#[test]
+fn acknowledged_events_survive_kill_9_exactly_once_with_fsync_always() {
+    acknowledged_events_survive_kill_9("always");
+}
+
+#[test]
+fn acknowledged_events_survive_kill_9_exactly_once_with_fsync_interval() {
+    acknowledged_events_survive_kill_9("interval_ms=100");
+}
+
+fn acknowledged_events_survive_kill_9(fsync: &str) {
+    let directory = tempfile::tempdir().unwrap();
+    let input: PathBuf = directory.path().join("fleet.jsonl");
+    let data = directory.path().join("data");
+    let events = events();
+    simulate(&input, events, 5000, "baseline");
     let (lines, expected_checksum) = latency_checksum(&input);
     assert!(
-        lines.abs_diff(EVENTS) < EVENTS / 50,
+        lines.abs_diff(events) < events / 50,
         "the simulator wrote {lines} events"
     );
     let started = Instant::now();
     let mut stored_before = 0i64;
-    // A fixed pseudo-random sequence of kill points (events acknowledged in the run).
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-    for cycle in 0..CYCLES {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        let kill_after = 20_000 + seed % 400_000;
-        let mut child = ingest(&data, &input)
+    for cycle in 0..cycles() {
+        // Events acknowledged in this run before the kill.
+        let kill_after = 20_000 + next(&mut seed) % (events / 12);
+        let mut child = ingest(&data, &input, fsync)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -159,7 +196,7 @@ fn acknowledged_events_survive_kill_9_exactly_once() {
         );
         stored_before = stored;
     }
-    let status = ingest(&data, &input)
+    let status = ingest(&data, &input, fsync)
         .stdout(Stdio::null())
         .status()
         .unwrap();
@@ -172,4 +209,124 @@ fn acknowledged_events_survive_kill_9_exactly_once() {
         "SELECT sum(CAST(round(latency_ms * 10) AS BIGINT)) FROM inference",
     )[0];
     assert_eq!(checksum, expected_checksum);
+}
+
+#[test]
+fn run_alerts_are_exactly_once_across_kill_9_with_fsync_always() {
+    run_alerts_are_exactly_once_across_kill_9("always");
+}
+
+#[test]
+fn run_alerts_are_exactly_once_across_kill_9_with_fsync_interval() {
+    run_alerts_are_exactly_once_across_kill_9("interval_ms=100");
+}
+
+/// The transitions in an alerts file: (alert id, state, end), with counts.
+fn transitions(path: &Path) -> std::collections::BTreeMap<String, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    for line in text.lines() {
+        let alert: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|error| panic!("{}: {error}: {line}", path.display()));
+        let key = format!(
+            "{} {} {}",
+            alert["alert_id"], alert["state"], alert["ends_at"]
+        );
+        *counts.entry(key).or_insert(0) += 1;
+    }
+    counts
+}
+
+fn run_config(directory: &Path, name: &str, input: &Path, fsync: &str) -> PathBuf {
+    let config = directory.join(format!("{name}.yaml"));
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../rules");
+    std::fs::write(
+        &config,
+        format!(
+            "data: {name}-data\ninputs: [{}]\nrules: {}\nalerts: {name}-alerts.jsonl\n\
+             store:\n  fsync: {fsync}\n  flush_rows: 100000\n",
+            input.display(),
+            rules.display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+fn run(config: &Path) -> Command {
+    let mut command = Command::new(binary());
+    command.args(["run", "--quiet", "--config"]).arg(config);
+    command
+}
+
+fn run_alerts_are_exactly_once_across_kill_9(fsync: &str) {
+    let directory = tempfile::tempdir().unwrap();
+    let input: PathBuf = directory.path().join("fleet.jsonl");
+    let events = events();
+    // Half an hour of fleet time at 1 M events: long enough for the incidents.
+    simulate(&input, events, 500, "canary-regression,error-spike");
+    let lines = latency_checksum(&input).0;
+    // The reference: one uninterrupted run.
+    let reference = run_config(directory.path(), "reference", &input, fsync);
+    let output = run(&reference).output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let expected = transitions(&directory.path().join("reference-alerts.jsonl"));
+    assert!(expected.len() >= 4, "the scenario raised {expected:?}");
+    let config = run_config(directory.path(), "killed", &input, fsync);
+    let data = directory.path().join("killed-data");
+    let started = Instant::now();
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut killed_while_running = 0;
+    for cycle in 0..cycles() {
+        // Restarts replay the store first, so later runs need longer to
+        // reach new input: up to about one second per cycle so far.
+        let delay = Duration::from_millis(300 + next(&mut seed) % (1200 + 300 * cycle as u64));
+        let mut child = run(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        assert!(started.elapsed() < DEADLINE, "cycle {cycle} hangs");
+        if child.try_wait().unwrap().is_none() {
+            killed_while_running += 1;
+        }
+        child.kill().unwrap(); // SIGKILL, or nothing if it had finished
+        child.wait().unwrap();
+        if data.join("streams").exists() {
+            let (stored, distinct) = counts(&data);
+            assert_eq!(stored, distinct, "cycle {cycle}: an event is stored twice");
+        }
+        // Every transition written so far is one of the reference's, once.
+        let written = transitions(&directory.path().join("killed-alerts.jsonl"));
+        for (key, count) in &written {
+            assert_eq!(count, &1, "cycle {cycle}: {key} written {count} times");
+            assert!(
+                expected.contains_key(key),
+                "cycle {cycle}: {key} is not a reference transition"
+            );
+        }
+    }
+    assert!(
+        killed_while_running * 2 >= cycles(),
+        "only {killed_while_running} of {} kills hit a running process",
+        cycles()
+    );
+    let output = run(&config).output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let (stored, distinct) = counts(&data);
+    assert_eq!((stored as u64, distinct as u64), (lines, lines));
+    assert_eq!(
+        transitions(&directory.path().join("killed-alerts.jsonl")),
+        expected
+    );
+    assert_eq!(transitions(&data.join("alerts.jsonl")), expected);
 }
