@@ -156,7 +156,7 @@ pub fn load_engine(rules_dir: &Path, decoder: &Decoder) -> anyhow::Result<Engine
     if rules.is_empty() {
         bail!("no rules found in {}", rules_dir.display());
     }
-    Ok(Engine::new(rules, &decoder.schema())?)
+    Ok(Engine::new(rules, &decoder.schema())?.with_roles(decoder.mapping().roles().clone()))
 }
 
 /// Runs `inferwatch detect`.

@@ -157,7 +157,8 @@ fn acknowledged_events_survive_kill_9(fsync: &str) {
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
     for cycle in 0..cycles() {
         // Events acknowledged in this run before the kill.
-        let kill_after = 20_000 + next(&mut seed) % (events / 12);
+        // At most half the input over all cycles, so every run is killed.
+        let kill_after = 20_000 + next(&mut seed) % (events / (2 * cycles() as u64));
         let mut child = ingest(&data, &input, fsync)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -28,11 +28,13 @@
 
 mod alert;
 mod clock;
+mod roles;
 mod sketch;
 mod time;
 
 pub use alert::{Alert, AlertState, Contributor, Evidence, Impact, Severity};
 pub use clock::{AgreedClock, CLOCK_AGREEMENT, DEFAULT_MAX_FUTURE_NANOS};
+pub use roles::{Role, RoleVocabulary, AB_ROLE};
 pub use sketch::{QuantileSketch, LARGEST_TRACKED, QUANTILE_RELATIVE_ERROR};
 pub use time::{
     epoch_to_nanos, format_timestamp, parse_duration, parse_timestamp_text, NANOS_PER_SECOND,

@@ -30,6 +30,7 @@
 //! evaluated past their time, so the output order is deterministic too.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use ahash::AHashMap;
 use arrow::array::{Array, ArrayRef, AsArray, Float64Array};
@@ -40,7 +41,7 @@ use arrow::record_batch::RecordBatch;
 use hashbrown::HashTable;
 use inferwatch_core::{
     column, fingerprint, format_timestamp, AgreedClock, Alert, AlertState, Contributor, Impact,
-    DEFAULT_MAX_FUTURE_NANOS,
+    RoleVocabulary, AB_ROLE, DEFAULT_MAX_FUTURE_NANOS,
 };
 use serde::Serialize;
 
@@ -56,6 +57,7 @@ use crate::explain::{Bad, Query, RowSample, WindowCounts, DEFAULT_EXPLAIN_ROWS};
 use crate::expr::CompareOp;
 use crate::filter::{compile_predicate, evaluate_predicate, NumericExpr, RowPredicate};
 use crate::reference::ReferenceStore;
+use crate::roles::RoleBook;
 use crate::rule::Rule;
 use crate::summary::{BottomSample, BucketData, Summary, SummaryLayout};
 use crate::DetectError;
@@ -126,11 +128,39 @@ pub struct Engine {
     error_predicate: RowPredicate,
     /// The clock [`Engine::observe`] keeps when no clock is given.
     own_clock: AgreedClock,
+    /// Fills `ab_role`, when the engine adds that column (see [`crate::roles`]).
+    roles: Option<RoleColumn>,
+}
+
+/// The `ab_role` column the engine appends to each batch.
+struct RoleColumn {
+    book: RoleBook,
+    /// Whether a rule reads it; when none does, nulls are appended instead.
+    read: bool,
+}
+
+/// `schema` with `ab_role` appended, unless the events carry their own.
+fn with_role_column(schema: &SchemaRef) -> SchemaRef {
+    if schema.index_of(AB_ROLE).is_ok() {
+        return schema.clone();
+    }
+    let mut fields: Vec<arrow::datatypes::FieldRef> = schema.fields().iter().cloned().collect();
+    fields.push(Arc::new(arrow::datatypes::Field::new(
+        AB_ROLE,
+        crate::roles::role_type(),
+        true,
+    )));
+    Arc::new(arrow::datatypes::Schema::new_with_metadata(
+        fields,
+        schema.metadata().clone(),
+    ))
 }
 
 impl Engine {
     /// Compiles `rules` against the schema of the batches that will be observed.
     pub fn new(rules: Vec<Rule>, schema: &SchemaRef) -> Result<Engine, DetectError> {
+        let adds_roles = schema.index_of(AB_ROLE).is_err();
+        let schema = &with_role_column(schema);
         let timestamp_column = schema.index_of(column::TIMESTAMP).map_err(|_| {
             DetectError::Internal("the event schema has no timestamp column".into())
         })?;
@@ -194,7 +224,7 @@ impl Engine {
             },
             Err(_) => RowPredicate::Constant(false),
         };
-        Ok(Engine {
+        let mut engine = Engine {
             rules: runtimes,
             hold_logs,
             outbox: Vec::new(),
@@ -204,7 +234,42 @@ impl Engine {
             sample,
             error_predicate,
             own_clock: AgreedClock::new(),
-        })
+            roles: None,
+        };
+        if adds_roles {
+            let read = engine
+                .referenced_columns()
+                .iter()
+                .any(|name| name == AB_ROLE);
+            engine.roles = Some(RoleColumn {
+                book: RoleBook::new(RoleVocabulary::default()),
+                read,
+            });
+        }
+        Ok(engine)
+    }
+
+    /// Sets the words that name the baseline and canary arms in `ab_group`
+    /// (the defaults plus a mapping's `roles:`). Call it before the first
+    /// batch.
+    pub fn with_roles(mut self, vocabulary: RoleVocabulary) -> Engine {
+        if let Some(roles) = &mut self.roles {
+            roles.book = RoleBook::new(vocabulary);
+        }
+        self
+    }
+
+    /// `batch` with the `ab_role` column appended, when the engine adds it.
+    fn with_roles_of(&mut self, batch: &RecordBatch) -> Option<RecordBatch> {
+        let roles = self.roles.as_mut()?;
+        let role = if roles.read {
+            roles.book.assign(batch)
+        } else {
+            arrow::array::new_null_array(&crate::roles::role_type(), batch.num_rows())
+        };
+        let mut columns = batch.columns().to_vec();
+        columns.push(role);
+        RecordBatch::try_new(self.schema.clone(), columns).ok()
     }
 
     /// Sets how far ahead of the clock a row may be and still be counted
@@ -257,6 +322,7 @@ impl Engine {
 
     /// Validates `rules` against a schema without running them.
     pub fn check(rules: &[Rule], schema: &SchemaRef) -> Vec<DetectError> {
+        let schema = &with_role_column(schema);
         let errors: Vec<DetectError> = rules
             .iter()
             .filter_map(|rule| RuleRuntime::new(rule.clone(), schema).err())
@@ -308,6 +374,12 @@ impl Engine {
     /// value per row, e.g. from the ingest guard); returns the alert
     /// transitions that became final.
     pub fn observe_at(&mut self, batch: &RecordBatch, clock: &[i64]) -> Vec<Alert> {
+        let with_roles = if batch.num_rows() > 0 {
+            self.with_roles_of(batch)
+        } else {
+            None
+        };
+        let batch = with_roles.as_ref().unwrap_or(batch);
         if batch.num_rows() > 0 && clock.len() == batch.num_rows() {
             let Some(timestamps) = batch
                 .column(self.timestamp_column)

@@ -12,8 +12,8 @@
 //! severity: high
 //! group_by: [model_id]
 //! segments:
-//!   canary: ab_group == "canary"
-//!   baseline: ab_group == "baseline"
+//!   canary: ab_role == "canary"
+//!   baseline: ab_role == "baseline"
 //! window: 5m
 //! every: 1m
 //! condition: >
@@ -22,7 +22,9 @@
 //! ```
 //!
 //! * `filter` and `segments` are row predicates ([`filter`]), evaluated on
-//!   whole batches with Arrow kernels;
+//!   whole batches with Arrow kernels. `ab_role` is a column the engine adds:
+//!   `baseline` or `canary` from `ab_group` in any common vocabulary
+//!   (`stable`, `control`, `treatment`, …), else from the traffic ([`roles`]);
 //! * the `condition` ([`condition`]) is an expression over window aggregates —
 //!   `count`, `rate`, `errors`, `error_rate`, `sum`, `avg`, `min`, `max`,
 //!   `stddev`, `quantile`/`pNN`/`median` (DDSketch, ≤1 % relative error) and
@@ -72,6 +74,7 @@ mod explain;
 pub mod expr;
 pub mod filter;
 mod reference;
+pub mod roles;
 mod rule;
 pub mod score;
 pub mod slo;

@@ -760,3 +760,127 @@ fn past_max_groups_new_keys_are_counted_and_skipped_while_tracked_keys_go_on() {
     assert_eq!(state.refused_rows, 10 * 120, "{state:?}");
     assert!(state.peak_groups <= 2);
 }
+
+/// Issue 17: the shipped canary rule on a fleet that names its arms its own
+/// way, or not at all. One model at 1,000 requests a minute, a 10 % canary
+/// from minute 0; from minute 20 the canary fails 4.5 % of requests against
+/// the baseline's 1.2 % (still under 5 %). Each vocabulary, and no
+/// `ab_group` at all, fires on the model; with equal error rates nothing
+/// fires. (Matching the word `baseline` alone left the baseline segment
+/// empty for the other vocabularies, and a canary at 1.2 % fired.)
+mod canary_roles {
+    use super::*;
+
+    fn canary_batch(rows: &[(i64, bool, Option<&'static str>, bool)]) -> RecordBatch {
+        let schema = canonical_schema();
+        let columns: Vec<ArrayRef> = schema
+            .fields()
+            .iter()
+            .map(|field| -> ArrayRef {
+                match field.name().as_str() {
+                    column::TIMESTAMP => Arc::new(
+                        TimestampNanosecondArray::from(
+                            rows.iter().map(|row| row.0).collect::<Vec<_>>(),
+                        )
+                        .with_timezone("UTC"),
+                    ),
+                    column::STREAM => dictionary(rows.iter().map(|_| "inference").collect()),
+                    column::MODEL_ID => dictionary(rows.iter().map(|_| "ranker").collect()),
+                    column::MODEL_VERSION => dictionary(
+                        rows.iter()
+                            .map(|row| if row.1 { "v8" } else { "v7" })
+                            .collect(),
+                    ),
+                    column::AB_GROUP => {
+                        let values: Vec<Option<&str>> = rows.iter().map(|row| row.2).collect();
+                        let array: arrow::array::DictionaryArray<arrow::datatypes::Int32Type> =
+                            values.into_iter().collect();
+                        Arc::new(array)
+                    }
+                    column::STATUS => dictionary(
+                        rows.iter()
+                            .map(|row| if row.3 { "error" } else { "ok" })
+                            .collect(),
+                    ),
+                    column::LATENCY_MS => Arc::new(Float64Array::from(vec![50.0; rows.len()])),
+                    _ => new_null_array(field.data_type(), rows.len()),
+                }
+            })
+            .collect();
+        RecordBatch::try_new(schema, columns).unwrap()
+    }
+
+    /// (time, is canary, ab_group, is error) for 40 minutes.
+    fn fleet(
+        words: Option<(&'static str, &'static str)>,
+        regression: bool,
+    ) -> Vec<(i64, bool, Option<&'static str>, bool)> {
+        let mut rows = Vec::new();
+        let (mut baseline_seen, mut canary_seen) = (0u64, 0u64);
+        for minute in 0..40 {
+            for request in 0..1000 {
+                let time = START + minute * MINUTE + request * MINUTE / 1000;
+                let canary = request % 10 == 0;
+                let (group, error) = if canary {
+                    canary_seen += 1;
+                    // 1 in 22 (4.5 %) in the regression, else 1 in 83.
+                    let every = if regression && minute >= 20 { 22 } else { 83 };
+                    (words.map(|w| w.1), canary_seen % every == 0)
+                } else {
+                    baseline_seen += 1;
+                    (words.map(|w| w.0), baseline_seen % 83 == 0)
+                };
+                rows.push((time, canary, group, error));
+            }
+        }
+        rows
+    }
+
+    fn shipped_rule() -> Rule {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../rules/canary-vs-baseline.yaml");
+        Rule::from_yaml_str(&path, &std::fs::read_to_string(&path).unwrap()).unwrap()
+    }
+
+    fn firing(rows: &[(i64, bool, Option<&'static str>, bool)]) -> Vec<(String, i64)> {
+        let mut engine = Engine::new(vec![shipped_rule()], &canonical_schema()).unwrap();
+        let mut alerts = Vec::new();
+        for chunk in rows.chunks(777) {
+            alerts.extend(engine.observe(&canary_batch(chunk)));
+        }
+        alerts.extend(engine.finish());
+        alerts
+            .iter()
+            .filter(|alert| alert.state == AlertState::Firing)
+            .map(|alert| {
+                let start = inferwatch_core::parse_timestamp_text(&alert.starts_at).unwrap();
+                (alert.group["model_id"].clone(), (start - START) / MINUTE)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_vocabulary_and_none_catches_the_canary_and_only_it() {
+        for words in [
+            Some(("baseline", "canary")),
+            Some(("stable", "canary")),
+            Some(("control", "treatment")),
+            Some(("prod", "candidate")),
+            None,
+        ] {
+            let fired = firing(&fleet(words, true));
+            assert_eq!(fired.len(), 1, "{words:?}: {fired:?}");
+            assert_eq!(fired[0].0, "ranker");
+            assert!(
+                (20..=28).contains(&fired[0].1),
+                "{words:?}: fired at minute {}",
+                fired[0].1
+            );
+            assert_eq!(
+                firing(&fleet(words, false)),
+                [],
+                "{words:?} without a regression"
+            );
+        }
+    }
+}

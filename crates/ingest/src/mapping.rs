@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use ahash::AHashMap;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use inferwatch_core::{canonical_schema, column, dictionary_utf8, DEFAULT_STREAM};
+use inferwatch_core::{canonical_schema, column, dictionary_utf8, RoleVocabulary, DEFAULT_STREAM};
 use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode};
 use marked_yaml::{LoadError, LoaderOptions, Node, Span};
 
@@ -473,6 +473,8 @@ pub struct Mapping {
     pub(crate) projection: Option<Box<[bool]>>,
     /// The domain of the canonical numbers (the file's `limits:`).
     pub(crate) limits: ValueLimits,
+    /// The words for the baseline and canary arms (the file's `roles:`).
+    pub(crate) roles: RoleVocabulary,
 }
 
 /// Built-in aliases beyond the canonical names: `(path, target, priority)`.
@@ -568,6 +570,7 @@ impl Mapping {
         let enrichment = Enrichment::from_specs(origin, base_directory, &spec.enrich)?;
         let mut mapping = builder.finish(enrichment);
         mapping.limits = spec.limits;
+        mapping.roles = spec.roles;
         Ok(mapping)
     }
 
@@ -590,6 +593,12 @@ impl Mapping {
     /// The stream events get when they do not name one.
     pub fn stream(&self) -> &str {
         &self.stream
+    }
+
+    /// The words that name the baseline and canary arms in `ab_group`: the
+    /// defaults plus the file's `roles:`.
+    pub fn roles(&self) -> &RoleVocabulary {
+        &self.roles
     }
 
     /// The lookup tables.
@@ -1262,6 +1271,7 @@ impl MappingBuilder {
             keep_unmapped: true,
             projection: None,
             limits: ValueLimits::default(),
+            roles: RoleVocabulary::default(),
         }
     }
 }
@@ -1303,6 +1313,7 @@ struct MappingSpec {
     fields: Vec<FieldSpec>,
     enrich: Vec<EnrichmentSpec>,
     limits: ValueLimits,
+    roles: RoleVocabulary,
 }
 
 #[derive(Debug)]
@@ -1325,6 +1336,7 @@ impl MappingSpec {
             fields: Vec::new(),
             enrich: Vec::new(),
             limits: ValueLimits::default(),
+            roles: RoleVocabulary::default(),
         };
         if text.lines().all(|line| {
             let line = line.trim();
@@ -1358,13 +1370,14 @@ impl MappingSpec {
                     }
                 }
                 "limits" => spec.limits = parse_limits(origin, value)?,
+                "roles" => spec.roles = parse_roles(origin, value)?,
                 other => {
                     return Err(unknown_key(
                         origin,
                         key,
                         other,
                         "the top level",
-                        &["stream", "builtin", "fields", "enrich", "limits"],
+                        &["stream", "builtin", "fields", "enrich", "limits", "roles"],
                     ))
                 }
             }
@@ -1555,6 +1568,31 @@ fn expect_string(
     }
 }
 
+/// `roles: {baseline: [words], canary: [words]}`, added to the defaults.
+fn parse_roles(origin: &Path, node: &Node) -> Result<RoleVocabulary, IngestError> {
+    let mut roles = RoleVocabulary::default();
+    for (key, value) in expect_mapping(origin, node, "`roles`")?.iter() {
+        let mut words = Vec::new();
+        for item in expect_sequence(origin, key, value)? {
+            words.push(expect_string(origin, key, item)?.value);
+        }
+        match key.as_str() {
+            "baseline" => roles.extend(&words, &[]),
+            "canary" => roles.extend(&[], &words),
+            other => {
+                return Err(unknown_key(
+                    origin,
+                    key,
+                    other,
+                    "`roles`",
+                    &["baseline", "canary"],
+                ))
+            }
+        }
+    }
+    Ok(roles)
+}
+
 /// `limits: {latency_ms: <max>, tokens: <max>}` (see [`ValueLimits`]).
 fn parse_limits(origin: &Path, node: &Node) -> Result<ValueLimits, IngestError> {
     let mut limits = ValueLimits::default();
@@ -1669,6 +1707,23 @@ fn lowercase_first(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn roles_add_a_fleets_words_to_the_vocabulary() {
+        let mapping = Mapping::from_yaml_str(
+            Path::new("m.yaml"),
+            "roles:\n  baseline: [blue]\n  canary: [green, edge]\n",
+        )
+        .unwrap();
+        let role = |word| mapping.roles().role_of(word);
+        assert_eq!(role("blue"), Some(inferwatch_core::Role::Baseline));
+        assert_eq!(role("green"), Some(inferwatch_core::Role::Canary));
+        assert_eq!(role("stable"), Some(inferwatch_core::Role::Baseline));
+        let error = Mapping::from_yaml_str(Path::new("m.yaml"), "roles:\n  canery: [x]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("m.yaml:2:") && error.contains("canery"), "{error}");
+    }
 
     #[test]
     fn key_table_finds_members_and_only_members() {
