@@ -1,15 +1,18 @@
 //! `inferwatch score`: streaming anomaly scores for a `timestamp,value` CSV.
 //!
 //! The format, the detectors and the bad-input policy are documented in
-//! [`inferwatch_detect::score`]; this module only opens files.
+//! [`inferwatch_detect::score`]; this module only opens files and prints
+//! the warnings about rows out of time order.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Write};
+use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use inferwatch_detect::score::{score_csv, ScoreConfig, ScoreOptions};
+use inferwatch_detect::score::{
+    score_csv_with_warnings, ScoreConfig, ScoreOptions, MAX_ORDER_WARNINGS,
+};
 
 /// Arguments of `inferwatch score`.
 #[derive(clap::Args)]
@@ -46,14 +49,29 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("cannot create {}", args.output.display()))?;
         Box::new(BufWriter::new(file))
     };
-    let summary = if args.input.as_os_str() == "-" {
-        score_csv(std::io::stdin().lock(), "<stdin>", output, &options)?
+    let (input, name): (Box<dyn BufRead>, String) = if args.input.as_os_str() == "-" {
+        (Box::new(std::io::stdin().lock()), "<stdin>".to_string())
     } else {
         let file = File::open(&args.input)
             .with_context(|| format!("cannot open {}", args.input.display()))?;
-        let name = args.input.display().to_string();
-        score_csv(BufReader::new(file), &name, output, &options)?
+        (
+            Box::new(BufReader::new(file)),
+            args.input.display().to_string(),
+        )
     };
+    // Rows out of time order are scored; the user hears about them as they are read.
+    let summary = score_csv_with_warnings(input, &name, output, &options, |warning| {
+        eprintln!("warning: {warning}")
+    })?;
+    let unreported = summary.unreported_order_rows();
+    if unreported > 0 {
+        eprintln!(
+            "warning: {name}: {unreported} more rows out of time order or with duplicate \
+             timestamps not shown ({} before the previous row's, {} equal to it; \
+             the first {MAX_ORDER_WARNINGS} are above), all scored in file order",
+            summary.earlier_rows, summary.duplicate_rows
+        );
+    }
     eprintln!(
         "scored {} rows ({} skipped: empty, NaN or infinite; {} in warm-up)",
         summary.rows, summary.skipped, summary.warmup_rows

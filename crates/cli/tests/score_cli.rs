@@ -1,6 +1,7 @@
 //! `inferwatch score` end to end: the built binary scores a CSV series, one
 //! row out per row in, and rejects bad input with exit code 2 and
-//! `error: FILE:LINE: message`, never a panic.
+//! `error: FILE:LINE: message`, never a panic. Rows out of time order are
+//! scored, with `warning: FILE:LINE: ...` on standard error.
 
 use std::io::Write;
 use std::path::Path;
@@ -136,11 +137,8 @@ fn bad_input_exits_2_naming_the_line() {
             "timestamp,value\n1392388200,1\nnoon,2\n",
             "bad-time.csv:3: invalid timestamp 'noon'",
         ),
-        (
-            "unordered.csv",
-            "timestamp,value\n1392388200,1\n1392388500,2\n1392388400,3\n",
-            "unordered.csv:4: timestamp '1392388400' is earlier than the one on line 3",
-        ),
+        // Rows out of time order were refused here until issue 17; they are
+        // now scored with a warning: out_of_order_and_duplicate_rows_are_scored_with_warnings.
         (
             "short-row.csv",
             "timestamp,value\n1392388200,1\n1392388500\n",
@@ -180,4 +178,124 @@ fn missing_and_non_finite_values_are_scored_zero() {
         "timestamp,value,anomaly_score\n1392388200,1,0\n1392388500,,0\n1392388800,NaN,0\n1392389100,inf,0\n"
     );
     assert!(stderr(&output).contains("3 skipped"));
+}
+
+/// `series()` with `rows` (index, timestamp) given other timestamps.
+fn series_with_timestamps(rows: &[(usize, u64)]) -> String {
+    let mut lines: Vec<String> = series().lines().map(str::to_string).collect();
+    for (index, timestamp) in rows {
+        let value = lines[index + 1].split_once(',').unwrap().1.to_string();
+        lines[index + 1] = format!("{timestamp},{value}");
+    }
+    lines.iter().map(|line| format!("{line}\n")).collect()
+}
+
+#[test]
+fn out_of_order_and_duplicate_rows_are_scored_with_warnings() {
+    let directory = tempfile::tempdir().unwrap();
+    let at = |index: u64| 1_392_388_200 + 300 * index;
+    // Row 200 goes back a minute before row 199; row 250 repeats row 249's time.
+    let text = series_with_timestamps(&[(200, at(199) - 60), (250, at(249))]);
+    let input = write(directory.path(), "series.csv", &text);
+    let prefix_text: String = text.lines().take(201).map(|l| format!("{l}\n")).collect();
+    let prefix = write(directory.path(), "prefix.csv", &prefix_text);
+    for detector in ["ewma", "seasonal", "forest", "auto"] {
+        let output = score(&["--detector", detector, &input], None);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{detector}: {}",
+            stderr(&output)
+        );
+        let message = stderr(&output);
+        let warnings: Vec<&str> = message
+            .lines()
+            .filter(|line| line.starts_with("warning: "))
+            .collect();
+        assert_eq!(
+            warnings,
+            [
+                format!(
+                    "warning: {input}:202: timestamp {} is before the previous row's {} \
+                     (line 201); scored in file order",
+                    at(199) - 60,
+                    at(199)
+                ),
+                format!(
+                    "warning: {input}:252: timestamp {} equals the previous row's {} \
+                     (line 251); scored in file order",
+                    at(249),
+                    at(249)
+                ),
+            ],
+            "{detector}"
+        );
+        assert!(message.contains("scored 400 rows"), "{detector}: {message}");
+        let scored = String::from_utf8(output.stdout.clone()).unwrap();
+        let lines: Vec<&str> = scored.lines().collect();
+        assert_eq!(lines.len(), 401, "{detector}: one score per row");
+        let mut best = (0, -1.0);
+        for (index, (line, input_line)) in lines.iter().zip(text.lines()).skip(1).enumerate() {
+            let (row, score) = line.rsplit_once(',').unwrap();
+            assert_eq!(row, input_line, "{detector}: rows echoed in input order");
+            let score: f64 = score.parse().unwrap();
+            if score > best.1 {
+                best = (index, score);
+            }
+        }
+        assert_eq!(best.0, 300, "{detector}: the spike still ranks first");
+        // No look-ahead: the rows before the disorder score as the prefix alone.
+        let alone = score(&["--detector", detector, &prefix], None);
+        assert!(alone.status.success(), "{detector}: {}", stderr(&alone));
+        assert!(!stderr(&alone).contains("warning"), "{detector}");
+        let alone = String::from_utf8(alone.stdout).unwrap();
+        assert_eq!(alone.lines().count(), 201);
+        assert_eq!(
+            alone.lines().collect::<Vec<_>>(),
+            lines[..201],
+            "{detector}"
+        );
+    }
+}
+
+#[test]
+fn order_warnings_stop_at_ten_and_the_rest_are_counted_at_the_end() {
+    // 20 rows each a minute before the previous one, then 3 repeats.
+    let mut text = String::from("timestamp,value\n");
+    for index in 0..20 {
+        text.push_str(&format!("{},{index}\n", 1_392_388_200 - 60 * index));
+    }
+    for index in 0..3 {
+        text.push_str(&format!("1392387060,{index}\n"));
+    }
+    let output = score(&["-"], Some(&text));
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(
+        String::from_utf8(output.stdout.clone())
+            .unwrap()
+            .lines()
+            .count(),
+        24
+    );
+    let message = stderr(&output);
+    let warnings: Vec<&str> = message
+        .lines()
+        .filter(|line| line.starts_with("warning: "))
+        .collect();
+    assert_eq!(warnings.len(), 11, "{message}");
+    for (index, warning) in warnings[..10].iter().enumerate() {
+        assert!(
+            warning.starts_with(&format!("warning: <stdin>:{}: timestamp ", index + 3)),
+            "{warning}"
+        );
+    }
+    assert_eq!(
+        warnings[10],
+        "warning: <stdin>: 12 more rows out of time order or with duplicate timestamps \
+         not shown (19 before the previous row's, 3 equal to it; the first 10 are above), \
+         all scored in file order"
+    );
+    assert!(
+        message.ends_with("scored 23 rows (0 skipped: empty, NaN or infinite; 23 in warm-up)\n")
+    );
 }

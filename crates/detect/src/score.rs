@@ -50,11 +50,26 @@
 //! | a timestamp that does not parse | error naming the line |
 //! | a value that is not a number (`abc`, `1.2.3`) | error naming the line |
 //! | an empty, `NaN` or infinite value | scored 0, not learned, counted in [`ScoreSummary::skipped`] |
-//! | a timestamp earlier than the previous row's | error naming the line |
-//! | a timestamp equal to the previous row's | allowed: scored as the next point |
+//! | a timestamp earlier than the previous row's | scored in file order, with an [`OrderWarning`] |
+//! | a timestamp equal to the previous row's | scored in file order, with an [`OrderWarning`] |
 //! | a header and no rows | a header and no rows out |
 //!
 //! Errors read `FILE:LINE: message` ([`DetectError::Input`]).
+//!
+//! ## Rows out of time order
+//!
+//! Public series (NAB's among them) sometimes step back in time, so
+//! disorder is reported, never refused: each row is compared with the row
+//! before it in the file, and one whose timestamp is earlier than or equal to
+//! that row's is scored like any other, as the next point in file order (no
+//! re-sorting, which would need look-ahead and break the one-row-out-per-row-in,
+//! same-order output). Its own timestamp still picks its seasonal slot. No
+//! detector uses the step between timestamps (the baselines count points, the
+//! forest sees values only), so a zero or negative step cannot divide by zero
+//! or go negative anywhere. [`score_csv_with_warnings`] reports the first
+//! [`MAX_ORDER_WARNINGS`] such rows as they are read; [`ScoreSummary`] counts
+//! them all. Rows after a jump back are compared with their own predecessor
+//! only, so a block that overlaps earlier times gives one warning, at the jump.
 //!
 //! ## Config
 //!
@@ -556,15 +571,80 @@ pub struct ScoreSummary {
     pub skipped: u64,
     /// Rows scored 0 because the detectors were still warming up.
     pub warmup_rows: u64,
+    /// Rows whose timestamp is earlier than the previous row's (scored in file order).
+    pub earlier_rows: u64,
+    /// Rows whose timestamp equals the previous row's (scored in file order).
+    pub duplicate_rows: u64,
+}
+
+impl ScoreSummary {
+    /// Rows out of time order or with a duplicate timestamp that got no
+    /// [`OrderWarning`] because [`MAX_ORDER_WARNINGS`] were already given.
+    pub fn unreported_order_rows(&self) -> u64 {
+        (self.earlier_rows + self.duplicate_rows).saturating_sub(MAX_ORDER_WARNINGS)
+    }
+}
+
+/// [`score_csv_with_warnings`] reports at most this many [`OrderWarning`]s per
+/// input; the rest are only counted.
+pub const MAX_ORDER_WARNINGS: u64 = 10;
+
+/// A row whose timestamp is not after the previous row's. It was scored
+/// anyway, in file order. Displays as `FILE:LINE: timestamp ... ; scored in
+/// file order`, timestamps as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderWarning {
+    /// The input name, as given.
+    pub path: String,
+    /// 1-based line of the row.
+    pub line: u64,
+    /// Its timestamp, as written.
+    pub timestamp: String,
+    /// 1-based line of the previous row.
+    pub previous_line: u64,
+    /// The previous row's timestamp, as written.
+    pub previous_timestamp: String,
+    /// Equal to the previous row's timestamp rather than earlier.
+    pub duplicate: bool,
+}
+
+impl std::fmt::Display for OrderWarning {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let relation = if self.duplicate {
+            "equals"
+        } else {
+            "is before"
+        };
+        write!(
+            formatter,
+            "{}:{}: timestamp {} {relation} the previous row's {} (line {}); scored in file order",
+            self.path, self.line, self.timestamp, self.previous_timestamp, self.previous_line
+        )
+    }
 }
 
 /// Scores a `timestamp,value` CSV, writing `timestamp,value,anomaly_score`.
 /// See the module documentation for the input format and the bad-input policy.
+/// Rows out of time order are only counted in the summary; use
+/// [`score_csv_with_warnings`] to hear about them.
 pub fn score_csv(
     input: impl BufRead,
     input_name: &str,
     output: impl Write,
     options: &ScoreOptions,
+) -> Result<ScoreSummary, DetectError> {
+    score_csv_with_warnings(input, input_name, output, options, |_| {})
+}
+
+/// [`score_csv`], calling `on_warning` as each of the first
+/// [`MAX_ORDER_WARNINGS`] rows out of time order or with a duplicate
+/// timestamp is read.
+pub fn score_csv_with_warnings(
+    input: impl BufRead,
+    input_name: &str,
+    output: impl Write,
+    options: &ScoreOptions,
+    mut on_warning: impl FnMut(&OrderWarning),
 ) -> Result<ScoreSummary, DetectError> {
     let detector = Detector::from_name(&options.detector)?;
     let config = options.config.clone().unwrap_or_default();
@@ -633,7 +713,9 @@ pub fn score_csv(
         .map_err(output_error)?;
 
     let mut summary = ScoreSummary::default();
+    // The previous row's time, line and timestamp text (reused, not reallocated per row).
     let mut previous: Option<(i64, u64)> = None;
+    let mut previous_text = String::new();
     while read(&mut reader, &mut record)? {
         let line = record.position().map_or(0, |position| position.line());
         // A blank line is no row (the csv reader already skips truly empty ones).
@@ -661,17 +743,28 @@ pub fn score_csv(
             )
         })?;
         if let Some((previous_at, previous_line)) = previous {
-            if at < previous_at {
-                return Err(input_error(
-                    line,
-                    format!(
-                        "timestamp '{timestamp_text}' is earlier than the one on line {previous_line}: \
-                         rows must be in time order"
-                    ),
-                ));
+            if at <= previous_at {
+                let duplicate = at == previous_at;
+                if duplicate {
+                    summary.duplicate_rows += 1;
+                } else {
+                    summary.earlier_rows += 1;
+                }
+                if summary.earlier_rows + summary.duplicate_rows <= MAX_ORDER_WARNINGS {
+                    on_warning(&OrderWarning {
+                        path: input_name.to_string(),
+                        line,
+                        timestamp: timestamp_text.trim().to_string(),
+                        previous_line,
+                        previous_timestamp: previous_text.clone(),
+                        duplicate,
+                    });
+                }
             }
         }
         previous = Some((at, line));
+        previous_text.clear();
+        previous_text.push_str(timestamp_text.trim());
         let value = match value_text.trim() {
             "" => f64::NAN,
             text => text.parse::<f64>().map_err(|_| {

@@ -264,7 +264,10 @@ fn output_echoes_rows_in_order_with_a_header() {
         ScoreSummary {
             rows: 4,
             skipped: 2,
-            warmup_rows: 2
+            warmup_rows: 2,
+            earlier_rows: 0,
+            // 14:40:00Z twice, written two ways.
+            duplicate_rows: 1,
         }
     );
     // A header and no rows: a header and no rows out.
@@ -320,20 +323,15 @@ fn bad_input_names_the_file_and_line() {
         error_text("timestamp,value\n2014-02-14 14:30:00,1\n2014-02-14 14:35:00\n"),
         "series.csv:3: expected at least 2 fields, found 1"
     );
-    assert_eq!(
-        error_text(
-            "timestamp,value\n2014-02-14 14:30:00,1\n2014-02-14 14:35:00,2\n2014-02-14 14:32:00,3\n"
-        ),
-        "series.csv:4: timestamp '2014-02-14 14:32:00' is earlier than the one on line 3: \
-         rows must be in time order"
-    );
-    // Equal timestamps are allowed.
+    // A timestamp earlier than the previous row's used to be refused here;
+    // it is now scored with a warning (issue 17):
+    // rows_out_of_time_order_are_scored_in_file_order_with_warnings.
     let (_, summary) = run(
-        "timestamp,value\n2014-02-14 14:30:00,1\n2014-02-14 14:30:00,2\n",
+        "timestamp,value\n2014-02-14 14:30:00,1\n2014-02-14 14:35:00,2\n2014-02-14 14:32:00,3\n",
         "auto",
     )
     .unwrap();
-    assert_eq!(summary.rows, 2);
+    assert_eq!((summary.rows, summary.earlier_rows), (3, 1));
     let mut invalid_utf8 = b"timestamp,value\n2014-02-14 14:30:00,1\n".to_vec();
     invalid_utf8.extend_from_slice(b"2014-02-14 14:35:00,\xff\n");
     let mut output = Vec::new();
@@ -395,4 +393,153 @@ fn config_reads_yaml_and_reports_positions() {
     values[250] = 30.0;
     let (output, _) = run_with(&csv_of(&values), "forest", Some(config)).unwrap();
     assert_eq!(output.lines().count(), 301);
+}
+
+/// `text` scored by `detector`, with the warnings given and the scores.
+fn run_warned(text: &str, detector: &str) -> (Vec<f64>, ScoreSummary, Vec<OrderWarning>) {
+    let mut output = Vec::new();
+    let mut warnings = Vec::new();
+    let options = ScoreOptions {
+        detector: detector.to_string(),
+        config: None,
+    };
+    let summary = score_csv_with_warnings(
+        text.as_bytes(),
+        "series.csv",
+        &mut output,
+        &options,
+        |warning| warnings.push(warning.clone()),
+    )
+    .unwrap();
+    let scores = String::from_utf8(output)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|line| line.rsplit(',').next().unwrap().parse().unwrap())
+        .collect();
+    (scores, summary, warnings)
+}
+
+/// `csv_of(values)` with the timestamp of row `index` replaced by that of row `from`.
+fn with_timestamp_of(text: &str, index: usize, from: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let timestamp = lines[from + 1].split(',').next().unwrap();
+    let value = lines[index + 1].split(',').nth(1).unwrap();
+    let replaced = format!("{timestamp},{value}");
+    let mut out: Vec<&str> = lines.clone();
+    out[index + 1] = &replaced;
+    out.iter().map(|line| format!("{line}\n")).collect()
+}
+
+#[test]
+fn rows_out_of_time_order_are_scored_in_file_order_with_warnings() {
+    let mut values = noise(400, 50.0, 1.0, 11);
+    values[300] = 90.0;
+    let ordered = csv_of(&values);
+    // Row 150 goes back to row 148's time; row 250 repeats row 249's.
+    let disordered = with_timestamp_of(&with_timestamp_of(&ordered, 150, 148), 250, 249);
+    for detector in Detector::NAMES {
+        let (scores, summary, warnings) = run_warned(&disordered, detector);
+        assert_eq!(scores.len(), 400, "{detector}: every row scored");
+        assert_eq!(
+            (summary.rows, summary.earlier_rows, summary.duplicate_rows),
+            (400, 1, 1),
+            "{detector}"
+        );
+        assert_eq!(summary.unreported_order_rows(), 0);
+        let texts: Vec<String> = warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            texts,
+            [
+                // Row 150 (line 152) took row 148's 12:20; row 149 is at 12:25.
+                "series.csv:152: timestamp 2014-01-01 12:20:00 is before the previous row's \
+                 2014-01-01 12:25:00 (line 151); scored in file order",
+                "series.csv:252: timestamp 2014-01-01 20:45:00 equals the previous row's \
+                 2014-01-01 20:45:00 (line 251); scored in file order",
+            ],
+            "{detector}"
+        );
+        assert!(scores.iter().all(|score| (0.0..=1.0).contains(score)));
+        assert_eq!(
+            argmax(&scores),
+            300,
+            "{detector}: the spike still ranks first"
+        );
+        // No look-ahead: the rows before the disorder score as the prefix alone.
+        let prefix: String = disordered
+            .lines()
+            .take(151)
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let (prefix_scores, _, prefix_warnings) = run_warned(&prefix, detector);
+        assert_eq!(prefix_scores[..], scores[..150], "{detector}");
+        assert!(prefix_warnings.is_empty());
+        // Scored in file order: where timestamps play no part the scores are
+        // exactly those of the ordered series.
+        if matches!(detector, "ewma" | "forest") {
+            let (ordered_scores, _, ordered_warnings) = run_warned(&ordered, detector);
+            assert_eq!(ordered_scores, scores, "{detector}");
+            assert!(ordered_warnings.is_empty());
+        }
+    }
+}
+
+#[test]
+fn order_warnings_stop_at_the_cap_and_the_rest_are_counted() {
+    // 25 rows going back in time, then 5 repeating the previous row's time.
+    let mut text = String::from("timestamp,value\n");
+    for index in 0..25 {
+        text.push_str(&format!("{},{index}\n", 1_392_388_200 - 60 * index));
+    }
+    for index in 0..5 {
+        text.push_str(&format!("1392300000,{index}\n"));
+    }
+    let (scores, summary, warnings) = run_warned(&text, "auto");
+    assert_eq!(scores.len(), 30);
+    assert_eq!((summary.earlier_rows, summary.duplicate_rows), (25, 4));
+    assert_eq!(warnings.len() as u64, MAX_ORDER_WARNINGS);
+    assert_eq!(summary.unreported_order_rows(), 29 - MAX_ORDER_WARNINGS);
+    assert_eq!(
+        warnings[0].to_string(),
+        "series.csv:3: timestamp 1392388140 is before the previous row's 1392388200 (line 2); \
+         scored in file order"
+    );
+    assert_eq!(
+        warnings
+            .iter()
+            .map(|warning| warning.line)
+            .collect::<Vec<_>>(),
+        (3..13).collect::<Vec<u64>>()
+    );
+}
+
+#[test]
+fn scorer_takes_any_step_between_timestamps() {
+    // Backwards, repeated, pre-epoch and extreme times: no detector uses the
+    // step, so none can divide by zero or overflow.
+    let times = [
+        0,
+        -1,
+        -1,
+        i64::MIN,
+        i64::MAX,
+        i64::MAX,
+        -3_600_000_000_000,
+        1,
+    ];
+    for detector in Detector::NAMES {
+        let config = ScoreConfig {
+            warmup: 0,
+            ..ScoreConfig::default()
+        };
+        let mut scorer = Scorer::new(Detector::from_name(detector).unwrap(), &config).unwrap();
+        let mut noise = Noise(3);
+        for round in 0..200 {
+            for at in times {
+                let value = 10.0 + noise.normal() + if round == 150 { 50.0 } else { 0.0 };
+                let score = scorer.score(at, value).unwrap();
+                assert!((0.0..=1.0).contains(&score), "{detector}: {score}");
+            }
+        }
+    }
 }
