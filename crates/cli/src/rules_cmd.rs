@@ -1,13 +1,18 @@
-//! `inferwatch rules check|test`: validate rules, and run the fixtures they carry.
+//! `inferwatch rules check|test|coverage`: validate rules, run the fixtures
+//! they carry, and show which MITRE ATLAS techniques they cover.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 use inferwatch_core::{parse_duration, Alert};
+use inferwatch_detect::atlas::{
+    self, Coverage, Evidence, ModeEvidence, Naming, RunFixture, Status, TACTICS,
+};
 use inferwatch_detect::{load_rules_dir, Engine, ExpectedAlert, Rule, RuleTest};
 use inferwatch_ingest::{Decoder, ReaderSource, Source, SourcePoll};
 use inferwatch_sim::{generate, Scenario, SimConfig};
+use serde_json::{json, Value};
 
 use crate::detect_cmd::load_mapping;
 
@@ -30,6 +35,31 @@ pub enum RulesCommand {
         #[arg(long)]
         mapping: Option<PathBuf>,
     },
+    /// Show the MITRE ATLAS techniques the rules cover, tactic by tactic,
+    /// judged from their `atlas:` ids and fixtures.
+    Coverage {
+        /// Directory (or single file) of YAML rules.
+        dir: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = CoverageFormat::Text)]
+        format: CoverageFormat,
+        /// Run the fixtures that expect an alert (as `rules test` does)
+        /// instead of taking their declarations at their word.
+        #[arg(long)]
+        run: bool,
+        /// Field mapping for fixture input files (with --run).
+        #[arg(long)]
+        mapping: Option<PathBuf>,
+    },
+}
+
+/// Output formats of `inferwatch rules coverage`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CoverageFormat {
+    /// A tactic-by-technique matrix.
+    Text,
+    /// One JSON object.
+    Json,
 }
 
 /// Runs a rules subcommand.
@@ -37,6 +67,12 @@ pub fn run(command: RulesCommand) -> anyhow::Result<ExitCode> {
     match command {
         RulesCommand::Check { dir, mapping } => check(&dir, mapping.as_ref()),
         RulesCommand::Test { dir, mapping } => test(&dir, mapping.as_ref()),
+        RulesCommand::Coverage {
+            dir,
+            format,
+            run,
+            mapping,
+        } => coverage(&dir, format, run, mapping.as_ref()),
     }
 }
 
@@ -85,6 +121,187 @@ fn test(dir: &Path, mapping: Option<&PathBuf>) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+const NAMING_MODES: &str = "default = the simulator's names; foreign = renamed models, \
+     versions and A/B groups served through a mapping";
+
+fn coverage(
+    dir: &Path,
+    format: CoverageFormat,
+    run: bool,
+    mapping: Option<&PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let decoder = Decoder::new(load_mapping(mapping)?);
+    let (rules, errors) = load_rules_dir(dir);
+    if !errors.is_empty() {
+        for error in &errors {
+            eprintln!("error: {error}");
+        }
+        return Ok(ExitCode::from(1));
+    }
+    let mut run_one =
+        |rule: &Rule, fixture: &RuleTest| match run_fixture(rule, &rules, fixture, &decoder) {
+            Ok(()) => true,
+            Err(problem) => {
+                eprintln!("FAIL  {} :: {}\n      {problem:#}", rule.id, fixture.name);
+                false
+            }
+        };
+    let report = atlas::coverage(
+        &rules,
+        if run {
+            Some(&mut run_one as &mut RunFixture)
+        } else {
+            None
+        },
+    );
+    match format {
+        CoverageFormat::Text => print!("{}", coverage_text(&report, dir)),
+        CoverageFormat::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&coverage_json(&report, dir))?
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn mode_json(evidence: &ModeEvidence) -> Value {
+    json!({
+        "result": evidence.describe(),
+        "fixtures": evidence.fixtures,
+        "firing_fixtures": evidence.firing,
+        "passed": evidence.passed,
+    })
+}
+
+/// The JSON report. Its shape is a contract: fields may be added, never
+/// renamed or removed.
+fn coverage_json(report: &Coverage, dir: &Path) -> Value {
+    json!({
+        "rules_dir": dir.display().to_string(),
+        "rule_count": report.rule_count,
+        "evidence": match report.evidence {
+            Evidence::Declared => "declared",
+            Evidence::Run => "run",
+        },
+        "naming_modes": Naming::ALL.map(Naming::as_str),
+        "summary": {
+            "covered": report.count(Status::Covered),
+            "partial": report.count(Status::Partial),
+            "not_covered": report.count(Status::NotCovered),
+        },
+        "techniques": report.techniques.iter().map(|line| json!({
+            "id": line.technique.id,
+            "name": line.technique.name,
+            "tactics": line.technique.tactics.iter()
+                .map(|tactic| json!({ "id": tactic.id, "name": tactic.name }))
+                .collect::<Vec<_>>(),
+            "status": line.status.as_str(),
+            "rules": line.rules,
+            "indicator": line.technique.indicator,
+        })).collect::<Vec<_>>(),
+        "rules": report.rules.iter().map(|rule| json!({
+            "id": rule.id,
+            "atlas": rule.atlas,
+            "status": rule.status().as_str(),
+            "naming": {
+                "default": mode_json(&rule.default),
+                "foreign": mode_json(&rule.foreign),
+            },
+        })).collect::<Vec<_>>(),
+        "outside_catalogue": report.outside.iter()
+            .map(|(id, rules)| json!({ "id": id, "rules": rules }))
+            .collect::<Vec<_>>(),
+    })
+}
+
+/// The text report: each tactic of the ATLAS matrix with its techniques
+/// (a technique serving several tactics shows under each), then the fixture
+/// evidence per rule.
+fn coverage_text(report: &Coverage, dir: &Path) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "MITRE ATLAS coverage of {} ({} rules, {} with a technique below)",
+        dir.display(),
+        report.rule_count,
+        report.rules.len()
+    );
+    let _ = writeln!(
+        out,
+        "evidence: {}",
+        match report.evidence {
+            Evidence::Declared => "fixture declarations, not run (--run runs them)",
+            Evidence::Run => "fixtures run",
+        }
+    );
+    let _ = writeln!(out, "naming modes: {NAMING_MODES}");
+    for tactic in TACTICS {
+        let _ = writeln!(out, "\n{} ({})", tactic.name, tactic.id);
+        for line in report
+            .techniques
+            .iter()
+            .filter(|line| line.technique.tactics.contains(tactic))
+        {
+            let _ = writeln!(out, "  {:<14} {}", line.technique.id, line.technique.name);
+            let status = match line.status {
+                Status::Covered => "covered",
+                Status::Partial => "partial",
+                Status::NotCovered => "not covered",
+            };
+            if line.rules.is_empty() {
+                let _ = writeln!(out, "  {:<14} {status}", "");
+            } else {
+                let _ = writeln!(out, "  {:<14} {status}: {}", "", line.rules.join(", "));
+            }
+        }
+    }
+    if !report.rules.is_empty() {
+        let width = report
+            .rules
+            .iter()
+            .map(|rule| rule.id.len())
+            .max()
+            .unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "\n{:<width$}  {:<18} {:<18} status",
+            "rule", "default", "foreign"
+        );
+        for rule in &report.rules {
+            let _ = writeln!(
+                out,
+                "{:<width$}  {:<18} {:<18} {}",
+                rule.id,
+                rule.default.describe(),
+                rule.foreign.describe(),
+                match rule.status() {
+                    Status::Covered => "covers",
+                    _ => "partial",
+                }
+            );
+        }
+    }
+    for (id, rules) in &report.outside {
+        let _ = writeln!(out, "\nnot in the matrix: {id} ({})", rules.join(", "));
+    }
+    let _ = writeln!(
+        out,
+        "\n{} covered, {} partial, {} not covered of {} techniques",
+        report.count(Status::Covered),
+        report.count(Status::Partial),
+        report.count(Status::NotCovered),
+        report.techniques.len()
+    );
+    if report.rules.iter().all(|rule| rule.foreign.fixtures == 0) {
+        let _ = writeln!(
+            out,
+            "no fixture declares foreign naming yet, so no technique can be covered"
+        );
+    }
+    out
 }
 
 /// Runs one fixture of one rule (with the rules that confirm it, whose own

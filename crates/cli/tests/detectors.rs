@@ -250,3 +250,115 @@ fn the_forest_singles_out_the_extracting_client_among_twelve_thousand() {
     assert_eq!(resolved["state"], "resolved");
     assert!(nanos(resolved["ends_at"].as_str().unwrap()) > end - 5 * MINUTE);
 }
+
+/// `rules coverage` on the shipped pack agrees with the rule files: each
+/// technique lists exactly the rules carrying its id, and none is more than
+/// partial while no fixture declares foreign naming.
+#[test]
+fn atlas_coverage_of_the_shipped_rules_matches_their_files() {
+    let pack = rules_dir();
+    let report: Value = serde_json::from_str(&run(&[
+        "rules",
+        "coverage",
+        pack.to_str().unwrap(),
+        "--format",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(report["evidence"], "declared");
+    let (rules, errors) = inferwatch_detect::load_rules_dir(&pack);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(report["rule_count"], rules.len());
+    let techniques = report["techniques"].as_array().unwrap();
+    let ids: Vec<&str> = techniques
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "AML.T0040",
+            "AML.T0024.000",
+            "AML.T0024.001",
+            "AML.T0024.002",
+            "AML.T0043",
+            "AML.T0015",
+            "AML.T0029",
+            "AML.T0034",
+            "AML.T0031",
+            "AML.T0020",
+            "AML.T0010.003",
+            "AML.T0012",
+            "AML.T0051"
+        ]
+    );
+    for technique in techniques {
+        let id = technique["id"].as_str().unwrap();
+        let carrying: Vec<&str> = rules
+            .iter()
+            .filter(|rule| rule.atlas.iter().any(|a| a == id))
+            .map(|rule| rule.id.as_str())
+            .collect();
+        assert_eq!(technique["rules"], serde_json::json!(carrying), "{id}");
+        let expected = if carrying.is_empty() {
+            "not_covered"
+        } else {
+            "partial"
+        };
+        assert_eq!(technique["status"], expected, "{id}");
+        assert!(!technique["tactics"].as_array().unwrap().is_empty(), "{id}");
+        assert!(!technique["indicator"].as_str().unwrap().is_empty(), "{id}");
+    }
+    let by_id = |id: &str| techniques.iter().find(|t| t["id"] == id).unwrap();
+    assert_eq!(
+        by_id("AML.T0024.002")["rules"],
+        serde_json::json!([
+            "client-behaviour-anomaly",
+            "extraction-confirmed",
+            "model-extraction-sweep"
+        ])
+    );
+    assert_eq!(by_id("AML.T0012")["status"], "not_covered");
+    assert_eq!(by_id("AML.T0015")["tactics"][1]["id"], "AML.TA0011");
+    // Each rule's evidence is what its fixtures declare.
+    for evidence in report["rules"].as_array().unwrap() {
+        let rule = rules.iter().find(|r| r.id == evidence["id"]).unwrap();
+        let firing = rule
+            .tests
+            .iter()
+            .filter(|t| t.expect.iter().any(|e| e.state == "firing"))
+            .count();
+        let default = &evidence["naming"]["default"];
+        assert_eq!(default["fixtures"], rule.tests.len(), "{}", rule.id);
+        assert_eq!(default["firing_fixtures"], firing, "{}", rule.id);
+        assert_eq!(
+            default["result"],
+            match (rule.tests.len(), firing) {
+                (0, _) => "no fixture",
+                (_, 0) => "no firing fixture",
+                _ => "expects firing",
+            },
+            "{}",
+            rule.id
+        );
+        assert_eq!(evidence["naming"]["foreign"]["result"], "no fixture");
+        assert_eq!(evidence["status"], "partial");
+    }
+    // With --run the fixtures are run, as `rules test` runs them.
+    let ran: Value = serde_json::from_str(&run(&[
+        "rules",
+        "coverage",
+        rule("canary-vs-baseline.yaml").to_str().unwrap(),
+        "--format",
+        "json",
+        "--run",
+    ]))
+    .unwrap();
+    assert_eq!(ran["evidence"], "run");
+    let default = &ran["rules"][0]["naming"]["default"];
+    assert_eq!(
+        (&default["passed"], &default["result"]),
+        (&serde_json::json!(1), &serde_json::json!("fires"))
+    );
+    assert_eq!(ran["techniques"][10]["status"], "partial");
+}

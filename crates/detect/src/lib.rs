@@ -65,6 +65,7 @@
 //! assert_eq!(engine.observable_state()[0].groups, 0);
 //! ```
 
+pub mod atlas;
 pub mod baseline;
 pub mod condition;
 pub mod correlation;
