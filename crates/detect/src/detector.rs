@@ -614,6 +614,8 @@ pub struct Finding {
 pub(crate) struct BaselineGroup {
     model: Baseline,
     breached: bool,
+    /// Consecutive points judged while breached, none of them learned.
+    breached_points: usize,
     last: Option<Finding>,
 }
 
@@ -622,6 +624,7 @@ impl BaselineGroup {
         BaselineGroup {
             model: Baseline::new(&detector.config),
             breached: false,
+            breached_points: 0,
             last: None,
         }
     }
@@ -638,7 +641,16 @@ impl BaselineGroup {
             return self.last.clone();
         }
         let assessment = self.model.assess(tick, value);
-        self.model.learn(tick, value);
+        // An incident is not the new normal: while breached the baseline
+        // stops learning, or a 20-minute outage would become normal and
+        // resolve itself after eight. A breach that outlasts the baseline's
+        // own window is a level shift, and is learned from then on.
+        if self.breached && self.breached_points < detector.config.window {
+            self.breached_points += 1;
+        } else {
+            self.breached_points = 0;
+            self.model.learn(tick, value);
+        }
         let Some(Assessment { expected, z, .. }) = assessment else {
             self.breached = false;
             self.last = None;

@@ -1722,7 +1722,10 @@ mod tests {
         let error = Mapping::from_yaml_str(Path::new("m.yaml"), "roles:\n  canery: [x]\n")
             .unwrap_err()
             .to_string();
-        assert!(error.contains("m.yaml:2:") && error.contains("canery"), "{error}");
+        assert!(
+            error.contains("m.yaml:2:") && error.contains("canery"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -366,18 +366,25 @@ impl<'plan> ChunkGenerator<'plan> {
         let middle = chunk_start + (chunk_end - chunk_start) / 2;
         let ln_cycle = fleet::daily_cycle(middle).ln();
         let request_base = chunk << REQUEST_INDEX_BITS;
+        let mut written = 0;
         for index in 0..self.arrivals.len() {
             let (timestamp, stream) = self.arrivals[index];
-            self.write_event(
+            written += u64::from(self.write_event(
                 buffer,
                 &mut rng,
                 timestamp,
                 stream,
                 request_base | index as u64,
                 ln_cycle,
-            );
+            ));
         }
-        self.arrivals.len() as u64
+        written
+    }
+
+    fn in_partial_outage(&self, timestamp: i64) -> bool {
+        self.active.iter().any(|&(scenario, start, end)| {
+            scenario == Scenario::PartialOutage && start <= timestamp && timestamp < end
+        })
     }
 
     fn effects(&self, timestamp: i64, deployment: usize, source: usize) -> Effects {
@@ -423,7 +430,7 @@ impl<'plan> ChunkGenerator<'plan> {
         stream: Stream,
         request_id: u64,
         ln_cycle: f64,
-    ) {
+    ) -> bool {
         let plan = self.plan;
         let (deployment, client) = match stream {
             Stream::Fleet => {
@@ -443,6 +450,12 @@ impl<'plan> ChunkGenerator<'plan> {
                 (CHAT_DEPLOYMENT, plan.clients + DOS_FIRST_ATTACKER + offset)
             }
         };
+        if DEPLOYMENTS[deployment].model == FRAUD && self.in_partial_outage(timestamp) {
+            let kept: f64 = rng.random();
+            if kept >= targets::PARTIAL_OUTAGE_KEPT {
+                return false;
+            }
+        }
         let source = ((rng.next_u32() as u64 * SOURCE_COUNT as u64) >> 32) as usize;
         let model_index = DEPLOYMENTS[deployment].model;
         let model = &plan.models[model_index];
@@ -540,6 +553,7 @@ impl<'plan> ChunkGenerator<'plan> {
             }
         }
         buffer.extend_from_slice(b"}\n");
+        true
     }
 
     fn write_probabilities(

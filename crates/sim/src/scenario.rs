@@ -34,11 +34,15 @@ pub enum Scenario {
     /// the model overloads: latency ×2.5 on top of the long prompts, 20 % of
     /// requests answered 429 or 503.
     Dos,
+    /// `fraud` loses 98 % of its traffic (a load balancer dropping most
+    /// backends): the rest keeps arriving, so it is not an outage to
+    /// zero-traffic rules.
+    PartialOutage,
 }
 
 impl Scenario {
     /// Every scenario, in a stable order.
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 9] = [
         Scenario::Baseline,
         Scenario::LatencyRegression,
         Scenario::ErrorSpike,
@@ -47,6 +51,7 @@ impl Scenario {
         Scenario::InputLengthShift,
         Scenario::Extraction,
         Scenario::Dos,
+        Scenario::PartialOutage,
     ];
 
     /// The name used on the command line and in labels.
@@ -60,6 +65,7 @@ impl Scenario {
             Scenario::InputLengthShift => "input-length-shift",
             Scenario::Extraction => "extraction",
             Scenario::Dos => "dos",
+            Scenario::PartialOutage => "partial-outage",
         }
     }
 
@@ -77,6 +83,7 @@ impl Scenario {
             Scenario::InputLengthShift => &[("model_id", targets::INPUT_LENGTH_SHIFT_MODEL)],
             Scenario::Extraction => &[("client_id", targets::EXTRACTION_CLIENT_ID)],
             Scenario::Dos => &[("model_id", targets::DOS_MODEL)],
+            Scenario::PartialOutage => &[("model_id", targets::PARTIAL_OUTAGE_MODEL)],
         };
         pairs
             .iter()
@@ -141,6 +148,10 @@ impl<'de> Deserialize<'de> for Scenario {
 /// Who or what each scenario hits, and how hard. Fixed, so that labels and
 /// rules can name them.
 pub mod targets {
+    /// Model that loses most of its traffic in `partial-outage`.
+    pub const PARTIAL_OUTAGE_MODEL: &str = "fraud";
+    /// Share of its traffic that still arrives during `partial-outage`.
+    pub const PARTIAL_OUTAGE_KEPT: f64 = 0.02;
     /// Model slowed down by `latency-regression`.
     pub const LATENCY_REGRESSION_MODEL: &str = "fraud";
     /// Latency factor of `latency-regression`.
@@ -290,6 +301,8 @@ pub fn incidents(config: &SimConfig) -> Vec<Incident> {
             gap = (available - count * length) / (count - 1.0);
         }
     }
+    // Too many to fit: they overlap, but still start a time unit apart.
+    gap = gap.max(unit - length);
     let span = count * length + (count - 1.0) * gap;
     let first = (0.4 * duration)
         .min(0.95 * duration - span)
