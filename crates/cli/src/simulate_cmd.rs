@@ -69,6 +69,24 @@ pub struct Args {
     /// reads it.
     #[arg(long, value_name = "FILE", requires = "router")]
     deployments: Option<PathBuf>,
+    /// `foreign`: the same fleet as another company would log it (other
+    /// model names, version strings, A/B words, ids and a nested shape), to
+    /// try rules and mappings on names that are not the simulator's.
+    #[arg(long, value_enum, default_value_t = Naming::Default)]
+    naming: Naming,
+    /// With --naming foreign: write the mapping that reads it back to FILE
+    /// (`inferwatch detect --mapping FILE`).
+    #[arg(long, value_name = "FILE", requires = "naming")]
+    mapping_out: Option<PathBuf>,
+}
+
+/// How the simulated fleet names things.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Naming {
+    /// The simulator's own names (canonical fields).
+    Default,
+    /// Foreign names and shape, read back through a mapping.
+    Foreign,
 }
 
 /// Runs the subcommand.
@@ -87,12 +105,25 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     config.validate()?;
 
     let incidents = inferwatch_sim::incidents(&config);
+    let foreign = args.naming == Naming::Foreign;
+    if let Some(path) = &args.mapping_out {
+        std::fs::write(path, inferwatch_sim::FOREIGN_MAPPING)
+            .with_context(|| format!("cannot write the mapping {}", path.display()))?;
+    }
     if let Some(path) = &args.labels {
         let file = File::create(path)
             .with_context(|| format!("cannot create labels file {}", path.display()))?;
         let mut labels = BufWriter::new(file);
         for incident in &incidents {
-            serde_json::to_writer(&mut labels, incident)?;
+            let mut incident = serde_json::to_value(incident)?;
+            if let (true, Some(key)) = (foreign, incident["key"].as_object_mut()) {
+                for (column, value) in key.iter_mut() {
+                    if let Some(text) = value.as_str() {
+                        *value = inferwatch_sim::foreign_value(column, text).into();
+                    }
+                }
+            }
+            serde_json::to_writer(&mut labels, &incident)?;
             labels.write_all(b"\n")?;
         }
         labels
@@ -108,6 +139,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let file = File::create(&args.output)
             .with_context(|| format!("cannot create output file {}", args.output.display()))?;
         Box::new(BufWriter::with_capacity(1 << 20, file))
+    };
+    let writer: Box<dyn Write> = if foreign {
+        Box::new(inferwatch_sim::ForeignWriter::new(writer))
+    } else {
+        writer
     };
     let result = match args.live {
         None => inferwatch_sim::generate(&config, writer),

@@ -300,8 +300,20 @@ fn atlas_coverage_of_the_shipped_rules_matches_their_files() {
             .map(|rule| rule.id.as_str())
             .collect();
         assert_eq!(technique["rules"], serde_json::json!(carrying), "{id}");
+        // Covered when a carrying rule has a simulated fixture expecting
+        // `firing` (simulated fixtures run under both naming modes).
+        let fires_in_both = |id: &str| {
+            rules.iter().any(|rule| {
+                rule.id == id
+                    && rule.tests.iter().any(|t| {
+                        t.simulate.is_some() && t.expect.iter().any(|e| e.state == "firing")
+                    })
+            })
+        };
         let expected = if carrying.is_empty() {
             "not_covered"
+        } else if carrying.iter().any(|rule| fires_in_both(rule)) {
+            "covered"
         } else {
             "partial"
         };
@@ -341,9 +353,14 @@ fn atlas_coverage_of_the_shipped_rules_matches_their_files() {
             "{}",
             rule.id
         );
-        assert_eq!(evidence["naming"]["foreign"]["result"], "no fixture");
-        assert_eq!(evidence["status"], "partial");
+        let simulated = rule.tests.iter().filter(|t| t.simulate.is_some()).count();
+        assert_eq!(
+            evidence["naming"]["foreign"]["fixtures"], simulated,
+            "{}",
+            rule.id
+        );
     }
+    assert_eq!(by_id("AML.T0010.003")["status"], "covered");
     // With --run the fixtures are run, as `rules test` runs them.
     let ran: Value = serde_json::from_str(&run(&[
         "rules",
@@ -355,10 +372,13 @@ fn atlas_coverage_of_the_shipped_rules_matches_their_files() {
     ]))
     .unwrap();
     assert_eq!(ran["evidence"], "run");
-    let default = &ran["rules"][0]["naming"]["default"];
-    assert_eq!(
-        (&default["passed"], &default["result"]),
-        (&serde_json::json!(1), &serde_json::json!("fires"))
-    );
-    assert_eq!(ran["techniques"][10]["status"], "partial");
+    for naming in ["default", "foreign"] {
+        let mode = &ran["rules"][0]["naming"][naming];
+        assert_eq!(
+            (&mode["passed"], &mode["result"]),
+            (&serde_json::json!(1), &serde_json::json!("fires")),
+            "{naming}"
+        );
+    }
+    assert_eq!(ran["techniques"][10]["status"], "covered");
 }

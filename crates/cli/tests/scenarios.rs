@@ -81,10 +81,10 @@ fn baseline_hour_of_a_million_events_raises_no_alert() {
 }
 
 /// The rule expected to fire for each fault scenario, and the slice it names.
-const FAULTS: [(&str, &str, &str, &str); 5] = [
+const FAULTS: [(&str, &str, &str, &str); 6] = [
     (
         "latency-regression",
-        "latency-slo-fraud",
+        "latency-baseline",
         "model_id",
         "fraud",
     ),
@@ -95,7 +95,13 @@ const FAULTS: [(&str, &str, &str, &str); 5] = [
         "model_id",
         "recsys",
     ),
-    ("dos", "latency-slo-chat-llm", "model_id", "chat-llm"),
+    ("dos", "denial-of-service", "model_id", "chat-llm"),
+    (
+        "partial-outage",
+        "volume-below-baseline",
+        "model_id",
+        "fraud",
+    ),
     (
         "extraction",
         "model-extraction-sweep",
@@ -107,7 +113,8 @@ const FAULTS: [(&str, &str, &str, &str); 5] = [
 #[test]
 fn each_fault_scenario_fires_its_rule_after_the_labelled_start_and_resolves_after_the_end() {
     for (scenario, rule_id, key, value) in FAULTS {
-        let (labels, alerts) = simulate_and_detect(scenario, "1h", "120");
+        // Three hours: the learned baselines warm up for one before the incident.
+        let (labels, alerts) = simulate_and_detect(scenario, "3h", "120");
         assert_eq!(labels.len(), 1, "{scenario}: one labelled incident");
         let start = nanos(labels[0]["start"].as_str().unwrap());
         let end = nanos(labels[0]["end"].as_str().unwrap());

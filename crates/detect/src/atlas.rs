@@ -24,9 +24,9 @@
 //! inversion or extraction the rule sees, and counting it for all three
 //! would overstate coverage. Ids outside the catalogue are listed apart.
 //!
-//! Fixtures cannot declare a naming mode yet ([`RuleTest`] has no field for
-//! it): every fixture exercises the default names, the foreign mode has no
-//! fixture, and so no technique is more than partial.
+//! A simulated fixture (`simulate:`) runs in both modes: the simulator also
+//! writes the fleet under foreign names, which `rules test` decodes through
+//! the matching mapping. A fixture reading a file runs in its own names only.
 
 use std::collections::BTreeMap;
 
@@ -236,15 +236,20 @@ impl Naming {
         }
     }
 
-    /// The mode a fixture exercises. [`RuleTest`] cannot declare one yet,
-    /// so every fixture runs under the simulator's (or its file's) own names.
-    pub fn of(_fixture: &RuleTest) -> Naming {
-        Naming::Default
+    /// The modes a fixture runs in: a simulated fixture in both (the
+    /// simulator writes the foreign fleet too), a file fixture in its own
+    /// names only.
+    pub fn modes_of(fixture: &RuleTest) -> &'static [Naming] {
+        if fixture.simulate.is_some() {
+            &Naming::ALL
+        } else {
+            &[Naming::Default]
+        }
     }
 }
 
-/// Runs one fixture of a rule and says whether it passed.
-pub type RunFixture<'a> = dyn FnMut(&Rule, &RuleTest) -> bool + 'a;
+/// Runs one fixture of a rule in one naming mode and says whether it passed.
+pub type RunFixture<'a> = dyn FnMut(&Rule, &RuleTest, Naming) -> bool + 'a;
 
 /// What one rule's fixtures show in one naming mode.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -306,15 +311,17 @@ impl RuleEvidence {
             evidence.foreign.passed = Some(0);
         }
         for fixture in &rule.tests {
-            let mode = evidence.mode_mut(Naming::of(fixture));
-            mode.fixtures += 1;
-            if !fixture.expect.iter().any(|alert| alert.state == "firing") {
-                continue;
-            }
-            mode.firing += 1;
-            if let Some(run) = run.as_mut() {
-                if run(rule, fixture) {
-                    *mode.passed.get_or_insert(0) += 1;
+            for &naming in Naming::modes_of(fixture) {
+                let mode = evidence.mode_mut(naming);
+                mode.fixtures += 1;
+                if !fixture.expect.iter().any(|alert| alert.state == "firing") {
+                    continue;
+                }
+                mode.firing += 1;
+                if let Some(run) = run.as_mut() {
+                    if run(rule, fixture, naming) {
+                        *mode.passed.get_or_insert(0) += 1;
+                    }
                 }
             }
         }
@@ -521,13 +528,28 @@ mod tests {
         assert_eq!(technique("AML.T0012").unwrap().tactics.len(), 4);
     }
 
+    const FILE_FIRES: &str =
+        "\n  - name: from a file\n    input: events.jsonl\n    expect: [{ state: firing }]";
+
+    #[test]
+    fn simulated_fixtures_count_in_both_modes_and_files_in_one() {
+        let rules = vec![
+            rule("simulated", "AML.T0029", FIRES),
+            rule("filed", "AML.T0034", FILE_FIRES),
+        ];
+        let coverage = coverage(&rules, None);
+        assert_eq!(status_of(&coverage, "AML.T0029").status, Status::Covered);
+        assert_eq!(status_of(&coverage, "AML.T0034").status, Status::Partial);
+        assert_eq!(coverage.rules[1].foreign.describe(), "no fixture");
+    }
+
     #[test]
     fn without_foreign_fixtures_a_firing_rule_is_only_partial() {
         let rules = vec![
             rule(
                 "sweep",
                 "AML.T0024.002, AML.T0040",
-                &format!("{SILENT}{FIRES}"),
+                &format!("{SILENT}{FILE_FIRES}"),
             ),
             rule("untested", "AML.T0029", " []"),
             rule("quiet", "AML.T0031", SILENT),
@@ -547,7 +569,10 @@ mod tests {
         let evidence = &coverage.rules[0];
         assert_eq!(
             (evidence.default.describe(), evidence.foreign.describe()),
-            ("expects firing".to_string(), "no fixture".to_string())
+            (
+                "expects firing".to_string(),
+                "no firing fixture".to_string()
+            )
         );
         assert_eq!(coverage.rules[1].default.describe(), "no fixture");
         assert_eq!(coverage.rules[2].default.describe(), "no firing fixture");
@@ -598,19 +623,35 @@ mod tests {
             rule("untagged", "", FIRES),
         ];
         let mut calls = Vec::new();
-        let mut run = |rule: &Rule, fixture: &RuleTest| {
-            calls.push(format!("{}::{}", rule.id, fixture.name));
-            // The first firing fixture of "half" passes, everything else fails.
-            calls.len() == 1
+        let mut run = |rule: &Rule, fixture: &RuleTest, naming: Naming| {
+            calls.push(format!(
+                "{}::{}::{}",
+                rule.id,
+                fixture.name,
+                naming.as_str()
+            ));
+            // The first firing fixture of "half" passes in both modes,
+            // everything else fails.
+            calls.len() <= 2
         };
         let coverage = coverage(&rules, Some(&mut run));
         // Silent fixtures and rules with no catalogued id are not run.
-        assert_eq!(calls, ["half::fires", "half::fires", "broken::fires"]);
+        assert_eq!(
+            calls,
+            [
+                "half::fires::default",
+                "half::fires::foreign",
+                "half::fires::default",
+                "half::fires::foreign",
+                "broken::fires::default",
+                "broken::fires::foreign"
+            ]
+        );
         assert_eq!(coverage.evidence, Evidence::Run);
         assert_eq!(coverage.rules[0].default.describe(), "fires in 1 of 2");
         assert!(!coverage.rules[0].default.fires());
         assert_eq!(coverage.rules[1].default.describe(), "fails");
-        assert_eq!(coverage.rules[1].foreign.describe(), "no fixture");
+        assert_eq!(coverage.rules[1].foreign.describe(), "fails");
         assert_eq!(status_of(&coverage, "AML.T0029").status, Status::Partial);
         assert_eq!(status_of(&coverage, "AML.T0034").status, Status::Partial);
         assert_eq!(coverage.rule_count, 3);
@@ -619,8 +660,8 @@ mod tests {
     #[test]
     fn parent_ids_do_not_cover_sub_techniques() {
         let rules = vec![
-            rule("parent", "AML.T0024", FIRES),
-            rule("typo", "AML.T0024.002, aml.t0040", FIRES),
+            rule("parent", "AML.T0024", FILE_FIRES),
+            rule("typo", "AML.T0024.002, aml.t0040", FILE_FIRES),
         ];
         let coverage = coverage(&rules, None);
         for sub in ["AML.T0024.000", "AML.T0024.001"] {

@@ -138,6 +138,7 @@
 
 mod deploys;
 mod fleet;
+mod foreign;
 mod format;
 mod generate;
 mod scenario;
@@ -149,6 +150,7 @@ pub use fleet::{
     DAILY_CYCLE_PEAK_HOUR, DEPLOYMENTS, FRESH_INPUT_SHARE, INPUT_POOL_SIZE, MAX_CLIENTS, MODELS,
     SOURCE_COUNT,
 };
+pub use foreign::{foreign_line, foreign_lines, foreign_value, ForeignWriter, FOREIGN_MAPPING};
 pub use generate::Routing;
 pub use scenario::{incidents, targets, Incident, Scenario};
 
