@@ -16,7 +16,7 @@ fn run_stores_every_event_and_alerts_like_detect() {
         .args([
             "simulate",
             "--scenario",
-            "latency-regression",
+            "error-spike",
             "--duration",
             "1h",
             "--rate",

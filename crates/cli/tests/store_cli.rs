@@ -312,7 +312,7 @@ mod issue_16_memory {
             super::query(&data, "SELECT count(*) AS n FROM gateway"),
             format!("n\n{events}\n")
         );
-        let header = super::query(&data, "SELECT * FROM gateway LIMIT 0");
+        let header = super::query(&data, "SELECT * FROM gateway LIMIT 1");
         let columns = header.lines().next().unwrap().split(',').count();
         assert!(
             columns <= inferwatch_ingest::DEFAULT_MAX_STREAM_COLUMNS + 2,

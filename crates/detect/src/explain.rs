@@ -58,6 +58,9 @@ const LENGTH_BUCKETS: [(f64, &str); 5] = [
     (f64::INFINITY, "> 8k"),
 ];
 
+/// Share of the group's rows above which a value is implied by its key.
+const IMPLIED_SHARE: f64 = 0.99;
+
 /// A contributor needs this lift, this share of the slice and this many rows.
 const MIN_LIFT: f64 = 1.5;
 const MIN_SHARE: f64 = 0.10;
@@ -597,6 +600,13 @@ impl RowSample {
             for (&value, &count) in in_slice {
                 let share = count as f64 / slice.rows as f64;
                 if value == NULL_VALUE || count < MIN_SUPPORT || share < MIN_SHARE {
+                    continue;
+                }
+                // A value (nearly) every row of the group carries is implied
+                // by the group key: `ab_group canary` says nothing new about
+                // an alert on the canary version.
+                let in_group = group.values[d].get(&value).copied().unwrap_or(0);
+                if in_group as f64 >= IMPLIED_SHARE * group.rows as f64 {
                     continue;
                 }
                 // Add-one smoothing: a value the baseline never saw gets a

@@ -292,6 +292,24 @@ fn a_canary_regression_grouped_by_model_points_at_the_canary() {
     assert!(firing.summary.contains("slow canary requests"));
 }
 
+/// Issue 17: an alert on the canary version is not explained by what its key
+/// already says (every row of ranker 2.1 is `ab_group canary`).
+#[test]
+fn contributors_implied_by_the_group_key_are_left_out() {
+    let alerts = run(vec![rule(SLOW)], &canary_incident(), &[500]);
+    let firing = alerts
+        .iter()
+        .find(|a| a.state == AlertState::Firing)
+        .expect("fires");
+    assert_eq!(firing.group["model_version"], "2.1");
+    let named: Vec<(&str, &str)> = firing
+        .explanation
+        .iter()
+        .map(|c| (c.dimension.as_str(), c.value.as_str()))
+        .collect();
+    assert!(!named.contains(&("ab_group", "canary")), "{named:?}");
+}
+
 /// The incidents above together, each event moved by up to 29 s (inside the
 /// 30 s lateness) so that rows arrive out of order.
 fn mixed(seed: u64) -> Vec<Event> {
