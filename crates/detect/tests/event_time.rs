@@ -65,14 +65,24 @@ fn key_of(alert: &Alert) -> AlertKey {
     )
 }
 
+/// The default pack and the example per-model SLO rules: the static
+/// thresholds fire within this short fleet, before learned baselines warm up.
+fn all_rules() -> Vec<inferwatch_detect::Rule> {
+    let mut all = Vec::new();
+    for directory in ["rules", "examples/rules"] {
+        let (rules, errors) = load_rules_dir(&repository().join(directory));
+        assert!(errors.is_empty(), "{errors:?}");
+        all.extend(rules);
+    }
+    all
+}
+
 /// Runs decode → guard → rules and SLOs over `lines`, cut into chunks of
 /// `chunk_lines` lines.
 fn alerts(lines: &[Vec<u8>], chunk_lines: usize) -> Vec<Alert> {
     let decoder_mapping = Arc::new(Mapping::builtin());
     let mut decoder = Decoder::new(decoder_mapping);
-    let (rules, errors) = load_rules_dir(&repository().join("rules"));
-    assert!(errors.is_empty(), "{errors:?}");
-    let mut engine = Engine::new(rules, &decoder.schema()).unwrap();
+    let mut engine = Engine::new(all_rules(), &decoder.schema()).unwrap();
     let (slos, errors) = load_slos(&repository().join("slos"));
     assert!(errors.is_empty(), "{errors:?}");
     let mut slos = SloEvaluator::new(slos, &decoder.schema()).unwrap();
@@ -251,8 +261,7 @@ fn two_inputs(
     max_future: i64,
 ) -> (Vec<Alert>, Vec<String>, EventTimeGuard) {
     let mut decoder = Decoder::new(Arc::new(Mapping::builtin()));
-    let (rules, _) = load_rules_dir(&repository().join("rules"));
-    let mut engine = Engine::new(rules, &decoder.schema())
+    let mut engine = Engine::new(all_rules(), &decoder.schema())
         .unwrap()
         .with_max_future(max_future);
     let mut guard = EventTimeGuard::new(InputsKind::PerSource).with_max_future(max_future);
