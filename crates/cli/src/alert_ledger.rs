@@ -104,7 +104,14 @@ impl AlertLedger {
 /// Feeds every event stored in `stream` through `engine`, oldest WAL record
 /// first, and returns the transitions it raises. Nothing when the store is
 /// new.
-pub fn replay_store(data: &Path, stream: &str, engine: &mut Engine) -> anyhow::Result<Vec<Alert>> {
+/// Each batch is aligned to `schema`, the decoder's, which the engine's
+/// rules were compiled against (the stored schema may have more columns).
+pub fn replay_store(
+    data: &Path,
+    stream: &str,
+    schema: &arrow::datatypes::SchemaRef,
+    engine: &mut Engine,
+) -> anyhow::Result<Vec<Alert>> {
     let reader = StoreReader::open(data)
         .with_context(|| format!("opening {} to rebuild detection", data.display()))?;
     let Ok(snapshot) = reader.snapshot(stream, None, None) else {
@@ -116,7 +123,7 @@ pub fn replay_store(data: &Path, stream: &str, engine: &mut Engine) -> anyhow::R
     let mut alerts = Vec::new();
     let mut observe = |batch: &RecordBatch| -> anyhow::Result<()> {
         if batch.num_rows() > 0 {
-            let aligned = align_to_schema(batch, &snapshot.schema)?;
+            let aligned = align_to_schema(batch, schema)?;
             alerts.extend(engine.observe(&aligned));
         }
         Ok(())

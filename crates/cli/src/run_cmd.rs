@@ -255,7 +255,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     // A restart: the engine relearns what the store holds; transitions the
     // crash kept from being written are written now, the others not again.
-    let mut alerts = write_alerts(replay_store(&config.data, DEFAULT_STREAM, &mut engine)?)?;
+    let mut alerts = write_alerts(replay_store(
+        &config.data,
+        DEFAULT_STREAM,
+        &held_decoder.schema(),
+        &mut engine,
+    )?)?;
     let progress = StoreProgress::new(args.quiet);
     let started = Instant::now();
     let mut counters = DecodeCounters::default();

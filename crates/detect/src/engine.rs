@@ -379,6 +379,11 @@ impl Engine {
         } else {
             None
         };
+        if self.roles.is_some() && batch.num_rows() > 0 && with_roles.is_none() {
+            // Not of the schema the rules were compiled against: reading
+            // its columns by position would be wrong, so it is not read.
+            return Vec::new();
+        }
         let batch = with_roles.as_ref().unwrap_or(batch);
         if batch.num_rows() > 0 && clock.len() == batch.num_rows() {
             let Some(timestamps) = batch

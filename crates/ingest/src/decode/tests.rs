@@ -441,7 +441,7 @@ fn yaml_errors_name_file_line_and_column() {
     assert_eq!(
         error("stream: x\nbuiltins: true\n"),
         "conf/mapping.yaml:2:1: unknown key `builtins` in the top level \
-         (expected one of: stream, builtin, fields, enrich, limits)"
+         (expected one of: stream, builtin, fields, enrich, limits, roles)"
     );
     assert_eq!(
         error("fields:\n  - from: a\n    to: latency_ms\n    type: timestamp\n"),
