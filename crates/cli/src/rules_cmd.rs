@@ -376,6 +376,7 @@ fn fixture_input(rule: &Rule, fixture: &RuleTest) -> anyhow::Result<Vec<u8>> {
                 duration_ns: parse_duration(&simulated.duration)?,
                 rate: simulated.rate.unwrap_or(SimConfig::default().rate),
                 seed: simulated.seed.unwrap_or(SimConfig::default().seed),
+                noise: simulated.noise,
                 ..SimConfig::default()
             };
             let mut data = Vec::new();

@@ -15,7 +15,8 @@ use inferwatch_sim::{targets, Scenario, SimConfig, SimError};
 pub struct Args {
     /// Scenarios to inject, comma separated: baseline, latency-regression,
     /// error-spike, canary-regression, poisoned-source, input-length-shift,
-    /// extraction, dos.
+    /// extraction, dos, partial-outage, stolen-key, cost-harvesting,
+    /// adversarial-probing, membership-inference.
     #[arg(long, default_value = "baseline", value_name = "NAME[,NAME...]")]
     scenario: String,
     /// Simulated time span, e.g. 10m, 1h, 1d.
@@ -78,6 +79,12 @@ pub struct Args {
     /// (`inferwatch detect --mapping FILE`).
     #[arg(long, value_name = "FILE", requires = "naming")]
     mapping_out: Option<PathBuf>,
+    /// Add benign noise, which is not an incident and is not labelled: a
+    /// busy QA client with unique inputs, an hourly backfill in every 12
+    /// hours, mobile clients hopping addresses, one-minute blips of errors,
+    /// latency or traffic, and new clients joining over the day.
+    #[arg(long)]
+    noise: bool,
 }
 
 /// How the simulated fleet names things.
@@ -101,6 +108,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         clients: args.clients,
         canary_latency_factor: args.canary_latency_factor,
         canary_error_rate: args.canary_error_rate,
+        noise: args.noise,
     };
     config.validate()?;
 

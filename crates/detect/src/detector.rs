@@ -89,6 +89,8 @@ pub(crate) struct BaselineDocument {
     recover: Option<f64>,
     #[serde(default)]
     direction: Option<Spanned<String>>,
+    #[serde(default)]
+    new_keys: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -197,6 +199,12 @@ pub struct BaselineDetector {
     pub recover: f64,
     /// Which deviations count.
     pub direction: Direction,
+    /// `new_keys: zero`: a key first seen after the rule has watched for
+    /// `warmup` ticks had a series of zero before (true of counts and
+    /// distinct counts), so it is judged at once against a zero baseline
+    /// instead of warming up. A key that appears and sweeps at once is a
+    /// change against its own history; a key seen since the start is not.
+    pub new_keys_from_zero: bool,
 }
 
 /// The two-sample tests a drift detector can run.
@@ -391,6 +399,23 @@ impl DetectorDocument {
                     trigger,
                     recover,
                     direction: direction_of(source, &document.direction, Direction::Both)?,
+                    new_keys_from_zero: match &document.new_keys {
+                        None => false,
+                        Some(field) => {
+                            match field.as_str() {
+                                "zero" => true,
+                                "learn" => false,
+                                other => return Err(located_error(
+                                    source,
+                                    position(field),
+                                    "new_keys must be zero (a new key's series was 0 before it \
+                                     appeared) or learn (it warms up like the first keys)"
+                                        .into(),
+                                    Some(other),
+                                )),
+                            }
+                        }
+                    },
                 }))
             }
             DetectorDocument::Forest(document) => {
@@ -620,9 +645,19 @@ pub(crate) struct BaselineGroup {
 }
 
 impl BaselineGroup {
-    pub(crate) fn new(detector: &BaselineDetector) -> Self {
+    /// A group's baseline. `rule_ticks` is how many ticks the rule has
+    /// evaluated before this key's first: past the warm-up, a `new_keys:
+    /// zero` key starts from `warmup` learned zeros.
+    pub(crate) fn new(detector: &BaselineDetector, tick: i64, rule_ticks: u64) -> Self {
+        let mut model = Baseline::new(&detector.config);
+        let warmup = detector.config.warmup.max(1);
+        if detector.new_keys_from_zero && rule_ticks >= warmup as u64 {
+            for _ in 0..warmup {
+                model.learn(tick, 0.0);
+            }
+        }
         BaselineGroup {
-            model: Baseline::new(&detector.config),
+            model,
             breached: false,
             breached_points: 0,
             last: None,

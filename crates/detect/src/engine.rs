@@ -56,6 +56,7 @@ use crate::detector::{
 use crate::explain::{Bad, Query, RowSample, WindowCounts, DEFAULT_EXPLAIN_ROWS};
 use crate::expr::CompareOp;
 use crate::filter::{compile_predicate, evaluate_predicate, NumericExpr, RowPredicate};
+use crate::network::CLIENT_NETWORK;
 use crate::reference::ReferenceStore;
 use crate::roles::RoleBook;
 use crate::rule::Rule;
@@ -130,6 +131,9 @@ pub struct Engine {
     own_clock: AgreedClock,
     /// Fills `ab_role`, when the engine adds that column (see [`crate::roles`]).
     roles: Option<RoleColumn>,
+    /// Fills `client_network` ([`crate::network`]): `Some(read)` when the
+    /// engine adds that column, `read` when a rule reads it (else nulls).
+    network: Option<bool>,
 }
 
 /// The `ab_role` column the engine appends to each batch.
@@ -139,17 +143,23 @@ struct RoleColumn {
     read: bool,
 }
 
-/// `schema` with `ab_role` appended, unless the events carry their own.
-fn with_role_column(schema: &SchemaRef) -> SchemaRef {
-    if schema.index_of(AB_ROLE).is_ok() {
+/// `schema` with `ab_role` and `client_network` appended, unless the
+/// events carry their own.
+fn with_derived_columns(schema: &SchemaRef) -> SchemaRef {
+    let mut fields: Vec<arrow::datatypes::FieldRef> = schema.fields().iter().cloned().collect();
+    for (name, data_type) in [
+        (AB_ROLE, crate::roles::role_type()),
+        (CLIENT_NETWORK, crate::network::network_type()),
+    ] {
+        if schema.index_of(name).is_err() {
+            fields.push(Arc::new(arrow::datatypes::Field::new(
+                name, data_type, true,
+            )));
+        }
+    }
+    if fields.len() == schema.fields().len() {
         return schema.clone();
     }
-    let mut fields: Vec<arrow::datatypes::FieldRef> = schema.fields().iter().cloned().collect();
-    fields.push(Arc::new(arrow::datatypes::Field::new(
-        AB_ROLE,
-        crate::roles::role_type(),
-        true,
-    )));
     Arc::new(arrow::datatypes::Schema::new_with_metadata(
         fields,
         schema.metadata().clone(),
@@ -160,7 +170,8 @@ impl Engine {
     /// Compiles `rules` against the schema of the batches that will be observed.
     pub fn new(rules: Vec<Rule>, schema: &SchemaRef) -> Result<Engine, DetectError> {
         let adds_roles = schema.index_of(AB_ROLE).is_err();
-        let schema = &with_role_column(schema);
+        let adds_network = schema.index_of(CLIENT_NETWORK).is_err();
+        let schema = &with_derived_columns(schema);
         let timestamp_column = schema.index_of(column::TIMESTAMP).map_err(|_| {
             DetectError::Internal("the event schema has no timestamp column".into())
         })?;
@@ -235,7 +246,12 @@ impl Engine {
             error_predicate,
             own_clock: AgreedClock::new(),
             roles: None,
+            network: None,
         };
+        let referenced = engine.referenced_columns();
+        if adds_network {
+            engine.network = Some(referenced.iter().any(|name| name == CLIENT_NETWORK));
+        }
         if adds_roles {
             let read = engine
                 .referenced_columns()
@@ -259,16 +275,28 @@ impl Engine {
         self
     }
 
-    /// `batch` with the `ab_role` column appended, when the engine adds it.
-    fn with_roles_of(&mut self, batch: &RecordBatch) -> Option<RecordBatch> {
-        let roles = self.roles.as_mut()?;
-        let role = if roles.read {
-            roles.book.assign(batch)
-        } else {
-            arrow::array::new_null_array(&crate::roles::role_type(), batch.num_rows())
-        };
+    /// `batch` with the `ab_role` and `client_network` columns appended,
+    /// where the engine adds them.
+    fn with_derived_of(&mut self, batch: &RecordBatch) -> Option<RecordBatch> {
+        if self.roles.is_none() && self.network.is_none() {
+            return None;
+        }
         let mut columns = batch.columns().to_vec();
-        columns.push(role);
+        if let Some(roles) = self.roles.as_mut() {
+            columns.push(if roles.read {
+                roles.book.assign(batch)
+            } else {
+                arrow::array::new_null_array(&crate::roles::role_type(), batch.num_rows())
+            });
+        }
+        match self.network {
+            Some(true) => columns.push(crate::network::network_column(batch)),
+            Some(false) => columns.push(arrow::array::new_null_array(
+                &crate::network::network_type(),
+                batch.num_rows(),
+            )),
+            None => {}
+        }
         RecordBatch::try_new(self.schema.clone(), columns).ok()
     }
 
@@ -301,7 +329,8 @@ impl Engine {
 
     /// The names of the columns the rules read: filter and segment
     /// predicates, `group_by`, aggregate columns, plus `status` (read by
-    /// `errors` and `error_rate`), `timestamp` and `stream`. Sorted, without
+    /// `errors` and `error_rate`), `timestamp` and `stream`, and what the
+    /// derived `ab_role` and `client_network` are made of. Sorted, without
     /// duplicates; a decoder needs to fill no other column for these rules.
     pub fn referenced_columns(&self) -> Vec<String> {
         let mut indices = vec![self.timestamp_column];
@@ -315,6 +344,18 @@ impl Engine {
             .map(|index| self.schema.field(index).name().clone())
             .chain([column::STATUS, column::STREAM, column::TIMESTAMP].map(String::from))
             .collect();
+        // The columns the engine derives read others.
+        let mut sources: Vec<String> = Vec::new();
+        for name in &names {
+            match name.as_str() {
+                AB_ROLE => sources.extend(
+                    [column::AB_GROUP, column::MODEL_ID, column::MODEL_VERSION].map(String::from),
+                ),
+                CLIENT_NETWORK => sources.push(column::CLIENT_IP.to_string()),
+                _ => {}
+            }
+        }
+        names.extend(sources);
         names.sort();
         names.dedup();
         names
@@ -322,7 +363,7 @@ impl Engine {
 
     /// Validates `rules` against a schema without running them.
     pub fn check(rules: &[Rule], schema: &SchemaRef) -> Vec<DetectError> {
-        let schema = &with_role_column(schema);
+        let schema = &with_derived_columns(schema);
         let errors: Vec<DetectError> = rules
             .iter()
             .filter_map(|rule| RuleRuntime::new(rule.clone(), schema).err())
@@ -375,11 +416,12 @@ impl Engine {
     /// transitions that became final.
     pub fn observe_at(&mut self, batch: &RecordBatch, clock: &[i64]) -> Vec<Alert> {
         let with_roles = if batch.num_rows() > 0 {
-            self.with_roles_of(batch)
+            self.with_derived_of(batch)
         } else {
             None
         };
-        if self.roles.is_some() && batch.num_rows() > 0 && with_roles.is_none() {
+        let derives = self.roles.is_some() || self.network.is_some();
+        if derives && batch.num_rows() > 0 && with_roles.is_none() {
             // Not of the schema the rules were compiled against: reading
             // its columns by position would be wrong, so it is not read.
             return Vec::new();
@@ -895,6 +937,50 @@ fn order_for_confirmation(rules: Vec<Rule>) -> Result<Vec<Rule>, DetectError> {
 /// Values sampled per side for an input-shift explanation.
 const EXPLAIN_SAMPLE: usize = 1_000;
 
+/// The samples a drift rule judges at one tick: ready per group, or, for a
+/// `rest_of` reference, the parts each group's rest is cut from on demand
+/// (only groups whose condition holds are judged).
+enum DriftInputs {
+    Ready(Vec<(Vec<f64>, Vec<f64>)>),
+    RestOf {
+        subjects: Vec<BottomSample>,
+        active: Vec<bool>,
+        families: Vec<u32>,
+        family_ranked: Vec<Vec<(u64, u64)>>,
+        capacity: usize,
+    },
+}
+
+impl DriftInputs {
+    /// The group's subject and reference values, sorted (each group once per tick).
+    fn for_group(&mut self, group: usize) -> (Vec<f64>, Vec<f64>) {
+        match self {
+            DriftInputs::Ready(samples) => samples
+                .get_mut(group)
+                .map(std::mem::take)
+                .unwrap_or_default(),
+            DriftInputs::RestOf {
+                subjects,
+                active,
+                families,
+                family_ranked,
+                capacity,
+            } => {
+                if !active.get(group).copied().unwrap_or(false) {
+                    return (Vec::new(), Vec::new());
+                }
+                let own = subjects[group].ranked();
+                let rest = BottomSample::bottom_excluding(
+                    &family_ranked[families[group] as usize],
+                    &own,
+                    *capacity,
+                );
+                (subjects[group].values(), rest)
+            }
+        }
+    }
+}
+
 /// A drift group whose family is not computed yet.
 const UNKNOWN_FAMILY: u32 = u32::MAX;
 
@@ -904,6 +990,10 @@ enum DetectorRuntime {
     Baseline {
         /// One learned baseline per group, created at its first evaluation.
         groups: Vec<Option<BaselineGroup>>,
+        /// Ticks the rule has evaluated, and the last one (`new_keys: zero`
+        /// needs to know whether the rule itself is past its warm-up).
+        ticks: u64,
+        last_tick: i64,
     },
     Forest(Box<EntityForest>),
     Drift {
@@ -986,7 +1076,7 @@ impl DetectorRuntime {
     /// Drops what the detector keeps for a group whose id is being reused.
     fn forget(&mut self, group: usize) {
         match self {
-            DetectorRuntime::Baseline { groups } => {
+            DetectorRuntime::Baseline { groups, .. } => {
                 if let Some(slot) = groups.get_mut(group) {
                     *slot = None;
                 }
@@ -1097,7 +1187,11 @@ impl RuleRuntime {
         };
         let detector = match &rule.detector {
             None => DetectorRuntime::None,
-            Some(Detector::Baseline(_)) => DetectorRuntime::Baseline { groups: Vec::new() },
+            Some(Detector::Baseline(_)) => DetectorRuntime::Baseline {
+                groups: Vec::new(),
+                ticks: 0,
+                last_tick: i64::MIN,
+            },
             Some(Detector::Forest(forest)) => {
                 DetectorRuntime::Forest(Box::new(EntityForest::new(forest)?))
             }
@@ -1609,7 +1703,7 @@ impl RuleRuntime {
             .sum();
         let window_seconds = self.rule.window as f64 / 1e9;
         let mut merged: Vec<Summary> = self.layouts.iter().map(Summary::empty).collect();
-        let drift_samples = self.drift_samples(last_bucket, &in_window);
+        let mut drift_samples = self.drift_samples(last_bucket, &in_window);
         let mut no_timers = HeldTimers::new(0);
         let expired = |bucket: i64| bucket < first_bucket;
         let keeps_state = matches!(self.detector, DetectorRuntime::Baseline { .. });
@@ -1688,7 +1782,19 @@ impl RuleRuntime {
                 &mut witness,
             ) != 0.0;
             let finding = match (&mut self.detector, &self.rule.detector) {
-                (DetectorRuntime::Baseline { groups }, Some(Detector::Baseline(spec))) => {
+                (
+                    DetectorRuntime::Baseline {
+                        groups,
+                        ticks,
+                        last_tick,
+                    },
+                    Some(Detector::Baseline(spec)),
+                ) => {
+                    if tick != *last_tick {
+                        *last_tick = tick;
+                        *ticks += 1;
+                    }
+                    let rule_ticks = *ticks - 1;
                     let value = match self.condition.series.first() {
                         Some(series) => evaluate(
                             series,
@@ -1703,7 +1809,7 @@ impl RuleRuntime {
                         groups.resize_with(group + 1, || None);
                     }
                     groups[group]
-                        .get_or_insert_with(|| BaselineGroup::new(spec))
+                        .get_or_insert_with(|| BaselineGroup::new(spec, tick, rule_ticks))
                         .observe(spec, tick, value)
                 }
                 (DetectorRuntime::Forest(forest), Some(Detector::Forest(spec))) => {
@@ -1730,8 +1836,12 @@ impl RuleRuntime {
                     }
                 }
                 (DetectorRuntime::Drift { reference_name, .. }, Some(Detector::Drift(spec))) => {
-                    let (subject, reference) = &drift_samples[group];
-                    Some(judge_drift(spec, reference_name, subject, reference))
+                    // Both must hold: a group whose condition fails is not
+                    // judged (a rest_of reference per client is costly).
+                    condition_holds.then(|| {
+                        let (subject, reference) = drift_samples.for_group(group);
+                        judge_drift(spec, reference_name, &subject, &reference)
+                    })
                 }
                 _ => None,
             };
@@ -1902,14 +2012,10 @@ impl RuleRuntime {
         }
     }
 
-    /// For a drift rule: each group's window sample of its subject and of its
-    /// reference (sorted values), computed before any group is judged because
-    /// a `rest_of` reference reads the other groups.
-    fn drift_samples(
-        &mut self,
-        last_bucket: i64,
-        in_window: &dyn Fn(i64) -> bool,
-    ) -> Vec<(Vec<f64>, Vec<f64>)> {
+    /// For a drift rule: what each group's window sample of its subject and
+    /// of its reference is made of, gathered before any group is judged
+    /// because a `rest_of` reference reads the other groups.
+    fn drift_samples(&mut self, last_bucket: i64, in_window: &dyn Fn(i64) -> bool) -> DriftInputs {
         let DetectorRuntime::Drift {
             subject_segment,
             reference_segment,
@@ -1919,7 +2025,7 @@ impl RuleRuntime {
             ..
         } = &mut self.detector
         else {
-            return Vec::new();
+            return DriftInputs::Ready(Vec::new());
         };
         let groups = self.groups.slots();
         let capacity = self.layouts[*subject_segment].sample_capacity;
@@ -1949,7 +2055,7 @@ impl RuleRuntime {
         if let Some(store) = self.drift_reference.map(|index| &self.references[index]) {
             let window = self.rule.window;
             let Some(Detector::Drift(spec)) = &self.rule.detector else {
-                return Vec::new();
+                return DriftInputs::Ready(Vec::new());
             };
             let tick = (last_bucket + 1) * self.bucket_width;
             let (from, to) = match spec.reference {
@@ -1957,25 +2063,29 @@ impl RuleRuntime {
                 DriftReference::Trailing(span) => (tick - window - span, tick - window),
                 _ => (tick, tick),
             };
-            return (0..groups)
-                .map(|group| {
-                    if !active[group] {
-                        return (Vec::new(), Vec::new());
-                    }
-                    (subjects[group].values(), store.sample(group, from, to))
-                })
-                .collect();
+            return DriftInputs::Ready(
+                (0..groups)
+                    .map(|group| {
+                        if !active[group] {
+                            return (Vec::new(), Vec::new());
+                        }
+                        (subjects[group].values(), store.sample(group, from, to))
+                    })
+                    .collect(),
+            );
         }
         if let Some(reference_segment) = reference_segment {
-            return (0..groups)
-                .map(|group| {
-                    if !active[group] {
-                        return (Vec::new(), Vec::new());
-                    }
-                    let mut reference = window_sample(*reference_segment, group);
-                    (subjects[group].values(), reference.values())
-                })
-                .collect();
+            return DriftInputs::Ready(
+                (0..groups)
+                    .map(|group| {
+                        if !active[group] {
+                            return (Vec::new(), Vec::new());
+                        }
+                        let mut reference = window_sample(*reference_segment, group);
+                        (subjects[group].values(), reference.values())
+                    })
+                    .collect(),
+            );
         }
         // `rest_of`: a family is every group with the same key but that column.
         let rest_of = rest_of.unwrap_or(0);
@@ -2009,20 +2119,13 @@ impl RuleRuntime {
             .iter_mut()
             .map(BottomSample::ranked)
             .collect();
-        (0..groups)
-            .map(|group| {
-                if !active[group] {
-                    return (Vec::new(), Vec::new());
-                }
-                let own = subjects[group].ranked();
-                let rest = BottomSample::bottom_excluding(
-                    &family_ranked[families[group] as usize],
-                    &own,
-                    capacity,
-                );
-                (subjects[group].values(), rest)
-            })
-            .collect()
+        DriftInputs::RestOf {
+            subjects,
+            active,
+            families: families.clone(),
+            family_ranked,
+            capacity,
+        }
     }
 
     /// For a rule with `explain`: how the column's window distribution
@@ -2279,7 +2382,7 @@ impl RuleRuntime {
                 .filter(|cell| !cell.data.is_empty())
                 .count(),
             detector_bytes: match &self.detector {
-                DetectorRuntime::Baseline { groups } => groups
+                DetectorRuntime::Baseline { groups, .. } => groups
                     .iter()
                     .flatten()
                     .map(BaselineGroup::approx_bytes)

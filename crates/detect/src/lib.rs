@@ -74,6 +74,7 @@ mod engine;
 mod explain;
 pub mod expr;
 pub mod filter;
+pub mod network;
 mod reference;
 pub mod roles;
 mod rule;

@@ -159,6 +159,9 @@ pub struct SimulatedInput {
     /// Seed.
     #[serde(default)]
     pub seed: Option<u64>,
+    /// Adds the simulator's benign noise (`inferwatch simulate --noise`).
+    #[serde(default)]
+    pub noise: bool,
 }
 
 /// One expected alert transition in a rule fixture.

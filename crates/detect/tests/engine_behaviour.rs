@@ -478,6 +478,39 @@ fn a_count_baseline_treats_zero_traffic_as_a_signal() {
 }
 
 #[test]
+fn new_keys_zero_judges_a_key_that_appears_after_the_warmup_against_zero() {
+    // "old" sends from the start, "new" from minute 30 at the same steady
+    // rate. With `new_keys: zero` only the newcomer is a change against its
+    // own history; with the default (`learn`) it warms up and never fires.
+    let mut events = traffic(60, "old", "baseline", |_| 100.0, 0);
+    events.extend(
+        traffic(60, "new", "baseline", |_| 100.0, 0)
+            .into_iter()
+            .filter(|e| e.timestamp - START >= 30 * MINUTE),
+    );
+    events.sort_by_key(|e| e.timestamp);
+    let yaml = |new_keys: &str| {
+        format!(
+            "id: jump\ntitle: Jump\nseverity: high\ngroup_by: [model_id]\nwindow: 5m\nevery: 1m\ndetector:\n  baseline:\n    series: count()\n    warmup: 10\n    trigger: 6\n    direction: up\n    new_keys: {new_keys}\n"
+        )
+    };
+    let alerts = run(vec![rule(&yaml("zero"))], &events, &[777, 5_000]);
+    let firing: Vec<&Alert> = alerts
+        .iter()
+        .filter(|a| a.state == AlertState::Firing)
+        .collect();
+    assert_eq!(firing.len(), 1, "{alerts:#?}");
+    assert_eq!(firing[0].group["model_id"], "new");
+    assert_eq!(firing[0].starts_at, "2026-01-01T00:31:00Z");
+    assert_eq!(firing[0].evidence.as_ref().unwrap().expected, Some(0.0));
+    let learned = run(vec![rule(&yaml("learn"))], &events, &[777]);
+    assert!(
+        learned.iter().all(|a| a.state != AlertState::Firing),
+        "{learned:#?}"
+    );
+}
+
+#[test]
 fn drift_against_the_rest_names_the_diverging_source_with_its_effect_size() {
     // Six "sources" (in the model_id column here): one's latency doubles
     // from minute 10. Against the rest, the others see it diluted to a sixth.

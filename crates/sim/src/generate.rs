@@ -16,6 +16,7 @@ use crate::format::{
     push_hex16, push_integer, push_one_decimal, push_padded, push_probability, push_two_digits,
     TimestampFormatter,
 };
+use crate::noise::{self, BlipKind};
 use crate::scenario::{targets, Incident, Scenario};
 use crate::{SimConfig, SimError, SimSummary};
 
@@ -35,6 +36,13 @@ const CLIENT_NUMBER_WIDTH: usize = 5;
 /// Deployment indices of the single-version models hit by attacks.
 const CHAT_DEPLOYMENT: usize = 3;
 const VISION_DEPLOYMENT: usize = 4;
+/// Index of the noise's QA client among the special clients (after the
+/// attackers); the new clients of the noise follow it.
+const QA_SLOT: usize = DOS_FIRST_ATTACKER + targets::DOS_CLIENT_COUNT;
+/// The adversarial prober and the membership-inference attacker.
+const PROBE_SLOT: usize = QA_SLOT + 1;
+const MEMBERSHIP_SLOT: usize = PROBE_SLOT + 1;
+const FIRST_NEW_CLIENT_SLOT: usize = MEMBERSHIP_SLOT + 1;
 /// Distinct prompts replayed by the flooding clients.
 const DOS_PROMPT_COUNT: u64 = 5;
 /// Most classes of any model.
@@ -45,6 +53,29 @@ enum Stream {
     Fleet,
     Extraction,
     Dos,
+    /// The benign noise ([`noise`]): the QA client, a backfill, the new
+    /// clients, a traffic blip.
+    Qa,
+    Backfill,
+    NewClient,
+    Blip,
+    /// The ATLAS scenarios' attackers.
+    StolenKey,
+    CostHarvest,
+    Probe,
+    Membership,
+}
+
+/// How an answer's class probabilities are drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    /// The model's own Dirichlet (or the poisoned one).
+    Drawn,
+    /// Drawn, then the top two classes pulled within
+    /// [`targets::PROBING_MAX_MARGIN`] of each other.
+    AtBoundary,
+    /// The same draw for the same record (seeded by it), with a tiny jitter.
+    SameFor(u64),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,6 +196,19 @@ pub(crate) struct Plan {
     canary_error_rate: f64,
     poisoned_gamma: Gamma<f64>,
     ln_dos_input: f64,
+    /// Whether the benign noise ([`noise`]) is on.
+    noise: bool,
+    qa_rate: f64,
+    backfill_client: usize,
+    backfill_rate: f64,
+    new_client_rate: f64,
+    /// Each model's share of the fleet rate (traffic blips add a multiple).
+    model_shares: [f64; MODELS.len()],
+    stolen_key_rate: f64,
+    cost_harvesting_rate: f64,
+    probing_rate: f64,
+    membership_rate: f64,
+    ln_harvest_input: f64,
 }
 
 impl Plan {
@@ -227,6 +271,21 @@ impl Plan {
                 &format!("198.51.100.{}", targets::DOS_FIRST_CLIENT_HOST + index),
             ));
         }
+        debug_assert_eq!(attacker_fragments.len(), QA_SLOT);
+        attacker_fragments.push(client_fragment(noise::QA_CLIENT_ID, noise::QA_CLIENT_IP));
+        attacker_fragments.push(client_fragment(
+            targets::PROBING_CLIENT_ID,
+            targets::PROBING_CLIENT_IP,
+        ));
+        attacker_fragments.push(client_fragment(
+            targets::MEMBERSHIP_CLIENT_ID,
+            targets::MEMBERSHIP_CLIENT_IP,
+        ));
+        debug_assert_eq!(attacker_fragments.len(), FIRST_NEW_CLIENT_SLOT);
+        let mut model_shares = [0.0; MODELS.len()];
+        for deployment in &DEPLOYMENTS {
+            model_shares[deployment.model] += deployment.share;
+        }
         let chat_share = DEPLOYMENTS
             .iter()
             .filter(|deployment| deployment.model == CHAT_LLM)
@@ -253,24 +312,49 @@ impl Plan {
             canary_error_rate: config.canary_error_rate,
             poisoned_gamma: gamma(targets::POISONED_CONCENTRATION)?,
             ln_dos_input: targets::DOS_INPUT_TOKENS.ln(),
+            noise: config.noise,
+            qa_rate: config.rate * noise::QA_RATE_SHARE,
+            backfill_client: noise::BACKFILL_CLIENT_INDEX.min(config.clients - 1),
+            backfill_rate: config.rate
+                * client_share(config.clients, noise::BACKFILL_CLIENT_INDEX)
+                * noise::BACKFILL_EXTRA_FACTOR,
+            new_client_rate: config.rate * noise::NEW_CLIENT_RATE_SHARE,
+            model_shares,
+            stolen_key_rate: config.rate * targets::STOLEN_KEY_RATE_SHARE,
+            cost_harvesting_rate: config.rate
+                * client_share(config.clients, targets::COST_HARVESTING_INDEX)
+                * targets::COST_HARVESTING_EXTRA_FACTOR,
+            probing_rate: config.rate * targets::PROBING_RATE_SHARE,
+            membership_rate: config.rate * targets::MEMBERSHIP_RATE_SHARE,
+            ln_harvest_input: targets::COST_HARVESTING_INPUT_TOKENS.ln(),
         })
     }
 
     /// Appends the JSON from the end of the request id to the source number:
     /// `","client_id":"c-00042","client_ip":"10.1.2.3","source_id":"src-`.
+    /// `address` replaces an ordinary client's own (a mobile client's, or a
+    /// stolen key's).
     #[inline]
-    fn push_client(&self, buffer: &mut Vec<u8>, client: usize) {
-        if let Some(attacker) = client.checked_sub(self.clients) {
-            buffer.extend_from_slice(&self.attacker_fragments[attacker]);
-            return;
-        }
-        buffer.extend_from_slice(br#"","client_id":"c-"#);
-        push_padded(
-            buffer,
-            fleet::client_number(client) as u64,
-            CLIENT_NUMBER_WIDTH,
-        );
-        let [first, second, third, fourth] = fleet::client_ip_octets(client);
+    fn push_client(&self, buffer: &mut Vec<u8>, client: usize, address: Option<[u8; 4]>) {
+        let octets = if let Some(special) = client.checked_sub(self.clients) {
+            let Some(ordinal) = special.checked_sub(FIRST_NEW_CLIENT_SLOT) else {
+                buffer.extend_from_slice(&self.attacker_fragments[special]);
+                return;
+            };
+            let ordinal = ordinal as u64;
+            buffer.extend_from_slice(br#"","client_id":"c-"#);
+            push_integer(buffer, noise::FIRST_NEW_CLIENT_NUMBER + ordinal);
+            noise::new_client_ip_octets(ordinal)
+        } else {
+            buffer.extend_from_slice(br#"","client_id":"c-"#);
+            push_padded(
+                buffer,
+                fleet::client_number(client) as u64,
+                CLIENT_NUMBER_WIDTH,
+            );
+            address.unwrap_or_else(|| fleet::client_ip_octets(client))
+        };
+        let [first, second, third, fourth] = octets;
         buffer.extend_from_slice(br#"","client_ip":""#);
         push_integer(buffer, u64::from(first));
         for octet in [second, third, fourth] {
@@ -286,9 +370,17 @@ impl Plan {
     }
 }
 
+/// Ordinary client `index`'s share of the fleet (its Zipf weight over the
+/// sum; the last client's when there are fewer).
+pub(crate) fn client_share(clients: usize, index: usize) -> f64 {
+    let weights = fleet::zipf_weights(clients, fleet::CLIENT_ZIPF_EXPONENT);
+    let total: f64 = weights.iter().sum();
+    weights[index.min(clients - 1)] / total
+}
+
 /// SplitMix64's finaliser: a cheap, well-mixed 64-bit hash.
 #[inline]
-fn mix64(value: u64) -> u64 {
+pub(crate) fn mix64(value: u64) -> u64 {
     let mut z = value.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
@@ -301,6 +393,8 @@ pub(crate) struct ChunkGenerator<'plan> {
     routing: Routing,
     arrivals: Vec<(i64, Stream)>,
     active: Vec<(Scenario, i64, i64)>,
+    /// The noise's blip during the current chunk.
+    blip: Option<noise::Blip>,
     timestamps: TimestampFormatter,
 }
 
@@ -311,6 +405,7 @@ impl<'plan> ChunkGenerator<'plan> {
             routing: Routing::default(),
             arrivals: Vec::new(),
             active: Vec::new(),
+            blip: None,
             timestamps: TimestampFormatter::new(),
         }
     }
@@ -349,6 +444,10 @@ impl<'plan> ChunkGenerator<'plan> {
             let (stream, rate) = match scenario {
                 Scenario::Extraction => (Stream::Extraction, plan.extraction_rate),
                 Scenario::Dos => (Stream::Dos, plan.dos_rate),
+                Scenario::StolenKey => (Stream::StolenKey, plan.stolen_key_rate),
+                Scenario::CostHarvesting => (Stream::CostHarvest, plan.cost_harvesting_rate),
+                Scenario::AdversarialProbing => (Stream::Probe, plan.probing_rate),
+                Scenario::MembershipInference => (Stream::Membership, plan.membership_rate),
                 _ => continue,
             };
             add_arrivals(
@@ -359,6 +458,10 @@ impl<'plan> ChunkGenerator<'plan> {
                 start.max(chunk_start),
                 end.min(chunk_end),
             );
+        }
+        self.blip = None;
+        if plan.noise {
+            self.add_noise_arrivals(&mut rng, chunk_start, chunk_end);
         }
         self.arrivals
             .sort_unstable_by_key(|&(timestamp, stream)| (timestamp, stream as u8));
@@ -381,6 +484,59 @@ impl<'plan> ChunkGenerator<'plan> {
         written
     }
 
+    /// The noise's own traffic in `[chunk_start, chunk_end)` (see [`noise`]).
+    fn add_noise_arrivals(
+        &mut self,
+        rng: &mut Xoshiro256PlusPlus,
+        chunk_start: i64,
+        chunk_end: i64,
+    ) {
+        let plan = self.plan;
+        self.blip = noise::blip(plan.seed, chunk_start);
+        let mut streams = vec![
+            (Stream::Qa, plan.qa_rate),
+            (Stream::NewClient, plan.new_client_rate),
+        ];
+        if noise::backfill_running(plan.start_ns, chunk_start) {
+            streams.push((Stream::Backfill, plan.backfill_rate));
+        }
+        if let Some(blip) = self.blip.filter(|blip| blip.kind == BlipKind::Traffic) {
+            let rate = plan.fleet_rate * plan.model_shares[blip.model] * noise::BLIP_EXTRA_TRAFFIC;
+            streams.push((Stream::Blip, rate));
+        }
+        for (stream, rate) in streams {
+            add_arrivals(
+                &mut self.arrivals,
+                rng,
+                stream,
+                rate,
+                chunk_start,
+                chunk_end,
+            );
+        }
+    }
+
+    /// A deployment drawn by the fleet's traffic shares, after routing.
+    fn draw_deployment(&self, rng: &mut Xoshiro256PlusPlus) -> usize {
+        let uniform: f64 = rng.random();
+        let deployment = self
+            .plan
+            .deployment_cumulative
+            .iter()
+            .position(|&bound| uniform < bound)
+            .unwrap_or(DEPLOYMENTS.len() - 1);
+        self.routing.route(deployment)
+    }
+
+    /// The first deployment (the baseline) of model `model`, after routing.
+    fn model_deployment(&self, model: usize) -> usize {
+        let first = DEPLOYMENTS
+            .iter()
+            .position(|deployment| deployment.model == model)
+            .unwrap_or(0);
+        self.routing.route(first)
+    }
+
     fn in_partial_outage(&self, timestamp: i64) -> bool {
         self.active.iter().any(|&(scenario, start, end)| {
             scenario == Scenario::PartialOutage && start <= timestamp && timestamp < end
@@ -390,6 +546,15 @@ impl<'plan> ChunkGenerator<'plan> {
     fn effects(&self, timestamp: i64, deployment: usize, source: usize) -> Effects {
         let mut effects = Effects::NONE;
         let model = DEPLOYMENTS[deployment].model;
+        match self.blip {
+            Some(blip) if blip.model == model && blip.kind == BlipKind::Errors => {
+                effects.raise_errors(noise::BLIP_ERROR_RATE, ErrorMix::Spike);
+            }
+            Some(blip) if blip.model == model && blip.kind == BlipKind::Latency => {
+                effects.latency_log_shift += noise::BLIP_LATENCY_FACTOR.ln();
+            }
+            _ => {}
+        }
         for &(scenario, start, end) in &self.active {
             if timestamp < start || timestamp >= end {
                 continue;
@@ -434,16 +599,35 @@ impl<'plan> ChunkGenerator<'plan> {
         let plan = self.plan;
         let (deployment, client) = match stream {
             Stream::Fleet => {
-                let uniform: f64 = rng.random();
-                let deployment = plan
-                    .deployment_cumulative
-                    .iter()
-                    .position(|&bound| uniform < bound)
-                    .unwrap_or(DEPLOYMENTS.len() - 1);
-                let deployment = self.routing.route(deployment);
+                let deployment = self.draw_deployment(rng);
                 (deployment, plan.client_popularity.sample(rng.next_u64()))
             }
+            Stream::Qa => (self.draw_deployment(rng), plan.clients + QA_SLOT),
+            Stream::NewClient => {
+                let deployment = self.draw_deployment(rng);
+                let joined = noise::new_clients_joined(plan.start_ns, timestamp);
+                let ordinal = ((rng.next_u32() as u64 * joined) >> 32) as usize;
+                (deployment, plan.clients + FIRST_NEW_CLIENT_SLOT + ordinal)
+            }
+            Stream::Backfill => (self.model_deployment(RECSYS), plan.backfill_client),
+            Stream::Blip => {
+                let model = self.blip.map_or(RECSYS, |blip| blip.model);
+                (
+                    self.model_deployment(model),
+                    plan.client_popularity.sample(rng.next_u64()),
+                )
+            }
             Stream::Extraction => (VISION_DEPLOYMENT, plan.clients + EXTRACTION_ATTACKER),
+            Stream::StolenKey => (
+                self.draw_deployment(rng),
+                targets::STOLEN_KEY_INDEX.min(plan.clients - 1),
+            ),
+            Stream::CostHarvest => (
+                CHAT_DEPLOYMENT,
+                targets::COST_HARVESTING_INDEX.min(plan.clients - 1),
+            ),
+            Stream::Probe => (VISION_DEPLOYMENT, plan.clients + PROBE_SLOT),
+            Stream::Membership => (self.model_deployment(FRAUD), plan.clients + MEMBERSHIP_SLOT),
             Stream::Dos => {
                 let offset =
                     ((rng.next_u32() as u64 * targets::DOS_CLIENT_COUNT as u64) >> 32) as usize;
@@ -464,10 +648,10 @@ impl<'plan> ChunkGenerator<'plan> {
 
         // Token counts, then latency caused by them.
         let normal: f64 = rng.sample(StandardNormal);
-        let input_deviation = if stream == Stream::Dos {
-            plan.ln_dos_input - model.ln_input_median + 0.1 * normal
-        } else {
-            effects.input_log_shift + profile.input_tokens_sigma * normal
+        let input_deviation = match stream {
+            Stream::Dos => plan.ln_dos_input - model.ln_input_median + 0.1 * normal,
+            Stream::CostHarvest => plan.ln_harvest_input - model.ln_input_median + 0.1 * normal,
+            _ => effects.input_log_shift + profile.input_tokens_sigma * normal,
         };
         let input_tokens = (model.ln_input_median + input_deviation)
             .exp()
@@ -475,7 +659,10 @@ impl<'plan> ChunkGenerator<'plan> {
             .max(1.0) as u64;
         let (mut output_tokens, output_deviation) = if profile.output_tokens_sigma > 0.0 {
             let normal: f64 = rng.sample(StandardNormal);
-            let deviation = profile.output_tokens_sigma * normal;
+            let mut deviation = profile.output_tokens_sigma * normal;
+            if stream == Stream::CostHarvest {
+                deviation += targets::COST_HARVESTING_OUTPUT_FACTOR.ln();
+            }
             let tokens = (model.ln_output_median + deviation).exp().round().max(1.0) as u64;
             (tokens, deviation)
         } else {
@@ -513,7 +700,19 @@ impl<'plan> ChunkGenerator<'plan> {
         let input_hash = match stream {
             Stream::Extraction => rng.next_u64(),
             Stream::Dos => mix64(0xD05_0000 + rng.next_u64() % DOS_PROMPT_COUNT),
-            Stream::Fleet => {
+            Stream::Backfill => mix64(0xBAC_F111 + rng.next_u64() % noise::BACKFILL_PAYLOADS),
+            Stream::Probe => {
+                let base = rng.next_u64() % targets::PROBING_BASE_INPUTS;
+                mix64(0x9B0B_0000 + base * 4 + rng.next_u64() % 3)
+            }
+            Stream::Membership => mix64(targets::MEMBERSHIP_RECORD),
+            Stream::Qa if rng.random::<f64>() < noise::QA_UNIQUE_SHARE => rng.next_u64(),
+            Stream::Fleet
+            | Stream::Qa
+            | Stream::NewClient
+            | Stream::Blip
+            | Stream::StolenKey
+            | Stream::CostHarvest => {
                 let uniform: f64 = rng.random();
                 if uniform < fleet::FRESH_INPUT_SHARE {
                     rng.next_u64()
@@ -530,7 +729,15 @@ impl<'plan> ChunkGenerator<'plan> {
         self.timestamps.push(buffer, timestamp);
         buffer.extend_from_slice(&plan.deployment_fragments[deployment]);
         push_hex16(buffer, request_id);
-        plan.push_client(buffer, client);
+        let address = if stream == Stream::StolenKey {
+            let network = rng.next_u64() % targets::STOLEN_KEY_NETWORKS;
+            Some([45, 60 + network as u8, 7, 10 + network as u8])
+        } else if plan.noise && client < plan.clients && noise::is_mobile(client) {
+            Some(noise::mobile_ip_octets(client, rng.next_u64()))
+        } else {
+            None
+        };
+        plan.push_client(buffer, client, address);
         push_two_digits(buffer, source);
         buffer.extend_from_slice(outcome.fragment());
         push_one_decimal(buffer, latency);
@@ -549,7 +756,12 @@ impl<'plan> ChunkGenerator<'plan> {
         buffer.push(b'"');
         if outcome == Outcome::Ok {
             if let Some(gamma) = &model.gamma {
-                self.write_probabilities(buffer, rng, model, gamma, effects.poisoned);
+                let answer = match stream {
+                    Stream::Probe => Answer::AtBoundary,
+                    Stream::Membership => Answer::SameFor(input_hash),
+                    _ => Answer::Drawn,
+                };
+                self.write_probabilities(buffer, rng, model, gamma, effects.poisoned, answer);
             }
         }
         buffer.extend_from_slice(b"}\n");
@@ -563,10 +775,20 @@ impl<'plan> ChunkGenerator<'plan> {
         model: &ModelRuntime,
         gamma: &Gamma<f64>,
         poisoned: bool,
+        answer: Answer,
     ) {
         let classes = model.class_cumulative.len();
         debug_assert!(classes > 1 && classes <= MAX_CLASSES);
-        let uniform: f64 = rng.random();
+        // The same record gets the same draw: its own stream, seeded by it.
+        let mut record_rng;
+        let draws = match answer {
+            Answer::SameFor(record) => {
+                record_rng = Xoshiro256PlusPlus::seed_from_u64(record);
+                &mut record_rng
+            }
+            Answer::Drawn | Answer::AtBoundary => &mut *rng,
+        };
+        let uniform: f64 = draws.random();
         let true_class = if poisoned && uniform < targets::POISONED_CLASS_SKEW {
             classes - 1
         } else {
@@ -590,12 +812,20 @@ impl<'plan> ChunkGenerator<'plan> {
         let mut total = 0.0;
         for (class, slot) in probabilities[..classes].iter_mut().enumerate() {
             let draw: f64 = if class == true_class {
-                concentration.sample(rng)
+                concentration.sample(draws)
             } else {
-                rng.sample(Exp1)
+                draws.sample(Exp1)
             };
             *slot = draw;
             total += draw;
+        }
+        if matches!(answer, Answer::SameFor(_)) {
+            // A repeated query is answered the same up to float noise.
+            total = 0.0;
+            for slot in &mut probabilities[..classes] {
+                *slot *= 1.0 + 0.004 * (rng.random::<f64>() - 0.5);
+                total += *slot;
+            }
         }
         let mut predicted = 0;
         for class in 0..classes {
@@ -603,6 +833,16 @@ impl<'plan> ChunkGenerator<'plan> {
             if probabilities[class] > probabilities[predicted] {
                 predicted = class;
             }
+        }
+        if answer == Answer::AtBoundary {
+            let runner_up = (0..classes)
+                .filter(|&class| class != predicted)
+                .max_by(|&a, &b| probabilities[a].total_cmp(&probabilities[b]))
+                .unwrap_or(predicted);
+            let middle = (probabilities[predicted] + probabilities[runner_up]) / 2.0;
+            let gap = targets::PROBING_MAX_MARGIN * rng.random::<f64>();
+            probabilities[predicted] = middle + gap / 2.0;
+            probabilities[runner_up] = middle - gap / 2.0;
         }
         buffer.extend_from_slice(br#","predicted_class":"#);
         push_integer(buffer, predicted as u64);

@@ -141,6 +141,7 @@ mod fleet;
 mod foreign;
 mod format;
 mod generate;
+pub mod noise;
 mod scenario;
 
 pub use deploys::{deploy_records, DeployRecord, SIMULATED_LEAD_TIMES_S};
@@ -207,6 +208,9 @@ pub struct SimConfig {
     /// 0.3 % leaves the background errors, so 0 simulates a latency-only
     /// regression.
     pub canary_error_rate: f64,
+    /// Adds the benign noise of [`noise`]: a busy QA client, a backfill,
+    /// mobile clients, one-minute blips and new clients over the day.
+    pub noise: bool,
 }
 
 impl Default for SimConfig {
@@ -223,6 +227,7 @@ impl Default for SimConfig {
             clients: CLIENT_COUNT,
             canary_latency_factor: targets::CANARY_LATENCY_FACTOR,
             canary_error_rate: targets::CANARY_ERROR_RATE,
+            noise: false,
         }
     }
 }
