@@ -51,6 +51,8 @@ SCENARIOS = [
     "cost-harvesting",
     "adversarial-probing",
     "membership-inference",
+    "inversion",
+    "slow-drift",
 ]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -16,7 +16,7 @@ pub struct Args {
     /// Scenarios to inject, comma separated: baseline, latency-regression,
     /// error-spike, canary-regression, poisoned-source, input-length-shift,
     /// extraction, dos, partial-outage, stolen-key, cost-harvesting,
-    /// adversarial-probing, membership-inference.
+    /// adversarial-probing, membership-inference, inversion, slow-drift.
     #[arg(long, default_value = "baseline", value_name = "NAME[,NAME...]")]
     scenario: String,
     /// Simulated time span, e.g. 10m, 1h, 1d.

@@ -175,7 +175,9 @@ impl BottomSample {
                 self.entries.push((rank, bits));
             }
         }
-        if self.entries.len() > self.capacity {
+        // Amortised like `add`: trimming on every merge past capacity made a
+        // family of thousands of members (a rest_of per client) quadratic.
+        if self.entries.len() >= self.capacity.saturating_mul(2).max(16) {
             self.trim();
         }
     }

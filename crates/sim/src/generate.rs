@@ -42,7 +42,8 @@ const QA_SLOT: usize = DOS_FIRST_ATTACKER + targets::DOS_CLIENT_COUNT;
 /// The adversarial prober and the membership-inference attacker.
 const PROBE_SLOT: usize = QA_SLOT + 1;
 const MEMBERSHIP_SLOT: usize = PROBE_SLOT + 1;
-const FIRST_NEW_CLIENT_SLOT: usize = MEMBERSHIP_SLOT + 1;
+const INVERSION_SLOT: usize = MEMBERSHIP_SLOT + 1;
+const FIRST_NEW_CLIENT_SLOT: usize = INVERSION_SLOT + 1;
 /// Distinct prompts replayed by the flooding clients.
 const DOS_PROMPT_COUNT: u64 = 5;
 /// Most classes of any model.
@@ -64,10 +65,11 @@ enum Stream {
     CostHarvest,
     Probe,
     Membership,
+    Inversion,
 }
 
 /// How an answer's class probabilities are drawn.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 enum Answer {
     /// The model's own Dirichlet (or the poisoned one).
     Drawn,
@@ -76,6 +78,8 @@ enum Answer {
     AtBoundary,
     /// The same draw for the same record (seeded by it), with a tiny jitter.
     SameFor(u64),
+    /// The true class forced to [`targets::INVERSION_CLASS`].
+    Steered,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,6 +149,8 @@ struct Effects {
     error_rate: f64,
     error_mix: ErrorMix,
     poisoned: bool,
+    /// Weight of the true class's draw (the answers' confidence).
+    true_class_weight: f64,
 }
 
 impl Effects {
@@ -154,6 +160,7 @@ impl Effects {
         error_rate: fleet::BACKGROUND_ERROR_RATE,
         error_mix: ErrorMix::Background,
         poisoned: false,
+        true_class_weight: 1.0,
     };
 
     fn raise_errors(&mut self, rate: f64, mix: ErrorMix) {
@@ -208,6 +215,7 @@ pub(crate) struct Plan {
     cost_harvesting_rate: f64,
     probing_rate: f64,
     membership_rate: f64,
+    inversion_rate: f64,
     ln_harvest_input: f64,
 }
 
@@ -281,6 +289,10 @@ impl Plan {
             targets::MEMBERSHIP_CLIENT_ID,
             targets::MEMBERSHIP_CLIENT_IP,
         ));
+        attacker_fragments.push(client_fragment(
+            targets::INVERSION_CLIENT_ID,
+            targets::INVERSION_CLIENT_IP,
+        ));
         debug_assert_eq!(attacker_fragments.len(), FIRST_NEW_CLIENT_SLOT);
         let mut model_shares = [0.0; MODELS.len()];
         for deployment in &DEPLOYMENTS {
@@ -326,6 +338,7 @@ impl Plan {
                 * targets::COST_HARVESTING_EXTRA_FACTOR,
             probing_rate: config.rate * targets::PROBING_RATE_SHARE,
             membership_rate: config.rate * targets::MEMBERSHIP_RATE_SHARE,
+            inversion_rate: config.rate * targets::INVERSION_RATE_SHARE,
             ln_harvest_input: targets::COST_HARVESTING_INPUT_TOKENS.ln(),
         })
     }
@@ -448,6 +461,7 @@ impl<'plan> ChunkGenerator<'plan> {
                 Scenario::CostHarvesting => (Stream::CostHarvest, plan.cost_harvesting_rate),
                 Scenario::AdversarialProbing => (Stream::Probe, plan.probing_rate),
                 Scenario::MembershipInference => (Stream::Membership, plan.membership_rate),
+                Scenario::Inversion => (Stream::Inversion, plan.inversion_rate),
                 _ => continue,
             };
             add_arrivals(
@@ -516,6 +530,19 @@ impl<'plan> ChunkGenerator<'plan> {
         }
     }
 
+    /// The weight of the inversion's target class at `timestamp`: from 1 at
+    /// the incident's start to [`targets::INVERSION_CONFIDENCE_GROWTH`] at
+    /// its end.
+    fn inversion_progress(&self, timestamp: i64) -> f64 {
+        self.active
+            .iter()
+            .find(|(scenario, _, _)| *scenario == Scenario::Inversion)
+            .map_or(1.0, |&(_, start, end)| {
+                let progress = (timestamp - start) as f64 / (end - start).max(1) as f64;
+                1.0 + (targets::INVERSION_CONFIDENCE_GROWTH - 1.0) * progress.clamp(0.0, 1.0)
+            })
+    }
+
     /// A deployment drawn by the fleet's traffic shares, after routing.
     fn draw_deployment(&self, rng: &mut Xoshiro256PlusPlus) -> usize {
         let uniform: f64 = rng.random();
@@ -574,6 +601,11 @@ impl<'plan> ChunkGenerator<'plan> {
                 Scenario::PoisonedSource if source == targets::POISONED_SOURCE_INDEX => {
                     effects.poisoned = true;
                 }
+                Scenario::SlowDrift if model == VISION => {
+                    let progress = (timestamp - start) as f64 / (end - start).max(1) as f64;
+                    effects.true_class_weight *=
+                        1.0 - (1.0 - targets::SLOW_DRIFT_FINAL_WEIGHT) * progress;
+                }
                 Scenario::InputLengthShift if model == RECSYS => {
                     effects.input_log_shift += targets::INPUT_LENGTH_FACTOR.ln();
                 }
@@ -627,6 +659,7 @@ impl<'plan> ChunkGenerator<'plan> {
                 targets::COST_HARVESTING_INDEX.min(plan.clients - 1),
             ),
             Stream::Probe => (VISION_DEPLOYMENT, plan.clients + PROBE_SLOT),
+            Stream::Inversion => (VISION_DEPLOYMENT, plan.clients + INVERSION_SLOT),
             Stream::Membership => (self.model_deployment(FRAUD), plan.clients + MEMBERSHIP_SLOT),
             Stream::Dos => {
                 let offset =
@@ -698,7 +731,7 @@ impl<'plan> ChunkGenerator<'plan> {
         }
 
         let input_hash = match stream {
-            Stream::Extraction => rng.next_u64(),
+            Stream::Extraction | Stream::Inversion => rng.next_u64(),
             Stream::Dos => mix64(0xD05_0000 + rng.next_u64() % DOS_PROMPT_COUNT),
             Stream::Backfill => mix64(0xBAC_F111 + rng.next_u64() % noise::BACKFILL_PAYLOADS),
             Stream::Probe => {
@@ -759,9 +792,22 @@ impl<'plan> ChunkGenerator<'plan> {
                 let answer = match stream {
                     Stream::Probe => Answer::AtBoundary,
                     Stream::Membership => Answer::SameFor(input_hash),
+                    Stream::Inversion => Answer::Steered,
                     _ => Answer::Drawn,
                 };
-                self.write_probabilities(buffer, rng, model, gamma, effects.poisoned, answer);
+                let weight = if stream == Stream::Inversion {
+                    self.inversion_progress(timestamp)
+                } else {
+                    effects.true_class_weight
+                };
+                self.write_probabilities(
+                    buffer,
+                    rng,
+                    model,
+                    gamma,
+                    (effects.poisoned, weight),
+                    answer,
+                );
             }
         }
         buffer.extend_from_slice(b"}\n");
@@ -774,7 +820,7 @@ impl<'plan> ChunkGenerator<'plan> {
         rng: &mut Xoshiro256PlusPlus,
         model: &ModelRuntime,
         gamma: &Gamma<f64>,
-        poisoned: bool,
+        (poisoned, true_class_weight): (bool, f64),
         answer: Answer,
     ) {
         let classes = model.class_cumulative.len();
@@ -786,10 +832,12 @@ impl<'plan> ChunkGenerator<'plan> {
                 record_rng = Xoshiro256PlusPlus::seed_from_u64(record);
                 &mut record_rng
             }
-            Answer::Drawn | Answer::AtBoundary => &mut *rng,
+            Answer::Drawn | Answer::AtBoundary | Answer::Steered => &mut *rng,
         };
         let uniform: f64 = draws.random();
-        let true_class = if poisoned && uniform < targets::POISONED_CLASS_SKEW {
+        let true_class = if answer == Answer::Steered {
+            targets::INVERSION_CLASS.min(classes - 1)
+        } else if poisoned && uniform < targets::POISONED_CLASS_SKEW {
             classes - 1
         } else {
             let uniform = if poisoned {
@@ -812,7 +860,7 @@ impl<'plan> ChunkGenerator<'plan> {
         let mut total = 0.0;
         for (class, slot) in probabilities[..classes].iter_mut().enumerate() {
             let draw: f64 = if class == true_class {
-                concentration.sample(draws)
+                true_class_weight * concentration.sample(draws)
             } else {
                 draws.sample(Exp1)
             };

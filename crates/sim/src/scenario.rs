@@ -54,11 +54,19 @@ pub enum Scenario {
     /// over, getting the same probabilities back (AML.T0024.000, membership
     /// inference).
     MembershipInference,
+    /// A new client `c-8000003` sends `vision` unique inputs that all steer
+    /// to class 3, each answer more confident than the last (AML.T0024.001,
+    /// model inversion: reconstructing what a class looks like).
+    Inversion,
+    /// `vision` loses confidence slowly: its answers' true-class weight
+    /// falls linearly to 15 % over the incident (AML.T0031, eroding
+    /// the model's integrity; no single minute looks wrong).
+    SlowDrift,
 }
 
 impl Scenario {
     /// Every scenario, in a stable order.
-    pub const ALL: [Scenario; 13] = [
+    pub const ALL: [Scenario; 15] = [
         Scenario::Baseline,
         Scenario::LatencyRegression,
         Scenario::ErrorSpike,
@@ -72,6 +80,8 @@ impl Scenario {
         Scenario::CostHarvesting,
         Scenario::AdversarialProbing,
         Scenario::MembershipInference,
+        Scenario::Inversion,
+        Scenario::SlowDrift,
     ];
 
     /// The name used on the command line and in labels.
@@ -90,6 +100,8 @@ impl Scenario {
             Scenario::CostHarvesting => "cost-harvesting",
             Scenario::AdversarialProbing => "adversarial-probing",
             Scenario::MembershipInference => "membership-inference",
+            Scenario::Inversion => "inversion",
+            Scenario::SlowDrift => "slow-drift",
         }
     }
 
@@ -112,6 +124,8 @@ impl Scenario {
             Scenario::CostHarvesting => &[("client_id", targets::COST_HARVESTING_CLIENT_ID)],
             Scenario::AdversarialProbing => &[("client_id", targets::PROBING_CLIENT_ID)],
             Scenario::MembershipInference => &[("client_id", targets::MEMBERSHIP_CLIENT_ID)],
+            Scenario::Inversion => &[("client_id", targets::INVERSION_CLIENT_ID)],
+            Scenario::SlowDrift => &[("model_id", targets::SLOW_DRIFT_MODEL)],
         };
         pairs
             .iter()
@@ -279,6 +293,23 @@ pub mod targets {
     pub const MEMBERSHIP_RECORD: u64 = 0x3E3B_0000;
     /// Membership traffic as a share of the fleet rate.
     pub const MEMBERSHIP_RATE_SHARE: f64 = 0.005;
+    /// The inversion attacker.
+    pub const INVERSION_CLIENT_ID: &str = "c-8000003";
+    /// Its only address.
+    pub const INVERSION_CLIENT_IP: &str = "198.18.0.7";
+    /// Model inverted in `inversion`.
+    pub const INVERSION_MODEL: &str = "vision";
+    /// The class whose inputs the attacker reconstructs.
+    pub const INVERSION_CLASS: usize = 3;
+    /// Inversion traffic as a share of the fleet rate.
+    pub const INVERSION_RATE_SHARE: f64 = 0.01;
+    /// The target class's Dirichlet weight grows from ×1 to ×this over the
+    /// incident (the answers grow more confident).
+    pub const INVERSION_CONFIDENCE_GROWTH: f64 = 10.0;
+    /// Model whose confidence erodes in `slow-drift`.
+    pub const SLOW_DRIFT_MODEL: &str = "vision";
+    /// The true-class weight at the end of `slow-drift` (from 1 at its start).
+    pub const SLOW_DRIFT_FINAL_WEIGHT: f64 = 0.15;
 }
 
 /// One injected incident: what, when (event time, `[start, end)`), and which

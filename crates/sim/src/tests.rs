@@ -446,6 +446,107 @@ fn extraction_client_sweeps_unique_inputs_from_one_address() {
 }
 
 #[test]
+fn a_stolen_key_appears_in_sixty_new_networks_during_the_incident_only() {
+    let (incident, events) = split("stolen-key", 300.0);
+    let networks = |inside: bool| -> HashSet<String> {
+        events
+            .iter()
+            .filter(|event| {
+                event.client_id == targets::STOLEN_KEY_CLIENT_ID
+                    && incident.contains(event.nanos) == inside
+            })
+            .map(|event| {
+                let octets: Vec<&str> = event.client_ip.split('.').collect();
+                format!("{}.{}", octets[0], octets[1])
+            })
+            .collect()
+    };
+    assert_eq!(networks(false).len(), 1, "{:?}", networks(false));
+    assert_eq!(
+        networks(true).len(),
+        1 + targets::STOLEN_KEY_NETWORKS as usize
+    );
+}
+
+#[test]
+fn attack_answers_have_the_shape_their_rules_read() {
+    let events = events_of(&config(
+        "cost-harvesting,adversarial-probing,membership-inference,inversion",
+        "1h",
+        100.0,
+    ));
+    let of = |client: &str| -> Vec<&Event> {
+        events
+            .iter()
+            .filter(|event| event.client_id == client && event.status == "ok")
+            .collect()
+    };
+    let probes = of(targets::PROBING_CLIENT_ID);
+    assert!(probes.len() > 100);
+    for probe in &probes {
+        let mut top: Vec<f64> = probe.probabilities.clone().unwrap();
+        top.sort_by(|a, b| b.total_cmp(a));
+        assert!(
+            top[0] - top[1] <= targets::PROBING_MAX_MARGIN + 2e-4,
+            "{top:?}"
+        );
+    }
+    let distinct: HashSet<&str> = probes.iter().map(|e| e.input_hash.as_str()).collect();
+    assert!(distinct.len() <= 3 * targets::PROBING_BASE_INPUTS as usize);
+
+    let members = of(targets::MEMBERSHIP_CLIENT_ID);
+    assert!(members.len() > 50);
+    let hashes: HashSet<&str> = members.iter().map(|e| e.input_hash.as_str()).collect();
+    assert_eq!(hashes.len(), 1);
+    let confidences: Vec<f64> = members.iter().map(|e| e.confidence.unwrap()).collect();
+    let spread = confidences.iter().cloned().fold(f64::MIN, f64::max)
+        - confidences.iter().cloned().fold(f64::MAX, f64::min);
+    assert!(spread < 0.01, "{spread}");
+
+    let inverted = of(targets::INVERSION_CLIENT_ID);
+    let steered = inverted
+        .iter()
+        .filter(|e| e.predicted_class == Some(targets::INVERSION_CLASS))
+        .count();
+    assert!(steered as f64 > 0.95 * inverted.len() as f64);
+
+    let harvester: Vec<&Event> = events
+        .iter()
+        .filter(|e| e.client_id == targets::COST_HARVESTING_CLIENT_ID && e.input_tokens > 10_000)
+        .collect();
+    assert!(harvester.len() > 100);
+    assert!(harvester.iter().all(|e| e.model_id == "chat-llm"));
+}
+
+#[test]
+fn benign_noise_is_there_and_leaves_the_quiet_fleet_alone() {
+    let quiet = config("baseline", "2h", 50.0);
+    let noisy = SimConfig {
+        noise: true,
+        ..quiet.clone()
+    };
+    let events = events_of(&noisy);
+    let qa = events
+        .iter()
+        .filter(|e| e.client_id == crate::noise::QA_CLIENT_ID)
+        .count();
+    let expected = 50.0 * crate::noise::QA_RATE_SHARE * 7_200.0;
+    assert!((qa as f64 - expected).abs() < 0.1 * expected, "{qa}");
+    let mobile: HashSet<&str> = events
+        .iter()
+        .filter(|e| e.client_id == "c-00007")
+        .map(|e| e.client_ip.as_str())
+        .collect();
+    assert!(mobile.len() > 20 && mobile.iter().all(|ip| ip.starts_with("100.")));
+    assert!(events.iter().any(|e| e.client_id == "c-9100020"));
+    // Noise off: not one byte of it.
+    let plain = bytes_of(&quiet);
+    assert!(!std::str::from_utf8(&plain)
+        .unwrap()
+        .contains(crate::noise::QA_CLIENT_ID));
+}
+
+#[test]
 fn dos_floods_chat_with_long_prompts() {
     let (incident, events) = split("dos", 100.0);
     let (inside, outside) =
