@@ -543,3 +543,64 @@ fn scorer_takes_any_step_between_timestamps() {
         }
     }
 }
+
+#[test]
+fn stuck_sensor_scores_high_once_the_value_stops_changing() {
+    let mut values = noise(800, 50.0, 2.0, 11);
+    // The sensor sticks at its last reading for 60 points, then recovers.
+    let stuck = values[499];
+    for value in &mut values[500..560] {
+        *value = stuck;
+    }
+    let auto = scores(&values, "auto");
+    assert!(
+        auto[500..505].iter().any(|score| *score > 0.5),
+        "{:?}",
+        &auto[498..506]
+    );
+    // It stays high for the whole run: one crossing, not one per point.
+    assert!(auto[505..560].iter().all(|score| *score > 0.5));
+    // Repeats were not learned: noise after the flatline is ordinary again.
+    let after = &auto[600..];
+    assert!(after.iter().all(|score| *score < 0.5), "{after:?}");
+    // The point detectors alone cannot see it.
+    let ewma = scores(&values, "ewma");
+    assert!(ewma[505..560].iter().all(|score| *score < 0.2));
+}
+
+#[test]
+fn repeats_that_are_usual_for_the_series_are_not_stuck() {
+    // Small counts repeat all the time: 0, 1 or 2 errors a minute.
+    let mut source = Noise(12);
+    let mut values: Vec<f64> = (0..800).map(|_| (source.uniform() * 3.0).floor()).collect();
+    for value in &mut values[500..506] {
+        *value = 1.0;
+    }
+    let auto = scores(&values, "auto");
+    assert!(auto[500..506].iter().all(|score| *score < 0.2));
+    // A series flat from its first point is not a stuck sensor either.
+    let mut values = vec![3.0; 400];
+    values.extend(noise(200, 3.0, 0.1, 13));
+    let auto = scores(&values, "auto");
+    assert!(auto[..400].iter().all(|score| *score == 0.0));
+}
+
+#[test]
+fn slow_drift_is_scored_where_no_point_stands_out() {
+    // A ramp of ten spreads over 500 points: each point is close to the last.
+    let mut values = noise(1500, 100.0, 2.0, 14);
+    for (index, value) in values.iter_mut().enumerate().skip(600) {
+        *value += 20.0 * ((index - 600) as f64 / 500.0).min(1.0);
+    }
+    let auto = scores(&values, "auto");
+    let ewma = scores(&values, "ewma");
+    let during = |scores: &[f64]| scores[600..1100].iter().copied().fold(0.0, f64::max);
+    let before = auto[200..600].iter().copied().fold(0.0, f64::max);
+    assert!(during(&auto) > 0.35, "auto {}", during(&auto));
+    assert!(
+        during(&auto) > before + 0.1,
+        "{} vs {before}",
+        during(&auto)
+    );
+    assert!(during(&ewma) < during(&auto));
+}
