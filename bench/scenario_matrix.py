@@ -3,6 +3,7 @@
 simulator's names and in foreign names, run through the default rule pack.
 
     bench/scenario_matrix.py [path/to/inferwatch] [--hours-before 2] [--benign-hours 24]
+                             [--rules DIR] [--json FILE]
 
 Per scenario and naming mode: `inferwatch simulate` writes a fleet whose one
 incident starts after `--hours-before` hours of history (the run lasts
@@ -61,7 +62,7 @@ def seconds(text):
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-def simulate_and_detect(binary, work, scenario, hours, naming):
+def simulate_and_detect(binary, work, scenario, hours, naming, rules):
     events = os.path.join(work, f"{scenario}-{naming}.jsonl")
     labels = os.path.join(work, f"{scenario}-{naming}.labels.jsonl")
     mapping = os.path.join(work, "foreign.yaml")
@@ -70,7 +71,7 @@ def simulate_and_detect(binary, work, scenario, hours, naming):
     if naming == "foreign":
         simulate += ["--naming", "foreign", "--mapping-out", mapping]
     subprocess.run(simulate, check=True, stderr=subprocess.DEVNULL)
-    detect = [binary, "detect", "--quiet", "--rules", os.path.join(ROOT, "rules")]
+    detect = [binary, "detect", "--quiet", "--rules", rules]
     if naming == "foreign":
         detect += ["--mapping", mapping]
     output = subprocess.run(detect + [events], check=True, capture_output=True, text=True).stdout
@@ -106,13 +107,14 @@ def main():
         ROOT, "target", "release", "inferwatch")
     hours_before = float(args[args.index("--hours-before") + 1]) if "--hours-before" in args else 2
     benign_hours = int(args[args.index("--benign-hours") + 1]) if "--benign-hours" in args else 24
+    rules = args[args.index("--rules") + 1] if "--rules" in args else os.path.join(ROOT, "rules")
     hours = hours_before * 2.5
     rows, delays = [], {"default": [], "foreign": []}
     detected = total = 0
     with tempfile.TemporaryDirectory() as work:
         for scenario in SCENARIOS:
             for naming in ("default", "foreign"):
-                alerts, incidents = simulate_and_detect(binary, work, scenario, hours, naming)
+                alerts, incidents = simulate_and_detect(binary, work, scenario, hours, naming, rules)
                 delay, rule, others = judge(alerts, incidents)
                 total += 1
                 if delay is not None:
@@ -121,7 +123,7 @@ def main():
                 rows.append((scenario, naming, delay, rule, others))
         benign = {}
         for naming in ("default", "foreign"):
-            alerts, _ = simulate_and_detect(binary, work, "baseline", benign_hours, naming)
+            alerts, _ = simulate_and_detect(binary, work, "baseline", benign_hours, naming, rules)
             firing = [a for a in alerts if a["state"] == "firing"]
             benign[naming] = firing
     if "--json" in args:

@@ -26,6 +26,7 @@ use std::time::Duration;
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{internal_err, DataFusionError, Result};
 use datafusion::execution::context::{QueryPlanner, SQLOptions};
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
@@ -34,7 +35,10 @@ use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::coop::CooperativeExec;
+use datafusion::physical_plan::joins::{CrossJoinExec, NestedLoopJoinExec};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::unnest::UnnestExec;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 use datafusion::sql::sqlparser::ast::Statement;
@@ -127,12 +131,34 @@ impl QueryPlanner for LimitedQueryPlanner {
         let plan = DefaultPhysicalPlanner::default()
             .create_physical_plan(logical_plan, session)
             .await?;
+        let plan = yield_after_amplifiers(plan)?;
         Ok(Arc::new(StatementLimitExec::new(
             plan,
             self.limits,
             session.runtime_env(),
         )?))
     }
+}
+
+/// Wraps every operator whose output dwarfs its input (cross and nested-loop
+/// joins, unnest) in a [`CooperativeExec`], so that it spends the task's
+/// scheduling budget per batch it *produces*. DataFusion's own
+/// `EnsureCooperative` instruments only the leaves: a cross join of two
+/// million-row series drains its inputs in a few polls and then feeds an
+/// aggregate 10^12 rows within one poll, so the statement never yields —
+/// it holds a worker of the SQL runtime (starving other clients) and its
+/// deadline and cancellation cannot run.
+fn yield_after_amplifiers(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+    plan.transform_up(|node| {
+        if node.is::<CrossJoinExec>() || node.is::<NestedLoopJoinExec>() || node.is::<UnnestExec>()
+        {
+            let wrapped: Arc<dyn ExecutionPlan> = Arc::new(CooperativeExec::new(node));
+            Ok(Transformed::yes(wrapped))
+        } else {
+            Ok(Transformed::no(node))
+        }
+    })
+    .map(|transformed| transformed.data)
 }
 
 /// The root of every statement's physical plan: runs its input with the
