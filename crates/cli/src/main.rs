@@ -12,7 +12,6 @@ mod ingest_cmd;
 mod map_cmd;
 mod pipeline;
 mod query_cmd;
-mod router;
 mod rules_cmd;
 mod run_cmd;
 mod score_cmd;

@@ -156,10 +156,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let result = match args.live {
         None => inferwatch_sim::generate(&config, writer),
         Some(speed) => {
-            let state =
-                crate::router::RouterState::new(args.deployments.as_deref(), config.start_ns)?;
+            let state = inferwatch_sim::router::RouterState::new(
+                args.deployments.as_deref(),
+                config.start_ns,
+            )?;
             if let Some(address) = &args.router {
-                let bound = crate::router::serve(address, state.clone())?;
+                let bound = inferwatch_sim::router::serve(address, state.clone())?;
                 eprintln!("router: listening on http://{bound}");
             }
             inferwatch_sim::generate_live(&config, writer, speed, |second_ns| {

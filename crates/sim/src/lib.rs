@@ -11,10 +11,12 @@
 //! `sources → decode+map → enrich → batch → detect → alert`. Its output uses
 //! the canonical column names ([`inferwatch_core::column`]), so the default
 //! field mapping reads it as is, and its labels file (one [`Incident`] per
-//! line) is the ground truth against which alerts are scored. It depends only
-//! on `inferwatch-core`. The `inferwatch simulate` subcommand is a thin
-//! wrapper around [`generate`] and [`incidents`]; [`deploy_records`] gives
-//! the fleet's deploys (simulated commit times) for DORA metrics.
+//! line) is the ground truth against which alerts are scored. Of the
+//! project it depends only on `inferwatch-core`. The `inferwatch simulate`
+//! subcommand is a thin wrapper around [`generate`] and [`incidents`];
+//! [`deploy_records`] gives the fleet's deploys (simulated commit times) for
+//! DORA metrics; [`router`] is the live fleet's control plane (rollbacks
+//! over HTTP, axum); [`noise`] is what honest fleets do that looks odd.
 //!
 //! ## The event
 //!
@@ -142,6 +144,7 @@ mod foreign;
 mod format;
 mod generate;
 pub mod noise;
+pub mod router;
 mod scenario;
 
 pub use deploys::{deploy_records, DeployRecord, SIMULATED_LEAD_TIMES_S};
@@ -174,6 +177,15 @@ pub enum SimError {
     /// Writing the output failed.
     #[error("cannot write simulated events: {0}")]
     Write(#[source] std::io::Error),
+    /// The live fleet's traffic router could not start or log.
+    #[error("router: {context}: {source}")]
+    Router {
+        /// What it was doing.
+        context: String,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
     /// An invariant was broken: this is a bug in inferwatch.
     #[error("internal error (this is a bug): {0}")]
     Internal(String),

@@ -11,6 +11,10 @@
 //! `deploy` record per deployment (at the run's start), and each rollback
 //! is appended, stamped with the simulated (event) time it takes effect:
 //! the records `inferwatch dora report` computes DORA metrics from.
+//!
+//! It lives with the simulator because it is the simulated fleet's control
+//! plane: `inferwatch simulate --live --router` and the coming `demo` both
+//! drive the fleet through it.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -19,13 +23,18 @@ use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use anyhow::Context;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use inferwatch_sim::{Routing, DEPLOYMENTS, MODELS};
 use serde_json::{json, Value};
+
+use crate::{Routing, SimError, DEPLOYMENTS, MODELS};
+
+/// A router error with what it was doing.
+fn router_error(context: String) -> impl FnOnce(std::io::Error) -> SimError {
+    move |source| SimError::Router { context, source }
+}
 
 /// What the router and the generator share.
 pub struct RouterState {
@@ -38,16 +47,18 @@ pub struct RouterState {
 impl RouterState {
     /// Every deployment live; when `deployments_log` is given, it gets the
     /// deploy records of a run starting at `start_ns`, then the rollbacks.
-    pub fn new(deployments_log: Option<&Path>, start_ns: i64) -> anyhow::Result<Arc<Self>> {
+    pub fn new(deployments_log: Option<&Path>, start_ns: i64) -> Result<Arc<Self>, SimError> {
         let log = match deployments_log {
             Some(path) => {
                 let context = || format!("cannot write deployments log {}", path.display());
-                let mut log = BufWriter::new(File::create(path).with_context(context)?);
-                for record in inferwatch_sim::deploy_records(start_ns) {
-                    serde_json::to_writer(&mut log, &record).with_context(context)?;
-                    log.write_all(b"\n").with_context(context)?;
+                let mut log = BufWriter::new(File::create(path).map_err(router_error(context()))?);
+                for record in crate::deploy_records(start_ns) {
+                    serde_json::to_writer(&mut log, &record)
+                        .map_err(std::io::Error::other)
+                        .map_err(router_error(context()))?;
+                    log.write_all(b"\n").map_err(router_error(context()))?;
                 }
-                log.flush().with_context(context)?;
+                log.flush().map_err(router_error(context()))?;
                 Some(log)
             }
             None => None,
@@ -127,11 +138,13 @@ impl RouterState {
 
 /// Serves the router on `address` from a background thread; returns the
 /// bound address (port 0 picks a free port).
-pub fn serve(address: &str, state: Arc<RouterState>) -> anyhow::Result<SocketAddr> {
-    let listener = std::net::TcpListener::bind(address)
-        .with_context(|| format!("router cannot listen on {address}"))?;
-    listener.set_nonblocking(true)?;
-    let bound = listener.local_addr()?;
+pub fn serve(address: &str, state: Arc<RouterState>) -> Result<SocketAddr, SimError> {
+    let context = || format!("cannot listen on {address}");
+    let listener = std::net::TcpListener::bind(address).map_err(router_error(context()))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(router_error(context()))?;
+    let bound = listener.local_addr().map_err(router_error(context()))?;
     let app = Router::new()
         .route("/routes", get(routes))
         .route("/models/{model_id}/rollback", post(roll_back))
@@ -139,7 +152,7 @@ pub fn serve(address: &str, state: Arc<RouterState>) -> anyhow::Result<SocketAdd
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .context("router runtime")?;
+        .map_err(router_error("runtime".to_string()))?;
     std::thread::Builder::new()
         .name("router".to_string())
         .spawn(move || {
@@ -154,7 +167,7 @@ pub fn serve(address: &str, state: Arc<RouterState>) -> anyhow::Result<SocketAdd
                 }
             })
         })
-        .context("router thread")?;
+        .map_err(router_error("thread".to_string()))?;
     Ok(bound)
 }
 
