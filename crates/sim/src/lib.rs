@@ -99,6 +99,16 @@
 //! | `input-length-shift` | `recsys` input tokens ×4, latency ×1.5 through the elasticity | `model_id=recsys` |
 //! | `extraction` | new client `c-31337` from `203.0.113.77` queries `vision` at +10 % of the rate (+30 ev/s at the default), every input unique | `client_id=c-31337` |
 //! | `dos` | 40 new clients (`c-20000`.., `198.51.100.10`..) add 2× `chat-llm`'s volume with ~8k-token prompts; `chat-llm` overloads: latency ×2.5, 20 % errors (429 / 503) | `model_id=chat-llm` |
+//! | `partial-outage` | `fraud` keeps 2 % of its traffic | `model_id=fraud` |
+//! | `stolen-key` | `c-00002`'s key also used from 60 addresses in 60 new /16s (`45.60.0.0`..), +2 % of the rate | `client_id=c-00002` |
+//! | `cost-harvesting` | `c-00008` adds 2× its rate to `chat-llm` in ~16k-token prompts asking for 4× longer answers | `client_id=c-00008` |
+//! | `adversarial-probing` | new client `c-8000001` sends `vision` variations of 40 inputs (+1 %), answered within 0.02 of the decision boundary | `client_id=c-8000001` |
+//! | `membership-inference` | new client `c-8000002` asks `fraud` about one record (+0.5 %), answers identical up to float noise | `client_id=c-8000002` |
+//! | `inversion` | new client `c-8000003` sends `vision` unique inputs (+1 %) all answered class 3, more confidently over time | `client_id=c-8000003` |
+//! | `slow-drift` | `vision`'s true-class weight falls linearly to 15 % (confidence erodes) | `model_id=vision` |
+//!
+//! `--noise` ([`noise`]) adds benign patterns on top of any scenario; they
+//! are not incidents and are not labelled.
 //!
 //! The canary's regression is set by [`SimConfig::canary_latency_factor`]
 //! (`--canary-latency-factor`, default 2.2; 1.0 keeps its latency equal to
