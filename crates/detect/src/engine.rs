@@ -253,10 +253,7 @@ impl Engine {
             engine.network = Some(referenced.iter().any(|name| name == CLIENT_NETWORK));
         }
         if adds_roles {
-            let read = engine
-                .referenced_columns()
-                .iter()
-                .any(|name| name == AB_ROLE);
+            let read = referenced.iter().any(|name| name == AB_ROLE);
             engine.roles = Some(RoleColumn {
                 book: RoleBook::new(RoleVocabulary::default()),
                 read,

@@ -391,6 +391,11 @@ pub(crate) fn client_share(clients: usize, index: usize) -> f64 {
     weights[index.min(clients - 1)] / total
 }
 
+/// How far into `[start, end)` `timestamp` is, from 0 to 1.
+fn incident_progress(timestamp: i64, start: i64, end: i64) -> f64 {
+    ((timestamp - start) as f64 / (end - start).max(1) as f64).clamp(0.0, 1.0)
+}
+
 /// SplitMix64's finaliser: a cheap, well-mixed 64-bit hash.
 #[inline]
 pub(crate) fn mix64(value: u64) -> u64 {
@@ -538,8 +543,8 @@ impl<'plan> ChunkGenerator<'plan> {
             .iter()
             .find(|(scenario, _, _)| *scenario == Scenario::Inversion)
             .map_or(1.0, |&(_, start, end)| {
-                let progress = (timestamp - start) as f64 / (end - start).max(1) as f64;
-                1.0 + (targets::INVERSION_CONFIDENCE_GROWTH - 1.0) * progress.clamp(0.0, 1.0)
+                1.0 + (targets::INVERSION_CONFIDENCE_GROWTH - 1.0)
+                    * incident_progress(timestamp, start, end)
             })
     }
 
@@ -602,9 +607,9 @@ impl<'plan> ChunkGenerator<'plan> {
                     effects.poisoned = true;
                 }
                 Scenario::SlowDrift if model == VISION => {
-                    let progress = (timestamp - start) as f64 / (end - start).max(1) as f64;
-                    effects.true_class_weight *=
-                        1.0 - (1.0 - targets::SLOW_DRIFT_FINAL_WEIGHT) * progress;
+                    effects.true_class_weight *= 1.0
+                        - (1.0 - targets::SLOW_DRIFT_FINAL_WEIGHT)
+                            * incident_progress(timestamp, start, end);
                 }
                 Scenario::InputLengthShift if model == RECSYS => {
                     effects.input_log_shift += targets::INPUT_LENGTH_FACTOR.ln();
