@@ -4,17 +4,18 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use inferwatch_core::{format_timestamp, Alert};
-use inferwatch_detect::{load_rules_dir, Engine};
-use inferwatch_ingest::{DeadLetterWriter, DecodeCounters, Decoder, Mapping, SinkMark};
+use inferwatch_detect::Engine;
+use inferwatch_ingest::{DeadLetterWriter, DecodeCounters, Decoder, SinkMark};
 use serde::Serialize;
 
-use crate::pipeline::{InputSpec, Pipeline, PipelineEvent};
 use crate::slo_cmd::{load_slo_evaluator, projected_decoder};
+use inferwatch_server::correlator;
+pub use inferwatch_server::one_pass::{load_engine, load_mapping};
+use inferwatch_server::pipeline::{InputSpec, Pipeline, PipelineEvent};
 
 /// Arguments of `inferwatch detect`.
 #[derive(clap::Args)]
@@ -88,7 +89,7 @@ pub struct Args {
     /// `auth=auth.jsonl`; Sigma rules select it by `logsource.service`.
     /// Repeatable. Read whole at start and interleaved by event time.
     #[arg(long = "stream", value_name = "NAME=FILE", requires = "correlations")]
-    pub streams: Vec<crate::correlator::StreamSpec>,
+    pub streams: Vec<correlator::StreamSpec>,
     /// How far ahead of the clock the events agree on an event may be;
     /// further ahead is a `future_timestamp` dead letter.
     #[arg(long, default_value = "2m", value_name = "DURATION")]
@@ -129,36 +130,6 @@ pub struct RunSummary {
     pub slos: Vec<inferwatch_detect::SloState>,
 }
 
-/// Loads the mapping named on the command line, or the built-in one.
-pub fn load_mapping(path: Option<&PathBuf>) -> anyhow::Result<Arc<Mapping>> {
-    Ok(Arc::new(match path {
-        Some(path) => Mapping::from_yaml_path(path)?,
-        None => Mapping::builtin(),
-    }))
-}
-
-/// Loads and compiles rules, reporting every error at once.
-pub fn load_engine(rules_dir: &Path, decoder: &Decoder) -> anyhow::Result<Engine> {
-    let (rules, errors) = load_rules_dir(rules_dir);
-    let mut messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
-    messages.extend(
-        Engine::check(&rules, &decoder.schema())
-            .iter()
-            .map(ToString::to_string),
-    );
-    if !messages.is_empty() {
-        bail!(
-            "{} rule error(s):\n  {}",
-            messages.len(),
-            messages.join("\n  ")
-        );
-    }
-    if rules.is_empty() {
-        bail!("no rules found in {}", rules_dir.display());
-    }
-    Ok(Engine::new(rules, &decoder.schema())?.with_roles(decoder.mapping().roles().clone()))
-}
-
 /// Runs `inferwatch detect`.
 pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
     if let Some(path) = &args.output {
@@ -179,7 +150,7 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         None => Engine::new(Vec::new(), &full_decoder.schema())?,
     }
     .with_max_future(max_future);
-    let mut guard = crate::ingest_cmd::event_time_guard(args.follow, &args.max_future)?;
+    let mut guard = inferwatch_server::one_pass::event_time_guard(args.follow, &args.max_future)?;
     if args.explain_rows != inferwatch_detect::DEFAULT_EXPLAIN_ROWS {
         engine = engine.with_explain_rows(args.explain_rows);
     }
@@ -194,12 +165,12 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
             let slo_ids = slos
                 .iter()
                 .flat_map(|slos| slos.slos().map(|slo| slo.id.clone()));
-            let known = crate::correlator::known_rule_ids(&engine, slo_ids);
+            let known = correlator::known_rule_ids(&engine, slo_ids);
             // SLO alerts wait for their own lateness, the default.
             let delay = engine.alert_delay().max(inferwatch_core::parse_duration(
                 inferwatch_detect::DEFAULT_ALLOWED_LATENESS,
             )?);
-            Some(crate::correlator::Correlator::load(
+            Some(correlator::Correlator::load(
                 path,
                 &args.streams,
                 &known,
@@ -281,7 +252,7 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         }
         Ok(alerts.len() as u64)
     };
-    while let Some(event) = pipeline.next()? {
+    while let Some(event) = pipeline.next_event()? {
         match event {
             PipelineEvent::Batch {
                 mut decoded,
@@ -344,7 +315,7 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
             last.extend(slos.observe_at(batch, &released.clock));
         }
     }
-    crate::ingest_cmd::write_released_dead_letters(
+    inferwatch_server::one_pass::write_released_dead_letters(
         &mut dead_letters,
         &args.dead_letter,
         &released,

@@ -1,25 +1,23 @@
 //! `inferwatch ingest`: logs into the embedded store.
 //!
-//! The store's WAL keeps the source position with every batch, so a restart
-//! (even after `kill -9`) resumes reading right after the last acknowledged
-//! batch: nothing acknowledged is lost and nothing is stored twice.
+//! The loop is `inferwatch_server::one_pass::ingest_pass`, shared with
+//! `run`; this module parses the flags and prints progress and acks.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use inferwatch_core::DEFAULT_STREAM;
-use inferwatch_ingest::{
-    DeadLetterKind, DeadLetterWriter, DecodeCounters, DecodedBatch, Decoder, EventTimeGuard,
-    FileCheckpoint, GenericDecoder, GuardRelease, InputsKind,
+use inferwatch_ingest::{Decoder, GenericDecoder};
+use inferwatch_server::one_pass::{
+    default_threads, ingest_pass, load_mapping, resume_position, PassObserver, PassOptions,
+    StoreSettings,
 };
-use inferwatch_store::{FsyncPolicy, StoreOptions, StoreWriter};
-
-use crate::detect_cmd::load_mapping;
-use crate::pipeline::{ChunkDecoder, InputSpec, Pipeline, PipelineEvent, SharedGenericDecoder};
+use inferwatch_server::pipeline::{InputSpec, SharedGenericDecoder};
+use inferwatch_store::StoreWriter;
 
 /// Store settings shared by `ingest` and `run`.
 #[derive(clap::Args, Clone, Debug)]
@@ -42,42 +40,16 @@ pub struct StoreArgs {
 }
 
 impl StoreArgs {
-    /// The store options these flags describe.
-    pub fn options(&self) -> anyhow::Result<StoreOptions> {
-        let duration = |text: &str| -> anyhow::Result<Duration> {
-            let nanos = inferwatch_core::parse_duration(text)?;
-            Ok(Duration::from_nanos(nanos.max(0) as u64))
-        };
-        Ok(StoreOptions {
-            fsync: self.fsync.parse::<FsyncPolicy>()?,
-            flush_rows: self.flush_rows.max(1),
-            flush_interval: duration(&self.flush_interval)?,
-            retention_max_age: self.retention_age.as_deref().map(duration).transpose()?,
-            retention_max_bytes: self.retention_size.as_deref().map(parse_size).transpose()?,
-            ..StoreOptions::default()
-        })
+    /// The settings these flags describe.
+    pub fn settings(&self) -> StoreSettings {
+        StoreSettings {
+            fsync: self.fsync.clone(),
+            flush_rows: self.flush_rows,
+            flush_interval: self.flush_interval.clone(),
+            retention_age: self.retention_age.clone(),
+            retention_size: self.retention_size.clone(),
+        }
     }
-}
-
-/// Reads `500MB`, `10GB`, `1TB` or a plain byte count.
-pub fn parse_size(text: &str) -> anyhow::Result<u64> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number
-        .parse()
-        .with_context(|| format!("invalid size '{text}': expected e.g. 500MB or 10GB"))?;
-    let scale = match unit.trim().to_ascii_uppercase().as_str() {
-        "" | "B" => 1u64,
-        "KB" | "K" | "KIB" => 1 << 10,
-        "MB" | "M" | "MIB" => 1 << 20,
-        "GB" | "G" | "GIB" => 1 << 30,
-        "TB" | "T" | "TIB" => 1 << 40,
-        other => anyhow::bail!("invalid size unit '{other}' in '{text}': use B, KB, MB, GB or TB"),
-    };
-    Ok((number * scale as f64) as u64)
 }
 
 /// Arguments of `inferwatch ingest`.
@@ -129,29 +101,47 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         .dead_letter
         .get_or_insert_with(|| args.data.join(inferwatch_query::STORE_DEAD_LETTERS_FILE))
         .clone();
-    let mut writer = StoreWriter::open(&args.data, args.store.options()?)
+    let mut writer = StoreWriter::open(&args.data, args.store.settings().options()?)
         .with_context(|| format!("opening the data directory {}", args.data.display()))?;
     let resume = resume_position(writer.recovered_position())?;
-    let spec = InputSpec {
-        inputs: args.inputs.clone(),
-        follow: args.follow,
-        checkpoint: None,
-        chunk_bytes: args.chunk_bytes.max(1),
-        resume: resume.files,
+    let stop = Arc::new(AtomicBool::new(false));
+    let handler_stop = stop.clone();
+    ctrlc::set_handler(move || handler_stop.store(true, Ordering::Relaxed))
+        .context("installing the Ctrl-C handler")?;
+    let mut options = PassOptions {
+        input: InputSpec {
+            inputs: args.inputs.clone(),
+            follow: args.follow,
+            checkpoint: None,
+            chunk_bytes: args.chunk_bytes.max(1),
+            resume: resume.files,
+        },
+        threads: args.threads.unwrap_or_else(default_threads),
+        stream: args.stream.clone(),
+        dead_letter_path: dead_letter_path.clone(),
+        max_future: args.max_future.clone(),
+        stop,
+        held: resume.held,
     };
-    let held = resume.held;
-    let threads = args.threads.unwrap_or_else(default_threads);
+    let mut observer = IngestPrinter {
+        acks: args.acks,
+        progress: StoreProgress::new(args.quiet),
+        started: Instant::now(),
+    };
     let summary = if args.stream == DEFAULT_STREAM {
         let decoder = Decoder::new(load_mapping(args.mapping.as_ref())?);
-        ingest(&args, spec, decoder, threads, &mut writer, &held)?
+        ingest_pass(options, decoder, &mut writer, None, &mut observer)?
     } else {
         if args.mapping.is_some() {
             anyhow::bail!("--mapping applies to the inference stream only; generic streams infer their schema");
         }
         let decoder = GenericDecoder::new(&args.stream, writer.stream_schema(&args.stream));
         let shared = SharedGenericDecoder(Arc::new(std::sync::Mutex::new(decoder)));
-        ingest(&args, spec, shared, 1, &mut writer, &held)?
+        // A generic decoder's schema evolves as it reads: one thread keeps that order.
+        options.threads = 1;
+        ingest_pass(options, shared, &mut writer, None, &mut observer)?
     };
+    observer.progress.finish();
     let flush_started = Instant::now();
     writer.close().context("flushing the store")?;
     let seconds = summary.started.elapsed().as_secs_f64();
@@ -172,315 +162,24 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Appends a batch's refused lines to the dead-letter file, opened on first use.
-pub fn write_dead_letters(
-    writer: &mut Option<DeadLetterWriter>,
-    path: &std::path::Path,
-    decoded: &DecodedBatch,
-) -> anyhow::Result<()> {
-    if decoded.dead_letters.is_empty() {
-        return Ok(());
-    }
-    let dead = match writer {
-        Some(dead) => dead,
-        None => writer.insert(DeadLetterWriter::open(path)?),
-    };
-    dead.write(&decoded.dead_letters)?;
-    Ok(())
-}
-
-/// The event-time guard of a command: one input per followed file, one
-/// for files read once after another.
-pub fn event_time_guard(follow: bool, max_future: &str) -> anyhow::Result<EventTimeGuard> {
-    let max_future = inferwatch_core::parse_duration(max_future).context("reading --max-future")?;
-    let kind = if follow {
-        InputsKind::PerSource
-    } else {
-        InputsKind::Pooled
-    };
-    Ok(EventTimeGuard::new(kind).with_max_future(max_future))
-}
-
-/// Writes and counts the rows the guard refused at the end of input.
-pub fn write_released_dead_letters(
-    writer: &mut Option<DeadLetterWriter>,
-    path: &std::path::Path,
-    released: &GuardRelease,
-    counters: &mut DecodeCounters,
-) -> anyhow::Result<()> {
-    if released.dead_letters.is_empty() {
-        return Ok(());
-    }
-    for _ in &released.dead_letters {
-        counters.count_dead_letter(DeadLetterKind::FutureTimestamp);
-    }
-    let dead = match writer {
-        Some(dead) => dead,
-        None => writer.insert(DeadLetterWriter::open(path)?),
-    };
-    dead.write(&released.dead_letters)?;
-    Ok(())
-}
-
-/// The default number of decoder threads.
-pub fn default_threads() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
-}
-
-/// Where a restart resumes: the file positions stored with the last WAL
-/// record, and the lines the event-time guard was holding back then.
-#[derive(Debug, Default)]
-pub struct Resume {
-    /// File positions (`None`: start from the beginning).
-    pub files: Option<Vec<FileCheckpoint>>,
-    /// Held lines (`{"source", "line", "event"}`), to be admitted first.
-    pub held: Vec<serde_json::Value>,
-}
-
-/// The position stored in the WAL: the file positions, plain, or with the
-/// lines the guard held when there were any.
-#[derive(serde::Serialize, serde::Deserialize)]
-#[serde(untagged)]
-enum StoredPosition {
-    Files(Vec<FileCheckpoint>),
-    WithHeld {
-        files: Vec<FileCheckpoint>,
-        held: Vec<serde_json::Value>,
-    },
-}
-
-/// Parses the position stored in the WAL back into a [`Resume`].
-pub fn resume_position(stored: Option<&str>) -> anyhow::Result<Resume> {
-    match stored {
-        None | Some("") => Ok(Resume::default()),
-        Some(text) => match serde_json::from_str(text)
-            .context("reading the source position stored in the WAL")?
-        {
-            StoredPosition::Files(files) => Ok(Resume {
-                files: Some(files),
-                held: Vec::new(),
-            }),
-            StoredPosition::WithHeld { files, held } => Ok(Resume {
-                files: Some(files),
-                held,
-            }),
-        },
-    }
-}
-
-/// Encodes a source position for the WAL (`None` for unseekable input),
-/// with the rows the guard holds back: they were read, so they must come
-/// back after a crash.
-pub fn encode_position(
-    files: &[FileCheckpoint],
-    guard: &EventTimeGuard,
-) -> anyhow::Result<Option<String>> {
-    if files.is_empty() {
-        return Ok(None);
-    }
-    let stored = if guard.is_holding() {
-        StoredPosition::WithHeld {
-            files: files.to_vec(),
-            held: guard.held_lines(),
-        }
-    } else {
-        StoredPosition::Files(files.to_vec())
-    };
-    Ok(Some(serde_json::to_string(&stored)?))
-}
-
-/// What the store last recorded with a batch.
-#[derive(Default)]
-pub struct LastAppend {
-    files: Vec<FileCheckpoint>,
-    schema: Option<arrow::datatypes::SchemaRef>,
-    held: bool,
-}
-
-/// Appends a guarded batch with its source position and the guard's held
-/// lines; returns the WAL sequence.
-pub fn append_guarded(
-    writer: &mut StoreWriter,
-    stream: &str,
-    batch: &arrow::record_batch::RecordBatch,
-    files: &[FileCheckpoint],
-    guard: &EventTimeGuard,
-    last: &mut LastAppend,
-) -> anyhow::Result<u64> {
-    let position = encode_position(files, guard)?;
-    let sequence = writer
-        .append(stream, batch, position.as_deref())
-        .context("writing to the store")?;
-    *last = LastAppend {
-        files: files.to_vec(),
-        schema: Some(batch.schema()),
-        held: guard.is_holding(),
-    };
-    Ok(sequence)
-}
-
-/// End of a finite input: stores what the guard released, with the last
-/// position now without held lines (they were released or refused), so
-/// that a later run does not read them again. Returns the rows stored.
-pub fn store_guard_release(
-    writer: &mut StoreWriter,
-    stream: &str,
-    released: &GuardRelease,
-    last: &LastAppend,
-) -> anyhow::Result<u64> {
-    let position = match last.files.is_empty() {
-        true => None,
-        false => Some(serde_json::to_string(&StoredPosition::Files(
-            last.files.clone(),
-        ))?),
-    };
-    let batch = match (&released.batch, &last.schema) {
-        (Some(batch), _) => batch.clone(),
-        (None, Some(schema)) if last.held => {
-            arrow::record_batch::RecordBatch::new_empty(schema.clone())
-        }
-        _ => return Ok(0),
-    };
-    writer
-        .append(stream, &batch, position.as_deref())
-        .context("writing to the store")?;
-    Ok(batch.num_rows() as u64)
-}
-
-/// Feeds the lines a crashed run held back through `decoder` and `guard`
-/// again, one chunk per source: they go back on hold (or through, if they
-/// now agree). Returns what came through, with its clock.
-pub fn readmit_held<D: ChunkDecoder>(
-    held: &[serde_json::Value],
-    decoder: &mut D,
-    guard: &mut EventTimeGuard,
-) -> Vec<(DecodedBatch, Vec<i64>)> {
-    let mut by_source: Vec<(String, Vec<u8>)> = Vec::new();
-    for entry in held {
-        let source = entry["source"].as_str().unwrap_or("held").to_string();
-        let mut line = entry["event"].to_string().into_bytes();
-        line.push(b'\n');
-        match by_source.iter_mut().find(|(name, _)| *name == source) {
-            Some((_, data)) => data.extend_from_slice(&line),
-            None => by_source.push((source, line)),
-        }
-    }
-    by_source
-        .into_iter()
-        .map(|(source, data)| {
-            let chunk = inferwatch_ingest::Chunk {
-                source: Arc::from(source.as_str()),
-                first_line: 1,
-                first_offset: 0,
-                data,
-                skipped_bytes: 0,
-            };
-            let mut decoded = decoder.decode_chunk(&chunk);
-            let clock = guard.admit(&mut decoded);
-            (decoded, clock)
-        })
-        .collect()
-}
-
-struct IngestSummary {
-    events: u64,
-    counters: DecodeCounters,
+/// Prints acknowledgements (with `--acks`) and the progress line.
+struct IngestPrinter {
+    acks: bool,
+    progress: StoreProgress,
     started: Instant,
 }
 
-fn ingest<D: ChunkDecoder>(
-    args: &Args,
-    spec: InputSpec,
-    decoder: D,
-    threads: usize,
-    writer: &mut StoreWriter,
-    held: &[serde_json::Value],
-) -> anyhow::Result<IngestSummary> {
-    let mut held_decoder = decoder.clone();
-    let mut pipeline = Pipeline::start(spec, decoder, threads)?;
-    let stop = pipeline.stop_flag();
-    ctrlc::set_handler(move || stop.store(true, Ordering::Relaxed))
-        .context("installing the Ctrl-C handler")?;
-    let progress = StoreProgress::new(args.quiet);
-    let started = Instant::now();
-    let mut counters = DecodeCounters::default();
-    let mut dead_letters: Option<DeadLetterWriter> = None;
-    let mut events = 0u64;
-    let mut acked_events = 0u64;
-    let mut guard = event_time_guard(args.follow, &args.max_future)?;
-    let dead_letter_path = args
-        .dead_letter
-        .clone()
-        .unwrap_or_else(|| args.data.join(inferwatch_query::STORE_DEAD_LETTERS_FILE));
-    let mut last_append = LastAppend::default();
-    for (decoded, _) in readmit_held(held, &mut held_decoder, &mut guard) {
-        if decoded.batch.num_rows() > 0 {
-            writer
-                .append(&args.stream, &decoded.batch, None)
-                .context("writing to the store")?;
-            events += decoded.batch.num_rows() as u64;
-        }
-    }
-    // Appended batches not yet durable: (WAL sequence, events). The WAL
-    // fsyncs in the background, so durability trails the appends.
-    let mut unacked: std::collections::VecDeque<(u64, u64)> = Default::default();
-    while let Some(event) = pipeline.next()? {
-        match event {
-            PipelineEvent::Batch {
-                mut decoded,
-                position,
-                ..
-            } => {
-                guard.admit(&mut decoded);
-                counters.merge(&decoded.counters);
-                write_dead_letters(&mut dead_letters, &dead_letter_path, &decoded)?;
-                let rows = decoded.batch.num_rows() as u64;
-                let sequence = append_guarded(
-                    writer,
-                    &args.stream,
-                    &decoded.batch,
-                    position.files(),
-                    &guard,
-                    &mut last_append,
-                )?;
-                events += rows;
-                if args.acks {
-                    unacked.push_back((sequence, rows));
-                }
-            }
-            PipelineEvent::Idle => writer.tick().context("flushing the store")?,
-        }
-        let durable = writer.durable_sequence();
-        let mut acked_through = None;
-        while let Some(&(sequence, rows)) = unacked.front().filter(|(seq, _)| *seq <= durable) {
-            acked_events += rows;
-            acked_through = Some(sequence);
-            unacked.pop_front();
-        }
-        if let Some(sequence) = acked_through {
+impl PassObserver for IngestPrinter {
+    fn acknowledged(&mut self, acked_events: u64, sequence: u64) {
+        if self.acks {
             println!("{{\"acked_events\":{acked_events},\"wal_sequence\":{sequence}}}");
         }
-        progress.update(events, counters.dead_letters(), writer, started);
     }
-    if !args.follow {
-        let released = guard.finish();
-        events += store_guard_release(writer, &args.stream, &released, &last_append)?;
-        write_released_dead_letters(
-            &mut dead_letters,
-            &dead_letter_path,
-            &released,
-            &mut counters,
-        )?;
+
+    fn progress(&mut self, events: u64, dead_letters: u64, writer: &StoreWriter) {
+        self.progress
+            .update(events, dead_letters, writer, self.started);
     }
-    pipeline.finish();
-    progress.finish();
-    Ok(IngestSummary {
-        events,
-        counters,
-        started,
-    })
 }
 
 /// The stderr progress line while ingesting.
@@ -530,13 +229,19 @@ impl StoreProgress {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[test]
-    fn sizes_read_with_units() {
-        assert_eq!(parse_size("500MB").unwrap(), 500 << 20);
-        assert_eq!(parse_size("1.5GB").unwrap(), 3 << 29);
-        assert_eq!(parse_size("123").unwrap(), 123);
-        assert!(parse_size("10 parsecs").is_err());
+    fn store_flags_default_to_the_store_defaults() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Flags {
+            #[command(flatten)]
+            store: super::StoreArgs,
+        }
+        let flags = Flags::parse_from(["test"]);
+        let settings = flags.store.settings();
+        let defaults = super::StoreSettings::default();
+        assert_eq!(settings.fsync, defaults.fsync);
+        assert_eq!(settings.flush_rows, defaults.flush_rows);
+        assert_eq!(settings.flush_interval, defaults.flush_interval);
     }
 }

@@ -4,13 +4,10 @@
 //! subcommand lives in its own module with a clap `Args` struct and a `run`
 //! function, so `main` only dispatches.
 
-mod alert_ledger;
-mod correlator;
 mod detect_cmd;
 mod dora_cmd;
 mod ingest_cmd;
 mod map_cmd;
-mod pipeline;
 mod query_cmd;
 mod rules_cmd;
 mod run_cmd;

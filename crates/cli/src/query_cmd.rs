@@ -66,7 +66,7 @@ impl LimitArgs {
         let nanos = inferwatch_core::parse_duration(&self.statement_timeout)
             .with_context(|| format!("--statement-timeout {}", self.statement_timeout))?;
         let timeout = std::time::Duration::from_nanos(nanos.max(0) as u64);
-        let memory = crate::ingest_cmd::parse_size(&self.statement_memory)
+        let memory = inferwatch_server::one_pass::parse_size(&self.statement_memory)
             .with_context(|| format!("--statement-memory {}", self.statement_memory))?;
         anyhow::ensure!(!timeout.is_zero(), "--statement-timeout must be positive");
         anyhow::ensure!(memory > 0, "--statement-memory must be positive");

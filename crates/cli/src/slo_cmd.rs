@@ -11,7 +11,7 @@ use inferwatch_detect::{load_slos, BudgetReport, SloEvaluator};
 use inferwatch_ingest::{DeadLetterWriter, Decoder, Mapping};
 
 use crate::detect_cmd::load_mapping;
-use crate::pipeline::{InputSpec, Pipeline, PipelineEvent};
+use inferwatch_server::pipeline::{InputSpec, Pipeline, PipelineEvent};
 
 /// SLO subcommands.
 #[derive(clap::Subcommand)]
@@ -98,7 +98,7 @@ fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
     let mut pipeline = Pipeline::start(spec, decoder, threads)?;
     let mut dead_letters: Option<DeadLetterWriter> = None;
     let mut refused = 0u64;
-    while let Some(event) = pipeline.next()? {
+    while let Some(event) = pipeline.next_event()? {
         let PipelineEvent::Batch { decoded, .. } = event else {
             continue;
         };

@@ -106,7 +106,17 @@ impl Pipeline {
         decoder: D,
         decoders: usize,
     ) -> Result<Pipeline, IngestError> {
-        let stop = Arc::new(AtomicBool::new(false));
+        Pipeline::start_with_stop(spec, decoder, decoders, Arc::new(AtomicBool::new(false)))
+    }
+
+    /// Like [`Pipeline::start`], ending input early once `stop` is set (a
+    /// flag the caller's signal handler already holds).
+    pub fn start_with_stop<D: ChunkDecoder>(
+        spec: InputSpec,
+        decoder: D,
+        decoders: usize,
+        stop: Arc<AtomicBool>,
+    ) -> Result<Pipeline, IngestError> {
         let decoders = decoders.max(1);
         // Enough idle buffers for every chunk that can be in flight.
         let buffers = ChunkBuffers::new(decoders * 2 + 2);
@@ -239,7 +249,7 @@ impl Pipeline {
     }
 
     /// The next event, or `None` at end of input.
-    pub fn next(&mut self) -> Result<Option<PipelineEvent>, IngestError> {
+    pub fn next_event(&mut self) -> Result<Option<PipelineEvent>, IngestError> {
         loop {
             if let Some((decoded, position, bytes)) = self.reorder.remove(&self.next_sequence) {
                 self.next_sequence += 1;

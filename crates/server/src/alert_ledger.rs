@@ -1,4 +1,4 @@
-//! Exactly-once alert output for `inferwatch run` across restarts.
+//! Exactly-once alert output across restarts (`run`, `serve`).
 //!
 //! The store is the durable record of what was observed; the rule engine's
 //! state is not saved. After a restart, [`replay_store`] feeds every stored
@@ -18,11 +18,12 @@ use std::collections::HashSet;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use arrow::record_batch::RecordBatch;
 use inferwatch_core::Alert;
 use inferwatch_detect::Engine;
 use inferwatch_store::{align_to_schema, read_parquet, StoreReader};
+
+use crate::ServerError;
 
 /// What makes a transition the same transition when it is raised again.
 fn transition_key(alert: &Alert) -> String {
@@ -45,32 +46,30 @@ impl AlertLedger {
     /// Opens `path` for appending. A torn last line (a crash while writing
     /// it) is cut off first, so the file stays valid JSONL and the
     /// transition is written again whole.
-    pub fn open(path: &Path) -> anyhow::Result<AlertLedger> {
+    pub fn open(path: &Path) -> Result<AlertLedger, ServerError> {
+        let io = |error| ServerError::io(path, error);
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .read(true)
             .write(true)
             .open(path)
-            .with_context(|| format!("opening {}", path.display()))?;
+            .map_err(io)?;
         let mut text = Vec::new();
-        file.read_to_end(&mut text)
-            .with_context(|| format!("reading {}", path.display()))?;
+        file.read_to_end(&mut text).map_err(io)?;
         let whole = text
             .iter()
             .rposition(|&b| b == b'\n')
             .map_or(0, |at| at + 1);
         if whole < text.len() {
-            file.set_len(whole as u64)
-                .with_context(|| format!("cutting a torn line off {}", path.display()))?;
+            file.set_len(whole as u64).map_err(io)?;
             eprintln!(
                 "inferwatch run: {}: removed a torn last line ({} bytes) left by a crash",
                 path.display(),
                 text.len() - whole
             );
         }
-        file.seek(SeekFrom::End(0))
-            .with_context(|| format!("seeking in {}", path.display()))?;
+        file.seek(SeekFrom::End(0)).map_err(io)?;
         let written = text[..whole]
             .split(|&b| b == b'\n')
             .filter_map(|line| serde_json::from_slice::<Alert>(line).ok())
@@ -84,19 +83,18 @@ impl AlertLedger {
     }
 
     /// Appends the transitions not yet in the file; returns them.
-    pub fn write<'a>(&mut self, alerts: &'a [Alert]) -> anyhow::Result<Vec<&'a Alert>> {
+    pub fn write<'a>(&mut self, alerts: &'a [Alert]) -> Result<Vec<&'a Alert>, ServerError> {
+        let io = |error| ServerError::io(&self.path, error);
         let mut fresh = Vec::new();
         for alert in alerts {
             if !self.written.insert(transition_key(alert)) {
                 continue;
             }
             serde_json::to_writer(&mut self.file, alert)?;
-            self.file.write_all(b"\n")?;
+            self.file.write_all(b"\n").map_err(io)?;
             fresh.push(alert);
         }
-        self.file
-            .flush()
-            .with_context(|| format!("writing {}", self.path.display()))?;
+        self.file.flush().map_err(io)?;
         Ok(fresh)
     }
 }
@@ -111,9 +109,8 @@ pub fn replay_store(
     stream: &str,
     schema: &arrow::datatypes::SchemaRef,
     engine: &mut Engine,
-) -> anyhow::Result<Vec<Alert>> {
-    let reader = StoreReader::open(data)
-        .with_context(|| format!("opening {} to rebuild detection", data.display()))?;
+) -> Result<Vec<Alert>, ServerError> {
+    let reader = StoreReader::open(data)?;
     let Ok(snapshot) = reader.snapshot(stream, None, None) else {
         // No schema yet: nothing was stored.
         return Ok(Vec::new());
@@ -121,7 +118,7 @@ pub fn replay_store(
     let mut segments = snapshot.segments.clone();
     segments.sort_by_key(|file| (file.first_sequence, file.hour_start));
     let mut alerts = Vec::new();
-    let mut observe = |batch: &RecordBatch| -> anyhow::Result<()> {
+    let mut observe = |batch: &RecordBatch| -> Result<(), ServerError> {
         if batch.num_rows() > 0 {
             let aligned = align_to_schema(batch, schema)?;
             alerts.extend(engine.observe(&aligned));

@@ -1,4 +1,4 @@
-//! Correlation across streams for `inferwatch detect` (`--correlations`,
+//! Correlation across streams (`inferwatch detect --correlations`,
 //! `--stream NAME=FILE`).
 //!
 //! Three kinds of input reach the correlation engine, all in event time:
@@ -26,7 +26,6 @@ use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap};
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
 use arrow::array::{Array, RecordBatch, TimestampNanosecondArray};
 use inferwatch_core::{column, format_timestamp, Alert};
 use inferwatch_detect::correlation::{CorrelationConfig, CorrelationEngine, CorrelationRules};
@@ -35,6 +34,8 @@ use inferwatch_ingest::{
     Chunk, DeadLetter, DeadLetterWriter, ReaderSource, Source, SourcePoll, MAX_LINE_BYTES,
 };
 use serde_json::Value;
+
+use crate::ServerError;
 
 /// The stream name Sigma rules use for inferwatch's own inference events.
 pub const INFERENCE_STREAM: &str = "inference";
@@ -130,14 +131,10 @@ struct SideLine {
 }
 
 impl SideStream {
-    fn open(spec: &StreamSpec) -> anyhow::Result<SideStream> {
-        let file = std::fs::File::open(&spec.path).with_context(|| {
-            format!(
-                "reading stream '{}' from {}",
-                spec.name,
-                spec.path.display()
-            )
-        })?;
+    fn open(spec: &StreamSpec) -> Result<SideStream, ServerError> {
+        // The path names the file; the stream name is in the caller's flags.
+        let file =
+            std::fs::File::open(&spec.path).map_err(|error| ServerError::io(&spec.path, error))?;
         let source = spec.path.display().to_string();
         Ok(SideStream {
             spec: spec.clone(),
@@ -153,7 +150,7 @@ impl SideStream {
     }
 
     /// The next line, or `None` at the end of the file.
-    fn next_line(&mut self) -> anyhow::Result<Option<SideLine>> {
+    fn next_line(&mut self) -> Result<Option<SideLine>, ServerError> {
         loop {
             if let Some((chunk, start)) = &mut self.chunk {
                 if *start < chunk.data.len() {
@@ -177,13 +174,7 @@ impl SideStream {
             if self.finished {
                 return Ok(None);
             }
-            match self.reader.next_chunk().with_context(|| {
-                format!(
-                    "reading stream '{}' from {}",
-                    self.spec.name,
-                    self.spec.path.display()
-                )
-            })? {
+            match self.reader.next_chunk()? {
                 SourcePoll::Ready(ready) => self.chunk = Some((ready.chunk, 0)),
                 SourcePoll::Idle => {}
                 SourcePoll::End => self.finished = true,
@@ -197,7 +188,7 @@ impl SideStream {
         &mut self,
         engine: &CorrelationEngine,
         dead_letters: &mut Vec<DeadLetter>,
-    ) -> anyhow::Result<Option<(i64, Value)>> {
+    ) -> Result<Option<(i64, Value)>, ServerError> {
         while let Some(line) = self.next_line()? {
             let Some((chunk, _)) = &self.chunk else {
                 break;
@@ -247,7 +238,7 @@ struct SideDeadLetters {
 }
 
 impl SideDeadLetters {
-    fn write(&mut self, dead_letters: &mut Vec<DeadLetter>) -> anyhow::Result<()> {
+    fn write(&mut self, dead_letters: &mut Vec<DeadLetter>) -> Result<(), ServerError> {
         if dead_letters.is_empty() {
             return Ok(());
         }
@@ -290,23 +281,26 @@ impl Correlator {
         known_rule_ids: &BTreeSet<String>,
         alert_delay: i64,
         dead_letter_path: &Path,
-    ) -> anyhow::Result<Correlator> {
+    ) -> Result<Correlator, ServerError> {
         let rules = if rules_path.is_dir() {
             let (rules, errors) = CorrelationRules::load_dir(rules_path);
             if !errors.is_empty() {
                 let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
-                bail!(
+                return Err(ServerError::Config(format!(
                     "{} correlation rule error(s):\n  {}",
                     messages.len(),
                     messages.join("\n  ")
-                );
+                )));
             }
             rules
         } else {
             CorrelationRules::from_path(rules_path)?
         };
         if rules.correlations.is_empty() && rules.detection_rules.is_empty() {
-            bail!("no correlation rules found in {}", rules_path.display());
+            return Err(ServerError::Config(format!(
+                "no correlation rules found in {}",
+                rules_path.display()
+            )));
         }
         let default = CorrelationConfig::default();
         let config = CorrelationConfig {
@@ -329,11 +323,11 @@ impl Correlator {
             })
             .collect();
         if !unknown.is_empty() {
-            bail!(
+            return Err(ServerError::Config(format!(
                 "{} unknown rule reference(s):\n  {}",
                 unknown.len(),
                 unknown.join("\n  ")
-            );
+            )));
         }
         let mut side_streams = Vec::new();
         for stream in streams {
@@ -366,7 +360,7 @@ impl Correlator {
     }
 
     /// Tops stream `index`'s read-ahead up to [`READ_AHEAD_EVENTS`].
-    fn read_ahead(&mut self, index: usize) -> anyhow::Result<()> {
+    fn read_ahead(&mut self, index: usize) -> Result<(), ServerError> {
         let stream = &mut self.streams[index];
         while stream.held < READ_AHEAD_EVENTS {
             let Some((time, event)) = stream.next_event(&self.engine, &mut self.refused_lines)?
@@ -409,7 +403,7 @@ impl Correlator {
         alerts: &[Alert],
         batch: Option<&RecordBatch>,
         now: Option<i64>,
-    ) -> anyhow::Result<Vec<Alert>> {
+    ) -> Result<Vec<Alert>, ServerError> {
         for alert in alerts {
             self.engine.observe_alert(alert);
         }
@@ -427,7 +421,7 @@ impl Correlator {
     }
 
     /// End of input: releases every side event left and evaluates all.
-    pub fn finish(&mut self, alerts: &[Alert]) -> anyhow::Result<Vec<Alert>> {
+    pub fn finish(&mut self, alerts: &[Alert]) -> Result<Vec<Alert>, ServerError> {
         for alert in alerts {
             self.engine.observe_alert(alert);
         }
@@ -440,7 +434,7 @@ impl Correlator {
         (self.engine.late_dropped(), self.refused_events)
     }
 
-    fn release_side_events(&mut self, until: i64) -> anyhow::Result<()> {
+    fn release_side_events(&mut self, until: i64) -> Result<(), ServerError> {
         while self
             .pending
             .peek()
@@ -467,7 +461,7 @@ impl Correlator {
 
 /// The batch's rows as JSON objects named by the canonical columns, with
 /// the event time in RFC 3339 (nulls left out).
-fn batch_events(batch: &RecordBatch) -> anyhow::Result<Vec<Value>> {
+fn batch_events(batch: &RecordBatch) -> Result<Vec<Value>, ServerError> {
     let mut writer = arrow::json::ArrayWriter::new(Vec::new());
     writer.write(batch)?;
     writer.finish()?;
