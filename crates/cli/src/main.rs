@@ -12,8 +12,10 @@ mod query_cmd;
 mod rules_cmd;
 mod run_cmd;
 mod score_cmd;
+mod serve_cmd;
 mod simulate_cmd;
 mod slo_cmd;
+mod token_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -89,8 +91,13 @@ enum Command {
     Ingest(ingest_cmd::Args),
     /// Run one SQL statement against a data directory.
     Query(query_cmd::QueryArgs),
-    /// Serve a data directory over the Postgres wire protocol.
-    Serve(query_cmd::ServeArgs),
+    /// Serve a data directory over the Postgres wire protocol; with
+    /// --listen, also take events over HTTP (NDJSON, Elasticsearch _bulk,
+    /// Splunk HEC, OTLP logs) and check them with --rules.
+    Serve(serve_cmd::ServeArgs),
+    /// Create, list and revoke the tokens `serve` checks.
+    #[command(subcommand)]
+    Token(token_cmd::TokenCommand),
     /// Ingest, store and detect in one pass, as a config file describes.
     Run(run_cmd::Args),
     /// Service level objectives: error budget reports.
@@ -114,7 +121,8 @@ fn main() -> std::process::ExitCode {
         Command::Map(args) => map_cmd::run(args),
         Command::Ingest(args) => ingest_cmd::run(args),
         Command::Query(args) => query_cmd::run_query(args),
-        Command::Serve(args) => query_cmd::run_serve(args),
+        Command::Serve(args) => serve_cmd::run(args),
+        Command::Token(command) => token_cmd::run(command),
         Command::Run(args) => run_cmd::run(args),
         Command::Score(args) => score_cmd::run(args),
         Command::Slo(command) => slo_cmd::run(command),

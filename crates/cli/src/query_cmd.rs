@@ -1,4 +1,4 @@
-//! `inferwatch query` and `inferwatch serve`: SQL over a data directory.
+//! `inferwatch query`: SQL over a data directory (and the SQL flags `serve` shares).
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use arrow::record_batch::RecordBatch;
-use inferwatch_query::{serve_postgres, PgOptions, QueryEngine, StatementLimits};
+use inferwatch_query::{PgOptions, QueryEngine, StatementLimits};
 
 /// Output formats of `inferwatch query`.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,25 +108,6 @@ impl PgArgs {
     }
 }
 
-/// Arguments of `inferwatch serve`.
-#[derive(clap::Args)]
-pub struct ServeArgs {
-    /// Data directory.
-    #[arg(long)]
-    pub data: PathBuf,
-    /// Address of the Postgres wire listener.
-    #[arg(long, default_value = "127.0.0.1:5433")]
-    pub pg: SocketAddr,
-    /// A `detect --state-dir`: its alert history (alert-history.jsonl)
-    /// becomes the `alerts` table, one row per alert transition.
-    #[arg(long, value_name = "STATE_DIR")]
-    pub alerts: Option<PathBuf>,
-    #[command(flatten)]
-    pub auth: PgArgs,
-    #[command(flatten)]
-    pub limits: LimitArgs,
-}
-
 /// A multi-threaded runtime for DataFusion.
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
@@ -198,53 +179,7 @@ pub fn write_batches(
     Ok(())
 }
 
-/// Runs `inferwatch serve`.
-pub fn run_serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    std::fs::create_dir_all(&args.data)
-        .with_context(|| format!("creating {}", args.data.display()))?;
-    let history = alert_history(args.alerts.as_deref());
-    let limits = args.limits.limits()?;
-    let engine = QueryEngine::open_with_limits(&args.data, true, history.as_deref(), limits)?;
-    let options = args.auth.options(args.pg)?;
-    let generated = options.password_generated.then(|| options.password.clone());
-    let tls = options.tls.is_some();
-    if !tls && !args.pg.ip().is_loopback() {
-        eprintln!(
-            "inferwatch serve: warning: {} is not loopback and TLS is off; pass --pg-tls-cert and --pg-tls-key",
-            args.pg
-        );
-    }
-    runtime()?.block_on(async move {
-        let (ready_sender, ready) = tokio::sync::oneshot::channel();
-        let server = tokio::spawn(serve_postgres(engine.context(), options, Some(ready_sender)));
-        if let Ok(address) = ready.await {
-            if let Some(password) = generated {
-                // Shown once, here; it is not stored anywhere.
-                eprintln!(
-                    "inferwatch serve: no --pg-password given; password for this run: {password}"
-                );
-            }
-            eprintln!(
-                "inferwatch serve: Postgres wire on {address} (user '{}', read-only{}, statements limited to {:?} and {} MiB); try: psql -h {} -p {} -U {} -c 'SELECT count(*) FROM inference'",
-                args.auth.pg_user,
-                if tls { ", TLS offered" } else { "" },
-                limits.timeout,
-                limits.memory_bytes >> 20,
-                address.ip(),
-                address.port(),
-                args.auth.pg_user
-            );
-        }
-        tokio::select! {
-            result = server => result.context("the server task failed")??,
-            _ = tokio::signal::ctrl_c() => eprintln!("inferwatch serve: stopping"),
-        }
-        Ok::<_, anyhow::Error>(())
-    })?;
-    Ok(ExitCode::SUCCESS)
-}
-
 /// The alert history file in a state dir.
-fn alert_history(state_dir: Option<&std::path::Path>) -> Option<PathBuf> {
+pub fn alert_history(state_dir: Option<&std::path::Path>) -> Option<PathBuf> {
     state_dir.map(|dir| dir.join(inferwatch_alert::HISTORY_FILE))
 }

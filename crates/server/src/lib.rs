@@ -55,10 +55,15 @@
 //! ```
 
 pub mod alert_ledger;
+pub mod auth;
 pub mod config;
 pub mod correlator;
+pub mod http;
 pub mod one_pass;
 pub mod pipeline;
+pub mod protocol;
+pub mod serve;
+pub mod writer;
 
 use std::path::{Path, PathBuf};
 

@@ -1,0 +1,226 @@
+//! `inferwatch serve`: the Postgres wire over a data directory, and with
+//! `--listen` the node itself: HTTP ingest (NDJSON, Elasticsearch `_bulk`,
+//! Splunk HEC, OTLP logs) into the store, with `--rules` checked on what
+//! arrives. The runtime is `inferwatch_server::serve`; this module parses
+//! flags and prints.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use inferwatch_query::{serve_postgres, QueryEngine};
+use inferwatch_server::http::HttpOptions;
+use inferwatch_server::one_pass::parse_size;
+use inferwatch_server::serve::{serve, ServeOptions};
+
+use crate::ingest_cmd::StoreArgs;
+use crate::query_cmd::{alert_history, runtime, LimitArgs, PgArgs};
+
+/// Arguments of `inferwatch serve`.
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// Data directory.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Address of the Postgres wire listener.
+    #[arg(long, default_value = "127.0.0.1:5433")]
+    pub pg: SocketAddr,
+    /// Do not start the Postgres wire listener.
+    #[arg(long)]
+    pub no_pg: bool,
+    /// A `detect --state-dir`: its alert history (alert-history.jsonl)
+    /// becomes the `alerts` table, one row per alert transition.
+    #[arg(long, value_name = "STATE_DIR")]
+    pub alerts: Option<PathBuf>,
+    #[command(flatten)]
+    pub auth: PgArgs,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+/// The HTTP ingest node's flags (`--listen` turns it on).
+#[derive(clap::Args)]
+pub struct NodeArgs {
+    /// Listen for HTTP ingest here (e.g. 127.0.0.1:9200).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Rules to run on the ingested inference events; alerts print as
+    /// JSON lines, as `run` prints them.
+    #[arg(long, requires = "listen")]
+    pub rules: Option<PathBuf>,
+    /// Field mapping (YAML) for the inference stream.
+    #[arg(long, requires = "listen")]
+    pub mapping: Option<PathBuf>,
+    /// Also append alert transitions here instead of printing them.
+    #[arg(long, value_name = "FILE", requires = "rules")]
+    pub alerts_file: Option<PathBuf>,
+    /// Accept requests without a token (for a trusted network only).
+    #[arg(long, requires = "listen")]
+    pub open: bool,
+    /// Requests waiting for the store before new ones get 429.
+    #[arg(long, default_value_t = 64)]
+    pub queue: usize,
+    /// The Elasticsearch version `GET /` reports.
+    #[arg(long, default_value = "8.17.0")]
+    pub elasticsearch_version: String,
+    /// Largest request body as sent (compressed or not).
+    #[arg(long, default_value = "32MB", value_name = "SIZE")]
+    pub max_request_size: String,
+    /// Largest request body once decompressed.
+    #[arg(long, default_value = "128MB", value_name = "SIZE")]
+    pub max_decompressed_size: String,
+    /// How far ahead of the clock the events agree on an event may be.
+    #[arg(long, default_value = "2m", value_name = "DURATION")]
+    pub max_future: String,
+    /// Slow every store append by this many milliseconds (to test
+    /// back-pressure; never in production).
+    #[arg(long, default_value_t = 0, hide = true)]
+    pub test_append_delay_ms: u64,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// Runs `inferwatch serve`.
+pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    std::fs::create_dir_all(&args.data)
+        .with_context(|| format!("creating {}", args.data.display()))?;
+    let runtime = runtime()?;
+    runtime.block_on(async move {
+        let postgres = if args.no_pg {
+            None
+        } else {
+            Some(start_postgres(&args).await?)
+        };
+        match args.node.listen {
+            Some(listen) => serve_node(&args, listen).await?,
+            None => {
+                let Some(server) = postgres else {
+                    anyhow::bail!("nothing to serve: give --listen, or drop --no-pg");
+                };
+                tokio::select! {
+                    result = server => result.context("the server task failed")??,
+                    _ = shutdown_signal() => eprintln!("inferwatch serve: stopping"),
+                }
+            }
+        }
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut terminate) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+type PgTask = tokio::task::JoinHandle<Result<(), inferwatch_query::QueryError>>;
+
+/// Starts the Postgres wire and prints where it listens.
+async fn start_postgres(args: &ServeArgs) -> anyhow::Result<PgTask> {
+    let history = alert_history(args.alerts.as_deref());
+    let limits = args.limits.limits()?;
+    let engine = QueryEngine::open_with_limits(&args.data, true, history.as_deref(), limits)?;
+    let options = args.auth.options(args.pg)?;
+    let generated = options.password_generated.then(|| options.password.clone());
+    let tls = options.tls.is_some();
+    if !tls && !args.pg.ip().is_loopback() {
+        eprintln!(
+            "inferwatch serve: warning: {} is not loopback and TLS is off; pass --pg-tls-cert and --pg-tls-key",
+            args.pg
+        );
+    }
+    let (ready_sender, ready) = tokio::sync::oneshot::channel();
+    let server = tokio::spawn(serve_postgres(engine.context(), options, Some(ready_sender)));
+    if let Ok(address) = ready.await {
+        if let Some(password) = generated {
+            // Shown once, here; it is not stored anywhere.
+            eprintln!("inferwatch serve: no --pg-password given; password for this run: {password}");
+        }
+        eprintln!(
+            "inferwatch serve: Postgres wire on {address} (user '{}', read-only{}, statements limited to {:?} and {} MiB); try: psql -h {} -p {} -U {} -c 'SELECT count(*) FROM inference'",
+            args.auth.pg_user,
+            if tls { ", TLS offered" } else { "" },
+            limits.timeout,
+            limits.memory_bytes >> 20,
+            address.ip(),
+            address.port(),
+            args.auth.pg_user
+        );
+    }
+    Ok(server)
+}
+
+/// The node: HTTP ingest (and detection) until a signal.
+async fn serve_node(args: &ServeArgs, listen: SocketAddr) -> anyhow::Result<()> {
+    let node = &args.node;
+    let size = |text: &str, flag: &str| -> anyhow::Result<usize> {
+        let bytes = parse_size(text).with_context(|| format!("{flag} {text}"))?;
+        Ok(usize::try_from(bytes).unwrap_or(usize::MAX).max(1))
+    };
+    let options = ServeOptions {
+        data: args.data.clone(),
+        listen,
+        rules: node.rules.clone(),
+        mapping: node.mapping.clone(),
+        alerts: node.alerts_file.clone(),
+        store: node.store.settings(),
+        queue: node.queue.max(1),
+        open: node.open,
+        max_future: node.max_future.clone(),
+        http: HttpOptions {
+            elasticsearch_version: node.elasticsearch_version.clone(),
+            max_request_bytes: size(&node.max_request_size, "--max-request-size")?,
+            max_decompressed_bytes: size(&node.max_decompressed_size, "--max-decompressed-size")?,
+            ..HttpOptions::default()
+        },
+        append_delay: Duration::from_millis(node.test_append_delay_ms),
+    };
+    if !node.open
+        && inferwatch_server::auth::list_tokens(&args.data)
+            .map(|tokens| tokens.is_empty())
+            .unwrap_or(true)
+    {
+        eprintln!(
+            "inferwatch serve: no tokens yet: every request will get 401; create one with `inferwatch token create --data {} --scope ingest`",
+            args.data.display()
+        );
+    }
+    let printer: Box<dyn std::io::Write + Send> =
+        Box::new(std::io::LineWriter::new(std::io::stdout()));
+    let open = node.open;
+    let summary = serve(
+        options,
+        Some(printer),
+        move |address| {
+            eprintln!(
+                "inferwatch serve: HTTP ingest on {address}{}",
+                if open { " (open: no tokens checked)" } else { "" }
+            )
+        },
+        async {
+            shutdown_signal().await;
+            eprintln!("inferwatch serve: stopping");
+        },
+    )
+    .await?;
+    eprintln!(
+        "inferwatch serve: {} events stored, {} lines refused, {} requests answered 429, {} alert transitions",
+        summary.stored, summary.refused, summary.busy, summary.alerts
+    );
+    Ok(())
+}

@@ -1,0 +1,80 @@
+//! `inferwatch token`: the tokens `serve` checks requests against.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use inferwatch_server::auth::{create_token, list_tokens, revoke_token, Scope};
+
+/// `inferwatch token …`
+#[derive(clap::Subcommand)]
+pub enum TokenCommand {
+    /// Create a token; it is printed once and only its SHA-256 is kept.
+    Create {
+        /// Data directory (its `tokens.json`).
+        #[arg(long)]
+        data: PathBuf,
+        /// ingest, read or admin.
+        #[arg(long)]
+        scope: Scope,
+        /// For ingest tokens: the one stream it may send to.
+        #[arg(long)]
+        stream: Option<String>,
+    },
+    /// List tokens (ids and scopes, never secrets).
+    List {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+    },
+    /// Revoke a token by its id.
+    Revoke {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// The token's id (the hex after `iw_`).
+        #[arg(long)]
+        id: String,
+    },
+}
+
+/// Runs `inferwatch token …`.
+pub fn run(command: TokenCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        TokenCommand::Create {
+            data,
+            scope,
+            stream,
+        } => {
+            let (token, record) = create_token(&data, scope, stream)?;
+            eprintln!(
+                "inferwatch token: created {} (scope {}{}); it is shown once:",
+                record.id,
+                record.scope,
+                record
+                    .stream
+                    .as_deref()
+                    .map(|stream| format!(", stream {stream}"))
+                    .unwrap_or_default()
+            );
+            println!("{token}");
+        }
+        TokenCommand::List { data } => {
+            for record in list_tokens(&data)? {
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    record.id,
+                    record.scope,
+                    record.stream.as_deref().unwrap_or("*"),
+                    record.created_at
+                );
+            }
+        }
+        TokenCommand::Revoke { data, id } => {
+            if !revoke_token(&data, &id)? {
+                anyhow::bail!("no token with id {id}");
+            }
+            eprintln!("inferwatch token: revoked {id}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

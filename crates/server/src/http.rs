@@ -1,0 +1,849 @@
+//! The HTTP ingest API: the protocols log shippers speak.
+//!
+//! | route | protocol |
+//! |---|---|
+//! | `POST /api/v1/ingest/{stream}` | NDJSON, one event per line |
+//! | `POST`/`PUT /_bulk`, `/{index}/_bulk` | Elasticsearch bulk |
+//! | `GET`/`HEAD /`, `/_license`, `/_ilm/*`, `/_index_template/*`, `/_ingest/*`, `/_nodes*`, `/_cluster/health` | the probes Elasticsearch shippers make at start |
+//! | `POST /services/collector[/event]`, `/services/collector/raw`, `GET /services/collector/health` | Splunk HEC |
+//! | `POST /v1/logs` | OTLP/HTTP logs, protobuf or JSON |
+//! | `GET /healthz` | liveness, no token |
+//!
+//! Every request body may be gzip-compressed; the raw body and the
+//! decompressed body each have a size limit (413 beyond, so a gzip bomb
+//! stops at the limit). Each protocol frames its items into JSON lines
+//! ([`crate::protocol`]), decodes them with the same decoder as files, and
+//! queues them to the store writer ([`crate::writer`]); the answer comes
+//! once they are durable, with one verdict per item. A full queue answers
+//! 429 (HEC: 503 with code 9) and `Retry-After`; nothing of that request
+//! was stored, so the retry stores it once.
+//!
+//! Every response carries `X-Elastic-Product: Elasticsearch`: the official
+//! Elasticsearch clients refuse a server without it, and it costs the
+//! others nothing.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use axum::Router;
+use inferwatch_core::DEFAULT_STREAM;
+use inferwatch_ingest::{Chunk, Decoder};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use prost::Message;
+use serde_json::{json, Value};
+
+use crate::auth::{Denied, Need, TokenStore};
+use crate::protocol::{
+    frame_bulk, frame_hec_events, frame_hec_raw, frame_otlp, stream_name, Framed, HecDefaults, Item,
+};
+use crate::writer::{IngestWriter, Job, Part, Payload, Refusal, Submit};
+
+/// Settings of the HTTP API.
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    /// The Elasticsearch version `GET /` reports (Filebeat refuses an
+    /// Elasticsearch older than itself).
+    pub elasticsearch_version: String,
+    /// Largest request body as sent (compressed or not).
+    pub max_request_bytes: usize,
+    /// Largest body once decompressed.
+    pub max_decompressed_bytes: usize,
+    /// Seconds clients are told to wait after a 429.
+    pub retry_after_seconds: u64,
+}
+
+impl Default for HttpOptions {
+    fn default() -> HttpOptions {
+        HttpOptions {
+            elasticsearch_version: "8.17.0".into(),
+            max_request_bytes: 32 << 20,
+            max_decompressed_bytes: 128 << 20,
+            retry_after_seconds: 1,
+        }
+    }
+}
+
+/// What the handlers share.
+pub struct AppState {
+    writer: IngestWriter,
+    decoder: Decoder,
+    /// `None`: the server was configured open (no tokens checked).
+    tokens: Option<TokenStore>,
+    options: HttpOptions,
+    requests: AtomicU64,
+}
+
+impl AppState {
+    /// The state over a running writer; `tokens` is `None` only when the
+    /// server is configured open.
+    pub fn new(
+        writer: IngestWriter,
+        decoder: Decoder,
+        tokens: Option<TokenStore>,
+        options: HttpOptions,
+    ) -> AppState {
+        AppState {
+            writer,
+            decoder,
+            tokens,
+            options,
+            requests: AtomicU64::new(0),
+        }
+    }
+
+    fn authorize(&self, headers: &HeaderMap, need: Need<'_>) -> Result<(), Denied> {
+        let Some(tokens) = &self.tokens else {
+            return Ok(());
+        };
+        let header = headers
+            .get(header::AUTHORIZATION)
+            .map(|value| value.to_str().map_err(|_| Denied::Malformed))
+            .transpose()?;
+        tokens.check(header, need).map(|_| ())
+    }
+}
+
+/// The router over `state`.
+pub fn router(state: Arc<AppState>) -> Router {
+    let raw_limit = state.options.max_request_bytes;
+    let decompressed_limit = state.options.max_decompressed_bytes;
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/api/v1/ingest/{stream}", post(ingest_ndjson))
+        .route("/_bulk", post(bulk).put(bulk))
+        .route("/{index}/_bulk", post(bulk_index).put(bulk_index))
+        .route("/", get(elastic_root))
+        .route("/_license", get(elastic_license))
+        .route("/_cluster/health", get(elastic_health))
+        .route("/_cluster/health/{*rest}", get(elastic_health))
+        .route("/_nodes", get(elastic_nodes))
+        .route("/_nodes/{*rest}", get(elastic_nodes))
+        .route("/_ilm/{*rest}", any(elastic_empty))
+        .route("/_index_template/{*rest}", any(elastic_empty))
+        .route("/_ingest/{*rest}", any(elastic_empty))
+        .route("/services/collector", post(hec_event))
+        .route("/services/collector/event", post(hec_event))
+        .route("/services/collector/event/1.0", post(hec_event))
+        .route("/services/collector/raw", post(hec_raw))
+        .route("/services/collector/raw/1.0", post(hec_raw))
+        .route("/services/collector/health", get(hec_health))
+        .route("/services/collector/health/1.0", get(hec_health))
+        .route("/v1/logs", post(otlp_logs))
+        .layer(DefaultBodyLimit::max(decompressed_limit))
+        .layer(tower_http::decompression::RequestDecompressionLayer::new())
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(raw_limit))
+        .layer(axum::middleware::map_response(elastic_product))
+        .with_state(state)
+}
+
+async fn elastic_product(mut response: Response) -> Response {
+    response.headers_mut().insert(
+        "x-elastic-product",
+        HeaderValue::from_static("Elasticsearch"),
+    );
+    response
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response {
+    // Compact: Vector looks for the substring `"errors":true`.
+    let text = serde_json::to_vec(body).unwrap_or_default();
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        text,
+    )
+        .into_response()
+}
+
+fn with_retry_after(mut response: Response, seconds: u64) -> Response {
+    if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
+}
+
+fn status_of(denied: Denied) -> StatusCode {
+    StatusCode::from_u16(denied.status()).unwrap_or(StatusCode::UNAUTHORIZED)
+}
+
+/// A 401/403 in the plain shape (`{"error": ...}`).
+fn denied_plain(denied: Denied) -> Response {
+    let mut response = json_response(status_of(denied), &json!({"error": denied.reason()}));
+    if denied.status() == 401 {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"inferwatch\""),
+        );
+    }
+    response
+}
+
+/// A 401/403 as Elasticsearch says it.
+fn denied_elastic(denied: Denied) -> Response {
+    let status = status_of(denied);
+    let mut response = json_response(
+        status,
+        &json!({
+            "error": {"type": "security_exception", "reason": denied.reason()},
+            "status": status.as_u16(),
+        }),
+    );
+    if denied.status() == 401 {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"inferwatch\", ApiKey, Bearer"),
+        );
+    }
+    response
+}
+
+/// A 401/403 with HEC's codes: 2 token required, 3 invalid authorization,
+/// 4 invalid token (403).
+fn denied_hec(denied: Denied) -> Response {
+    let (status, text, code) = match denied {
+        Denied::Missing => (StatusCode::UNAUTHORIZED, "Token is required", 2),
+        Denied::Malformed => (StatusCode::UNAUTHORIZED, "Invalid authorization", 3),
+        Denied::Invalid | Denied::Forbidden => (StatusCode::FORBIDDEN, "Invalid token", 4),
+    };
+    json_response(status, &json!({"text": text, "code": code}))
+}
+
+/// Why a framed request was not stored.
+enum Failure {
+    /// The queue is full.
+    Busy,
+    /// The store refused or the writer stopped; the message says why.
+    Store(String),
+}
+
+/// The verdict on one item.
+enum Verdict {
+    Stored,
+    Refused(Refusal),
+}
+
+/// Decodes and queues a framed request and waits until it is durable.
+/// Returns one verdict per item.
+async fn store_framed(
+    state: &AppState,
+    protocol: &str,
+    framed: &Framed,
+) -> Result<Vec<Verdict>, Failure> {
+    let request = state.requests.fetch_add(1, Ordering::Relaxed) + 1;
+    // A source per request: the guard's refusals of this request's rows are
+    // told apart by it, and a dead letter names the request.
+    let source: Arc<str> = Arc::from(format!("http:{protocol}:{request}"));
+    let mut parts = Vec::new();
+    for group in &framed.groups {
+        let chunk = Chunk {
+            source: source.clone(),
+            first_line: 1,
+            first_offset: 0,
+            data: group.data.clone(),
+            skipped_bytes: 0,
+        };
+        let payload = if group.stream == DEFAULT_STREAM {
+            let mut decoder = state.decoder.clone();
+            let decoded = tokio::task::spawn_blocking(move || decoder.decode(&chunk))
+                .await
+                .map_err(|error| Failure::Store(format!("decoding: {error}")))?;
+            Payload::Decoded(decoded)
+        } else {
+            Payload::Lines(chunk)
+        };
+        parts.push(Part {
+            stream: group.stream.clone(),
+            payload,
+        });
+    }
+    let mut verdicts: Vec<Verdict> = framed
+        .items
+        .iter()
+        .map(|item| match item {
+            Item::Line { .. } => Verdict::Stored,
+            Item::Refused { reason } => Verdict::Refused(Refusal {
+                line: 0,
+                reason: reason.clone(),
+                kind: Some("unsupported".into()),
+            }),
+        })
+        .collect();
+    if parts.is_empty() {
+        return Ok(verdicts);
+    }
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    match state.writer.submit(Job { parts, reply }) {
+        Ok(()) => {}
+        Err(Submit::Busy(_)) => return Err(Failure::Busy),
+        Err(Submit::Stopped(_)) => return Err(Failure::Store("the store writer stopped".into())),
+    }
+    let outcome = match answer.await {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(message)) => return Err(Failure::Store(message)),
+        Err(_) => return Err(Failure::Store("the store writer stopped".into())),
+    };
+    for (group, part) in framed.groups.iter().zip(outcome.parts) {
+        for refusal in part.refused {
+            let index = usize::try_from(refusal.line).unwrap_or(0);
+            // Blank NDJSON lines map to no item (usize::MAX).
+            if let Some(verdict) = index
+                .checked_sub(1)
+                .and_then(|i| group.items.get(i))
+                .and_then(|&item| verdicts.get_mut(item))
+            {
+                *verdict = Verdict::Refused(refusal);
+            }
+        }
+    }
+    Ok(verdicts)
+}
+
+async fn healthz() -> Response {
+    json_response(StatusCode::OK, &json!({"status": "ok"}))
+}
+
+/// The column a decoder's reason mentions (`… column 17 …`), if any.
+fn column_of(reason: &str) -> Option<u64> {
+    let at = reason.find("column ")? + "column ".len();
+    let digits: String = reason[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+fn failure_plain(failure: Failure, retry_after: u64) -> Response {
+    match failure {
+        Failure::Busy => with_retry_after(
+            json_response(
+                StatusCode::TOO_MANY_REQUESTS,
+                &json!({"error": "the store is busy; retry later"}),
+            ),
+            retry_after,
+        ),
+        Failure::Store(message) => json_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &json!({"error": format!("not stored: {message}")}),
+        ),
+    }
+}
+
+/// `POST /api/v1/ingest/{stream}`: NDJSON. Answers
+/// `{accepted, rejected, errors: [{line, column, reason}]}`.
+async fn ingest_ndjson(
+    State(state): State<Arc<AppState>>,
+    Path(stream): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(denied) = state.authorize(&headers, Need::Ingest(&stream)) {
+        return denied_plain(denied);
+    }
+    if stream_name(&stream) != stream {
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            &json!({"error": format!("invalid stream name '{stream}': use letters, digits, '_' and '-'")}),
+        );
+    }
+    // The body is already JSON lines: one group, the lines as they came,
+    // so line numbers are the client's own.
+    let mut framed = Framed::default();
+    let mut group = crate::protocol::Group {
+        stream: stream.clone(),
+        data: body.to_vec(),
+        items: Vec::new(),
+    };
+    for (index, text) in body.split(|&byte| byte == b'\n').enumerate() {
+        let line = index as u64 + 1;
+        if text.trim_ascii().is_empty() {
+            // Blank lines are skipped by the decoder; they are not items.
+            group.items.push(usize::MAX);
+            continue;
+        }
+        group.items.push(framed.items.len());
+        framed.items.push(Item::Line { group: 0, line });
+    }
+    if framed.items.is_empty() {
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            &json!({"accepted": 0, "rejected": 0, "errors": [], "error": "no data"}),
+        );
+    }
+    let lines_of_items: Vec<u64> = framed
+        .items
+        .iter()
+        .map(|item| match item {
+            Item::Line { line, .. } => *line,
+            Item::Refused { .. } => 0,
+        })
+        .collect();
+    framed.groups.push(group);
+    let verdicts = match store_framed(&state, "ndjson", &framed).await {
+        Ok(verdicts) => verdicts,
+        Err(failure) => return failure_plain(failure, state.options.retry_after_seconds),
+    };
+    let mut errors = Vec::new();
+    for (verdict, line) in verdicts.iter().zip(lines_of_items) {
+        if let Verdict::Refused(refusal) = verdict {
+            errors.push(json!({
+                "line": line,
+                "column": column_of(&refusal.reason),
+                "reason": refusal.reason,
+            }));
+        }
+    }
+    let rejected = errors.len();
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "accepted": verdicts.len() - rejected,
+            "rejected": rejected,
+            "errors": errors,
+        }),
+    )
+}
+
+async fn bulk(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+    bulk_request(&state, None, &headers, &body).await
+}
+
+async fn bulk_index(
+    State(state): State<Arc<AppState>>,
+    Path(index): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    bulk_request(&state, Some(&index), &headers, &body).await
+}
+
+fn elastic_error(status: StatusCode, kind: &str, reason: &str) -> Response {
+    json_response(
+        status,
+        &json!({"error": {"type": kind, "reason": reason}, "status": status.as_u16()}),
+    )
+}
+
+/// Elasticsearch `_bulk`: one item per action, in order, each with a
+/// numeric status; `errors` is true when any item failed.
+async fn bulk_request(
+    state: &AppState,
+    index: Option<&str>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response {
+    let started = Instant::now();
+    let (framed, actions) = match frame_bulk(index, body) {
+        Ok(framed) => framed,
+        Err(reason) => {
+            return elastic_error(
+                StatusCode::BAD_REQUEST,
+                "illegal_argument_exception",
+                &reason,
+            )
+        }
+    };
+    if actions.is_empty() {
+        return elastic_error(
+            StatusCode::BAD_REQUEST,
+            "action_request_validation_exception",
+            "Validation Failed: 1: no requests added;",
+        );
+    }
+    // Every stream the request writes to must be allowed.
+    for group in &framed.groups {
+        if let Err(denied) = state.authorize(headers, Need::Ingest(&group.stream)) {
+            return denied_elastic(denied);
+        }
+    }
+    if framed.groups.is_empty() {
+        if let Err(denied) = state.authorize(headers, Need::Any) {
+            return denied_elastic(denied);
+        }
+    }
+    let verdicts = match store_framed(state, "bulk", &framed).await {
+        Ok(verdicts) => verdicts,
+        Err(Failure::Busy) => {
+            return with_retry_after(
+                elastic_error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "es_rejected_execution_exception",
+                    "the store is busy; retry later",
+                ),
+                state.options.retry_after_seconds,
+            )
+        }
+        Err(Failure::Store(message)) => {
+            return elastic_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "store_exception",
+                &format!("not stored: {message}"),
+            )
+        }
+    };
+    let mut errors = false;
+    let items: Vec<Value> = actions
+        .iter()
+        .zip(&verdicts)
+        .map(|(action, verdict)| {
+            let mut item = serde_json::Map::new();
+            item.insert("_index".into(), Value::from(action.index.clone()));
+            if let Some(id) = &action.id {
+                item.insert("_id".into(), Value::from(id.clone()));
+            }
+            match verdict {
+                Verdict::Stored => {
+                    item.insert("status".into(), Value::from(201));
+                    item.insert("result".into(), Value::from("created"));
+                }
+                Verdict::Refused(refusal) => {
+                    errors = true;
+                    let kind = match refusal.kind.as_deref() {
+                        Some("unsupported") => "action_request_validation_exception",
+                        _ => "document_parsing_exception",
+                    };
+                    item.insert("status".into(), Value::from(400));
+                    item.insert(
+                        "error".into(),
+                        json!({"type": kind, "reason": refusal.reason}),
+                    );
+                }
+            }
+            json!({ action.action.clone(): item })
+        })
+        .collect();
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "took": started.elapsed().as_millis() as u64,
+            "errors": errors,
+            "items": items,
+        }),
+    )
+}
+
+async fn elastic_root(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Err(denied) = state.authorize(&headers, Need::Any) {
+        return denied_elastic(denied);
+    }
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "name": "inferwatch",
+            "cluster_name": "inferwatch",
+            "cluster_uuid": "inferwatch",
+            "version": {
+                "number": state.options.elasticsearch_version,
+                "build_flavor": "default",
+                "build_type": "inferwatch",
+                "lucene_version": "9.12.0",
+                "minimum_wire_compatibility_version": "7.17.0",
+                "minimum_index_compatibility_version": "7.0.0",
+            },
+            "tagline": "You Know, for Search",
+        }),
+    )
+}
+
+async fn elastic_license(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Err(denied) = state.authorize(&headers, Need::Any) {
+        return denied_elastic(denied);
+    }
+    json_response(
+        StatusCode::OK,
+        &json!({"license": {
+            "status": "active",
+            "uid": "inferwatch",
+            "type": "basic",
+            "issue_date_in_millis": 0,
+            "max_nodes": 1000,
+            "issued_to": "inferwatch",
+            "issuer": "inferwatch",
+            "start_date_in_millis": -1,
+        }}),
+    )
+}
+
+async fn elastic_health(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Err(denied) = state.authorize(&headers, Need::Any) {
+        return denied_elastic(denied);
+    }
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "cluster_name": "inferwatch",
+            "status": "green",
+            "timed_out": false,
+            "number_of_nodes": 1,
+            "number_of_data_nodes": 1,
+        }),
+    )
+}
+
+async fn elastic_nodes(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Err(denied) = state.authorize(&headers, Need::Any) {
+        return denied_elastic(denied);
+    }
+    json_response(
+        StatusCode::OK,
+        &json!({"_nodes": {"total": 1, "successful": 1, "failed": 0}, "cluster_name": "inferwatch", "nodes": {}}),
+    )
+}
+
+/// Templates, ILM policies and ingest pipelines: accepted and ignored
+/// (inferwatch keeps its own schema and retention).
+async fn elastic_empty(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Err(denied) = state.authorize(&headers, Need::Any) {
+        return denied_elastic(denied);
+    }
+    json_response(StatusCode::OK, &json!({"acknowledged": true}))
+}
+
+/// HEC metadata from the query string (`?index=…&sourcetype=…`).
+fn hec_defaults(query: Option<&str>) -> HecDefaults {
+    let mut defaults = HecDefaults::default();
+    for pair in query.unwrap_or("").split('&') {
+        let Some((key, value)) = pair.split_once('=') else {
+            continue;
+        };
+        let value = percent_encoding::percent_decode_str(&value.replace('+', " "))
+            .decode_utf8_lossy()
+            .into_owned();
+        match key {
+            "index" => defaults.index = Some(value),
+            "host" => defaults.host = Some(value),
+            "source" => defaults.source = Some(value),
+            "sourcetype" => defaults.sourcetype = Some(value),
+            _ => {}
+        }
+    }
+    defaults
+}
+
+fn now_nanos() -> i64 {
+    chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX)
+}
+
+async fn hec_event(
+    State(state): State<Arc<AppState>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let defaults = hec_defaults(query.as_deref());
+    let (framed, fault) = frame_hec_events(&body, &defaults, now_nanos());
+    hec_request(&state, &headers, framed, fault).await
+}
+
+async fn hec_raw(
+    State(state): State<Arc<AppState>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let defaults = hec_defaults(query.as_deref());
+    let (framed, fault) = frame_hec_raw(&body, &defaults, now_nanos());
+    hec_request(&state, &headers, framed, fault).await
+}
+
+/// HEC: `{"text":"Success","code":0}`, or the first bad event's code and
+/// number (the good events of the request are stored all the same).
+async fn hec_request(
+    state: &AppState,
+    headers: &HeaderMap,
+    framed: Framed,
+    fault: Option<crate::protocol::HecFault>,
+) -> Response {
+    // Checked before the body is judged: a client without a token learns
+    // nothing about its data.
+    let need_streams: Vec<&str> = framed.groups.iter().map(|g| g.stream.as_str()).collect();
+    let first_need = need_streams
+        .first()
+        .map_or(Need::Any, |stream| Need::Ingest(stream));
+    if let Err(denied) = state.authorize(headers, first_need) {
+        return denied_hec(denied);
+    }
+    for stream in need_streams.iter().skip(1) {
+        if let Err(denied) = state.authorize(headers, Need::Ingest(stream)) {
+            return denied_hec(denied);
+        }
+    }
+    if let Some(fault) = fault.as_ref().filter(|fault| fault.code == 5) {
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            &json!({"text": fault.text, "code": fault.code}),
+        );
+    }
+    let verdicts = match store_framed(state, "hec", &framed).await {
+        Ok(verdicts) => verdicts,
+        Err(Failure::Busy) => {
+            return with_retry_after(
+                json_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &json!({"text": "Server is busy", "code": 9}),
+                ),
+                state.options.retry_after_seconds,
+            )
+        }
+        Err(Failure::Store(message)) => {
+            return json_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &json!({"text": format!("Internal server error: {message}"), "code": 8}),
+            )
+        }
+    };
+    let first_refused = verdicts
+        .iter()
+        .position(|verdict| matches!(verdict, Verdict::Refused(_)));
+    let fault = match (fault, first_refused) {
+        (Some(fault), Some(refused)) if refused < fault.event => {
+            Some((6, "Invalid data format", refused))
+        }
+        (Some(fault), _) => Some((fault.code, fault.text, fault.event)),
+        (None, Some(refused)) => Some((6, "Invalid data format", refused)),
+        (None, None) => None,
+    };
+    match fault {
+        None => json_response(StatusCode::OK, &json!({"text": "Success", "code": 0})),
+        Some((code, text, event)) => json_response(
+            StatusCode::BAD_REQUEST,
+            &json!({"text": text, "code": code, "invalid-event-number": event}),
+        ),
+    }
+}
+
+async fn hec_health() -> Response {
+    json_response(
+        StatusCode::OK,
+        &json!({"text": "HEC is healthy", "code": 17}),
+    )
+}
+
+/// OTLP/HTTP logs, protobuf or JSON; the answer is in the request's
+/// encoding, with `partialSuccess` counting the refused records.
+async fn otlp_logs(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(denied) = state.authorize(&headers, Need::Ingest(DEFAULT_STREAM)) {
+        return denied_plain(denied);
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let protobuf = match content_type.as_str() {
+        "application/x-protobuf" | "application/protobuf" => true,
+        "application/json" => false,
+        other => {
+            return json_response(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                &json!({"code": 3, "message": format!("unsupported content type '{other}': use application/x-protobuf or application/json")}),
+            )
+        }
+    };
+    let request = if protobuf {
+        ExportLogsServiceRequest::decode(body.as_ref()).map_err(|error| error.to_string())
+    } else {
+        serde_json::from_slice::<ExportLogsServiceRequest>(&body).map_err(|error| error.to_string())
+    };
+    let request = match request {
+        Ok(request) => request,
+        Err(message) => {
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                &json!({"code": 3, "message": format!("invalid OTLP logs request: {message}")}),
+            )
+        }
+    };
+    let framed = frame_otlp(&request, now_nanos());
+    let verdicts = match store_framed(&state, "otlp", &framed).await {
+        Ok(verdicts) => verdicts,
+        Err(Failure::Busy) => {
+            return with_retry_after(
+                json_response(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    &json!({"code": 8, "message": "the store is busy; retry later"}),
+                ),
+                state.options.retry_after_seconds,
+            )
+        }
+        Err(Failure::Store(message)) => {
+            return json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &json!({"code": 14, "message": format!("not stored: {message}")}),
+            )
+        }
+    };
+    let refused: Vec<&Refusal> = verdicts
+        .iter()
+        .filter_map(|verdict| match verdict {
+            Verdict::Refused(refusal) => Some(refusal),
+            Verdict::Stored => None,
+        })
+        .collect();
+    let response = ExportLogsServiceResponse {
+        partial_success: (!refused.is_empty()).then(|| ExportLogsPartialSuccess {
+            rejected_log_records: refused.len() as i64,
+            error_message: refused
+                .iter()
+                .take(3)
+                .map(|refusal| refusal.reason.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
+        }),
+    };
+    if protobuf {
+        (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/x-protobuf"),
+            )],
+            response.encode_to_vec(),
+        )
+            .into_response()
+    } else {
+        match serde_json::to_value(&response) {
+            Ok(value) => json_response(StatusCode::OK, &value),
+            Err(error) => json_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &json!({"code": 13, "message": error.to_string()}),
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_are_read_from_reasons() {
+        assert_eq!(column_of("invalid JSON at line 1 column 17: x"), Some(17));
+        assert_eq!(column_of("missing timestamp"), None);
+    }
+
+    #[test]
+    fn hec_query_strings_give_metadata() {
+        let defaults = hec_defaults(Some("index=gw&sourcetype=my%20type&x=1"));
+        assert_eq!(defaults.index.as_deref(), Some("gw"));
+        assert_eq!(defaults.sourcetype.as_deref(), Some("my type"));
+    }
+}

@@ -1,0 +1,153 @@
+//! `inferwatch serve`: the long-running node. HTTP ingest into the store,
+//! with the same detection as `run` on what arrives.
+//!
+//! Start-up opens the store (recovering from a crash), puts back on hold
+//! the rows the event-time guard held when the last run stopped, rebuilds
+//! detection from the stored events (replay = live), starts the writer
+//! thread and then listens. Shutdown stops accepting, lets requests in
+//! flight finish (each answered once durable), then closes the store.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use inferwatch_core::DEFAULT_STREAM;
+use inferwatch_ingest::Decoder;
+use inferwatch_store::StoreWriter;
+
+use crate::auth::TokenStore;
+use crate::http::{router, AppState, HttpOptions};
+use crate::one_pass::{
+    load_engine, load_mapping, resume_position, AlertOutputs, Detection, StoreSettings,
+};
+use crate::writer::{IngestWriter, WriterOptions};
+use crate::ServerError;
+
+/// What `serve` runs with.
+pub struct ServeOptions {
+    /// The data directory.
+    pub data: PathBuf,
+    /// HTTP listen address.
+    pub listen: SocketAddr,
+    /// Rules to run on the inference stream (none: store only).
+    pub rules: Option<PathBuf>,
+    /// Field mapping for the inference stream.
+    pub mapping: Option<PathBuf>,
+    /// Alerts JSONL file (appended); printed when absent.
+    pub alerts: Option<PathBuf>,
+    /// Store settings.
+    pub store: StoreSettings,
+    /// Requests the store queue holds before 429s.
+    pub queue: usize,
+    /// Accept requests without tokens.
+    pub open: bool,
+    /// How far ahead of the agreed clock an event may be (e.g. `2m`).
+    pub max_future: String,
+    /// HTTP settings.
+    pub http: HttpOptions,
+    /// Slows each store append (back-pressure tests only).
+    pub append_delay: Duration,
+}
+
+/// What a `serve` did, at its end.
+#[derive(Debug, Default)]
+pub struct ServeSummary {
+    /// Rows stored.
+    pub stored: u64,
+    /// Lines refused.
+    pub refused: u64,
+    /// Requests answered 429.
+    pub busy: u64,
+    /// Alert transitions written.
+    pub alerts: u64,
+}
+
+/// Runs the node until `shutdown` completes. `listening` hears the bound
+/// address once requests can be sent.
+pub async fn serve(
+    options: ServeOptions,
+    printer: Option<Box<dyn std::io::Write + Send>>,
+    listening: impl FnOnce(SocketAddr),
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<ServeSummary, ServerError> {
+    let writer = StoreWriter::open(&options.data, options.store.options()?)?;
+    let mapping = load_mapping(options.mapping.as_ref())?;
+    let decoder = Decoder::new(mapping);
+    let max_future = inferwatch_core::parse_duration(&options.max_future)?;
+    let detection = match &options.rules {
+        Some(rules) => {
+            let engine = load_engine(rules, &decoder)?.with_max_future(max_future);
+            let printer = if options.alerts.is_none() {
+                printer
+            } else {
+                None
+            };
+            let outputs = AlertOutputs::open(&options.data, options.alerts.as_deref(), printer)?;
+            let mut detection = Detection::new(engine, outputs);
+            detection.replay(&options.data, DEFAULT_STREAM, &decoder.schema())?;
+            Some(detection)
+        }
+        None => None,
+    };
+    let resume = resume_position(writer.recovered_position())?;
+    let tokens = if options.open {
+        None
+    } else {
+        Some(TokenStore::open(&options.data)?)
+    };
+    let (ingest_writer, writer_thread) = IngestWriter::start(
+        writer,
+        detection,
+        WriterOptions {
+            queue: options.queue,
+            dead_letter_path: options.data.join(inferwatch_query::STORE_DEAD_LETTERS_FILE),
+            max_future,
+            resume,
+            decoder: decoder.clone(),
+            append_delay: options.append_delay,
+        },
+    )?;
+    let counters = ingest_writer.counters.clone();
+    let state = Arc::new(AppState::new(
+        ingest_writer,
+        decoder,
+        tokens,
+        options.http.clone(),
+    ));
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .map_err(|source| ServerError::Listen {
+            address: options.listen.to_string(),
+            source,
+        })?;
+    let address = listener
+        .local_addr()
+        .map_err(|source| ServerError::Listen {
+            address: options.listen.to_string(),
+            source,
+        })?;
+    listening(address);
+    let served = axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    // The router and its state are gone: the writer thread sees its queue
+    // close, answers what is durable and closes the store.
+    let closed = tokio::task::spawn_blocking(move || writer_thread.join())
+        .await
+        .map_err(|error| ServerError::Internal(format!("joining the store writer: {error}")))?
+        .map_err(|_| ServerError::Internal("the store writer panicked".into()))?;
+    served.map_err(|source| ServerError::Listen {
+        address: address.to_string(),
+        source,
+    })?;
+    closed?;
+    use std::sync::atomic::Ordering;
+    Ok(ServeSummary {
+        stored: counters.stored.load(Ordering::Relaxed),
+        refused: counters.refused.load(Ordering::Relaxed),
+        busy: counters.busy.load(Ordering::Relaxed),
+        alerts: counters.alerts.load(Ordering::Relaxed),
+    })
+}

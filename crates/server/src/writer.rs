@@ -1,0 +1,458 @@
+//! The single store writer behind HTTP ingest.
+//!
+//! Requests decode on their own tasks and hand their batches to one thread
+//! through a bounded queue; that thread owns the [`StoreWriter`], the
+//! event-time guards and detection, so every decision is made in one order.
+//! A request is answered only once the WAL record holding its batch is
+//! durable under the store's fsync policy (at once with `always`, within
+//! the interval with `interval_ms=N`). A full queue refuses at once
+//! ([`Submit::Busy`]): the HTTP layer turns that into a 429, so memory
+//! holds at most `queue` batches however hard clients push.
+//!
+//! The guard treats all HTTP input as one pooled input per stream. Rows it
+//! holds back (a doubtful jump in time) are acknowledged: they are written
+//! with every WAL record's position, tagged with their stream, and come back
+//! on hold after a restart.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+use inferwatch_core::DEFAULT_STREAM;
+use inferwatch_ingest::{
+    Chunk, DeadLetterWriter, DecodeCounters, DecodedBatch, Decoder, EventTimeGuard, GenericDecoder,
+    InputsKind,
+};
+use inferwatch_store::StoreWriter;
+
+use crate::one_pass::{readmit_held, write_dead_letters, Detection, Resume};
+use crate::ServerError;
+
+/// What a request hands the writer.
+// One per request: the size of the enum does not matter.
+#[allow(clippy::large_enum_variant)]
+pub enum Payload {
+    /// Inference events, decoded by the request's task.
+    Decoded(DecodedBatch),
+    /// Lines of a generic stream: its decoder evolves the schema, so it
+    /// runs on the writer thread, in order.
+    Lines(Chunk),
+}
+
+/// One request's rows for one stream.
+pub struct Part {
+    /// The stream (a valid store stream name).
+    pub stream: String,
+    /// The rows.
+    pub payload: Payload,
+}
+
+/// One request: its rows for each stream it names, queued as one, so a
+/// 429 refuses all of them and a retry stores nothing twice.
+pub struct Job {
+    /// The parts, one per stream.
+    pub parts: Vec<Part>,
+    /// Where the outcome goes once durable.
+    pub reply: tokio::sync::oneshot::Sender<Result<JobOutcome, String>>,
+}
+
+/// A refused line of a request.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    /// The line of the job's chunk (1-based).
+    pub line: u64,
+    /// Why.
+    pub reason: String,
+    /// The dead letter's class (`invalid_json`, `future_timestamp`…).
+    pub kind: Option<String>,
+}
+
+/// What became of one part.
+#[derive(Debug, Default)]
+pub struct PartOutcome {
+    /// Lines refused (decode errors, the event-time guard), in line order.
+    pub refused: Vec<Refusal>,
+    /// Rows stored now (may include rows of earlier requests the guard
+    /// released).
+    pub stored: u64,
+}
+
+/// What became of a job, sent once its WAL records are durable: one
+/// outcome per part, in order.
+#[derive(Debug, Default)]
+pub struct JobOutcome {
+    /// Per part.
+    pub parts: Vec<PartOutcome>,
+}
+
+/// Why a job was not queued.
+pub enum Submit {
+    /// The queue is full: answer 429 and let the client retry.
+    Busy(Job),
+    /// The writer has stopped.
+    Stopped(Job),
+}
+
+/// Counters the HTTP layer and tests read.
+#[derive(Debug, Default)]
+pub struct WriterCounters {
+    /// Jobs refused because the queue was full.
+    pub busy: AtomicU64,
+    /// Rows stored.
+    pub stored: AtomicU64,
+    /// Lines refused.
+    pub refused: AtomicU64,
+    /// Jobs waiting in the queue or for durability.
+    pub in_flight: AtomicU64,
+    /// Alert transitions written.
+    pub alerts: AtomicU64,
+}
+
+/// Settings of the writer thread.
+pub struct WriterOptions {
+    /// Jobs the queue holds before requests get 429.
+    pub queue: usize,
+    /// Where refused lines go.
+    pub dead_letter_path: PathBuf,
+    /// How far ahead of the agreed clock an event may be (nanoseconds).
+    pub max_future: i64,
+    /// Lines the guards held when the last run stopped.
+    pub resume: Resume,
+    /// The inference stream's decoder (for held lines after a restart).
+    pub decoder: Decoder,
+    /// Slows every append by this much (tests of back-pressure only).
+    pub append_delay: Duration,
+}
+
+/// The handle requests submit to.
+#[derive(Clone)]
+pub struct IngestWriter {
+    sender: Sender<Job>,
+    /// Counters.
+    pub counters: Arc<WriterCounters>,
+}
+
+impl IngestWriter {
+    /// Starts the writer thread over `writer`, feeding `detection` with the
+    /// inference stream. The thread closes the store when every handle is
+    /// dropped; join the returned handle to wait for that.
+    pub fn start(
+        writer: StoreWriter,
+        detection: Option<Detection>,
+        options: WriterOptions,
+    ) -> Result<(IngestWriter, JoinHandle<Result<(), ServerError>>), ServerError> {
+        let (sender, receiver) = bounded(options.queue.max(1));
+        let counters = Arc::new(WriterCounters::default());
+        let mut state = WriterState::new(writer, detection, options, counters.clone())?;
+        let handle = std::thread::Builder::new()
+            .name("http-store".into())
+            .spawn(move || state.run(receiver))
+            .map_err(|error| {
+                ServerError::Internal(format!("spawning the store writer thread: {error}"))
+            })?;
+        Ok((IngestWriter { sender, counters }, handle))
+    }
+
+    /// Queues a job, or says why not, at once.
+    pub fn submit(&self, job: Job) -> Result<(), Submit> {
+        match self.sender.try_send(job) {
+            Ok(()) => {
+                self.counters.in_flight.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(TrySendError::Full(job)) => {
+                self.counters.busy.fetch_add(1, Ordering::Relaxed);
+                Err(Submit::Busy(job))
+            }
+            Err(TrySendError::Disconnected(job)) => Err(Submit::Stopped(job)),
+        }
+    }
+}
+
+/// Per stream: its guard and, for generic streams, its decoder.
+struct StreamState {
+    guard: EventTimeGuard,
+    generic: Option<GenericDecoder>,
+}
+
+struct Pending {
+    sequence: u64,
+    reply: tokio::sync::oneshot::Sender<Result<JobOutcome, String>>,
+    outcome: JobOutcome,
+}
+
+struct WriterState {
+    writer: Option<StoreWriter>,
+    detection: Option<Detection>,
+    streams: BTreeMap<String, StreamState>,
+    dead_letters: Option<DeadLetterWriter>,
+    dead_letter_path: PathBuf,
+    counters: Arc<WriterCounters>,
+    decode_counters: DecodeCounters,
+    max_future: i64,
+    append_delay: Duration,
+    pending: VecDeque<Pending>,
+}
+
+impl WriterState {
+    fn new(
+        writer: StoreWriter,
+        detection: Option<Detection>,
+        options: WriterOptions,
+        counters: Arc<WriterCounters>,
+    ) -> Result<WriterState, ServerError> {
+        let mut state = WriterState {
+            writer: Some(writer),
+            detection,
+            streams: BTreeMap::new(),
+            dead_letters: None,
+            dead_letter_path: options.dead_letter_path,
+            counters,
+            decode_counters: DecodeCounters::default(),
+            max_future: options.max_future,
+            append_delay: options.append_delay,
+            pending: VecDeque::new(),
+        };
+        state.readmit(&options.resume, options.decoder)?;
+        Ok(state)
+    }
+
+    fn writer(&mut self) -> &mut StoreWriter {
+        self.writer
+            .as_mut()
+            .expect("the store writer is present until the thread ends")
+    }
+
+    fn stream(&mut self, stream: &str) -> &mut StreamState {
+        let max_future = self.max_future;
+        let known = self
+            .writer
+            .as_ref()
+            .and_then(|writer| writer.stream_schema(stream));
+        self.streams
+            .entry(stream.to_string())
+            .or_insert_with(|| StreamState {
+                guard: EventTimeGuard::new(InputsKind::Pooled).with_max_future(max_future),
+                generic: (stream != DEFAULT_STREAM).then(|| GenericDecoder::new(stream, known)),
+            })
+    }
+
+    /// Puts the rows a previous run held back on hold again (or through).
+    fn readmit(&mut self, resume: &Resume, decoder: Decoder) -> Result<(), ServerError> {
+        let mut by_stream: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
+        for entry in &resume.held {
+            let stream = entry["stream"]
+                .as_str()
+                .unwrap_or(DEFAULT_STREAM)
+                .to_string();
+            by_stream.entry(stream).or_default().push(entry.clone());
+        }
+        for (stream, held) in by_stream {
+            let mut through = Vec::new();
+            if stream == DEFAULT_STREAM {
+                let mut decoder = decoder.clone();
+                let state = self.stream(&stream);
+                through = readmit_held(&held, &mut decoder, &mut state.guard);
+            } else {
+                let state = self.stream(&stream);
+                if let Some(generic) = state.generic.take() {
+                    let shared = Arc::new(std::sync::Mutex::new(generic));
+                    let mut decoder = crate::pipeline::SharedGenericDecoder(shared.clone());
+                    through = readmit_held(&held, &mut decoder, &mut state.guard);
+                    drop(decoder);
+                    state.generic = Arc::try_unwrap(shared)
+                        .ok()
+                        .map(|mutex| mutex.into_inner().unwrap_or_else(|p| p.into_inner()));
+                }
+            }
+            for (decoded, clock) in through {
+                let position = self.position()?;
+                self.writer()
+                    .append(&stream, &decoded.batch, Some(&position))?;
+                if stream == DEFAULT_STREAM {
+                    if let Some(detection) = self.detection.as_mut() {
+                        detection.observe(&decoded.batch, &clock)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The WAL position: every guard's held lines, tagged with their stream
+    /// (`[]` when none is holding, so a restart does not bring back lines
+    /// released since).
+    fn position(&self) -> Result<String, ServerError> {
+        let mut held = Vec::new();
+        for (stream, state) in &self.streams {
+            for mut line in state.guard.held_lines() {
+                if let Some(object) = line.as_object_mut() {
+                    object.insert("stream".into(), serde_json::Value::from(stream.as_str()));
+                }
+                held.push(line);
+            }
+        }
+        if held.is_empty() {
+            return Ok("[]".into());
+        }
+        Ok(serde_json::to_string(&serde_json::json!({
+            "files": [],
+            "held": held,
+        }))?)
+    }
+
+    fn run(&mut self, receiver: Receiver<Job>) -> Result<(), ServerError> {
+        let mut last_tick = Instant::now();
+        loop {
+            // Acks wait on the background fsync: poll for it while some wait.
+            let wait = if self.pending.is_empty() {
+                Duration::from_millis(200)
+            } else {
+                Duration::from_millis(2)
+            };
+            match receiver.recv_timeout(wait) {
+                Ok(job) => self.handle(job),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            if last_tick.elapsed() >= Duration::from_millis(50) {
+                last_tick = Instant::now();
+                if let Err(error) = self.writer().tick() {
+                    eprintln!("inferwatch serve: store: {error}");
+                }
+            }
+            self.acknowledge();
+        }
+        // Every handle is gone: make what was written durable and answer.
+        let mut writer = self
+            .writer
+            .take()
+            .ok_or_else(|| ServerError::Internal("the store writer was closed twice".into()))?;
+        writer.sync()?;
+        let durable = writer.durable_sequence();
+        self.answer_through(durable);
+        if let Some(detection) = self.detection.as_mut() {
+            detection.finish()?;
+            self.counters
+                .alerts
+                .store(detection.transitions(), Ordering::Relaxed);
+        }
+        writer.close()?;
+        Ok(())
+    }
+
+    fn acknowledge(&mut self) {
+        let Some(writer) = self.writer.as_ref() else {
+            return;
+        };
+        let durable = writer.durable_sequence();
+        self.answer_through(durable);
+    }
+
+    fn answer_through(&mut self, durable: u64) {
+        while self
+            .pending
+            .front()
+            .is_some_and(|pending| pending.sequence <= durable)
+        {
+            if let Some(pending) = self.pending.pop_front() {
+                self.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
+                // The client may have gone; the rows are stored regardless.
+                let _ = pending.reply.send(Ok(pending.outcome));
+            }
+        }
+    }
+
+    fn handle(&mut self, job: Job) {
+        let Job { parts, reply } = job;
+        let mut outcome = JobOutcome::default();
+        let mut sequence = 0;
+        for part in parts {
+            match self.store(&part.stream, part.payload) {
+                Ok((part_sequence, part_outcome)) => {
+                    sequence = sequence.max(part_sequence);
+                    self.counters
+                        .stored
+                        .fetch_add(part_outcome.stored, Ordering::Relaxed);
+                    self.counters
+                        .refused
+                        .fetch_add(part_outcome.refused.len() as u64, Ordering::Relaxed);
+                    outcome.parts.push(part_outcome);
+                }
+                Err(error) => {
+                    // Parts stored before stay stored; the client hears of
+                    // the failure and may retry (at least once).
+                    self.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
+                    let _ = reply.send(Err(error.to_string()));
+                    return;
+                }
+            }
+        }
+        self.pending.push_back(Pending {
+            sequence,
+            reply,
+            outcome,
+        });
+    }
+
+    fn store(&mut self, stream: &str, payload: Payload) -> Result<(u64, PartOutcome), ServerError> {
+        let state = self.stream(stream);
+        let mut decoded = match payload {
+            Payload::Decoded(decoded) => decoded,
+            Payload::Lines(chunk) => match state.generic.as_mut() {
+                Some(generic) => generic.decode(&chunk),
+                None => {
+                    return Err(ServerError::Internal(format!(
+                        "lines for the mapped stream '{stream}' reached the writer undecoded"
+                    )))
+                }
+            },
+        };
+        let source = decoded.source.clone();
+        let decode_refusals = decoded.dead_letters.len();
+        let clock = state.guard.admit(&mut decoded);
+        // Decode refusals are all this request's; of the guard's, only
+        // those of its own rows (an earlier request's held row may be given
+        // up now: it was acknowledged and goes to the dead-letter file).
+        let mut refused: Vec<Refusal> = decoded
+            .dead_letters
+            .iter()
+            .enumerate()
+            .filter(|(index, letter)| *index < decode_refusals || *letter.source == *source)
+            .map(|(_, letter)| Refusal {
+                line: letter.line,
+                reason: letter.reason.clone(),
+                kind: letter.kind.map(|kind| kind.as_str().to_string()),
+            })
+            .collect();
+        refused.sort_by_key(|refusal| refusal.line);
+        self.decode_counters.merge(&decoded.counters);
+        write_dead_letters(&mut self.dead_letters, &self.dead_letter_path, &decoded)?;
+        let position = self.position()?;
+        if !self.append_delay.is_zero() {
+            std::thread::sleep(self.append_delay);
+        }
+        let sequence = self
+            .writer()
+            .append(stream, &decoded.batch, Some(&position))?;
+        if stream == DEFAULT_STREAM {
+            if let Some(detection) = self.detection.as_mut() {
+                detection.observe(&decoded.batch, &clock)?;
+                self.counters
+                    .alerts
+                    .store(detection.transitions(), Ordering::Relaxed);
+            }
+        }
+        Ok((
+            sequence,
+            PartOutcome {
+                refused,
+                stored: decoded.batch.num_rows() as u64,
+            },
+        ))
+    }
+}
