@@ -145,11 +145,17 @@ async fn start_postgres(args: &ServeArgs) -> anyhow::Result<PgTask> {
         );
     }
     let (ready_sender, ready) = tokio::sync::oneshot::channel();
-    let server = tokio::spawn(serve_postgres(engine.context(), options, Some(ready_sender)));
+    let server = tokio::spawn(serve_postgres(
+        engine.context(),
+        options,
+        Some(ready_sender),
+    ));
     if let Ok(address) = ready.await {
         if let Some(password) = generated {
             // Shown once, here; it is not stored anywhere.
-            eprintln!("inferwatch serve: no --pg-password given; password for this run: {password}");
+            eprintln!(
+                "inferwatch serve: no --pg-password given; password for this run: {password}"
+            );
         }
         eprintln!(
             "inferwatch serve: Postgres wire on {address} (user '{}', read-only{}, statements limited to {:?} and {} MiB); try: psql -h {} -p {} -U {} -c 'SELECT count(*) FROM inference'",
@@ -209,7 +215,11 @@ async fn serve_node(args: &ServeArgs, listen: SocketAddr) -> anyhow::Result<()> 
         move |address| {
             eprintln!(
                 "inferwatch serve: HTTP ingest on {address}{}",
-                if open { " (open: no tokens checked)" } else { "" }
+                if open {
+                    " (open: no tokens checked)"
+                } else {
+                    ""
+                }
             )
         },
         async {

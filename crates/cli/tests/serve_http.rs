@@ -1,0 +1,565 @@
+//! `inferwatch serve --listen` with real clients: curl (NDJSON, gzip, HEC,
+//! OTLP JSON), the Python `elasticsearch` client's bulk helper and the
+//! OpenTelemetry Python SDK's OTLP/HTTP log exporter (protobuf). Every
+//! test starts the binary on a loopback port in a temporary directory and
+//! checks what `inferwatch query` finds in the data directory afterwards.
+//!
+//! The clients are real programs: outside CI a missing one skips its test
+//! with a message; with `CI=true` it fails (`scripts/test-deps` installs
+//! the Python ones).
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+mod common;
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+fn python() -> String {
+    std::env::var("INFERWATCH_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// `false` (skip) when `program` cannot run, unless in CI.
+fn available(program: &str, probe: &[&str]) -> bool {
+    let works = Command::new(program)
+        .args(probe)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        works || !in_ci(),
+        "{program} {probe:?} is needed in CI (scripts/test-deps installs it)"
+    );
+    if !works {
+        eprintln!("skipping: {program} {probe:?} does not work here");
+    }
+    works
+}
+
+/// A running `inferwatch serve`; killed (SIGKILL) when dropped.
+struct Node {
+    child: Child,
+    address: String,
+}
+
+impl Node {
+    fn start(data: &Path, extra: &[&str]) -> Node {
+        let mut child = Command::new(common::binary())
+            .args(["serve", "--no-pg", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting inferwatch serve");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let address = loop {
+            let line = lines
+                .next()
+                .expect("serve printed its address")
+                .expect("stderr is text");
+            if let Some(at) = line.find("HTTP ingest on ") {
+                let rest = &line[at + "HTTP ingest on ".len()..];
+                break rest.split_whitespace().next().unwrap().to_string();
+            }
+        };
+        // Keep draining stderr so the server never blocks on it.
+        std::thread::spawn(move || for _ in lines {});
+        Node { child, address }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    /// SIGTERM, then waits: the server answers what is in flight and
+    /// closes the store.
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "serve exited with {status}");
+    }
+
+    fn kill_9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A curl answer.
+struct Answer {
+    status: u16,
+    headers: String,
+    body: String,
+}
+
+impl Answer {
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|error| panic!("not JSON ({error}): {}", self.body))
+    }
+
+    fn header(&self, name: &str) -> Option<String> {
+        self.headers.lines().find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| value.trim().to_string())
+        })
+    }
+}
+
+fn curl(args: &[&str]) -> Answer {
+    let output = Command::new("curl")
+        .args(["-sS", "-i", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .expect("running curl");
+    let text = String::from_utf8(output.stdout).unwrap();
+    let (rest, code) = text.rsplit_once('\n').unwrap();
+    let (headers, body) = rest.split_once("\r\n\r\n").unwrap_or((rest, ""));
+    Answer {
+        status: code.trim().parse().unwrap_or(0),
+        headers: headers.to_string(),
+        body: body.to_string(),
+    }
+}
+
+fn token(data: &Path, scope: &str, stream: Option<&str>) -> String {
+    let mut args = vec![
+        "token",
+        "create",
+        "--data",
+        data.to_str().unwrap(),
+        "--scope",
+        scope,
+    ];
+    if let Some(stream) = stream {
+        args.extend(["--stream", stream]);
+    }
+    common::run(&args).trim().to_string()
+}
+
+/// Events stored per model, from `inferwatch query`.
+fn counts_by_model(data: &Path) -> std::collections::BTreeMap<String, u64> {
+    let out = common::run(&[
+        "query",
+        "--data",
+        data.to_str().unwrap(),
+        "--format",
+        "csv",
+        "SELECT model_id, count(*) AS n FROM inference GROUP BY 1 ORDER BY 1",
+    ]);
+    out.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let (model, n) = line.rsplit_once(',')?;
+            Some((model.to_string(), n.parse().ok()?))
+        })
+        .collect()
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn events(model: &str, count: usize) -> String {
+    (0..count)
+        .map(|i| {
+            format!(
+                "{{\"timestamp\":\"{}\",\"model_id\":\"{model}\",\"latency_ms\":{},\"client_id\":\"c{i}\"}}\n",
+                now(),
+                10 + i
+            )
+        })
+        .collect()
+}
+
+mod clients {
+    use super::*;
+
+    #[test]
+    fn curl_elasticsearch_otel_and_hec_events_are_all_queryable() {
+        if !available("curl", &["--version"])
+            || !available(
+                &python(),
+                &[
+                    "-c",
+                    "import elasticsearch, opentelemetry.exporter.otlp.proto.http._log_exporter",
+                ],
+            )
+        {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let ingest = token(&data, "ingest", None);
+        let node = Node::start(&data, &[]);
+        let bearer = format!("Authorization: Bearer {ingest}");
+
+        // NDJSON with one bad line among three good ones.
+        let body = format!(
+            "{}{{\"timestamp\":\"yesterday-ish\",\"model_id\":\"curl\"}}\n",
+            events("curl", 3)
+        );
+        let answer = curl(&[
+            "-H",
+            &bearer,
+            "--data-binary",
+            &body,
+            &node.url("/api/v1/ingest/inference"),
+        ]);
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        let json = answer.json();
+        assert_eq!(
+            (json["accepted"].as_u64(), json["rejected"].as_u64()),
+            (Some(3), Some(1))
+        );
+        assert_eq!(json["errors"][0]["line"], 4);
+        assert!(json["errors"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("timestamp"));
+
+        // The same protocol gzip-compressed.
+        let gzipped = dir.path().join("body.gz");
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        std::io::Write::write_all(&mut encoder, events("curl", 2).as_bytes()).unwrap();
+        std::fs::write(&gzipped, encoder.finish().unwrap()).unwrap();
+        let answer = curl(&[
+            "-H",
+            &bearer,
+            "-H",
+            "Content-Encoding: gzip",
+            "--data-binary",
+            &format!("@{}", gzipped.display()),
+            &node.url("/api/v1/ingest/inference"),
+        ]);
+        assert_eq!(answer.json()["accepted"], 2, "{}", answer.body);
+        assert_eq!(
+            answer.header("x-elastic-product").as_deref(),
+            Some("Elasticsearch")
+        );
+
+        // A raw HEC POST: two concatenated events.
+        let hec = format!(
+            "{{\"event\":{{\"model_id\":\"hec\",\"latency_ms\":5}}}}{{\"time\":{},\"event\":{{\"model_id\":\"hec\"}},\"host\":\"web-1\"}}",
+            chrono::Utc::now().timestamp()
+        );
+        let answer = curl(&[
+            "-H",
+            &format!("Authorization: Splunk {ingest}"),
+            "-d",
+            &hec,
+            &node.url("/services/collector/event"),
+        ]);
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        assert_eq!(
+            answer.json(),
+            serde_json::json!({"text": "Success", "code": 0})
+        );
+
+        // OTLP/HTTP JSON through curl.
+        let otlp_json = format!(
+            r#"{{"resourceLogs":[{{"scopeLogs":[{{"logRecords":[{{"timeUnixNano":"{}","attributes":[{{"key":"gen_ai.request.model","value":{{"stringValue":"otlp-json"}}}},{{"key":"gen_ai.usage.input_tokens","value":{{"intValue":"42"}}}}]}}]}}]}}]}}"#,
+            chrono::Utc::now().timestamp_nanos_opt().unwrap()
+        );
+        let answer = curl(&[
+            "-H",
+            &bearer,
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            &otlp_json,
+            &node.url("/v1/logs"),
+        ]);
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        assert!(
+            answer.json().get("partialSuccess").is_none(),
+            "{}",
+            answer.body
+        );
+
+        // The Python elasticsearch client's bulk helper (PUT /_bulk, ApiKey).
+        let script = r#"
+import sys, datetime
+from elasticsearch import Elasticsearch, helpers
+url, key = sys.argv[1], sys.argv[2]
+es = Elasticsearch(url, api_key=key, request_timeout=30)
+info = es.info()
+assert info["version"]["number"].startswith("8."), info
+now = datetime.datetime.now(datetime.timezone.utc).isoformat()
+docs = [{"_index": "inference", "_source": {"@timestamp": now, "model_id": "es", "latency_ms": i}} for i in range(5)]
+ok, errors = helpers.bulk(es, docs)
+print(ok, len(errors))
+"#;
+        let output = Command::new(python())
+            .args(["-c", script, &node.url(""), &ingest])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "elasticsearch client: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "5 0");
+
+        // The OpenTelemetry SDK's OTLP/HTTP log exporter (protobuf).
+        let script = r#"
+import sys, logging
+from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
+from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+url, token = sys.argv[1], sys.argv[2]
+provider = LoggerProvider()
+provider.add_log_record_processor(SimpleLogRecordProcessor(OTLPLogExporter(endpoint=url, headers={"Authorization": "Bearer " + token})))
+logger = logging.getLogger("genai")
+logger.setLevel(logging.INFO)
+logger.addHandler(LoggingHandler(logger_provider=provider))
+for i in range(4):
+    logger.info("chat completion", extra={"gen_ai.request.model": "otel", "gen_ai.usage.input_tokens": 100 + i, "gen_ai.usage.output_tokens": 7})
+provider.shutdown()
+"#;
+        let output = Command::new(python())
+            .args(["-c", script, &node.url("/v1/logs"), &ingest])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success() && output.stderr.is_empty(),
+            "otel exporter: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+
+        node.stop();
+        let counts = counts_by_model(&data);
+        let expected: std::collections::BTreeMap<String, u64> = [
+            ("curl", 5),
+            ("es", 5),
+            ("hec", 2),
+            ("otel", 4),
+            ("otlp-json", 1),
+        ]
+        .into_iter()
+        .map(|(model, n)| (model.to_string(), n))
+        .collect();
+        assert_eq!(counts, expected);
+        let tokens = common::run(&[
+            "query",
+            "--data",
+            data.to_str().unwrap(),
+            "--format",
+            "csv",
+            "SELECT sum(input_tokens) FROM inference WHERE model_id = 'otel'",
+        ]);
+        assert_eq!(tokens.lines().nth(1), Some("406"), "{tokens}");
+        // The refused line is a dead letter, as from a file.
+        let dead = std::fs::read_to_string(data.join("dead_letters.jsonl")).unwrap();
+        assert!(dead.contains("yesterday-ish"), "{dead}");
+    }
+}
+
+mod durability {
+    use super::*;
+
+    #[test]
+    fn kill_9_right_after_a_2xx_loses_no_acknowledged_event() {
+        if !available("curl", &["--version"]) {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        // The default policy: fsync in the background every 100 ms; the
+        // answer waits for it.
+        let node = Node::start(&data, &["--open"]);
+        let mut acknowledged = 0u64;
+        for _ in 0..15 {
+            let answer = curl(&[
+                "--data-binary",
+                &events("durable", 10),
+                &node.url("/api/v1/ingest/inference"),
+            ]);
+            assert_eq!(answer.status, 200, "{}", answer.body);
+            acknowledged += answer.json()["accepted"].as_u64().unwrap();
+        }
+        node.kill_9();
+        assert_eq!(acknowledged, 150);
+        assert_eq!(counts_by_model(&data).get("durable"), Some(&150));
+        // And the restarted node takes more on top.
+        let node = Node::start(&data, &["--open"]);
+        let answer = curl(&[
+            "--data-binary",
+            &events("durable", 3),
+            &node.url("/api/v1/ingest/inference"),
+        ]);
+        assert_eq!(answer.status, 200);
+        node.stop();
+        assert_eq!(counts_by_model(&data).get("durable"), Some(&153));
+    }
+}
+
+mod overload {
+    use super::*;
+
+    /// Sends `requests` at once; returns the answers.
+    fn burst(args: Vec<Vec<String>>) -> Vec<Answer> {
+        let handles: Vec<_> = args
+            .into_iter()
+            .map(|args| {
+                std::thread::spawn(move || {
+                    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                    curl(&args)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    }
+
+    #[test]
+    fn a_full_queue_answers_429_or_hec_503_with_retry_after_and_keeps_every_acknowledged_event() {
+        if !available("curl", &["--version"]) {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        // One queued request, each append slowed: a burst must overflow.
+        let node = Node::start(
+            &data,
+            &["--open", "--queue", "1", "--test-append-delay-ms", "200"],
+        );
+        let mut acknowledged = 0u64;
+        let (mut saw_429, mut saw_hec_busy) = (false, false);
+        // Bounded: a few bursts until both refusals were seen.
+        for _ in 0..5 {
+            let mut requests = Vec::new();
+            for _ in 0..6 {
+                requests.push(vec![
+                    "--data-binary".to_string(),
+                    events("load", 10),
+                    node.url("/api/v1/ingest/inference"),
+                ]);
+            }
+            for _ in 0..3 {
+                requests.push(vec![
+                    "-d".to_string(),
+                    "{\"event\":{\"model_id\":\"load\"}}".repeat(10),
+                    node.url("/services/collector/event"),
+                ]);
+            }
+            for (index, answer) in burst(requests).into_iter().enumerate() {
+                let hec = index >= 6;
+                match answer.status {
+                    200 if hec => acknowledged += 10,
+                    200 => acknowledged += answer.json()["accepted"].as_u64().unwrap(),
+                    429 if !hec => {
+                        saw_429 = true;
+                        assert_eq!(answer.header("retry-after").as_deref(), Some("1"));
+                    }
+                    503 if hec => {
+                        saw_hec_busy = true;
+                        assert_eq!(answer.json()["code"], 9);
+                        assert!(answer.header("retry-after").is_some());
+                    }
+                    other => panic!("unexpected {other}: {}", answer.body),
+                }
+            }
+            if saw_429 && saw_hec_busy {
+                break;
+            }
+        }
+        assert!(saw_429 && saw_hec_busy, "no 429 and HEC 503 under a burst");
+        node.stop();
+        assert_eq!(counts_by_model(&data).get("load"), Some(&acknowledged));
+    }
+}
+
+mod auth {
+    use super::*;
+
+    #[test]
+    fn missing_bad_and_out_of_scope_tokens_get_401_and_403() {
+        if !available("curl", &["--version"]) {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let gateway_only = token(&data, "ingest", Some("gateway"));
+        let read = token(&data, "read", None);
+        let node = Node::start(&data, &[]);
+        let ndjson = node.url("/api/v1/ingest/inference");
+        let body = events("auth", 1);
+        let none = curl(&["--data-binary", &body, &ndjson]);
+        assert_eq!(none.status, 401);
+        assert!(none.header("www-authenticate").is_some());
+        let forged = format!(
+            "Authorization: Bearer iw_0000000000000000_{}",
+            "ab".repeat(32)
+        );
+        assert_eq!(
+            curl(&["-H", &forged, "--data-binary", &body, &ndjson]).status,
+            401
+        );
+        // Right id, wrong secret.
+        let mut wrong = gateway_only.clone();
+        let last = wrong.pop().unwrap();
+        wrong.push(if last == '0' { '1' } else { '0' });
+        let wrong_header = format!("Authorization: Bearer {wrong}");
+        assert_eq!(
+            curl(&["-H", &wrong_header, "--data-binary", &body, &ndjson]).status,
+            401
+        );
+        let gateway = format!("Authorization: Bearer {gateway_only}");
+        assert_eq!(
+            curl(&["-H", &gateway, "--data-binary", &body, &ndjson]).status,
+            403
+        );
+        let reader = format!("Authorization: Bearer {read}");
+        assert_eq!(
+            curl(&["-H", &reader, "--data-binary", &body, &ndjson]).status,
+            403
+        );
+        // The stream the token is for takes it.
+        let answer = curl(&[
+            "-H",
+            &gateway,
+            "--data-binary",
+            "{\"timestamp\":\"2026-01-01T00:00:00Z\",\"path\":\"/v1/chat\"}\n",
+            &node.url("/api/v1/ingest/gateway"),
+        ]);
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        // HEC's own codes.
+        let hec = node.url("/services/collector/event");
+        let event = "{\"event\":{\"model_id\":\"auth\"}}";
+        assert_eq!(curl(&["-d", event, &hec]).json()["code"], 2);
+        let bad = curl(&["-H", "Authorization: Splunk nope", "-d", event, &hec]);
+        assert_eq!((bad.status, bad.json()["code"].as_u64()), (403, Some(4)));
+        // Elasticsearch probes need a token too, and say so its way.
+        let root = curl(&[&node.url("/")]);
+        assert_eq!(root.status, 401);
+        assert_eq!(
+            root.header("x-elastic-product").as_deref(),
+            Some("Elasticsearch")
+        );
+        assert_eq!(root.json()["error"]["type"], "security_exception");
+        // Liveness alone is open.
+        assert_eq!(curl(&[&node.url("/healthz")]).status, 200);
+        assert_eq!(
+            curl(&[&node.url("/services/collector/health")]).json()["code"],
+            17
+        );
+        node.stop();
+        assert_eq!(counts_by_model(&data).get("auth"), None);
+    }
+}
