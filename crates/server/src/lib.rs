@@ -46,11 +46,12 @@
 //! ```no_run
 //! use inferwatch_server::one_pass::{load_mapping, StoreSettings};
 //! let settings = StoreSettings::default();
-//! let mut writer = inferwatch_store::StoreWriter::open(
+//! let writer = inferwatch_store::StoreWriter::open(
 //!     std::path::Path::new("data"),
 //!     settings.options()?,
 //! )?;
-//! let mapping = load_mapping(None)?;
+//! let _mapping = load_mapping(None)?;
+//! println!("resuming after {:?}", writer.recovered_position());
 //! # Ok::<(), inferwatch_server::ServerError>(())
 //! ```
 
