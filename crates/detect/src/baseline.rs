@@ -158,13 +158,18 @@ enum Model {
         values: Ring,
         robust: bool,
     },
-    Seasonal {
-        slots: Vec<Moments>,
-        slot_hours: i64,
-        global: Moments,
-        /// Prediction errors of all slots, for the pooled variance.
-        residuals: Moments,
-    },
+    /// Boxed: the other methods are small, and per-client rules keep a
+    /// baseline per key.
+    Seasonal(Box<Seasonal>),
+}
+
+#[derive(Debug, Clone)]
+struct Seasonal {
+    slots: Vec<Moments>,
+    slot_hours: i64,
+    global: Moments,
+    /// Prediction errors of all slots, for the pooled variance.
+    residuals: Moments,
 }
 
 /// An exponentially weighted mean and variance. The first points are
@@ -310,14 +315,14 @@ impl Baseline {
                 } else {
                     168
                 };
-                Model::Seasonal {
+                Model::Seasonal(Box::new(Seasonal {
                     slots: vec![Moments::new(window); slot_hours as usize],
                     slot_hours,
                     // The global level adapts as fast as the series: one slot's
                     // half-life spread over a whole cycle would be far too slow.
                     global: Moments::new(window),
                     residuals: Moments::new(window),
-                }
+                }))
             }
         };
         Baseline {
@@ -395,7 +400,7 @@ impl Baseline {
         self.points += 1;
         // The first point has nothing to be an error against.
         let residual = match &self.model {
-            Model::Seasonal { global, .. } if global.count > 0 => {
+            Model::Seasonal(seasonal) if seasonal.global.count > 0 => {
                 Some(learned - self.expectation(at).0)
             }
             _ => None,
@@ -406,12 +411,13 @@ impl Baseline {
                 // The median is robust by itself: keep the raw value.
                 values.push(if *robust { value } else { learned });
             }
-            Model::Seasonal {
-                slots,
-                slot_hours,
-                global,
-                residuals,
-            } => {
+            Model::Seasonal(seasonal) => {
+                let Seasonal {
+                    slots,
+                    slot_hours,
+                    global,
+                    residuals,
+                } = &mut **seasonal;
                 slots[slot_of(at, *slot_hours)].update(learned);
                 global.update(learned);
                 if let Some(residual) = residual {
@@ -431,7 +437,9 @@ impl Baseline {
         let heap = match &self.model {
             Model::Ewma(_) => 0,
             Model::Window { values, .. } => values.values.capacity() * size_of::<f64>(),
-            Model::Seasonal { slots, .. } => slots.capacity() * size_of::<Moments>(),
+            Model::Seasonal(seasonal) => {
+                size_of::<Seasonal>() + seasonal.slots.capacity() * size_of::<Moments>()
+            }
         };
         size_of::<Baseline>() + heap
     }
@@ -448,12 +456,13 @@ impl Baseline {
                 values,
                 robust: true,
             } => values.median_and_spread(),
-            Model::Seasonal {
-                slots,
-                slot_hours,
-                global,
-                residuals,
-            } => {
+            Model::Seasonal(seasonal) => {
+                let Seasonal {
+                    slots,
+                    slot_hours,
+                    global,
+                    residuals,
+                } = &**seasonal;
                 let slot = &slots[slot_of(at, *slot_hours)];
                 let count = slot.count as f64;
                 let mean_weight = (count / SLOT_PRIOR_POINTS).min(1.0);
@@ -473,9 +482,9 @@ impl Baseline {
     /// outlier, and clamping it would teach the slot the wrong level.
     fn slot_is_young(&self, at: i64) -> bool {
         match &self.model {
-            Model::Seasonal {
-                slots, slot_hours, ..
-            } => (slots[slot_of(at, *slot_hours)].count as f64) < SLOT_PRIOR_POINTS,
+            Model::Seasonal(seasonal) => {
+                (seasonal.slots[slot_of(at, seasonal.slot_hours)].count as f64) < SLOT_PRIOR_POINTS
+            }
             Model::Ewma(_) | Model::Window { .. } => false,
         }
     }
@@ -489,11 +498,11 @@ impl Baseline {
                     *value += shift;
                 }
             }
-            Model::Seasonal { slots, global, .. } => {
-                for slot in slots.iter_mut() {
+            Model::Seasonal(seasonal) => {
+                for slot in seasonal.slots.iter_mut() {
                     slot.mean += shift;
                 }
-                global.mean += shift;
+                seasonal.global.mean += shift;
             }
         }
     }

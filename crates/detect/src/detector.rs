@@ -641,7 +641,10 @@ pub(crate) struct BaselineGroup {
     breached: bool,
     /// Consecutive points judged while breached, none of them learned.
     breached_points: usize,
-    last: Option<Finding>,
+    /// The last judged point, (value, expected, z), repeated over a gap. Kept
+    /// as numbers, not as a [`Finding`] with its strings: per-client rules
+    /// hold a million of these.
+    last: Option<(f64, f64, f64)>,
 }
 
 impl BaselineGroup {
@@ -673,7 +676,9 @@ impl BaselineGroup {
     ) -> Option<Finding> {
         if !value.is_finite() {
             // A gap: nothing learned, nothing judged, the state stays.
-            return self.last.clone();
+            return self
+                .last
+                .map(|(value, expected, z)| self.finding(detector, value, expected, z));
         }
         let assessment = self.model.assess(tick, value);
         // An incident is not the new normal: while breached the baseline
@@ -697,7 +702,12 @@ impl BaselineGroup {
         } else {
             oriented > detector.trigger
         };
-        let finding = Finding {
+        self.last = Some((value, expected, z));
+        Some(self.finding(detector, value, expected, z))
+    }
+
+    fn finding(&self, detector: &BaselineDetector, value: f64, expected: f64, z: f64) -> Finding {
+        Finding {
             holds: self.breached,
             value: z,
             threshold: if self.breached {
@@ -714,9 +724,7 @@ impl BaselineGroup {
                 z: Some(z),
                 ..Evidence::default()
             },
-        };
-        self.last = Some(finding.clone());
-        Some(finding)
+        }
     }
 
     /// Approximate bytes held, for memory reporting.

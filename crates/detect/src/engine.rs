@@ -798,21 +798,29 @@ impl GroupTable {
     }
 }
 
-/// One ring slot of one group and segment. Its data is allocated when the
-/// first row lands (as a row log, a summary once busy; see [`BucketData`])
-/// and freed once its bucket leaves every future window, so an idle entity
-/// costs a few bytes per slot.
+/// One bucket of one group and segment that holds rows. A group keeps only
+/// such cells (a few, for most entities), in the order their buckets first
+/// got a row: a fixed ring per group cost ring × 24 bytes even for the
+/// idle, and per-client rules track a million groups. Each cell's data is a
+/// row log, then a summary once busy (see [`BucketData`]); it is dropped
+/// once its bucket leaves every future window.
 #[derive(Debug, Clone)]
 struct Cell {
     bucket: i64,
     data: BucketData,
 }
 
-impl Cell {
-    fn empty() -> Self {
-        Cell {
-            bucket: i64::MIN,
-            data: BucketData::default(),
+/// The cell of `bucket` among a group's cells, created when missing.
+/// Buckets arrive nearly in order, so the search starts from the newest.
+fn cell_index(cells: &mut Vec<Cell>, bucket: i64) -> usize {
+    match cells.iter().rposition(|cell| cell.bucket == bucket) {
+        Some(index) => index,
+        None => {
+            cells.push(Cell {
+                bucket,
+                data: BucketData::default(),
+            });
+            cells.len() - 1
         }
     }
 }
@@ -833,7 +841,8 @@ struct RuleRuntime {
     ring: usize,
     next_tick: Option<i64>,
     groups: GroupTable,
-    cells: Vec<Vec<Cell>>,
+    /// Per segment, per group: the group's cells that hold rows.
+    cells: Vec<Vec<Vec<Cell>>>,
     totals: Vec<(i64, u64)>,
     alert_states: Vec<GroupAlertState>,
     late_events: u64,
@@ -842,7 +851,8 @@ struct RuleRuntime {
     /// How far ahead of the clock a row may be (sizes the ring).
     max_future: i64,
     row_groups: Vec<u32>,
-    pairs: Vec<Vec<(u32, u32)>>,
+    /// Per segment, this slice's rows: (row, group, index among the group's cells).
+    pairs: Vec<Vec<(u32, u32, u32)>>,
     detector: DetectorRuntime,
     /// Groups forgotten because they went idle.
     evicted: u64,
@@ -1347,7 +1357,7 @@ impl RuleRuntime {
         self.max_future = max_future;
         self.ring = ring_slots(&self.rule, self.bucket_width, max_future);
         self.totals = vec![(i64::MIN, 0); self.ring];
-        debug_assert!(self.cells.iter().all(Vec::is_empty));
+        debug_assert!(self.cells.iter().flatten().all(Vec::is_empty));
     }
 
     fn last_evaluated_tick(&self) -> i64 {
@@ -1473,7 +1483,7 @@ impl RuleRuntime {
                 let group = group as usize;
                 self.alert_states[group] = fresh_state.clone();
                 for cells in &mut self.cells {
-                    cells[group * self.ring..(group + 1) * self.ring].fill_with(Cell::empty);
+                    cells[group] = Vec::new();
                 }
                 self.detector.forget(group);
                 self.references
@@ -1486,7 +1496,7 @@ impl RuleRuntime {
         if self.alert_states.len() < slots {
             self.alert_states.resize(slots, fresh_state);
             for cells in &mut self.cells {
-                cells.resize_with(slots * self.ring, Cell::empty);
+                cells.resize_with(slots, Vec::new);
             }
             self.references
                 .iter_mut()
@@ -1537,7 +1547,8 @@ impl RuleRuntime {
                 continue;
             }
             if clock[row] != i64::MIN && timestamp > clock[row].saturating_add(self.max_future) {
-                // Its bucket's ring slot may still hold a bucket in use.
+                // Its slot in the totals ring may still hold a bucket in
+                // use, and its cells would outlive every window for long.
                 self.future_events += 1;
                 continue;
             }
@@ -1560,17 +1571,12 @@ impl RuleRuntime {
             debug_assert!(group < self.groups.slots());
             let first_bucket = &mut self.alert_states[group].first_bucket;
             *first_bucket = Some(first_bucket.map_or(bucket, |b| b.min(bucket)));
-            let cell_index = group * self.ring + slot;
             for segment in 0..self.cells.len() {
                 if segment > 0 && !segment_masks[segment - 1].value(row) {
                     continue;
                 }
-                let cell = &mut self.cells[segment][cell_index];
-                if cell.bucket != bucket {
-                    cell.data.clear();
-                }
-                cell.bucket = bucket;
-                self.pairs[segment].push((row as u32, cell_index as u32));
+                let index = cell_index(&mut self.cells[segment][group], bucket);
+                self.pairs[segment].push((row as u32, group as u32, index as u32));
             }
         }
         for segment in 0..self.cells.len() {
@@ -1580,53 +1586,44 @@ impl RuleRuntime {
             }
             let cells = &mut self.cells[segment];
             let layout = &self.layouts[segment];
+            fn data(cells: &mut [Vec<Cell>], group: u32, index: u32) -> &mut BucketData {
+                &mut cells[group as usize][index as usize].data
+            }
             // A row is counted before its values are logged.
-            for &(row, cell) in pairs {
-                cells[cell as usize]
-                    .data
-                    .add_row(layout, errors.value(row as usize));
+            for &(row, group, index) in pairs {
+                data(cells, group, index).add_row(layout, errors.value(row as usize));
             }
             for (position, column) in layout.moment_columns.iter().enumerate() {
                 let values = float_column(batch.column(*column));
-                for &(row, cell) in pairs {
+                for &(row, group, index) in pairs {
                     if values.is_valid(row as usize) {
-                        cells[cell as usize].data.add_moment(
-                            layout,
-                            position,
-                            values.value(row as usize),
-                        );
+                        data(cells, group, index).add_moment(layout, position, values.value(row as usize));
                     }
                 }
             }
             for (position, column) in layout.sketch_columns.iter().enumerate() {
                 let values = float_column(batch.column(*column));
-                for &(row, cell) in pairs {
+                for &(row, group, index) in pairs {
                     if values.is_valid(row as usize) {
-                        cells[cell as usize].data.add_sketch(
-                            layout,
-                            position,
-                            values.value(row as usize),
-                        );
+                        data(cells, group, index).add_sketch(layout, position, values.value(row as usize));
                     }
                 }
             }
             for (position, column) in layout.distinct_columns.iter().enumerate() {
                 let hashes = value_hashes(batch.column(*column));
-                for &(row, cell) in pairs {
+                for &(row, group, index) in pairs {
                     if let Some(hash) = hashes[row as usize] {
-                        cells[cell as usize]
-                            .data
-                            .add_distinct(layout, position, hash);
+                        data(cells, group, index).add_distinct(layout, position, hash);
                     }
                 }
             }
             for (position, column) in layout.sample_columns.iter().enumerate() {
                 let values = sampled_values(batch.column(*column), layout.sample_classes[position]);
-                for &(row, cell) in pairs {
+                for &(row, group, index) in pairs {
                     let row = row as usize;
                     if values.is_valid(row) {
                         let value = values.value(row);
-                        cells[cell as usize].data.add_sample(
+                        data(cells, group, index).add_sample(
                             layout,
                             position,
                             sample_rank(timestamps[row], value),
@@ -1636,16 +1633,15 @@ impl RuleRuntime {
                 }
             }
         }
-        let ring = self.ring;
         for store in &mut self.references {
             let values = sampled_values(batch.column(store.column), store.class);
-            for &(row, cell) in &self.pairs[store.segment] {
+            for &(row, group, _) in &self.pairs[store.segment] {
                 let row = row as usize;
                 if values.is_valid(row) {
                     let value = values.value(row);
                     let timestamp = timestamps[row];
                     store.add(
-                        cell as usize / ring,
+                        group as usize,
                         timestamp,
                         sample_rank(timestamp, value),
                         value,
@@ -1711,34 +1707,35 @@ impl RuleRuntime {
             {
                 continue;
             }
-            let base = group * self.ring;
-            let ring = self.ring;
             // Buckets older than this window are read by no later tick (rows
             // for them would be late): free their summaries.
             let mut holds_data = false;
             for cells in &mut self.cells {
-                for cell in &mut cells[base..base + ring] {
-                    if !cell.data.is_empty() && expired(cell.bucket) {
-                        *cell = Cell::empty();
-                    }
-                    holds_data |= !cell.data.is_empty();
+                let cells = &mut cells[group];
+                cells.retain(|cell| !cell.data.is_empty() && !expired(cell.bucket));
+                if cells.is_empty() {
+                    *cells = Vec::new();
+                } else if cells.capacity() > 2 * cells.len() {
+                    cells.shrink_to_fit();
                 }
+                holds_data |= !cells.is_empty();
             }
             for store in &mut self.references {
                 holds_data |= store.expire(group, tick);
             }
-            let window_cells = |cells: &[Cell]| -> Vec<usize> {
-                (base..base + ring)
-                    .filter(|&i| in_window(cells[i].bucket) && !cells[i].data.is_empty())
-                    .collect()
-            };
+            fn window_cells<'a>(
+                cells: &'a [Cell],
+                in_window: &'a impl Fn(i64) -> bool,
+            ) -> impl Iterator<Item = &'a Cell> {
+                cells.iter().filter(|cell| in_window(cell.bucket))
+            }
             // Counts are merged up front (impact needs them); distributions
             // only when the condition asks for them.
             let mut distributions_merged = vec![false; merged.len()];
             for (target, cells) in merged.iter_mut().zip(&self.cells) {
                 target.clear();
-                for index in window_cells(cells) {
-                    cells[index].data.merge_counts_into(target);
+                for cell in window_cells(&cells[group], &in_window) {
+                    cell.data.merge_counts_into(target);
                 }
             }
             let window_events = merged[0].count;
@@ -1746,11 +1743,8 @@ impl RuleRuntime {
                 let (segment, slot) = self.slots[index];
                 if !distributions_merged[segment] && slot.part() != SummaryPart::Counts {
                     distributions_merged[segment] = true;
-                    let cells = &self.cells[segment];
-                    for index in window_cells(cells) {
-                        cells[index]
-                            .data
-                            .merge_distributions_into(&mut merged[segment]);
+                    for cell in window_cells(&self.cells[segment][group], &in_window) {
+                        cell.data.merge_distributions_into(&mut merged[segment]);
                     }
                 }
                 let summary = &merged[segment];
@@ -1900,8 +1894,7 @@ impl RuleRuntime {
                     _ => match self.client_distinct {
                         Some(position) => {
                             let mut clients = Summary::empty(&self.layouts[0]);
-                            let cells = &self.cells[0][group * self.ring..(group + 1) * self.ring];
-                            for cell in cells.iter().filter(|cell| {
+                            for cell in self.cells[0][group].iter().filter(|cell| {
                                 cell.bucket >= first_bucket && cell.bucket <= last_bucket
                             }) {
                                 cell.data.merge_distributions_into(&mut clients);
@@ -2028,7 +2021,7 @@ impl RuleRuntime {
         let capacity = self.layouts[*subject_segment].sample_capacity;
         let window_sample = |segment: usize, group: usize| -> BottomSample {
             let mut sample = BottomSample::with_capacity(capacity);
-            for cell in &self.cells[segment][group * self.ring..(group + 1) * self.ring] {
+            for cell in &self.cells[segment][group] {
                 if in_window(cell.bucket) {
                     cell.data.merge_sample_into(0, &mut sample);
                 }
@@ -2140,7 +2133,7 @@ impl RuleRuntime {
             return Vec::new();
         };
         let mut window = BottomSample::with_capacity(EXPLAIN_SAMPLE);
-        for cell in &self.cells[0][group * self.ring..(group + 1) * self.ring] {
+        for cell in &self.cells[0][group] {
             if cell.bucket >= first_bucket && cell.bucket <= last_bucket {
                 cell.data.merge_sample_into(position, &mut window);
             }
@@ -2368,13 +2361,14 @@ impl RuleRuntime {
                 .count(),
             next_tick: self.next_tick.map(format_timestamp),
             late_events: self.late_events,
-            cells: self.cells.iter().map(Vec::len).sum(),
+            cells: self.cells.iter().flatten().map(Vec::len).sum(),
             peak_groups: self.peak_groups,
             evicted_groups: self.evicted,
             refused_rows: self.refused_rows,
             live_cells: self
                 .cells
                 .iter()
+                .flatten()
                 .flatten()
                 .filter(|cell| !cell.data.is_empty())
                 .count(),
