@@ -1,9 +1,10 @@
 //! The streaming, event-time window engine.
 //!
-//! Per rule, per group key and per segment, the engine keeps a ring of
-//! fixed-width time buckets, each holding a mergeable [`Summary`] (or, while
-//! the bucket has few rows, the rows themselves: [`BucketData`]). A batch is
-//! processed in three steps:
+//! Each rule reads a [`CellTable`]: per group key and segment, the buckets
+//! of fixed width that hold rows, each a mergeable [`Summary`] (or, while
+//! the bucket has few rows, the rows themselves: [`crate::summary::BucketData`]).
+//! Rules that select, group and tick alike share one table (see
+//! [`crate::table`]). A batch is processed per table in three steps:
 //!
 //! 1. filters and segments are evaluated on the whole batch with Arrow
 //!    kernels ([`evaluate_predicate`]), giving one bitmap each;
@@ -11,6 +12,10 @@
 //!    interned once per distinct dictionary value, not per row;
 //! 3. each summary kind is updated in one tight typed loop over the
 //!    (row, cell) pairs.
+//!
+//! Then each member rule reads its own aggregates from the cells at every
+//! tick: this file holds the rules' side (conditions, detectors, alert
+//! lifecycles, explanations), `table.rs` the rows' side.
 //!
 //! Time is event time. Each row comes with the clock at its arrival: the
 //! ingest guard's (`Engine::observe_at`), or the engine's own
@@ -22,9 +27,9 @@
 //! watermark past a tick, so the result is exactly what row-at-a-time
 //! processing would give: the same input yields the same alerts whatever the
 //! batch sizes. Rows older than the last evaluated tick are late: they are
-//! counted and dropped. Rows further ahead of the clock than the ring has
-//! room for (`max_future`) are counted as `future_events` and dropped, so
-//! that they cannot overwrite buckets still in use.
+//! counted and dropped. Rows further ahead of the clock than `max_future`
+//! are counted as `future_events` and dropped, so that one line far ahead
+//! cannot hold cells (or a slot of the totals ring) for long.
 //!
 //! Alerts are released in (time, rule, group) order once every rule has
 //! evaluated past their time, so the output order is deterministic too.
@@ -38,7 +43,6 @@ use arrow::buffer::BooleanBuffer;
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Float64Type, Int32Type, SchemaRef, TimestampNanosecondType};
 use arrow::record_batch::RecordBatch;
-use hashbrown::HashTable;
 use inferwatch_core::{
     column, fingerprint, format_timestamp, AgreedClock, Alert, AlertState, Contributor, Impact,
     RoleVocabulary, AB_ROLE, DEFAULT_MAX_FUTURE_NANOS,
@@ -60,11 +64,11 @@ use crate::network::CLIENT_NETWORK;
 use crate::reference::ReferenceStore;
 use crate::roles::RoleBook;
 use crate::rule::Rule;
-use crate::summary::{BottomSample, BucketData, Summary, SummaryLayout};
+use crate::summary::{BottomSample, Summary, SummaryLayout};
+pub(crate) use crate::table::{ValueInterner, NULL_VALUE};
+use crate::table::{Cell, CellTable, GroupTable, SharingKey, TickOutput};
 use crate::DetectError;
 
-/// Ticks evaluated in one jump before the engine skips ahead over an empty stretch.
-const MAX_TICKS_PER_ADVANCE: i64 = 100_000;
 
 /// Counters the engine exposes for progress reporting and tests.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -88,7 +92,7 @@ pub struct EngineStats {
 pub struct RuleState {
     /// Rule id.
     pub rule_id: String,
-    /// Group keys tracked.
+    /// Group keys tracked (by the rule's table, which other rules may share).
     pub groups: usize,
     /// Groups currently firing.
     pub firing: Vec<BTreeMap<String, String>>,
@@ -98,15 +102,15 @@ pub struct RuleState {
     pub next_tick: Option<String>,
     /// Rows dropped as late.
     pub late_events: u64,
-    /// Summary cells allocated (groups × segments × ring slots).
+    /// Cells held by the rule's table (a cell per group, segment and bucket with rows).
     pub cells: usize,
     /// Most groups tracked at once.
     pub peak_groups: usize,
     /// Groups forgotten after going idle (their ids are reused).
     pub evicted_groups: u64,
-    /// Rows skipped because their new key found the rule at `max_groups`.
+    /// Rows skipped because their new key found the table at `max_groups`.
     pub refused_rows: u64,
-    /// Summaries allocated now (non-empty ring slots).
+    /// Cells holding rows now.
     pub live_cells: usize,
     /// Approximate bytes of learned detector state (baselines, forest).
     pub detector_bytes: usize,
@@ -117,6 +121,9 @@ pub struct RuleState {
 /// Runs a set of rules over a stream of batches.
 pub struct Engine {
     rules: Vec<RuleRuntime>,
+    /// The rules' keyed cells, shared where rules read alike ([`CellTable`]),
+    /// in the order their first member was loaded.
+    tables: Vec<CellTable>,
     /// One per `confirm` edge: when the confirming rule last held, per key.
     hold_logs: Vec<HoldLog>,
     outbox: Vec<(i64, usize, String, Alert)>,
@@ -176,9 +183,28 @@ impl Engine {
             DetectError::Internal("the event schema has no timestamp column".into())
         })?;
         let rules = order_for_confirmation(rules)?;
-        let mut runtimes = Vec::with_capacity(rules.len());
-        for rule in &rules {
-            runtimes.push(RuleRuntime::new(rule.clone(), schema)?);
+        let mut runtimes: Vec<RuleRuntime> = Vec::with_capacity(rules.len());
+        let mut tables: Vec<CellTable> = Vec::new();
+        for (index, rule) in rules.iter().enumerate() {
+            let own = RuleRuntime::table_for(rule, schema)?;
+            // Tables run in order: a rule may join a table only if the rule
+            // that confirms it runs in that table or an earlier one.
+            let source_table = rule.confirm.as_ref().and_then(|confirm| {
+                let source = rules[..index].iter().position(|r| r.id == confirm.rule_id)?;
+                Some(runtimes[source].table)
+            });
+            let shared = tables.iter().position(|table| table.key == own.key);
+            let table_index = match shared {
+                Some(shared) if source_table.is_none_or(|source| source <= shared) => shared,
+                _ => {
+                    tables.push(own);
+                    tables.len() - 1
+                }
+            };
+            let runtime =
+                RuleRuntime::new(rule.clone(), schema, table_index, &mut tables[table_index])?;
+            tables[table_index].join(index, rule.window);
+            runtimes.push(runtime);
         }
         let mut hold_logs = Vec::new();
         for (reader, rule) in rules.iter().enumerate() {
@@ -224,9 +250,9 @@ impl Engine {
         let mut bit = 1;
         for runtime in &mut runtimes {
             runtime.sample_bit = bit;
-            bit += runtime.segment_filters.len() + 1;
+            bit += runtime.segments + 1;
         }
-        let sample = build_sample(&runtimes, schema, bit, DEFAULT_EXPLAIN_ROWS);
+        let sample = build_sample(&runtimes, &tables, schema, bit, DEFAULT_EXPLAIN_ROWS);
         let error_predicate = match schema.index_of(column::STATUS) {
             Ok(index) => RowPredicate::TextIn {
                 column: index,
@@ -237,6 +263,7 @@ impl Engine {
         };
         let mut engine = Engine {
             rules: runtimes,
+            tables,
             hold_logs,
             outbox: Vec::new(),
             timestamp_column,
@@ -301,8 +328,8 @@ impl Engine {
     /// ([`DEFAULT_MAX_FUTURE_NANOS`] by default; match the ingest guard's).
     /// Call it before the first batch.
     pub fn with_max_future(mut self, max_future: i64) -> Engine {
-        for rule in &mut self.rules {
-            rule.set_max_future(max_future.max(0));
+        for table in &mut self.tables {
+            table.set_max_future(max_future.max(0));
         }
         self
     }
@@ -314,8 +341,8 @@ impl Engine {
         let bits = self
             .rules
             .last()
-            .map_or(1, |rule| rule.sample_bit + rule.segment_filters.len() + 1);
-        self.sample = build_sample(&self.rules, &self.schema, bits, rows);
+            .map_or(1, |rule| rule.sample_bit + rule.segments + 1);
+        self.sample = build_sample(&self.rules, &self.tables, &self.schema, bits, rows);
         self
     }
 
@@ -331,8 +358,8 @@ impl Engine {
     /// duplicates; a decoder needs to fill no other column for these rules.
     pub fn referenced_columns(&self) -> Vec<String> {
         let mut indices = vec![self.timestamp_column];
-        for runtime in &self.rules {
-            runtime.referenced_columns(&mut indices);
+        for table in &self.tables {
+            table.referenced_columns(&mut indices);
         }
         self.sample.referenced_columns(&mut indices);
         let mut names: Vec<String> = indices
@@ -363,7 +390,13 @@ impl Engine {
         let schema = &with_derived_columns(schema);
         let errors: Vec<DetectError> = rules
             .iter()
-            .filter_map(|rule| RuleRuntime::new(rule.clone(), schema).err())
+            .filter_map(|rule| {
+                RuleRuntime::table_for(rule, schema)
+                    .and_then(|mut table| {
+                        RuleRuntime::new(rule.clone(), schema, 0, &mut table).map(|_| ())
+                    })
+                    .err()
+            })
             .collect();
         if !errors.is_empty() {
             return errors;
@@ -452,35 +485,44 @@ impl Engine {
             );
             let errors = evaluate_predicate(&self.error_predicate, batch);
             self.sample.stage(batch, timestamps, &prefix_max, &errors);
-            for (rule_index, rule) in self.rules.iter_mut().enumerate() {
-                rule.observe(
+            let mut output = TickOutput {
+                outbox: &mut self.outbox,
+                hold_logs: &mut self.hold_logs,
+            };
+            for table in &mut self.tables {
+                table.observe(
                     batch,
                     (timestamps, &prefix_max),
-                    rule_index,
-                    &mut self.outbox,
-                    &mut self.hold_logs,
+                    &mut self.rules,
+                    &mut output,
                     &mut self.sample,
                 );
             }
             // No future window of any rule starts before this.
+            let tables = &self.tables;
             let horizon = self
                 .rules
                 .iter()
                 .map(|rule| {
-                    rule.next_tick
+                    tables[rule.table]
+                        .next_tick
                         .map_or(i64::MIN, |tick| tick - rule.rule.window)
                 })
                 .min()
                 .unwrap_or(i64::MIN);
             self.sample.commit(horizon);
             self.stats.clock = prefix_max.last().copied().filter(|now| *now != i64::MIN);
-            self.stats.late_events = self.rules.iter().map(|r| r.late_events).sum();
-            self.stats.future_events = self.rules.iter().map(|r| r.future_events).sum();
+            // Per rule, as before tables were shared.
+            let per_rule = |count: fn(&CellTable) -> u64| -> u64 {
+                self.rules.iter().map(|r| count(&tables[r.table])).sum()
+            };
+            self.stats.late_events = per_rule(|table| table.late_events);
+            self.stats.future_events = per_rule(|table| table.future_events);
         }
         let horizon = self
-            .rules
+            .tables
             .iter()
-            .map(RuleRuntime::last_evaluated_tick)
+            .map(CellTable::last_evaluated_tick)
             .min()
             .unwrap_or(i64::MAX);
         self.release(horizon)
@@ -496,14 +538,12 @@ impl Engine {
             _ => self.own_clock.settled(),
         };
         if let Some(end) = end {
-            for (rule_index, rule) in self.rules.iter_mut().enumerate() {
-                rule.advance_to(
-                    end,
-                    rule_index,
-                    &mut self.outbox,
-                    &mut self.hold_logs,
-                    &self.sample,
-                );
+            let mut output = TickOutput {
+                outbox: &mut self.outbox,
+                hold_logs: &mut self.hold_logs,
+            };
+            for table in &mut self.tables {
+                table.advance_to(end, &mut self.rules, &mut output, &self.sample);
             }
         }
         self.release(i64::MAX)
@@ -516,7 +556,10 @@ impl Engine {
 
     /// Per-rule state, for tests and the UI.
     pub fn observable_state(&self) -> Vec<RuleState> {
-        self.rules.iter().map(RuleRuntime::state).collect()
+        self.rules
+            .iter()
+            .map(|rule| rule.state(&self.tables[rule.table]))
+            .collect()
     }
 
     /// The ids of the loaded rules.
@@ -550,9 +593,6 @@ impl Engine {
 
 #[derive(Debug, Clone, Default)]
 struct GroupAlertState {
-    /// Earliest bucket with a row of this group. A group is evaluated only at
-    /// ticks after it; this is the same whatever the arrival order.
-    first_bucket: Option<i64>,
     /// Boxed and None while the group is quiet: most tracked entities (one
     /// per client, say) never alert, and this keeps them small.
     lifecycle: Option<Box<Lifecycle>>,
@@ -582,284 +622,21 @@ struct Lifecycle {
     clear_since: Option<i64>,
 }
 
-/// Interned group keys of one rule.
-///
-/// A group is stored as its key (one interned value id per `group_by`
-/// column) in one flat vector, so a tracked entity costs a few dozen bytes
-/// here: the hash indexes hold only u32 ids and compare through the vectors
-/// (hashbrown's `HashTable`), and each distinct value's text is stored once.
-/// A group's text and value map are built only when an alert needs them. Ids
-/// of evicted groups are reused.
-#[derive(Default)]
-struct GroupTable {
-    values: Vec<ValueInterner>,
-    column_names: Vec<String>,
-    /// Group `g`'s key is `keys[g * width..(g + 1) * width]`.
-    keys: Vec<u32>,
-    in_use: Vec<bool>,
-    key_index: HashTable<u32>,
-    /// A stable hash of each group's text (for per-entity pseudo-random choices).
-    hashes: Vec<u64>,
-    free: Vec<u32>,
-}
 
-/// Distinct values of one column, each stored once.
-#[derive(Default)]
-pub(crate) struct ValueInterner {
-    names: Vec<Box<str>>,
-    index: HashTable<u32>,
-}
-
-impl ValueInterner {
-    /// The id of a value already interned.
-    pub(crate) fn find(&self, value: &str) -> Option<u32> {
-        let hash = xxhash_rust::xxh3::xxh3_64(value.as_bytes());
-        let names = &self.names;
-        self.index
-            .find(hash, |&id| &*names[id as usize] == value)
-            .copied()
-    }
-
-    pub(crate) fn name(&self, id: u32) -> &str {
-        &self.names[id as usize]
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.names.len()
-    }
-
-    pub(crate) fn intern(&mut self, value: &str) -> u32 {
-        let hash = xxhash_rust::xxh3::xxh3_64(value.as_bytes());
-        let names = &self.names;
-        if let Some(id) = self.index.find(hash, |&id| &*names[id as usize] == value) {
-            return *id;
-        }
-        let id = self.names.len() as u32;
-        self.names.push(value.into());
-        let names = &self.names;
-        self.index.insert_unique(hash, id, |&id| {
-            xxhash_rust::xxh3::xxh3_64(names[id as usize].as_bytes())
-        });
-        id
-    }
-}
-
-pub(crate) const NULL_VALUE: u32 = u32::MAX;
-
-/// A row whose new key found the rule at `max_groups`.
-const REFUSED_GROUP: u32 = u32::MAX;
-
-fn key_hash(key: &[u32]) -> u64 {
-    let mut bytes = [0u8; 64];
-    if key.len() * 4 <= bytes.len() {
-        for (chunk, id) in bytes.chunks_exact_mut(4).zip(key) {
-            chunk.copy_from_slice(&id.to_le_bytes());
-        }
-        return xxhash_rust::xxh3::xxh3_64(&bytes[..key.len() * 4]);
-    }
-    let bytes: Vec<u8> = key.iter().flat_map(|id| id.to_le_bytes()).collect();
-    xxhash_rust::xxh3::xxh3_64(&bytes)
-}
-
-impl GroupTable {
-    fn new(column_names: Vec<String>) -> Self {
-        GroupTable {
-            values: (0..column_names.len())
-                .map(|_| ValueInterner::default())
-                .collect(),
-            column_names,
-            ..GroupTable::default()
-        }
-    }
-
-    fn width(&self) -> usize {
-        self.column_names.len()
-    }
-
-    fn key(&self, group: usize) -> &[u32] {
-        let width = self.width();
-        &self.keys[group * width..(group + 1) * width]
-    }
-
-    fn intern_value(&mut self, column: usize, value: &str) -> u32 {
-        self.values[column].intern(value)
-    }
-
-    /// The group of `key`, and whether the id was just assigned; None when
-    /// the key is new and `limit` groups are already tracked.
-    fn group_of(&mut self, key: &[u32], limit: usize) -> Option<(u32, bool)> {
-        debug_assert_eq!(key.len(), self.width());
-        let hash = key_hash(key);
-        let width = self.width();
-        let keys = &self.keys;
-        let same =
-            |&group: &u32| &keys[group as usize * width..(group as usize + 1) * width] == key;
-        if let Some(group) = self.key_index.find(hash, same) {
-            return Some((*group, false));
-        }
-        if self.live() >= limit {
-            return None;
-        }
-        let group = match self.free.pop() {
-            Some(group) => {
-                let start = group as usize * width;
-                self.keys[start..start + width].copy_from_slice(key);
-                group
-            }
-            None => {
-                self.keys.extend_from_slice(key);
-                self.in_use.push(false);
-                self.hashes.push(0);
-                (self.in_use.len() - 1) as u32
-            }
-        };
-        self.in_use[group as usize] = true;
-        let keys = &self.keys;
-        self.key_index.insert_unique(hash, group, |&group| {
-            key_hash(&keys[group as usize * width..(group as usize + 1) * width])
-        });
-        self.hashes[group as usize] =
-            xxhash_rust::xxh3::xxh3_64(self.text(group as usize).as_bytes());
-        Some((group, true))
-    }
-
-    fn value(&self, column: usize, id: u32) -> &str {
-        if id == NULL_VALUE {
-            ""
-        } else {
-            &self.values[column].names[id as usize]
-        }
-    }
-
-    /// `name=value,name=value`: the group's identity in alert ids and ordering.
-    fn text(&self, group: usize) -> String {
-        let positions: Vec<usize> = (0..self.width()).collect();
-        self.projection(group, &positions)
-    }
-
-    fn values(&self, group: usize) -> BTreeMap<String, String> {
-        if !self.in_use[group] {
-            return BTreeMap::new();
-        }
-        self.key(group)
-            .iter()
-            .enumerate()
-            .map(|(column, id)| {
-                (
-                    self.column_names[column].clone(),
-                    self.value(column, *id).to_string(),
-                )
-            })
-            .collect()
-    }
-
-    /// `name=value,…` over some of the key's columns (by position).
-    fn projection(&self, group: usize, positions: &[usize]) -> String {
-        let mut text = String::new();
-        if !self.in_use[group] {
-            return text;
-        }
-        let key = self.key(group);
-        for (index, position) in positions.iter().enumerate() {
-            if index > 0 {
-                text.push(',');
-            }
-            text.push_str(&self.column_names[*position]);
-            text.push('=');
-            text.push_str(self.value(*position, key[*position]));
-        }
-        text
-    }
-
-    /// Forgets a group; its id will be reused.
-    fn release(&mut self, group: usize) {
-        if !self.in_use[group] {
-            return;
-        }
-        let hash = key_hash(self.key(group));
-        if let Ok(entry) = self
-            .key_index
-            .find_entry(hash, |&other| other as usize == group)
-        {
-            entry.remove();
-        }
-        self.in_use[group] = false;
-        self.free.push(group as u32);
-    }
-
-    /// Group ids in use or free (the size of per-group vectors).
-    fn slots(&self) -> usize {
-        self.in_use.len()
-    }
-
-    /// Groups tracked now.
-    fn live(&self) -> usize {
-        self.in_use.len() - self.free.len()
-    }
-}
-
-/// One bucket of one group and segment that holds rows. A group keeps only
-/// such cells (a few, for most entities), in the order their buckets first
-/// got a row: a fixed ring per group cost ring × 24 bytes even for the
-/// idle, and per-client rules track a million groups. Each cell's data is a
-/// row log, then a summary once busy (see [`BucketData`]); it is dropped
-/// once its bucket leaves every future window.
-#[derive(Debug, Clone)]
-struct Cell {
-    bucket: i64,
-    data: BucketData,
-}
-
-/// The cell of `bucket` among a group's cells, created when missing.
-/// Buckets arrive nearly in order, so the search starts from the newest.
-fn cell_index(cells: &mut Vec<Cell>, bucket: i64) -> usize {
-    match cells.iter().rposition(|cell| cell.bucket == bucket) {
-        Some(index) => index,
-        None => {
-            cells.push(Cell {
-                bucket,
-                data: BucketData::default(),
-            });
-            cells.len() - 1
-        }
-    }
-}
-
-struct RuleRuntime {
+/// One rule: its condition, detector and alert state per group. Its rows,
+/// keys and cells are in its [`CellTable`] (`table`), which it may share.
+pub(crate) struct RuleRuntime {
     rule: Rule,
-    filter: RowPredicate,
-    segment_filters: Vec<RowPredicate>,
-    error_predicate: RowPredicate,
-    group_columns: Vec<usize>,
-    group_names: Vec<String>,
+    /// Its table in the engine.
+    table: usize,
+    /// Segments besides the whole (their sample bits follow the rule's).
+    segments: usize,
     condition: CompiledCondition,
-    layouts: Vec<SummaryLayout>,
     /// Per condition aggregate: its segment, and the aggregate re-targeted
     /// from a schema column to a position in that segment's summary layout.
     slots: Vec<(usize, AggregateKind)>,
-    bucket_width: i64,
-    ring: usize,
-    next_tick: Option<i64>,
-    groups: GroupTable,
-    /// Per segment, per group: the group's cells that hold rows.
-    cells: Vec<Vec<Vec<Cell>>>,
-    totals: Vec<(i64, u64)>,
     alert_states: Vec<GroupAlertState>,
-    late_events: u64,
-    /// Rows further ahead of the clock than the ring has room for.
-    future_events: u64,
-    /// How far ahead of the clock a row may be (sizes the ring).
-    max_future: i64,
-    row_groups: Vec<u32>,
-    /// Per segment, this slice's rows: (row, group, index among the group's cells).
-    pairs: Vec<Vec<(u32, u32, u32)>>,
     detector: DetectorRuntime,
-    /// Groups forgotten because they went idle.
-    evicted: u64,
-    /// Most groups tracked at once.
-    peak_groups: usize,
-    /// Rows skipped because their new key found the rule at `max_groups`.
-    refused_rows: u64,
     /// Confirm edges this rule feeds: (log, positions of the key columns in group_by).
     writes: Vec<(usize, Vec<usize>)>,
     /// The confirm edge this rule reads, if it has a `confirm` block.
@@ -869,11 +646,14 @@ struct RuleRuntime {
     references: Vec<ReferenceStore>,
     /// Index of the drift detector's store in `references`.
     drift_reference: Option<usize>,
+    /// The drift column's position among the table's samples, and the
+    /// sample size this rule judges (a shared layout may keep more).
+    drift_sample: (usize, usize),
     /// The explanation: its store in `references` and its column's position
     /// among segment 0's samples.
     explain: Option<(usize, usize)>,
     /// This rule's filter bit in the engine's row sample; its segments follow.
-    sample_bit: usize,
+    pub(crate) sample_bit: usize,
     /// Position of `client_id` among segment 0's distinct columns, for
     /// distinct clients when the sample holds only part of a window.
     client_distinct: Option<usize>,
@@ -1018,7 +798,7 @@ enum DetectorRuntime {
     },
 }
 
-fn predicate_columns(predicate: &RowPredicate, out: &mut Vec<usize>) {
+pub(crate) fn predicate_columns(predicate: &RowPredicate, out: &mut Vec<usize>) {
     match predicate {
         RowPredicate::Constant(_) => {}
         RowPredicate::TextIn { column, .. } | RowPredicate::IsNull { column, .. } => {
@@ -1064,11 +844,16 @@ fn column_at(
     })
 }
 
-/// Ring slots for a rule: its window, one evaluation step, the lateness and
-/// room for rows up to `max_future` ahead of the clock.
-fn ring_slots(rule: &Rule, bucket_width: i64, max_future: i64) -> usize {
-    let span = rule.window + rule.every + rule.allowed_lateness + max_future;
-    (span / bucket_width + 2) as usize
+/// The position of the (column, class) sample in `layout`, added if new.
+fn sample_position(layout: &mut SummaryLayout, column: usize, class: Option<usize>) -> usize {
+    let known = (layout.sample_columns.iter())
+        .zip(&layout.sample_classes)
+        .position(|(c, k)| *c == column && *k == class);
+    known.unwrap_or_else(|| {
+        layout.sample_columns.push(column);
+        layout.sample_classes.push(class);
+        layout.sample_columns.len() - 1
+    })
 }
 
 fn gcd(a: i64, b: i64) -> i64 {
@@ -1099,23 +884,8 @@ impl DetectorRuntime {
 }
 
 impl RuleRuntime {
-    /// Appends the indices of the columns this rule reads.
-    fn referenced_columns(&self, out: &mut Vec<usize>) {
-        predicate_columns(&self.filter, out);
-        for filter in &self.segment_filters {
-            predicate_columns(filter, out);
-        }
-        predicate_columns(&self.error_predicate, out);
-        out.extend(&self.group_columns);
-        for layout in &self.layouts {
-            out.extend(&layout.moment_columns);
-            out.extend(&layout.sketch_columns);
-            out.extend(&layout.distinct_columns);
-            out.extend(&layout.sample_columns);
-        }
-    }
-
-    fn new(rule: Rule, schema: &SchemaRef) -> Result<RuleRuntime, DetectError> {
+    /// The table a rule needs: what it selects, segments and groups by.
+    fn table_for(rule: &Rule, schema: &SchemaRef) -> Result<CellTable, DetectError> {
         let text_equals = |name: &str, value: &str| -> Option<RowPredicate> {
             let index = schema.index_of(name).ok()?;
             Some(RowPredicate::TextIn {
@@ -1155,9 +925,40 @@ impl RuleRuntime {
             }
             group_columns.push(column);
         }
+        let key = SharingKey {
+            stream: rule.stream.clone(),
+            filter: rule.filter.as_ref().map(|located| located.text.clone()),
+            segments: rule
+                .segments
+                .iter()
+                .map(|(name, located)| (name.clone(), located.text.clone()))
+                .collect(),
+            group_by: rule.group_by.iter().map(|(name, _, _)| name.clone()).collect(),
+            bucket_width: gcd(rule.window, rule.every),
+            every: rule.every,
+            allowed_lateness: rule.allowed_lateness,
+            max_groups: rule.max_groups,
+        };
+        Ok(CellTable::new(
+            key,
+            filter,
+            segment_filters,
+            error_predicate,
+            group_columns,
+            DEFAULT_MAX_FUTURE_NANOS,
+        ))
+    }
+
+    /// Compiles `rule` against `table` (index `table_index`), whose layouts
+    /// it extends with the summaries it reads.
+    fn new(
+        rule: Rule,
+        schema: &SchemaRef,
+        table_index: usize,
+        table: &mut CellTable,
+    ) -> Result<RuleRuntime, DetectError> {
         let condition = compile_condition(&rule, schema)?;
-        let segments = rule.segments.len() + 1;
-        let mut layouts = vec![SummaryLayout::default(); segments];
+        let layouts = &mut table.layouts;
         let mut slots = Vec::new();
         fn position_of(list: &mut Vec<usize>, column: usize) -> usize {
             match list.iter().position(|c| *c == column) {
@@ -1186,6 +987,7 @@ impl RuleRuntime {
         }
         let mut references: Vec<ReferenceStore> = Vec::new();
         let mut drift_reference = None;
+        let mut drift_sample = (0, 0);
         let segment_index = |name: &str| -> usize {
             rule.segments
                 .iter()
@@ -1254,11 +1056,21 @@ impl RuleRuntime {
                         (None, None, name)
                     }
                 };
+                let mut position = 0;
                 for segment in std::iter::once(subject_segment).chain(reference_segment) {
-                    layouts[segment].sample_columns = vec![column];
-                    layouts[segment].sample_classes = vec![drift.class];
-                    layouts[segment].sample_capacity = drift.sample_size;
+                    let layout = &mut layouts[segment];
+                    position = sample_position(layout, column, drift.class);
+                    layout.sample_capacity = layout.sample_capacity.max(drift.sample_size);
                 }
+                // The subject and reference share a position: a segment
+                // other than the whole has no other samples.
+                let explained_too = rule.explain.is_some() && subject_segment == 0;
+                let capacity = if explained_too {
+                    drift.sample_size.max(EXPLAIN_SAMPLE)
+                } else {
+                    drift.sample_size
+                };
+                drift_sample = (position, capacity);
                 DetectorRuntime::Drift {
                     subject_segment,
                     reference_segment,
@@ -1274,14 +1086,7 @@ impl RuleRuntime {
             Some(explain) => {
                 let column = column_at(schema, &rule, &explain.column, explain.position)?;
                 let layout = &mut layouts[0];
-                let position = match layout.sample_columns.iter().position(|c| *c == column) {
-                    Some(position) => position,
-                    None => {
-                        layout.sample_columns.push(column);
-                        layout.sample_classes.push(None);
-                        layout.sample_columns.len() - 1
-                    }
-                };
+                let position = sample_position(layout, column, None);
                 layout.sample_capacity = layout.sample_capacity.max(EXPLAIN_SAMPLE);
                 references.push(ReferenceStore::new(
                     (column, None),
@@ -1295,54 +1100,25 @@ impl RuleRuntime {
             }
         };
         let client_column = schema.index_of(column::CLIENT_ID).ok();
-        let client_in_key = client_column.is_some_and(|c| group_columns.contains(&c));
+        let client_in_key = client_column.is_some_and(|c| table.group_columns.contains(&c));
         let client_distinct = match client_column {
             Some(client) if !client_in_key => {
                 Some(position_of(&mut layouts[0].distinct_columns, client))
             }
             _ => None,
         };
-        let bucket_width = gcd(rule.window, rule.every);
-        let ring = ring_slots(&rule, bucket_width, DEFAULT_MAX_FUTURE_NANOS);
-        let group_names = rule
-            .group_by
-            .iter()
-            .map(|(name, _, _)| name.clone())
-            .collect();
         Ok(RuleRuntime {
-            filter,
-            segment_filters,
-            error_predicate,
-            groups: GroupTable::new(
-                rule.group_by
-                    .iter()
-                    .map(|(name, _, _)| name.clone())
-                    .collect(),
-            ),
-            group_columns,
-            group_names,
+            table: table_index,
+            segments: rule.segments.len(),
             condition,
-            layouts,
             slots,
-            bucket_width,
-            ring,
-            next_tick: None,
-            cells: vec![Vec::new(); segments],
-            totals: vec![(i64::MIN, 0); ring],
             alert_states: Vec::new(),
-            late_events: 0,
-            future_events: 0,
-            max_future: DEFAULT_MAX_FUTURE_NANOS,
-            row_groups: Vec::new(),
-            pairs: vec![Vec::new(); segments],
             detector,
-            evicted: 0,
-            peak_groups: 0,
-            refused_rows: 0,
             writes: Vec::new(),
             reads: None,
             references,
             drift_reference,
+            drift_sample,
             explain,
             sample_bit: 0,
             client_distinct,
@@ -1352,290 +1128,40 @@ impl RuleRuntime {
         })
     }
 
-    /// Resizes the (still empty) ring for rows up to `max_future` ahead.
-    fn set_max_future(&mut self, max_future: i64) {
-        self.max_future = max_future;
-        self.ring = ring_slots(&self.rule, self.bucket_width, max_future);
-        self.totals = vec![(i64::MIN, 0); self.ring];
-        debug_assert!(self.cells.iter().flatten().all(Vec::is_empty));
+    /// Drops what the rule keeps for a group whose id is being reused.
+    pub(crate) fn forget(&mut self, group: usize) {
+        self.alert_states[group] = GroupAlertState {
+            timers: HeldTimers::new(self.condition.held_timers),
+            ..GroupAlertState::default()
+        };
+        self.detector.forget(group);
+        self.references
+            .iter_mut()
+            .for_each(|store| store.forget(group));
     }
 
-    fn last_evaluated_tick(&self) -> i64 {
-        match self.next_tick {
-            Some(tick) => tick - self.rule.every,
-            None => i64::MIN,
-        }
-    }
-
-    fn observe(
-        &mut self,
-        batch: &RecordBatch,
-        (timestamps, prefix_max): (&[i64], &[i64]),
-        rule_index: usize,
-        outbox: &mut Vec<(i64, usize, String, Alert)>,
-        hold_logs: &mut [HoldLog],
-        sample: &mut RowSample,
-    ) {
-        if self.next_tick.is_none() {
-            // The first tick is the first multiple of `every` after the earliest
-            // time an on-time event could carry once there is a clock, so
-            // shuffling within the lateness can't change which non-empty
-            // windows get evaluated.
-            if let Some(&first_clock) = prefix_max.iter().find(|&&now| now != i64::MIN) {
-                let earliest = first_clock.saturating_sub(self.rule.allowed_lateness);
-                self.next_tick = Some((earliest.div_euclid(self.rule.every) + 1) * self.rule.every);
-            }
-        }
-        let mask = evaluate_predicate(&self.filter, batch);
-        let segment_masks: Vec<BooleanBuffer> = self
-            .segment_filters
-            .iter()
-            .map(|predicate| &evaluate_predicate(predicate, batch) & &mask)
-            .collect();
-        let errors = evaluate_predicate(&self.error_predicate, batch);
-        sample.mark(self.sample_bit, &mask);
-        for (segment, segment_mask) in segment_masks.iter().enumerate() {
-            sample.mark(self.sample_bit + 1 + segment, segment_mask);
-        }
-        let sample = &*sample;
-        let value_ids = self.resolve_values(batch, &mask);
-        let lateness = self.rule.allowed_lateness;
-        let mut slice_start = 0;
-        loop {
-            // Rows before the first one whose running maximum puts the watermark
-            // at or past the next tick belong before that tick's evaluation.
-            let threshold = self.next_tick.unwrap_or(i64::MAX).saturating_add(lateness);
-            let row =
-                slice_start + prefix_max[slice_start..].partition_point(|&max| max < threshold);
-            if row >= timestamps.len() {
-                break;
-            }
-            self.resolve_groups(&value_ids, &mask, slice_start..row);
-            self.aggregate_rows(
-                batch,
-                (timestamps, prefix_max),
-                slice_start..row,
-                &mask,
-                &segment_masks,
-                &errors,
-            );
-            slice_start = row;
-            self.advance_to(
-                prefix_max[row].saturating_sub(lateness),
-                rule_index,
-                outbox,
-                hold_logs,
-                sample,
-            );
-        }
-        self.resolve_groups(&value_ids, &mask, slice_start..timestamps.len());
-        self.aggregate_rows(
-            batch,
-            (timestamps, prefix_max),
-            slice_start..timestamps.len(),
-            &mask,
-            &segment_masks,
-            &errors,
-        );
-    }
-
-    /// Interns the group-key values of every selected row of the batch
-    /// (one id per value and key column, per row).
-    fn resolve_values(&mut self, batch: &RecordBatch, mask: &BooleanBuffer) -> Vec<Vec<u32>> {
-        let columns = self.group_columns.len();
-        let mut value_ids: Vec<Vec<u32>> = Vec::with_capacity(columns);
-        for position in 0..columns {
-            let column = batch.column(self.group_columns[position]);
-            value_ids.push(self.column_value_ids(position, column, mask));
-        }
-        self.row_groups.clear();
-        self.row_groups.resize(batch.num_rows(), REFUSED_GROUP);
-        value_ids
-    }
-
-    /// Maps the selected rows of `rows` to their groups in `row_groups`.
-    /// Called per slice between ticks, not once per batch: a tick may
-    /// release a group, and the slice's rows must then find (or make) it
-    /// afresh rather than land under its old, freed id.
-    fn resolve_groups(
-        &mut self,
-        value_ids: &[Vec<u32>],
-        mask: &BooleanBuffer,
-        rows: std::ops::Range<usize>,
-    ) {
-        let columns = self.group_columns.len();
-        let mut key = vec![0u32; columns];
+    /// Makes room for `slots` group ids.
+    pub(crate) fn grow(&mut self, slots: usize) {
         let fresh_state = GroupAlertState {
             timers: HeldTimers::new(self.condition.held_timers),
             ..GroupAlertState::default()
         };
-        let slice = mask.slice(rows.start, rows.len());
-        for row in slice.set_indices().map(|index| index + rows.start) {
-            for (position, ids) in value_ids.iter().enumerate() {
-                key[position] = ids[row];
-            }
-            let Some((group, new)) = self.groups.group_of(&key, self.rule.max_groups) else {
-                continue;
-            };
-            self.row_groups[row] = group;
-            if new && (group as usize) < self.alert_states.len() {
-                // A reused id: whatever the evicted group left must go.
-                let group = group as usize;
-                self.alert_states[group] = fresh_state.clone();
-                for cells in &mut self.cells {
-                    cells[group] = Vec::new();
-                }
-                self.detector.forget(group);
-                self.references
-                    .iter_mut()
-                    .for_each(|store| store.forget(group));
-            }
-        }
-        self.peak_groups = self.peak_groups.max(self.groups.live());
-        let slots = self.groups.slots();
-        if self.alert_states.len() < slots {
-            self.alert_states.resize(slots, fresh_state);
-            for cells in &mut self.cells {
-                cells.resize_with(slots, Vec::new);
-            }
-            self.references
-                .iter_mut()
-                .for_each(|store| store.grow(slots));
-        }
+        self.alert_states.resize(slots, fresh_state);
+        self.references
+            .iter_mut()
+            .for_each(|store| store.grow(slots));
     }
 
-    /// Global value ids of one group column for each row.
-    fn column_value_ids(
-        &mut self,
-        position: usize,
-        array: &ArrayRef,
-        mask: &BooleanBuffer,
-    ) -> Vec<u32> {
-        let groups = &mut self.groups;
-        column_value_ids(array, mask, &mut |value| {
-            groups.intern_value(position, value)
-        })
-    }
-
-    fn aggregate_rows(
+    /// Feeds the rule's coarse pasts the slice's rows (`pairs`, per segment).
+    pub(crate) fn add_references(
         &mut self,
         batch: &RecordBatch,
-        (timestamps, clock): (&[i64], &[i64]),
-        rows: std::ops::Range<usize>,
-        mask: &BooleanBuffer,
-        segment_masks: &[BooleanBuffer],
-        errors: &BooleanBuffer,
+        timestamps: &[i64],
+        pairs: &[Vec<(u32, u32, u32)>],
     ) {
-        if rows.is_empty() {
-            return;
-        }
-        let late_before = self.last_evaluated_tick();
-        for pairs in &mut self.pairs {
-            pairs.clear();
-        }
-        let ring = self.ring as i64;
-        // Rows come nearly sorted: remember the last bucket instead of dividing per row.
-        let (mut bucket_start, mut bucket_end, mut bucket, mut slot) =
-            (i64::MAX, i64::MIN, 0i64, 0usize);
-        for row in rows {
-            if !mask.value(row) {
-                continue;
-            }
-            let timestamp = timestamps[row];
-            if timestamp < late_before {
-                self.late_events += 1;
-                continue;
-            }
-            if clock[row] != i64::MIN && timestamp > clock[row].saturating_add(self.max_future) {
-                // Its slot in the totals ring may still hold a bucket in
-                // use, and its cells would outlive every window for long.
-                self.future_events += 1;
-                continue;
-            }
-            if self.row_groups[row] == REFUSED_GROUP {
-                self.refused_rows += 1;
-                continue;
-            }
-            if !(bucket_start <= timestamp && timestamp < bucket_end) {
-                bucket = timestamp.div_euclid(self.bucket_width);
-                bucket_start = bucket * self.bucket_width;
-                bucket_end = bucket_start + self.bucket_width;
-                slot = bucket.rem_euclid(ring) as usize;
-            }
-            let total = &mut self.totals[slot];
-            if total.0 != bucket {
-                *total = (bucket, 0);
-            }
-            total.1 += 1;
-            let group = self.row_groups[row] as usize;
-            debug_assert!(group < self.groups.slots());
-            let first_bucket = &mut self.alert_states[group].first_bucket;
-            *first_bucket = Some(first_bucket.map_or(bucket, |b| b.min(bucket)));
-            for segment in 0..self.cells.len() {
-                if segment > 0 && !segment_masks[segment - 1].value(row) {
-                    continue;
-                }
-                let index = cell_index(&mut self.cells[segment][group], bucket);
-                self.pairs[segment].push((row as u32, group as u32, index as u32));
-            }
-        }
-        for segment in 0..self.cells.len() {
-            let pairs = &self.pairs[segment];
-            if pairs.is_empty() {
-                continue;
-            }
-            let cells = &mut self.cells[segment];
-            let layout = &self.layouts[segment];
-            fn data(cells: &mut [Vec<Cell>], group: u32, index: u32) -> &mut BucketData {
-                &mut cells[group as usize][index as usize].data
-            }
-            // A row is counted before its values are logged.
-            for &(row, group, index) in pairs {
-                data(cells, group, index).add_row(layout, errors.value(row as usize));
-            }
-            for (position, column) in layout.moment_columns.iter().enumerate() {
-                let values = float_column(batch.column(*column));
-                for &(row, group, index) in pairs {
-                    if values.is_valid(row as usize) {
-                        data(cells, group, index).add_moment(layout, position, values.value(row as usize));
-                    }
-                }
-            }
-            for (position, column) in layout.sketch_columns.iter().enumerate() {
-                let values = float_column(batch.column(*column));
-                for &(row, group, index) in pairs {
-                    if values.is_valid(row as usize) {
-                        data(cells, group, index).add_sketch(layout, position, values.value(row as usize));
-                    }
-                }
-            }
-            for (position, column) in layout.distinct_columns.iter().enumerate() {
-                let hashes = value_hashes(batch.column(*column));
-                for &(row, group, index) in pairs {
-                    if let Some(hash) = hashes[row as usize] {
-                        data(cells, group, index).add_distinct(layout, position, hash);
-                    }
-                }
-            }
-            for (position, column) in layout.sample_columns.iter().enumerate() {
-                let values = sampled_values(batch.column(*column), layout.sample_classes[position]);
-                for &(row, group, index) in pairs {
-                    let row = row as usize;
-                    if values.is_valid(row) {
-                        let value = values.value(row);
-                        data(cells, group, index).add_sample(
-                            layout,
-                            position,
-                            sample_rank(timestamps[row], value),
-                            value,
-                        );
-                    }
-                }
-            }
-        }
         for store in &mut self.references {
             let values = sampled_values(batch.column(store.column), store.class);
-            for &(row, group, _) in &self.pairs[store.segment] {
+            for &(row, group, _) in &pairs[store.segment] {
                 let row = row as usize;
                 if values.is_valid(row) {
                     let value = values.value(row);
@@ -1651,75 +1177,33 @@ impl RuleRuntime {
         }
     }
 
-    /// Evaluates every tick up to `watermark`.
-    fn advance_to(
-        &mut self,
-        watermark: i64,
-        rule_index: usize,
-        outbox: &mut Vec<(i64, usize, String, Alert)>,
-        hold_logs: &mut [HoldLog],
-        sample: &RowSample,
-    ) {
-        let Some(mut tick) = self.next_tick else {
-            return;
-        };
-        let every = self.rule.every;
-        if (watermark - tick) / every > MAX_TICKS_PER_ADVANCE {
-            // A clock jump: evaluate the (empty) window once, then skip to the present.
-            self.evaluate_tick(tick, rule_index, outbox, hold_logs, sample);
-            tick = (watermark.div_euclid(every)) * every;
-        }
-        while tick <= watermark {
-            self.evaluate_tick(tick, rule_index, outbox, hold_logs, sample);
-            tick += every;
-        }
-        self.next_tick = Some(tick);
-    }
-
-    fn evaluate_tick(
+    /// Judges every group of the table at `tick`, and marks in `retained`
+    /// the groups this rule still needs.
+    pub(crate) fn evaluate_tick(
         &mut self,
         tick: i64,
         rule_index: usize,
-        outbox: &mut Vec<(i64, usize, String, Alert)>,
-        hold_logs: &mut [HoldLog],
+        table: &CellTable,
+        retained: &mut [bool],
+        output: &mut TickOutput,
         sample: &RowSample,
     ) {
+        let TickOutput { outbox, hold_logs } = output;
         let mut window_counts: Option<WindowCounts> = None;
-        let first_bucket = (tick - self.rule.window).div_euclid(self.bucket_width);
-        let last_bucket = tick.div_euclid(self.bucket_width) - 1;
+        let first_bucket = (tick - self.rule.window).div_euclid(table.bucket_width);
+        let last_bucket = tick.div_euclid(table.bucket_width) - 1;
         let in_window = |bucket: i64| bucket >= first_bucket && bucket <= last_bucket;
-        let total: u64 = self
-            .totals
-            .iter()
-            .filter(|(bucket, _)| in_window(*bucket))
-            .map(|(_, count)| count)
-            .sum();
+        let total = table.total_between(first_bucket, last_bucket);
         let window_seconds = self.rule.window as f64 / 1e9;
-        let mut merged: Vec<Summary> = self.layouts.iter().map(Summary::empty).collect();
-        let mut drift_samples = self.drift_samples(last_bucket, &in_window);
+        let mut merged: Vec<Summary> = table.layouts.iter().map(Summary::empty).collect();
+        let mut drift_samples = self.drift_samples(table, last_bucket, &in_window);
         let mut no_timers = HeldTimers::new(0);
-        let expired = |bucket: i64| bucket < first_bucket;
         let keeps_state = matches!(self.detector, DetectorRuntime::Baseline { .. });
-        for group in 0..self.groups.slots() {
-            if self.alert_states[group]
-                .first_bucket
-                .is_none_or(|first| first > last_bucket)
-            {
+        for group in 0..table.groups.slots() {
+            if table.first_bucket[group].is_none_or(|first| first > last_bucket) {
                 continue;
             }
-            // Buckets older than this window are read by no later tick (rows
-            // for them would be late): free their summaries.
             let mut holds_data = false;
-            for cells in &mut self.cells {
-                let cells = &mut cells[group];
-                cells.retain(|cell| !cell.data.is_empty() && !expired(cell.bucket));
-                if cells.is_empty() {
-                    *cells = Vec::new();
-                } else if cells.capacity() > 2 * cells.len() {
-                    cells.shrink_to_fit();
-                }
-                holds_data |= !cells.is_empty();
-            }
             for store in &mut self.references {
                 holds_data |= store.expire(group, tick);
             }
@@ -1732,7 +1216,7 @@ impl RuleRuntime {
             // Counts are merged up front (impact needs them); distributions
             // only when the condition asks for them.
             let mut distributions_merged = vec![false; merged.len()];
-            for (target, cells) in merged.iter_mut().zip(&self.cells) {
+            for (target, cells) in merged.iter_mut().zip(&table.cells) {
                 target.clear();
                 for cell in window_cells(&cells[group], &in_window) {
                     cell.data.merge_counts_into(target);
@@ -1743,7 +1227,7 @@ impl RuleRuntime {
                 let (segment, slot) = self.slots[index];
                 if !distributions_merged[segment] && slot.part() != SummaryPart::Counts {
                     distributions_merged[segment] = true;
-                    for cell in window_cells(&self.cells[segment][group], &in_window) {
+                    for cell in window_cells(&table.cells[segment][group], &in_window) {
                         cell.data.merge_distributions_into(&mut merged[segment]);
                     }
                 }
@@ -1823,7 +1307,7 @@ impl RuleRuntime {
                                 )
                             })
                             .collect();
-                        forest.observe(spec, self.groups.hashes[group], tick, &features)
+                        forest.observe(spec, table.groups.hashes[group], tick, &features)
                     }
                 }
                 (DetectorRuntime::Drift { reference_name, .. }, Some(Detector::Drift(spec))) => {
@@ -1840,14 +1324,14 @@ impl RuleRuntime {
                 && (self.rule.detector.is_none() || finding.as_ref().is_some_and(|f| f.holds));
             if holds {
                 for (edge, positions) in &self.writes {
-                    let key = self.groups.projection(group, positions);
+                    let key = table.groups.projection(group, positions);
                     hold_logs[*edge].record(key, tick);
                 }
             }
             if let (true, Some((edge, positions)), Some(confirm)) =
                 (holds, &self.reads, &self.rule.confirm)
             {
-                let key = self.groups.projection(group, positions);
+                let key = table.groups.projection(group, positions);
                 holds = hold_logs[*edge]
                     .last_held
                     .get(&key)
@@ -1886,15 +1370,16 @@ impl RuleRuntime {
                 // says which rows made it hold.
                 let subject = finding.is_none().then(|| witness.subject(firing)).flatten();
                 let threshold = witness.explaining(firing).map(|(_, t)| t);
-                let (query, noun) = self.query(group, tick, sample, subject, threshold, firing);
+                let (query, noun) =
+                    self.query(table, group, tick, sample, subject, threshold, firing);
                 let explained = sample.explain(&query, &mut window_counts);
                 let distinct_clients = match &explained {
                     _ if self.client_in_key => Some(u64::from(events > 0)),
                     Some(explained) if explained.complete => explained.distinct_clients,
                     _ => match self.client_distinct {
                         Some(position) => {
-                            let mut clients = Summary::empty(&self.layouts[0]);
-                            for cell in self.cells[0][group].iter().filter(|cell| {
+                            let mut clients = Summary::empty(&table.layouts[0]);
+                            for cell in table.cells[0][group].iter().filter(|cell| {
                                 cell.bucket >= first_bucket && cell.bucket <= last_bucket
                             }) {
                                 cell.data.merge_distributions_into(&mut clients);
@@ -1914,6 +1399,7 @@ impl RuleRuntime {
                     distinct_clients,
                 };
                 let mut alert = self.alert(
+                    &table.groups,
                     group,
                     alert_state,
                     (started, ended),
@@ -1924,6 +1410,7 @@ impl RuleRuntime {
                 if firing {
                     alert.explanation = explained.map(|e| e.contributors).unwrap_or_default();
                     alert.explanation.extend(self.explain_shift(
+                        table,
                         group,
                         tick,
                         first_bucket,
@@ -1931,22 +1418,17 @@ impl RuleRuntime {
                     ));
                 }
                 alert.summary = self.summary(&alert, subject, &noun);
-                outbox.push((tick, rule_index, self.groups.text(group), alert));
+                outbox.push((tick, rule_index, table.groups.text(group), alert));
             }
-            // An entity with nothing in its ring and nothing pending is
-            // forgotten: evaluating its empty window again would give the
-            // same "no" (learned baselines are kept).
+            // An entity this rule holds nothing of can be forgotten, once
+            // its table's cells are empty too: evaluating its empty window
+            // again would give the same "no" (learned baselines are kept).
             let state = &self.alert_states[group];
-            if !holds_data
-                && !holds
-                && !keeps_state
-                && state.lifecycle.is_none()
-                && !state.timers.any_running()
-            {
-                self.evicted += 1;
-                self.alert_states[group].first_bucket = None;
-                self.groups.release(group);
-            }
+            retained[group] |= holds_data
+                || holds
+                || keeps_state
+                || state.lifecycle.is_some()
+                || state.timers.any_running();
         }
         if let (DetectorRuntime::Forest(forest), Some(Detector::Forest(spec))) =
             (&mut self.detector, &self.rule.detector)
@@ -1957,6 +1439,7 @@ impl RuleRuntime {
 
     fn alert(
         &self,
+        groups: &GroupTable,
         group: usize,
         state: AlertState,
         (started, ended): (i64, Option<i64>),
@@ -1964,7 +1447,7 @@ impl RuleRuntime {
         finding: Option<Finding>,
         impact: Impact,
     ) -> Alert {
-        let group_text = &self.groups.text(group);
+        let group_text = &groups.text(group);
         let starts_at = format_timestamp(started);
         let rule = &self.rule;
         let explained = match &finding {
@@ -1980,7 +1463,7 @@ impl RuleRuntime {
             state,
             starts_at,
             ends_at: ended.map(format_timestamp),
-            group: self.groups.values(group),
+            group: groups.values(group),
             value: explained.map(|(value, _)| value).filter(|v| v.is_finite()),
             threshold: explained
                 .map(|(_, threshold)| threshold)
@@ -2005,7 +1488,12 @@ impl RuleRuntime {
     /// For a drift rule: what each group's window sample of its subject and
     /// of its reference is made of, gathered before any group is judged
     /// because a `rest_of` reference reads the other groups.
-    fn drift_samples(&mut self, last_bucket: i64, in_window: &dyn Fn(i64) -> bool) -> DriftInputs {
+    fn drift_samples(
+        &mut self,
+        table: &CellTable,
+        last_bucket: i64,
+        in_window: &dyn Fn(i64) -> bool,
+    ) -> DriftInputs {
         let DetectorRuntime::Drift {
             subject_segment,
             reference_segment,
@@ -2017,21 +1505,21 @@ impl RuleRuntime {
         else {
             return DriftInputs::Ready(Vec::new());
         };
-        let groups = self.groups.slots();
-        let capacity = self.layouts[*subject_segment].sample_capacity;
+        let groups = table.groups.slots();
+        let (position, capacity) = self.drift_sample;
         let window_sample = |segment: usize, group: usize| -> BottomSample {
             let mut sample = BottomSample::with_capacity(capacity);
-            for cell in &self.cells[segment][group] {
+            for cell in &table.cells[segment][group] {
                 if in_window(cell.bucket) {
-                    cell.data.merge_sample_into(0, &mut sample);
+                    cell.data.merge_sample_into(position, &mut sample);
                 }
             }
             sample
         };
-        let active: Vec<bool> = self
-            .alert_states
+        let active: Vec<bool> = table
+            .first_bucket
             .iter()
-            .map(|state| state.first_bucket.is_some_and(|first| first <= last_bucket))
+            .map(|first| first.is_some_and(|first| first <= last_bucket))
             .collect();
         let mut subjects: Vec<BottomSample> = (0..groups)
             .map(|group| {
@@ -2047,7 +1535,7 @@ impl RuleRuntime {
             let Some(Detector::Drift(spec)) = &self.rule.detector else {
                 return DriftInputs::Ready(Vec::new());
             };
-            let tick = (last_bucket + 1) * self.bucket_width;
+            let tick = (last_bucket + 1) * table.bucket_width;
             let (from, to) = match spec.reference {
                 DriftReference::Previous(span) => (tick - window - span, tick - span),
                 DriftReference::Trailing(span) => (tick - window - span, tick - window),
@@ -2084,10 +1572,10 @@ impl RuleRuntime {
             if *family != UNKNOWN_FAMILY || !active[group] {
                 continue;
             }
-            let values = self.groups.values(group);
+            let values = table.groups.values(group);
             let family_key: Vec<&str> = values
                 .iter()
-                .filter(|(name, _)| **name != self.group_names[rest_of])
+                .filter(|(name, _)| **name != table.group_names[rest_of])
                 .map(|(_, value)| value.as_str())
                 .collect();
             let next = family_ids.len() as u32;
@@ -2123,6 +1611,7 @@ impl RuleRuntime {
     /// (KS D >= 0.2 with p <= 0.001 on at least 50 values a side).
     fn explain_shift(
         &self,
+        table: &CellTable,
         group: usize,
         tick: i64,
         first_bucket: i64,
@@ -2133,7 +1622,7 @@ impl RuleRuntime {
             return Vec::new();
         };
         let mut window = BottomSample::with_capacity(EXPLAIN_SAMPLE);
-        for cell in &self.cells[0][group] {
+        for cell in &table.cells[0][group] {
             if cell.bucket >= first_bucket && cell.bucket <= last_bucket {
                 cell.data.merge_sample_into(position, &mut window);
             }
@@ -2174,8 +1663,10 @@ impl RuleRuntime {
 
     /// The sample query for an alert of `group` at `tick`, and what its
     /// slice is called ("slow requests").
+    #[allow(clippy::too_many_arguments)]
     fn query(
         &self,
+        table: &CellTable,
         group: usize,
         tick: i64,
         sample: &RowSample,
@@ -2183,14 +1674,14 @@ impl RuleRuntime {
         threshold: Option<f64>,
         explain: bool,
     ) -> (Query, String) {
-        let key: Option<Vec<(usize, u32)>> = self
+        let key: Option<Vec<(usize, u32)>> = table
             .group_columns
             .iter()
             .enumerate()
             .map(|(position, &column)| {
                 let dim = sample.dimension_of(column)?;
-                let id = self.groups.key(group)[position];
-                let text = (id != NULL_VALUE).then(|| self.groups.value(position, id));
+                let id = table.groups.key(group)[position];
+                let text = (id != NULL_VALUE).then(|| table.groups.value(position, id));
                 Some((dim, sample.id_of(dim, text)?))
             })
             .collect();
@@ -2342,30 +1833,30 @@ impl RuleRuntime {
         text
     }
 
-    fn state(&self) -> RuleState {
+    fn state(&self, table: &CellTable) -> RuleState {
         let firing = self
             .alert_states
             .iter()
             .enumerate()
             .filter(|(_, state)| state.is_firing())
-            .map(|(group, _)| self.groups.values(group))
+            .map(|(group, _)| table.groups.values(group))
             .collect();
         RuleState {
             rule_id: self.rule.id.clone(),
-            groups: self.groups.live(),
+            groups: table.groups.live(),
             firing,
             pending: self
                 .alert_states
                 .iter()
                 .filter(|state| state.is_pending())
                 .count(),
-            next_tick: self.next_tick.map(format_timestamp),
-            late_events: self.late_events,
-            cells: self.cells.iter().flatten().map(Vec::len).sum(),
-            peak_groups: self.peak_groups,
-            evicted_groups: self.evicted,
-            refused_rows: self.refused_rows,
-            live_cells: self
+            next_tick: table.next_tick.map(format_timestamp),
+            late_events: table.late_events,
+            cells: table.cells.iter().flatten().map(Vec::len).sum(),
+            peak_groups: table.peak_groups,
+            evicted_groups: table.evicted,
+            refused_rows: table.refused_rows,
+            live_cells: table
                 .cells
                 .iter()
                 .flatten()
@@ -2389,12 +1880,19 @@ impl RuleRuntime {
 }
 
 /// The engine's row sample for these rules.
-fn build_sample(rules: &[RuleRuntime], schema: &SchemaRef, bits: usize, rows: usize) -> RowSample {
+fn build_sample(
+    rules: &[RuleRuntime],
+    tables: &[CellTable],
+    schema: &SchemaRef,
+    bits: usize,
+    rows: usize,
+) -> RowSample {
     let mut group_columns: Vec<usize> = Vec::new();
     let mut measures: Vec<usize> = Vec::new();
     let (mut slot_width, mut span, mut lateness) = (0i64, 0i64, i64::MAX);
     for runtime in rules {
-        group_columns.extend(&runtime.group_columns);
+        let table = &tables[runtime.table];
+        group_columns.extend(&table.group_columns);
         for aggregate in &runtime.condition.aggregates {
             if let AggregateKind::Quantile(column, _)
             | AggregateKind::Avg(column)
@@ -2404,7 +1902,7 @@ fn build_sample(rules: &[RuleRuntime], schema: &SchemaRef, bits: usize, rows: us
                 measures.push(column);
             }
         }
-        slot_width = gcd(slot_width, runtime.bucket_width);
+        slot_width = gcd(slot_width, table.bucket_width);
         span = span.max(runtime.rule.window + runtime.rule.every + runtime.rule.allowed_lateness);
         lateness = lateness.min(runtime.rule.allowed_lateness);
     }
@@ -2473,7 +1971,7 @@ fn one_line(text: &str) -> String {
 /// The rank of a sampled value: a hash of what the row carries, so the
 /// sample does not depend on arrival order or batching.
 #[inline]
-fn sample_rank(timestamp: i64, value: f64) -> u64 {
+pub(crate) fn sample_rank(timestamp: i64, value: f64) -> u64 {
     let mut bytes = [0u8; 16];
     bytes[..8].copy_from_slice(&timestamp.to_le_bytes());
     bytes[8..].copy_from_slice(&value.to_bits().to_le_bytes());
@@ -2481,7 +1979,7 @@ fn sample_rank(timestamp: i64, value: f64) -> u64 {
 }
 
 /// A column's values as f64, or for a list column one element of each row's list.
-fn sampled_values(array: &ArrayRef, class: Option<usize>) -> Float64Array {
+pub(crate) fn sampled_values(array: &ArrayRef, class: Option<usize>) -> Float64Array {
     let Some(class) = class else {
         return float_column(array);
     };
@@ -2510,7 +2008,7 @@ pub(crate) fn float_column(array: &ArrayRef) -> Float64Array {
 }
 
 /// Portable 64-bit hashes of each row's value (xxh3 of its text form), for distinct counts.
-fn value_hashes(array: &ArrayRef) -> Vec<Option<u64>> {
+pub(crate) fn value_hashes(array: &ArrayRef) -> Vec<Option<u64>> {
     use xxhash_rust::xxh3::xxh3_64;
     if let Some(dictionary) = array.as_dictionary_opt::<Int32Type>() {
         if let Some(values) = dictionary.values().as_string_opt::<i32>() {

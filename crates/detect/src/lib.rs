@@ -78,6 +78,7 @@ pub mod network;
 mod reference;
 pub mod roles;
 mod rule;
+mod table;
 pub mod score;
 pub mod slo;
 pub mod stats;
