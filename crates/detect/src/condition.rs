@@ -436,6 +436,11 @@ impl HeldTimers {
     pub fn any_running(&self) -> bool {
         self.since.iter().any(Option::is_some)
     }
+
+    /// Stops every timer.
+    pub fn reset(&mut self) {
+        self.since.iter_mut().for_each(|since| *since = None);
+    }
 }
 
 /// The comparisons that explain an evaluation: the first one that held and

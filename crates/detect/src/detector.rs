@@ -645,6 +645,8 @@ pub(crate) struct BaselineGroup {
     /// as numbers, not as a [`Finding`] with its strings: per-client rules
     /// hold a million of these.
     last: Option<(f64, f64, f64)>,
+    /// The last tick judged: rules sharing this baseline judge a tick once.
+    judged: i64,
 }
 
 impl BaselineGroup {
@@ -664,6 +666,7 @@ impl BaselineGroup {
             breached: false,
             breached_points: 0,
             last: None,
+            judged: i64::MIN,
         }
     }
 
@@ -674,6 +677,15 @@ impl BaselineGroup {
         tick: i64,
         value: f64,
     ) -> Option<Finding> {
+        let repeat = |group: &Self| {
+            group
+                .last
+                .map(|(value, expected, z)| group.finding(detector, value, expected, z))
+        };
+        if tick == self.judged {
+            return repeat(self);
+        }
+        self.judged = tick;
         if !value.is_finite() {
             // A gap: nothing learned, nothing judged, the state stays.
             return self

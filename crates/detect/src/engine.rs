@@ -65,10 +65,9 @@ use crate::reference::ReferenceStore;
 use crate::roles::RoleBook;
 use crate::rule::Rule;
 use crate::summary::{BottomSample, Summary, SummaryLayout};
+use crate::table::{BaselineBank, Cell, CellTable, GroupTable, SharingKey, TickOutput};
 pub(crate) use crate::table::{ValueInterner, NULL_VALUE};
-use crate::table::{Cell, CellTable, GroupTable, SharingKey, TickOutput};
 use crate::DetectError;
-
 
 /// Counters the engine exposes for progress reporting and tests.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -190,7 +189,9 @@ impl Engine {
             // Tables run in order: a rule may join a table only if the rule
             // that confirms it runs in that table or an earlier one.
             let source_table = rule.confirm.as_ref().and_then(|confirm| {
-                let source = rules[..index].iter().position(|r| r.id == confirm.rule_id)?;
+                let source = rules[..index]
+                    .iter()
+                    .position(|r| r.id == confirm.rule_id)?;
                 Some(runtimes[source].table)
             });
             let shared = tables.iter().position(|table| table.key == own.key);
@@ -591,25 +592,43 @@ impl Engine {
     }
 }
 
+/// Where one group's alert stands: None while the group is quiet (nothing
+/// pending or firing, no `for` timer running). Most tracked entities (one
+/// per client, say) never alert, and this keeps each of them to 8 bytes.
 #[derive(Debug, Clone, Default)]
-struct GroupAlertState {
-    /// Boxed and None while the group is quiet: most tracked entities (one
-    /// per client, say) never alert, and this keeps them small.
-    lifecycle: Option<Box<Lifecycle>>,
+struct GroupAlertState(Option<Box<LiveAlert>>);
+
+#[derive(Debug, Clone)]
+struct LiveAlert {
+    lifecycle: Option<Lifecycle>,
     timers: HeldTimers,
 }
 
 impl GroupAlertState {
+    fn lifecycle(&self) -> Option<&Lifecycle> {
+        self.0.as_ref()?.lifecycle.as_ref()
+    }
+
     fn is_firing(&self) -> bool {
-        self.lifecycle
-            .as_ref()
+        self.lifecycle()
             .is_some_and(|lifecycle| lifecycle.firing_since.is_some())
     }
 
     fn is_pending(&self) -> bool {
-        self.lifecycle.as_ref().is_some_and(|lifecycle| {
+        self.lifecycle().is_some_and(|lifecycle| {
             lifecycle.pending_since.is_some() && lifecycle.firing_since.is_none()
         })
+    }
+
+    /// Drops the box once nothing is live.
+    fn settle(&mut self) {
+        if self
+            .0
+            .as_ref()
+            .is_some_and(|live| live.lifecycle.is_none() && !live.timers.any_running())
+        {
+            self.0 = None;
+        }
     }
 }
 
@@ -621,7 +640,6 @@ struct Lifecycle {
     /// First tick the condition stopped holding while firing (for `keep_firing_for`).
     clear_since: Option<i64>,
 }
-
 
 /// One rule: its condition, detector and alert state per group. Its rows,
 /// keys and cells are in its [`CellTable`] (`table`), which it may share.
@@ -729,8 +747,9 @@ const EXPLAIN_SAMPLE: usize = 1_000;
 /// (only groups whose condition holds are judged).
 enum DriftInputs {
     Ready(Vec<(Vec<f64>, Vec<f64>)>),
+    /// Each group's own sample is merged again when it is judged: keeping
+    /// every group's for the tick would cost a sample per client.
     RestOf {
-        subjects: Vec<BottomSample>,
         active: Vec<bool>,
         families: Vec<u32>,
         family_ranked: Vec<Vec<(u64, u64)>>,
@@ -740,14 +759,17 @@ enum DriftInputs {
 
 impl DriftInputs {
     /// The group's subject and reference values, sorted (each group once per tick).
-    fn for_group(&mut self, group: usize) -> (Vec<f64>, Vec<f64>) {
+    fn for_group(
+        &mut self,
+        group: usize,
+        subject: impl FnOnce() -> BottomSample,
+    ) -> (Vec<f64>, Vec<f64>) {
         match self {
             DriftInputs::Ready(samples) => samples
                 .get_mut(group)
                 .map(std::mem::take)
                 .unwrap_or_default(),
             DriftInputs::RestOf {
-                subjects,
                 active,
                 families,
                 family_ranked,
@@ -756,16 +778,35 @@ impl DriftInputs {
                 if !active.get(group).copied().unwrap_or(false) {
                     return (Vec::new(), Vec::new());
                 }
-                let own = subjects[group].ranked();
+                let mut subject = subject();
+                let own = subject.ranked();
                 let rest = BottomSample::bottom_excluding(
                     &family_ranked[families[group] as usize],
                     &own,
                     *capacity,
                 );
-                (subjects[group].values(), rest)
+                (subject.values(), rest)
             }
         }
     }
+}
+
+/// A group's sample of one column (`(position, capacity)` among its
+/// table's samples) over the buckets `in_window` keeps.
+fn window_sample(
+    table: &CellTable,
+    segment: usize,
+    group: usize,
+    (position, capacity): (usize, usize),
+    in_window: &dyn Fn(i64) -> bool,
+) -> BottomSample {
+    let mut sample = BottomSample::with_capacity(capacity);
+    for cell in &table.cells[segment][group] {
+        if in_window(cell.bucket) {
+            cell.data.merge_sample_into(position, &mut sample);
+        }
+    }
+    sample
 }
 
 /// A drift group whose family is not computed yet.
@@ -774,13 +815,9 @@ const UNKNOWN_FAMILY: u32 = u32::MAX;
 /// Per-rule runtime state of its detector, if any.
 enum DetectorRuntime {
     None,
+    /// Its learned baselines: a bank of its table (see [`BaselineBank`]).
     Baseline {
-        /// One learned baseline per group, created at its first evaluation.
-        groups: Vec<Option<BaselineGroup>>,
-        /// Ticks the rule has evaluated, and the last one (`new_keys: zero`
-        /// needs to know whether the rule itself is past its warm-up).
-        ticks: u64,
-        last_tick: i64,
+        bank: usize,
     },
     Forest(Box<EntityForest>),
     Drift {
@@ -868,11 +905,8 @@ impl DetectorRuntime {
     /// Drops what the detector keeps for a group whose id is being reused.
     fn forget(&mut self, group: usize) {
         match self {
-            DetectorRuntime::Baseline { groups, .. } => {
-                if let Some(slot) = groups.get_mut(group) {
-                    *slot = None;
-                }
-            }
+            // The table forgets its baseline banks' groups itself.
+            DetectorRuntime::Baseline { .. } => {}
             DetectorRuntime::Drift { families, .. } => {
                 if let Some(family) = families.get_mut(group) {
                     *family = UNKNOWN_FAMILY;
@@ -933,7 +967,11 @@ impl RuleRuntime {
                 .iter()
                 .map(|(name, located)| (name.clone(), located.text.clone()))
                 .collect(),
-            group_by: rule.group_by.iter().map(|(name, _, _)| name.clone()).collect(),
+            group_by: rule
+                .group_by
+                .iter()
+                .map(|(name, _, _)| name.clone())
+                .collect(),
             bucket_width: gcd(rule.window, rule.every),
             every: rule.every,
             allowed_lateness: rule.allowed_lateness,
@@ -958,7 +996,6 @@ impl RuleRuntime {
         table: &mut CellTable,
     ) -> Result<RuleRuntime, DetectError> {
         let condition = compile_condition(&rule, schema)?;
-        let layouts = &mut table.layouts;
         let mut slots = Vec::new();
         fn position_of(list: &mut Vec<usize>, column: usize) -> usize {
             match list.iter().position(|c| *c == column) {
@@ -970,7 +1007,7 @@ impl RuleRuntime {
             }
         }
         for aggregate in &condition.aggregates {
-            let layout = &mut layouts[aggregate.segment];
+            let layout = &mut table.layouts[aggregate.segment];
             let slot = match aggregate.kind.column() {
                 None => aggregate.kind,
                 Some(column) => {
@@ -996,10 +1033,17 @@ impl RuleRuntime {
         };
         let detector = match &rule.detector {
             None => DetectorRuntime::None,
-            Some(Detector::Baseline(_)) => DetectorRuntime::Baseline {
-                groups: Vec::new(),
-                ticks: 0,
-                last_tick: i64::MIN,
+            Some(Detector::Baseline(spec)) => DetectorRuntime::Baseline {
+                bank: table.bank_for(format!(
+                    "{} {} {:?} {} {} {:?} {}",
+                    rule.window,
+                    spec.series.text,
+                    spec.config,
+                    spec.trigger,
+                    spec.recover,
+                    spec.direction,
+                    spec.new_keys_from_zero
+                )),
             },
             Some(Detector::Forest(forest)) => {
                 DetectorRuntime::Forest(Box::new(EntityForest::new(forest)?))
@@ -1058,7 +1102,7 @@ impl RuleRuntime {
                 };
                 let mut position = 0;
                 for segment in std::iter::once(subject_segment).chain(reference_segment) {
-                    let layout = &mut layouts[segment];
+                    let layout = &mut table.layouts[segment];
                     position = sample_position(layout, column, drift.class);
                     layout.sample_capacity = layout.sample_capacity.max(drift.sample_size);
                 }
@@ -1085,7 +1129,7 @@ impl RuleRuntime {
             None => None,
             Some(explain) => {
                 let column = column_at(schema, &rule, &explain.column, explain.position)?;
-                let layout = &mut layouts[0];
+                let layout = &mut table.layouts[0];
                 let position = sample_position(layout, column, None);
                 layout.sample_capacity = layout.sample_capacity.max(EXPLAIN_SAMPLE);
                 references.push(ReferenceStore::new(
@@ -1103,7 +1147,7 @@ impl RuleRuntime {
         let client_in_key = client_column.is_some_and(|c| table.group_columns.contains(&c));
         let client_distinct = match client_column {
             Some(client) if !client_in_key => {
-                Some(position_of(&mut layouts[0].distinct_columns, client))
+                Some(position_of(&mut table.layouts[0].distinct_columns, client))
             }
             _ => None,
         };
@@ -1130,10 +1174,7 @@ impl RuleRuntime {
 
     /// Drops what the rule keeps for a group whose id is being reused.
     pub(crate) fn forget(&mut self, group: usize) {
-        self.alert_states[group] = GroupAlertState {
-            timers: HeldTimers::new(self.condition.held_timers),
-            ..GroupAlertState::default()
-        };
+        self.alert_states[group] = GroupAlertState::default();
         self.detector.forget(group);
         self.references
             .iter_mut()
@@ -1142,11 +1183,7 @@ impl RuleRuntime {
 
     /// Makes room for `slots` group ids.
     pub(crate) fn grow(&mut self, slots: usize) {
-        let fresh_state = GroupAlertState {
-            timers: HeldTimers::new(self.condition.held_timers),
-            ..GroupAlertState::default()
-        };
-        self.alert_states.resize(slots, fresh_state);
+        self.alert_states.resize(slots, GroupAlertState::default());
         self.references
             .iter_mut()
             .for_each(|store| store.grow(slots));
@@ -1184,7 +1221,7 @@ impl RuleRuntime {
         tick: i64,
         rule_index: usize,
         table: &CellTable,
-        retained: &mut [bool],
+        (retained, banks): (&mut [bool], &mut [BaselineBank]),
         output: &mut TickOutput,
         sample: &RowSample,
     ) {
@@ -1198,6 +1235,9 @@ impl RuleRuntime {
         let mut merged: Vec<Summary> = table.layouts.iter().map(Summary::empty).collect();
         let mut drift_samples = self.drift_samples(table, last_bucket, &in_window);
         let mut no_timers = HeldTimers::new(0);
+        let held_timers = self.condition.held_timers;
+        // Timers for a quiet group; boxed into its state only once one runs.
+        let mut spare_timers = HeldTimers::new(held_timers);
         let keeps_state = matches!(self.detector, DetectorRuntime::Baseline { .. });
         for group in 0..table.groups.slots() {
             if table.first_bucket[group].is_none_or(|first| first > last_bucket) {
@@ -1248,23 +1288,35 @@ impl RuleRuntime {
                 }
             };
             let state = &mut self.alert_states[group];
+            let timers = match state.0.as_deref_mut() {
+                Some(live) => &mut live.timers,
+                None => {
+                    spare_timers.reset();
+                    &mut spare_timers
+                }
+            };
             let mut witness = Witness::default();
             let condition_holds = evaluate(
                 &self.condition.root,
                 &mut aggregate_value,
                 tick,
-                &mut state.timers,
+                timers,
                 &mut witness,
             ) != 0.0;
+            if state.0.is_none() && spare_timers.any_running() {
+                state.0 = Some(Box::new(LiveAlert {
+                    lifecycle: None,
+                    timers: spare_timers.clone(),
+                }));
+            }
             let finding = match (&mut self.detector, &self.rule.detector) {
-                (
-                    DetectorRuntime::Baseline {
+                (DetectorRuntime::Baseline { bank }, Some(Detector::Baseline(spec))) => {
+                    let BaselineBank {
                         groups,
                         ticks,
                         last_tick,
-                    },
-                    Some(Detector::Baseline(spec)),
-                ) => {
+                        ..
+                    } = &mut banks[*bank];
                     if tick != *last_tick {
                         *last_tick = tick;
                         *ticks += 1;
@@ -1310,11 +1362,22 @@ impl RuleRuntime {
                         forest.observe(spec, table.groups.hashes[group], tick, &features)
                     }
                 }
-                (DetectorRuntime::Drift { reference_name, .. }, Some(Detector::Drift(spec))) => {
+                (
+                    DetectorRuntime::Drift {
+                        reference_name,
+                        subject_segment,
+                        ..
+                    },
+                    Some(Detector::Drift(spec)),
+                ) => {
                     // Both must hold: a group whose condition fails is not
                     // judged (a rest_of reference per client is costly).
                     condition_holds.then(|| {
-                        let (subject, reference) = drift_samples.for_group(group);
+                        let own = || {
+                            let sample = self.drift_sample;
+                            window_sample(table, *subject_segment, group, sample, &in_window)
+                        };
+                        let (subject, reference) = drift_samples.for_group(group, own);
                         judge_drift(spec, reference_name, &subject, &reference)
                     })
                 }
@@ -1340,7 +1403,13 @@ impl RuleRuntime {
             let state = &mut self.alert_states[group];
             let mut transition = None;
             if holds {
-                let lifecycle = state.lifecycle.get_or_insert_with(Box::default);
+                let live = state.0.get_or_insert_with(|| {
+                    Box::new(LiveAlert {
+                        lifecycle: None,
+                        timers: HeldTimers::new(held_timers),
+                    })
+                });
+                let lifecycle = live.lifecycle.get_or_insert_with(Lifecycle::default);
                 lifecycle.clear_since = None;
                 if lifecycle.firing_since.is_none() {
                     let since = *lifecycle.pending_since.get_or_insert(tick);
@@ -1349,7 +1418,11 @@ impl RuleRuntime {
                         transition = Some((AlertState::Firing, tick, None));
                     }
                 }
-            } else if let Some(lifecycle) = &mut state.lifecycle {
+            } else if let Some(lifecycle) = state
+                .0
+                .as_deref_mut()
+                .and_then(|live| live.lifecycle.as_mut())
+            {
                 lifecycle.pending_since = None;
                 if let Some(started) = lifecycle.firing_since {
                     let clear_since = *lifecycle.clear_since.get_or_insert(tick);
@@ -1360,9 +1433,12 @@ impl RuleRuntime {
                     }
                 }
                 if lifecycle.pending_since.is_none() && lifecycle.firing_since.is_none() {
-                    state.lifecycle = None;
+                    if let Some(live) = state.0.as_deref_mut() {
+                        live.lifecycle = None;
+                    }
                 }
             }
+            state.settle();
             if let Some((alert_state, started, ended)) = transition {
                 let events = merged[0].count;
                 let firing = alert_state == AlertState::Firing;
@@ -1423,12 +1499,8 @@ impl RuleRuntime {
             // An entity this rule holds nothing of can be forgotten, once
             // its table's cells are empty too: evaluating its empty window
             // again would give the same "no" (learned baselines are kept).
-            let state = &self.alert_states[group];
-            retained[group] |= holds_data
-                || holds
-                || keeps_state
-                || state.lifecycle.is_some()
-                || state.timers.any_running();
+            retained[group] |=
+                holds_data || holds || keeps_state || self.alert_states[group].0.is_some();
         }
         if let (DetectorRuntime::Forest(forest), Some(Detector::Forest(spec))) =
             (&mut self.detector, &self.rule.detector)
@@ -1506,30 +1578,18 @@ impl RuleRuntime {
             return DriftInputs::Ready(Vec::new());
         };
         let groups = table.groups.slots();
-        let (position, capacity) = self.drift_sample;
-        let window_sample = |segment: usize, group: usize| -> BottomSample {
-            let mut sample = BottomSample::with_capacity(capacity);
-            for cell in &table.cells[segment][group] {
-                if in_window(cell.bucket) {
-                    cell.data.merge_sample_into(position, &mut sample);
-                }
-            }
-            sample
+        let drift_sample = self.drift_sample;
+        let capacity = drift_sample.1;
+        let window_sample = |segment: usize, group: usize| {
+            window_sample(table, segment, group, drift_sample, in_window)
         };
         let active: Vec<bool> = table
             .first_bucket
             .iter()
             .map(|first| first.is_some_and(|first| first <= last_bucket))
             .collect();
-        let mut subjects: Vec<BottomSample> = (0..groups)
-            .map(|group| {
-                if active[group] {
-                    window_sample(*subject_segment, group)
-                } else {
-                    BottomSample::with_capacity(capacity)
-                }
-            })
-            .collect();
+        let subject =
+            |group: usize| -> Vec<f64> { window_sample(*subject_segment, group).values() };
         if let Some(store) = self.drift_reference.map(|index| &self.references[index]) {
             let window = self.rule.window;
             let Some(Detector::Drift(spec)) = &self.rule.detector else {
@@ -1547,7 +1607,7 @@ impl RuleRuntime {
                         if !active[group] {
                             return (Vec::new(), Vec::new());
                         }
-                        (subjects[group].values(), store.sample(group, from, to))
+                        (subject(group), store.sample(group, from, to))
                     })
                     .collect(),
             );
@@ -1560,7 +1620,7 @@ impl RuleRuntime {
                             return (Vec::new(), Vec::new());
                         }
                         let mut reference = window_sample(*reference_segment, group);
-                        (subjects[group].values(), reference.values())
+                        (subject(group), reference.values())
                     })
                     .collect(),
             );
@@ -1588,7 +1648,8 @@ impl RuleRuntime {
             .collect();
         for group in 0..groups {
             if active[group] {
-                family_samples[families[group] as usize].merge(&subjects[group]);
+                let own = window_sample(*subject_segment, group);
+                family_samples[families[group] as usize].merge(&own);
             }
         }
         // Families are never forgotten (their count is bounded by the other
@@ -1598,7 +1659,6 @@ impl RuleRuntime {
             .map(BottomSample::ranked)
             .collect();
         DriftInputs::RestOf {
-            subjects,
             active,
             families: families.clone(),
             family_ranked,
@@ -1864,7 +1924,8 @@ impl RuleRuntime {
                 .filter(|cell| !cell.data.is_empty())
                 .count(),
             detector_bytes: match &self.detector {
-                DetectorRuntime::Baseline { groups, .. } => groups
+                DetectorRuntime::Baseline { bank } => table.banks[*bank]
+                    .groups
                     .iter()
                     .flatten()
                     .map(BaselineGroup::approx_bytes)

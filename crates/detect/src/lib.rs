@@ -78,11 +78,11 @@ pub mod network;
 mod reference;
 pub mod roles;
 mod rule;
-mod table;
 pub mod score;
 pub mod slo;
 pub mod stats;
 pub mod summary;
+mod table;
 
 use std::path::PathBuf;
 

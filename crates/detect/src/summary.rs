@@ -349,8 +349,11 @@ impl Summary {
 /// Most keys of a high-cardinality rule (one per client, say) see a handful
 /// of rows per bucket. A full [`Summary`] costs one allocation per summary
 /// kind plus the sketches' own, several hundred bytes, so such a bucket keeps
-/// its rows instead: a count header and one tagged 9-byte entry per summarised
-/// value (17 for a sample), in one exactly sized allocation. Once the entries
+/// its rows instead: a count header and one tagged entry per summarised value,
+/// in one exactly sized allocation. An entry is a tag byte, then a hash (8
+/// bytes), a value, or a sample's rank (8 bytes) and value; a value that is an
+/// integer (tokens, a class, a status) is a zigzag varint of 1 to 3 bytes,
+/// any other value its 8 bytes. Once the entries
 /// outgrow what a summary would cost, they are replayed into one. Every
 /// summary kind is order-independent, and adding a value is the same as
 /// merging a summary of it, so both forms give bit-identical answers.
@@ -373,8 +376,98 @@ const TAG_MOMENT: u8 = 0;
 const TAG_SKETCH: u8 = 1 << 6;
 const TAG_DISTINCT: u8 = 2 << 6;
 const TAG_SAMPLE: u8 = 3 << 6;
-/// Positions must fit the tag's low six bits.
-const MAX_LOGGED_POSITIONS: usize = 1 << 6;
+const TAG_KIND: u8 = 3 << 6;
+/// The entry's value is a varint-coded integer.
+const TAG_INTEGER: u8 = 1 << 5;
+/// Positions must fit the tag's low five bits.
+const MAX_LOGGED_POSITIONS: usize = 1 << 5;
+const TAG_POSITION: u8 = (MAX_LOGGED_POSITIONS - 1) as u8;
+/// Integers up to 2^53 are exact in an f64.
+const EXACT_INTEGER: f64 = 9_007_199_254_740_992.0;
+
+/// One value for a row log.
+#[derive(Clone, Copy)]
+enum Logged {
+    Value(f64),
+    Hash(u64),
+    Ranked(u64, f64),
+}
+
+/// `value` as a zigzag-coded integer, when it is one (not -0.0: its sign
+/// would be lost).
+fn as_integer(value: f64) -> Option<u64> {
+    let integral = value.fract() == 0.0 && value.abs() <= EXACT_INTEGER;
+    if !integral || (value == 0.0 && value.is_sign_negative()) {
+        return None;
+    }
+    let integer = value as i64;
+    Some(((integer << 1) ^ (integer >> 63)) as u64)
+}
+
+fn push_varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push(value as u8 | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+fn read_varint(bytes: &[u8], at: &mut usize) -> u64 {
+    let mut value = 0u64;
+    let mut shift = 0;
+    loop {
+        let byte = bytes[*at];
+        *at += 1;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return value;
+        }
+        shift += 7;
+    }
+}
+
+fn read_word(bytes: &[u8], at: &mut usize) -> u64 {
+    let word = u64::from_le_bytes(bytes[*at..*at + 8].try_into().expect("entry"));
+    *at += 8;
+    word
+}
+
+/// Appends `value`: a varint when it is an integer (flagged in `tag`), else its bits.
+fn push_value(out: &mut Vec<u8>, tag_at: usize, value: f64) {
+    match as_integer(value) {
+        Some(zigzag) => {
+            out[tag_at] |= TAG_INTEGER;
+            push_varint(out, zigzag);
+        }
+        None => out.extend_from_slice(&value.to_bits().to_le_bytes()),
+    }
+}
+
+fn read_value(bytes: &[u8], at: &mut usize, tag: u8) -> f64 {
+    if tag & TAG_INTEGER != 0 {
+        let zigzag = read_varint(bytes, at);
+        ((zigzag >> 1) as i64 ^ -((zigzag & 1) as i64)) as f64
+    } else {
+        f64::from_bits(read_word(bytes, at))
+    }
+}
+
+/// The next entry of a row log at `at`: its kind, position and value.
+fn read_entry(bytes: &[u8], at: &mut usize) -> (u8, usize, Logged) {
+    let tag = bytes[*at];
+    *at += 1;
+    let kind = tag & TAG_KIND;
+    let position = usize::from(tag & TAG_POSITION);
+    let logged = match kind {
+        TAG_DISTINCT => Logged::Hash(read_word(bytes, at)),
+        TAG_SAMPLE => {
+            let rank = read_word(bytes, at);
+            Logged::Ranked(rank, read_value(bytes, at, tag))
+        }
+        _ => Logged::Value(read_value(bytes, at, tag)),
+    };
+    (kind, position, logged)
+}
 
 impl SummaryLayout {
     /// Bytes of row entries past which a bucket becomes a [`Summary`]: about
@@ -447,7 +540,7 @@ impl BucketData {
     pub fn add_moment(&mut self, layout: &SummaryLayout, position: usize, value: f64) {
         match self {
             BucketData::Summary(summary) => summary.moments[position].add(value),
-            BucketData::Rows(_) => self.log(layout, TAG_MOMENT, position, value.to_bits(), None),
+            BucketData::Rows(_) => self.log(layout, TAG_MOMENT, position, Logged::Value(value)),
         }
     }
 
@@ -456,7 +549,7 @@ impl BucketData {
     pub fn add_sketch(&mut self, layout: &SummaryLayout, position: usize, value: f64) {
         match self {
             BucketData::Summary(summary) => summary.sketches[position].add(value),
-            BucketData::Rows(_) => self.log(layout, TAG_SKETCH, position, value.to_bits(), None),
+            BucketData::Rows(_) => self.log(layout, TAG_SKETCH, position, Logged::Value(value)),
         }
     }
 
@@ -465,7 +558,7 @@ impl BucketData {
     pub fn add_distinct(&mut self, layout: &SummaryLayout, position: usize, hash: u64) {
         match self {
             BucketData::Summary(summary) => summary.distinct[position].add_hash(hash),
-            BucketData::Rows(_) => self.log(layout, TAG_DISTINCT, position, hash, None),
+            BucketData::Rows(_) => self.log(layout, TAG_DISTINCT, position, Logged::Hash(hash)),
         }
     }
 
@@ -475,54 +568,41 @@ impl BucketData {
         match self {
             BucketData::Summary(summary) => summary.samples[position].add(rank, value),
             BucketData::Rows(_) => {
-                self.log(layout, TAG_SAMPLE, position, rank, Some(value.to_bits()))
+                self.log(layout, TAG_SAMPLE, position, Logged::Ranked(rank, value))
             }
         }
     }
 
-    fn log(
-        &mut self,
-        layout: &SummaryLayout,
-        tag: u8,
-        position: usize,
-        word: u64,
-        second_word: Option<u64>,
-    ) {
+    fn log(&mut self, layout: &SummaryLayout, kind: u8, position: usize, logged: Logged) {
         let BucketData::Rows(bytes) = self else {
             return;
         };
-        let entry_len = 9 + if second_word.is_some() { 8 } else { 0 };
-        let within_limit = layout
-            .rows_limit()
-            .is_some_and(|limit| bytes.len() + entry_len <= limit);
-        if !within_limit {
-            let mut summary = Box::new(Summary::empty(layout));
-            Self::replay(bytes, &mut summary, true);
-            *self = BucketData::Summary(summary);
-            let BucketData::Summary(summary) = self else {
-                return;
-            };
-            match tag {
-                TAG_MOMENT => summary.moments[position].add(f64::from_bits(word)),
-                TAG_SKETCH => summary.sketches[position].add(f64::from_bits(word)),
-                TAG_DISTINCT => summary.distinct[position].add_hash(word),
-                _ => summary.samples[position].add(word, f64::from_bits(second_word.unwrap_or(0))),
-            }
-            return;
-        }
         debug_assert!(
             bytes.len() >= ROWS_HEADER,
             "a row is counted before its values"
         );
-        // Exactly sized: these buckets are many and small, so no spare capacity.
         let mut grown = std::mem::take(bytes).into_vec();
-        grown.reserve_exact(entry_len);
-        grown.push(tag | position as u8);
-        grown.extend_from_slice(&word.to_le_bytes());
-        if let Some(second_word) = second_word {
-            grown.extend_from_slice(&second_word.to_le_bytes());
+        let tag_at = grown.len();
+        grown.push(kind | position as u8);
+        match logged {
+            Logged::Hash(hash) => grown.extend_from_slice(&hash.to_le_bytes()),
+            Logged::Value(value) => push_value(&mut grown, tag_at, value),
+            Logged::Ranked(rank, value) => {
+                grown.extend_from_slice(&rank.to_le_bytes());
+                push_value(&mut grown, tag_at, value);
+            }
         }
-        *bytes = grown.into_boxed_slice();
+        let within_limit = layout
+            .rows_limit()
+            .is_some_and(|limit| grown.len() <= limit);
+        if within_limit {
+            // Exactly sized: these buckets are many and small, so no spare capacity.
+            *bytes = grown.into_boxed_slice();
+            return;
+        }
+        let mut summary = Box::new(Summary::empty(layout));
+        Self::replay(&grown, &mut summary, true);
+        *self = BucketData::Summary(summary);
     }
 
     /// Folds logged rows into `target`: counts when `counts`, values always.
@@ -536,19 +616,16 @@ impl BucketData {
         }
         let mut at = ROWS_HEADER;
         while at < bytes.len() {
-            let tag = bytes[at] & !0x3f;
-            let position = usize::from(bytes[at] & 0x3f);
-            let word = u64::from_le_bytes(bytes[at + 1..at + 9].try_into().expect("entry"));
-            at += 9;
-            match tag {
-                TAG_MOMENT => target.moments[position].add(f64::from_bits(word)),
-                TAG_SKETCH => target.sketches[position].add(f64::from_bits(word)),
-                TAG_DISTINCT => target.distinct[position].add_hash(word),
-                _ => {
-                    let value = u64::from_le_bytes(bytes[at..at + 8].try_into().expect("entry"));
-                    at += 8;
-                    target.samples[position].add(word, f64::from_bits(value));
+            match read_entry(bytes, &mut at) {
+                (TAG_MOMENT, position, Logged::Value(value)) => target.moments[position].add(value),
+                (TAG_SKETCH, position, Logged::Value(value)) => {
+                    target.sketches[position].add(value)
                 }
+                (_, position, Logged::Hash(hash)) => target.distinct[position].add_hash(hash),
+                (_, position, Logged::Ranked(rank, value)) => {
+                    target.samples[position].add(rank, value)
+                }
+                _ => {}
             }
         }
     }
@@ -582,16 +659,9 @@ impl BucketData {
             BucketData::Rows(bytes) => {
                 let mut at = ROWS_HEADER;
                 while at < bytes.len() {
-                    let tag = bytes[at] & !0x3f;
-                    let logged_position = usize::from(bytes[at] & 0x3f);
-                    let word = u64::from_le_bytes(bytes[at + 1..at + 9].try_into().expect("entry"));
-                    at += 9;
-                    if tag == TAG_SAMPLE {
-                        let value =
-                            u64::from_le_bytes(bytes[at..at + 8].try_into().expect("entry"));
-                        at += 8;
-                        if logged_position == position {
-                            target.add(word, f64::from_bits(value));
+                    if let (_, logged, Logged::Ranked(rank, value)) = read_entry(bytes, &mut at) {
+                        if logged == position {
+                            target.add(rank, value);
                         }
                     }
                 }
@@ -666,6 +736,66 @@ mod tests {
         left.merge(&right);
         let estimate = left.estimate();
         assert!((estimate - 7_500.0).abs() / 7_500.0 < 0.05, "{estimate}");
+    }
+
+    #[test]
+    fn integers_are_logged_in_few_bytes_and_read_back_exactly() {
+        let layout = SummaryLayout {
+            moment_columns: vec![0],
+            sample_columns: vec![1],
+            sample_classes: vec![None],
+            sample_capacity: 64,
+            ..SummaryLayout::default()
+        };
+        let values = [
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            127.0,
+            128.0,
+            -1e15,
+            EXACT_INTEGER,
+            EXACT_INTEGER * 4.0,
+            0.5,
+            1e300,
+            f64::INFINITY,
+        ];
+        let mut rows = BucketData::default();
+        let mut summary = BucketData::Summary(Box::new(Summary::empty(&layout)));
+        for (index, value) in values.iter().enumerate() {
+            for data in [&mut rows, &mut summary] {
+                data.add_row(&layout, false);
+                data.add_moment(&layout, 0, *value);
+                data.add_sample(&layout, 0, index as u64, *value);
+            }
+        }
+        let read = |data: &BucketData| {
+            let mut merged = Summary::empty(&layout);
+            data.merge_counts_into(&mut merged);
+            data.merge_distributions_into(&mut merged);
+            let sample: Vec<u64> = merged.samples[0]
+                .values()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect();
+            let moments = &merged.moments[0];
+            (
+                moments.sum().to_bits(),
+                moments.min().to_bits(),
+                moments.max().to_bits(),
+                sample,
+            )
+        };
+        assert_eq!(read(&rows), read(&summary));
+        // A small integer costs a tag and one byte.
+        let mut one = BucketData::default();
+        one.add_row(&layout, false);
+        one.add_moment(&layout, 0, 42.0);
+        let BucketData::Rows(bytes) = &one else {
+            panic!("one row stays a log");
+        };
+        assert_eq!(bytes.len(), ROWS_HEADER + 2);
     }
 
     #[test]

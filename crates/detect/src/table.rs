@@ -25,9 +25,9 @@ use arrow::record_batch::RecordBatch;
 use hashbrown::HashTable;
 use inferwatch_core::Alert;
 
+use crate::detector::BaselineGroup;
 use crate::engine::{
-    column_value_ids, float_column, sample_rank, sampled_values, value_hashes, HoldLog,
-    RuleRuntime,
+    column_value_ids, float_column, sample_rank, sampled_values, value_hashes, HoldLog, RuleRuntime,
 };
 use crate::explain::RowSample;
 use crate::filter::{evaluate_predicate, RowPredicate};
@@ -333,6 +333,23 @@ pub(crate) struct CellTable {
     pub(crate) pairs: Vec<Vec<(u32, u32, u32)>>,
     /// Per group, at the tick being evaluated: whether a member still needs it.
     retained: Vec<bool>,
+    /// The members' learned baselines, one bank per distinct series.
+    pub(crate) banks: Vec<BaselineBank>,
+}
+
+/// The learned baselines of one series, per group of a table. Members that
+/// learn the same series the same way (an extraction sweep and its staged,
+/// confirmed twin) share one bank, so a million clients' baselines are kept
+/// once: the first member to judge a tick learns the point, the next one
+/// reads the same judgement ([`BaselineGroup::observe`] is idempotent per tick).
+pub(crate) struct BaselineBank {
+    key: String,
+    /// One learned baseline per group, created at its first evaluation.
+    pub(crate) groups: Vec<Option<BaselineGroup>>,
+    /// Ticks evaluated, and the last one (`new_keys: zero` needs to know
+    /// whether the series itself is past its warm-up).
+    pub(crate) ticks: u64,
+    pub(crate) last_tick: i64,
 }
 
 /// Where a table's members send what they find at a tick.
@@ -376,11 +393,26 @@ impl CellTable {
             row_groups: Vec::new(),
             pairs: vec![Vec::new(); segments],
             retained: Vec::new(),
+            banks: Vec::new(),
             members: Vec::new(),
             key,
         };
         table.set_max_future(max_future);
         table
+    }
+
+    /// The bank of baselines learned as `key` says, made if new.
+    pub(crate) fn bank_for(&mut self, key: String) -> usize {
+        if let Some(index) = self.banks.iter().position(|bank| bank.key == key) {
+            return index;
+        }
+        self.banks.push(BaselineBank {
+            key,
+            groups: Vec::new(),
+            ticks: 0,
+            last_tick: i64::MIN,
+        });
+        self.banks.len() - 1
     }
 
     /// Adds a member whose window is `window`.
@@ -472,7 +504,12 @@ impl CellTable {
                 rules,
             );
             slice_start = row;
-            self.advance_to(prefix_max[row].saturating_sub(lateness), rules, output, sample);
+            self.advance_to(
+                prefix_max[row].saturating_sub(lateness),
+                rules,
+                output,
+                sample,
+            );
         }
         self.resolve_groups(&value_ids, &mask, slice_start..timestamps.len(), rules);
         self.aggregate_rows(
@@ -532,6 +569,11 @@ impl CellTable {
                 }
                 for &member in &self.members {
                     rules[member].forget(group);
+                }
+                for bank in &mut self.banks {
+                    if let Some(slot) = bank.groups.get_mut(group) {
+                        *slot = None;
+                    }
                 }
             }
         }
@@ -705,6 +747,7 @@ impl CellTable {
         let oldest_kept = (tick - self.retention).div_euclid(self.bucket_width);
         let last_bucket = tick.div_euclid(self.bucket_width) - 1;
         let mut retained = std::mem::take(&mut self.retained);
+        let mut banks = std::mem::take(&mut self.banks);
         for group in 0..self.groups.slots() {
             retained[group] = false;
             if self.first_bucket[group].is_none_or(|first| first > last_bucket) {
@@ -724,7 +767,8 @@ impl CellTable {
             }
         }
         for &member in &self.members {
-            rules[member].evaluate_tick(tick, member, self, &mut retained, output, sample);
+            let shared = (&mut retained[..], &mut banks[..]);
+            rules[member].evaluate_tick(tick, member, self, shared, output, sample);
         }
         for group in 0..self.groups.slots() {
             let evaluated = self.first_bucket[group].is_some_and(|first| first <= last_bucket);
@@ -735,6 +779,7 @@ impl CellTable {
             }
         }
         self.retained = retained;
+        self.banks = banks;
     }
 
     /// Appends the indices of the columns the table reads.
