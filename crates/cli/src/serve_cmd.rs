@@ -1,7 +1,7 @@
 //! `inferwatch serve`: the Postgres wire over a data directory, and with
 //! `--listen` the node itself: HTTP ingest (NDJSON, Elasticsearch `_bulk`,
 //! Splunk HEC, OTLP logs) into the store, with `--rules` checked on what
-//! arrives. The runtime is `inferwatch_server::serve`; this module parses
+//! arrives, the REST API under `/api/v1/` and `/metrics`. The runtime is `inferwatch_server::serve`; this module parses
 //! flags and prints.
 
 use std::net::SocketAddr;
@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use inferwatch_query::{serve_postgres, QueryEngine};
+use inferwatch_server::api::ApiOptions;
 use inferwatch_server::http::HttpOptions;
 use inferwatch_server::one_pass::parse_size;
 use inferwatch_server::serve::{serve, ServeOptions};
@@ -76,6 +77,18 @@ pub struct NodeArgs {
     /// How far ahead of the clock the events agree on an event may be.
     #[arg(long, default_value = "2m", value_name = "DURATION")]
     pub max_future: String,
+    /// With --rules: when no event has arrived for this long, move
+    /// detection's clock on by the wall time since the last one, and again
+    /// every such period (so `volume-drop` fires during an outage);
+    /// `off` never does.
+    #[arg(long, default_value = "10s", value_name = "DURATION")]
+    pub idle_after: String,
+    /// Longest a REST query may run.
+    #[arg(long, default_value = "30s", value_name = "DURATION")]
+    pub query_timeout: String,
+    /// Most rows a REST query returns.
+    #[arg(long, default_value_t = 100_000)]
+    pub query_max_rows: usize,
     /// Slow every store append by this many milliseconds (to test
     /// back-pressure; never in production).
     #[arg(long, default_value_t = 0, hide = true)]
@@ -178,6 +191,12 @@ async fn serve_node(args: &ServeArgs, listen: SocketAddr) -> anyhow::Result<()> 
         let bytes = parse_size(text).with_context(|| format!("{flag} {text}"))?;
         Ok(usize::try_from(bytes).unwrap_or(usize::MAX).max(1))
     };
+    let duration = |text: &str, flag: &str| -> anyhow::Result<Duration> {
+        let nanos =
+            inferwatch_core::parse_duration(text).with_context(|| format!("{flag} {text}"))?;
+        anyhow::ensure!(nanos > 0, "{flag} must be longer than zero");
+        Ok(Duration::from_nanos(nanos as u64))
+    };
     let options = ServeOptions {
         data: args.data.clone(),
         listen,
@@ -195,6 +214,15 @@ async fn serve_node(args: &ServeArgs, listen: SocketAddr) -> anyhow::Result<()> 
             ..HttpOptions::default()
         },
         append_delay: Duration::from_millis(node.test_append_delay_ms),
+        idle_after: match node.idle_after.as_str() {
+            "off" => None,
+            text => Some(duration(text, "--idle-after")?),
+        },
+        api: ApiOptions {
+            max_rows: node.query_max_rows.max(1),
+            default_rows: node.query_max_rows.clamp(1, 10_000),
+            query_timeout: duration(&node.query_timeout, "--query-timeout")?,
+        },
     };
     if !node.open
         && inferwatch_server::auth::list_tokens(&args.data)
@@ -214,7 +242,7 @@ async fn serve_node(args: &ServeArgs, listen: SocketAddr) -> anyhow::Result<()> 
         Some(printer),
         move |address| {
             eprintln!(
-                "inferwatch serve: HTTP ingest on {address}{}",
+                "inferwatch serve: HTTP ingest on {address}{} (REST API under /api/v1/, /metrics)",
                 if open {
                     " (open: no tokens checked)"
                 } else {

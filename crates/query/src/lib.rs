@@ -308,6 +308,54 @@ impl QueryEngine {
         Ok(frame.collect().await?)
     }
 
+    /// Like [`QueryEngine::sql`], but stops after `limit` rows: the result
+    /// is read as a stream and dropped (which ends the query) once the
+    /// limit is reached. Returns the result's schema, at most `limit` rows,
+    /// and whether there were more (the REST API's row limit).
+    pub async fn sql_limited(
+        &self,
+        sql: &str,
+        limit: usize,
+    ) -> Result<
+        (
+            datafusion::arrow::datatypes::SchemaRef,
+            Vec<RecordBatch>,
+            bool,
+        ),
+        QueryError,
+    > {
+        use futures::StreamExt;
+        let state = self.context.state();
+        let statement = read_only::parse_read_only(&state, sql)?;
+        let plan = state.statement_to_plan(statement).await?;
+        verify_read_only(&plan)?;
+        let frame = self.context.execute_logical_plan(plan).await?;
+        let mut stream = frame.execute_stream().await?;
+        let schema = stream.schema();
+        let mut batches = Vec::new();
+        let mut rows = 0usize;
+        let mut truncated = false;
+        while let Some(batch) = stream.next().await {
+            let batch = batch?;
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            if rows >= limit {
+                truncated = true;
+                break;
+            }
+            let take = batch.num_rows().min(limit - rows);
+            rows += take;
+            if take < batch.num_rows() {
+                batches.push(batch.slice(0, take));
+                truncated = true;
+                break;
+            }
+            batches.push(batch);
+        }
+        Ok((schema, batches, truncated))
+    }
+
     /// The DataFusion session (for the Postgres server).
     pub fn context(&self) -> Arc<SessionContext> {
         self.context.clone()

@@ -104,6 +104,12 @@ impl AlertLedger {
 /// new.
 /// Each batch is aligned to `schema`, the decoder's, which the engine's
 /// rules were compiled against (the stored schema may have more columns).
+///
+/// The heartbeats a live run recorded ([`crate::live::HEARTBEAT_STREAM`])
+/// move the clock again at the same points of event time: each goes in
+/// just before the first row later than it (rows come in time order within
+/// a segment), and those later than every row go in at the end, so an
+/// alert that fired while the inputs were silent fires again in replay.
 pub fn replay_store(
     data: &Path,
     stream: &str,
@@ -111,27 +117,96 @@ pub fn replay_store(
     engine: &mut Engine,
 ) -> Result<Vec<Alert>, ServerError> {
     let reader = StoreReader::open(data)?;
+    let heartbeats = stored_heartbeats(&reader)?;
     let Ok(snapshot) = reader.snapshot(stream, None, None) else {
         // No schema yet: nothing was stored.
         return Ok(Vec::new());
     };
+    let clock_row = match heartbeats.is_empty() {
+        true => None,
+        false => Some(crate::live::clock_row(schema)?),
+    };
+    let mut next_heartbeat = 0usize;
     let mut segments = snapshot.segments.clone();
     segments.sort_by_key(|file| (file.first_sequence, file.hour_start));
     let mut alerts = Vec::new();
-    let mut observe = |batch: &RecordBatch| -> Result<(), ServerError> {
-        if batch.num_rows() > 0 {
-            let aligned = align_to_schema(batch, schema)?;
-            alerts.extend(engine.observe(&aligned));
+    let beat = |engine: &mut Engine, alerts: &mut Vec<Alert>, clock: i64| {
+        if let Some(row) = &clock_row {
+            alerts.extend(engine.observe_at(row, &[clock]));
+        }
+    };
+    let mut observe = |batch: &RecordBatch, alerts: &mut Vec<Alert>| -> Result<(), ServerError> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let aligned = align_to_schema(batch, schema)?;
+        let timestamps = aligned
+            .column_by_name(inferwatch_core::column::TIMESTAMP)
+            .and_then(|column| {
+                column
+                    .as_any()
+                    .downcast_ref::<arrow::array::TimestampNanosecondArray>()
+                    .map(|array| array.values().to_vec())
+            })
+            .unwrap_or_default();
+        let mut start = 0usize;
+        for (row, &timestamp) in timestamps.iter().enumerate() {
+            if next_heartbeat < heartbeats.len() && heartbeats[next_heartbeat] < timestamp {
+                if row > start {
+                    alerts.extend(engine.observe(&aligned.slice(start, row - start)));
+                }
+                while next_heartbeat < heartbeats.len() && heartbeats[next_heartbeat] < timestamp {
+                    beat(engine, alerts, heartbeats[next_heartbeat]);
+                    next_heartbeat += 1;
+                }
+                start = row;
+            }
+        }
+        if start < aligned.num_rows() {
+            alerts.extend(engine.observe(&aligned.slice(start, aligned.num_rows() - start)));
         }
         Ok(())
     };
     for file in &segments {
         for batch in read_parquet(&file.path)? {
-            observe(&batch)?;
+            observe(&batch, &mut alerts)?;
         }
     }
     for batch in &snapshot.tail {
-        observe(batch)?;
+        observe(batch, &mut alerts)?;
+    }
+    for &clock in &heartbeats[next_heartbeat.min(heartbeats.len())..] {
+        beat(engine, &mut alerts, clock);
     }
     Ok(alerts)
+}
+
+/// The clocks the recorded heartbeats set, in order.
+fn stored_heartbeats(reader: &StoreReader) -> Result<Vec<i64>, ServerError> {
+    let Ok(snapshot) = reader.snapshot(crate::live::HEARTBEAT_STREAM, None, None) else {
+        return Ok(Vec::new());
+    };
+    let mut clocks = Vec::new();
+    let mut take = |batch: &RecordBatch| {
+        if let Some(times) = batch
+            .column_by_name(inferwatch_core::column::TIMESTAMP)
+            .and_then(|column| {
+                column
+                    .as_any()
+                    .downcast_ref::<arrow::array::TimestampNanosecondArray>()
+            })
+        {
+            clocks.extend(times.values().iter().copied());
+        }
+    };
+    for file in &snapshot.segments {
+        for batch in read_parquet(&file.path)? {
+            take(&batch);
+        }
+    }
+    for batch in &snapshot.tail {
+        take(batch);
+    }
+    clocks.sort_unstable();
+    Ok(clocks)
 }

@@ -8,6 +8,10 @@
 //! | `POST /services/collector[/event]`, `/services/collector/raw`, `GET /services/collector/health` | Splunk HEC |
 //! | `POST /v1/logs` | OTLP/HTTP logs, protobuf or JSON |
 //! | `GET /healthz` | liveness, no token |
+//! | `/api/v1/…` (query, series, alerts, rules, silences, health, openapi.json), `GET /metrics` | the REST API ([`crate::api`]) |
+//!
+//! [`route_table`] lists every route with its methods; the OpenAPI
+//! document served at `/api/v1/openapi.json` is checked against it.
 //!
 //! Every request body may be gzip-compressed; the raw body and the
 //! decompressed body each have a size limit (413 beyond, so a gzip bomb
@@ -27,10 +31,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, RawQuery, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
+use axum::routing::{any, delete, get, post, MethodRouter};
 use axum::Router;
 use inferwatch_core::DEFAULT_STREAM;
 use inferwatch_ingest::{Chunk, Decoder};
@@ -40,11 +45,14 @@ use opentelemetry_proto::tonic::collector::logs::v1::{
 use prost::Message;
 use serde_json::{json, Value};
 
-use crate::auth::{Denied, Need, TokenStore};
+use crate::api::ApiOptions;
+use crate::auth::{Denied, Need, TokenRecord, TokenStore};
+use crate::live::{LiveState, HEARTBEAT_STREAM};
+use crate::metrics::Metrics;
 use crate::protocol::{
     frame_bulk, frame_hec_events, frame_hec_raw, frame_otlp, stream_name, Framed, HecDefaults, Item,
 };
-use crate::writer::{IngestWriter, Job, Part, Payload, Refusal, Submit};
+use crate::writer::{IngestWriter, Job, Part, Payload, Refusal, Submit, WriterCounters};
 
 /// Settings of the HTTP API.
 #[derive(Debug, Clone)]
@@ -71,6 +79,20 @@ impl Default for HttpOptions {
     }
 }
 
+/// What the REST API and the metrics share with ingest.
+pub struct NodeShared {
+    /// The read-only SQL session over the data directory.
+    pub query: Arc<inferwatch_query::QueryEngine>,
+    /// The node's counters.
+    pub metrics: Arc<Metrics>,
+    /// What the writer thread publishes.
+    pub live: Arc<LiveState>,
+    /// REST settings.
+    pub api: ApiOptions,
+    /// Jobs the store queue holds.
+    pub queue_capacity: usize,
+}
+
 /// What the handlers share.
 pub struct AppState {
     writer: IngestWriter,
@@ -79,6 +101,12 @@ pub struct AppState {
     tokens: Option<TokenStore>,
     options: HttpOptions,
     requests: AtomicU64,
+    pub(crate) query: Arc<inferwatch_query::QueryEngine>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) live: Arc<LiveState>,
+    pub(crate) api: ApiOptions,
+    pub(crate) queue_capacity: usize,
+    pub(crate) started: Instant,
 }
 
 impl AppState {
@@ -89,6 +117,7 @@ impl AppState {
         decoder: Decoder,
         tokens: Option<TokenStore>,
         options: HttpOptions,
+        shared: NodeShared,
     ) -> AppState {
         AppState {
             writer,
@@ -96,47 +125,159 @@ impl AppState {
             tokens,
             options,
             requests: AtomicU64::new(0),
+            query: shared.query,
+            metrics: shared.metrics,
+            live: shared.live,
+            api: shared.api,
+            queue_capacity: shared.queue_capacity,
+            started: Instant::now(),
         }
     }
 
     fn authorize(&self, headers: &HeaderMap, need: Need<'_>) -> Result<(), Denied> {
+        self.authorize_token(headers, need).map(|_| ())
+    }
+
+    /// Checks the request's token against `need`; the token's record, or
+    /// `None` when the server is open.
+    pub(crate) fn authorize_token(
+        &self,
+        headers: &HeaderMap,
+        need: Need<'_>,
+    ) -> Result<Option<TokenRecord>, Denied> {
         let Some(tokens) = &self.tokens else {
-            return Ok(());
+            return Ok(None);
         };
         let header = headers
             .get(header::AUTHORIZATION)
             .map(|value| value.to_str().map_err(|_| Denied::Malformed))
             .transpose()?;
-        tokens.check(header, need).map(|_| ())
+        tokens.check(header, need).map(Some)
     }
+
+    /// The store writer's counters.
+    pub(crate) fn writer_counters(&self) -> Arc<WriterCounters> {
+        self.writer.counters.clone()
+    }
+}
+
+/// Builds the router and lists what it serves: one place registers a
+/// route and its methods, so the list cannot drift from the router.
+struct Routes {
+    router: Router<Arc<AppState>>,
+    table: Vec<(&'static str, &'static [&'static str])>,
+}
+
+impl Routes {
+    fn add(
+        mut self,
+        path: &'static str,
+        methods: &'static [&'static str],
+        handler: MethodRouter<Arc<AppState>>,
+    ) -> Routes {
+        self.router = self.router.route(path, handler);
+        self.table.push((path, methods));
+        self
+    }
+}
+
+fn routes() -> Routes {
+    let routes = Routes {
+        router: Router::new(),
+        table: Vec::new(),
+    };
+    routes
+        .add("/healthz", &["get"], get(healthz))
+        .add("/api/v1/ingest/{stream}", &["post"], post(ingest_ndjson))
+        .add("/_bulk", &["post", "put"], post(bulk).put(bulk))
+        .add(
+            "/{index}/_bulk",
+            &["post", "put"],
+            post(bulk_index).put(bulk_index),
+        )
+        .add("/", &["get", "head"], get(elastic_root))
+        .add("/_license", &["get"], get(elastic_license))
+        .add("/_cluster/health", &["get"], get(elastic_health))
+        .add("/_cluster/health/{*rest}", &["get"], get(elastic_health))
+        .add("/_nodes", &["get"], get(elastic_nodes))
+        .add("/_nodes/{*rest}", &["get"], get(elastic_nodes))
+        .add("/_ilm/{*rest}", &["get", "put", "post"], any(elastic_empty))
+        .add(
+            "/_index_template/{*rest}",
+            &["get", "put", "post"],
+            any(elastic_empty),
+        )
+        .add(
+            "/_ingest/{*rest}",
+            &["get", "put", "post"],
+            any(elastic_empty),
+        )
+        .add("/services/collector", &["post"], post(hec_event))
+        .add("/services/collector/event", &["post"], post(hec_event))
+        .add("/services/collector/event/1.0", &["post"], post(hec_event))
+        .add("/services/collector/raw", &["post"], post(hec_raw))
+        .add("/services/collector/raw/1.0", &["post"], post(hec_raw))
+        .add("/services/collector/health", &["get"], get(hec_health))
+        .add("/services/collector/health/1.0", &["get"], get(hec_health))
+        .add("/v1/logs", &["post"], post(otlp_logs))
+        .add("/api/v1/query", &["post"], post(crate::api::query))
+        .add("/api/v1/series", &["get"], get(crate::api::series))
+        .add("/api/v1/alerts", &["get"], get(crate::api::alerts))
+        .add(
+            "/api/v1/alerts/{fingerprint}/ack",
+            &["post"],
+            post(crate::api::acknowledge),
+        )
+        .add(
+            "/api/v1/silences",
+            &["get", "post"],
+            get(crate::api::list_silences).post(crate::api::create_silence),
+        )
+        .add(
+            "/api/v1/silences/{id}",
+            &["delete"],
+            delete(crate::api::delete_silence),
+        )
+        .add("/api/v1/rules", &["get"], get(crate::api::rules))
+        .add("/api/v1/health", &["get"], get(crate::api::health))
+        .add("/api/v1/openapi.json", &["get"], get(crate::api::openapi))
+        .add("/metrics", &["get"], get(crate::api::metrics))
+}
+
+/// Every route the router serves (axum path syntax) with its methods.
+pub fn route_table() -> Vec<(&'static str, &'static [&'static str])> {
+    routes().table
+}
+
+/// Counts every request by route template, method and status.
+async fn count_request(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |path| path.as_str().to_string());
+    let method = request.method().as_str().to_string();
+    let response = next.run(request).await;
+    state
+        .metrics
+        .request(&route, &method, response.status().as_u16());
+    response
 }
 
 /// The router over `state`.
 pub fn router(state: Arc<AppState>) -> Router {
     let raw_limit = state.options.max_request_bytes;
     let decompressed_limit = state.options.max_decompressed_bytes;
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/api/v1/ingest/{stream}", post(ingest_ndjson))
-        .route("/_bulk", post(bulk).put(bulk))
-        .route("/{index}/_bulk", post(bulk_index).put(bulk_index))
-        .route("/", get(elastic_root))
-        .route("/_license", get(elastic_license))
-        .route("/_cluster/health", get(elastic_health))
-        .route("/_cluster/health/{*rest}", get(elastic_health))
-        .route("/_nodes", get(elastic_nodes))
-        .route("/_nodes/{*rest}", get(elastic_nodes))
-        .route("/_ilm/{*rest}", any(elastic_empty))
-        .route("/_index_template/{*rest}", any(elastic_empty))
-        .route("/_ingest/{*rest}", any(elastic_empty))
-        .route("/services/collector", post(hec_event))
-        .route("/services/collector/event", post(hec_event))
-        .route("/services/collector/event/1.0", post(hec_event))
-        .route("/services/collector/raw", post(hec_raw))
-        .route("/services/collector/raw/1.0", post(hec_raw))
-        .route("/services/collector/health", get(hec_health))
-        .route("/services/collector/health/1.0", get(hec_health))
-        .route("/v1/logs", post(otlp_logs))
+    routes()
+        .router
+        .fallback(crate::api::no_route)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            count_request,
+        ))
         .layer(DefaultBodyLimit::max(decompressed_limit))
         .layer(tower_http::decompression::RequestDecompressionLayer::new())
         .layer(tower_http::limit::RequestBodyLimitLayer::new(raw_limit))
@@ -152,7 +293,7 @@ async fn elastic_product(mut response: Response) -> Response {
     response
 }
 
-fn json_response(status: StatusCode, body: &Value) -> Response {
+pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response {
     // Compact: Vector looks for the substring `"errors":true`.
     let text = serde_json::to_vec(body).unwrap_or_default();
     (
@@ -178,7 +319,7 @@ fn status_of(denied: Denied) -> StatusCode {
 }
 
 /// A 401/403 in the plain shape (`{"error": ...}`).
-fn denied_plain(denied: Denied) -> Response {
+pub(crate) fn denied_plain(denied: Denied) -> Response {
     let mut response = json_response(status_of(denied), &json!({"error": denied.reason()}));
     if denied.status() == 401 {
         response.headers_mut().insert(
@@ -225,6 +366,8 @@ enum Failure {
     Busy,
     /// The store refused or the writer stopped; the message says why.
     Store(String),
+    /// The request names a stream clients may not write (400).
+    Reserved(String),
 }
 
 /// The verdict on one item.
@@ -241,6 +384,22 @@ async fn store_framed(
     framed: &Framed,
 ) -> Result<Vec<Verdict>, Failure> {
     let request = state.requests.fetch_add(1, Ordering::Relaxed) + 1;
+    let protocol_label = crate::metrics::labels(&[("protocol", protocol)]);
+    state
+        .metrics
+        .ingest_requests
+        .get_or_create(&protocol_label)
+        .inc();
+    if let Some(group) = framed
+        .groups
+        .iter()
+        .find(|group| group.stream == HEARTBEAT_STREAM)
+    {
+        return Err(Failure::Reserved(format!(
+            "the stream '{}' is reserved for the server's heartbeats",
+            group.stream
+        )));
+    }
     // A source per request: the guard's refusals of this request's rows are
     // told apart by it, and a dead letter names the request.
     let source: Arc<str> = Arc::from(format!("http:{protocol}:{request}"));
@@ -285,7 +444,14 @@ async fn store_framed(
     let (reply, answer) = tokio::sync::oneshot::channel();
     match state.writer.submit(Job { parts, reply }) {
         Ok(()) => {}
-        Err(Submit::Busy(_)) => return Err(Failure::Busy),
+        Err(Submit::Busy(_)) => {
+            state
+                .metrics
+                .ingest_busy
+                .get_or_create(&protocol_label)
+                .inc();
+            return Err(Failure::Busy);
+        }
         Err(Submit::Stopped(_)) => return Err(Failure::Store("the store writer stopped".into())),
     }
     let outcome = match answer.await {
@@ -305,6 +471,25 @@ async fn store_framed(
                 *verdict = Verdict::Refused(refusal);
             }
         }
+    }
+    for group in &framed.groups {
+        let stored = group
+            .items
+            .iter()
+            .filter(|&&item| matches!(verdicts.get(item), Some(Verdict::Stored)))
+            .count();
+        state.metrics.stored(protocol, &group.stream, stored as u64);
+    }
+    let refused = verdicts
+        .iter()
+        .filter(|verdict| matches!(verdict, Verdict::Refused(_)))
+        .count();
+    if refused > 0 {
+        state
+            .metrics
+            .ingest_refused
+            .get_or_create(&protocol_label)
+            .inc_by(refused as u64);
     }
     Ok(verdicts)
 }
@@ -336,6 +521,9 @@ fn failure_plain(failure: Failure, retry_after: u64) -> Response {
             StatusCode::INTERNAL_SERVER_ERROR,
             &json!({"error": format!("not stored: {message}")}),
         ),
+        Failure::Reserved(message) => {
+            json_response(StatusCode::BAD_REQUEST, &json!({"error": message}))
+        }
     }
 }
 
@@ -488,6 +676,13 @@ async fn bulk_request(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "store_exception",
                 &format!("not stored: {message}"),
+            )
+        }
+        Err(Failure::Reserved(message)) => {
+            return elastic_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_index_name_exception",
+                &message,
             )
         }
     };
@@ -701,6 +896,12 @@ async fn hec_request(
                 &json!({"text": format!("Internal server error: {message}"), "code": 8}),
             )
         }
+        Err(Failure::Reserved(message)) => {
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                &json!({"text": format!("Incorrect index: {message}"), "code": 7}),
+            )
+        }
     };
     let first_refused = verdicts
         .iter()
@@ -788,6 +989,12 @@ async fn otlp_logs(
             return json_response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 &json!({"code": 14, "message": format!("not stored: {message}")}),
+            )
+        }
+        Err(Failure::Reserved(message)) => {
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                &json!({"code": 3, "message": message}),
             )
         }
     };

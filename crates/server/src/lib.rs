@@ -56,13 +56,17 @@
 //! ```
 
 pub mod alert_ledger;
+pub mod api;
 pub mod auth;
 pub mod config;
 pub mod correlator;
 pub mod http;
+pub mod live;
+pub mod metrics;
 pub mod one_pass;
 pub mod pipeline;
 pub mod protocol;
+pub mod series;
 pub mod serve;
 pub mod writer;
 

@@ -111,6 +111,15 @@ pub fn load_mapping(path: Option<&PathBuf>) -> Result<Arc<Mapping>, ServerError>
 /// Loads and compiles rules against `decoder`'s schema, reporting every
 /// error at once.
 pub fn load_engine(rules_dir: &Path, decoder: &Decoder) -> Result<Engine, ServerError> {
+    Ok(load_engine_and_rules(rules_dir, decoder)?.0)
+}
+
+/// Like [`load_engine`], also returning the rules as loaded (the API lists
+/// their titles, severities and ATLAS ids).
+pub fn load_engine_and_rules(
+    rules_dir: &Path,
+    decoder: &Decoder,
+) -> Result<(Engine, Vec<inferwatch_detect::Rule>), ServerError> {
     let (rules, errors) = load_rules_dir(rules_dir);
     let mut messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
     messages.extend(
@@ -130,7 +139,9 @@ pub fn load_engine(rules_dir: &Path, decoder: &Decoder) -> Result<Engine, Server
             rules_dir.display()
         )));
     }
-    Ok(Engine::new(rules, &decoder.schema())?.with_roles(decoder.mapping().roles().clone()))
+    let engine = Engine::new(rules.clone(), &decoder.schema())?
+        .with_roles(decoder.mapping().roles().clone());
+    Ok((engine, rules))
 }
 
 /// The event-time guard of a command: one input per followed file, one
@@ -413,6 +424,12 @@ pub struct Detection {
     pub engine: Engine,
     outputs: AlertOutputs,
     transitions: u64,
+    /// The schema the rules were compiled against (set by [`Detection::replay`]).
+    schema: Option<arrow::datatypes::SchemaRef>,
+    /// Where a serving node publishes alerts and rule state for its API.
+    live: Option<Arc<crate::live::LiveState>>,
+    /// Clock rows fed by heartbeats (the engine counts them as events).
+    clock_rows: u64,
 }
 
 impl Detection {
@@ -422,21 +439,31 @@ impl Detection {
             engine,
             outputs,
             transitions: 0,
+            schema: None,
+            live: None,
+            clock_rows: 0,
         }
     }
 
+    /// Also keeps `live`'s alert board, notification pipeline and rule
+    /// snapshot up to date (`serve`).
+    pub fn with_live(mut self, live: Arc<crate::live::LiveState>) -> Detection {
+        self.live = Some(live);
+        self
+    }
+
     /// After a restart the engine relearns what the store holds (see
-    /// [`crate::alert_ledger`]); transitions a crash kept from being written
-    /// are written now, the others not again.
+    /// [`crate::alert_ledger`]), heartbeats included; transitions a crash
+    /// kept from being written are written now, the others not again.
     pub fn replay(
         &mut self,
         data: &Path,
         stream: &str,
         schema: &arrow::datatypes::SchemaRef,
     ) -> Result<(), ServerError> {
+        self.schema = Some(schema.clone());
         let alerts = crate::alert_ledger::replay_store(data, stream, schema, &mut self.engine)?;
-        self.transitions += self.outputs.write(alerts)?;
-        Ok(())
+        self.emit(alerts)
     }
 
     /// Observes stored rows with their clock.
@@ -445,20 +472,104 @@ impl Detection {
             return Ok(());
         }
         let alerts = self.engine.observe_at(batch, clock);
-        self.transitions += self.outputs.write(alerts)?;
-        Ok(())
+        self.emit(alerts)
+    }
+
+    /// Moves the clock to `clock` without events (a heartbeat of silent
+    /// live inputs, see [`crate::live`]); windows that ended are judged.
+    pub fn heartbeat(&mut self, clock: i64) -> Result<(), ServerError> {
+        let schema = self.schema.clone().ok_or_else(|| {
+            ServerError::Internal("a heartbeat before detection knew its schema".into())
+        })?;
+        let row = crate::live::clock_row(&schema)?;
+        let alerts = self.engine.observe_at(&row, &[clock]);
+        self.clock_rows += 1;
+        if alerts.is_empty() {
+            if let Some(share) = self.live.as_ref().and_then(|live| live.detection.as_ref()) {
+                let mut pipeline = share
+                    .notifications
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                match pipeline.advance_to(clock) {
+                    Ok(notifications) => confirm_notifications(&mut pipeline, &notifications),
+                    Err(error) => eprintln!("inferwatch: notification pipeline: {error}"),
+                }
+            }
+        }
+        self.emit(alerts)
     }
 
     /// End of input: the last windows are judged.
     pub fn finish(&mut self) -> Result<(), ServerError> {
         let alerts = self.engine.finish();
+        self.emit(alerts)
+    }
+
+    /// Writes transitions to the outputs, and to the live board and the
+    /// notification pipeline when serving.
+    fn emit(&mut self, alerts: Vec<Alert>) -> Result<(), ServerError> {
+        if alerts.is_empty() {
+            return Ok(());
+        }
+        if let Some(share) = self.live.as_ref().and_then(|live| live.detection.as_ref()) {
+            share
+                .board
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .update(&alerts);
+            let mut pipeline = share
+                .notifications
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let processed = match self.engine.stats().clock {
+                Some(now) => pipeline.process(&alerts, now),
+                None => pipeline.ingest(&alerts),
+            };
+            // The pipeline keeps acknowledgements and silences; a failure
+            // there must not stop ingest or detection.
+            match processed {
+                Ok(notifications) => confirm_notifications(&mut pipeline, &notifications),
+                Err(error) => eprintln!("inferwatch: notification pipeline: {error}"),
+            }
+        }
         self.transitions += self.outputs.write(alerts)?;
         Ok(())
+    }
+
+    /// Publishes the rules' observable state for the API.
+    pub fn publish(&self) {
+        if let Some(share) = self.live.as_ref().and_then(|live| live.detection.as_ref()) {
+            let snapshot = crate::live::RulesSnapshot {
+                states: self.engine.observable_state(),
+                clock: self.engine.stats().clock,
+                events: self.engine.stats().events.saturating_sub(self.clock_rows),
+            };
+            *share.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = snapshot;
+        }
     }
 
     /// Alert transitions written so far.
     pub fn transitions(&self) -> u64 {
         self.transitions
+    }
+}
+
+/// Notifications have no actions to go to yet on a serving node: they are
+/// recorded in the pipeline's history and marked handed over, so the
+/// unsent list does not grow.
+fn confirm_notifications(
+    pipeline: &mut inferwatch_alert::NotificationPipeline,
+    notifications: &[inferwatch_alert::Notification],
+) {
+    if notifications.is_empty() {
+        return;
+    }
+    let ids: Vec<String> = notifications
+        .iter()
+        .map(|notification| notification.notification_id.clone())
+        .collect();
+    if let Err(error) = pipeline.confirm_sent(&ids) {
+        eprintln!("inferwatch: notification pipeline: {error}");
     }
 }
 

@@ -1,5 +1,7 @@
 //! `inferwatch serve`: the long-running node. HTTP ingest into the store,
-//! with the same detection as `run` on what arrives.
+//! with the same detection as `run` on what arrives, the REST API and
+//! `/metrics` over the same data, and live time: heartbeats while the
+//! inputs are silent (see [`crate::live`]).
 //!
 //! Start-up opens the store (recovering from a crash), puts back on hold
 //! the rows the event-time guard held when the last run stopped, rebuilds
@@ -17,10 +19,13 @@ use inferwatch_core::DEFAULT_STREAM;
 use inferwatch_ingest::Decoder;
 use inferwatch_store::StoreWriter;
 
+use crate::api::ApiOptions;
 use crate::auth::TokenStore;
-use crate::http::{router, AppState, HttpOptions};
+use crate::http::{router, AppState, HttpOptions, NodeShared};
+use crate::live::{DetectionShare, LiveState, RuleInfo};
+use crate::metrics::Metrics;
 use crate::one_pass::{
-    load_engine, load_mapping, resume_position, AlertOutputs, Detection, StoreSettings,
+    load_engine_and_rules, load_mapping, resume_position, AlertOutputs, Detection, StoreSettings,
 };
 use crate::writer::{IngestWriter, WriterOptions};
 use crate::ServerError;
@@ -49,7 +54,15 @@ pub struct ServeOptions {
     pub http: HttpOptions,
     /// Slows each store append (back-pressure tests only).
     pub append_delay: Duration,
+    /// Heartbeats after this much silence of every input (`None`: never).
+    pub idle_after: Option<Duration>,
+    /// REST API settings.
+    pub api: ApiOptions,
 }
+
+/// The notification pipeline's state directory in a data directory
+/// (acknowledgements, silences and the notification history).
+pub const NOTIFY_STATE_DIR: &str = "notify";
 
 /// What a `serve` did, at its end.
 #[derive(Debug, Default)]
@@ -76,21 +89,42 @@ pub async fn serve(
     let mapping = load_mapping(options.mapping.as_ref())?;
     let decoder = Decoder::new(mapping);
     let max_future = inferwatch_core::parse_duration(&options.max_future)?;
+    let mut live = LiveState::default();
     let detection = match &options.rules {
         Some(rules) => {
-            let engine = load_engine(rules, &decoder)?.with_max_future(max_future);
+            let (engine, loaded) = load_engine_and_rules(rules, &decoder)?;
+            let engine = engine.with_max_future(max_future);
+            let notifications = inferwatch_alert::NotificationPipeline::open(
+                inferwatch_alert::NotifyConfig::default(),
+                options.data.join(NOTIFY_STATE_DIR),
+            )
+            .map_err(|error| ServerError::Config(format!("notification state: {error}")))?;
+            live.detection = Some(DetectionShare {
+                rules: loaded.iter().map(RuleInfo::of).collect(),
+                snapshot: Default::default(),
+                board: Default::default(),
+                notifications: std::sync::Mutex::new(notifications),
+            });
+            Some(engine)
+        }
+        None => None,
+    };
+    let live = Arc::new(live);
+    let detection = match detection {
+        Some(engine) => {
             let printer = if options.alerts.is_none() {
                 printer
             } else {
                 None
             };
             let outputs = AlertOutputs::open(&options.data, options.alerts.as_deref(), printer)?;
-            let mut detection = Detection::new(engine, outputs);
+            let mut detection = Detection::new(engine, outputs).with_live(live.clone());
             detection.replay(&options.data, DEFAULT_STREAM, &decoder.schema())?;
             Some(detection)
         }
         None => None,
     };
+    let metrics = Arc::new(Metrics::new());
     let resume = resume_position(writer.recovered_position())?;
     let tokens = if options.open {
         None
@@ -107,15 +141,45 @@ pub async fn serve(
             resume,
             decoder: decoder.clone(),
             append_delay: options.append_delay,
+            metrics: metrics.clone(),
+            live: live.clone(),
+            idle_after: options.idle_after,
         },
     )?;
     let counters = ingest_writer.counters.clone();
+    let query = Arc::new(inferwatch_query::QueryEngine::open_with_limits(
+        &options.data,
+        true,
+        None,
+        inferwatch_query::StatementLimits {
+            timeout: options.api.query_timeout,
+            ..inferwatch_query::StatementLimits::default()
+        },
+    )?);
     let state = Arc::new(AppState::new(
         ingest_writer,
         decoder,
         tokens,
         options.http.clone(),
+        NodeShared {
+            query,
+            metrics: metrics.clone(),
+            live,
+            api: options.api.clone(),
+            queue_capacity: options.queue.max(1),
+        },
     ));
+    // Rates for /api/v1/health: one sample of the totals a second.
+    let sampler = tokio::spawn({
+        let metrics = metrics.clone();
+        async move {
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                every.tick().await;
+                metrics.sample_rates(std::time::Instant::now());
+            }
+        }
+    });
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .map_err(|source| ServerError::Listen {
@@ -132,6 +196,7 @@ pub async fn serve(
     let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await;
+    sampler.abort();
     // The router and its state are gone: the writer thread sees its queue
     // close, answers what is durable and closes the store.
     let closed = tokio::task::spawn_blocking(move || writer_thread.join())

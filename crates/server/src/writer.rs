@@ -29,6 +29,8 @@ use inferwatch_ingest::{
 };
 use inferwatch_store::StoreWriter;
 
+use crate::live::{heartbeat_batch, IdleClock, LiveState, HEARTBEAT_STREAM};
+use crate::metrics::Metrics;
 use crate::one_pass::{readmit_held, write_dead_letters, Detection, Resume};
 use crate::ServerError;
 
@@ -126,6 +128,12 @@ pub struct WriterOptions {
     pub decoder: Decoder,
     /// Slows every append by this much (tests of back-pressure only).
     pub append_delay: Duration,
+    /// The node's counters (dead letters by reason, heartbeats).
+    pub metrics: Arc<Metrics>,
+    /// Where the thread publishes WAL progress and detection's state.
+    pub live: Arc<LiveState>,
+    /// Heartbeats after this much silence (`None`: never; see [`crate::live`]).
+    pub idle_after: Option<Duration>,
 }
 
 /// The handle requests submit to.
@@ -196,6 +204,12 @@ struct WriterState {
     max_future: i64,
     append_delay: Duration,
     pending: VecDeque<Pending>,
+    metrics: Arc<Metrics>,
+    live: Arc<LiveState>,
+    idle: Option<IdleClock>,
+    /// Detection changed since its state was last published.
+    dirty: bool,
+    last_publish: Instant,
 }
 
 impl WriterState {
@@ -216,8 +230,22 @@ impl WriterState {
             max_future: options.max_future,
             append_delay: options.append_delay,
             pending: VecDeque::new(),
+            metrics: options.metrics,
+            live: options.live,
+            idle: options.idle_after.map(IdleClock::new),
+            dirty: true,
+            last_publish: Instant::now(),
         };
         state.readmit(&options.resume, options.decoder)?;
+        if let Some(detection) = state.detection.as_ref() {
+            // Replay (or readmitted rows) may have set a clock: heartbeats
+            // after a restart count the silence from now.
+            let clock = detection.engine.stats().clock;
+            if let Some(idle) = state.idle.as_mut() {
+                idle.arrived(Instant::now(), clock);
+            }
+        }
+        state.publish(true);
         Ok(state)
     }
 
@@ -326,6 +354,10 @@ impl WriterState {
                 }
             }
             self.acknowledge();
+            if let Err(error) = self.heartbeat() {
+                eprintln!("inferwatch serve: heartbeat: {error}");
+            }
+            self.publish(false);
         }
         // Every handle is gone: make what was written durable and answer.
         let mut writer = self
@@ -343,6 +375,57 @@ impl WriterState {
         }
         writer.close()?;
         Ok(())
+    }
+
+    /// When the live inputs have been silent long enough: records a
+    /// heartbeat in the store and moves detection's clock (see
+    /// [`crate::live`]).
+    fn heartbeat(&mut self) -> Result<(), ServerError> {
+        if self.detection.is_none() {
+            return Ok(());
+        }
+        let Some((clock, silent)) = self.idle.as_mut().and_then(|idle| idle.due(Instant::now()))
+        else {
+            return Ok(());
+        };
+        let batch = heartbeat_batch(clock, silent)?;
+        let position = self.position()?;
+        self.writer()
+            .append(HEARTBEAT_STREAM, &batch, Some(&position))?;
+        if let Some(detection) = self.detection.as_mut() {
+            detection.heartbeat(clock)?;
+            self.counters
+                .alerts
+                .store(detection.transitions(), Ordering::Relaxed);
+        }
+        self.metrics.heartbeats.inc();
+        self.live.heartbeats.fetch_add(1, Ordering::Relaxed);
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Publishes WAL progress always and detection's state at most four
+    /// times a second, when it changed (or when `force`d).
+    fn publish(&mut self, force: bool) {
+        if let Some(writer) = self.writer.as_ref() {
+            self.live
+                .last_sequence
+                .store(writer.last_sequence(), Ordering::Relaxed);
+            self.live
+                .durable_sequence
+                .store(writer.durable_sequence(), Ordering::Relaxed);
+            self.live
+                .buffered_rows
+                .store(writer.buffered_rows() as u64, Ordering::Relaxed);
+        }
+        if !force && (!self.dirty || self.last_publish.elapsed() < Duration::from_millis(250)) {
+            return;
+        }
+        if let Some(detection) = self.detection.as_ref() {
+            detection.publish();
+        }
+        self.dirty = false;
+        self.last_publish = Instant::now();
     }
 
     fn acknowledge(&mut self) {
@@ -430,6 +513,10 @@ impl WriterState {
             })
             .collect();
         refused.sort_by_key(|refusal| refusal.line);
+        for letter in &decoded.dead_letters {
+            self.metrics
+                .dead_letter(letter.kind.map_or("other", |kind| kind.as_str()));
+        }
         self.decode_counters.merge(&decoded.counters);
         write_dead_letters(&mut self.dead_letters, &self.dead_letter_path, &decoded)?;
         let position = self.position()?;
@@ -445,6 +532,12 @@ impl WriterState {
                 self.counters
                     .alerts
                     .store(detection.transitions(), Ordering::Relaxed);
+                if decoded.batch.num_rows() > 0 {
+                    if let Some(idle) = self.idle.as_mut() {
+                        idle.arrived(Instant::now(), detection.engine.stats().clock);
+                    }
+                    self.dirty = true;
+                }
             }
         }
         Ok((
