@@ -563,3 +563,422 @@ mod auth {
         assert_eq!(counts_by_model(&data).get("auth"), None);
     }
 }
+
+/// A rules directory with one short `volume-drop`: 10 s windows every 5 s,
+/// so live time shows within seconds instead of minutes.
+fn short_volume_drop(dir: &Path) -> std::path::PathBuf {
+    let rules = dir.join("rules");
+    std::fs::create_dir_all(&rules).unwrap();
+    std::fs::write(
+        rules.join("volume-drop.yaml"),
+        "id: volume-drop-short\ntitle: Traffic to a model stopped (short windows)\nseverity: high\ngroup_by: [model_id]\nwindow: 10s\nevery: 5s\nallowed_lateness: 1s\ncondition: count() == 0\natlas: [AML.T0029]\n",
+    )
+    .unwrap();
+    rules
+}
+
+/// Polls `check` every half second until it gives a value; panics after
+/// `seconds` (generous: this checks that it happens, not how fast).
+fn eventually<T>(seconds: u64, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
+mod rest_api {
+    use super::*;
+
+    fn post_json(node: &Node, token: &str, path: &str, body: &str) -> Answer {
+        curl(&[
+            "-H",
+            &format!("Authorization: Bearer {token}"),
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            body,
+            &node.url(path),
+        ])
+    }
+
+    fn get(node: &Node, token: &str, path: &str) -> Answer {
+        curl(&[
+            "-H",
+            &format!("Authorization: Bearer {token}"),
+            &node.url(path),
+        ])
+    }
+
+    #[test]
+    fn sql_series_rules_health_metrics_and_the_openapi_document_answer_real_clients() {
+        if !available("curl", &["--version"])
+            || !available(&python(), &["-c", "import pyarrow.ipc"])
+            || !available("promtool", &["--version"])
+        {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let rules = short_volume_drop(dir.path());
+        let ingest = token(&data, "ingest", None);
+        let read = token(&data, "read", None);
+        let admin = token(&data, "admin", None);
+        let node = Node::start(&data, &["--rules", rules.to_str().unwrap()]);
+        let answer = curl(&[
+            "-H",
+            &format!("Authorization: Bearer {ingest}"),
+            "--data-binary",
+            &events("api", 30),
+            &node.url("/api/v1/ingest/inference"),
+        ]);
+        assert_eq!(answer.json()["accepted"], 30, "{}", answer.body);
+
+        // SQL as JSON rows, with a row limit.
+        let answer = post_json(
+            &node,
+            &read,
+            "/api/v1/query",
+            r#"{"sql": "SELECT model_id, count(*) AS n, min(latency_ms) AS low FROM inference GROUP BY model_id"}"#,
+        );
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        let json = answer.json();
+        assert_eq!(json["columns"][1]["name"], "n");
+        assert_eq!(json["columns"][1]["type"], "Int64");
+        assert_eq!(json["rows"], serde_json::json!([["api", 30, 10.0]]));
+        assert_eq!(json["truncated"], false);
+        let limited = post_json(
+            &node,
+            &read,
+            "/api/v1/query",
+            r#"{"sql": "SELECT latency_ms FROM inference", "limit": 7}"#,
+        )
+        .json();
+        assert_eq!(limited["rows"].as_array().unwrap().len(), 7);
+        assert_eq!(limited["truncated"], true);
+        // SQL errors are 400 with DataFusion's message; writing is refused.
+        let wrong = post_json(
+            &node,
+            &read,
+            "/api/v1/query",
+            r#"{"sql": "SELECT nope FROM inference"}"#,
+        );
+        assert_eq!(wrong.status, 400);
+        assert!(
+            wrong.json()["error"].as_str().unwrap().contains("nope"),
+            "{}",
+            wrong.body
+        );
+        let write = post_json(
+            &node,
+            &read,
+            "/api/v1/query",
+            r#"{"sql": "COPY (SELECT 1) TO '/tmp/x.csv'"}"#,
+        );
+        assert_eq!(write.status, 400, "{}", write.body);
+
+        // The same rows as an Arrow IPC stream, read by pyarrow.
+        let script = r#"
+import sys, json, urllib.request
+import pyarrow.ipc as ipc
+url, token = sys.argv[1], sys.argv[2]
+body = json.dumps({"sql": "SELECT model_id, latency_ms FROM inference ORDER BY latency_ms", "limit": 25}).encode()
+request = urllib.request.Request(url, data=body, headers={"Authorization": "Bearer " + token, "Accept": "application/vnd.apache.arrow.stream", "Content-Type": "application/json"})
+with urllib.request.urlopen(request) as response:
+    assert response.headers["Content-Type"] == "application/vnd.apache.arrow.stream", response.headers
+    truncated = response.headers["X-Inferwatch-Truncated"]
+    table = ipc.open_stream(response.read()).read_all()
+print(table.num_rows, ",".join(table.column_names), table.column("latency_ms").to_pylist()[0], table.column("model_id").to_pylist()[0], truncated)
+"#;
+        let output = Command::new(python())
+            .args(["-c", script, &node.url("/api/v1/query"), &read])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "pyarrow: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout).trim(),
+            "25 model_id,latency_ms 10.0 api true"
+        );
+
+        // Series from the rollups: every event counted once, p99 present.
+        let series = get(
+            &node,
+            &read,
+            "/api/v1/series?metric=count&model_id=api&points=50",
+        )
+        .json();
+        assert_eq!(series["source"], "rollups");
+        let total: f64 = series["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .sum();
+        assert_eq!(total, 30.0, "{series}");
+        let p99 = get(&node, &read, "/api/v1/series?metric=p99").json();
+        assert!(p99["values"][0].as_f64().unwrap() > 30.0, "{p99}");
+        assert_eq!(get(&node, &read, "/api/v1/series?metric=p42").status, 400);
+
+        // Rules with their live state, and health.
+        let rules = get(&node, &read, "/api/v1/rules").json();
+        assert_eq!(rules["rules"][0]["id"], "volume-drop-short");
+        assert_eq!(rules["rules"][0]["atlas"], serde_json::json!(["AML.T0029"]));
+        assert_eq!(rules["rules"][0]["severity"], "high");
+        let health = eventually(30, "the health rates to see the events", || {
+            let health = get(&node, &read, "/api/v1/health").json();
+            (health["ingest"]["ndjson"]["events"] == 30).then_some(health)
+        });
+        assert_eq!(health["status"], "ok");
+        assert!(health["wal"]["unsynced_records"].is_u64(), "{health}");
+
+        // /metrics: the counters, valid for promtool.
+        let metrics = get(&node, &read, "/metrics");
+        assert_eq!(metrics.status, 200);
+        assert!(metrics.body.contains(
+            r#"inferwatch_ingest_events_total{protocol="ndjson",stream="inference"} 30"#
+        ));
+        assert!(metrics
+            .body
+            .contains(r#"route="/api/v1/ingest/{stream}",method="POST",status="200""#));
+        let mut promtool = Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(promtool.stdin.as_mut().unwrap(), metrics.body.as_bytes())
+            .unwrap();
+        let checked = promtool.wait_with_output().unwrap();
+        assert!(
+            checked.status.success(),
+            "promtool check metrics: {}{}",
+            String::from_utf8_lossy(&checked.stdout),
+            String::from_utf8_lossy(&checked.stderr)
+        );
+
+        // Every path and method the OpenAPI document names answers (with
+        // its own status, never the router's 404 for an unknown route).
+        let document = get(&node, &read, "/api/v1/openapi.json").json();
+        assert_eq!(document["openapi"], "3.1.0");
+        let paths = document["paths"].as_object().unwrap();
+        assert!(paths.len() >= 25, "{} paths", paths.len());
+        for (path, methods) in paths {
+            let concrete = path
+                .replace("{stream}", "gateway")
+                .replace("{index}", "gateway")
+                .replace("{rest}", "probe")
+                .replace("{fingerprint}", "no-such-alert")
+                .replace("{id}", "no-such-silence");
+            for method in methods.as_object().unwrap().keys() {
+                let method = method.to_uppercase();
+                let url = node.url(&concrete);
+                let answer = if method == "HEAD" {
+                    curl(&["-I", "-H", &format!("Authorization: Bearer {admin}"), &url])
+                } else {
+                    curl(&[
+                        "-X",
+                        &method,
+                        "-H",
+                        &format!("Authorization: Bearer {admin}"),
+                        "-H",
+                        "Content-Type: application/json",
+                        "-d",
+                        "{}",
+                        &url,
+                    ])
+                };
+                assert!(
+                    answer.status != 0
+                        && !(answer.status == 404 && answer.body.contains("no route")),
+                    "{method} {concrete}: {} {}",
+                    answer.status,
+                    answer.body
+                );
+            }
+        }
+        node.stop();
+    }
+
+    #[test]
+    fn every_api_route_refuses_no_token_with_401_and_a_narrower_scope_with_403() {
+        if !available("curl", &["--version"]) {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let rules = short_volume_drop(dir.path());
+        let ingest = token(&data, "ingest", None);
+        let read = token(&data, "read", None);
+        let node = Node::start(&data, &["--rules", rules.to_str().unwrap()]);
+        let read_routes = [
+            ("POST", "/api/v1/query"),
+            ("GET", "/api/v1/series?metric=count"),
+            ("GET", "/api/v1/alerts"),
+            ("GET", "/api/v1/silences"),
+            ("GET", "/api/v1/rules"),
+            ("GET", "/api/v1/health"),
+            ("GET", "/api/v1/openapi.json"),
+            ("GET", "/metrics"),
+        ];
+        let admin_routes = [
+            ("POST", "/api/v1/alerts/abc/ack"),
+            ("POST", "/api/v1/silences"),
+            ("DELETE", "/api/v1/silences/abc"),
+        ];
+        let ask = |method: &str, path: &str, token: Option<&str>| -> Answer {
+            let mut args = vec!["-X".to_string(), method.to_string()];
+            if let Some(token) = token {
+                args.extend(["-H".to_string(), format!("Authorization: Bearer {token}")]);
+            }
+            args.extend([
+                "-d".to_string(),
+                r#"{"sql":"SELECT 1"}"#.to_string(),
+                node.url(path),
+            ]);
+            curl(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        };
+        for (method, path) in read_routes.iter().chain(&admin_routes) {
+            let none = ask(method, path, None);
+            assert_eq!(
+                none.status, 401,
+                "{method} {path} without a token: {}",
+                none.body
+            );
+            assert!(none.header("www-authenticate").is_some());
+            let forged = format!("iw_0000000000000000_{}", "ab".repeat(32));
+            assert_eq!(
+                ask(method, path, Some(&forged)).status,
+                401,
+                "{method} {path} forged"
+            );
+            assert_eq!(
+                ask(method, path, Some(&ingest)).status,
+                403,
+                "{method} {path} with ingest"
+            );
+        }
+        for (method, path) in &read_routes {
+            let answer = ask(method, path, Some(&read));
+            assert_eq!(
+                answer.status, 200,
+                "{method} {path} with read: {}",
+                answer.body
+            );
+        }
+        for (method, path) in &admin_routes {
+            assert_eq!(
+                ask(method, path, Some(&read)).status,
+                403,
+                "{method} {path} with read"
+            );
+        }
+        node.stop();
+    }
+}
+
+mod live_time {
+    use super::*;
+
+    fn firing_and_resolved(node: &Node, read: &str) -> (usize, usize) {
+        let alerts = curl(&[
+            "-H",
+            &format!("Authorization: Bearer {read}"),
+            &node.url("/api/v1/alerts?rule_id=volume-drop-short"),
+        ])
+        .json();
+        let states: Vec<String> = alerts["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|alert| alert["state"].as_str().unwrap().to_string())
+            .collect();
+        (
+            states.iter().filter(|s| *s == "firing").count(),
+            states.iter().filter(|s| *s == "resolved").count(),
+        )
+    }
+
+    fn post_events(node: &Node, ingest: &str) {
+        let answer = curl(&[
+            "-H",
+            &format!("Authorization: Bearer {ingest}"),
+            "--data-binary",
+            &events("live", 5),
+            &node.url("/api/v1/ingest/inference"),
+        ]);
+        assert_eq!(answer.status, 200, "{}", answer.body);
+    }
+
+    #[test]
+    fn volume_drop_fires_while_every_input_is_silent_resolves_when_traffic_returns_and_replays_the_same(
+    ) {
+        if !available("curl", &["--version"]) {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let rules = short_volume_drop(dir.path());
+        let ingest = token(&data, "ingest", None);
+        let read = token(&data, "read", None);
+        let node_args = ["--rules", rules.to_str().unwrap(), "--idle-after", "1s"];
+        let node = Node::start(&data, &node_args);
+        for _ in 0..4 {
+            post_events(&node, &ingest);
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+        // No event arrives from here on: only the heartbeats move time.
+        eventually(90, "volume-drop to fire without events", || {
+            (firing_and_resolved(&node, &read).0 == 1).then_some(())
+        });
+        let health = curl(&[
+            "-H",
+            &format!("Authorization: Bearer {read}"),
+            &node.url("/api/v1/health"),
+        ])
+        .json();
+        assert!(
+            health["detection"]["heartbeats"].as_u64().unwrap() > 0,
+            "{health}"
+        );
+        // Traffic returns: the alert resolves.
+        eventually(90, "volume-drop to resolve once traffic returns", || {
+            post_events(&node, &ingest);
+            (firing_and_resolved(&node, &read).1 == 1).then_some(())
+        });
+        node.stop();
+        let ledger = data.join("alerts.jsonl");
+        let written = std::fs::read_to_string(&ledger).unwrap();
+        let transitions = common::parse_lines(&written);
+        assert!(transitions.len() >= 2, "{written}");
+        // A restart replays the store, heartbeats included: the same
+        // transitions come out, so the ledger gains none and the board
+        // shows the resolved alert again.
+        let node = Node::start(&data, &node_args);
+        eventually(60, "the replayed alert on the board", || {
+            (firing_and_resolved(&node, &read).1 == 1).then_some(())
+        });
+        node.stop();
+        assert_eq!(std::fs::read_to_string(&ledger).unwrap(), written);
+        let heartbeats = common::run(&[
+            "query",
+            "--data",
+            data.to_str().unwrap(),
+            "--format",
+            "csv",
+            "SELECT count(*) FROM inferwatch_heartbeats",
+        ]);
+        let count: u64 = heartbeats.lines().nth(1).unwrap().trim().parse().unwrap();
+        assert!(count > 0, "{heartbeats}");
+    }
+}

@@ -1028,7 +1028,13 @@ async fn otlp_logs(
             .into_response()
     } else {
         match serde_json::to_value(&response) {
-            Ok(value) => json_response(StatusCode::OK, &value),
+            Ok(mut value) => {
+                // OTLP/JSON leaves unset fields out; the serde derive writes null.
+                if let Some(object) = value.as_object_mut() {
+                    object.retain(|_, field| !field.is_null());
+                }
+                json_response(StatusCode::OK, &value)
+            }
             Err(error) => json_response(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 &json!({"code": 13, "message": error.to_string()}),

@@ -264,6 +264,37 @@ impl Metrics {
     }
 }
 
+/// OpenMetrics text as the classic Prometheus text format (0.0.4), for
+/// clients that do not ask for OpenMetrics (curl, `promtool check
+/// metrics`): a counter's `# HELP`/`# TYPE` name its `_total` samples, and
+/// there is no `# EOF`.
+pub fn classic_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.strip_suffix(" counter"))
+        .collect();
+    let mut text = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        match renamed {
+            Some(renamed) => text.push_str(&renamed),
+            None => text.push_str(line),
+        }
+        text.push('\n');
+    }
+    text
+}
+
 /// A label set from pairs.
 pub fn labels(pairs: &[(&str, &str)]) -> Labels {
     pairs
@@ -292,6 +323,11 @@ mod tests {
         assert!(text.contains(r#"inferwatch_dead_letters_total{reason="invalid_json"} 1"#));
         assert!(text.contains(r#"route="/api/v1/ingest/{stream}""#));
         assert!(text.ends_with("# EOF\n"));
+        let classic = classic_text(&text);
+        assert!(classic.contains("# TYPE inferwatch_dead_letters_total counter\n"));
+        assert!(classic.contains("# HELP inferwatch_heartbeats_total "));
+        assert!(classic.contains("# TYPE inferwatch_queue_depth gauge\n"));
+        assert!(!classic.contains("# EOF"));
         assert_eq!(metrics.events_of("ndjson"), 5);
         assert_eq!(
             metrics.dead_letters_by_reason(),
