@@ -24,6 +24,14 @@
 //!   never make a confident slot.
 //!   A slot's first 3 points are learned as they are (no clamp below), since
 //!   a young slot cannot tell a daily transition from an outlier.
+//! * `auto` — `ewma`, and beside it an `hour_of_day` profile learning the
+//!   same points. Once the series has two days of history and the profile's
+//!   one-step errors are under half of the EWMA's (mean squared, over up to a
+//!   week of points), the profile judges; it hands back if its errors grow
+//!   past the EWMA's. A series without a daily cycle is judged exactly as
+//!   `ewma` judges it: the default pack's per-model baselines use it, so
+//!   seasonality is used where the history shows it. It keeps 24 slots per
+//!   group: use it for per-model series, not per client.
 //!
 //! Robustness, shared by all methods:
 //!
@@ -123,6 +131,8 @@ pub enum BaselineMethod {
     HourOfDay,
     /// 168 UTC hour-of-week slots (weeks start on Monday 00:00 UTC).
     HourOfWeek,
+    /// `ewma` until two days show a daily cycle, then `hour_of_day`.
+    Auto,
 }
 
 /// How one value compares with its baseline.
@@ -161,6 +171,29 @@ enum Model {
     /// Boxed: the other methods are small, and per-client rules keep a
     /// baseline per key.
     Seasonal(Box<Seasonal>),
+    Auto(Box<Auto>),
+}
+
+/// Auto's daily profile judges once its mean squared one-step error is
+/// under this share of the EWMA's...
+const AUTO_SEASONAL_GAIN: f64 = 0.5;
+/// ...and the series has this much history.
+const AUTO_MIN_HISTORY: i64 = 2 * 24 * HOUR_NS;
+/// One-step errors are averaged over at most this many points (a week at
+/// one point a minute).
+const AUTO_ERROR_POINTS: f64 = 10_080.0;
+
+/// The `auto` method's two models, and which judges.
+#[derive(Debug, Clone)]
+struct Auto {
+    level: Moments,
+    daily: Seasonal,
+    /// Mean squared one-step errors of each, since the profile's first day.
+    level_error: f64,
+    daily_error: f64,
+    compared: f64,
+    first_at: i64,
+    daily_judges: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -170,6 +203,86 @@ struct Seasonal {
     global: Moments,
     /// Prediction errors of all slots, for the pooled variance.
     residuals: Moments,
+}
+
+impl Seasonal {
+    fn new(slot_hours: i64, window: usize) -> Seasonal {
+        Seasonal {
+            slots: vec![Moments::new(window); slot_hours as usize],
+            slot_hours,
+            // The global level adapts as fast as the series: one slot's
+            // half-life spread over a whole cycle would be far too slow.
+            global: Moments::new(window),
+            residuals: Moments::new(window),
+        }
+    }
+
+    /// Expected value and (unfloored) spread at `at`.
+    fn expectation(&self, at: i64) -> (f64, f64) {
+        let slot = &self.slots[slot_of(at, self.slot_hours)];
+        let count = slot.count as f64;
+        let mean_weight = (count / SLOT_PRIOR_POINTS).min(1.0);
+        let expected = mean_weight * slot.mean + (1.0 - mean_weight) * self.global.mean;
+        let pooled = self.residuals.variance + self.residuals.mean * self.residuals.mean;
+        let variance_weight = count / (count + SLOT_PRIOR_POINTS);
+        let variance = variance_weight * slot.variance + (1.0 - variance_weight) * pooled;
+        (expected, variance.sqrt())
+    }
+
+    fn learn(&mut self, at: i64, learned: f64) {
+        // The first point has nothing to be an error against.
+        if self.global.count > 0 {
+            let residual = learned - self.expectation(at).0;
+            self.residuals.update(residual);
+        }
+        self.slots[slot_of(at, self.slot_hours)].update(learned);
+        self.global.update(learned);
+    }
+
+    fn is_young(&self, at: i64) -> bool {
+        (self.slots[slot_of(at, self.slot_hours)].count as f64) < SLOT_PRIOR_POINTS
+    }
+
+    fn shift(&mut self, shift: f64) {
+        for slot in self.slots.iter_mut() {
+            slot.mean += shift;
+        }
+        self.global.mean += shift;
+    }
+}
+
+impl Auto {
+    /// Learns a point: `learned` (maybe clamped) for the model that judges,
+    /// the raw `value` for the other, since the clamp and the level shifts
+    /// follow the judging model's expectation, not its own. The models'
+    /// misses are compared on the raw value, which clamping would hide.
+    fn learn(&mut self, at: i64, value: f64, learned: f64) {
+        if self.level.count == 0 {
+            self.first_at = at;
+        }
+        // Compare one-step errors once the profile has seen a whole day.
+        if at - self.first_at >= 24 * HOUR_NS && !self.daily.is_young(at) {
+            self.compared = (self.compared + 1.0).min(AUTO_ERROR_POINTS);
+            let weight = 1.0 / self.compared;
+            let level_miss = value - self.level.mean;
+            let daily_miss = value - self.daily.expectation(at).0;
+            self.level_error += weight * (level_miss * level_miss - self.level_error);
+            self.daily_error += weight * (daily_miss * daily_miss - self.daily_error);
+            let history = at - self.first_at >= AUTO_MIN_HISTORY;
+            self.daily_judges = if self.daily_judges {
+                self.daily_error <= self.level_error
+            } else {
+                history && self.daily_error < AUTO_SEASONAL_GAIN * self.level_error
+            };
+        }
+        if self.daily_judges {
+            self.level.update(value);
+            self.daily.learn(at, learned);
+        } else {
+            self.level.update(learned);
+            self.daily.learn(at, value);
+        }
+    }
 }
 
 /// An exponentially weighted mean and variance. The first points are
@@ -309,21 +422,17 @@ impl Baseline {
                 values: Ring::new(window),
                 robust: true,
             },
-            BaselineMethod::HourOfDay | BaselineMethod::HourOfWeek => {
-                let slot_hours = if config.method == BaselineMethod::HourOfDay {
-                    24
-                } else {
-                    168
-                };
-                Model::Seasonal(Box::new(Seasonal {
-                    slots: vec![Moments::new(window); slot_hours as usize],
-                    slot_hours,
-                    // The global level adapts as fast as the series: one slot's
-                    // half-life spread over a whole cycle would be far too slow.
-                    global: Moments::new(window),
-                    residuals: Moments::new(window),
-                }))
-            }
+            BaselineMethod::HourOfDay => Model::Seasonal(Box::new(Seasonal::new(24, window))),
+            BaselineMethod::HourOfWeek => Model::Seasonal(Box::new(Seasonal::new(168, window))),
+            BaselineMethod::Auto => Model::Auto(Box::new(Auto {
+                level: Moments::new(window),
+                daily: Seasonal::new(24, window),
+                level_error: 0.0,
+                daily_error: 0.0,
+                compared: 0.0,
+                first_at: 0,
+                daily_judges: false,
+            })),
         };
         Baseline {
             warmup: config.warmup as u64,
@@ -398,32 +507,14 @@ impl Baseline {
             }
         }
         self.points += 1;
-        // The first point has nothing to be an error against.
-        let residual = match &self.model {
-            Model::Seasonal(seasonal) if seasonal.global.count > 0 => {
-                Some(learned - self.expectation(at).0)
-            }
-            _ => None,
-        };
         match &mut self.model {
             Model::Ewma(moments) => moments.update(learned),
             Model::Window { values, robust } => {
                 // The median is robust by itself: keep the raw value.
                 values.push(if *robust { value } else { learned });
             }
-            Model::Seasonal(seasonal) => {
-                let Seasonal {
-                    slots,
-                    slot_hours,
-                    global,
-                    residuals,
-                } = &mut **seasonal;
-                slots[slot_of(at, *slot_hours)].update(learned);
-                global.update(learned);
-                if let Some(residual) = residual {
-                    residuals.update(residual);
-                }
-            }
+            Model::Seasonal(seasonal) => seasonal.learn(at, learned),
+            Model::Auto(auto) => auto.learn(at, value, learned),
         }
     }
 
@@ -439,6 +530,9 @@ impl Baseline {
             Model::Window { values, .. } => values.values.capacity() * size_of::<f64>(),
             Model::Seasonal(seasonal) => {
                 size_of::<Seasonal>() + seasonal.slots.capacity() * size_of::<Moments>()
+            }
+            Model::Auto(auto) => {
+                size_of::<Auto>() + auto.daily.slots.capacity() * size_of::<Moments>()
             }
         };
         size_of::<Baseline>() + heap
@@ -456,22 +550,9 @@ impl Baseline {
                 values,
                 robust: true,
             } => values.median_and_spread(),
-            Model::Seasonal(seasonal) => {
-                let Seasonal {
-                    slots,
-                    slot_hours,
-                    global,
-                    residuals,
-                } = &**seasonal;
-                let slot = &slots[slot_of(at, *slot_hours)];
-                let count = slot.count as f64;
-                let mean_weight = (count / SLOT_PRIOR_POINTS).min(1.0);
-                let expected = mean_weight * slot.mean + (1.0 - mean_weight) * global.mean;
-                let pooled = residuals.variance + residuals.mean * residuals.mean;
-                let variance_weight = count / (count + SLOT_PRIOR_POINTS);
-                let variance = variance_weight * slot.variance + (1.0 - variance_weight) * pooled;
-                (expected, variance.sqrt())
-            }
+            Model::Seasonal(seasonal) => seasonal.expectation(at),
+            Model::Auto(auto) if auto.daily_judges => auto.daily.expectation(at),
+            Model::Auto(auto) => (auto.level.mean, auto.level.variance.sqrt()),
         };
         (expected, floored_spread(expected, spread))
     }
@@ -482,9 +563,8 @@ impl Baseline {
     /// outlier, and clamping it would teach the slot the wrong level.
     fn slot_is_young(&self, at: i64) -> bool {
         match &self.model {
-            Model::Seasonal(seasonal) => {
-                (seasonal.slots[slot_of(at, seasonal.slot_hours)].count as f64) < SLOT_PRIOR_POINTS
-            }
+            Model::Seasonal(seasonal) => seasonal.is_young(at),
+            Model::Auto(auto) => auto.daily_judges && auto.daily.is_young(at),
             Model::Ewma(_) | Model::Window { .. } => false,
         }
     }
@@ -498,12 +578,9 @@ impl Baseline {
                     *value += shift;
                 }
             }
-            Model::Seasonal(seasonal) => {
-                for slot in seasonal.slots.iter_mut() {
-                    slot.mean += shift;
-                }
-                seasonal.global.mean += shift;
-            }
+            Model::Seasonal(seasonal) => seasonal.shift(shift),
+            Model::Auto(auto) if auto.daily_judges => auto.daily.shift(shift),
+            Model::Auto(auto) => auto.level.mean += shift,
         }
     }
 }
@@ -742,6 +819,80 @@ mod tests {
             (expected_at_night - 10.0).abs() < 1.0,
             "{expected_at_night}"
         );
+    }
+
+    /// Minute points: `level(at)` plus uniform noise of ±3.
+    fn minutes(days: i64, level: impl Fn(i64) -> f64, seed: u64) -> Vec<(i64, f64)> {
+        let mut noise = Noise(seed);
+        (0..days * 24 * 60)
+            .map(|index| {
+                let at = index * MINUTE;
+                (at, level(at) + 3.0 * noise.next())
+            })
+            .collect()
+    }
+
+    fn minute_config(method: BaselineMethod) -> BaselineConfig {
+        BaselineConfig {
+            method,
+            warmup: 60,
+            window: 30,
+        }
+    }
+
+    #[test]
+    fn auto_judges_exactly_as_ewma_without_a_daily_cycle() {
+        let mut auto = Baseline::new(&minute_config(BaselineMethod::Auto));
+        let mut ewma = Baseline::new(&minute_config(BaselineMethod::Ewma));
+        for (at, value) in minutes(4, |_| 50.0, 3) {
+            assert_eq!(auto.assess(at, value), ewma.assess(at, value), "at {at}");
+            auto.learn(at, value);
+            ewma.learn(at, value);
+        }
+        let Model::Auto(state) = &auto.model else {
+            panic!("auto keeps both models");
+        };
+        assert!(!state.daily_judges);
+    }
+
+    #[test]
+    fn auto_takes_the_daily_profile_once_two_days_show_it() {
+        let hour = 60 * MINUTE;
+        // 10 at night (0-6 h UTC), 100 by day: a step EWMA lags behind.
+        let level = |at: i64| {
+            if at.div_euclid(hour).rem_euclid(24) < 6 {
+                10.0
+            } else {
+                100.0
+            }
+        };
+        let mut auto = Baseline::new(&minute_config(BaselineMethod::Auto));
+        let mut ewma = Baseline::new(&minute_config(BaselineMethod::Ewma));
+        let morning = |day: i64| day * 24 * hour + 6 * hour;
+        let mut judged_like_ewma_on_day_two = None;
+        // Four days and a night, up to the fifth morning.
+        for (at, value) in minutes(5, level, 5) {
+            if at == morning(4) {
+                break;
+            }
+            if at == morning(1) {
+                judged_like_ewma_on_day_two =
+                    Some(auto.assess(at, 100.0) == ewma.assess(at, 100.0));
+            }
+            auto.learn(at, value);
+            ewma.learn(at, value);
+        }
+        assert_eq!(
+            judged_like_ewma_on_day_two,
+            Some(true),
+            "under two days it is ewma"
+        );
+        // The fifth day's first minute of daytime: the EWMA still expects night.
+        let at = morning(4);
+        assert!(ewma.assess(at, 100.0).unwrap().z > 8.0);
+        assert!(auto.assess(at, 100.0).unwrap().z.abs() < 3.0);
+        // And a daytime drop to the night level is still a drop.
+        assert!(auto.assess(at + 3 * hour, 10.0).unwrap().z < -8.0);
     }
 
     #[test]

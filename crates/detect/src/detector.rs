@@ -370,10 +370,11 @@ impl DetectorDocument {
                         "mad" => BaselineMethod::Mad,
                         "hour_of_day" => BaselineMethod::HourOfDay,
                         "hour_of_week" => BaselineMethod::HourOfWeek,
+                        "auto" => BaselineMethod::Auto,
                         other => return Err(located_error(
                             source,
                             position(field),
-                            "method must be one of ewma, rolling, mad, hour_of_day, hour_of_week"
+                            "method must be one of ewma, rolling, mad, hour_of_day, hour_of_week, auto"
                                 .into(),
                             Some(other),
                         )),
