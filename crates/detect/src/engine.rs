@@ -529,6 +529,42 @@ impl Engine {
         self.release(horizon)
     }
 
+    /// Moves the clock to `clock` without rows (a heartbeat while live
+    /// inputs are silent) and returns the transitions that became final:
+    /// every tick the watermark passes is judged, as if a row had arrived at
+    /// that clock. A clock behind the current one changes nothing.
+    pub fn advance_clock(&mut self, clock: i64) -> Vec<Alert> {
+        let now = self.stats.clock.map_or(clock, |seen| seen.max(clock));
+        self.stats.clock = Some(now);
+        let mut output = TickOutput {
+            outbox: &mut self.outbox,
+            hold_logs: &mut self.hold_logs,
+        };
+        for table in &mut self.tables {
+            let watermark = now.saturating_sub(table.key.allowed_lateness);
+            table.advance_to(watermark, &mut self.rules, &mut output, &self.sample);
+        }
+        let tables = &self.tables;
+        let horizon = self
+            .rules
+            .iter()
+            .map(|rule| {
+                tables[rule.table]
+                    .next_tick
+                    .map_or(i64::MIN, |tick| tick - rule.rule.window)
+            })
+            .min()
+            .unwrap_or(i64::MIN);
+        self.sample.commit(horizon);
+        let released = self
+            .tables
+            .iter()
+            .map(CellTable::last_evaluated_tick)
+            .min()
+            .unwrap_or(i64::MAX);
+        self.release(released)
+    }
+
     /// Evaluates every tick up to the clock (the lateness wait is over: no
     /// more input is coming) and returns the remaining transitions. The
     /// clock, not the newest event: one line far ahead must not stretch the
@@ -1477,8 +1513,7 @@ impl RuleRuntime {
                 let mut alert = self.alert(
                     &table.groups,
                     group,
-                    alert_state,
-                    (started, ended),
+                    (alert_state, started, ended),
                     witness,
                     finding,
                     impact,
@@ -1513,8 +1548,7 @@ impl RuleRuntime {
         &self,
         groups: &GroupTable,
         group: usize,
-        state: AlertState,
-        (started, ended): (i64, Option<i64>),
+        (state, started, ended): (AlertState, i64, Option<i64>),
         witness: Witness,
         finding: Option<Finding>,
         impact: Impact,

@@ -770,9 +770,9 @@ impl CellTable {
             let shared = (&mut retained[..], &mut banks[..]);
             rules[member].evaluate_tick(tick, member, self, shared, output, sample);
         }
-        for group in 0..self.groups.slots() {
+        for (group, kept) in retained.iter().enumerate().take(self.groups.slots()) {
             let evaluated = self.first_bucket[group].is_some_and(|first| first <= last_bucket);
-            if evaluated && !retained[group] {
+            if evaluated && !kept {
                 self.evicted += 1;
                 self.first_bucket[group] = None;
                 self.groups.release(group);

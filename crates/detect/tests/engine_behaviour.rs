@@ -243,6 +243,38 @@ fn volume_drop_to_zero_fires_for_a_group_that_went_silent() {
 }
 
 #[test]
+fn advance_clock_judges_the_ticks_a_silent_stream_passes() {
+    let yaml = "id: silent\ntitle: Silent\nseverity: medium\ngroup_by: [model_id]\nwindow: 2m\nevery: 1m\ncondition: count() == 0\n";
+    let events = traffic(5, "fraud", "baseline", |_| 100.0, 0);
+    let last = events.last().unwrap().timestamp;
+    let mut engine = Engine::new(vec![rule(yaml)], &canonical_schema()).unwrap();
+    let clock: Vec<i64> = events.iter().map(|e| e.timestamp).collect();
+    let mut alerts = engine.observe_at(&batch(&events), &clock);
+    assert!(alerts.is_empty(), "{alerts:#?}");
+    // No rows at all: only the heartbeat's clock moves time on.
+    alerts.extend(engine.advance_clock(last + 4 * 60 * SECOND));
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    assert_eq!(alerts[0].state, AlertState::Firing);
+    assert_eq!(alerts[0].group["model_id"], "fraud");
+    assert_eq!(engine.stats().late_events, 0, "a heartbeat is not a row");
+    // A clock behind the current one changes nothing.
+    assert!(engine.advance_clock(START).is_empty());
+    assert_eq!(engine.stats().clock, Some(last + 4 * 60 * SECOND));
+    // And the silence ends the same way a row would have ended it.
+    let mut resumed = traffic(2, "fraud", "baseline", |_| 100.0, 0);
+    for event in &mut resumed {
+        event.timestamp += last + 5 * 60 * SECOND - START;
+    }
+    let clock: Vec<i64> = resumed.iter().map(|e| e.timestamp).collect();
+    let mut after = engine.observe_at(&batch(&resumed), &clock);
+    after.extend(engine.advance_clock(resumed.last().unwrap().timestamp + 3 * 60 * SECOND));
+    assert!(
+        after.iter().any(|a| a.state == AlertState::Resolved),
+        "{after:#?}"
+    );
+}
+
+#[test]
 fn distinct_and_moments_aggregates_evaluate() {
     let yaml = "id: stats\ntitle: Stats\nseverity: low\nwindow: 1m\ncondition: distinct(ab_group) >= 2 and avg(latency_ms) > 100 and stddev(latency_ms) > 0 and max(latency_ms) >= 106\n";
     let mut events = traffic(3, "recsys", "baseline", |_| 100.0, 0);

@@ -122,18 +122,12 @@ pub fn replay_store(
         // No schema yet: nothing was stored.
         return Ok(Vec::new());
     };
-    let clock_row = match heartbeats.is_empty() {
-        true => None,
-        false => Some(crate::live::clock_row(schema)?),
-    };
     let mut next_heartbeat = 0usize;
     let mut segments = snapshot.segments.clone();
     segments.sort_by_key(|file| (file.first_sequence, file.hour_start));
     let mut alerts = Vec::new();
     let beat = |engine: &mut Engine, alerts: &mut Vec<Alert>, clock: i64| {
-        if let Some(row) = &clock_row {
-            alerts.extend(engine.observe_at(row, &[clock]));
-        }
+        alerts.extend(engine.advance_clock(clock));
     };
     let mut observe = |batch: &RecordBatch, alerts: &mut Vec<Alert>| -> Result<(), ServerError> {
         if batch.num_rows() == 0 {

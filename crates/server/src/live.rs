@@ -21,11 +21,8 @@
 //! restart ([`crate::alert_ledger::replay_store`]) moves the clock at the
 //! same points of event time and yields the same alerts as the live run.
 //!
-//! The engine has no call that moves its clock without a row, so a
-//! heartbeat reaches it as one **clock row** ([`clock_row`]): every column
-//! null except `timestamp`, which is the epoch (older than any window, so
-//! no rule counts it: it is late everywhere), observed with the heartbeat's
-//! clock. Rules without a filter count it among their late rows.
+//! A heartbeat reaches the engine as `Engine::advance_clock`: no row, only
+//! the clock, so no rule counts it anywhere.
 //!
 //! ## Live state
 //!
@@ -39,10 +36,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use arrow::array::{
-    new_null_array, ArrayRef, DictionaryArray, Float64Array, StringArray, TimestampNanosecondArray,
-};
-use arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef, TimeUnit};
+use arrow::array::{ArrayRef, Float64Array, TimestampNanosecondArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use inferwatch_alert::NotificationPipeline;
 use inferwatch_core::{column, Alert, AlertState, Severity};
@@ -53,9 +48,6 @@ use crate::ServerError;
 /// The store stream heartbeats are recorded in. Reserved: HTTP ingest
 /// refuses to write to it.
 pub const HEARTBEAT_STREAM: &str = "inferwatch_heartbeats";
-
-/// The event time of a clock row: the epoch, older than any window.
-pub const CLOCK_ROW_TIME: i64 = 0;
 
 /// The heartbeat stream's schema: the clock a heartbeat set, and how long
 /// the inputs had been silent then.
@@ -79,43 +71,6 @@ pub fn heartbeat_batch(clock: i64, idle: Duration) -> Result<RecordBatch, Server
             Arc::new(Float64Array::from(vec![idle.as_secs_f64()])),
         ],
     )?)
-}
-
-/// One row of `schema` that only carries a clock: `timestamp` is
-/// [`CLOCK_ROW_TIME`], nullable columns are null, and the few required
-/// text columns (`stream`, `status`) say `heartbeat`.
-pub fn clock_row(schema: &SchemaRef) -> Result<RecordBatch, ServerError> {
-    let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
-    for field in schema.fields() {
-        let array: ArrayRef = if field.name() == column::TIMESTAMP {
-            let timezone = match field.data_type() {
-                DataType::Timestamp(_, timezone) => timezone.clone(),
-                _ => None,
-            };
-            Arc::new(
-                TimestampNanosecondArray::from(vec![CLOCK_ROW_TIME]).with_timezone_opt(timezone),
-            )
-        } else if field.is_nullable() {
-            new_null_array(field.data_type(), 1)
-        } else {
-            match field.data_type() {
-                DataType::Dictionary(key, value)
-                    if **key == DataType::Int32 && **value == DataType::Utf8 =>
-                {
-                    Arc::new(DictionaryArray::<Int32Type>::from_iter(["heartbeat"]))
-                }
-                DataType::Utf8 => Arc::new(StringArray::from(vec!["heartbeat"])),
-                other => {
-                    return Err(ServerError::Internal(format!(
-                        "a clock row cannot fill the required column '{}' of type {other}",
-                        field.name()
-                    )))
-                }
-            }
-        };
-        columns.push(array);
-    }
-    Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
 /// Decides when a silent live input gets a heartbeat, and which clock.
@@ -343,16 +298,6 @@ mod tests {
         assert_eq!(clock, 1_000 + 21_000_000_000);
         idle.arrived(start + Duration::from_secs(22), Some(5_000));
         assert_eq!(idle.due(start + Duration::from_secs(23)), None);
-    }
-
-    #[test]
-    fn a_clock_row_fits_the_event_schema() {
-        let schema =
-            inferwatch_ingest::Decoder::new(Arc::new(inferwatch_ingest::Mapping::builtin()))
-                .schema();
-        let row = clock_row(&schema).unwrap();
-        assert_eq!(row.num_rows(), 1);
-        assert_eq!(row.schema(), schema);
     }
 
     #[test]

@@ -428,8 +428,6 @@ pub struct Detection {
     schema: Option<arrow::datatypes::SchemaRef>,
     /// Where a serving node publishes alerts and rule state for its API.
     live: Option<Arc<crate::live::LiveState>>,
-    /// Clock rows fed by heartbeats (the engine counts them as events).
-    clock_rows: u64,
 }
 
 impl Detection {
@@ -441,7 +439,6 @@ impl Detection {
             transitions: 0,
             schema: None,
             live: None,
-            clock_rows: 0,
         }
     }
 
@@ -478,12 +475,7 @@ impl Detection {
     /// Moves the clock to `clock` without events (a heartbeat of silent
     /// live inputs, see [`crate::live`]); windows that ended are judged.
     pub fn heartbeat(&mut self, clock: i64) -> Result<(), ServerError> {
-        let schema = self.schema.clone().ok_or_else(|| {
-            ServerError::Internal("a heartbeat before detection knew its schema".into())
-        })?;
-        let row = crate::live::clock_row(&schema)?;
-        let alerts = self.engine.observe_at(&row, &[clock]);
-        self.clock_rows += 1;
+        let alerts = self.engine.advance_clock(clock);
         if alerts.is_empty() {
             if let Some(share) = self.live.as_ref().and_then(|live| live.detection.as_ref()) {
                 let mut pipeline = share
@@ -542,7 +534,7 @@ impl Detection {
             let snapshot = crate::live::RulesSnapshot {
                 states: self.engine.observable_state(),
                 clock: self.engine.stats().clock,
-                events: self.engine.stats().events.saturating_sub(self.clock_rows),
+                events: self.engine.stats().events,
             };
             *share.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = snapshot;
         }
