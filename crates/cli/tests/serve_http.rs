@@ -779,7 +779,8 @@ print(table.num_rows, ",".join(table.column_names), table.column("latency_ms").t
                 .replace("{index}", "gateway")
                 .replace("{rest}", "probe")
                 .replace("{fingerprint}", "no-such-alert")
-                .replace("{id}", "no-such-silence");
+                .replace("{id}", "no-such-silence")
+                .replace("{path}", "app.js");
             for method in methods.as_object().unwrap().keys() {
                 let method = method.to_uppercase();
                 let url = node.url(&concrete);
@@ -980,5 +981,184 @@ mod live_time {
         ]);
         let count: u64 = heartbeats.lines().nth(1).unwrap().trim().parse().unwrap();
         assert!(count > 0, "{heartbeats}");
+    }
+}
+
+/// The dashboard (issue 19): its assets served from the binary without a
+/// token, and the overview page driven in headless Chromium by Playwright
+/// for Python (`dashboard.py` beside this file; Debian's `chromium`, no
+/// browser download; `scripts/test-deps` installs both).
+mod dashboard {
+    use super::*;
+
+    /// A rules directory with one rule that the posted slow requests fire.
+    fn slow_p99(dir: &Path) -> std::path::PathBuf {
+        let rules = dir.join("rules");
+        std::fs::create_dir_all(&rules).unwrap();
+        std::fs::write(
+            rules.join("slow.yaml"),
+            "id: dashboard-slow-p99\ntitle: p99 latency above 100 ms\nseverity: high\ngroup_by: [model_id, model_version]\nwindow: 1m\nevery: 30s\ncondition: p99(latency_ms) > 100 and count() >= 20\n",
+        )
+        .unwrap();
+        rules
+    }
+
+    /// `count` events over the five minutes before now, alternating two
+    /// model versions; every 17th is slow (300-900 ms), every 50th an error.
+    fn five_minutes_of_events(count: usize) -> String {
+        let now = chrono::Utc::now();
+        (0..count)
+            .map(|i| {
+                let back = chrono::Duration::milliseconds((300_000 * (count - i) / count) as i64);
+                let at = (now - back).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+                let (model, version) = if i % 2 == 0 {
+                    ("fraud", "1.0")
+                } else {
+                    ("recsys", "2.1")
+                };
+                let latency = if i % 17 == 0 {
+                    300 + (i * 37) % 600
+                } else {
+                    10 + (i * 13) % 50
+                };
+                let status = if i % 50 == 1 { "error" } else { "ok" };
+                format!(
+                    "{{\"timestamp\":\"{at}\",\"model_id\":\"{model}\",\"model_version\":\"{version}\",\"latency_ms\":{latency},\"status\":\"{status}\",\"client_id\":\"c{}\"}}\n",
+                    i % 40
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn assets_are_served_without_a_token_with_etags_gzip_and_304_and_a_browser_is_sent_to_them() {
+        if !available("curl", &["--version"]) {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let read = token(&data, "read", None);
+        let node = Node::start(&data, &[]);
+        // A browser's GET / goes to the dashboard; a shipper's probe does not.
+        let browser = curl(&["-H", "Accept: text/html,*/*;q=0.8", &node.url("/")]);
+        assert_eq!(browser.status, 303);
+        assert_eq!(browser.header("location").as_deref(), Some("/ui/"));
+        let probe = curl(&[
+            "-H",
+            &format!("Authorization: Bearer {read}"),
+            &node.url("/"),
+        ]);
+        assert_eq!(probe.json()["tagline"], "You Know, for Search");
+
+        let page = curl(&[&node.url("/ui/")]);
+        assert_eq!(page.status, 200);
+        assert!(page
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/html"));
+        assert!(page.body.contains("/ui/app.js"), "{}", page.body);
+        for path in [
+            "/ui/app.js",
+            "/ui/style.css",
+            "/ui/vendor/uPlot.esm.js",
+            "/ui/vendor/uPlot.min.css",
+            "/ui/vendor/htm-preact-standalone.mjs",
+            "/ui/vendor/LICENSE.uPlot",
+        ] {
+            let plain = curl(&[&node.url(path)]);
+            assert_eq!(plain.status, 200, "{path}");
+            let etag = plain.header("etag").expect("an ETag");
+            let again = curl(&["-H", &format!("If-None-Match: {etag}"), &node.url(path)]);
+            assert_eq!(again.status, 304, "{path}");
+            assert!(again.body.is_empty());
+            // --compressed asks for gzip and unpacks it: the same bytes.
+            let zipped = curl(&["--compressed", &node.url(path)]);
+            assert_eq!(zipped.status, 200, "{path}");
+            if plain.body.len() > 1_000 {
+                assert_eq!(zipped.header("content-encoding").as_deref(), Some("gzip"));
+            }
+            assert_eq!(zipped.body, plain.body, "{path}");
+        }
+        assert_eq!(curl(&[&node.url("/ui/nope.js")]).status, 404);
+        node.stop();
+    }
+
+    #[test]
+    fn the_overview_draws_every_chart_and_lists_the_alert_with_its_summary_in_chromium() {
+        if !available("curl", &["--version"])
+            || !available(&python(), &["-c", "import playwright.sync_api"])
+            || !available("/usr/bin/chromium", &["--version"])
+        {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let rules = slow_p99(dir.path());
+        let ingest = token(&data, "ingest", None);
+        let read = token(&data, "read", None);
+        let node = Node::start(&data, &["--rules", rules.to_str().unwrap()]);
+        let events = dir.path().join("events.ndjson");
+        std::fs::write(&events, five_minutes_of_events(3_000)).unwrap();
+        let answer = curl(&[
+            "-H",
+            &format!("Authorization: Bearer {ingest}"),
+            "--data-binary",
+            &format!("@{}", events.display()),
+            &node.url("/api/v1/ingest/inference"),
+        ]);
+        assert_eq!(answer.json()["accepted"], 3_000, "{}", answer.body);
+        // The alert the page must show, as the API gives it.
+        let summary = eventually(60, "the slow-p99 alert", || {
+            let alerts = curl(&[
+                "-H",
+                &format!("Authorization: Bearer {read}"),
+                &node.url("/api/v1/alerts?state=firing"),
+            ])
+            .json();
+            alerts["alerts"]
+                .as_array()?
+                .iter()
+                .find(|alert| alert["group"]["model_id"] == "fraud")?["summary"]
+                .as_str()
+                .map(str::to_string)
+        });
+        assert!(summary.contains("p99 latency"), "{summary}");
+
+        let screenshot = std::env::var("INFERWATCH_SCREENSHOTS").map_or_else(
+            |_| dir.path().join("overview.png"),
+            |folder| Path::new(&folder).join("dashboard-overview.png"),
+        );
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dashboard.py");
+        let output = Command::new(python())
+            .arg(&script)
+            .args([&node.url(""), &read, &summary])
+            .arg(&screenshot)
+            .output()
+            .expect("running dashboard.py");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success(),
+            "dashboard.py failed: {}\n{stdout}\n{stderr}",
+            output.status
+        );
+        let seen: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+        let charts = seen["charts"].as_array().unwrap();
+        // Two model versions, three charts each, all with data and ink.
+        assert_eq!(charts.len(), 6, "{seen}");
+        for chart in charts {
+            assert!(chart["points"].as_u64().unwrap() > 0, "{chart}");
+            assert!(chart["inked_pixels"].as_u64().unwrap() > 0, "{chart}");
+        }
+        assert!(
+            seen["alerts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|shown| shown == &serde_json::Value::from(summary.clone())),
+            "{seen}"
+        );
+        assert!(screenshot.exists());
+        node.stop();
     }
 }

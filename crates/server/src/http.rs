@@ -8,6 +8,7 @@
 //! | `POST /services/collector[/event]`, `/services/collector/raw`, `GET /services/collector/health` | Splunk HEC |
 //! | `POST /v1/logs` | OTLP/HTTP logs, protobuf or JSON |
 //! | `GET /healthz` | liveness, no token |
+//! | `GET /ui/`, `/ui/{*path}` | the dashboard's embedded assets, no token ([`crate::ui`]); a browser's `GET /` is sent there |
 //! | `/api/v1/…` (query, series, alerts, rules, silences, health, openapi.json), `GET /metrics` | the REST API ([`crate::api`]) |
 //!
 //! [`route_table`] lists every route with its methods; the OpenAPI
@@ -242,6 +243,8 @@ fn routes() -> Routes {
         .add("/api/v1/health", &["get"], get(crate::api::health))
         .add("/api/v1/openapi.json", &["get"], get(crate::api::openapi))
         .add("/metrics", &["get"], get(crate::api::metrics))
+        .add("/ui/", &["get"], get(crate::ui::index))
+        .add("/ui/{*path}", &["get"], get(crate::ui::file))
 }
 
 /// Every route the router serves (axum path syntax) with its methods.
@@ -728,6 +731,9 @@ async fn bulk_request(
 }
 
 async fn elastic_root(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if crate::ui::wants_html(&headers) {
+        return crate::ui::to_dashboard();
+    }
     if let Err(denied) = state.authorize(&headers, Need::Any) {
         return denied_elastic(denied);
     }

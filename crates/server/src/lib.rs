@@ -68,6 +68,7 @@ pub mod pipeline;
 pub mod protocol;
 pub mod series;
 pub mod serve;
+pub mod ui;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
