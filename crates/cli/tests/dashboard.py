@@ -79,6 +79,7 @@ with sync_playwright() as playwright:
                     points: u.data[0].length,
                     series: u.data.length - 1,
                     inked_pixels: inked(u),
+                    alert_markers: (u.markers || []).length,
                     width: u.width,
                 })),
                 alerts: [...document.querySelectorAll("#alerts .summary")].map((e) => e.textContent),

@@ -1144,11 +1144,14 @@ mod dashboard {
         );
         let seen: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
         let charts = seen["charts"].as_array().unwrap();
-        // Two model versions, three charts each, all with data and ink.
+        // Two model versions, three charts each, all with data, ink and
+        // the alert's marker.
         assert_eq!(charts.len(), 6, "{seen}");
         for chart in charts {
             assert!(chart["points"].as_u64().unwrap() > 0, "{chart}");
             assert!(chart["inked_pixels"].as_u64().unwrap() > 0, "{chart}");
+            // Both model versions have a firing alert: its start is marked.
+            assert!(chart["alert_markers"].as_u64().unwrap() >= 1, "{chart}");
         }
         assert!(
             seen["alerts"]

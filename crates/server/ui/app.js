@@ -9,7 +9,8 @@
 // latency over the chosen range, from GET /api/v1/series (the server
 // downsamples the per-minute rollups to `points`: two per pixel of chart
 // width); beside them the firing and pending alerts from GET
-// /api/v1/alerts, each with its summary. Everything refreshes every 5 s.
+// /api/v1/alerts, each with its summary, and each open alert's start
+// marked on its model's charts. Everything refreshes every 5 s.
 
 import { html, render, useEffect, useRef, useState } from "/ui/vendor/htm-preact-standalone.mjs";
 import uPlot from "/ui/vendor/uPlot.esm.js";
@@ -26,6 +27,34 @@ window.inferwatch = { charts, refreshes: 0 };
 
 // The x range every chart shows: the chosen range up to the last refresh.
 let shownWindow = { from: 0, to: 1 };
+
+// A uPlot plugin drawing each open alert's start on the chart as a dashed
+// vertical line in its severity's colour; `marks()` gives the current
+// [{ at (Unix seconds), severity }].
+const SEVERITY_COLOUR = { critical: "#b42318", high: "#d92d20", medium: "#dc6803", low: "#1570ef", info: "#667085" };
+function alertMarkers(marks) {
+  return {
+    hooks: {
+      draw: (u) => {
+        const { ctx } = u;
+        const { top, height } = u.bbox;
+        ctx.save();
+        ctx.lineWidth = 2 * uPlot.pxRatio;
+        ctx.setLineDash([6 * uPlot.pxRatio, 4 * uPlot.pxRatio]);
+        for (const mark of marks()) {
+          const x = Math.round(u.valToPos(mark.at, "x", true));
+          if (x < u.bbox.left || x > u.bbox.left + u.bbox.width) continue;
+          ctx.strokeStyle = SEVERITY_COLOUR[mark.severity] || SEVERITY_COLOUR.info;
+          ctx.beginPath();
+          ctx.moveTo(x, top);
+          ctx.lineTo(x, top + height);
+          ctx.stroke();
+        }
+        ctx.restore();
+      },
+    },
+  };
+}
 
 class Unauthorized extends Error {}
 
@@ -82,8 +111,14 @@ async function load(token, range) {
       const [count, errors, p50, p95, p99] = await Promise.all(
         ["count", "error_rate", "p50", "p95", "p99"].map(series),
       );
+      const markers = alerts.alerts
+        .filter((alert) => alert.state === "firing" || alert.state === "pending")
+        .filter((alert) => alertConcerns(alert, modelId, modelVersion))
+        .map((alert) => ({ at: Date.parse(alert.starts_at) / 1000, severity: alert.severity }))
+        .filter((mark) => Number.isFinite(mark.at));
       return {
         key: `${modelId}/${modelVersion ?? ""}`,
+        markers,
         modelId,
         modelVersion,
         events,
@@ -109,11 +144,23 @@ async function load(token, range) {
   return { panels, alerts: open, detection: alerts.detection, from, to };
 }
 
-function Chart({ id, title, data, series, width }) {
+// Whether an alert's group names this model (and this version, when the
+// group has one); an alert grouped by neither concerns every model.
+function alertConcerns(alert, modelId, modelVersion) {
+  const group = alert.group || {};
+  if ("model_id" in group && group.model_id !== modelId) return false;
+  if ("model_version" in group && group.model_version !== modelVersion) return false;
+  return true;
+}
+
+function Chart({ id, title, data, series, width, markers, yMin }) {
   const box = useRef(null);
+  const marks = useRef(markers);
+  marks.current = markers;
   useEffect(() => {
     let plot = charts.get(id);
     if (plot && plot.root.parentNode === box.current) {
+      plot.markers = marks.current;
       if (plot.width !== width) plot.setSize({ width, height: plot.height });
       plot.setData(data);
       return;
@@ -124,13 +171,19 @@ function Chart({ id, title, data, series, width }) {
         width,
         height: 180,
         series: [{}, ...series.map((s) => ({ spanGaps: true, width: 1.5, ...s }))],
-        scales: { x: { time: true, range: () => [shownWindow.from, shownWindow.to] } },
+        scales: {
+          x: { time: true, range: () => [shownWindow.from, shownWindow.to] },
+          // Rates and latencies start at zero; an all-zero series shows 0-1.
+          y: { range: (u, low, high) => [yMin, Math.max(high, yMin + 1) * 1.05] },
+        },
+        plugins: [alertMarkers(() => marks.current)],
         axes: [{}, { size: 56 }],
         legend: { live: true },
       },
       data,
       box.current,
     );
+    plot.markers = marks.current;
     charts.set(id, plot);
   }, [data, width]);
   useEffect(
@@ -149,10 +202,11 @@ function ModelPanel({ panel }) {
     <h2>${name} <span class="meta">${Number(panel.events).toLocaleString()} events in range</span></h2>
     <div class="charts">
       <${Chart} id=${`${panel.key}/volume`} title="Requests per minute" data=${panel.volume}
-        width=${panel.width} series=${[{ label: "requests/min", stroke: "#1570ef", fill: "rgba(21,112,239,0.08)" }]} />
+        width=${panel.width} markers=${panel.markers} yMin=${0} series=${[{ label: "requests/min", stroke: "#1570ef", fill: "rgba(21,112,239,0.08)" }]} />
       <${Chart} id=${`${panel.key}/errors`} title="Error rate (%)" data=${panel.errors}
-        width=${panel.width} series=${[{ label: "errors %", stroke: "#d92d20" }]} />
+        width=${panel.width} markers=${panel.markers} yMin=${0} series=${[{ label: "errors %", stroke: "#d92d20" }]} />
       <${Chart} id=${`${panel.key}/latency`} title="Latency (ms)" data=${panel.latency} width=${panel.width}
+        markers=${panel.markers} yMin=${0}
         series=${[
           { label: "p50", stroke: "#12b76a" },
           { label: "p95", stroke: "#f79009" },
