@@ -4,6 +4,7 @@
 //! subcommand lives in its own module with a clap `Args` struct and a `run`
 //! function, so `main` only dispatches.
 
+mod demo_cmd;
 mod detect_cmd;
 mod dora_cmd;
 mod ingest_cmd;
@@ -109,6 +110,10 @@ enum Command {
     Dora(dora_cmd::DoraCommand),
     /// Score a `timestamp,value` CSV series: anomaly scores in [0, 1] as CSV.
     Score(score_cmd::Args),
+    /// The node with a simulated fleet feeding it live: history first, then
+    /// traffic stamped with the current time and scheduled incidents; prints
+    /// the dashboard's URL and a read token.
+    Demo(demo_cmd::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -127,6 +132,7 @@ fn main() -> std::process::ExitCode {
         Command::Score(args) => score_cmd::run(args),
         Command::Slo(command) => slo_cmd::run(command),
         Command::Dora(command) => dora_cmd::run(command),
+        Command::Demo(args) => demo_cmd::run(args),
     };
     match result {
         Ok(code) => code,

@@ -126,7 +126,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -186,6 +186,36 @@ async fn start_postgres(args: &ServeArgs) -> anyhow::Result<PgTask> {
 
 /// The node: HTTP ingest (and detection) until a signal.
 async fn serve_node(args: &ServeArgs, listen: SocketAddr) -> anyhow::Result<()> {
+    let open = args.node.open;
+    serve_node_until(
+        args,
+        listen,
+        move |address| {
+            eprintln!(
+                "inferwatch serve: HTTP ingest on {address}{} (REST API under /api/v1/, /metrics)",
+                if open {
+                    " (open: no tokens checked)"
+                } else {
+                    ""
+                }
+            )
+        },
+        async {
+            shutdown_signal().await;
+            eprintln!("inferwatch serve: stopping");
+        },
+    )
+    .await
+}
+
+/// The node until `shutdown` completes; `listening` hears the bound
+/// address once requests can be sent (`serve --listen` and `demo`).
+pub(crate) async fn serve_node_until(
+    args: &ServeArgs,
+    listen: SocketAddr,
+    listening: impl FnOnce(SocketAddr),
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let node = &args.node;
     let size = |text: &str, flag: &str| -> anyhow::Result<usize> {
         let bytes = parse_size(text).with_context(|| format!("{flag} {text}"))?;
@@ -236,26 +266,7 @@ async fn serve_node(args: &ServeArgs, listen: SocketAddr) -> anyhow::Result<()> 
     }
     let printer: Box<dyn std::io::Write + Send> =
         Box::new(std::io::LineWriter::new(std::io::stdout()));
-    let open = node.open;
-    let summary = serve(
-        options,
-        Some(printer),
-        move |address| {
-            eprintln!(
-                "inferwatch serve: HTTP ingest on {address}{} (REST API under /api/v1/, /metrics)",
-                if open {
-                    " (open: no tokens checked)"
-                } else {
-                    ""
-                }
-            )
-        },
-        async {
-            shutdown_signal().await;
-            eprintln!("inferwatch serve: stopping");
-        },
-    )
-    .await?;
+    let summary = serve(options, Some(printer), listening, shutdown).await?;
     eprintln!(
         "inferwatch serve: {} events stored, {} lines refused, {} requests answered 429, {} alert transitions",
         summary.stored, summary.refused, summary.busy, summary.alerts

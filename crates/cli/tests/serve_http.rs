@@ -1165,3 +1165,96 @@ mod dashboard {
         node.stop();
     }
 }
+
+mod demo {
+    use super::*;
+
+    /// A free loopback port (bound, then released).
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    fn get(base: &str, token: &str, path: &str) -> Answer {
+        curl(&[
+            "-H",
+            &format!("Authorization: Bearer {token}"),
+            &format!("{base}{path}"),
+        ])
+    }
+
+    #[test]
+    fn the_demo_prints_a_url_and_a_token_and_its_charts_fill_and_an_alert_fires() {
+        if !available("curl", &["--version"]) {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("demo");
+        let listen = format!("127.0.0.1:{}", free_port());
+        let mut child = Command::new(common::binary())
+            .args(["demo", "--listen", &listen, "--history", "30m", "--data"])
+            .arg(&data)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting inferwatch demo");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let child = Node {
+            child,
+            address: listen.clone(),
+        };
+        let (mut url, mut read) = (None, None);
+        while url.is_none() || read.is_none() {
+            let line = lines
+                .next()
+                .expect("demo printed its URL and token")
+                .expect("stdout is text");
+            if let Some(rest) = line.trim().strip_prefix("Dashboard:") {
+                url = Some(rest.trim().to_string());
+            }
+            if let Some(rest) = line.trim().strip_prefix("Read token:") {
+                read = Some(rest.trim().to_string());
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        let (url, read) = (url.unwrap(), read.unwrap());
+        assert_eq!(url, format!("http://{listen}/ui/"));
+        let base = url.trim_end_matches("/ui/").to_string();
+        assert_eq!(curl(&[&url]).status, 200, "the dashboard is served");
+
+        eventually(180, "the series to have points", || {
+            let series = get(&base, &read, "/api/v1/series?metric=count&points=50");
+            (series.status == 200 && !series.json()["values"].as_array()?.is_empty()).then_some(())
+        });
+        let firing = eventually(180, "an alert to fire", || {
+            let alerts = get(&base, &read, "/api/v1/alerts").json();
+            alerts["alerts"]
+                .as_array()?
+                .iter()
+                .find(|alert| alert["state"] == "firing")
+                .cloned()
+        });
+        assert!(firing["rule_id"].is_string(), "{firing}");
+        // Live traffic is stamped with the current time: the newest event
+        // catches up with the wall clock.
+        eventually(180, "live traffic stamped with the current time", || {
+            let answer = curl(&[
+                "-H",
+                &format!("Authorization: Bearer {read}"),
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+                r#"{"sql": "SELECT CAST(to_unixtime(max(timestamp)) AS BIGINT) FROM inference"}"#,
+                &format!("{base}/api/v1/query"),
+            ]);
+            let newest = answer.json()["rows"][0][0].as_i64()?;
+            let now = chrono::Utc::now().timestamp();
+            ((now - newest).abs() < 120).then_some(())
+        });
+        child.stop();
+        assert!(data.join("INFERWATCH-DEMO").is_file());
+    }
+}

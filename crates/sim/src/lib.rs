@@ -346,6 +346,39 @@ pub fn generate_live(
     generate::run_live(&plan, &mut writer, speed, &mut routing)
 }
 
+/// [`generate_live`] with the incidents given instead of the ones
+/// [`incidents`] places: each may start or end outside the run (it then
+/// affects only the part inside). `inferwatch demo` uses it to have its
+/// incidents under way when the live traffic starts.
+pub fn generate_live_scheduled(
+    config: &SimConfig,
+    incidents: Vec<Incident>,
+    mut writer: impl Write,
+    speed: f64,
+    mut routing: impl FnMut(i64) -> Routing,
+) -> Result<SimSummary, SimError> {
+    config.validate()?;
+    if !speed.is_finite() || speed <= 0.0 {
+        return Err(SimError::InvalidConfig(format!(
+            "speed {speed} is not a positive number"
+        )));
+    }
+    let plan = generate::Plan::new(config, incidents)?;
+    generate::run_live(&plan, &mut writer, speed, &mut routing)
+}
+
+/// [`generate`] with the incidents given instead of the ones [`incidents`]
+/// places (see [`generate_live_scheduled`]).
+pub fn generate_scheduled(
+    config: &SimConfig,
+    incidents: Vec<Incident>,
+    mut writer: impl Write,
+) -> Result<SimSummary, SimError> {
+    config.validate()?;
+    let plan = generate::Plan::new(config, incidents)?;
+    generate::run(&plan, config.worker_threads(), &mut writer)
+}
+
 /// Writes the simulated events of `config` to `writer`, one JSON object per
 /// line, sorted by timestamp. Large writes (one simulated second at a time)
 /// are issued, so wrapping `writer` in a `BufWriter` is optional.

@@ -1,0 +1,467 @@
+//! `inferwatch demo`: the node with the simulated fleet feeding it, for a
+//! first look at the dashboard.
+//!
+//! It makes a data directory (marked as the demo's, so a second run may
+//! start it afresh and no other directory is ever overwritten), writes the
+//! rule pack embedded in the binary into it, creates tokens and runs the
+//! same node as `serve --listen` in this process. A feeder thread then
+//! sends the simulator's events to the node's own NDJSON ingest endpoint,
+//! the path every shipper takes: first `--history` of the fleet ending now,
+//! as fast as the node takes it (so rollups and learned baselines exist),
+//! then live traffic stamped with the current time. Incidents are scheduled
+//! around that moment: a canary regression and an extraction sweep start a
+//! few minutes before the history ends, so their rules are pending when the
+//! live traffic starts and fire within about a minute; a latency
+//! regression, a poisoned source and an input-length shift follow live.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use inferwatch_core::NANOS_PER_SECOND;
+use inferwatch_server::auth::{create_token, Scope};
+use inferwatch_sim::{Incident, Routing, Scenario, SimConfig};
+
+use crate::query_cmd::runtime;
+use crate::serve_cmd::{serve_node_until, shutdown_signal, ServeArgs};
+
+/// Arguments of `inferwatch demo`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Data directory, made under the working directory; a directory that
+    /// an earlier demo made is started afresh, any other is refused.
+    #[arg(long, default_value = "inferwatch-demo")]
+    data: PathBuf,
+    /// Address of the dashboard, the REST API and HTTP ingest.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Simulated history ending now, sent before the live traffic (at
+    /// least 10m; the learned baselines want about 1h).
+    #[arg(long, default_value = "2h", value_name = "DURATION")]
+    history: String,
+    /// Live traffic: simulated seconds per wall second. Above 1 the events
+    /// are dated ahead of the clock.
+    #[arg(long, default_value_t = 1.0)]
+    speed: f64,
+    /// Fleet traffic in events per second (history and live).
+    #[arg(long, default_value_t = 200.0, value_name = "EV_PER_S")]
+    rate: f64,
+}
+
+/// Marks a data directory as the demo's.
+const MARKER: &str = "INFERWATCH-DEMO";
+
+/// The shipped rule pack (`rules/*.yaml`), embedded so that the demo works
+/// from any directory, with an installed binary as with `cargo run`.
+macro_rules! embedded_rules {
+    ($($name:literal),* $(,)?) => {
+        &[$(($name, include_str!(concat!("../../../rules/", $name)))),*]
+    };
+}
+const RULES: &[(&str, &str)] = embedded_rules![
+    "adversarial-probing.yaml",
+    "canary-latency-judge.yaml",
+    "canary-vs-baseline.yaml",
+    "client-behaviour-forest.yaml",
+    "confidence-baseline.yaml",
+    "confidence-drift-daily.yaml",
+    "cost-harvesting.yaml",
+    "denial-of-service.yaml",
+    "error-rate.yaml",
+    "extraction-confirmed.yaml",
+    "key-new-networks.yaml",
+    "latency-baseline.yaml",
+    "membership-inference.yaml",
+    "model-extraction.yaml",
+    "model-inversion.yaml",
+    "source-confidence-drift.yaml",
+    "volume-baseline.yaml",
+    "volume-drop.yaml",
+];
+
+/// Parses `serve`'s flags, so the demo runs exactly the node `serve` runs.
+#[derive(Parser)]
+struct ServeCli {
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+/// Runs `inferwatch demo`.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let history_ns = inferwatch_core::parse_duration(&args.history)
+        .with_context(|| format!("--history {}", args.history))?;
+    anyhow::ensure!(
+        history_ns >= 600 * NANOS_PER_SECOND,
+        "--history must be at least 10m"
+    );
+    anyhow::ensure!(
+        args.speed.is_finite() && args.speed > 0.0,
+        "--speed must be a positive number"
+    );
+    anyhow::ensure!(
+        args.rate.is_finite() && args.rate > 0.0,
+        "--rate must be a positive number"
+    );
+    prepare(&args.data)?;
+    let rules = args.data.join("rules");
+    let (read, _) = create_token(&args.data, Scope::Read, None)?;
+    let (admin, _) = create_token(&args.data, Scope::Admin, None)?;
+    let (ingest, _) = create_token(&args.data, Scope::Ingest, None)?;
+    let data = args.data.to_string_lossy().into_owned();
+    let listen = args.listen.to_string();
+    let alerts = args
+        .data
+        .join("alerts.jsonl")
+        .to_string_lossy()
+        .into_owned();
+    // Faster than real time, event time runs ahead of the wall clock.
+    let max_future = if args.speed > 1.0 { "3650d" } else { "2m" };
+    let serve_args = ServeCli::try_parse_from([
+        "demo",
+        "--no-pg",
+        "--data",
+        &data,
+        "--listen",
+        &listen,
+        "--rules",
+        &rules.to_string_lossy(),
+        "--alerts-file",
+        &alerts,
+        "--max-future",
+        max_future,
+    ])?
+    .serve;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (address_sender, address) = std::sync::mpsc::channel::<SocketAddr>();
+    let (ended_sender, ended) = tokio::sync::oneshot::channel::<()>();
+    let feeder = {
+        let stop = stop.clone();
+        let plan = Feed {
+            token: ingest,
+            history_ns,
+            rate: args.rate,
+            speed: args.speed,
+            stop,
+        };
+        std::thread::Builder::new()
+            .name("demo-feed".into())
+            .spawn(move || {
+                let result = match address.recv() {
+                    Ok(address) => plan.run(address),
+                    Err(_) => Ok(()),
+                };
+                if let Err(error) = &result {
+                    if !plan.stop.load(Ordering::SeqCst) {
+                        eprintln!("inferwatch demo: the simulated feed failed: {error:#}");
+                    }
+                }
+                drop(ended_sender);
+                result
+            })?
+    };
+    let data_dir = args.data.clone();
+    let stopping = stop.clone();
+    let served = runtime()?.block_on(serve_node_until(
+        &serve_args,
+        args.listen,
+        move |bound| {
+            banner(bound, &data_dir, &read, &admin);
+            let _ = address_sender.send(bound);
+        },
+        async move {
+            tokio::select! {
+                _ = shutdown_signal() => eprintln!("inferwatch demo: stopping"),
+                _ = ended => eprintln!("inferwatch demo: the feed ended; stopping"),
+            }
+            stopping.store(true, Ordering::SeqCst);
+        },
+    ));
+    stop.store(true, Ordering::SeqCst);
+    let fed = feeder
+        .join()
+        .map_err(|_| anyhow::anyhow!("the feed thread panicked"))?;
+    served?;
+    match fed {
+        Err(error) if !stop.load(Ordering::SeqCst) => Err(error),
+        _ => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// Makes (or starts afresh) the demo's data directory and writes the rules.
+fn prepare(data: &Path) -> anyhow::Result<()> {
+    if data.exists() {
+        if data.join(MARKER).is_file() {
+            std::fs::remove_dir_all(data)
+                .with_context(|| format!("removing the earlier demo in {}", data.display()))?;
+        } else if std::fs::read_dir(data)
+            .with_context(|| format!("reading {}", data.display()))?
+            .next()
+            .is_some()
+        {
+            anyhow::bail!(
+                "{} exists and is not an inferwatch demo directory (it has no {MARKER} file); \
+                 give another --data",
+                data.display()
+            );
+        }
+    }
+    let rules = data.join("rules");
+    std::fs::create_dir_all(&rules).with_context(|| format!("creating {}", rules.display()))?;
+    std::fs::write(
+        data.join(MARKER),
+        "Made by `inferwatch demo`, which deletes and remakes this directory on each run.\n",
+    )
+    .with_context(|| format!("writing into {}", data.display()))?;
+    for (name, text) in RULES {
+        std::fs::write(rules.join(name), text)
+            .with_context(|| format!("writing {}", rules.join(name).display()))?;
+    }
+    Ok(())
+}
+
+/// What a newcomer needs: the URL, the tokens and a curl line. On
+/// standard output; progress goes to standard error.
+fn banner(address: SocketAddr, data: &Path, read: &str, admin: &str) {
+    let base = format!("http://{address}");
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "\ninferwatch demo: a simulated model fleet is feeding the node (data in {}).\n\n\
+         Dashboard:    {base}/ui/\n\
+         Read token:   {read}\n\
+         Admin token:  {admin}   (acknowledge and silence alerts)\n\n\
+         Paste the read token into the dashboard, or ask the REST API:\n  \
+         curl -H 'Authorization: Bearer {read}' {base}/api/v1/alerts\n  \
+         curl -H 'Authorization: Bearer {read}' '{base}/api/v1/series?metric=p99&model_id=recsys'\n\n\
+         History is being sent first; live traffic follows. Ctrl-C stops.\n",
+        data.display()
+    );
+    let _ = out.flush();
+}
+
+/// The feeder: history, then live traffic, into the node's NDJSON ingest.
+struct Feed {
+    token: String,
+    history_ns: i64,
+    rate: f64,
+    speed: f64,
+    stop: Arc<AtomicBool>,
+}
+
+/// The incidents, relative to `now_ns` (the end of the history).
+fn schedule(now_ns: i64) -> Vec<Incident> {
+    let minute = 60 * NANOS_PER_SECOND;
+    [
+        (Scenario::CanaryRegression, -6, 14),
+        (Scenario::Extraction, -4, 16),
+        (Scenario::LatencyRegression, 1, 20),
+        (Scenario::PoisonedSource, 3, 23),
+        (Scenario::InputLengthShift, 25, 45),
+    ]
+    .into_iter()
+    .map(|(scenario, start, end)| Incident {
+        scenario,
+        start_ns: now_ns + start * minute,
+        end_ns: now_ns + end * minute,
+        key: scenario.key(),
+    })
+    .collect()
+}
+
+fn wall_now_ns() -> i64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since.as_nanos()).unwrap_or(i64::MAX)
+}
+
+impl Feed {
+    fn run(&self, address: SocketAddr) -> anyhow::Result<()> {
+        let second = NANOS_PER_SECOND;
+        let now_ns = wall_now_ns() / second * second;
+        let incidents = schedule(now_ns);
+        let base = SimConfig {
+            scenarios: vec![Scenario::Baseline],
+            rate: self.rate,
+            threads: 1,
+            ..SimConfig::default()
+        };
+        let history = SimConfig {
+            duration_ns: self.history_ns,
+            start_ns: now_ns - self.history_ns,
+            ..base.clone()
+        };
+        eprintln!(
+            "inferwatch demo: sending the history from {} (about {:.0} events)",
+            inferwatch_core::format_timestamp(history.start_ns),
+            self.history_ns as f64 / 1e9 * self.rate
+        );
+        let began = Instant::now();
+        let mut poster = Poster::new(address, &self.token, &self.stop, 4 << 20);
+        let summary = inferwatch_sim::generate_scheduled(&history, incidents.clone(), &mut poster)
+            .context("sending the history")?;
+        poster.flush().context("sending the history")?;
+        eprintln!(
+            "inferwatch demo: history sent: {} events in {:.1} s; live traffic from now on",
+            summary.events,
+            began.elapsed().as_secs_f64()
+        );
+        // Live, one simulated day at a time, from the next whole second.
+        let mut poster = Poster::new(address, &self.token, &self.stop, 0);
+        while !self.stop.load(Ordering::SeqCst) {
+            let start_ns = (wall_now_ns() / second + 1) * second;
+            let live = SimConfig {
+                duration_ns: 86_400 * second,
+                start_ns,
+                ..base.clone()
+            };
+            if let Some(wait) = u64::try_from(start_ns - wall_now_ns())
+                .ok()
+                .map(Duration::from_nanos)
+            {
+                std::thread::sleep(wait);
+            }
+            inferwatch_sim::generate_live_scheduled(
+                &live,
+                incidents.clone(),
+                &mut poster,
+                self.speed,
+                |_| Routing::default(),
+            )
+            .context("sending live traffic")?;
+        }
+        Ok(())
+    }
+}
+
+/// A `Write` that posts whole lines to `/api/v1/ingest/inference` once
+/// `batch` bytes are buffered, and on every flush.
+struct Poster<'a> {
+    address: SocketAddr,
+    token: &'a str,
+    stop: &'a AtomicBool,
+    batch: usize,
+    buffer: Vec<u8>,
+}
+
+impl<'a> Poster<'a> {
+    fn new(address: SocketAddr, token: &'a str, stop: &'a AtomicBool, batch: usize) -> Self {
+        Poster {
+            address,
+            token,
+            stop,
+            batch,
+            buffer: Vec::new(),
+        }
+    }
+
+    /// Posts the complete lines buffered.
+    fn post_lines(&mut self) -> std::io::Result<()> {
+        let Some(end) = memchr::memrchr(b'\n', &self.buffer) else {
+            return Ok(());
+        };
+        let body: Vec<u8> = self.buffer.drain(..=end).collect();
+        self.post(&body)
+    }
+
+    fn post(&self, body: &[u8]) -> std::io::Result<()> {
+        loop {
+            if self.stop.load(Ordering::SeqCst) {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::Interrupted,
+                    "the demo is stopping",
+                ));
+            }
+            let mut stream = TcpStream::connect(self.address)?;
+            stream.set_read_timeout(Some(Duration::from_secs(300)))?;
+            write!(
+                stream,
+                "POST /api/v1/ingest/{} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\
+                 Content-Type: application/x-ndjson\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                inferwatch_core::DEFAULT_STREAM,
+                self.address,
+                self.token,
+                body.len()
+            )?;
+            stream.write_all(body)?;
+            let mut answer = Vec::new();
+            stream.read_to_end(&mut answer)?;
+            let text = String::from_utf8_lossy(&answer);
+            let status: u16 = text
+                .split_whitespace()
+                .nth(1)
+                .and_then(|code| code.parse().ok())
+                .unwrap_or(0);
+            match status {
+                200..=299 => return Ok(()),
+                // The node's queue is full: it said when to come back.
+                429 | 503 => std::thread::sleep(Duration::from_secs(1)),
+                _ => {
+                    return Err(std::io::Error::other(format!(
+                        "the node answered {status}: {}",
+                        text.split_once("\r\n\r\n").map_or("", |(_, body)| body)
+                    )))
+                }
+            }
+        }
+    }
+}
+
+impl Write for Poster<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.buffer.extend_from_slice(bytes);
+        if self.batch > 0 && self.buffer.len() >= self.batch {
+            self.post_lines()?;
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.post_lines()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_embedded_rule_pack_is_the_rules_directory() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../rules");
+        let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|entry| {
+                let name = entry.unwrap().file_name().into_string().unwrap();
+                name.ends_with(".yaml").then_some(name)
+            })
+            .collect();
+        on_disk.sort();
+        let embedded: Vec<String> = RULES.iter().map(|(name, _)| name.to_string()).collect();
+        assert_eq!(embedded, on_disk, "add new rules to RULES in demo_cmd.rs");
+    }
+
+    #[test]
+    fn a_directory_that_is_not_the_demos_is_refused_and_the_demos_is_remade() {
+        let dir = tempfile::tempdir().unwrap();
+        let other = dir.path().join("other");
+        std::fs::create_dir(&other).unwrap();
+        std::fs::write(other.join("keep.txt"), "mine").unwrap();
+        let error = prepare(&other).unwrap_err().to_string();
+        assert!(error.contains("not an inferwatch demo"), "{error}");
+        assert!(other.join("keep.txt").is_file());
+
+        let demo = dir.path().join("demo");
+        prepare(&demo).unwrap();
+        std::fs::write(demo.join("old.txt"), "x").unwrap();
+        prepare(&demo).unwrap();
+        assert!(!demo.join("old.txt").exists());
+        assert!(demo.join("rules/canary-vs-baseline.yaml").is_file());
+    }
+}
