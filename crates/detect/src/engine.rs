@@ -499,19 +499,8 @@ impl Engine {
                     &mut self.sample,
                 );
             }
-            // No future window of any rule starts before this.
+            self.sample.commit(self.window_horizon());
             let tables = &self.tables;
-            let horizon = self
-                .rules
-                .iter()
-                .map(|rule| {
-                    tables[rule.table]
-                        .next_tick
-                        .map_or(i64::MIN, |tick| tick - rule.rule.window)
-                })
-                .min()
-                .unwrap_or(i64::MIN);
-            self.sample.commit(horizon);
             self.stats.clock = prefix_max.last().copied().filter(|now| *now != i64::MIN);
             // Per rule, as before tables were shared.
             let per_rule = |count: fn(&CellTable) -> u64| -> u64 {
@@ -520,13 +509,30 @@ impl Engine {
             self.stats.late_events = per_rule(|table| table.late_events);
             self.stats.future_events = per_rule(|table| table.future_events);
         }
-        let horizon = self
-            .tables
+        self.release(self.evaluated_horizon())
+    }
+
+    /// No future window of any rule starts before this.
+    fn window_horizon(&self) -> i64 {
+        let tables = &self.tables;
+        self.rules
+            .iter()
+            .map(|rule| {
+                tables[rule.table]
+                    .next_tick
+                    .map_or(i64::MIN, |tick| tick - rule.rule.window)
+            })
+            .min()
+            .unwrap_or(i64::MIN)
+    }
+
+    /// Every table has evaluated through this tick.
+    fn evaluated_horizon(&self) -> i64 {
+        self.tables
             .iter()
             .map(CellTable::last_evaluated_tick)
             .min()
-            .unwrap_or(i64::MAX);
-        self.release(horizon)
+            .unwrap_or(i64::MAX)
     }
 
     /// Moves the clock to `clock` without rows (a heartbeat while live
@@ -544,25 +550,8 @@ impl Engine {
             let watermark = now.saturating_sub(table.key.allowed_lateness);
             table.advance_to(watermark, &mut self.rules, &mut output, &self.sample);
         }
-        let tables = &self.tables;
-        let horizon = self
-            .rules
-            .iter()
-            .map(|rule| {
-                tables[rule.table]
-                    .next_tick
-                    .map_or(i64::MIN, |tick| tick - rule.rule.window)
-            })
-            .min()
-            .unwrap_or(i64::MIN);
-        self.sample.commit(horizon);
-        let released = self
-            .tables
-            .iter()
-            .map(CellTable::last_evaluated_tick)
-            .min()
-            .unwrap_or(i64::MAX);
-        self.release(released)
+        self.sample.commit(self.window_horizon());
+        self.release(self.evaluated_horizon())
     }
 
     /// Evaluates every tick up to the clock (the lateness wait is over: no
