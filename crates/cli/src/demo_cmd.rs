@@ -9,10 +9,11 @@
 //! the path every shipper takes: first `--history` of the fleet ending now,
 //! as fast as the node takes it (so rollups and learned baselines exist),
 //! then live traffic stamped with the current time. Incidents are scheduled
-//! around that moment: a canary regression and an extraction sweep start a
-//! few minutes before the history ends, so their rules are pending when the
-//! live traffic starts and fire within about a minute; a latency
-//! regression, a poisoned source and an input-length shift follow live.
+//! around that moment: a canary regression, an extraction sweep and a
+//! poisoned source start in the last quarter of an hour of the history, so
+//! their alerts are firing when the live traffic starts; a latency
+//! regression fires a few minutes into the live traffic and an input-length
+//! shift later (see [`schedule`]).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -255,14 +256,20 @@ struct Feed {
     stop: Arc<AtomicBool>,
 }
 
-/// The incidents, relative to `now_ns` (the end of the history).
+/// The incidents, in minutes from `now_ns` (the end of the history).
+///
+/// The canary regression, the extraction sweep and the poisoned source
+/// start in the history, so their alerts are firing once it is in (about
+/// 20 s after start for 2 h of history); the fraud latency regression
+/// starts a minute before now and fires a few minutes into the live
+/// traffic; the input-length shift comes later, and each incident resolves.
 fn schedule(now_ns: i64) -> Vec<Incident> {
     let minute = 60 * NANOS_PER_SECOND;
     [
-        (Scenario::CanaryRegression, -6, 14),
-        (Scenario::Extraction, -4, 16),
-        (Scenario::LatencyRegression, 1, 20),
-        (Scenario::PoisonedSource, 3, 23),
+        (Scenario::CanaryRegression, -16, 15),
+        (Scenario::Extraction, -14, 10),
+        (Scenario::PoisonedSource, -5, 12),
+        (Scenario::LatencyRegression, -1, 20),
         (Scenario::InputLengthShift, 25, 45),
     ]
     .into_iter()
