@@ -316,25 +316,48 @@ impl Feed {
             .context("sending the history")?;
         poster.flush().context("sending the history")?;
         eprintln!(
-            "inferwatch demo: history sent: {} events in {:.1} s; live traffic from now on",
+            "inferwatch demo: history sent: {} events in {:.1} s; live traffic follows",
             summary.events,
             began.elapsed().as_secs_f64()
         );
-        // Live, one simulated day at a time, from the next whole second.
-        let mut poster = Poster::new(address, &self.token, &self.stop, 0);
-        while !self.stop.load(Ordering::SeqCst) {
-            let start_ns = (wall_now_ns() / second + 1) * second;
-            let live = SimConfig {
-                duration_ns: 86_400 * second,
-                start_ns,
+        // Catch up with the clock, so the charts show no gap where the
+        // history was being sent (and no volume rule sees one); each segment
+        // has its own seed, so request ids do not repeat.
+        let mut covered = now_ns;
+        let mut seed = base.seed;
+        loop {
+            let target = wall_now_ns() / second * second;
+            if target - covered < 2 * second {
+                break;
+            }
+            seed += 1;
+            let catch_up = SimConfig {
+                duration_ns: target - covered,
+                start_ns: covered,
+                seed,
                 ..base.clone()
             };
-            if let Some(wait) = u64::try_from(start_ns - wall_now_ns())
+            inferwatch_sim::generate_scheduled(&catch_up, incidents.clone(), &mut poster)
+                .context("catching up with the clock")?;
+            poster.flush().context("catching up with the clock")?;
+            covered = target;
+        }
+        // Live, one simulated day at a time, from where the history ended.
+        let mut poster = Poster::new(address, &self.token, &self.stop, 0);
+        while !self.stop.load(Ordering::SeqCst) {
+            if let Some(wait) = u64::try_from(covered - wall_now_ns())
                 .ok()
                 .map(Duration::from_nanos)
             {
                 std::thread::sleep(wait);
             }
+            seed += 1;
+            let live = SimConfig {
+                duration_ns: 86_400 * second,
+                start_ns: covered,
+                seed,
+                ..base.clone()
+            };
             inferwatch_sim::generate_live_scheduled(
                 &live,
                 incidents.clone(),
@@ -343,6 +366,7 @@ impl Feed {
                 |_| Routing::default(),
             )
             .context("sending live traffic")?;
+            covered += live.duration_ns;
         }
         Ok(())
     }
