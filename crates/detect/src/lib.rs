@@ -38,8 +38,9 @@
 //!   shifts; [`score`] turns baselines and a random cut forest into streaming
 //!   anomaly scores in [0, 1] for any `timestamp,value` CSV.
 //!
-//! The [`Engine`] keeps, per rule and group key, a ring of time buckets of
-//! mergeable summaries ([`summary`]). Its state grows with keys × buckets,
+//! The [`Engine`] keeps, per group key, the time buckets that hold rows as
+//! mergeable summaries ([`summary`]), in tables that rules selecting,
+//! grouping and ticking alike share. Its state grows with keys × buckets,
 //! never with events. Windows advance by a watermark with an allowed
 //! lateness; the result does not depend on how the input was batched.
 //!

@@ -332,8 +332,9 @@ impl Rule {
             None => parse_duration(DEFAULT_ALLOWED_LATENESS)
                 .map_err(|e| DetectError::Internal(e.to_string()))?,
         };
-        // The engine keeps, per group, a ring of buckets gcd(window, every)
-        // wide over window + every + allowed_lateness + its max_future: a
+        // The engine cuts time into buckets gcd(window, every) wide, and
+        // keeps a totals ring over window + every + allowed_lateness + its
+        // max_future: a
         // window that `every` does not divide into a round step (`1h` every
         // `7ns`) would allocate billions of buckets and abort the process, and
         // durations of centuries would overflow the sum (issue 16 fuzzing,
