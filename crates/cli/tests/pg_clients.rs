@@ -19,32 +19,8 @@ fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_inferwatch")
 }
 
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
-/// `None` (skip) when `program` cannot run, unless in CI.
-fn require(program: &str, probe: &[&str]) -> Option<()> {
-    let works = Command::new(program)
-        .args(probe)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if works {
-        return Some(());
-    }
-    assert!(
-        !in_ci(),
-        "{program} {probe:?} is needed in CI (.ci/run installs it)"
-    );
-    eprintln!("skipping: {program} {probe:?} does not work here");
-    None
-}
-
-fn python() -> String {
-    std::env::var("INFERWATCH_PYTHON").unwrap_or_else(|_| "python3".into())
-}
+mod common;
+use common::{available, python};
 
 #[derive(Default)]
 struct Expected {
@@ -204,7 +180,7 @@ fn simulated_store() -> (tempfile::TempDir, PathBuf, Expected) {
 
 #[test]
 fn psql_gets_the_right_numbers_and_clear_errors() {
-    if require("psql", &["--version"]).is_none() {
+    if !available("psql", &["--version"]) {
         return;
     }
     let (_directory, data, expected) = simulated_store();
@@ -282,7 +258,7 @@ fn psql_gets_the_right_numbers_and_clear_errors() {
 #[test]
 fn psycopg_and_pandas_get_the_right_numbers() {
     let python = python();
-    if require(&python, &["-c", "import psycopg, pandas"]).is_none() {
+    if !available(&python, &["-c", "import psycopg, pandas"]) {
         return;
     }
     let (_directory, data, expected) = simulated_store();
@@ -338,7 +314,7 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn issue_16_psql_cannot_write_and_harmless_sets_still_work() {
-    if require("psql", &["--version"]).is_none() {
+    if !available("psql", &["--version"]) {
         return;
     }
     let (directory, data, expected) = simulated_store();
@@ -434,7 +410,7 @@ fn issue_16_psql_cannot_write_and_harmless_sets_still_work() {
 
 #[test]
 fn issue_16_no_default_password_and_scram_login() {
-    if require("psql", &["--version"]).is_none() {
+    if !available("psql", &["--version"]) {
         return;
     }
     let data = tempfile::tempdir().unwrap();
@@ -488,7 +464,7 @@ fn issue_16_no_default_password_and_scram_login() {
 
 #[test]
 fn issue_16_tls_and_scram_channel_binding_with_a_self_signed_certificate() {
-    if require("psql", &["--version"]).is_none() || require("openssl", &["version"]).is_none() {
+    if !available("psql", &["--version"]) || !available("openssl", &["version"]) {
         return;
     }
     let directory = tempfile::tempdir().unwrap();
@@ -546,7 +522,7 @@ fn issue_16_tls_and_scram_channel_binding_with_a_self_signed_certificate() {
 
 #[test]
 fn issue_16_a_second_client_is_answered_while_a_cross_join_runs() {
-    if require("psql", &["--version"]).is_none() {
+    if !available("psql", &["--version"]) {
         return;
     }
     let data = tempfile::tempdir().unwrap();

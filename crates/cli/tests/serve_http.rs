@@ -14,31 +14,7 @@ use std::process::{Child, Command, Stdio};
 
 mod common;
 
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
-fn python() -> String {
-    std::env::var("INFERWATCH_PYTHON").unwrap_or_else(|_| "python3".into())
-}
-
-/// `false` (skip) when `program` cannot run, unless in CI.
-fn available(program: &str, probe: &[&str]) -> bool {
-    let works = Command::new(program)
-        .args(probe)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        works || !in_ci(),
-        "{program} {probe:?} is needed in CI (scripts/test-deps installs it)"
-    );
-    if !works {
-        eprintln!("skipping: {program} {probe:?} does not work here");
-    }
-    works
-}
+use common::{available, python};
 
 /// A running `inferwatch serve`; killed (SIGKILL) when dropped.
 struct Node {
