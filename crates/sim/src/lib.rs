@@ -332,18 +332,13 @@ pub struct SimSummary {
 /// applied to the routing stops the canary's traffic from the next second.
 pub fn generate_live(
     config: &SimConfig,
-    mut writer: impl Write,
+    writer: impl Write,
     speed: f64,
-    mut routing: impl FnMut(i64) -> Routing,
+    routing: impl FnMut(i64) -> Routing,
 ) -> Result<SimSummary, SimError> {
+    // Validated before `incidents` places anything by it.
     config.validate()?;
-    if !speed.is_finite() || speed <= 0.0 {
-        return Err(SimError::InvalidConfig(format!(
-            "speed {speed} is not a positive number"
-        )));
-    }
-    let plan = generate::Plan::new(config, incidents(config))?;
-    generate::run_live(&plan, &mut writer, speed, &mut routing)
+    generate_live_scheduled(config, incidents(config), writer, speed, routing)
 }
 
 /// [`generate_live`] with the incidents given instead of the ones
