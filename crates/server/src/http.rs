@@ -323,12 +323,16 @@ fn status_of(denied: Denied) -> StatusCode {
 
 /// A 401/403 in the plain shape (`{"error": ...}`).
 pub(crate) fn denied_plain(denied: Denied) -> Response {
-    let mut response = json_response(status_of(denied), &json!({"error": denied.reason()}));
+    let response = json_response(status_of(denied), &json!({"error": denied.reason()}));
+    with_challenge(response, denied, "Bearer realm=\"inferwatch\"")
+}
+
+/// A 401 names the schemes it takes (`WWW-Authenticate`); a 403 does not.
+fn with_challenge(mut response: Response, denied: Denied, schemes: &'static str) -> Response {
     if denied.status() == 401 {
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer realm=\"inferwatch\""),
-        );
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(schemes));
     }
     response
 }
@@ -336,20 +340,18 @@ pub(crate) fn denied_plain(denied: Denied) -> Response {
 /// A 401/403 as Elasticsearch says it.
 fn denied_elastic(denied: Denied) -> Response {
     let status = status_of(denied);
-    let mut response = json_response(
+    let response = json_response(
         status,
         &json!({
             "error": {"type": "security_exception", "reason": denied.reason()},
             "status": status.as_u16(),
         }),
     );
-    if denied.status() == 401 {
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Basic realm=\"inferwatch\", ApiKey, Bearer"),
-        );
-    }
-    response
+    with_challenge(
+        response,
+        denied,
+        "Basic realm=\"inferwatch\", ApiKey, Bearer",
+    )
 }
 
 /// A 401/403 with HEC's codes: 2 token required, 3 invalid authorization,
