@@ -1,7 +1,7 @@
 //! `inferwatch detect`: run rules over logs and print alert transitions as JSONL.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::slo_cmd::{load_slo_evaluator, projected_decoder};
 use inferwatch_server::correlator;
+use inferwatch_server::notify::{Notifier, NotifyOptions};
 pub use inferwatch_server::one_pass::{load_engine, load_mapping};
 use inferwatch_server::pipeline::{InputSpec, Pipeline, PipelineEvent};
 
@@ -235,19 +236,25 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
     let mut lines = 0u64;
     let mut bytes_read = 0u64;
     let mut alerts_written = 0u64;
-    let mut notifier = match &args.actions {
-        Some(path) => Some(Notifier::start(path, &args)?),
+    let notifier = match &args.actions {
+        Some(path) => Some(Notifier::open(&NotifyOptions {
+            actions: Some(path.clone()),
+            notify: args.notify.clone(),
+            silences: args.silences.clone(),
+            allow_commands: args.allow_commands,
+            state_dir: args.state_dir.clone(),
+        })?),
         None => None,
     };
-    let mut write_alerts = |alerts: Vec<Alert>,
-                            now: Option<i64>,
-                            output: &mut Box<dyn Write>|
+    let write_alerts = |alerts: Vec<Alert>,
+                        now: Option<i64>,
+                        output: &mut Box<dyn Write>|
      -> anyhow::Result<u64> {
         for alert in &alerts {
             serde_json::to_writer(&mut *output, alert)?;
             output.write_all(b"\n")?;
         }
-        if let Some(notifier) = &mut notifier {
+        if let Some(notifier) = &notifier {
             notifier.observe(&alerts, now)?;
         }
         Ok(alerts.len() as u64)
@@ -345,7 +352,7 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
     let now = engine.stats().clock;
     alerts_written += write_alerts(last, now, &mut output)?;
     output.flush()?;
-    if let (Some(notifier), Some(now), false) = (&mut notifier, now, args.follow) {
+    if let (Some(notifier), Some(now), false) = (&notifier, now, args.follow) {
         // The input has ended: let the groups' timers run out so the last
         // changes are notified instead of waiting for events that never come.
         notifier.drain(now)?;
@@ -353,22 +360,10 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
     pipeline.finish();
     progress.finish();
     if let Some(notifier) = notifier {
-        let dispatcher = notifier.dispatcher;
         let grace = inferwatch_core::parse_duration(&args.delivery_grace)?;
-        let idle = dispatcher.wait_idle(Duration::from_nanos(grace.max(0) as u64));
-        let stats = dispatcher.stats();
-        if !idle {
-            eprintln!(
-                "inferwatch detect: deliveries still pending after {}; they stay in {} for the next run",
-                args.delivery_grace,
-                args.state_dir.join("deliveries").join("outbox.jsonl").display()
-            );
+        if let Some(totals) = notifier.settle(Duration::from_nanos(grace.max(0) as u64)) {
+            print_deliveries("detect", &args.delivery_grace, &totals);
         }
-        eprintln!(
-            "inferwatch detect: {} deliveries done, {} dead-lettered, {} retries, {} pending",
-            stats.delivered, stats.dead, stats.retries, stats.pending
-        );
-        dispatcher.shutdown();
     }
 
     let seconds = started.elapsed().as_secs_f64();
@@ -408,6 +403,25 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The delivery totals on stderr, with where pending ones wait.
+pub fn print_deliveries(
+    command: &str,
+    grace: &str,
+    totals: &inferwatch_server::notify::DeliveryTotals,
+) {
+    if !totals.idle {
+        eprintln!(
+            "inferwatch {command}: deliveries still pending after {grace}; they stay in {} for the next run",
+            totals.outbox.display()
+        );
+    }
+    let stats = &totals.stats;
+    eprintln!(
+        "inferwatch {command}: {} deliveries done, {} dead-lettered, {} retries, {} pending",
+        stats.delivered, stats.dead, stats.retries, stats.pending
+    );
 }
 
 fn input_size(inputs: &[String]) -> Option<u64> {
@@ -489,70 +503,5 @@ impl Progress {
 
     fn finish(&self) {
         self.bar.finish_and_clear();
-    }
-}
-
-/// Alert transitions on their way to people: the notification pipeline
-/// (flapping, silences, inhibition, grouping, history, risk) and then the
-/// dispatcher (durable, retried deliveries to the configured actions).
-struct Notifier {
-    pipeline: inferwatch_alert::NotificationPipeline,
-    dispatcher: inferwatch_alert::Dispatcher,
-    /// How far past the last event the clock moves at the end of a finite
-    /// input: long enough for every group's wait or interval to pass.
-    drain: i64,
-}
-
-impl Notifier {
-    /// Opens the state in `--state-dir`; notifications a previous run
-    /// recorded but did not hand over go out first.
-    fn start(actions_path: &Path, args: &Args) -> anyhow::Result<Notifier> {
-        let file = inferwatch_alert::ActionsFile::load(actions_path)?;
-        let actions =
-            file.build(&inferwatch_alert::BuildContext::new().allow_commands(args.allow_commands))?;
-        let config = inferwatch_alert::DispatcherConfig::new(args.state_dir.join("deliveries"))
-            .with_settings(file.delivery.clone());
-        let dispatcher = inferwatch_alert::Dispatcher::start(config, actions)?;
-        let notify_config = match &args.notify {
-            Some(path) => inferwatch_alert::NotifyConfig::load(path)?,
-            None => inferwatch_alert::NotifyConfig::default(),
-        };
-        let mut pipeline =
-            inferwatch_alert::NotificationPipeline::open(notify_config.clone(), &args.state_dir)?;
-        if let Some(path) = &args.silences {
-            let silences = inferwatch_alert::SilencesFile::load(path)?;
-            pipeline.add_silences(&silences.silences)?;
-        }
-        let unsent = pipeline.unsent_notifications().to_vec();
-        inferwatch_alert::submit_notifications(&dispatcher, &mut pipeline, &unsent)?;
-        let route = &notify_config.route;
-        let drain = route.group_wait.max(route.group_interval).as_nanos() as i64;
-        Ok(Notifier {
-            pipeline,
-            dispatcher,
-            drain,
-        })
-    }
-
-    /// End of a finite input: moves the clock past the last event by the
-    /// longest group timer and sends what that makes due.
-    fn drain(&mut self, last_event: i64) -> anyhow::Result<()> {
-        self.observe(&[], Some(last_event.saturating_add(self.drain)))
-    }
-
-    /// Feeds transitions (event-time order) and moves the pipeline's clock
-    /// to `now`, the largest event time seen; hands what is due to the
-    /// dispatcher, which journals it before returning.
-    fn observe(&mut self, alerts: &[Alert], now: Option<i64>) -> anyhow::Result<()> {
-        let mut notifications = self.pipeline.ingest(alerts)?;
-        if let Some(now) = now {
-            notifications.extend(self.pipeline.advance_to(now)?);
-        }
-        inferwatch_alert::submit_notifications(
-            &self.dispatcher,
-            &mut self.pipeline,
-            &notifications,
-        )?;
-        Ok(())
     }
 }

@@ -95,7 +95,7 @@ enum Command {
     /// Serve a data directory over the Postgres wire protocol; with
     /// --listen, also take events over HTTP (NDJSON, Elasticsearch _bulk,
     /// Splunk HEC, OTLP logs) and check them with --rules.
-    Serve(serve_cmd::ServeArgs),
+    Serve(Box<serve_cmd::ServeArgs>),
     /// Create, list and revoke the tokens `serve` checks.
     #[command(subcommand)]
     Token(token_cmd::TokenCommand),
@@ -126,7 +126,7 @@ fn main() -> std::process::ExitCode {
         Command::Map(args) => map_cmd::run(args),
         Command::Ingest(args) => ingest_cmd::run(args),
         Command::Query(args) => query_cmd::run_query(args),
-        Command::Serve(args) => serve_cmd::run(args),
+        Command::Serve(args) => serve_cmd::run(*args),
         Command::Token(command) => token_cmd::run(command),
         Command::Run(args) => run_cmd::run(args),
         Command::Score(args) => score_cmd::run(args),

@@ -100,6 +100,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         summary.late_events,
         summary.dead_letters,
     );
+    if let Some(totals) = &summary.deliveries {
+        let grace = format!(
+            "{}s",
+            inferwatch_server::config::RUN_DELIVERY_GRACE.as_secs()
+        );
+        crate::detect_cmd::print_deliveries("run", &grace, totals);
+    }
     if config.postgres.is_some() && config.follow {
         // Following ended by Ctrl-C: the server stops with the process.
         runtime.shutdown_background();

@@ -59,6 +59,24 @@ pub struct NodeArgs {
     /// Also append alert transitions here instead of printing them.
     #[arg(long, value_name = "FILE", requires = "rules")]
     pub alerts_file: Option<PathBuf>,
+    /// Deliver firing and resolved alerts to the actions in this YAML file
+    /// (webhook, alertmanager, slack, pagerduty, command, rollback), through
+    /// the notification pipeline whose acknowledgements and silences the
+    /// REST API manages; state and the delivery journal live under the data
+    /// directory's `notify/`.
+    #[arg(long, value_name = "FILE", requires = "rules")]
+    pub actions: Option<PathBuf>,
+    /// Grouping, inhibition, flapping and risk settings for notifications
+    /// (YAML); Alertmanager-like defaults apply when omitted.
+    #[arg(long, value_name = "FILE", requires = "rules")]
+    pub notify: Option<PathBuf>,
+    /// Let `command` actions run programs (off unless given).
+    #[arg(long, requires = "actions")]
+    pub allow_commands: bool,
+    /// At shutdown, wait this long for deliveries in flight; whatever is
+    /// left is delivered by the next start.
+    #[arg(long, default_value = "10s", value_name = "DURATION")]
+    pub delivery_grace: String,
     /// Accept requests without a token (for a trusted network only).
     #[arg(long, requires = "listen")]
     pub open: bool,
@@ -253,6 +271,10 @@ pub(crate) async fn serve_node_until(
             default_rows: node.query_max_rows.clamp(1, 10_000),
             query_timeout: duration(&node.query_timeout, "--query-timeout")?,
         },
+        actions: node.actions.clone(),
+        notify: node.notify.clone(),
+        allow_commands: node.allow_commands,
+        delivery_grace: duration(&node.delivery_grace, "--delivery-grace")?,
     };
     if !node.open
         && inferwatch_server::auth::list_tokens(&args.data)
@@ -271,5 +293,8 @@ pub(crate) async fn serve_node_until(
         "inferwatch serve: {} events stored, {} lines refused, {} requests answered 429, {} alert transitions",
         summary.stored, summary.refused, summary.busy, summary.alerts
     );
+    if let Some(totals) = &summary.deliveries {
+        crate::detect_cmd::print_deliveries("serve", &node.delivery_grace, totals);
+    }
     Ok(())
 }

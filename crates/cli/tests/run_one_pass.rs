@@ -3,6 +3,8 @@
 
 use std::process::Command;
 
+mod common;
+
 fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_inferwatch")
 }
@@ -74,4 +76,74 @@ fn run_stores_every_event_and_alerts_like_detect() {
         String::from_utf8(stored.stdout).unwrap(),
         format!("n,firing\n{},{firing}\n", alerts.lines().count())
     );
+}
+
+/// `actions:` in the run config: the same notification pipeline and
+/// dispatcher as `detect --actions` and `serve --actions`; a finite input
+/// runs the group timers out and waits for the deliveries before exiting.
+#[test]
+fn run_delivers_the_alerts_of_its_rules_to_the_configured_webhook() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir_all(&rules).unwrap();
+    std::fs::write(
+        rules.join("burst.yaml"),
+        "id: burst\ntitle: A burst of requests\nseverity: high\ngroup_by: [model_id]\nwindow: 10s\nevery: 10s\nallowed_lateness: 1s\ncondition: count() >= 20\n",
+    )
+    .unwrap();
+    let mut events = String::new();
+    for i in 0..25 {
+        events.push_str(&format!(
+            "{{\"timestamp\":\"2026-01-01T00:00:02Z\",\"model_id\":\"loud\",\"latency_ms\":{i}}}\n"
+        ));
+    }
+    // Steady traffic afterwards moves the clock the events agree on.
+    for second in (10..60).step_by(2) {
+        events.push_str(&format!(
+            "{{\"timestamp\":\"2026-01-01T00:00:{second}Z\",\"model_id\":\"tick\",\"latency_ms\":1}}\n"
+        ));
+    }
+    std::fs::write(dir.path().join("events.jsonl"), events).unwrap();
+    let (hook, received) = common::webhook_receiver();
+    std::fs::write(
+        dir.path().join("actions.yaml"),
+        format!("actions:\n  - name: hook\n    kind: webhook\n    url: {hook}\n"),
+    )
+    .unwrap();
+    // No grouping delay: the alert resolves 10 s after it fires, and a
+    // group whose alerts all resolved before its first look sends nothing.
+    std::fs::write(
+        dir.path().join("notify.yaml"),
+        "route:\n  group_wait: 0s\n  group_interval: 1s\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("run.yaml"),
+        "data: data\ninputs: [events.jsonl]\nrules: rules\nalerts: alerts.jsonl\nactions: actions.yaml\nnotify: notify.yaml\n",
+    )
+    .unwrap();
+    let output = Command::new(binary())
+        .args(["run", "--quiet", "--config"])
+        .arg(dir.path().join("run.yaml"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let delivered: Vec<serde_json::Value> = received.try_iter().collect();
+    let states: Vec<(&str, &str)> = delivered
+        .iter()
+        .map(|alert| {
+            (
+                alert["group"]["model_id"].as_str().unwrap(),
+                alert["state"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [("loud", "firing"), ("loud", "resolved")],
+        "{stderr}"
+    );
+    assert!(stderr.contains("0 pending"), "{stderr}");
+    assert!(dir.path().join("data/notify/deliveries").is_dir());
 }

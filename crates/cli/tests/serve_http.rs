@@ -864,6 +864,127 @@ print(table.num_rows, ",".join(table.column_names), table.column("latency_ms").t
     }
 }
 
+/// `serve --actions`: the notification pipeline and the dispatcher run in
+/// the node, and share their silences with the REST API.
+mod actions {
+    use super::*;
+    /// Events of `model` at `at` (RFC 3339).
+    fn burst(model: &str, at: &str, count: usize) -> String {
+        (0..count)
+            .map(|i| {
+                format!("{{\"timestamp\":\"{at}\",\"model_id\":\"{model}\",\"latency_ms\":{i}}}\n")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_firing_alert_reaches_the_webhook_and_a_silence_made_over_the_api_holds_another_back() {
+        if !available("curl", &["--version"]) {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let rules = dir.path().join("rules");
+        std::fs::create_dir_all(&rules).unwrap();
+        std::fs::write(
+            rules.join("burst.yaml"),
+            "id: burst\ntitle: A burst of requests\nseverity: high\ngroup_by: [model_id]\nwindow: 10s\nevery: 10s\nallowed_lateness: 1s\ncondition: count() >= 20\n",
+        )
+        .unwrap();
+        let (hook, received) = common::webhook_receiver();
+        let actions = dir.path().join("actions.yaml");
+        std::fs::write(
+            &actions,
+            format!("actions:\n  - name: hook\n    kind: webhook\n    url: {hook}\n"),
+        )
+        .unwrap();
+        // No grouping delay: each change is notified as soon as it happens.
+        let notify = dir.path().join("notify.yaml");
+        std::fs::write(&notify, "route:\n  group_wait: 0s\n  group_interval: 1s\n").unwrap();
+        let ingest = token(&data, "ingest", None);
+        let admin = token(&data, "admin", None);
+        let node = Node::start(
+            &data,
+            &[
+                "--rules",
+                rules.to_str().unwrap(),
+                "--actions",
+                actions.to_str().unwrap(),
+                "--notify",
+                notify.to_str().unwrap(),
+            ],
+        );
+        // Event time two minutes ago, on a window boundary.
+        let base = (chrono::Utc::now().timestamp() - 120).div_euclid(10) * 10;
+        let at = |seconds: i64| {
+            chrono::DateTime::from_timestamp(base + seconds, 0)
+                .unwrap()
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        };
+        let silence = curl(&[
+            "-H",
+            &format!("Authorization: Bearer {admin}"),
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            &format!(
+                r#"{{"matchers": ["model_id=quiet"], "starts_at": "{}", "duration": "1h", "comment": "maintenance"}}"#,
+                at(-600)
+            ),
+            &node.url("/api/v1/silences"),
+        ]);
+        assert_eq!(silence.status, 201, "{}", silence.body);
+        // Two incidents in one window, then steady traffic for 50 s, which
+        // moves event time past the window's end (one outlier would not:
+        // the clock is the time the events agree on).
+        let mut body = format!(
+            "{}{}",
+            burst("loud", &at(2), 25),
+            burst("quiet", &at(3), 25)
+        );
+        for second in (10..60).step_by(2) {
+            body.push_str(&burst("tick", &at(second), 1));
+        }
+        let answer = curl(&[
+            "-H",
+            &format!("Authorization: Bearer {ingest}"),
+            "--data-binary",
+            &body,
+            &node.url("/api/v1/ingest/inference"),
+        ]);
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        let firing = received
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the webhook receives the firing alert");
+        assert_eq!(firing["rule_id"], "burst", "{firing}");
+        assert_eq!(firing["state"], "firing", "{firing}");
+        assert_eq!(firing["group"]["model_id"], "loud", "{firing}");
+        assert!(firing["value"].as_f64().unwrap() >= 25.0, "{firing}");
+        // Both alerts fired; the REST API shows which one the silence holds.
+        // SIGTERM waits for deliveries in flight, so everything sent is in.
+        node.stop();
+        let later: Vec<serde_json::Value> = received.try_iter().collect();
+        assert!(
+            later
+                .iter()
+                .all(|alert| alert["group"]["model_id"] != "quiet"),
+            "the silenced model was notified: {later:?}"
+        );
+        let alerts = common::run(&[
+            "query",
+            "--data",
+            data.to_str().unwrap(),
+            "--format",
+            "csv",
+            "SELECT model_id FROM alerts WHERE state = 'firing' ORDER BY 1",
+        ]);
+        assert!(
+            alerts.contains("quiet") && alerts.contains("loud"),
+            "{alerts}"
+        );
+    }
+}
+
 mod live_time {
     use super::*;
 

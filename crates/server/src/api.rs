@@ -490,10 +490,7 @@ pub async fn alerts(
         .unwrap_or_else(|p| p.into_inner())
         .alerts();
     let (acknowledged, silences, now) = {
-        let pipeline = share
-            .notifications
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let pipeline = share.notifier.pipeline();
         let acknowledged: std::collections::HashSet<String> = pipeline
             .acknowledgements()
             .into_iter()
@@ -591,10 +588,7 @@ pub async fn acknowledge(
         return no_detection();
     };
     let author = author_of(&token, request.author);
-    let mut pipeline = share
-        .notifications
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
+    let mut pipeline = share.notifier.pipeline();
     match pipeline.acknowledge(
         &fingerprint,
         &author,
@@ -638,11 +632,7 @@ pub async fn list_silences(State(state): State<Arc<AppState>>, headers: HeaderMa
     let Some(share) = detection(&state) else {
         return json_response(StatusCode::OK, &json!({"silences": []}));
     };
-    let silences = share
-        .notifications
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .silences();
+    let silences = share.notifier.pipeline().silences();
     json_response(StatusCode::OK, &json!({"silences": silences}))
 }
 
@@ -663,10 +653,7 @@ pub async fn create_silence(
     let Some(share) = detection(&state) else {
         return no_detection();
     };
-    let mut pipeline = share
-        .notifications
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
+    let mut pipeline = share.notifier.pipeline();
     let now = pipeline
         .now()
         .unwrap_or_else(|| chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0));
@@ -719,10 +706,7 @@ pub async fn delete_silence(
     let Some(share) = detection(&state) else {
         return no_detection();
     };
-    let mut pipeline = share
-        .notifications
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
+    let mut pipeline = share.notifier.pipeline();
     if !pipeline.silences().iter().any(|silence| silence.id == id) {
         return error(
             StatusCode::NOT_FOUND,

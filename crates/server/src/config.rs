@@ -8,12 +8,14 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::time::Duration;
 
 use inferwatch_core::DEFAULT_STREAM;
 use inferwatch_ingest::Decoder;
 use inferwatch_query::{serve_postgres, PgOptions, QueryEngine};
 use serde::Deserialize;
 
+use crate::notify::{DeliveryTotals, Notifier, NotifyOptions};
 use crate::one_pass::{
     default_threads, ingest_pass, load_engine, load_mapping, resume_position, AlertOutputs,
     Detection, PassObserver, PassOptions, StoreSettings,
@@ -54,6 +56,18 @@ pub struct RunConfig {
     /// (default `2m`); further ahead is a `future_timestamp` dead letter.
     #[serde(default)]
     pub max_future: Option<String>,
+    /// Actions file (webhook, alertmanager, slack, pagerduty, command,
+    /// rollback): notifications go there, through the same notification
+    /// pipeline as `detect --actions` and `serve --actions`, with its state
+    /// under the data directory's `notify/`.
+    #[serde(default)]
+    pub actions: Option<PathBuf>,
+    /// Grouping, inhibition, flapping and risk settings for notifications.
+    #[serde(default)]
+    pub notify: Option<PathBuf>,
+    /// Let `command` actions run programs (off unless true).
+    #[serde(default)]
+    pub allow_commands: bool,
 }
 
 /// `store:` section.
@@ -147,6 +161,8 @@ pub fn load_config(path: &Path) -> Result<RunConfig, ServerError> {
     config.rules = resolve(&config.rules);
     config.mapping = config.mapping.as_deref().map(resolve);
     config.alerts = config.alerts.as_deref().map(resolve);
+    config.actions = config.actions.as_deref().map(resolve);
+    config.notify = config.notify.as_deref().map(resolve);
     config.dead_letter = Some(match config.dead_letter.as_deref() {
         Some(dead_letter) => resolve(dead_letter),
         None => config.data.join(inferwatch_query::STORE_DEAD_LETTERS_FILE),
@@ -195,7 +211,13 @@ pub struct RunSummary {
     pub dead_letters: u64,
     /// Wall-clock seconds.
     pub seconds: f64,
+    /// What the actions had delivered at the end (with actions only).
+    pub deliveries: Option<DeliveryTotals>,
 }
+
+/// How long the end of a finite `run` waits for deliveries in flight; the
+/// rest stay journaled and go out on the next start.
+pub const RUN_DELIVERY_GRACE: Duration = Duration::from_secs(30);
 
 /// Runs a `run` config to the end of its input (or until `stop`): stores
 /// every event, checks it with the rules, writes alert transitions to the
@@ -224,7 +246,20 @@ pub fn run_config(
         None
     };
     let outputs = AlertOutputs::open(&config.data, config.alerts.as_deref(), printer)?;
+    let notifier = match (&config.actions, &config.notify) {
+        (None, None) => None,
+        _ => Some(Arc::new(Notifier::open(&NotifyOptions {
+            actions: config.actions.clone(),
+            notify: config.notify.clone(),
+            silences: None,
+            allow_commands: config.allow_commands,
+            state_dir: config.data.join(crate::serve::NOTIFY_STATE_DIR),
+        })?)),
+    };
     let mut detection = Detection::new(engine, outputs);
+    if let Some(notifier) = &notifier {
+        detection = detection.with_notifier(notifier.clone());
+    }
     detection.replay(&config.data, DEFAULT_STREAM, &decoder.schema())?;
     let options = PassOptions {
         input: InputSpec {
@@ -252,12 +287,17 @@ pub fn run_config(
         observer,
     )?;
     writer.close()?;
+    if !config.follow {
+        detection.drain_notifications()?;
+    }
+    let deliveries = notifier.and_then(|notifier| notifier.settle(RUN_DELIVERY_GRACE));
     Ok(RunSummary {
         events: summary.events,
         alerts: detection.transitions(),
         late_events: detection.engine.stats().late_events,
         dead_letters: summary.counters.dead_letters(),
         seconds: summary.started.elapsed().as_secs_f64(),
+        deliveries,
     })
 }
 

@@ -7,7 +7,7 @@
 //!
 //! ```text
 //!  files, stdin ─► Pipeline (read ∥ decode) ─┐
-//!                                            ├─► event-time guard ─► store WAL (the ack) ─► detect ─► alerts
+//!                                            ├─► event-time guard ─► store WAL (the ack) ─► detect ─► alerts ─► notify ─► actions
 //!  HTTP (NDJSON, _bulk, HEC, OTLP) ─► queue ─┘          └─► dead letters
 //! ```
 //!
@@ -26,6 +26,17 @@
 //! when a [`one_pass::Detection`] is given, to the rule engine, whose
 //! transitions are written exactly once per output across restarts
 //! ([`alert_ledger`]).
+//!
+//! ## Notifications and actions
+//!
+//! [`notify::Notifier`] is the one way alert transitions reach people, in
+//! `detect`, `run` and `serve` alike: the notification pipeline of
+//! `inferwatch-alert` (grouping, silences, inhibition, acknowledgements,
+//! flapping, risk, history), then its durable dispatcher to the configured
+//! actions. [`one_pass::Detection`] feeds it and moves its event-time clock
+//! with detection's; a serving node hands the same `Notifier` to the REST
+//! API, so an acknowledgement or silence made over HTTP is honoured by the
+//! next notification.
 //!
 //! ## HTTP ingest
 //!
@@ -63,6 +74,7 @@ pub mod correlator;
 pub mod http;
 pub mod live;
 pub mod metrics;
+pub mod notify;
 pub mod one_pass;
 pub mod pipeline;
 pub mod protocol;
@@ -88,6 +100,9 @@ pub enum ServerError {
     /// A duration or other core value is invalid.
     #[error(transparent)]
     Core(#[from] inferwatch_core::CoreError),
+    /// Actions, notification settings or the notification state failed.
+    #[error(transparent)]
+    Alert(#[from] inferwatch_alert::AlertError),
     /// The SQL engine or the Postgres listener failed.
     #[error(transparent)]
     Query(#[from] inferwatch_query::QueryError),

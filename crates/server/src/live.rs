@@ -39,10 +39,10 @@ use std::time::{Duration, Instant};
 use arrow::array::{ArrayRef, Float64Array, TimestampNanosecondArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
-use inferwatch_alert::NotificationPipeline;
 use inferwatch_core::{column, Alert, AlertState, Severity};
 use inferwatch_detect::{Rule, RuleState};
 
+use crate::notify::Notifier;
 use crate::ServerError;
 
 /// The store stream heartbeats are recorded in. Reserved: HTTP ingest
@@ -243,8 +243,9 @@ pub struct DetectionShare {
     pub snapshot: Mutex<RulesSnapshot>,
     /// Current alerts.
     pub board: Mutex<AlertBoard>,
-    /// Acknowledgements, silences and the notification history.
-    pub notifications: Mutex<NotificationPipeline>,
+    /// The notification pipeline (acknowledgements, silences, history)
+    /// and its actions: the very one detection feeds.
+    pub notifier: Arc<Notifier>,
 }
 
 /// The state the writer thread publishes for the HTTP handlers.

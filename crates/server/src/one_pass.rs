@@ -24,6 +24,7 @@ use inferwatch_ingest::{
 use inferwatch_store::{FsyncPolicy, StoreOptions, StoreWriter};
 
 use crate::alert_ledger::AlertLedger;
+use crate::notify::Notifier;
 use crate::pipeline::{ChunkDecoder, InputSpec, Pipeline, PipelineEvent};
 use crate::ServerError;
 
@@ -428,6 +429,10 @@ pub struct Detection {
     schema: Option<arrow::datatypes::SchemaRef>,
     /// Where a serving node publishes alerts and rule state for its API.
     live: Option<Arc<crate::live::LiveState>>,
+    /// The notification pipeline and actions, when configured.
+    notifier: Option<Arc<Notifier>>,
+    /// The clock the notifier was last moved to.
+    notified_clock: Option<i64>,
 }
 
 impl Detection {
@@ -439,19 +444,30 @@ impl Detection {
             transitions: 0,
             schema: None,
             live: None,
+            notifier: None,
+            notified_clock: None,
         }
     }
 
-    /// Also keeps `live`'s alert board, notification pipeline and rule
-    /// snapshot up to date (`serve`).
+    /// Also keeps `live`'s alert board and rule snapshot up to date
+    /// (`serve`).
     pub fn with_live(mut self, live: Arc<crate::live::LiveState>) -> Detection {
         self.live = Some(live);
+        self
+    }
+
+    /// Hands transitions to `notifier` (notification pipeline, then
+    /// actions), moving its clock with detection's.
+    pub fn with_notifier(mut self, notifier: Arc<Notifier>) -> Detection {
+        self.notifier = Some(notifier);
         self
     }
 
     /// After a restart the engine relearns what the store holds (see
     /// [`crate::alert_ledger`]), heartbeats included; transitions a crash
     /// kept from being written are written now, the others not again.
+    /// (The notification pipeline drops transitions it has already seen,
+    /// and the dispatcher deliveries it has already made.)
     pub fn replay(
         &mut self,
         data: &Path,
@@ -476,18 +492,6 @@ impl Detection {
     /// live inputs, see [`crate::live`]); windows that ended are judged.
     pub fn heartbeat(&mut self, clock: i64) -> Result<(), ServerError> {
         let alerts = self.engine.advance_clock(clock);
-        if alerts.is_empty() {
-            if let Some(share) = self.live.as_ref().and_then(|live| live.detection.as_ref()) {
-                let mut pipeline = share
-                    .notifications
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner());
-                match pipeline.advance_to(clock) {
-                    Ok(notifications) => confirm_notifications(&mut pipeline, &notifications),
-                    Err(error) => eprintln!("inferwatch: notification pipeline: {error}"),
-                }
-            }
-        }
         self.emit(alerts)
     }
 
@@ -497,9 +501,31 @@ impl Detection {
         self.emit(alerts)
     }
 
-    /// Writes transitions to the outputs, and to the live board and the
-    /// notification pipeline when serving.
+    /// End of a finite input: the notifier's groups get their timers run
+    /// out, since the events that would move them never come.
+    pub fn drain_notifications(&mut self) -> Result<(), ServerError> {
+        match (&self.notifier, self.engine.stats().clock) {
+            (Some(notifier), Some(clock)) => notifier.drain(clock),
+            _ => Ok(()),
+        }
+    }
+
+    /// Writes transitions to the outputs, the live board when serving, and
+    /// the notifier, whose clock follows detection's even without
+    /// transitions (group timers run on event time).
     fn emit(&mut self, alerts: Vec<Alert>) -> Result<(), ServerError> {
+        let clock = self.engine.stats().clock;
+        if let Some(notifier) = &self.notifier {
+            if !alerts.is_empty() || clock > self.notified_clock {
+                // Acknowledgements, silences and deliveries must never stop
+                // ingest or detection: a failure is logged, and the
+                // dispatcher's journal keeps what it had accepted.
+                if let Err(error) = notifier.observe(&alerts, clock) {
+                    eprintln!("inferwatch: notification pipeline: {error}");
+                }
+                self.notified_clock = clock.max(self.notified_clock);
+            }
+        }
         if alerts.is_empty() {
             return Ok(());
         }
@@ -509,20 +535,6 @@ impl Detection {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .update(&alerts);
-            let mut pipeline = share
-                .notifications
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            let processed = match self.engine.stats().clock {
-                Some(now) => pipeline.process(&alerts, now),
-                None => pipeline.ingest(&alerts),
-            };
-            // The pipeline keeps acknowledgements and silences; a failure
-            // there must not stop ingest or detection.
-            match processed {
-                Ok(notifications) => confirm_notifications(&mut pipeline, &notifications),
-                Err(error) => eprintln!("inferwatch: notification pipeline: {error}"),
-            }
         }
         self.transitions += self.outputs.write(alerts)?;
         Ok(())
@@ -543,25 +555,6 @@ impl Detection {
     /// Alert transitions written so far.
     pub fn transitions(&self) -> u64 {
         self.transitions
-    }
-}
-
-/// Notifications have no actions to go to yet on a serving node: they are
-/// recorded in the pipeline's history and marked handed over, so the
-/// unsent list does not grow.
-fn confirm_notifications(
-    pipeline: &mut inferwatch_alert::NotificationPipeline,
-    notifications: &[inferwatch_alert::Notification],
-) {
-    if notifications.is_empty() {
-        return;
-    }
-    let ids: Vec<String> = notifications
-        .iter()
-        .map(|notification| notification.notification_id.clone())
-        .collect();
-    if let Err(error) = pipeline.confirm_sent(&ids) {
-        eprintln!("inferwatch: notification pipeline: {error}");
     }
 }
 

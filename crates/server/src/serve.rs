@@ -5,9 +5,12 @@
 //!
 //! Start-up opens the store (recovering from a crash), puts back on hold
 //! the rows the event-time guard held when the last run stopped, rebuilds
-//! detection from the stored events (replay = live), starts the writer
-//! thread and then listens. Shutdown stops accepting, lets requests in
-//! flight finish (each answered once durable), then closes the store.
+//! detection from the stored events (replay = live), opens the notifier
+//! (the notification pipeline and, with `actions`, the dispatcher; state
+//! under [`NOTIFY_STATE_DIR`], shared with the REST API), starts the
+//! writer thread and then listens. Shutdown stops accepting, lets requests in
+//! flight finish (each answered once durable), then closes the store and
+//! waits up to `delivery_grace` for deliveries in flight.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -24,6 +27,7 @@ use crate::auth::TokenStore;
 use crate::http::{router, AppState, HttpOptions, NodeShared};
 use crate::live::{DetectionShare, LiveState, RuleInfo};
 use crate::metrics::Metrics;
+use crate::notify::{DeliveryTotals, Notifier, NotifyOptions};
 use crate::one_pass::{
     load_engine_and_rules, load_mapping, resume_position, AlertOutputs, Detection, StoreSettings,
 };
@@ -58,6 +62,16 @@ pub struct ServeOptions {
     pub idle_after: Option<Duration>,
     /// REST API settings.
     pub api: ApiOptions,
+    /// With rules: deliver notifications to the actions in this file
+    /// (state under the data directory's [`NOTIFY_STATE_DIR`]).
+    pub actions: Option<PathBuf>,
+    /// With rules: grouping, inhibition, flapping and risk settings.
+    pub notify: Option<PathBuf>,
+    /// Let `command` actions run programs.
+    pub allow_commands: bool,
+    /// At shutdown, how long to wait for deliveries in flight; the rest
+    /// stay journaled for the next start.
+    pub delivery_grace: Duration,
 }
 
 /// The notification pipeline's state directory in a data directory
@@ -75,6 +89,8 @@ pub struct ServeSummary {
     pub busy: u64,
     /// Alert transitions written.
     pub alerts: u64,
+    /// What the actions had delivered at the end (with actions only).
+    pub deliveries: Option<DeliveryTotals>,
 }
 
 /// Runs the node until `shutdown` completes. `listening` hears the bound
@@ -94,31 +110,43 @@ pub async fn serve(
         Some(rules) => {
             let (engine, loaded) = load_engine_and_rules(rules, &decoder)?;
             let engine = engine.with_max_future(max_future);
-            let notifications = inferwatch_alert::NotificationPipeline::open(
-                inferwatch_alert::NotifyConfig::default(),
-                options.data.join(NOTIFY_STATE_DIR),
-            )
-            .map_err(|error| ServerError::Config(format!("notification state: {error}")))?;
+            // One notifier for detection and the REST API, so that
+            // acknowledgements and silences made over HTTP are honoured.
+            let notifier = Arc::new(Notifier::open(&NotifyOptions {
+                actions: options.actions.clone(),
+                notify: options.notify.clone(),
+                silences: None,
+                allow_commands: options.allow_commands,
+                state_dir: options.data.join(NOTIFY_STATE_DIR),
+            })?);
             live.detection = Some(DetectionShare {
                 rules: loaded.iter().map(RuleInfo::of).collect(),
                 snapshot: Default::default(),
                 board: Default::default(),
-                notifications: std::sync::Mutex::new(notifications),
+                notifier: notifier.clone(),
             });
-            Some(engine)
+            Some((engine, notifier))
+        }
+        None if options.actions.is_some() || options.notify.is_some() => {
+            return Err(ServerError::Config(
+                "actions and notification settings need rules: give rules too".into(),
+            ))
         }
         None => None,
     };
+    let notifier = detection.as_ref().map(|(_, notifier)| notifier.clone());
     let live = Arc::new(live);
     let detection = match detection {
-        Some(engine) => {
+        Some((engine, notifier)) => {
             let printer = if options.alerts.is_none() {
                 printer
             } else {
                 None
             };
             let outputs = AlertOutputs::open(&options.data, options.alerts.as_deref(), printer)?;
-            let mut detection = Detection::new(engine, outputs).with_live(live.clone());
+            let mut detection = Detection::new(engine, outputs)
+                .with_live(live.clone())
+                .with_notifier(notifier);
             detection.replay(&options.data, DEFAULT_STREAM, &decoder.schema())?;
             Some(detection)
         }
@@ -208,11 +236,13 @@ pub async fn serve(
         source,
     })?;
     closed?;
+    let deliveries = notifier.and_then(|notifier| notifier.settle(options.delivery_grace));
     use std::sync::atomic::Ordering;
     Ok(ServeSummary {
         stored: counters.stored.load(Ordering::Relaxed),
         refused: counters.refused.load(Ordering::Relaxed),
         busy: counters.busy.load(Ordering::Relaxed),
         alerts: counters.alerts.load(Ordering::Relaxed),
+        deliveries,
     })
 }

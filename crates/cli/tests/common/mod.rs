@@ -73,3 +73,49 @@ pub fn available(program: &str, probe: &[&str]) -> bool {
 pub fn python() -> String {
     std::env::var("INFERWATCH_PYTHON").unwrap_or_else(|_| "python3".into())
 }
+
+/// A webhook receiver on a loopback port: answers every POST with 200
+/// and hands its JSON body over.
+pub fn webhook_receiver() -> (String, std::sync::mpsc::Receiver<Value>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let (sender, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = Vec::new();
+            let mut buffer = [0u8; 8192];
+            // Headers, then as many body bytes as Content-Length says.
+            let body = loop {
+                let Ok(read) = stream.read(&mut buffer) else {
+                    break None;
+                };
+                if read == 0 {
+                    break None;
+                }
+                request.extend_from_slice(&buffer[..read]);
+                let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") else {
+                    continue;
+                };
+                let head = String::from_utf8_lossy(&request[..end]).to_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|line| line.strip_prefix("content-length:"))
+                    .and_then(|value| value.trim().parse().ok())
+                    .unwrap_or(0);
+                if request.len() >= end + 4 + length {
+                    break Some(request[end + 4..end + 4 + length].to_vec());
+                }
+            };
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            if let Some(body) = body {
+                if let Ok(json) = serde_json::from_slice(&body) {
+                    let _ = sender.send(json);
+                }
+            }
+        }
+    });
+    (format!("http://{address}/hook"), received)
+}
