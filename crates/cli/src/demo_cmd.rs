@@ -111,9 +111,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     );
     prepare(&args.data)?;
     let rules = args.data.join("rules");
-    let (read, _) = create_token(&args.data, Scope::Read, None)?;
-    let (admin, _) = create_token(&args.data, Scope::Admin, None)?;
-    let (ingest, _) = create_token(&args.data, Scope::Ingest, None)?;
+    let (read, _) = create_token(&args.data, Scope::Read, None, None)?;
+    let (admin, _) = create_token(&args.data, Scope::Admin, None, None)?;
+    let (ingest, _) = create_token(&args.data, Scope::Ingest, None, None)?;
     let data = args.data.to_string_lossy().into_owned();
     let listen = args.listen.to_string();
     let alerts = args

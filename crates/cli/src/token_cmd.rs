@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
+
 use inferwatch_server::auth::{create_token, list_tokens, revoke_token, Scope};
 
 /// `inferwatch token …`
@@ -19,6 +21,10 @@ pub enum TokenCommand {
         /// For ingest tokens: the one stream it may send to.
         #[arg(long)]
         stream: Option<String>,
+        /// It stops working after this long (e.g. `30d`, `12h`); never
+        /// when omitted. Requests with it then get 401 "the token expired".
+        #[arg(long, value_name = "DURATION")]
+        expires: Option<String>,
     },
     /// List tokens (ids and scopes, never secrets).
     List {
@@ -44,24 +50,43 @@ pub fn run(command: TokenCommand) -> anyhow::Result<ExitCode> {
             data,
             scope,
             stream,
+            expires,
         } => {
-            let (token, record) = create_token(&data, scope, stream)?;
+            let lifetime = expires
+                .as_deref()
+                .map(|text| {
+                    inferwatch_core::parse_duration(text)
+                        .map(chrono::Duration::nanoseconds)
+                        .with_context(|| format!("--expires {text}"))
+                })
+                .transpose()?;
+            let (token, record) = create_token(&data, scope, stream, lifetime)?;
             eprintln!(
-                "inferwatch token: created {} (scope {}{}); it is shown once:",
+                "inferwatch token: created {} (scope {}{}{}); it is shown once:",
                 record.id,
                 record.scope,
                 record
                     .stream
                     .as_deref()
                     .map(|stream| format!(", stream {stream}"))
+                    .unwrap_or_default(),
+                record
+                    .expires_at
+                    .as_deref()
+                    .map(|at| format!(", expires {at}"))
                     .unwrap_or_default()
             );
             println!("{token}");
         }
         TokenCommand::List { data } => {
             for record in list_tokens(&data)? {
+                let expiry = match &record.expires_at {
+                    None => "never".to_string(),
+                    Some(at) if record.is_expired_at(chrono::Utc::now()) => format!("expired {at}"),
+                    Some(at) => at.clone(),
+                };
                 println!(
-                    "{}\t{}\t{}\t{}",
+                    "{}\t{}\t{}\t{}\t{expiry}",
                     record.id,
                     record.scope,
                     record.stream.as_deref().unwrap_or("*"),

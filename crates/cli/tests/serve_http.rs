@@ -540,6 +540,167 @@ mod auth {
     }
 }
 
+/// Every route × every way in: no token, a bad one, an expired one, and
+/// the ingest, read and admin scopes. The routes and who may call them come
+/// from the server's own route table, so a new route cannot escape this.
+mod auth_matrix {
+    use super::*;
+    use inferwatch_server::http::{route_access_table, Access};
+
+    fn concrete(path: &str) -> String {
+        path.replace("{stream}", "inference")
+            .replace("{index}", "inference")
+            .replace("{*rest}", "probe")
+            .replace("{fingerprint}", "no-such-alert")
+            .replace("{id}", "no-such-silence")
+            .replace("{*path}", "app.js")
+    }
+
+    fn ask(node: &Node, method: &str, path: &str, token: Option<&str>) -> Answer {
+        let mut args: Vec<String> = Vec::new();
+        if method == "head" {
+            args.push("-I".into());
+        } else {
+            args.extend(["-X".into(), method.to_uppercase()]);
+        }
+        if let Some(token) = token {
+            args.extend(["-H".into(), format!("Authorization: Bearer {token}")]);
+        }
+        if method != "get" && method != "head" {
+            args.extend([
+                "-H".into(),
+                "Content-Type: application/json".into(),
+                "-d".into(),
+                "{}".into(),
+            ]);
+        }
+        args.push(node.url(&concrete(path)));
+        curl(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    /// The reason text of a refusal, whichever shape the protocol uses.
+    fn reason(answer: &Answer) -> String {
+        let json: serde_json::Value = serde_json::from_str(&answer.body).unwrap_or_default();
+        [&json["error"]["reason"], &json["error"], &json["text"]]
+            .iter()
+            .find_map(|value| value.as_str().map(str::to_string))
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn every_route_answers_no_bad_and_expired_tokens_and_each_scope_as_its_declared_access() {
+        if !available("curl", &["--version"]) {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let rules = short_volume_drop(dir.path());
+        let ingest = token(&data, "ingest", None);
+        let read = token(&data, "read", None);
+        let admin = token(&data, "admin", None);
+        let expired = common::run(&[
+            "token",
+            "create",
+            "--data",
+            data.to_str().unwrap(),
+            "--scope",
+            "admin",
+            "--expires",
+            "30d",
+        ])
+        .trim()
+        .to_string();
+        // Move its expiry into the past, as 30 days would.
+        let tokens_path = data.join("tokens.json");
+        let mut tokens: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&tokens_path).unwrap()).unwrap();
+        let expired_id = expired.split('_').nth(1).unwrap();
+        for record in tokens["tokens"].as_array_mut().unwrap() {
+            if record["id"] == expired_id {
+                assert!(record["expires_at"].is_string(), "{record}");
+                record["expires_at"] = "2020-01-01T00:00:00Z".into();
+            }
+        }
+        std::fs::write(&tokens_path, tokens.to_string()).unwrap();
+        let listed = common::run(&["token", "list", "--data", data.to_str().unwrap()]);
+        assert!(
+            listed.contains(&format!("{expired_id}\tadmin\t*")) && listed.contains("expired 2020"),
+            "{listed}"
+        );
+        let forged = format!("iw_0000000000000000_{}", "ab".repeat(32));
+        let node = Node::start(&data, &["--rules", rules.to_str().unwrap()]);
+        let refused = |answer: &Answer| answer.status == 401 || answer.status == 403;
+        let mut checked = 0;
+        for route in route_access_table() {
+            let hec = route.path.starts_with("/services/collector");
+            for &(method, access) in route.methods {
+                let what = format!("{} {}", method.to_uppercase(), route.path);
+                let allowed = |answer: &Answer, who: &str| {
+                    assert!(
+                        !refused(answer)
+                            && answer.status != 0
+                            && answer.status < 500
+                            && !(answer.status == 404 && answer.body.contains("no route")),
+                        "{what} with {who}: {} {}",
+                        answer.status,
+                        answer.body
+                    );
+                };
+                if access == Access::Open {
+                    for (who, token) in [
+                        ("no token", None),
+                        ("a bad token", Some(forged.as_str())),
+                        ("an expired token", Some(expired.as_str())),
+                        ("read", Some(read.as_str())),
+                    ] {
+                        allowed(&ask(&node, method, route.path, token), who);
+                    }
+                    checked += 1;
+                    continue;
+                }
+                // Refused before any scope is looked at. HEC keeps its own
+                // codes: invalid (and expired) tokens are 403 code 4.
+                let none = ask(&node, method, route.path, None);
+                assert_eq!(none.status, 401, "{what} without a token: {}", none.body);
+                let bad = ask(&node, method, route.path, Some(&forged));
+                let invalid_status = if hec { 403 } else { 401 };
+                assert_eq!(
+                    bad.status, invalid_status,
+                    "{what} with a bad token: {}",
+                    bad.body
+                );
+                let late = ask(&node, method, route.path, Some(&expired));
+                assert_eq!(late.status, invalid_status, "{what} expired: {}", late.body);
+                if method != "head" {
+                    assert!(
+                        reason(&late).contains("expired"),
+                        "{what}: the answer says the token expired: {}",
+                        late.body
+                    );
+                    assert!(!reason(&bad).contains("expired"), "{what}: {}", bad.body);
+                }
+                for (scope, token) in [("ingest", &ingest), ("read", &read), ("admin", &admin)] {
+                    let may = match access {
+                        Access::Open | Access::AnyToken => true,
+                        Access::Ingest => scope != "read",
+                        Access::Read => scope != "ingest",
+                        Access::Admin => scope == "admin",
+                    };
+                    let answer = ask(&node, method, route.path, Some(token));
+                    if may {
+                        allowed(&answer, scope);
+                    } else {
+                        assert_eq!(answer.status, 403, "{what} with {scope}: {}", answer.body);
+                    }
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked >= 40, "only {checked} route methods");
+        node.stop();
+    }
+}
+
 /// A rules directory with one short `volume-drop`: 10 s windows every 5 s,
 /// so live time shows within seconds instead of minutes.
 fn short_volume_drop(dir: &Path) -> std::path::PathBuf {

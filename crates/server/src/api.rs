@@ -954,7 +954,7 @@ mod tests {
             let documented = paths
                 .get(&openapi_path(path))
                 .unwrap_or_else(|| panic!("{path} is not in openapi.json"));
-            for method in *methods {
+            for method in methods {
                 assert!(
                     documented.get(*method).is_some(),
                     "{method} {path} is not in openapi.json"

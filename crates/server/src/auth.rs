@@ -16,6 +16,12 @@
 //!
 //! The file is read again whenever it changes, so `inferwatch token create`
 //! takes effect on a running server without a restart.
+//!
+//! A token may expire (`token create --expires 30d`): its record keeps the
+//! wall-clock instant, and from then on it is refused with 401 and a reason
+//! that says it expired (HEC: 403 code 4, HEC's invalid token), checked
+//! only after its secret matched, so the answer tells nothing to someone
+//! who does not hold it. A record whose expiry cannot be read is expired.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -84,6 +90,21 @@ pub struct TokenRecord {
     pub sha256: String,
     /// When it was made (RFC 3339, wall clock).
     pub created_at: String,
+    /// When it stops working (RFC 3339, wall clock); never when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+}
+
+impl TokenRecord {
+    /// Whether it has expired at `now` (fails closed on an unreadable time).
+    pub fn is_expired_at(&self, now: chrono::DateTime<chrono::Utc>) -> bool {
+        match &self.expires_at {
+            None => false,
+            Some(text) => {
+                chrono::DateTime::parse_from_rfc3339(text).map_or(true, |expires| expires <= now)
+            }
+        }
+    }
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -99,6 +120,10 @@ pub enum Need<'a> {
     Any,
     /// Sending events to this stream.
     Ingest(&'a str),
+    /// Sending events to some stream, before the body says which: checked
+    /// first, so a request without the right to ingest at all is refused
+    /// before its body is read (each stream is checked once known).
+    IngestSomewhere,
     /// Queries.
     Read,
     /// Administration.
@@ -114,6 +139,8 @@ pub enum Denied {
     Malformed,
     /// Unknown or wrong token (401; HEC says 403).
     Invalid,
+    /// A right token past its expiry (401; HEC says 403).
+    Expired,
     /// A valid token without the scope or stream (403).
     Forbidden,
 }
@@ -122,7 +149,7 @@ impl Denied {
     /// The HTTP status that goes with it.
     pub fn status(self) -> u16 {
         match self {
-            Denied::Missing | Denied::Malformed | Denied::Invalid => 401,
+            Denied::Missing | Denied::Malformed | Denied::Invalid | Denied::Expired => 401,
             Denied::Forbidden => 403,
         }
     }
@@ -135,6 +162,7 @@ impl Denied {
             }
             Denied::Malformed => "the Authorization header could not be read",
             Denied::Invalid => "invalid token",
+            Denied::Expired => "the token expired; create a new one with `inferwatch token create`",
             Denied::Forbidden => "the token's scope does not allow this",
         }
     }
@@ -187,8 +215,13 @@ fn digest(secret: &[u8]) -> [u8; 32] {
     Sha256::digest(secret).into()
 }
 
-/// Makes a token: returns its text (shown once) and its record.
-pub fn new_token(scope: Scope, stream: Option<String>) -> (String, TokenRecord) {
+/// Makes a token that expires after `lifetime` (never when `None`):
+/// returns its text (shown once) and its record.
+pub fn new_token(
+    scope: Scope,
+    stream: Option<String>,
+    lifetime: Option<chrono::Duration>,
+) -> (String, TokenRecord) {
     let mut id = [0u8; 8];
     let mut secret = [0u8; 32];
     // ThreadRng is a CSPRNG (ChaCha) seeded from the OS.
@@ -197,12 +230,15 @@ pub fn new_token(scope: Scope, stream: Option<String>) -> (String, TokenRecord) 
     rng.fill_bytes(&mut secret);
     let id = hex::encode(id);
     let token = format!("iw_{id}_{}", hex::encode(secret));
+    let now = chrono::Utc::now();
     let record = TokenRecord {
         id,
         scope,
         stream,
         sha256: hex::encode(digest(&secret)),
-        created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        created_at: now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        expires_at: lifetime
+            .map(|lifetime| (now + lifetime).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
     };
     (token, record)
 }
@@ -222,22 +258,29 @@ fn read_file(path: &Path) -> Result<TokensFile, ServerError> {
     }
 }
 
-/// Creates a token in `data`'s tokens file; returns the token text, which
-/// is not stored anywhere.
+/// Creates a token in `data`'s tokens file, expiring after `lifetime`
+/// (never when `None`); returns the token text, which is not stored
+/// anywhere.
 pub fn create_token(
     data: &Path,
     scope: Scope,
     stream: Option<String>,
+    lifetime: Option<chrono::Duration>,
 ) -> Result<(String, TokenRecord), ServerError> {
     if stream.is_some() && scope != Scope::Ingest {
         return Err(ServerError::Config(
             "--stream limits ingest tokens only".into(),
         ));
     }
+    if lifetime.is_some_and(|lifetime| lifetime <= chrono::Duration::zero()) {
+        return Err(ServerError::Config(
+            "a token's lifetime must be longer than zero".into(),
+        ));
+    }
     std::fs::create_dir_all(data).map_err(|error| ServerError::io(data, error))?;
     let path = data.join(TOKENS_FILE);
     let mut file = read_file(&path)?;
-    let (token, record) = new_token(scope, stream);
+    let (token, record) = new_token(scope, stream, lifetime);
     file.tokens.push(record.clone());
     write_file(&path, &file)?;
     Ok((token, record))
@@ -342,11 +385,15 @@ impl TokenStore {
         if !bool::from(stored.ct_eq(&presented)) {
             return Err(Denied::Invalid);
         }
+        if record.is_expired_at(chrono::Utc::now()) {
+            return Err(Denied::Expired);
+        }
         let allowed = match (record.scope, need) {
             (Scope::Admin, _) | (_, Need::Any) => true,
             (Scope::Ingest, Need::Ingest(stream)) => {
                 record.stream.as_deref().is_none_or(|only| only == stream)
             }
+            (Scope::Ingest, Need::IngestSomewhere) => true,
             (Scope::Read, Need::Read) => true,
             _ => false,
         };
@@ -365,8 +412,9 @@ mod tests {
     #[test]
     fn tokens_are_checked_by_digest_scope_and_stream() {
         let dir = tempfile::tempdir().unwrap();
-        let (ingest, record) = create_token(dir.path(), Scope::Ingest, Some("gw".into())).unwrap();
-        let (read, _) = create_token(dir.path(), Scope::Read, None).unwrap();
+        let (ingest, record) =
+            create_token(dir.path(), Scope::Ingest, Some("gw".into()), None).unwrap();
+        let (read, _) = create_token(dir.path(), Scope::Read, None, None).unwrap();
         let text = std::fs::read_to_string(dir.path().join(TOKENS_FILE)).unwrap();
         assert!(!text.contains(&ingest[20..]), "the secret is not stored");
         assert!(text.contains(&record.sha256));
@@ -398,7 +446,7 @@ mod tests {
             Err(Denied::Malformed)
         );
         // Tokens made while serving are seen.
-        let (admin, _) = create_token(dir.path(), Scope::Admin, None).unwrap();
+        let (admin, _) = create_token(dir.path(), Scope::Admin, None, None).unwrap();
         let basic = base64::engine::general_purpose::STANDARD.encode(format!("elastic:{admin}"));
         assert!(store
             .check(Some(&format!("Basic {basic}")), Need::Admin)
@@ -408,5 +456,59 @@ mod tests {
             .check(Some(&format!("ApiKey {api_key}")), Need::Ingest("any"))
             .is_ok());
         assert!(revoke_token(dir.path(), &record.id).unwrap());
+    }
+
+    #[test]
+    fn an_expired_token_is_refused_as_expired_only_once_its_secret_matched() {
+        let dir = tempfile::tempdir().unwrap();
+        let (token, record) = create_token(
+            dir.path(),
+            Scope::Read,
+            None,
+            Some(chrono::Duration::days(30)),
+        )
+        .unwrap();
+        let expires =
+            chrono::DateTime::parse_from_rfc3339(record.expires_at.as_deref().unwrap()).unwrap();
+        let in_29_days = chrono::Utc::now() + chrono::Duration::days(29);
+        assert!(expires > in_29_days);
+        assert!(!record.is_expired_at(in_29_days));
+        assert!(record.is_expired_at(chrono::Utc::now() + chrono::Duration::days(31)));
+        let store = TokenStore::open(dir.path()).unwrap();
+        let bearer = format!("Bearer {token}");
+        assert!(store.check(Some(&bearer), Need::Read).is_ok());
+        // Expire it in the file (the server reads the file again).
+        let path = dir.path().join(TOKENS_FILE);
+        let mut file = read_file(&path).unwrap();
+        file.tokens[0].expires_at = Some("2020-01-01T00:00:00Z".into());
+        write_file(&path, &file).unwrap();
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(later)
+            .unwrap();
+        assert_eq!(store.check(Some(&bearer), Need::Read), Err(Denied::Expired));
+        assert_eq!(Denied::Expired.status(), 401);
+        assert!(Denied::Expired.reason().contains("expired"));
+        let mut wrong = token.clone();
+        let last = wrong.pop().unwrap();
+        wrong.push(if last == '0' { '1' } else { '0' });
+        assert_eq!(
+            store.check(Some(&format!("Bearer {wrong}")), Need::Read),
+            Err(Denied::Invalid),
+            "a wrong secret learns nothing about the expiry"
+        );
+        // An unreadable expiry fails closed.
+        file.tokens[0].expires_at = Some("soon".into());
+        assert!(file.tokens[0].is_expired_at(chrono::Utc::now()));
+        assert!(create_token(
+            dir.path(),
+            Scope::Read,
+            None,
+            Some(chrono::Duration::zero())
+        )
+        .is_err());
     }
 }

@@ -162,22 +162,48 @@ impl AppState {
     }
 }
 
+/// Who may call a route with a given method. Declared beside the route, so
+/// the auth-matrix test covers every route the router serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// No token needed (liveness, HEC health, the dashboard's files).
+    Open,
+    /// Any valid token (protocol probes such as Elasticsearch's `GET /`).
+    AnyToken,
+    /// An `ingest` token (for the stream) or `admin`.
+    Ingest,
+    /// A `read` token or `admin`.
+    Read,
+    /// An `admin` token.
+    Admin,
+}
+
 /// Builds the router and lists what it serves: one place registers a
-/// route and its methods, so the list cannot drift from the router.
+/// route, its methods and who may call each, so the list cannot drift from
+/// the router.
 struct Routes {
     router: Router<Arc<AppState>>,
-    table: Vec<(&'static str, &'static [&'static str])>,
+    table: Vec<RouteEntry>,
+}
+
+/// One route of the table.
+#[derive(Debug, Clone)]
+pub struct RouteEntry {
+    /// The path, axum syntax.
+    pub path: &'static str,
+    /// Its methods (lowercase) and who may call each.
+    pub methods: &'static [(&'static str, Access)],
 }
 
 impl Routes {
     fn add(
         mut self,
         path: &'static str,
-        methods: &'static [&'static str],
+        methods: &'static [(&'static str, Access)],
         handler: MethodRouter<Arc<AppState>>,
     ) -> Routes {
         self.router = self.router.route(path, handler);
-        self.table.push((path, methods));
+        self.table.push(RouteEntry { path, methods });
         self
     }
 }
@@ -188,67 +214,184 @@ fn routes() -> Routes {
         table: Vec::new(),
     };
     routes
-        .add("/healthz", &["get"], get(healthz))
-        .add("/api/v1/ingest/{stream}", &["post"], post(ingest_ndjson))
-        .add("/_bulk", &["post", "put"], post(bulk).put(bulk))
+        .add("/healthz", &[("get", Access::Open)], get(healthz))
+        .add(
+            "/api/v1/ingest/{stream}",
+            &[("post", Access::Ingest)],
+            post(ingest_ndjson),
+        )
+        .add(
+            "/_bulk",
+            &[("post", Access::Ingest), ("put", Access::Ingest)],
+            post(bulk).put(bulk),
+        )
         .add(
             "/{index}/_bulk",
-            &["post", "put"],
+            &[("post", Access::Ingest), ("put", Access::Ingest)],
             post(bulk_index).put(bulk_index),
         )
-        .add("/", &["get", "head"], get(elastic_root))
-        .add("/_license", &["get"], get(elastic_license))
-        .add("/_cluster/health", &["get"], get(elastic_health))
-        .add("/_cluster/health/{*rest}", &["get"], get(elastic_health))
-        .add("/_nodes", &["get"], get(elastic_nodes))
-        .add("/_nodes/{*rest}", &["get"], get(elastic_nodes))
-        .add("/_ilm/{*rest}", &["get", "put", "post"], any(elastic_empty))
+        .add(
+            "/",
+            &[("get", Access::AnyToken), ("head", Access::AnyToken)],
+            get(elastic_root),
+        )
+        .add(
+            "/_license",
+            &[("get", Access::AnyToken)],
+            get(elastic_license),
+        )
+        .add(
+            "/_cluster/health",
+            &[("get", Access::AnyToken)],
+            get(elastic_health),
+        )
+        .add(
+            "/_cluster/health/{*rest}",
+            &[("get", Access::AnyToken)],
+            get(elastic_health),
+        )
+        .add("/_nodes", &[("get", Access::AnyToken)], get(elastic_nodes))
+        .add(
+            "/_nodes/{*rest}",
+            &[("get", Access::AnyToken)],
+            get(elastic_nodes),
+        )
+        .add(
+            "/_ilm/{*rest}",
+            &[
+                ("get", Access::AnyToken),
+                ("put", Access::AnyToken),
+                ("post", Access::AnyToken),
+            ],
+            any(elastic_empty),
+        )
         .add(
             "/_index_template/{*rest}",
-            &["get", "put", "post"],
+            &[
+                ("get", Access::AnyToken),
+                ("put", Access::AnyToken),
+                ("post", Access::AnyToken),
+            ],
             any(elastic_empty),
         )
         .add(
             "/_ingest/{*rest}",
-            &["get", "put", "post"],
+            &[
+                ("get", Access::AnyToken),
+                ("put", Access::AnyToken),
+                ("post", Access::AnyToken),
+            ],
             any(elastic_empty),
         )
-        .add("/services/collector", &["post"], post(hec_event))
-        .add("/services/collector/event", &["post"], post(hec_event))
-        .add("/services/collector/event/1.0", &["post"], post(hec_event))
-        .add("/services/collector/raw", &["post"], post(hec_raw))
-        .add("/services/collector/raw/1.0", &["post"], post(hec_raw))
-        .add("/services/collector/health", &["get"], get(hec_health))
-        .add("/services/collector/health/1.0", &["get"], get(hec_health))
-        .add("/v1/logs", &["post"], post(otlp_logs))
-        .add("/api/v1/query", &["post"], post(crate::api::query))
-        .add("/api/v1/series", &["get"], get(crate::api::series))
-        .add("/api/v1/alerts", &["get"], get(crate::api::alerts))
+        .add(
+            "/services/collector",
+            &[("post", Access::Ingest)],
+            post(hec_event),
+        )
+        .add(
+            "/services/collector/event",
+            &[("post", Access::Ingest)],
+            post(hec_event),
+        )
+        .add(
+            "/services/collector/event/1.0",
+            &[("post", Access::Ingest)],
+            post(hec_event),
+        )
+        .add(
+            "/services/collector/raw",
+            &[("post", Access::Ingest)],
+            post(hec_raw),
+        )
+        .add(
+            "/services/collector/raw/1.0",
+            &[("post", Access::Ingest)],
+            post(hec_raw),
+        )
+        .add(
+            "/services/collector/health",
+            &[("get", Access::Open)],
+            get(hec_health),
+        )
+        .add(
+            "/services/collector/health/1.0",
+            &[("get", Access::Open)],
+            get(hec_health),
+        )
+        .add("/v1/logs", &[("post", Access::Ingest)], post(otlp_logs))
+        .add(
+            "/api/v1/query",
+            &[("post", Access::Read)],
+            post(crate::api::query),
+        )
+        .add(
+            "/api/v1/series",
+            &[("get", Access::Read)],
+            get(crate::api::series),
+        )
+        .add(
+            "/api/v1/alerts",
+            &[("get", Access::Read)],
+            get(crate::api::alerts),
+        )
         .add(
             "/api/v1/alerts/{fingerprint}/ack",
-            &["post"],
+            &[("post", Access::Admin)],
             post(crate::api::acknowledge),
         )
         .add(
             "/api/v1/silences",
-            &["get", "post"],
+            &[("get", Access::Read), ("post", Access::Admin)],
             get(crate::api::list_silences).post(crate::api::create_silence),
         )
         .add(
             "/api/v1/silences/{id}",
-            &["delete"],
+            &[("delete", Access::Admin)],
             delete(crate::api::delete_silence),
         )
-        .add("/api/v1/rules", &["get"], get(crate::api::rules))
-        .add("/api/v1/health", &["get"], get(crate::api::health))
-        .add("/api/v1/openapi.json", &["get"], get(crate::api::openapi))
-        .add("/metrics", &["get"], get(crate::api::metrics))
-        .add("/ui/", &["get"], get(crate::ui::index))
-        .add("/ui/{*path}", &["get"], get(crate::ui::file))
+        .add(
+            "/api/v1/rules",
+            &[("get", Access::Read)],
+            get(crate::api::rules),
+        )
+        .add(
+            "/api/v1/health",
+            &[("get", Access::Read)],
+            get(crate::api::health),
+        )
+        .add(
+            "/api/v1/openapi.json",
+            &[("get", Access::Read)],
+            get(crate::api::openapi),
+        )
+        .add(
+            "/metrics",
+            &[("get", Access::Read)],
+            get(crate::api::metrics),
+        )
+        .add("/ui/", &[("get", Access::Open)], get(crate::ui::index))
+        .add(
+            "/ui/{*path}",
+            &[("get", Access::Open)],
+            get(crate::ui::file),
+        )
 }
 
 /// Every route the router serves (axum path syntax) with its methods.
-pub fn route_table() -> Vec<(&'static str, &'static [&'static str])> {
+pub fn route_table() -> Vec<(&'static str, Vec<&'static str>)> {
+    routes()
+        .table
+        .into_iter()
+        .map(|entry| {
+            let methods = entry.methods.iter().map(|(method, _)| *method).collect();
+            (entry.path, methods)
+        })
+        .collect()
+}
+
+/// Every route with who may call each of its methods: what the auth
+/// matrix test walks.
+pub fn route_access_table() -> Vec<RouteEntry> {
     routes().table
 }
 
@@ -361,6 +504,7 @@ fn denied_hec(denied: Denied) -> Response {
         Denied::Missing => (StatusCode::UNAUTHORIZED, "Token is required", 2),
         Denied::Malformed => (StatusCode::UNAUTHORIZED, "Invalid authorization", 3),
         Denied::Invalid | Denied::Forbidden => (StatusCode::FORBIDDEN, "Invalid token", 4),
+        Denied::Expired => (StatusCode::FORBIDDEN, "Invalid token (expired)", 4),
     };
     json_response(status, &json!({"text": text, "code": code}))
 }
@@ -636,6 +780,10 @@ async fn bulk_request(
     body: &[u8],
 ) -> Response {
     let started = Instant::now();
+    // Who is asking comes before what the body says.
+    if let Err(denied) = state.authorize(headers, Need::IngestSomewhere) {
+        return denied_elastic(denied);
+    }
     let (framed, actions) = match frame_bulk(index, body) {
         Ok(framed) => framed,
         Err(reason) => {
@@ -869,15 +1017,11 @@ async fn hec_request(
 ) -> Response {
     // Checked before the body is judged: a client without a token learns
     // nothing about its data.
-    let need_streams: Vec<&str> = framed.groups.iter().map(|g| g.stream.as_str()).collect();
-    let first_need = need_streams
-        .first()
-        .map_or(Need::Any, |stream| Need::Ingest(stream));
-    if let Err(denied) = state.authorize(headers, first_need) {
+    if let Err(denied) = state.authorize(headers, Need::IngestSomewhere) {
         return denied_hec(denied);
     }
-    for stream in need_streams.iter().skip(1) {
-        if let Err(denied) = state.authorize(headers, Need::Ingest(stream)) {
+    for group in &framed.groups {
+        if let Err(denied) = state.authorize(headers, Need::Ingest(&group.stream)) {
             return denied_hec(denied);
         }
     }
