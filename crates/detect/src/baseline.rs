@@ -149,8 +149,8 @@ pub struct Assessment {
 /// An online baseline of one series. See the module documentation.
 #[derive(Debug, Clone)]
 pub struct Baseline {
-    warmup: u64,
-    points: u64,
+    warmup: u32,
+    points: u32,
     shift_after: u32,
     model: Model,
     /// Same-side run of clamped points: its length, side and summed excess.
@@ -164,8 +164,9 @@ pub struct Baseline {
 #[derive(Debug, Clone)]
 enum Model {
     Ewma(Moments),
+    /// Boxed like the seasonal models: an EWMA is the common per-key case.
     Window {
-        values: Ring,
+        values: Box<Ring>,
         robust: bool,
     },
     /// Boxed: the other methods are small, and per-client rules keep a
@@ -415,11 +416,11 @@ impl Baseline {
         let model = match config.method {
             BaselineMethod::Ewma => Model::Ewma(Moments::new(window)),
             BaselineMethod::Rolling => Model::Window {
-                values: Ring::new(window),
+                values: Box::new(Ring::new(window)),
                 robust: false,
             },
             BaselineMethod::Mad => Model::Window {
-                values: Ring::new(window),
+                values: Box::new(Ring::new(window)),
                 robust: true,
             },
             BaselineMethod::HourOfDay => Model::Seasonal(Box::new(Seasonal::new(24, window))),
@@ -435,7 +436,7 @@ impl Baseline {
             })),
         };
         Baseline {
-            warmup: config.warmup as u64,
+            warmup: u32::try_from(config.warmup).unwrap_or(u32::MAX),
             points: 0,
             shift_after: Baseline::shift_after(config),
             model,
@@ -506,7 +507,7 @@ impl Baseline {
                 }
             }
         }
-        self.points += 1;
+        self.points = self.points.saturating_add(1);
         match &mut self.model {
             Model::Ewma(moments) => moments.update(learned),
             Model::Window { values, robust } => {
@@ -520,14 +521,16 @@ impl Baseline {
 
     /// Points learned so far.
     pub fn points(&self) -> u64 {
-        self.points
+        u64::from(self.points)
     }
 
     /// Approximate heap + inline bytes, for memory reporting.
     pub fn approx_bytes(&self) -> usize {
         let heap = match &self.model {
             Model::Ewma(_) => 0,
-            Model::Window { values, .. } => values.values.capacity() * size_of::<f64>(),
+            Model::Window { values, .. } => {
+                size_of::<Ring>() + values.values.capacity() * size_of::<f64>()
+            }
             Model::Seasonal(seasonal) => {
                 size_of::<Seasonal>() + seasonal.slots.capacity() * size_of::<Moments>()
             }

@@ -636,16 +636,21 @@ pub struct Finding {
     pub evidence: Evidence,
 }
 
+/// `BaselineGroup::last` before any judgement.
+const NO_JUDGEMENT: (f64, f64, f64) = (f64::NAN, f64::NAN, f64::NAN);
+
 /// One group's learned state for a baseline detector.
 pub(crate) struct BaselineGroup {
     model: Baseline,
     breached: bool,
     /// Consecutive points judged while breached, none of them learned.
-    breached_points: usize,
+    breached_points: u32,
     /// The last judged point, (value, expected, z), repeated over a gap. Kept
     /// as numbers, not as a [`Finding`] with its strings: per-client rules
     /// hold a million of these.
-    last: Option<(f64, f64, f64)>,
+    /// NaN in its value while there is none (judged values are finite):
+    /// an `Option` would cost 8 more bytes per group.
+    last: (f64, f64, f64),
     /// The last tick judged: rules sharing this baseline judge a tick once.
     judged: i64,
 }
@@ -666,7 +671,7 @@ impl BaselineGroup {
             model,
             breached: false,
             breached_points: 0,
-            last: None,
+            last: NO_JUDGEMENT,
             judged: i64::MIN,
         }
     }
@@ -680,7 +685,7 @@ impl BaselineGroup {
     ) -> Option<Finding> {
         let repeat = |group: &Self| {
             group
-                .last
+                .last()
                 .map(|(value, expected, z)| group.finding(detector, value, expected, z))
         };
         if tick == self.judged {
@@ -689,16 +694,15 @@ impl BaselineGroup {
         self.judged = tick;
         if !value.is_finite() {
             // A gap: nothing learned, nothing judged, the state stays.
-            return self
-                .last
-                .map(|(value, expected, z)| self.finding(detector, value, expected, z));
+            return repeat(self);
         }
         let assessment = self.model.assess(tick, value);
         // An incident is not the new normal: while breached the baseline
         // stops learning, or a 20-minute outage would become normal and
         // resolve itself after eight. A breach that outlasts the baseline's
         // own window is a level shift, and is learned from then on.
-        if self.breached && self.breached_points < detector.config.window {
+        let window = u32::try_from(detector.config.window).unwrap_or(u32::MAX);
+        if self.breached && self.breached_points < window {
             self.breached_points += 1;
         } else {
             self.breached_points = 0;
@@ -706,7 +710,7 @@ impl BaselineGroup {
         }
         let Some(Assessment { expected, z, .. }) = assessment else {
             self.breached = false;
-            self.last = None;
+            self.last = NO_JUDGEMENT;
             return None;
         };
         let oriented = detector.direction.oriented(z);
@@ -715,8 +719,13 @@ impl BaselineGroup {
         } else {
             oriented > detector.trigger
         };
-        self.last = Some((value, expected, z));
+        self.last = (value, expected, z);
         Some(self.finding(detector, value, expected, z))
+    }
+
+    /// The last judged point, if any.
+    fn last(&self) -> Option<(f64, f64, f64)> {
+        (!self.last.0.is_nan()).then_some(self.last)
     }
 
     fn finding(&self, detector: &BaselineDetector, value: f64, expected: f64, z: f64) -> Finding {

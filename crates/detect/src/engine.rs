@@ -619,9 +619,40 @@ impl Engine {
 
 /// Where one group's alert stands: None while the group is quiet (nothing
 /// pending or firing, no `for` timer running). Most tracked entities (one
-/// per client, say) never alert, and this keeps each of them to 8 bytes.
+/// per client, say) never alert, and keep no state at all ([`AlertStates`]).
 #[derive(Debug, Clone, Default)]
 struct GroupAlertState(Option<Box<LiveAlert>>);
+
+/// The live alert states of one rule, by group: only groups with something
+/// pending, firing or timing are here. A rule tracking a million quiet
+/// clients keeps nothing for them (a dense vector cost 8 bytes per group
+/// per rule, and six rules share the per-client table).
+#[derive(Debug, Default)]
+struct AlertStates(AHashMap<u32, Box<LiveAlert>>);
+
+impl AlertStates {
+    /// Takes a group's state out, to be put back with [`AlertStates::put`].
+    fn take(&mut self, group: usize) -> GroupAlertState {
+        GroupAlertState(self.0.remove(&(group as u32)))
+    }
+
+    fn put(&mut self, group: usize, state: GroupAlertState) {
+        if let Some(live) = state.0 {
+            self.0.insert(group as u32, live);
+        }
+    }
+
+    /// The live states in group order (a map's own order would depend on hashing).
+    fn in_group_order(&self) -> Vec<(usize, GroupAlertState)> {
+        let mut states: Vec<(usize, GroupAlertState)> = self
+            .0
+            .iter()
+            .map(|(&group, live)| (group as usize, GroupAlertState(Some(live.clone()))))
+            .collect();
+        states.sort_unstable_by_key(|(group, _)| *group);
+        states
+    }
+}
 
 #[derive(Debug, Clone)]
 struct LiveAlert {
@@ -678,7 +709,7 @@ pub(crate) struct RuleRuntime {
     /// Per condition aggregate: its segment, and the aggregate re-targeted
     /// from a schema column to a position in that segment's summary layout.
     slots: Vec<(usize, AggregateKind)>,
-    alert_states: Vec<GroupAlertState>,
+    alert_states: AlertStates,
     detector: DetectorRuntime,
     /// Confirm edges this rule feeds: (log, positions of the key columns in group_by).
     writes: Vec<(usize, Vec<usize>)>,
@@ -1181,7 +1212,7 @@ impl RuleRuntime {
             segments: rule.segments.len(),
             condition,
             slots,
-            alert_states: Vec::new(),
+            alert_states: AlertStates::default(),
             detector,
             writes: Vec::new(),
             reads: None,
@@ -1199,7 +1230,7 @@ impl RuleRuntime {
 
     /// Drops what the rule keeps for a group whose id is being reused.
     pub(crate) fn forget(&mut self, group: usize) {
-        self.alert_states[group] = GroupAlertState::default();
+        self.alert_states.take(group);
         self.detector.forget(group);
         self.references
             .iter_mut()
@@ -1208,7 +1239,6 @@ impl RuleRuntime {
 
     /// Makes room for `slots` group ids.
     pub(crate) fn grow(&mut self, slots: usize) {
-        self.alert_states.resize(slots, GroupAlertState::default());
         self.references
             .iter_mut()
             .for_each(|store| store.grow(slots));
@@ -1265,7 +1295,7 @@ impl RuleRuntime {
         let mut spare_timers = HeldTimers::new(held_timers);
         let keeps_state = matches!(self.detector, DetectorRuntime::Baseline { .. });
         for group in 0..table.groups.slots() {
-            if table.first_bucket[group].is_none_or(|first| first > last_bucket) {
+            if table.first_bucket[group] > last_bucket {
                 continue;
             }
             let mut holds_data = false;
@@ -1312,7 +1342,7 @@ impl RuleRuntime {
                     AggregateKind::Distinct(i) => summary.distinct[i].estimate(),
                 }
             };
-            let state = &mut self.alert_states[group];
+            let mut state = self.alert_states.take(group);
             let timers = match state.0.as_deref_mut() {
                 Some(live) => &mut live.timers,
                 None => {
@@ -1425,7 +1455,6 @@ impl RuleRuntime {
                     .get(&key)
                     .is_some_and(|held| tick - held <= confirm.within);
             }
-            let state = &mut self.alert_states[group];
             let mut transition = None;
             if holds {
                 let live = state.0.get_or_insert_with(|| {
@@ -1523,8 +1552,9 @@ impl RuleRuntime {
             // An entity this rule holds nothing of can be forgotten, once
             // its table's cells are empty too: evaluating its empty window
             // again would give the same "no" (learned baselines are kept).
-            retained[group] |=
-                holds_data || holds || keeps_state || self.alert_states[group].0.is_some();
+            let live = state.0.is_some();
+            self.alert_states.put(group, state);
+            retained[group] |= holds_data || holds || keeps_state || live;
         }
         if let (DetectorRuntime::Forest(forest), Some(Detector::Forest(spec))) =
             (&mut self.detector, &self.rule.detector)
@@ -1609,7 +1639,7 @@ impl RuleRuntime {
         let active: Vec<bool> = table
             .first_bucket
             .iter()
-            .map(|first| first.is_some_and(|first| first <= last_bucket))
+            .map(|&first| first <= last_bucket)
             .collect();
         let subject =
             |group: usize| -> Vec<f64> { window_sample(*subject_segment, group).values() };
@@ -1917,21 +1947,19 @@ impl RuleRuntime {
     }
 
     fn state(&self, table: &CellTable) -> RuleState {
-        let firing = self
-            .alert_states
+        let states = self.alert_states.in_group_order();
+        let firing = states
             .iter()
-            .enumerate()
             .filter(|(_, state)| state.is_firing())
-            .map(|(group, _)| table.groups.values(group))
+            .map(|(group, _)| table.groups.values(*group))
             .collect();
         RuleState {
             rule_id: self.rule.id.clone(),
             groups: table.groups.live(),
             firing,
-            pending: self
-                .alert_states
+            pending: states
                 .iter()
-                .filter(|state| state.is_pending())
+                .filter(|(_, state)| state.is_pending())
                 .count(),
             next_tick: table.next_tick.map(format_timestamp),
             late_events: table.late_events,

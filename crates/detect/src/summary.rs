@@ -359,7 +359,7 @@ impl Summary {
 /// merging a summary of it, so both forms give bit-identical answers.
 #[derive(Debug, Clone)]
 pub enum BucketData {
-    /// `[count u32][errors u32]` then entries; empty when the cell is unused.
+    /// `[count u16][errors u16]` then entries; empty when the cell is unused.
     Rows(Box<[u8]>),
     /// The merged form, for busy buckets.
     Summary(Box<Summary>),
@@ -371,7 +371,18 @@ impl Default for BucketData {
     }
 }
 
-const ROWS_HEADER: usize = 8;
+/// `[count u16][errors u16]`: a bucket past 65,535 rows is a summary anyway
+/// (it would be one long before, unless it logs no values), and a million
+/// small logs each save 4 bytes over u32 counts.
+const ROWS_HEADER: usize = 4;
+const MAX_LOGGED_ROWS: u16 = u16::MAX;
+
+/// The row and error counts in a row log's header.
+fn header_counts(bytes: &[u8]) -> (u16, u16) {
+    let count = u16::from_le_bytes(bytes[0..2].try_into().expect("header"));
+    let errors = u16::from_le_bytes(bytes[2..4].try_into().expect("header"));
+    (count, errors)
+}
 const TAG_MOMENT: u8 = 0;
 const TAG_SKETCH: u8 = 1 << 6;
 const TAG_DISTINCT: u8 = 2 << 6;
@@ -382,6 +393,8 @@ const TAG_INTEGER: u8 = 1 << 5;
 /// Positions must fit the tag's low five bits.
 const MAX_LOGGED_POSITIONS: usize = 1 << 5;
 const TAG_POSITION: u8 = (MAX_LOGGED_POSITIONS - 1) as u8;
+/// The longest entry: a tag, a rank and an 8-byte value.
+const MAX_ENTRY_BYTES: usize = 17;
 /// Integers up to 2^53 are exact in an f64.
 const EXACT_INTEGER: f64 = 9_007_199_254_740_992.0;
 
@@ -404,7 +417,38 @@ fn as_integer(value: f64) -> Option<u64> {
     Some(((integer << 1) ^ (integer >> 63)) as u64)
 }
 
-fn push_varint(out: &mut Vec<u8>, mut value: u64) {
+/// One row-log entry, built on the stack before the log grows by its length.
+struct Entry {
+    bytes: [u8; MAX_ENTRY_BYTES],
+    len: usize,
+}
+
+impl Entry {
+    fn new(tag: u8) -> Entry {
+        let mut entry = Entry {
+            bytes: [0; MAX_ENTRY_BYTES],
+            len: 0,
+        };
+        entry.push(tag);
+        entry
+    }
+
+    fn push(&mut self, byte: u8) {
+        self.bytes[self.len] = byte;
+        self.len += 1;
+    }
+
+    fn extend_from_slice(&mut self, bytes: &[u8]) {
+        self.bytes[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+fn push_varint(out: &mut Entry, mut value: u64) {
     while value >= 0x80 {
         out.push(value as u8 | 0x80);
         value >>= 7;
@@ -432,11 +476,11 @@ fn read_word(bytes: &[u8], at: &mut usize) -> u64 {
     word
 }
 
-/// Appends `value`: a varint when it is an integer (flagged in `tag`), else its bits.
-fn push_value(out: &mut Vec<u8>, tag_at: usize, value: f64) {
+/// Appends `value`: a varint when it is an integer (flagged in the entry's tag), else its bits.
+fn push_value(out: &mut Entry, value: f64) {
     match as_integer(value) {
         Some(zigzag) => {
-            out[tag_at] |= TAG_INTEGER;
+            out.bytes[0] |= TAG_INTEGER;
             push_varint(out, zigzag);
         }
         None => out.extend_from_slice(&value.to_bits().to_le_bytes()),
@@ -450,6 +494,19 @@ fn read_value(bytes: &[u8], at: &mut usize, tag: u8) -> f64 {
     } else {
         f64::from_bits(read_word(bytes, at))
     }
+}
+
+/// Whether a row log already holds `hash` for the distinct sketch at `position`.
+fn logs_hash(bytes: &[u8], position: usize, hash: u64) -> bool {
+    let mut at = ROWS_HEADER;
+    while at < bytes.len() {
+        if let (TAG_DISTINCT, logged, Logged::Hash(other)) = read_entry(bytes, &mut at) {
+            if logged == position && other == hash {
+                return true;
+            }
+        }
+    }
+    false
 }
 
 /// The next entry of a row log at `at`: its kind, position and value.
@@ -515,15 +572,14 @@ impl BucketData {
             if bytes.is_empty() {
                 *bytes = vec![0u8; ROWS_HEADER].into_boxed_slice();
             }
-            let count = u32::from_le_bytes(bytes[0..4].try_into().expect("header"));
-            if count < u32::MAX {
-                let errors = u32::from_le_bytes(bytes[4..8].try_into().expect("header"))
-                    + u32::from(is_error);
-                bytes[0..4].copy_from_slice(&(count + 1).to_le_bytes());
-                bytes[4..8].copy_from_slice(&errors.to_le_bytes());
+            let (count, errors) = header_counts(bytes);
+            if count < MAX_LOGGED_ROWS {
+                let errors = errors + u16::from(is_error);
+                bytes[0..2].copy_from_slice(&(count + 1).to_le_bytes());
+                bytes[2..4].copy_from_slice(&errors.to_le_bytes());
                 return;
             }
-            // The header's u32 is full (a count-only bucket never outgrows
+            // The header's count is full (a count-only bucket never outgrows
             // its rows limit): move to a summary's u64 counts.
             let mut summary = Box::new(Summary::empty(layout));
             Self::replay(bytes, &mut summary, true);
@@ -558,7 +614,14 @@ impl BucketData {
     pub fn add_distinct(&mut self, layout: &SummaryLayout, position: usize, hash: u64) {
         match self {
             BucketData::Summary(summary) => summary.distinct[position].add_hash(hash),
-            BucketData::Rows(_) => self.log(layout, TAG_DISTINCT, position, Logged::Hash(hash)),
+            BucketData::Rows(bytes) => {
+                // A distinct sketch ignores a hash it holds, so a repeat need
+                // not be logged: a client's network, say, is one value over
+                // most of its rows.
+                if !logs_hash(bytes, position, hash) {
+                    self.log(layout, TAG_DISTINCT, position, Logged::Hash(hash));
+                }
+            }
         }
     }
 
@@ -581,17 +644,21 @@ impl BucketData {
             bytes.len() >= ROWS_HEADER,
             "a row is counted before its values"
         );
-        let mut grown = std::mem::take(bytes).into_vec();
-        let tag_at = grown.len();
-        grown.push(kind | position as u8);
+        // The entry is built apart and the log grown by exactly its length:
+        // a pushed Vec doubles its capacity, and an allocator that shrinks
+        // in place would keep that slack in each of a million small logs.
+        let mut entry = Entry::new(kind | position as u8);
         match logged {
-            Logged::Hash(hash) => grown.extend_from_slice(&hash.to_le_bytes()),
-            Logged::Value(value) => push_value(&mut grown, tag_at, value),
+            Logged::Hash(hash) => entry.extend_from_slice(&hash.to_le_bytes()),
+            Logged::Value(value) => push_value(&mut entry, value),
             Logged::Ranked(rank, value) => {
-                grown.extend_from_slice(&rank.to_le_bytes());
-                push_value(&mut grown, tag_at, value);
+                entry.extend_from_slice(&rank.to_le_bytes());
+                push_value(&mut entry, value);
             }
         }
+        let mut grown = std::mem::take(bytes).into_vec();
+        grown.reserve_exact(entry.len);
+        grown.extend_from_slice(entry.as_slice());
         let within_limit = layout
             .rows_limit()
             .is_some_and(|limit| grown.len() <= limit);
@@ -611,8 +678,9 @@ impl BucketData {
             return;
         }
         if counts {
-            target.count += u64::from(u32::from_le_bytes(bytes[0..4].try_into().expect("header")));
-            target.errors += u64::from(u32::from_le_bytes(bytes[4..8].try_into().expect("header")));
+            let (count, errors) = header_counts(bytes);
+            target.count += u64::from(count);
+            target.errors += u64::from(errors);
         }
         let mut at = ROWS_HEADER;
         while at < bytes.len() {
@@ -634,10 +702,9 @@ impl BucketData {
     pub fn merge_counts_into(&self, target: &mut Summary) {
         match self {
             BucketData::Rows(bytes) if bytes.len() >= ROWS_HEADER => {
-                target.count +=
-                    u64::from(u32::from_le_bytes(bytes[0..4].try_into().expect("header")));
-                target.errors +=
-                    u64::from(u32::from_le_bytes(bytes[4..8].try_into().expect("header")));
+                let (count, errors) = header_counts(bytes);
+                target.count += u64::from(count);
+                target.errors += u64::from(errors);
             }
             BucketData::Rows(_) => {}
             BucketData::Summary(summary) => target.merge_counts(summary),
@@ -796,6 +863,21 @@ mod tests {
             panic!("one row stays a log");
         };
         assert_eq!(bytes.len(), ROWS_HEADER + 2);
+    }
+
+    #[test]
+    fn a_count_only_bucket_keeps_exact_counts_past_its_header() {
+        let layout = SummaryLayout::default();
+        let mut data = BucketData::default();
+        let rows = u64::from(MAX_LOGGED_ROWS) + 10;
+        for row in 0..rows {
+            data.add_row(&layout, row % 7 == 0);
+        }
+        assert!(matches!(data, BucketData::Summary(_)));
+        let mut total = Summary::empty(&layout);
+        data.merge_counts_into(&mut total);
+        assert_eq!(total.count, rows);
+        assert_eq!(total.errors, rows.div_ceil(7));
     }
 
     #[test]

@@ -100,6 +100,11 @@ impl ValueInterner {
 
 pub(crate) const NULL_VALUE: u32 = u32::MAX;
 
+/// A group's first bucket before it has a row: later than every tick, so
+/// the group is not evaluated (a sentinel, not an `Option`, to save 8 bytes
+/// per tracked key).
+pub(crate) const NO_BUCKET: i64 = i64::MAX;
+
 /// A row whose new key found the rule at `max_groups`.
 pub(crate) const REFUSED_GROUP: u32 = u32::MAX;
 
@@ -270,6 +275,9 @@ pub(crate) fn cell_index(cells: &mut Vec<Cell>, bucket: i64) -> usize {
     match cells.iter().rposition(|cell| cell.bucket == bucket) {
         Some(index) => index,
         None => {
+            // Exactly one more: most groups hold a few cells, and a Vec's
+            // first growth would reserve four.
+            cells.reserve_exact(1);
             cells.push(Cell {
                 bucket,
                 data: BucketData::default(),
@@ -312,9 +320,10 @@ pub(crate) struct CellTable {
     pub(crate) groups: GroupTable,
     /// Per segment, per group: the group's cells that hold rows.
     pub(crate) cells: Vec<Vec<Vec<Cell>>>,
-    /// Per group: its earliest bucket with a row. A group is evaluated only
-    /// at ticks after it, the same whatever the arrival order.
-    pub(crate) first_bucket: Vec<Option<i64>>,
+    /// Per group: its earliest bucket with a row ([`NO_BUCKET`] before its
+    /// first). A group is evaluated only at ticks after it, the same whatever
+    /// the arrival order.
+    pub(crate) first_bucket: Vec<i64>,
     /// Rows per bucket over every group (share of traffic), in a ring.
     pub(crate) totals: Vec<(i64, u64)>,
     pub(crate) next_tick: Option<i64>,
@@ -563,7 +572,7 @@ impl CellTable {
             if new && (group as usize) < self.first_bucket.len() {
                 // A reused id: whatever the evicted group left must go.
                 let group = group as usize;
-                self.first_bucket[group] = None;
+                self.first_bucket[group] = NO_BUCKET;
                 for cells in &mut self.cells {
                     cells[group] = Vec::new();
                 }
@@ -580,7 +589,7 @@ impl CellTable {
         self.peak_groups = self.peak_groups.max(self.groups.live());
         let slots = self.groups.slots();
         if self.first_bucket.len() < slots {
-            self.first_bucket.resize(slots, None);
+            self.first_bucket.resize(slots, NO_BUCKET);
             self.retained.resize(slots, false);
             for cells in &mut self.cells {
                 cells.resize_with(slots, Vec::new);
@@ -643,7 +652,7 @@ impl CellTable {
             let group = self.row_groups[row] as usize;
             debug_assert!(group < self.groups.slots());
             let first_bucket = &mut self.first_bucket[group];
-            *first_bucket = Some(first_bucket.map_or(bucket, |b| b.min(bucket)));
+            *first_bucket = (*first_bucket).min(bucket);
             for segment in 0..self.cells.len() {
                 if segment > 0 && !segment_masks[segment - 1].value(row) {
                     continue;
@@ -750,7 +759,7 @@ impl CellTable {
         let mut banks = std::mem::take(&mut self.banks);
         for group in 0..self.groups.slots() {
             retained[group] = false;
-            if self.first_bucket[group].is_none_or(|first| first > last_bucket) {
+            if self.first_bucket[group] > last_bucket {
                 continue;
             }
             // Buckets older than every member window are read by no later
@@ -771,10 +780,10 @@ impl CellTable {
             rules[member].evaluate_tick(tick, member, self, shared, output, sample);
         }
         for (group, kept) in retained.iter().enumerate().take(self.groups.slots()) {
-            let evaluated = self.first_bucket[group].is_some_and(|first| first <= last_bucket);
+            let evaluated = self.first_bucket[group] <= last_bucket;
             if evaluated && !kept {
                 self.evicted += 1;
-                self.first_bucket[group] = None;
+                self.first_bucket[group] = NO_BUCKET;
                 self.groups.release(group);
             }
         }
