@@ -701,6 +701,224 @@ mod auth_matrix {
     }
 }
 
+/// Bad input over HTTP: each request gets a 4xx with a reason (per item
+/// for `_bulk` and HEC), the node keeps answering, and the valid items of
+/// a request are stored.
+mod bad_input {
+    use super::*;
+    use std::io::Write as _;
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder.write_all(bytes).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    /// POSTs the file's bytes with these headers.
+    fn post_file(node: &Node, token: &str, path: &str, headers: &[&str], body: &Path) -> Answer {
+        let mut args = vec!["-H".to_string(), format!("Authorization: Bearer {token}")];
+        for header in headers {
+            args.extend(["-H".to_string(), header.to_string()]);
+        }
+        args.extend([
+            "--data-binary".to_string(),
+            format!("@{}", body.display()),
+            node.url(path),
+        ]);
+        curl(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    fn count_where(node: &Node, read: &str, condition: &str) -> u64 {
+        let answer = curl(&[
+            "-H",
+            &format!("Authorization: Bearer {read}"),
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            &serde_json::json!({"sql": format!("SELECT count(*) FROM inference WHERE {condition}")})
+                .to_string(),
+            &node.url("/api/v1/query"),
+        ]);
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        answer.json()["rows"][0][0].as_u64().unwrap()
+    }
+
+    fn still_answers(node: &Node) {
+        assert_eq!(curl(&[&node.url("/healthz")]).status, 200);
+    }
+
+    /// A 4xx whose JSON body gives a reason containing `needle`.
+    fn refused_with(answer: &Answer, status: u16, needle: &str, what: &str) {
+        assert_eq!(answer.status, status, "{what}: {}", answer.body);
+        let body = answer.body.to_lowercase();
+        assert!(
+            body.contains(needle),
+            "{what}: the reason should mention '{needle}': {}",
+            answer.body
+        );
+        assert!(
+            serde_json::from_str::<serde_json::Value>(&answer.body).is_ok(),
+            "{what}: the reason is JSON: {}",
+            answer.body
+        );
+    }
+
+    #[test]
+    fn every_bad_request_gets_a_4xx_with_a_reason_and_the_good_items_are_stored() {
+        if !available("curl", &["--version"]) {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let ingest = token(&data, "ingest", None);
+        let read = token(&data, "read", None);
+        let node = Node::start(
+            &data,
+            &[
+                "--max-request-size",
+                "256KB",
+                "--max-decompressed-size",
+                "1MB",
+            ],
+        );
+        let file = |name: &str, bytes: &[u8]| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, bytes).unwrap();
+            path
+        };
+        let ndjson = "/api/v1/ingest/inference";
+        // Traffic first, so the fleet has a clock: a request of two rows on
+        // a node that has none yet is held until more rows agree on it.
+        let warm = file("warm.jsonl", events("warm", 30).as_bytes());
+        assert_eq!(post_file(&node, &ingest, ndjson, &[], &warm).status, 200);
+        assert_eq!(count_where(&node, &read, "model_id = 'warm'"), 30);
+
+        // Truncated gzip: 400 naming the compression; nothing stored.
+        let whole = gzip(events("truncated", 200).as_bytes());
+        let cut = file("cut.gz", &whole[..whole.len() / 2]);
+        let answer = post_file(&node, &ingest, ndjson, &["Content-Encoding: gzip"], &cut);
+        refused_with(&answer, 400, "gzip", "truncated gzip");
+        still_answers(&node);
+        assert_eq!(count_where(&node, &read, "model_id = 'truncated'"), 0);
+
+        // A gzip bomb: 20 MB of newlines in ~20 KB; refused at the
+        // decompressed-size limit.
+        let bomb = file("bomb.gz", &gzip(&vec![b'\n'; 20 << 20]));
+        assert!(std::fs::metadata(&bomb).unwrap().len() < 256 << 10);
+        let answer = post_file(&node, &ingest, ndjson, &["Content-Encoding: gzip"], &bomb);
+        refused_with(&answer, 413, "decompressed", "gzip bomb");
+        still_answers(&node);
+
+        // An encoding the node cannot decode: 415.
+        let plain = file("plain.jsonl", events("encoded", 3).as_bytes());
+        let answer = post_file(&node, &ingest, ndjson, &["Content-Encoding: br"], &plain);
+        refused_with(&answer, 415, "encoding", "unknown content encoding");
+
+        // Too large as sent: 413 naming the limit.
+        let large = file("large.jsonl", events("large", 5_000).as_bytes());
+        assert!(std::fs::metadata(&large).unwrap().len() > 256 << 10);
+        let answer = post_file(&node, &ingest, ndjson, &[], &large);
+        refused_with(&answer, 413, "request", "oversized body");
+        still_answers(&node);
+        assert_eq!(count_where(&node, &read, "model_id = 'large'"), 0);
+
+        // OTLP: a content type it does not speak is 415; bytes that are not
+        // protobuf are 400.
+        let otlp = file("otlp.bin", b"\xff\xff\xff\xff not protobuf");
+        let answer = post_file(
+            &node,
+            &ingest,
+            "/v1/logs",
+            &["Content-Type: text/plain"],
+            &otlp,
+        );
+        refused_with(&answer, 415, "content type", "OTLP text/plain");
+        let answer = post_file(
+            &node,
+            &ingest,
+            "/v1/logs",
+            &["Content-Type: application/x-protobuf"],
+            &otlp,
+        );
+        assert_eq!(answer.status, 400, "invalid protobuf: {}", answer.body);
+        assert!(!answer.body.trim().is_empty(), "a reason is given");
+        still_answers(&node);
+
+        // _bulk: bad items among good ones get their own status and
+        // reason; the good ones are stored.
+        let stamp = now();
+        let bulk = format!(
+            "{{\"index\":{{}}}}\n{{\"timestamp\":\"{stamp}\",\"model_id\":\"bulk-good\",\"latency_ms\":1}}\n\
+             {{\"index\":{{}}}}\n{{\"timestamp\": not json\n\
+             {{\"create\":{{}}}}\n{{\"timestamp\":\"{stamp}\",\"model_id\":\"bulk-good\",\"latency_ms\":2}}\n\
+             {{\"index\":{{}}}}\n{{\"timestamp\":\"yesterday-ish\",\"model_id\":\"bulk-bad\"}}\n"
+        );
+        let bulk_file = file("bulk.ndjson", bulk.as_bytes());
+        let answer = post_file(
+            &node,
+            &ingest,
+            "/inference/_bulk",
+            &["Content-Type: application/x-ndjson"],
+            &bulk_file,
+        );
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        let json = answer.json();
+        assert_eq!(json["errors"], true, "{json}");
+        let items = json["items"].as_array().unwrap();
+        assert_eq!(items.len(), 4, "{json}");
+        let statuses: Vec<u64> = items
+            .iter()
+            .map(|item| {
+                let (_, result) = item.as_object().unwrap().iter().next().unwrap();
+                result["status"].as_u64().unwrap()
+            })
+            .collect();
+        assert_eq!(statuses[0], 201, "{json}");
+        assert_eq!(statuses[2], 201, "{json}");
+        for bad in [1, 3] {
+            let (_, result) = items[bad].as_object().unwrap().iter().next().unwrap();
+            assert_eq!(result["status"], 400, "{json}");
+            assert!(
+                result["error"]["reason"]
+                    .as_str()
+                    .is_some_and(|r| !r.is_empty()),
+                "item {bad} has a reason: {json}"
+            );
+        }
+        assert_eq!(count_where(&node, &read, "model_id = 'bulk-good'"), 2);
+        assert_eq!(count_where(&node, &read, "model_id = 'bulk-bad'"), 0);
+
+        // HEC: a bad event among good ones; the good ones are stored and
+        // the answer names the first bad event.
+        let hec = concat!(
+            r#"{"event":{"model_id":"hec-good","latency_ms":1}}"#,
+            r#"{"event":{"model_id":"hec-good","latency_ms":2}}"#,
+            r#"{"time":"not a time"}"#,
+            r#"{"event":{"model_id":"hec-good","latency_ms":3}}"#,
+        );
+        let hec_file = file("hec.json", hec.as_bytes());
+        let answer = post_file(&node, &ingest, "/services/collector/event", &[], &hec_file);
+        assert_eq!(answer.status, 400, "{}", answer.body);
+        let json = answer.json();
+        assert!(
+            json["code"].as_u64().is_some_and(|code| code != 0),
+            "{json}"
+        );
+        assert!(
+            json["text"].as_str().is_some_and(|t| !t.is_empty()),
+            "{json}"
+        );
+        assert_eq!(json["invalid-event-number"], 2, "{json}");
+        assert_eq!(
+            count_where(&node, &read, "model_id = 'hec-good'"),
+            3,
+            "{json}"
+        );
+        still_answers(&node);
+        node.stop();
+    }
+}
+
 /// A rules directory with one short `volume-drop`: 10 s windows every 5 s,
 /// so live time shows within seconds instead of minutes.
 fn short_volume_drop(dir: &Path) -> std::path::PathBuf {

@@ -16,7 +16,11 @@
 //!
 //! Every request body may be gzip-compressed; the raw body and the
 //! decompressed body each have a size limit (413 beyond, so a gzip bomb
-//! stops at the limit). Each protocol frames its items into JSON lines
+//! stops at the limit: decompression is streamed and reading stops there).
+//! Those layers answer without a reason of their own, so
+//! `explain_body_failures` gives each refusal (413 too large, 415 unknown
+//! `Content-Encoding`, 400 truncated or corrupt compressed body) a JSON
+//! reason in the route's protocol shape (Elasticsearch, HEC, plain). Each protocol frames its items into JSON lines
 //! ([`crate::protocol`]), decodes them with the same decoder as files, and
 //! queues them to the store writer ([`crate::writer`]); the answer comes
 //! once they are durable, with one verdict per item. A full queue answers
@@ -427,8 +431,111 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(DefaultBodyLimit::max(decompressed_limit))
         .layer(tower_http::decompression::RequestDecompressionLayer::new())
         .layer(tower_http::limit::RequestBodyLimitLayer::new(raw_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            explain_body_failures,
+        ))
         .layer(axum::middleware::map_response(elastic_product))
         .with_state(state)
+}
+
+/// The body layers (raw-size limit, decompression, the decompressed-size
+/// limit when a handler reads the body) answer in plain text or with an
+/// empty body; this gives those answers a reason, in the shape of the
+/// route's protocol. Answers the handlers made (JSON) pass untouched.
+async fn explain_body_failures(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let path = request.uri().path().to_string();
+    // Read before the await: the request is not Sync, so no borrow of it
+    // may live across one.
+    let (encoding, sent_length) = {
+        let header_text = |name: header::HeaderName| {
+            request
+                .headers()
+                .get(name)
+                .and_then(|value| value.to_str().ok())
+                .map(|value| value.trim().to_ascii_lowercase())
+        };
+        let encoding = header_text(header::CONTENT_ENCODING).filter(|e| e != "identity");
+        let sent_length: Option<usize> =
+            header_text(header::CONTENT_LENGTH).and_then(|length| length.parse().ok());
+        (encoding, sent_length)
+    };
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/json"));
+    if is_json
+        || !matches!(
+            status,
+            StatusCode::BAD_REQUEST
+                | StatusCode::PAYLOAD_TOO_LARGE
+                | StatusCode::UNSUPPORTED_MEDIA_TYPE
+        )
+    {
+        return response;
+    }
+    let detail = axum::body::to_bytes(response.into_body(), 4096)
+        .await
+        .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_string())
+        .unwrap_or_default();
+    let options = &state.options;
+    let reason = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            let within_raw = sent_length.is_some_and(|length| length <= options.max_request_bytes);
+            if encoding.is_some() && within_raw {
+                format!(
+                    "the decompressed request body is larger than {} bytes (--max-decompressed-size)",
+                    options.max_decompressed_bytes
+                )
+            } else {
+                format!(
+                    "the request body is larger than {} bytes as sent (--max-request-size)",
+                    options.max_request_bytes
+                )
+            }
+        }
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => format!(
+            "Content-Encoding '{}' is not supported: send the body as is or with gzip",
+            encoding.as_deref().unwrap_or("")
+        ),
+        _ => {
+            let detail = detail
+                .strip_prefix("Failed to buffer the request body: ")
+                .unwrap_or(&detail);
+            match &encoding {
+                Some(encoding) => {
+                    format!("the {encoding} request body could not be decompressed: {detail}")
+                }
+                None => format!("the request body could not be read: {detail}"),
+            }
+        }
+    };
+    body_failure_response(&path, status, &reason)
+}
+
+/// A refusal of the body, shaped as the route's protocol answers.
+fn body_failure_response(path: &str, status: StatusCode, reason: &str) -> Response {
+    if path.starts_with("/services/collector") {
+        // HEC's code 6: invalid data format.
+        return json_response(status, &json!({"text": reason, "code": 6}));
+    }
+    let elastic = path == "/_bulk" || path.ends_with("/_bulk") || path.starts_with("/_");
+    if elastic {
+        let kind = match status {
+            StatusCode::PAYLOAD_TOO_LARGE => "request_entity_too_large_exception",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "media_type_header_exception",
+            _ => "parse_exception",
+        };
+        return elastic_error(status, kind, reason);
+    }
+    json_response(status, &json!({"error": reason}))
 }
 
 async fn elastic_product(mut response: Response) -> Response {
