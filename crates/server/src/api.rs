@@ -4,6 +4,7 @@
 //! |---|---|---|
 //! | `POST /api/v1/query` | read | SQL → JSON rows, or an Arrow IPC stream with `Accept: application/vnd.apache.arrow.stream` |
 //! | `GET /api/v1/series` | read | a metric over time from the per-minute rollups, downsampled ([`crate::series`]) |
+//! | `GET /api/v1/compare` | read | one column's distribution in two segments with KS, PSI, JS, Wasserstein ([`crate::compare`]) |
 //! | `GET /api/v1/alerts` | read | current alerts (firing, pending, recently resolved), filterable |
 //! | `POST /api/v1/alerts/{fingerprint}/ack` | admin | acknowledge a firing alert |
 //! | `GET`/`POST /api/v1/silences`, `DELETE /api/v1/silences/{id}` | read / admin | silences |
@@ -76,12 +77,12 @@ impl Default for ApiOptions {
     }
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
+pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response {
     json_response(status, &json!({"error": message.into()}))
 }
 
 /// The query string as pairs, percent-decoded.
-fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
+pub(crate) fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
     query
         .unwrap_or("")
         .split('&')
@@ -98,17 +99,17 @@ fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
         .collect()
 }
 
-fn parse_time(name: &str, text: &str) -> Result<i64, String> {
+pub(crate) fn parse_time(name: &str, text: &str) -> Result<i64, String> {
     inferwatch_core::parse_timestamp_text(text)
         .map_err(|_| format!("{name}: '{text}' is not an RFC 3339 time"))
 }
 
-fn rfc3339(nanos: i64) -> String {
+pub(crate) fn rfc3339(nanos: i64) -> String {
     chrono::DateTime::from_timestamp_nanos(nanos)
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-fn query_failure(error_value: QueryError) -> Response {
+pub(crate) fn query_failure(error_value: QueryError) -> Response {
     match error_value {
         QueryError::Sql(_)
         | QueryError::ReadOnly(_)

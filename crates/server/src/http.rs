@@ -334,6 +334,11 @@ fn routes() -> Routes {
             get(crate::api::series),
         )
         .add(
+            "/api/v1/compare",
+            &[("get", Access::Read)],
+            get(crate::compare::compare),
+        )
+        .add(
             "/api/v1/alerts",
             &[("get", Access::Read)],
             get(crate::api::alerts),

@@ -69,6 +69,7 @@
 pub mod alert_ledger;
 pub mod api;
 pub mod auth;
+pub mod compare;
 pub mod config;
 pub mod correlator;
 pub mod http;
