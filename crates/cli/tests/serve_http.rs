@@ -1646,7 +1646,7 @@ mod demo {
     use super::*;
 
     /// A free loopback port (bound, then released).
-    fn free_port() -> u16 {
+    pub(super) fn free_port() -> u16 {
         std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -1732,5 +1732,216 @@ mod demo {
         });
         child.stop();
         assert!(data.join("INFERWATCH-DEMO").is_file());
+    }
+}
+
+/// The dashboard's alerts, model and SQL views, and the segment comparison
+/// behind the model page, against `inferwatch demo`: its simulator runs a
+/// poisoned data source (src-07) from five minutes before the live traffic.
+mod dashboard_views {
+    use super::*;
+
+    /// A running demo: the node, its base URL and its read and admin tokens.
+    struct Demo {
+        node: Node,
+        base: String,
+        read: String,
+        admin: String,
+    }
+
+    fn start_demo(data: &Path) -> Demo {
+        let listen = format!("127.0.0.1:{}", demo::free_port());
+        let mut child = Command::new(common::binary())
+            .args(["demo", "--listen", &listen, "--history", "30m", "--data"])
+            .arg(data)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting inferwatch demo");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let node = Node {
+            child,
+            address: listen.clone(),
+        };
+        let (mut read, mut admin) = (None, None);
+        while read.is_none() || admin.is_none() {
+            let line = lines
+                .next()
+                .expect("demo printed its tokens")
+                .expect("stdout is text");
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words.as_slice() {
+                ["Read", "token:", token, ..] => read = Some(token.to_string()),
+                ["Admin", "token:", token, ..] => admin = Some(token.to_string()),
+                _ => {}
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        Demo {
+            node,
+            base: format!("http://{listen}"),
+            read: read.unwrap(),
+            admin: admin.unwrap(),
+        }
+    }
+
+    fn get(demo: &Demo, path: &str) -> Answer {
+        curl(&[
+            "-H",
+            &format!("Authorization: Bearer {}", demo.read),
+            &format!("{}{path}", demo.base),
+        ])
+    }
+
+    /// The firing source-confidence-drift alert of fraud's poisoned source.
+    fn poisoned_source_alert(demo: &Demo) -> serde_json::Value {
+        eventually(180, "the poisoned source's alert", || {
+            get(
+                demo,
+                "/api/v1/alerts?state=firing&rule_id=source-confidence-drift",
+            )
+            .json()["alerts"]
+                .as_array()?
+                .iter()
+                .find(|alert| alert["group"]["model_id"] == "fraud")
+                .cloned()
+        })
+    }
+
+    fn ks_of(demo: &Demo, source: &str, from: &str) -> f64 {
+        let answer = get(
+            demo,
+            &format!(
+                "/api/v1/compare?column=confidence&model=fraud&segment=source_id={source}&against=rest&from={from}"
+            ),
+        );
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        let comparison = answer.json();
+        assert!(
+            comparison["segment"]["count"].as_u64().unwrap() >= 200,
+            "{comparison}"
+        );
+        comparison["statistics"]["ks"]["statistic"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no KS: {comparison}"))
+    }
+
+    #[test]
+    fn compare_sets_the_poisoned_source_apart_from_the_others_and_refuses_bad_requests() {
+        if !available("curl", &["--version"]) {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let demo = start_demo(&dir.path().join("demo"));
+        let alert = poisoned_source_alert(&demo);
+        let source = alert["group"]["source_id"].as_str().unwrap().to_string();
+        let from = alert["starts_at"].as_str().unwrap().replace('+', "%2B");
+        // The drift rule's own gate is D >= 0.2; a healthy source is far below.
+        let poisoned = ks_of(&demo, &source, &from);
+        assert!(poisoned >= 0.2, "{source}: D = {poisoned}");
+        for healthy in ["src-01", "src-12"] {
+            let d = ks_of(&demo, healthy, &from);
+            assert!(d < 0.1, "{healthy}: D = {d}");
+        }
+        for (query, why) in [
+            (
+                "column=confidence%3B%20DROP&model=fraud",
+                "not a column name",
+            ),
+            ("column=confidence&against=rest", "needs a segment"),
+            ("column=confidence&against=shift:0s", "positive duration"),
+            ("model=fraud", "column is required"),
+        ] {
+            let answer = get(&demo, &format!("/api/v1/compare?{query}"));
+            assert_eq!(answer.status, 400, "{query}: {}", answer.body);
+            assert!(answer.body.contains(why), "{query}: {}", answer.body);
+        }
+        demo.node.stop();
+    }
+
+    #[test]
+    fn alerts_model_and_sql_views_acknowledge_silence_compare_and_chart_in_chromium() {
+        if !available("curl", &["--version"])
+            || !available(&python(), &["-c", "import playwright.sync_api"])
+            || !available("/usr/bin/chromium", &["--version"])
+        {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let demo = start_demo(&dir.path().join("demo"));
+        let alert = poisoned_source_alert(&demo);
+        let summary = alert["summary"].as_str().unwrap().to_string();
+        let shots = std::env::var("INFERWATCH_SCREENSHOTS")
+            .map_or_else(|_| dir.path().to_path_buf(), std::path::PathBuf::from);
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dashboard_views.py");
+        let output = Command::new(python())
+            .arg(&script)
+            .args([
+                &demo.base,
+                &demo.read,
+                &demo.admin,
+                "source-confidence-drift",
+                &summary,
+            ])
+            .arg(&shots)
+            .output()
+            .expect("running dashboard_views.py");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success(),
+            "dashboard_views.py failed: {}\n{stdout}\n{stderr}",
+            output.status
+        );
+        let seen: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+        assert_eq!(seen["alert_summary"], summary.as_str(), "{seen}");
+        assert_eq!(seen["alert_has_impact"], true, "{seen}");
+        assert_eq!(seen["alert_has_evidence"], true, "{seen}");
+        // Acknowledged and silenced through the page, as the API tells.
+        assert_eq!(seen["acknowledged_via_rest"], true, "{seen}");
+        assert_eq!(seen["silenced_via_rest"], true, "{seen}");
+        let matchers = seen["silence_via_rest"]["matchers"].to_string();
+        assert!(
+            matchers.contains("alertname=\\\"source-confidence-drift\\\""),
+            "{matchers}"
+        );
+        assert_eq!(seen["unsilenced_via_rest"], true, "{seen}");
+        let acknowledged = get(&demo, "/api/v1/alerts").json()["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|listed| {
+                listed["fingerprint"] == alert["fingerprint"] && listed["acknowledged"] == true
+            });
+        assert!(acknowledged, "the acknowledgement is kept");
+        // The alert's link opens its model at its time on its source,
+        // which stands apart; another source does not.
+        let route = seen["model_route"].as_str().unwrap();
+        assert!(route.starts_with("/model/fraud?"), "{route}");
+        assert!(route.contains("segment=source_id=src-07"), "{route}");
+        assert_eq!(seen["poisoned_verdict"], "true", "{seen}");
+        assert!(seen["poisoned_ks"].as_f64().unwrap() >= 0.2, "{seen}");
+        assert_eq!(seen["other_verdict"], "false", "{seen}");
+        assert!(seen["other_ks"].as_f64().unwrap() < 0.1, "{seen}");
+        // The SQL console charted its result and the URL carries the query.
+        assert!(seen["sql_points"].as_u64().unwrap() >= 2, "{seen}");
+        assert_eq!(seen["sql_url_shares_query"], true, "{seen}");
+        for (chart, inked) in seen["charts_inked"].as_object().unwrap() {
+            assert!(inked.as_u64().unwrap() > 0, "{chart} drew nothing");
+        }
+        // Dragging over a chart made the range absolute.
+        let zoomed = seen["zoomed_route"].as_str().unwrap();
+        assert!(
+            zoomed.contains("from=") && zoomed.contains("to="),
+            "{zoomed}"
+        );
+        for name in [
+            "dashboard-alerts.png",
+            "dashboard-model.png",
+            "dashboard-sql.png",
+        ] {
+            assert!(shots.join(name).exists(), "{name}");
+        }
+        demo.node.stop();
     }
 }

@@ -38,6 +38,31 @@ const FILES: &[(&str, &str, &[u8])] = &[
         include_bytes!("../ui/app.js"),
     ),
     (
+        "lib.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../ui/lib.js"),
+    ),
+    (
+        "overview.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../ui/overview.js"),
+    ),
+    (
+        "alerts.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../ui/alerts.js"),
+    ),
+    (
+        "sql.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../ui/sql.js"),
+    ),
+    (
+        "model.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../ui/model.js"),
+    ),
+    (
         "style.css",
         "text/css; charset=utf-8",
         include_bytes!("../ui/style.css"),

@@ -1,0 +1,203 @@
+// The overview: per model and version, requests per minute, error rate
+// and p50/p95/p99 latency over the chosen range, from GET /api/v1/series
+// (the server downsamples the per-minute rollups to `points`: two per pixel
+// of chart width); beside them the firing and pending alerts from GET
+// /api/v1/alerts, each with its summary, and each open alert's start
+// marked on its model's charts. Dragging over a chart zooms every chart
+// to that span (an absolute range).
+
+import { html, useState } from "/ui/vendor/htm-preact-standalone.mjs";
+import {
+  absoluteParams,
+  api,
+  Chart,
+  chartWidth,
+  describeGroup,
+  href,
+  query,
+  SEVERITY_ORDER,
+  sqlString,
+  uPlot,
+  updateRoute,
+  useLoader,
+  windowOf,
+} from "/ui/lib.js";
+
+export const REFRESH_MS = 5000;
+
+// The x range every chart shows (Unix seconds): the range as of the last
+// answer. Module state, because uPlot keeps the scale function it was made with.
+let shownWindow = { from: 0, to: 1 };
+
+// A uPlot plugin drawing each open alert's start on the chart as a dashed
+// vertical line in its severity's colour: the chart's `markers`,
+// [{ at (Unix seconds), severity }].
+const SEVERITY_COLOUR = { critical: "#b42318", high: "#d92d20", medium: "#dc6803", low: "#1570ef", info: "#667085" };
+export function alertMarkers() {
+  return {
+    hooks: {
+      draw: (u) => {
+        const { ctx } = u;
+        const { top, height } = u.bbox;
+        ctx.save();
+        ctx.lineWidth = 2 * uPlot.pxRatio;
+        ctx.setLineDash([6 * uPlot.pxRatio, 4 * uPlot.pxRatio]);
+        for (const mark of u.markers || []) {
+          const x = Math.round(u.valToPos(mark.at, "x", true));
+          if (x < u.bbox.left || x > u.bbox.left + u.bbox.width) continue;
+          ctx.strokeStyle = SEVERITY_COLOUR[mark.severity] || SEVERITY_COLOUR.info;
+          ctx.beginPath();
+          ctx.moveTo(x, top);
+          ctx.lineTo(x, top + height);
+          ctx.stroke();
+        }
+        ctx.restore();
+      },
+    },
+  };
+}
+
+// Whether an alert's group names this model (and this version, when the
+// group has one); an alert grouped by neither concerns every model.
+export function alertConcerns(alert, modelId, modelVersion) {
+  const group = alert.group || {};
+  if ("model_id" in group && group.model_id !== modelId) return false;
+  if ("model_version" in group && modelVersion !== undefined && group.model_version !== modelVersion) return false;
+  return true;
+}
+
+export function isOpen(alert) {
+  return alert.state === "firing" || alert.state === "pending";
+}
+
+async function load(token, range) {
+  const { from, to } = windowOf(range);
+  const width = chartWidth();
+  const points = Math.min(100000, Math.max(2, 2 * width));
+  const modelsSql =
+    "SELECT model_id, model_version, sum(count) AS events FROM inference_rollups " +
+    `WHERE minute >= ${sqlString(from.toISOString())} AND minute < ${sqlString(to.toISOString())} ` +
+    "GROUP BY model_id, model_version ORDER BY model_id, model_version";
+  const [models, alerts] = await Promise.all([query(token, modelsSql, 200), api(token, "/api/v1/alerts")]);
+  const panels = await Promise.all(
+    models.rows.map(async ([modelId, modelVersion, events]) => {
+      const series = (metric) => {
+        const params = new URLSearchParams({ metric, model_id: modelId, from: from.toISOString(), to: to.toISOString(), points });
+        if (modelVersion !== null) params.set("model_version", modelVersion);
+        return api(token, `/api/v1/series?${params}`);
+      };
+      const [count, errors, p50, p95, p99] = await Promise.all(["count", "error_rate", "p50", "p95", "p99"].map(series));
+      const markers = alerts.alerts
+        .filter(isOpen)
+        .filter((alert) => alertConcerns(alert, modelId, modelVersion))
+        .map((alert) => ({ at: Date.parse(alert.starts_at) / 1000, severity: alert.severity }))
+        .filter((mark) => Number.isFinite(mark.at));
+      return {
+        key: `${modelId}/${modelVersion ?? ""}`,
+        markers,
+        modelId,
+        modelVersion,
+        events,
+        width,
+        volume: [count.timestamps, count.values],
+        errors: [errors.timestamps, errors.values.map((v) => (v === null ? null : v * 100))],
+        latency: uPlot.join([
+          [p50.timestamps, p50.values],
+          [p95.timestamps, p95.values],
+          [p99.timestamps, p99.values],
+        ]),
+      };
+    }),
+  );
+  const open = alerts.alerts
+    .filter(isOpen)
+    .sort(
+      (a, b) =>
+        (a.state === "firing" ? 0 : 1) - (b.state === "firing" ? 0 : 1) ||
+        SEVERITY_ORDER.indexOf(a.severity) - SEVERITY_ORDER.indexOf(b.severity) ||
+        String(b.starts_at).localeCompare(String(a.starts_at)),
+    );
+  return { panels, alerts: open, detection: alerts.detection, from, to };
+}
+
+// Options of a time chart over [from, to] (Unix seconds) whose y axis
+// starts at `yMin`, with the alert markers.
+function timeChart(yMin) {
+  return {
+    options: {
+      scales: {
+        x: { time: true, range: () => [shownWindow.from, shownWindow.to] },
+        // Rates and latencies start at zero; an all-zero series shows 0-1.
+        y: { range: (u, low, high) => [yMin, Math.max(high, yMin + 1) * 1.05] },
+      },
+    },
+    plugins: [alertMarkers()],
+  };
+}
+
+function zoomTo(min, max) {
+  updateRoute(absoluteParams(min, max));
+}
+
+function ModelPanel({ panel, rangeParams }) {
+  const name = panel.modelVersion === null ? panel.modelId : `${panel.modelId} ${panel.modelVersion}`;
+  const chart = (id, title, data, series) => {
+    const { options, plugins } = timeChart(0);
+    return html`<${Chart} id=${`${panel.key}/${id}`} title=${title} data=${data} width=${panel.width}
+      options=${options} plugins=${plugins} markers=${panel.markers} series=${series} onZoom=${zoomTo} />`;
+  };
+  return html`<section class="card model" data-model=${panel.key}>
+    <h2><a href=${href(`/model/${encodeURIComponent(panel.modelId)}`, rangeParams)}>${name}</a>
+      <span class="meta">${Number(panel.events).toLocaleString()} events in range</span></h2>
+    <div class="charts">
+      ${chart("volume", "Requests per minute", panel.volume, [{ label: "requests/min", stroke: "#1570ef", fill: "rgba(21,112,239,0.08)" }])}
+      ${chart("errors", "Error rate (%)", panel.errors, [{ label: "errors %", stroke: "#d92d20" }])}
+      ${chart("latency", "Latency (ms)", panel.latency, [
+        { label: "p50", stroke: "#12b76a" },
+        { label: "p95", stroke: "#f79009" },
+        { label: "p99", stroke: "#d92d20" },
+      ])}
+    </div>
+  </section>`;
+}
+
+function OpenAlerts({ alerts, detection }) {
+  let body;
+  if (alerts === null) body = html`<p class="empty">Loading…</p>`;
+  else if (!detection) body = html`<p class="empty">No rules run on this node (start serve with --rules).</p>`;
+  else if (alerts.length === 0) body = html`<p class="empty">No firing or pending alerts.</p>`;
+  else
+    body = html`<ul class="alerts">
+      ${alerts.map(
+        (alert) => html`<li key=${alert.alert_id} class=${alert.severity} data-alert=${alert.alert_id}>
+          <span class="state">${alert.state}</span><strong>${alert.title}</strong>
+          <div class="summary">${alert.summary || `${alert.condition} (value ${alert.value})`}</div>
+          <div class="meta">
+            ${alert.rule_id} · ${alert.severity} · ${describeGroup(alert.group)} · since ${alert.starts_at}
+            ${alert.acknowledged ? " · acknowledged" : ""}${alert.silenced ? " · silenced" : ""}
+          </div>
+        </li>`,
+      )}
+    </ul>`;
+  return html`<section class="card" id="alerts"><h2><a href="#/alerts">Alerts</a></h2>${body}</section>`;
+}
+
+export function Overview({ token, range, rangeParams, onFailure, onLoaded }) {
+  const [view, setView] = useState({ panels: null, alerts: null, detection: true });
+  useLoader(
+    () => load(token, range),
+    `${token}|${range.key}`,
+    range.absolute ? 0 : REFRESH_MS,
+    (next) => {
+      shownWindow = { from: next.from.getTime() / 1000, to: next.to.getTime() / 1000 };
+      setView(next);
+      onLoaded(next.to);
+    },
+    onFailure,
+  );
+  return html`<${OpenAlerts} alerts=${view.alerts} detection=${view.detection} />
+    ${view.panels !== null && view.panels.length === 0 && html`<section class="card empty">No events in this range.</section>`}
+    ${(view.panels || []).map(
+      (panel) => html`<${ModelPanel} key=${panel.key} panel=${panel} rangeParams=${rangeParams} />`,
+    )}`;
+}
