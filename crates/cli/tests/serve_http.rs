@@ -540,6 +540,291 @@ mod auth {
     }
 }
 
+/// The notification history, rules reload and dead-letter endpoints.
+mod history_reload_dead_letters {
+    use super::*;
+
+    fn get(node: &Node, token: &str, path: &str) -> Answer {
+        curl(&[
+            "-H",
+            &format!("Authorization: Bearer {token}"),
+            &node.url(path),
+        ])
+    }
+
+    fn post(node: &Node, token: &str, path: &str, body: &str) -> Answer {
+        curl(&[
+            "-H",
+            &format!("Authorization: Bearer {token}"),
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            body,
+            &node.url(path),
+        ])
+    }
+
+    fn line(model: &str, at: &str) -> String {
+        format!("{{\"timestamp\":\"{at}\",\"model_id\":\"{model}\",\"latency_ms\":5}}\n")
+    }
+
+    const BURST: &str = "id: burst\ntitle: A burst of requests\nseverity: high\ngroup_by: [model_id]\nwindow: 10s\nevery: 10s\nallowed_lateness: 1s\ncondition: count() >= 20\n";
+
+    #[test]
+    fn the_history_lists_sent_and_silenced_notifications_and_a_reload_swaps_only_valid_rules() {
+        if !available("curl", &["--version"]) {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let rules = dir.path().join("rules");
+        std::fs::create_dir_all(&rules).unwrap();
+        std::fs::write(rules.join("burst.yaml"), BURST).unwrap();
+        let notify = dir.path().join("notify.yaml");
+        std::fs::write(&notify, "route:\n  group_wait: 0s\n  group_interval: 1s\n").unwrap();
+        let ingest = token(&data, "ingest", None);
+        let read = token(&data, "read", None);
+        let admin = token(&data, "admin", None);
+        let node = Node::start(
+            &data,
+            &[
+                "--rules",
+                rules.to_str().unwrap(),
+                "--notify",
+                notify.to_str().unwrap(),
+            ],
+        );
+        let base = (chrono::Utc::now().timestamp() - 120).div_euclid(10) * 10;
+        let at = |seconds: i64| {
+            chrono::DateTime::from_timestamp(base + seconds, 0)
+                .unwrap()
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        };
+        let silence = post(
+            &node,
+            &admin,
+            "/api/v1/silences",
+            &format!(
+                r#"{{"matchers": ["model_id=quiet"], "starts_at": "{}", "duration": "1h"}}"#,
+                at(-600)
+            ),
+        );
+        assert_eq!(silence.status, 201, "{}", silence.body);
+        let mut body = String::new();
+        for _ in 0..25 {
+            body.push_str(&line("loud", &at(2)));
+            body.push_str(&line("quiet", &at(3)));
+        }
+        for second in (10..60).step_by(2) {
+            body.push_str(&line("tick", &at(second)));
+        }
+        let answer = curl(&[
+            "-H",
+            &format!("Authorization: Bearer {ingest}"),
+            "--data-binary",
+            &body,
+            &node.url("/api/v1/ingest/inference"),
+        ]);
+        assert_eq!(answer.json()["accepted"], 75, "{}", answer.body);
+
+        // The history: loud's firing was notified (and, without actions,
+        // recorded as handed over); quiet's was left out by the silence.
+        let history = eventually(30, "the notification history", || {
+            let history = get(&node, &read, "/api/v1/notifications").json();
+            (!history["notifications"].as_array()?.is_empty()).then_some(history)
+        });
+        assert_eq!(history["actions"], false, "{history}");
+        let notified: Vec<(String, String)> = history["notifications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|notification| {
+                assert_eq!(notification["sent"], true, "{notification}");
+                notification["alerts"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|alert| {
+                        (
+                            alert["group"]["model_id"].as_str().unwrap().to_string(),
+                            alert["state"].as_str().unwrap().to_string(),
+                        )
+                    })
+            })
+            .collect();
+        assert!(
+            notified.contains(&("loud".into(), "firing".into())),
+            "{history}"
+        );
+        assert!(
+            notified.iter().all(|(model, _)| model != "quiet"),
+            "{history}"
+        );
+        let suppressed = history["suppressed"].as_array().unwrap();
+        assert!(
+            suppressed.iter().any(|entry| entry["rule_id"] == "burst"
+                && entry["suppression"].to_string().contains("silence")),
+            "{history}"
+        );
+        let other_rule = get(&node, &read, "/api/v1/notifications?rule_id=nope").json();
+        assert_eq!(other_rule["notifications"], serde_json::json!([]));
+        assert_eq!(
+            get(&node, &read, "/api/v1/notifications?limit=zero").status,
+            400
+        );
+
+        // An invalid rule refuses the reload, with file:line:column, and
+        // the running rules stay.
+        std::fs::write(
+            rules.join("broken.yaml"),
+            "id: broken\ntitle: Broken\nseverity: high\nwindow: 10s\ncondition: count( >= 3\n",
+        )
+        .unwrap();
+        let refused = post(&node, &admin, "/api/v1/rules/reload", "");
+        assert_eq!(refused.status, 400, "{}", refused.body);
+        let errors = refused.json()["errors"].clone();
+        let first = errors[0].as_str().unwrap_or_default();
+        let position = first
+            .split("broken.yaml:")
+            .nth(1)
+            .and_then(|rest| rest.split(':').next()?.parse::<u32>().ok());
+        assert!(position.is_some(), "file:line:column in {errors}");
+        let listed = get(&node, &read, "/api/v1/rules").json();
+        assert_eq!(listed["rules"].as_array().unwrap().len(), 1, "{listed}");
+
+        // Valid rules are swapped in and replayed over the store: a new
+        // rule judges the stored burst; burst's own transitions are not
+        // written again.
+        std::fs::remove_file(rules.join("broken.yaml")).unwrap();
+        std::fs::write(
+            rules.join("burst-ten.yaml"),
+            BURST
+                .replace("id: burst", "id: burst-ten")
+                .replace(">= 20", ">= 10"),
+        )
+        .unwrap();
+        let ledger = data.join("alerts.jsonl");
+        let burst_lines = |text: &str| {
+            common::parse_lines(text)
+                .iter()
+                .filter(|alert| alert["rule_id"] == "burst")
+                .count()
+        };
+        let before = burst_lines(&std::fs::read_to_string(&ledger).unwrap());
+        assert!(before >= 2, "burst fired for loud and quiet");
+        let reloaded = post(&node, &admin, "/api/v1/rules/reload", "");
+        assert_eq!(reloaded.status, 200, "{}", reloaded.body);
+        let report = reloaded.json();
+        let mut loaded: Vec<&str> = report["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|id| id.as_str().unwrap())
+            .collect();
+        loaded.sort_unstable();
+        assert_eq!(loaded, ["burst", "burst-ten"], "{report}");
+        assert_eq!(report["replayed_events"], 75, "{report}");
+        let firing_ten = get(&node, &read, "/api/v1/alerts?rule_id=burst-ten").json();
+        let models: Vec<&str> = firing_ten["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|alert| alert["group"]["model_id"].as_str().unwrap())
+            .collect();
+        assert!(
+            models.contains(&"loud") && models.contains(&"quiet"),
+            "{firing_ten}"
+        );
+        assert_eq!(
+            burst_lines(&std::fs::read_to_string(&ledger).unwrap()),
+            before,
+            "replaying burst wrote nothing twice"
+        );
+        assert_eq!(
+            get(&node, &read, "/api/v1/rules").json()["rules"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
+
+        // A removed rule's alerts leave the board.
+        std::fs::remove_file(rules.join("burst.yaml")).unwrap();
+        assert_eq!(post(&node, &admin, "/api/v1/rules/reload", "").status, 200);
+        let gone = get(&node, &read, "/api/v1/alerts?rule_id=burst").json();
+        assert_eq!(gone["alerts"], serde_json::json!([]), "{gone}");
+        // Reloading takes admin.
+        assert_eq!(post(&node, &read, "/api/v1/rules/reload", "").status, 403);
+        node.stop();
+    }
+
+    #[test]
+    fn dead_letters_are_counted_by_reason_with_samples() {
+        if !available("curl", &["--version"]) {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let ingest = token(&data, "ingest", None);
+        let read = token(&data, "read", None);
+        let node = Node::start(&data, &[]);
+        let empty = get(&node, &read, "/api/v1/ingest/dead-letters");
+        assert_eq!(empty.status, 200, "{}", empty.body);
+        assert_eq!(empty.json()["total"], 0, "{}", empty.body);
+        let mut body = events("fine", 5);
+        for n in 0..3 {
+            body.push_str(&format!("{{\"model_id\": broken {n}\n"));
+        }
+        body.push_str("[1, 2]\n");
+        let answer = curl(&[
+            "-H",
+            &format!("Authorization: Bearer {ingest}"),
+            "--data-binary",
+            &body,
+            &node.url("/api/v1/ingest/inference"),
+        ]);
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        assert_eq!(answer.json()["rejected"], 4, "{}", answer.body);
+        let all = get(&node, &read, "/api/v1/ingest/dead-letters").json();
+        assert_eq!(all["total"], 4, "{all}");
+        assert_eq!(all["reasons"][0]["reason"], "invalid_json", "{all}");
+        assert_eq!(all["reasons"][0]["count"], 3, "{all}");
+        assert_eq!(
+            all["reasons"][0]["samples"].as_array().unwrap().len(),
+            3,
+            "{all}"
+        );
+        assert!(
+            all["reasons"][0]["samples"][0]["raw"]
+                .as_str()
+                .unwrap()
+                .contains("broken"),
+            "{all}"
+        );
+        assert_eq!(all["reasons"][1]["reason"], "not_an_object", "{all}");
+        let one = get(
+            &node,
+            &read,
+            "/api/v1/ingest/dead-letters?reason=invalid_json&limit=1",
+        )
+        .json();
+        assert_eq!(one["reasons"].as_array().unwrap().len(), 1, "{one}");
+        assert_eq!(one["reasons"][0]["count"], 3, "{one}");
+        assert_eq!(
+            one["reasons"][0]["samples"].as_array().unwrap().len(),
+            1,
+            "{one}"
+        );
+        let injected = get(
+            &node,
+            &read,
+            "/api/v1/ingest/dead-letters?reason=x%27%20OR%20%271%27%3D%271",
+        );
+        assert_eq!(injected.status, 400, "{}", injected.body);
+        node.stop();
+    }
+}
+
 /// Every route × every way in: no token, a bad one, an expired one, and
 /// the ingest, read and admin scopes. The routes and who may call them come
 /// from the server's own route table, so a new route cannot escape this.

@@ -9,6 +9,9 @@
 //! | `POST /api/v1/alerts/{fingerprint}/ack` | admin | acknowledge a firing alert |
 //! | `GET`/`POST /api/v1/silences`, `DELETE /api/v1/silences/{id}` | read / admin | silences |
 //! | `GET /api/v1/rules` | read | loaded rules with their live state |
+//! | `POST /api/v1/rules/reload` | admin | load the rules again; swap them in only if all are valid ([`reload_rules`]) |
+//! | `GET /api/v1/notifications` | read | notification history: what was sent, what was left out and why |
+//! | `GET /api/v1/ingest/dead-letters` | read | refused lines counted by reason, with samples |
 //! | `GET /api/v1/health` | read | ingest rates per protocol, dead letters, queue, WAL lag, live time |
 //! | `GET /api/v1/openapi.json` | read | the OpenAPI 3.1 document of every route |
 //! | `GET /metrics` | read | Prometheus text ([`crate::metrics`]) |
@@ -738,8 +741,12 @@ pub async fn rules(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Re
         .iter()
         .map(|state| (state.rule_id.as_str(), state))
         .collect();
-    let rules: Vec<Value> = share
+    let loaded = share
         .rules
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let rules: Vec<Value> = loaded
         .iter()
         .map(|rule| {
             let mut value = serde_json::to_value(rule).unwrap_or(Value::Null);
@@ -773,6 +780,334 @@ pub async fn rules(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Re
             "events": snapshot.events,
         }),
     )
+}
+
+/// `POST /api/v1/rules/reload`: loads the rules directory again and, when
+/// every rule loads and compiles, swaps them in; otherwise refuses with
+/// every error (file:line:column) and the running rules stay as they were.
+///
+/// State after a swap: the new rules start empty and are replayed over the
+/// store (events and heartbeats), as a restart with them would; ingest
+/// waits meanwhile (requests queue, then get 429). Transitions already
+/// written are not written again; new ones (a new or changed rule's,
+/// including those of the past) are written and notified. Alerts of rules
+/// that are gone leave `GET /api/v1/alerts`; acknowledgements, silences
+/// and the notification history are kept.
+pub async fn reload_rules(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Err(denied) = state.authorize_token(&headers, Need::Admin) {
+        return denied_plain(denied);
+    }
+    let Some(share) = detection(&state) else {
+        return no_detection();
+    };
+    let source = share.reload.clone();
+    let decoder = state.decoder().clone();
+    let loaded = tokio::task::spawn_blocking(move || {
+        crate::one_pass::load_engine_and_rules(&source.path, &decoder)
+            .map(|(engine, rules)| (engine.with_max_future(source.max_future), rules))
+    })
+    .await;
+    let (engine, rules) = match loaded {
+        Ok(Ok(loaded)) => loaded,
+        Ok(Err(crate::ServerError::Rules { count, messages })) => {
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                &json!({
+                    "error": format!("{count} rule error(s); the running rules are unchanged"),
+                    "errors": messages,
+                }),
+            )
+        }
+        Ok(Err(refused)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("{refused}; the running rules are unchanged"),
+            )
+        }
+        Err(failure) => {
+            eprintln!("inferwatch serve: loading rules: {failure}");
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "loading the rules failed",
+            );
+        }
+    };
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let request = crate::writer::Control::ReplaceRules {
+        engine: Box::new(engine),
+        reply,
+    };
+    if state.writer().control(request).is_err() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "the node is stopping");
+    }
+    let report = match answer.await {
+        Ok(Ok(report)) => report,
+        Ok(Err(failure)) => {
+            eprintln!("inferwatch serve: swapping rules: {failure}");
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "swapping the rules failed; see the server's log",
+            );
+        }
+        Err(_) => return error(StatusCode::SERVICE_UNAVAILABLE, "the node is stopping"),
+    };
+    let infos: Vec<crate::live::RuleInfo> = rules.iter().map(crate::live::RuleInfo::of).collect();
+    let ids: Vec<String> = infos.iter().map(|rule| rule.id.clone()).collect();
+    *share.rules.lock().unwrap_or_else(|p| p.into_inner()) = infos;
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "reloaded": true,
+            "rules": ids,
+            "replayed_events": report.events,
+            "clock": report.clock.map(rfc3339),
+            "alert_transitions": report.transitions,
+        }),
+    )
+}
+
+/// `GET /api/v1/notifications`: what the notification pipeline produced
+/// (newest first), whether each was handed to the actions, and the alerts
+/// it left out (silenced, inhibited, acknowledged) with why.
+pub async fn notifications(
+    State(state): State<Arc<AppState>>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(denied) = state.authorize_token(&headers, Need::Read) {
+        return denied_plain(denied);
+    }
+    let mut limit = 100usize;
+    let mut rule_id: Option<String> = None;
+    for (key, value) in query_pairs(raw.as_deref()) {
+        match key.as_str() {
+            "limit" => match value.parse::<usize>() {
+                Ok(n) if (1..=10_000).contains(&n) => limit = n,
+                _ => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        format!("limit: '{value}' is not a number from 1 to 10000"),
+                    )
+                }
+            },
+            "rule_id" => rule_id = Some(value),
+            other => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("unknown parameter '{other}': use limit, rule_id"),
+                )
+            }
+        }
+    }
+    let Some(share) = detection(&state) else {
+        return json_response(
+            StatusCode::OK,
+            &json!({"notifications": [], "suppressed": [], "detection": false}),
+        );
+    };
+    let state_dir = share.notifier.state_dir().to_path_buf();
+    // The history is append-only and read up to its last commit, so it is
+    // read without holding the pipeline.
+    let history =
+        tokio::task::spawn_blocking(move || inferwatch_alert::read_history(&state_dir)).await;
+    let records = match history {
+        Ok(Ok(records)) => records,
+        Ok(Err(failure)) => {
+            eprintln!("inferwatch serve: reading the notification history: {failure}");
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "reading the notification history failed; see the server's log",
+            );
+        }
+        Err(failure) => {
+            eprintln!("inferwatch serve: reading the notification history: {failure}");
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "reading the notification history failed",
+            );
+        }
+    };
+    use inferwatch_alert::HistoryEntry;
+    let sent: std::collections::HashSet<&str> = records
+        .iter()
+        .filter_map(|record| match &record.entry {
+            HistoryEntry::Sent { notification_id } => Some(notification_id.as_str()),
+            _ => None,
+        })
+        .collect();
+    let wanted_rule = |id: &str| rule_id.as_deref().is_none_or(|wanted| wanted == id);
+    let mut produced = Vec::new();
+    let mut suppressed = Vec::new();
+    for record in records.iter().rev() {
+        match &record.entry {
+            HistoryEntry::Notification { notification } if produced.len() < limit => {
+                if !notification
+                    .alerts
+                    .iter()
+                    .any(|alert| wanted_rule(&alert.rule_id))
+                {
+                    continue;
+                }
+                let mut value = serde_json::to_value(notification).unwrap_or(Value::Null);
+                if let Some(object) = value.as_object_mut() {
+                    object.insert(
+                        "sent".into(),
+                        Value::from(sent.contains(notification.notification_id.as_str())),
+                    );
+                }
+                produced.push(value);
+            }
+            HistoryEntry::Suppressed {
+                alert_id,
+                fingerprint,
+                rule_id,
+                state: alert_state,
+                suppression,
+            } if suppressed.len() < limit && wanted_rule(rule_id) => {
+                suppressed.push(json!({
+                    "at": (record.at != i64::MIN).then(|| rfc3339(record.at)),
+                    "alert_id": alert_id,
+                    "fingerprint": fingerprint,
+                    "rule_id": rule_id,
+                    "state": alert_state,
+                    "suppression": suppression,
+                }));
+            }
+            _ => {}
+        }
+    }
+    let deliveries = share.notifier.delivery_stats().map(|stats| {
+        json!({
+            "delivered": stats.delivered,
+            "dead_lettered": stats.dead,
+            "retries": stats.retries,
+            "pending": stats.pending,
+        })
+    });
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "notifications": produced,
+            "suppressed": suppressed,
+            "detection": true,
+            "actions": share.notifier.has_actions(),
+            "deliveries": deliveries,
+        }),
+    )
+}
+
+/// `GET /api/v1/ingest/dead-letters`: refused lines counted by reason
+/// (`kind`), each with its first `limit` samples, from the data
+/// directory's dead-letter file (the `dead_letters` SQL table).
+pub async fn dead_letters(
+    State(state): State<Arc<AppState>>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(denied) = state.authorize_token(&headers, Need::Read) {
+        return denied_plain(denied);
+    }
+    let mut samples = 5usize;
+    let mut reason: Option<String> = None;
+    for (key, value) in query_pairs(raw.as_deref()) {
+        match key.as_str() {
+            "limit" => match value.parse::<usize>() {
+                Ok(n) if n <= 1_000 => samples = n,
+                _ => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        format!("limit: '{value}' is not a number from 0 to 1000"),
+                    )
+                }
+            },
+            "reason" => {
+                // Spliced into SQL below: only a reason's own characters.
+                if value.is_empty()
+                    || !value.bytes().all(|byte| {
+                        byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'_'
+                    })
+                {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        format!("reason: '{value}' is not a dead-letter reason (e.g. invalid_json, future_timestamp)"),
+                    );
+                }
+                reason = Some(value);
+            }
+            other => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("unknown parameter '{other}': use reason, limit"),
+                )
+            }
+        }
+    }
+    let filter = reason
+        .as_deref()
+        .map(|reason| format!(" WHERE coalesce(kind, 'other') = '{reason}'"))
+        .unwrap_or_default();
+    let counts_sql = format!(
+        "SELECT coalesce(kind, 'other') AS reason, count(*) AS n FROM {table}{filter} GROUP BY 1 ORDER BY n DESC, reason",
+        table = inferwatch_query::DEAD_LETTERS_TABLE
+    );
+    let engine = state.query.clone();
+    let timeout = state.api.query_timeout;
+    let result = tokio::time::timeout(timeout, async move {
+        let counts = engine.sql(&counts_sql).await?;
+        let mut reasons = Vec::new();
+        for batch in &counts {
+            let names = column_values(batch.column(0));
+            let totals = column_values(batch.column(1));
+            for (name, total) in names.into_iter().zip(totals) {
+                reasons.push((name.as_str().unwrap_or("other").to_string(), total));
+            }
+        }
+        let mut answer = Vec::new();
+        for (name, total) in reasons {
+            let rows = if samples == 0 {
+                Vec::new()
+            } else {
+                let sample_sql = format!(
+                    "SELECT source, line, reason, client_id, model_id, event_time, raw FROM {table} WHERE coalesce(kind, 'other') = '{name}' LIMIT {samples}",
+                    table = inferwatch_query::DEAD_LETTERS_TABLE
+                );
+                rows_as_objects(&engine.sql(&sample_sql).await?)
+            };
+            answer.push(json!({"reason": name, "count": total, "samples": rows}));
+        }
+        Ok::<_, QueryError>(answer)
+    })
+    .await;
+    match result {
+        Ok(Ok(reasons)) => {
+            let total: u64 = reasons
+                .iter()
+                .filter_map(|reason| reason["count"].as_u64())
+                .sum();
+            json_response(StatusCode::OK, &json!({"total": total, "reasons": reasons}))
+        }
+        Ok(Err(failure)) => query_failure(failure),
+        Err(_) => query_failure(QueryError::StatementTimeout { limit: timeout }),
+    }
+}
+
+/// Result rows as JSON objects keyed by column name.
+fn rows_as_objects(batches: &[RecordBatch]) -> Vec<Value> {
+    let mut rows = Vec::new();
+    for batch in batches {
+        let schema = batch.schema();
+        let columns: Vec<Vec<Value>> = batch.columns().iter().map(column_values).collect();
+        for row in 0..batch.num_rows() {
+            let object: Map<String, Value> = schema
+                .fields()
+                .iter()
+                .zip(&columns)
+                .map(|(field, column)| (field.name().clone(), column[row].clone()))
+                .collect();
+            rows.push(Value::Object(object));
+        }
+    }
+    rows
 }
 
 /// `GET /api/v1/health`.
@@ -813,7 +1148,7 @@ pub async fn health(State(state): State<Arc<AppState>>, headers: HeaderMap) -> R
             .unwrap_or_else(|p| p.into_inner())
             .counts();
         json!({
-            "rules": share.rules.len(),
+            "rules": share.rules.lock().unwrap_or_else(|p| p.into_inner()).len(),
             "clock": snapshot.clock.map(rfc3339),
             "events": snapshot.events,
             "heartbeats": live.heartbeats.load(Ordering::Relaxed),
@@ -974,6 +1309,29 @@ mod tests {
                     .any(|(served, _)| openapi_path(served) == *path),
                 "openapi.json documents {path}, which no route serves"
             );
+        }
+    }
+
+    #[test]
+    fn the_openapi_document_names_the_scope_the_route_table_declares() {
+        use crate::http::Access;
+        let document: Value = serde_json::from_str(OPENAPI).unwrap();
+        for route in crate::http::route_access_table() {
+            for (method, access) in route.methods {
+                let operation = &document["paths"][openapi_path(route.path)][*method];
+                let documented = operation["x-inferwatch-scope"].as_str();
+                let expected = match access {
+                    Access::Open => None,
+                    Access::AnyToken => Some("any"),
+                    Access::Ingest => Some("ingest"),
+                    Access::Read => Some("read"),
+                    Access::Admin => Some("admin"),
+                };
+                assert_eq!(documented, expected, "{method} {}", route.path);
+                if *access == Access::Open {
+                    assert_eq!(operation["security"], json!([]), "{method} {}", route.path);
+                }
+            }
         }
     }
 

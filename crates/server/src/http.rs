@@ -160,6 +160,16 @@ impl AppState {
         tokens.check(header, need).map(Some)
     }
 
+    /// The store writer (for control requests such as a rules swap).
+    pub(crate) fn writer(&self) -> &IngestWriter {
+        &self.writer
+    }
+
+    /// The inference stream's decoder (rules compile against its schema).
+    pub(crate) fn decoder(&self) -> &Decoder {
+        &self.decoder
+    }
+
     /// The store writer's counters.
     pub(crate) fn writer_counters(&self) -> Arc<WriterCounters> {
         self.writer.counters.clone()
@@ -362,6 +372,21 @@ fn routes() -> Routes {
             "/api/v1/rules",
             &[("get", Access::Read)],
             get(crate::api::rules),
+        )
+        .add(
+            "/api/v1/rules/reload",
+            &[("post", Access::Admin)],
+            post(crate::api::reload_rules),
+        )
+        .add(
+            "/api/v1/notifications",
+            &[("get", Access::Read)],
+            get(crate::api::notifications),
+        )
+        .add(
+            "/api/v1/ingest/dead-letters",
+            &[("get", Access::Read)],
+            get(crate::api::dead_letters),
         )
         .add(
             "/api/v1/health",

@@ -200,6 +200,14 @@ impl AlertBoard {
         }
     }
 
+    /// Drops the alerts of rules not in `rule_ids` (after a rules reload).
+    pub fn retain_rules(&mut self, rule_ids: &std::collections::HashSet<String>) {
+        self.active
+            .retain(|_, alert| rule_ids.contains(&alert.rule_id));
+        self.resolved
+            .retain(|alert| rule_ids.contains(&alert.rule_id));
+    }
+
     /// Every alert, firing and pending first, then resolved, newest first.
     pub fn alerts(&self) -> Vec<Alert> {
         let mut alerts: Vec<Alert> = self.active.values().cloned().collect();
@@ -235,10 +243,23 @@ pub struct RulesSnapshot {
     pub events: u64,
 }
 
+/// Where the running rules came from, so `POST /api/v1/rules/reload` can
+/// load them again.
+#[derive(Debug, Clone)]
+pub struct RulesSource {
+    /// The rules directory (or file).
+    pub path: std::path::PathBuf,
+    /// How far ahead of the agreed clock an event may be (nanoseconds).
+    pub max_future: i64,
+}
+
 /// What detection shares with the API; absent when `serve` runs no rules.
 pub struct DetectionShare {
-    /// The loaded rules.
-    pub rules: Vec<RuleInfo>,
+    /// The loaded rules (replaced by a reload).
+    pub rules: Mutex<Vec<RuleInfo>>,
+    /// What a reload needs: the rules directory and the event-time limit
+    /// the engine runs with.
+    pub reload: RulesSource,
     /// Their live state.
     pub snapshot: Mutex<RulesSnapshot>,
     /// Current alerts.

@@ -119,6 +119,16 @@ impl Notifier {
         self.pipeline.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The pipeline's state directory (its history file is there).
+    pub fn state_dir(&self) -> &std::path::Path {
+        &self.state_dir
+    }
+
+    /// The dispatcher's counters (`None` without actions).
+    pub fn delivery_stats(&self) -> Option<DispatcherStats> {
+        self.dispatcher.as_ref().map(Dispatcher::stats)
+    }
+
     /// Whether deliveries go to actions (else notifications are recorded only).
     pub fn has_actions(&self) -> bool {
         self.dispatcher.is_some()

@@ -425,8 +425,9 @@ pub struct Detection {
     pub engine: Engine,
     outputs: AlertOutputs,
     transitions: u64,
-    /// The schema the rules were compiled against (set by [`Detection::replay`]).
-    schema: Option<arrow::datatypes::SchemaRef>,
+    /// The schema the rules were compiled against, the data directory and
+    /// the stream detection reads (set by [`Detection::replay`]).
+    replayed_from: Option<(arrow::datatypes::SchemaRef, PathBuf, String)>,
     /// Where a serving node publishes alerts and rule state for its API.
     live: Option<Arc<crate::live::LiveState>>,
     /// The notification pipeline and actions, when configured.
@@ -442,7 +443,7 @@ impl Detection {
             engine,
             outputs,
             transitions: 0,
-            schema: None,
+            replayed_from: None,
             live: None,
             notifier: None,
             notified_clock: None,
@@ -474,9 +475,43 @@ impl Detection {
         stream: &str,
         schema: &arrow::datatypes::SchemaRef,
     ) -> Result<(), ServerError> {
-        self.schema = Some(schema.clone());
+        self.replayed_from = Some((schema.clone(), data.to_path_buf(), stream.to_string()));
         let alerts = crate::alert_ledger::replay_store(data, stream, schema, &mut self.engine)?;
         self.emit(alerts)
+    }
+
+    /// Swaps in `engine` (new rules) and rebuilds its state by replaying
+    /// what the store holds, as a restart with those rules would: windows,
+    /// baselines and learned state come from the stored events and
+    /// heartbeats; transitions already written are not written again, the
+    /// others (a new rule's, including those of the past) are written and
+    /// notified. Alerts of rules that are gone leave the board; no resolved
+    /// transition is made up for them. The store must be synced first, so
+    /// that the replay sees every appended row.
+    pub fn replace_engine(&mut self, engine: Engine) -> Result<(), ServerError> {
+        let Some((schema, data, stream)) = self.replayed_from.clone() else {
+            return Err(ServerError::Internal(
+                "rules can only be swapped after the store was replayed".into(),
+            ));
+        };
+        self.engine = engine;
+        let rule_ids: std::collections::HashSet<String> = self
+            .engine
+            .observable_state()
+            .into_iter()
+            .map(|state| state.rule_id)
+            .collect();
+        if let Some(share) = self.live.as_ref().and_then(|live| live.detection.as_ref()) {
+            share
+                .board
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain_rules(&rule_ids);
+        }
+        let alerts = crate::alert_ledger::replay_store(&data, &stream, &schema, &mut self.engine)?;
+        self.emit(alerts)?;
+        self.publish();
+        Ok(())
     }
 
     /// Observes stored rows with their clock.

@@ -25,7 +25,7 @@ use inferwatch_store::StoreWriter;
 use crate::api::ApiOptions;
 use crate::auth::TokenStore;
 use crate::http::{router, AppState, HttpOptions, NodeShared};
-use crate::live::{DetectionShare, LiveState, RuleInfo};
+use crate::live::{DetectionShare, LiveState, RuleInfo, RulesSource};
 use crate::metrics::Metrics;
 use crate::notify::{DeliveryTotals, Notifier, NotifyOptions};
 use crate::one_pass::{
@@ -120,7 +120,11 @@ pub async fn serve(
                 state_dir: options.data.join(NOTIFY_STATE_DIR),
             })?);
             live.detection = Some(DetectionShare {
-                rules: loaded.iter().map(RuleInfo::of).collect(),
+                rules: std::sync::Mutex::new(loaded.iter().map(RuleInfo::of).collect()),
+                reload: RulesSource {
+                    path: rules.clone(),
+                    max_future,
+                },
                 snapshot: Default::default(),
                 board: Default::default(),
                 notifier: notifier.clone(),

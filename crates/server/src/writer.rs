@@ -91,6 +91,30 @@ pub struct JobOutcome {
     pub parts: Vec<PartOutcome>,
 }
 
+/// A request to the writer thread that is not ingest: it runs between
+/// jobs, in order with them.
+pub enum Control {
+    /// Swap detection's rules for `engine`'s and rebuild its state from
+    /// the store ([`Detection::replace_engine`]).
+    ReplaceRules {
+        /// The new rules, compiled and checked.
+        engine: Box<inferwatch_detect::Engine>,
+        /// The outcome, once the swap is done.
+        reply: tokio::sync::oneshot::Sender<Result<ReloadReport, String>>,
+    },
+}
+
+/// What a rules swap did.
+#[derive(Debug, Clone)]
+pub struct ReloadReport {
+    /// Events the new rules were replayed over.
+    pub events: u64,
+    /// Detection's clock afterwards.
+    pub clock: Option<i64>,
+    /// Alert transitions written in all, afterwards.
+    pub transitions: u64,
+}
+
 /// Why a job was not queued.
 pub enum Submit {
     /// The queue is full: answer 429 and let the client retry.
@@ -140,6 +164,7 @@ pub struct WriterOptions {
 #[derive(Clone)]
 pub struct IngestWriter {
     sender: Sender<Job>,
+    control: Sender<Control>,
     /// Counters.
     pub counters: Arc<WriterCounters>,
 }
@@ -154,15 +179,31 @@ impl IngestWriter {
         options: WriterOptions,
     ) -> Result<(IngestWriter, JoinHandle<Result<(), ServerError>>), ServerError> {
         let (sender, receiver) = bounded(options.queue.max(1));
+        let (control, control_receiver) = bounded(4);
         let counters = Arc::new(WriterCounters::default());
         let mut state = WriterState::new(writer, detection, options, counters.clone())?;
         let handle = std::thread::Builder::new()
             .name("http-store".into())
-            .spawn(move || state.run(receiver))
+            .spawn(move || state.run(receiver, control_receiver))
             .map_err(|error| {
                 ServerError::Internal(format!("spawning the store writer thread: {error}"))
             })?;
-        Ok((IngestWriter { sender, counters }, handle))
+        Ok((
+            IngestWriter {
+                sender,
+                control,
+                counters,
+            },
+            handle,
+        ))
+    }
+
+    /// Hands a control request to the writer thread (waits while four are
+    /// already waiting); an error when the thread has stopped.
+    pub fn control(&self, request: Control) -> Result<(), ServerError> {
+        self.control
+            .send(request)
+            .map_err(|_| ServerError::Internal("the store writer has stopped".into()))
     }
 
     /// Queues a job, or says why not, at once.
@@ -333,7 +374,11 @@ impl WriterState {
         }))?)
     }
 
-    fn run(&mut self, receiver: Receiver<Job>) -> Result<(), ServerError> {
+    fn run(
+        &mut self,
+        receiver: Receiver<Job>,
+        control: Receiver<Control>,
+    ) -> Result<(), ServerError> {
         let mut last_tick = Instant::now();
         loop {
             // Acks wait on the background fsync: poll for it while some wait.
@@ -346,6 +391,9 @@ impl WriterState {
                 Ok(job) => self.handle(job),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
+            }
+            while let Ok(request) = control.try_recv() {
+                self.control(request);
             }
             if last_tick.elapsed() >= Duration::from_millis(50) {
                 last_tick = Instant::now();
@@ -375,6 +423,51 @@ impl WriterState {
         }
         writer.close()?;
         Ok(())
+    }
+
+    fn control(&mut self, request: Control) {
+        match request {
+            Control::ReplaceRules { engine, reply } => {
+                let result = self
+                    .replace_rules(*engine)
+                    .map_err(|error| error.to_string());
+                // The caller may have gone; the swap stands regardless.
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    /// Syncs the store so the replay sees every appended row, then swaps.
+    fn replace_rules(
+        &mut self,
+        engine: inferwatch_detect::Engine,
+    ) -> Result<ReloadReport, ServerError> {
+        if self.detection.is_none() {
+            return Err(ServerError::Config(
+                "no rules are running on this node".into(),
+            ));
+        }
+        self.writer().sync()?;
+        let detection = self
+            .detection
+            .as_mut()
+            .ok_or_else(|| ServerError::Internal("detection vanished".into()))?;
+        detection.replace_engine(engine)?;
+        let stats = detection.engine.stats();
+        let report = ReloadReport {
+            events: stats.events,
+            clock: stats.clock,
+            transitions: detection.transitions(),
+        };
+        self.counters
+            .alerts
+            .store(report.transitions, Ordering::Relaxed);
+        if let Some(idle) = self.idle.as_mut() {
+            idle.arrived(Instant::now(), report.clock);
+        }
+        self.dirty = true;
+        self.publish(true);
+        Ok(report)
     }
 
     /// When the live inputs have been silent long enough: records a
