@@ -26,6 +26,8 @@
 
 use std::collections::BTreeMap;
 
+use inferwatch_core::QuantileSketch;
+
 use inferwatch_core::Evidence;
 use marked_yaml::Spanned;
 use serde::Deserialize;
@@ -71,6 +73,8 @@ pub(crate) struct ForestDocument {
     learn_per_tick: Option<usize>,
     #[serde(default)]
     seed: Option<u64>,
+    #[serde(default)]
+    false_findings_per_day: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -170,8 +174,13 @@ pub enum Detector {
 pub struct ForestDetector {
     /// Feature names and their aggregate expressions, in name order.
     pub features: Vec<(String, LocatedExpr)>,
-    /// Score in [0, 1] at or above which an entity holds.
+    /// Score in [0, 1] at or above which an entity holds; with
+    /// `false_findings_per_day`, the floor under the calibrated threshold.
     pub threshold: f64,
+    /// Calibrates the threshold so that entities scored like the learned
+    /// (normal) ones would cross it about this often a day, over the whole
+    /// population (see [`EntityForest`]).
+    pub false_findings_per_day: Option<f64>,
     /// Vectors learned before any entity is scored.
     pub warmup: usize,
     /// Trees in the forest.
@@ -448,9 +457,20 @@ impl DetectorDocument {
                         None,
                     ));
                 }
+                if let Some(rate) = document.false_findings_per_day {
+                    if !(rate > 0.0 && rate.is_finite()) {
+                        return Err(located_error(
+                            source,
+                            at,
+                            format!("false_findings_per_day must be a positive number, not {rate}"),
+                            None,
+                        ));
+                    }
+                }
                 Ok(Detector::Forest(ForestDetector {
                     features,
                     threshold,
+                    false_findings_per_day: document.false_findings_per_day,
                     warmup: document.warmup.unwrap_or(512),
                     trees,
                     memory,
@@ -907,16 +927,45 @@ fn category_counts(reference: &[f64], subject: &[f64]) -> (Vec<f64>, Vec<f64>) {
 /// One rule's online isolation forest over entity feature vectors.
 ///
 /// The `rcf3` crate's online isolation forest does the learning; this wraps
-/// it with the feature transform, warm-up and the learn-per-tick budget.
+/// it with the feature transform, warm-up, the learn-per-tick budget and the
+/// threshold's calibration.
+///
+/// A fixed score means different things on different fleets: where clients
+/// are alike, normal ones score near 0.45; where they are not, many honest
+/// ones pass 0.6. With `false_findings_per_day`, the threshold is set each
+/// tick to the quantile of the last 24 hours' scores (a mergeable sketch per
+/// hour) that `target / (entities scored per day)` of them pass. The scores
+/// of an attacker count too; they move the quantile only once they outnumber
+/// the day's budget, and the floor below keeps it from dropping to noise.
+/// The rule's `threshold` stays as a floor, and judges alone until the day's
+/// scores are enough to expect a few past the calibrated quantile.
 pub(crate) struct EntityForest {
     forest: rcf3::OnlineIForest,
     learned: u64,
     /// Vectors of this tick waiting to be learned, with their entity keys.
     pending: Vec<(u64, Vec<f32>)>,
+    /// The scores given in each of the last 24 hours (by tick time).
+    hourly_scores: std::collections::VecDeque<(i64, QuantileSketch)>,
+    /// Entities scored this tick, and per tick on average (an EWMA).
+    scored_this_tick: u64,
+    scored_per_tick: f64,
+    /// Ticks per day, for the calibration.
+    ticks_per_day: f64,
+    /// The threshold this tick is judged against.
+    threshold: f64,
 }
 
+/// Hours of scores the calibration reads (a day: the daily cycle included).
+const CALIBRATION_HOURS: i64 = 24;
+/// Scores expected past the calibrated threshold before it is trusted.
+const CALIBRATION_MIN_TAIL: f64 = 4.0;
+/// Nanoseconds in an hour.
+const HOUR_NS: i64 = 3_600_000_000_000;
+/// Weight of each tick in the average of entities scored per tick.
+const SCORED_PER_TICK_WEIGHT: f64 = 0.05;
+
 impl EntityForest {
-    pub(crate) fn new(detector: &ForestDetector) -> Result<Self, DetectError> {
+    pub(crate) fn new(detector: &ForestDetector, every: i64) -> Result<Self, DetectError> {
         let forest = rcf3::OnlineIForest::builder(detector.features.len())
             .num_trees(detector.trees)
             .window_size(detector.memory)
@@ -927,7 +976,17 @@ impl EntityForest {
             forest,
             learned: 0,
             pending: Vec::new(),
+            hourly_scores: std::collections::VecDeque::new(),
+            scored_this_tick: 0,
+            scored_per_tick: 0.0,
+            ticks_per_day: 86_400e9 / every.max(1) as f64,
+            threshold: detector.threshold,
         })
+    }
+
+    /// The threshold the current tick is judged against.
+    pub(crate) fn threshold(&self) -> f64 {
+        self.threshold
     }
 
     /// Scores one entity's raw feature values against what was learned
@@ -957,14 +1016,34 @@ impl EntityForest {
             .flatten();
         // An entity judged anomalous is not learned: otherwise a sustained
         // attack teaches the forest that it is normal and the alert fades.
-        if score.is_none_or(|score| score < detector.threshold) {
+        if score.is_none_or(|score| score < self.threshold) {
             self.pending.push((key, point));
         }
         let score = score?;
+        self.scored_this_tick += 1;
+        let hour = tick.div_euclid(HOUR_NS);
+        if self
+            .hourly_scores
+            .back()
+            .is_none_or(|(last, _)| *last != hour)
+        {
+            self.hourly_scores
+                .push_back((hour, QuantileSketch::default()));
+        }
+        while self
+            .hourly_scores
+            .front()
+            .is_some_and(|(first, _)| hour - first >= CALIBRATION_HOURS)
+        {
+            self.hourly_scores.pop_front();
+        }
+        if let Some((_, sketch)) = self.hourly_scores.back_mut() {
+            sketch.add(score);
+        }
         Some(Finding {
-            holds: score >= detector.threshold,
+            holds: score >= self.threshold,
             value: score,
-            threshold: detector.threshold,
+            threshold: self.threshold,
             evidence: Evidence {
                 detector: "forest".into(),
                 method: "online_isolation_forest".into(),
@@ -998,6 +1077,35 @@ impl EntityForest {
         }
         pending.clear();
         self.pending = pending;
+        if self.scored_this_tick > 0 {
+            let scored = self.scored_this_tick as f64;
+            self.scored_per_tick = if self.scored_per_tick == 0.0 {
+                scored
+            } else {
+                self.scored_per_tick + SCORED_PER_TICK_WEIGHT * (scored - self.scored_per_tick)
+            };
+        }
+        self.scored_this_tick = 0;
+        if let Some(rate) = detector.false_findings_per_day {
+            self.threshold = self.calibrated_threshold(detector, rate);
+        }
+    }
+
+    /// See the type's documentation.
+    fn calibrated_threshold(&self, detector: &ForestDetector, false_findings_per_day: f64) -> f64 {
+        let floor = detector.threshold;
+        let judged_per_day = self.scored_per_tick.max(1.0) * self.ticks_per_day;
+        let rate = (false_findings_per_day / judged_per_day).clamp(1e-9, 1.0);
+        let mut scores = QuantileSketch::default();
+        for (_, sketch) in &self.hourly_scores {
+            scores.merge(sketch);
+        }
+        // Until a few scores are expected past it, a quantile that far out
+        // is a guess: the floor judges.
+        if (scores.count() as f64) * rate < CALIBRATION_MIN_TAIL {
+            return floor;
+        }
+        scores.quantile(1.0 - rate).clamp(floor, 1.0)
     }
 
     /// Vectors learned so far.
@@ -1020,4 +1128,79 @@ fn round_for_display(value: f64) -> f64 {
     let digits = 4 - value.abs().log10().ceil() as i32;
     let scale = 10f64.powi(digits.clamp(0, 12));
     (value * scale).round() / scale
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rule::Rule;
+    use std::path::Path;
+
+    fn forest_rule(calibration: &str) -> ForestDetector {
+        let text = format!(
+            "id: f\ntitle: f\nseverity: info\ngroup_by: [client_id]\nwindow: 5m\nevery: 1m\n\
+             condition: count() >= 1\ndetector:\n  forest:\n    features:\n      \
+             a: count()\n      b: avg(latency_ms)\n      c: avg(input_tokens)\n    \
+             threshold: 0.6\n    memory: 512\n    warmup: 256\n{calibration}"
+        );
+        match Rule::from_yaml_str(Path::new("f.yaml"), &text)
+            .unwrap()
+            .detector
+        {
+            Some(Detector::Forest(forest)) => forest,
+            _ => panic!("a forest rule"),
+        }
+    }
+
+    /// A deterministic pseudo-random number in [0, 1).
+    fn uniform(seed: u64) -> f64 {
+        let mixed = xxhash_rust::xxh3::xxh3_64(&seed.to_le_bytes());
+        (mixed >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Findings per 1,000 scored entity-ticks, once a day's worth of
+    /// scores can calibrate, over a fleet of 60 honest clients with
+    /// heavy-tailed features (Pareto, alpha 0.7: every tick some honest
+    /// client looks unlike the rest, as on a fleet of mixed workloads), and
+    /// the threshold at the end.
+    fn judge_heavy_tailed_fleet(detector: &ForestDetector) -> (f64, f64) {
+        let mut forest = EntityForest::new(detector, 60_000_000_000).unwrap();
+        let (mut scored, mut findings) = (0u64, 0u64);
+        for tick in 0..600i64 {
+            for entity in 0..60u64 {
+                let draw = |feature: u64| uniform((tick as u64) << 32 | entity << 8 | feature);
+                let features: Vec<f64> = (0..3)
+                    .map(|f| 100.0 * (1.0 - draw(f)).powf(-1.0 / 0.7))
+                    .collect();
+                let finding = forest.observe(detector, entity, tick * 60_000_000_000, &features);
+                // 24 a day over 60 entities a minute needs ~15,000 scores
+                // to resolve: the calibration is on from about tick 240.
+                if let (true, Some(finding)) = (tick >= 300, finding) {
+                    scored += 1;
+                    findings += u64::from(finding.holds);
+                }
+            }
+            forest.end_tick(detector);
+        }
+        (
+            1_000.0 * findings as f64 / scored as f64,
+            forest.threshold(),
+        )
+    }
+
+    #[test]
+    fn a_calibrated_forest_holds_its_false_finding_rate_where_a_fixed_score_does_not() {
+        let (fixed_rate, fixed_threshold) = judge_heavy_tailed_fleet(&forest_rule(""));
+        let calibrated = forest_rule("    false_findings_per_day: 24\n");
+        let (calibrated_rate, calibrated_threshold) = judge_heavy_tailed_fleet(&calibrated);
+        // The target: 24 a day over 60 entities a minute, 0.28 per 1,000.
+        let target = 1_000.0 * 24.0 / (60.0 * 1_440.0);
+        assert_eq!(fixed_threshold, 0.6);
+        assert!(calibrated_threshold > 0.6, "{calibrated_threshold}");
+        assert!(fixed_rate > 4.0 * target, "fixed: {fixed_rate} per 1,000");
+        assert!(
+            calibrated_rate < 2.0 * target,
+            "calibrated: {calibrated_rate} per 1,000 (target {target})"
+        );
+    }
 }

@@ -115,6 +115,9 @@ pub struct RuleState {
     pub detector_bytes: usize,
     /// Vectors a forest detector has learned.
     pub forest_learned: Option<u64>,
+    /// The score a forest detector judges the next tick against (its
+    /// calibrated threshold, or the fixed one).
+    pub forest_threshold: Option<f64>,
 }
 
 /// Runs a set of rules over a stream of batches.
@@ -1102,7 +1105,7 @@ impl RuleRuntime {
                 )),
             },
             Some(Detector::Forest(forest)) => {
-                DetectorRuntime::Forest(Box::new(EntityForest::new(forest)?))
+                DetectorRuntime::Forest(Box::new(EntityForest::new(forest, rule.every)?))
             }
             Some(Detector::Drift(drift)) => {
                 let column = column_at(schema, &rule, &drift.column, drift.column_position)?;
@@ -1985,6 +1988,10 @@ impl RuleRuntime {
             },
             forest_learned: match &self.detector {
                 DetectorRuntime::Forest(forest) => Some(forest.learned()),
+                _ => None,
+            },
+            forest_threshold: match &self.detector {
+                DetectorRuntime::Forest(forest) => Some(forest.threshold()),
                 _ => None,
             },
         }
