@@ -118,7 +118,13 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     keep_freed_pages();
-    let cli = Cli::parse();
+    // The matches are kept: `serve` tells the flags given on the command
+    // line from defaults (they win over its config file).
+    let matches = <Cli as clap::CommandFactory>::command().get_matches();
+    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(error) => error.exit(),
+    };
     let result = match cli.command {
         Command::Simulate(args) => simulate_cmd::run(args),
         Command::Detect(args) => detect_cmd::run(args),
@@ -126,7 +132,10 @@ fn main() -> std::process::ExitCode {
         Command::Map(args) => map_cmd::run(args),
         Command::Ingest(args) => ingest_cmd::run(args),
         Command::Query(args) => query_cmd::run_query(args),
-        Command::Serve(args) => serve_cmd::run(*args),
+        Command::Serve(args) => match matches.subcommand_matches("serve") {
+            Some(given) => serve_cmd::run(*args, given),
+            None => unreachable!("clap parsed the serve subcommand"),
+        },
         Command::Token(command) => token_cmd::run(command),
         Command::Run(args) => run_cmd::run(args),
         Command::Score(args) => score_cmd::run(args),

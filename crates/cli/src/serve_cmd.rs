@@ -22,9 +22,14 @@ use crate::query_cmd::{alert_history, runtime, LimitArgs, PgArgs};
 /// Arguments of `inferwatch serve`.
 #[derive(clap::Args)]
 pub struct ServeArgs {
-    /// Data directory.
+    /// A YAML config (see `examples/serve.yaml`): each key is the flag of
+    /// the same name. Flags given here win over INFERWATCH_* variables,
+    /// which win over the file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Data directory (or `data:` in --config, or INFERWATCH_DATA).
     #[arg(long)]
-    pub data: PathBuf,
+    pub data: Option<PathBuf>,
     /// Address of the Postgres wire listener.
     #[arg(long, default_value = "127.0.0.1:5433")]
     pub pg: SocketAddr,
@@ -51,34 +56,34 @@ pub struct NodeArgs {
     pub listen: Option<SocketAddr>,
     /// Rules to run on the ingested inference events; alerts print as
     /// JSON lines, as `run` prints them.
-    #[arg(long, requires = "listen")]
+    #[arg(long)]
     pub rules: Option<PathBuf>,
     /// Field mapping (YAML) for the inference stream.
-    #[arg(long, requires = "listen")]
+    #[arg(long)]
     pub mapping: Option<PathBuf>,
     /// Also append alert transitions here instead of printing them.
-    #[arg(long, value_name = "FILE", requires = "rules")]
+    #[arg(long, value_name = "FILE")]
     pub alerts_file: Option<PathBuf>,
     /// Deliver firing and resolved alerts to the actions in this YAML file
     /// (webhook, alertmanager, slack, pagerduty, command, rollback), through
     /// the notification pipeline whose acknowledgements and silences the
     /// REST API manages; state and the delivery journal live under the data
     /// directory's `notify/`.
-    #[arg(long, value_name = "FILE", requires = "rules")]
+    #[arg(long, value_name = "FILE")]
     pub actions: Option<PathBuf>,
     /// Grouping, inhibition, flapping and risk settings for notifications
     /// (YAML); Alertmanager-like defaults apply when omitted.
-    #[arg(long, value_name = "FILE", requires = "rules")]
+    #[arg(long, value_name = "FILE")]
     pub notify: Option<PathBuf>,
     /// Let `command` actions run programs (off unless given).
-    #[arg(long, requires = "actions")]
+    #[arg(long)]
     pub allow_commands: bool,
     /// At shutdown, wait this long for deliveries in flight; whatever is
     /// left is delivered by the next start.
     #[arg(long, default_value = "10s", value_name = "DURATION")]
     pub delivery_grace: String,
     /// Accept requests without a token (for a trusted network only).
-    #[arg(long, requires = "listen")]
+    #[arg(long)]
     pub open: bool,
     /// Requests waiting for the store before new ones get 429.
     #[arg(long, default_value_t = 64)]
@@ -115,10 +120,134 @@ pub struct NodeArgs {
     pub store: StoreArgs,
 }
 
+impl ServeArgs {
+    /// The data directory, from the flag, the environment or the config.
+    pub fn data(&self) -> anyhow::Result<&std::path::Path> {
+        self.data
+            .as_deref()
+            .context("no data directory: give --data, INFERWATCH_DATA or data: in --config")
+    }
+}
+
+/// Fills in what the command line did not give, from the INFERWATCH_*
+/// environment and then the `--config` file (a flag wins over a variable,
+/// a variable over the file, the file over the flag's default).
+fn apply_config(args: &mut ServeArgs, matches: &clap::ArgMatches) -> anyhow::Result<()> {
+    use inferwatch_server::serve_config::ServeConfig;
+    let mut config = match &args.config {
+        Some(path) => ServeConfig::load(path)?,
+        None => ServeConfig::default(),
+    };
+    config.apply_env(|name| std::env::var(name).ok())?;
+    let given = |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+    macro_rules! fill {
+        ($target:expr, $id:literal, $value:expr) => {
+            if let (false, Some(value)) = (given($id), $value) {
+                $target = value;
+            }
+        };
+    }
+    let postgres = config.postgres()?;
+    fill!(args.data, "data", config.data.map(Some));
+    if !given("pg") && !given("no_pg") {
+        match postgres {
+            Some(None) => args.no_pg = true,
+            Some(Some(address)) => args.pg = address,
+            None => {}
+        }
+    }
+    let node = &mut args.node;
+    fill!(node.listen, "listen", config.listen.map(Some));
+    fill!(node.rules, "rules", config.rules.map(Some));
+    fill!(node.mapping, "mapping", config.mapping.map(Some));
+    fill!(
+        node.alerts_file,
+        "alerts_file",
+        config.alerts_file.map(Some)
+    );
+    fill!(node.actions, "actions", config.actions.map(Some));
+    fill!(node.notify, "notify", config.notify.map(Some));
+    fill!(node.allow_commands, "allow_commands", config.allow_commands);
+    fill!(node.open, "open", config.open);
+    fill!(node.queue, "queue", config.queue);
+    fill!(
+        node.elasticsearch_version,
+        "elasticsearch_version",
+        config.elasticsearch_version
+    );
+    fill!(
+        node.max_request_size,
+        "max_request_size",
+        config.max_request_size
+    );
+    fill!(
+        node.max_decompressed_size,
+        "max_decompressed_size",
+        config.max_decompressed_size
+    );
+    fill!(node.max_future, "max_future", config.max_future);
+    fill!(node.idle_after, "idle_after", config.idle_after);
+    fill!(node.query_timeout, "query_timeout", config.query_timeout);
+    fill!(node.query_max_rows, "query_max_rows", config.query_max_rows);
+    fill!(node.delivery_grace, "delivery_grace", config.delivery_grace);
+    let store = &mut node.store;
+    fill!(store.fsync, "fsync", config.store.fsync);
+    fill!(store.flush_rows, "flush_rows", config.store.flush_rows);
+    fill!(
+        store.flush_interval,
+        "flush_interval",
+        config.store.flush_interval
+    );
+    fill!(
+        store.retention_age,
+        "retention_age",
+        config.store.retention_age.map(Some)
+    );
+    fill!(
+        store.retention_size,
+        "retention_size",
+        config.store.retention_size.map(Some)
+    );
+    Ok(())
+}
+
+/// What only makes sense with another setting, checked once the flags,
+/// the environment and the config file are merged.
+fn check_node_settings(node: &NodeArgs) -> anyhow::Result<()> {
+    if node.listen.is_none() {
+        for (set, name) in [
+            (node.rules.is_some(), "rules"),
+            (node.mapping.is_some(), "mapping"),
+            (node.open, "open"),
+        ] {
+            anyhow::ensure!(
+                !set,
+                "{name} needs listen (--listen or listen: in --config)"
+            );
+        }
+    }
+    if node.rules.is_none() {
+        for (set, name) in [
+            (node.alerts_file.is_some(), "alerts_file"),
+            (node.actions.is_some(), "actions"),
+            (node.notify.is_some(), "notify"),
+        ] {
+            anyhow::ensure!(!set, "{name} needs rules (--rules or rules: in --config)");
+        }
+    }
+    anyhow::ensure!(
+        !node.allow_commands || node.actions.is_some(),
+        "allow_commands needs actions"
+    );
+    Ok(())
+}
+
 /// Runs `inferwatch serve`.
-pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    std::fs::create_dir_all(&args.data)
-        .with_context(|| format!("creating {}", args.data.display()))?;
+pub fn run(mut args: ServeArgs, given: &clap::ArgMatches) -> anyhow::Result<ExitCode> {
+    apply_config(&mut args, given)?;
+    check_node_settings(&args.node)?;
+    let data = args.data()?;
+    std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
     let runtime = runtime()?;
     runtime.block_on(async move {
         let postgres = if args.no_pg {
@@ -165,7 +294,7 @@ type PgTask = tokio::task::JoinHandle<Result<(), inferwatch_query::QueryError>>;
 async fn start_postgres(args: &ServeArgs) -> anyhow::Result<PgTask> {
     let history = alert_history(args.alerts.as_deref());
     let limits = args.limits.limits()?;
-    let engine = QueryEngine::open_with_limits(&args.data, true, history.as_deref(), limits)?;
+    let engine = QueryEngine::open_with_limits(args.data()?, true, history.as_deref(), limits)?;
     let options = args.auth.options(args.pg)?;
     let generated = options.password_generated.then(|| options.password.clone());
     let tls = options.tls.is_some();
@@ -246,7 +375,7 @@ pub(crate) async fn serve_node_until(
         Ok(Duration::from_nanos(nanos as u64))
     };
     let options = ServeOptions {
-        data: args.data.clone(),
+        data: args.data()?.to_path_buf(),
         listen,
         rules: node.rules.clone(),
         mapping: node.mapping.clone(),
@@ -277,13 +406,13 @@ pub(crate) async fn serve_node_until(
         delivery_grace: duration(&node.delivery_grace, "--delivery-grace")?,
     };
     if !node.open
-        && inferwatch_server::auth::list_tokens(&args.data)
+        && inferwatch_server::auth::list_tokens(args.data()?)
             .map(|tokens| tokens.is_empty())
             .unwrap_or(true)
     {
         eprintln!(
             "inferwatch serve: no tokens yet: every request will get 401; create one with `inferwatch token create --data {} --scope ingest`",
-            args.data.display()
+            args.data()?.display()
         );
     }
     let printer: Box<dyn std::io::Write + Send> =

@@ -24,10 +24,18 @@ struct Node {
 
 impl Node {
     fn start(data: &Path, extra: &[&str]) -> Node {
+        let data = data.to_str().unwrap();
+        let mut args = vec!["--no-pg", "--listen", "127.0.0.1:0", "--data", data];
+        args.extend(extra);
+        Node::spawn(&args, &[])
+    }
+
+    /// `serve` with exactly these flags and environment variables.
+    fn spawn(args: &[&str], environment: &[(&str, &str)]) -> Node {
         let mut child = Command::new(common::binary())
-            .args(["serve", "--no-pg", "--listen", "127.0.0.1:0", "--data"])
-            .arg(data)
-            .args(extra)
+            .arg("serve")
+            .args(args)
+            .envs(environment.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -1201,6 +1209,103 @@ mod bad_input {
         );
         still_answers(&node);
         node.stop();
+    }
+}
+
+/// `serve --config FILE`: the file's settings, `INFERWATCH_*` variables
+/// over them, flags over both.
+mod config_file {
+    use super::*;
+
+    fn queue_capacity(node: &Node, read: &str) -> u64 {
+        let health = curl(&[
+            "-H",
+            &format!("Authorization: Bearer {read}"),
+            &node.url("/api/v1/health"),
+        ])
+        .json();
+        health["queue"]["capacity"].as_u64().unwrap()
+    }
+
+    #[test]
+    fn the_file_sets_the_node_up_variables_override_it_and_flags_override_both() {
+        if !available("curl", &["--version"]) {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        short_volume_drop(dir.path());
+        let config = dir.path().join("serve.yaml");
+        std::fs::write(
+            &config,
+            "data: data\nrules: rules\npg: off\nqueue: 8\nstore:\n  fsync: always\n",
+        )
+        .unwrap();
+        // Relative paths are the file's: the data directory is next to it.
+        let data = dir.path().join("data");
+        let ingest = token(&data, "ingest", None);
+        let read = token(&data, "read", None);
+        let config_path = config.to_str().unwrap();
+        let environment = [
+            ("INFERWATCH_LISTEN", "127.0.0.1:0"),
+            ("INFERWATCH_QUEUE", "16"),
+        ];
+        let node = Node::spawn(&["--config", config_path], &environment);
+        assert_eq!(
+            queue_capacity(&node, &read),
+            16,
+            "the variable beats the file"
+        );
+        let rules = curl(&[
+            "-H",
+            &format!("Authorization: Bearer {read}"),
+            &node.url("/api/v1/rules"),
+        ])
+        .json();
+        assert_eq!(rules["rules"][0]["id"], "volume-drop-short", "{rules}");
+        let answer = curl(&[
+            "-H",
+            &format!("Authorization: Bearer {ingest}"),
+            "--data-binary",
+            &events("configured", 30),
+            &node.url("/api/v1/ingest/inference"),
+        ]);
+        assert_eq!(answer.json()["accepted"], 30, "{}", answer.body);
+        node.stop();
+        assert_eq!(counts_by_model(&data).get("configured"), Some(&30));
+
+        let node = Node::spawn(&["--config", config_path, "--queue", "5"], &environment);
+        assert_eq!(
+            queue_capacity(&node, &read),
+            5,
+            "the flag beats the variable"
+        );
+        node.stop();
+
+        // Mistakes name the file, line and column, or the variable.
+        std::fs::write(
+            &config,
+            "data: data\nlisten: 127.0.0.1:0\nqueue: 8\nqeueu: 9\n",
+        )
+        .unwrap();
+        let refused = Command::new(common::binary())
+            .args(["serve", "--config", config_path])
+            .output()
+            .unwrap();
+        assert!(!refused.status.success());
+        let message = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            message.contains("serve.yaml:4:") && message.contains("qeueu"),
+            "{message}"
+        );
+        std::fs::write(&config, "data: data\nlisten: 127.0.0.1:0\npg: off\n").unwrap();
+        let refused = Command::new(common::binary())
+            .args(["serve", "--config", config_path])
+            .env("INFERWATCH_QUEUE", "lots")
+            .output()
+            .unwrap();
+        assert!(!refused.status.success());
+        let message = String::from_utf8_lossy(&refused.stderr);
+        assert!(message.contains("INFERWATCH_QUEUE='lots'"), "{message}");
     }
 }
 

@@ -128,27 +128,7 @@ pub struct PostgresConfig {
 /// are resolved against the file's directory.
 pub fn load_config(path: &Path) -> Result<RunConfig, ServerError> {
     let text = std::fs::read_to_string(path).map_err(|error| ServerError::io(path, error))?;
-    let mut config: RunConfig = marked_yaml::from_yaml(0, &text).map_err(|error| {
-        let (line, column) = match &error {
-            marked_yaml::FromYamlError::FromNode(node) => match (node.start_mark(), &**node) {
-                (Some(mark), _) => (mark.line(), mark.column()),
-                // marked-yaml gives unknown keys no position: find the key in the text.
-                (None, marked_yaml::Error::UnknownFieldError(field, _, _)) => text
-                    .lines()
-                    .enumerate()
-                    .find_map(|(index, line)| {
-                        let key = line.trim_start();
-                        key.strip_prefix(field.as_str())
-                            .filter(|rest| rest.trim_start().starts_with(':'))
-                            .map(|_| (index + 1, line.len() - key.len() + 1))
-                    })
-                    .unwrap_or((1, 1)),
-                (None, _) => (1, 1),
-            },
-            marked_yaml::FromYamlError::ParseYaml(_) => (1, 1),
-        };
-        ServerError::Config(format!("{}:{line}:{column}: {error}", path.display()))
-    })?;
+    let mut config: RunConfig = from_yaml_text(path, &text)?;
     let base = path.parent().unwrap_or(Path::new("."));
     let resolve = |p: &Path| {
         if p.is_absolute() {
@@ -179,6 +159,35 @@ pub fn load_config(path: &Path) -> Result<RunConfig, ServerError> {
         })
         .collect();
     Ok(config)
+}
+
+/// Deserializes a YAML config (unknown keys refused by the type), with
+/// errors at file:line:column.
+pub fn from_yaml_text<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    text: &str,
+) -> Result<T, ServerError> {
+    marked_yaml::from_yaml(0, text).map_err(|error| {
+        let (line, column) = match &error {
+            marked_yaml::FromYamlError::FromNode(node) => match (node.start_mark(), &**node) {
+                (Some(mark), _) => (mark.line(), mark.column()),
+                // marked-yaml gives unknown keys no position: find the key in the text.
+                (None, marked_yaml::Error::UnknownFieldError(field, _, _)) => text
+                    .lines()
+                    .enumerate()
+                    .find_map(|(index, line)| {
+                        let key = line.trim_start();
+                        key.strip_prefix(field.as_str())
+                            .filter(|rest| rest.trim_start().starts_with(':'))
+                            .map(|_| (index + 1, line.len() - key.len() + 1))
+                    })
+                    .unwrap_or((1, 1)),
+                (None, _) => (1, 1),
+            },
+            marked_yaml::FromYamlError::ParseYaml(_) => (1, 1),
+        };
+        ServerError::Config(format!("{}:{line}:{column}: {error}", path.display()))
+    })
 }
 
 /// Starts the Postgres wire over `data` on `runtime`; returns the options

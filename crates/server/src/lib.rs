@@ -27,6 +27,10 @@
 //! transitions are written exactly once per output across restarts
 //! ([`alert_ledger`]).
 //!
+//! `serve` reads its settings from flags, `INFERWATCH_*` variables and a
+//! YAML file, in that order of precedence ([`serve_config`]); `run` reads
+//! its own YAML file ([`config`]).
+//!
 //! ## Notifications and actions
 //!
 //! [`notify::Notifier`] is the one way alert transitions reach people, in
@@ -81,6 +85,7 @@ pub mod pipeline;
 pub mod protocol;
 pub mod series;
 pub mod serve;
+pub mod serve_config;
 pub mod ui;
 pub mod writer;
 
