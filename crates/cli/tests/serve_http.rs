@@ -767,6 +767,122 @@ mod history_reload_dead_letters {
     }
 
     #[test]
+    fn an_acknowledgement_made_over_the_api_stops_that_alerts_repeats_only() {
+        if !available("curl", &["--version"]) {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let rules = dir.path().join("rules");
+        std::fs::create_dir_all(&rules).unwrap();
+        std::fs::write(rules.join("burst.yaml"), BURST).unwrap();
+        // Repeats every 20 s of event time while an alert keeps firing.
+        let notify = dir.path().join("notify.yaml");
+        std::fs::write(
+            &notify,
+            "route:\n  group_wait: 0s\n  group_interval: 1s\n  repeat_interval: 20s\n",
+        )
+        .unwrap();
+        let ingest = token(&data, "ingest", None);
+        let read = token(&data, "read", None);
+        let admin = token(&data, "admin", None);
+        let node = Node::start(
+            &data,
+            &[
+                "--rules",
+                rules.to_str().unwrap(),
+                "--notify",
+                notify.to_str().unwrap(),
+            ],
+        );
+        let base = (chrono::Utc::now().timestamp() - 300).div_euclid(10) * 10;
+        let at = |seconds: i64| {
+            chrono::DateTime::from_timestamp(base + seconds, 0)
+                .unwrap()
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        };
+        // Both models burst in every 10 s window of [from, to), with steady
+        // traffic moving the clock.
+        let send = |from: i64, to: i64| {
+            let mut body = String::new();
+            for second in (from..to).step_by(2) {
+                if second % 10 == 2 {
+                    for _ in 0..25 {
+                        body.push_str(&line("loud", &at(second)));
+                        body.push_str(&line("other", &at(second)));
+                    }
+                }
+                body.push_str(&line("tick", &at(second)));
+            }
+            let answer = curl(&[
+                "-H",
+                &format!("Authorization: Bearer {ingest}"),
+                "--data-binary",
+                &body,
+                &node.url("/api/v1/ingest/inference"),
+            ]);
+            assert_eq!(answer.status, 200, "{}", answer.body);
+        };
+        send(0, 30);
+        let alerts = eventually(30, "both alerts firing", || {
+            let alerts = get(&node, &read, "/api/v1/alerts?rule_id=burst&state=firing").json();
+            (alerts["alerts"].as_array()?.len() == 2).then_some(alerts)
+        });
+        let loud = alerts["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|alert| alert["group"]["model_id"] == "loud")
+            .unwrap()["fingerprint"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let ack = post(
+            &node,
+            &admin,
+            &format!("/api/v1/alerts/{loud}/ack"),
+            r#"{"comment": "on it"}"#,
+        );
+        assert_eq!(ack.status, 200, "{}", ack.body);
+        let acked_at = ack.json()["acknowledgement"]["acknowledged_at"].clone();
+        // A minute more of both bursts: repeats are due for both.
+        send(30, 90);
+        let history = eventually(30, "repeats after the acknowledgement", || {
+            let history = get(&node, &read, "/api/v1/notifications?limit=1000").json();
+            let repeats = history["notifications"]
+                .as_array()?
+                .iter()
+                .filter(|notification| notification["reason"] == "repeat")
+                .count();
+            (repeats >= 2).then_some(history)
+        });
+        for notification in history["notifications"].as_array().unwrap() {
+            if notification["reason"] != "repeat" {
+                continue;
+            }
+            let models: Vec<&str> = notification["alerts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|alert| alert["group"]["model_id"].as_str().unwrap())
+                .collect();
+            assert!(models.contains(&"other"), "{notification}");
+            assert!(
+                !models.contains(&"loud"),
+                "loud was acknowledged at {acked_at}: {notification}"
+            );
+        }
+        let suppressed = history["suppressed"].as_array().unwrap();
+        assert!(
+            suppressed
+                .iter()
+                .any(|entry| entry["suppression"].to_string().contains("acknowledged")),
+            "{history}"
+        );
+        node.stop();
+    }
+
+    #[test]
     fn dead_letters_are_counted_by_reason_with_samples() {
         if !available("curl", &["--version"]) {
             return;
