@@ -1297,6 +1297,9 @@ impl RuleRuntime {
         // Timers for a quiet group; boxed into its state only once one runs.
         let mut spare_timers = HeldTimers::new(held_timers);
         let keeps_state = matches!(self.detector, DetectorRuntime::Baseline { .. });
+        // Reused for every group: a fresh vector per group and rule cost an
+        // allocation each, a million a tick per per-client rule.
+        let mut distributions_merged = vec![false; merged.len()];
         for group in 0..table.groups.slots() {
             if table.first_bucket[group] > last_bucket {
                 continue;
@@ -1313,7 +1316,7 @@ impl RuleRuntime {
             }
             // Counts are merged up front (impact needs them); distributions
             // only when the condition asks for them.
-            let mut distributions_merged = vec![false; merged.len()];
+            distributions_merged.fill(false);
             for (target, cells) in merged.iter_mut().zip(&table.cells) {
                 target.clear();
                 for cell in window_cells(&cells[group], &in_window) {
