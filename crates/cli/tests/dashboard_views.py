@@ -44,10 +44,13 @@ INKED = """(id) => {
     return count;
 }"""
 
+# Data, and scales that place it (a chart whose x scale is unranged draws
+# its axes and grid but no point).
 HAS_DATA = """(id) => {
     const u = window.inferwatch.charts.get(id);
     return !!u && u.data[0].length > 0 &&
-        u.data.slice(1).some((values) => Array.from(values).some((v) => v !== null && Number.isFinite(v)));
+        u.data.slice(1).some((values) => Array.from(values).some((v) => v !== null && Number.isFinite(v))) &&
+        Number.isFinite(u.scales.x.min) && Number.isFinite(u.scales.x.max) && u.scales.x.min < u.scales.x.max;
 }"""
 
 
@@ -166,6 +169,16 @@ with sync_playwright() as playwright:
     seen["other_verdict"] = page.get_attribute("#compare-verdict", "data-apart")
     seen["other_ks"] = float(page.text_content("[data-statistic=ks]"))
 
+    # Every source against the rest: the poisoned one heads the list and
+    # is the only one apart.
+    page.click("#scan-sources")
+    page.wait_for_selector("#source-scan tr[data-source-row]", timeout=120_000)
+    seen["scan"] = page.evaluate(
+        """() => [...document.querySelectorAll('#source-scan tr[data-source-row]')].map((row) => ({
+            source: row.dataset.sourceRow, apart: row.dataset.apart === 'true', d: Number(row.cells[2].textContent) }))"""
+    )
+    page.screenshot(path=os.path.join(shots, "dashboard-model-sources.png"), full_page=True)
+
     # --- SQL console: Ctrl+Enter runs, the chart draws, the URL shares it.
     page.goto(url + "/ui/#/sql")
     page.fill(
@@ -187,8 +200,12 @@ with sync_playwright() as playwright:
     page.goto(shared)
     charts["sql/result (shared link)"] = wait_chart(page, "sql/result")
 
-    # --- Overview: dragging over a chart selects an absolute range.
-    page.goto(url + "/ui/#/?range=1h")
+    # --- Overview on an absolute hour (which does not refresh, so nothing
+    # moves under the mouse): dragging over a chart selects a narrower one.
+    hour_from, hour_to = page.evaluate(
+        "() => { const now = Date.now(); return [new Date(now - 3600e3).toISOString(), new Date(now).toISOString()]; }"
+    )
+    page.goto(url + f"/ui/#/?from={hour_from}&to={hour_to}")
     page.wait_for_function(
         "() => [...window.inferwatch.charts.keys()].some((id) => id.endsWith('/volume'))", timeout=60_000
     )
@@ -199,7 +216,9 @@ with sync_playwright() as playwright:
     page.mouse.down()
     page.mouse.move(over["x"] + over["width"] * 0.8, over["y"] + over["height"] / 2, steps=5)
     page.mouse.up()
-    page.wait_for_function("() => location.hash.includes('from=') && location.hash.includes('to=')", timeout=30_000)
+    page.wait_for_function(
+        f"() => location.hash.includes('from=') && !location.hash.includes({json.dumps(hour_from)})", timeout=30_000
+    )
     # The charts now show the dragged span: less than the hour they showed.
     page.wait_for_function(
         f"""() => {{

@@ -2439,6 +2439,14 @@ mod dashboard_views {
         assert!(seen["poisoned_ks"].as_f64().unwrap() >= 0.2, "{seen}");
         assert_eq!(seen["other_verdict"], "false", "{seen}");
         assert!(seen["other_ks"].as_f64().unwrap() < 0.15, "{seen}");
+        // Comparing every source with the rest puts the poisoned one first,
+        // the only one apart.
+        let scan = seen["scan"].as_array().unwrap();
+        assert!(scan.len() >= 10, "{seen}");
+        assert_eq!(scan[0]["source"], "src-07", "{seen}");
+        let apart: Vec<&serde_json::Value> =
+            scan.iter().filter(|row| row["apart"] == true).collect();
+        assert_eq!(apart.len(), 1, "{seen}");
         // The SQL console charted its result and the URL carries the query.
         assert!(seen["sql_points"].as_u64().unwrap() >= 2, "{seen}");
         assert_eq!(seen["sql_url_shares_query"], true, "{seen}");

@@ -13,12 +13,12 @@ import {
   describeGroup,
   formatNumber,
   href,
+  REFRESH_MS,
   SEVERITY_ORDER,
   Unauthorized,
   updateRoute,
   useLoader,
 } from "/ui/lib.js";
-import { REFRESH_MS } from "/ui/overview.js";
 
 const STATES = ["all", "firing", "pending", "resolved"];
 const DURATIONS = ["30m", "1h", "2h", "4h", "12h", "24h", "7d"];

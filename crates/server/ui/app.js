@@ -21,13 +21,14 @@ import {
   href,
   rangeOf,
   RANGE_KEY,
+  REFRESH_MS,
   RELATIVE,
   TOKEN_KEY,
   Unauthorized,
   updateRoute,
   windowOf,
 } from "/ui/lib.js";
-import { Overview, REFRESH_MS } from "/ui/overview.js";
+import { Overview } from "/ui/overview.js";
 import { AlertsView } from "/ui/alerts.js";
 import { SqlConsole } from "/ui/sql.js";
 import { ModelPage, ModelIndex } from "/ui/model.js";
@@ -103,10 +104,13 @@ function App() {
   const [status, setStatus] = useState({ error: null, at: null });
 
   useEffect(() => {
-    const follow = () => {
-      setRoute(currentRoute());
-      setStatus({ error: null, at: null });
-    };
+    // A new view starts with a clean status; the same view keeps its own.
+    const follow = () =>
+      setRoute((old) => {
+        const next = currentRoute();
+        if (next.path !== old.path) setStatus({ error: null, at: null });
+        return next;
+      });
     window.addEventListener("hashchange", follow);
     return () => window.removeEventListener("hashchange", follow);
   }, []);

@@ -14,6 +14,8 @@ export const TOKEN_KEY = "inferwatch.token";
 // The admin token acknowledging and silencing need; kept for the tab only.
 export const ADMIN_TOKEN_KEY = "inferwatch.admin-token";
 export const RANGE_KEY = "inferwatch.range";
+// Views on a relative range reload this often.
+export const REFRESH_MS = 5000;
 
 export class Unauthorized extends Error {
   constructor(message, status) {
@@ -162,8 +164,9 @@ export function Chart({ id, title, data, series, width, height = 180, options = 
       data,
       box.current,
     );
+    // Before uPlot's first draw, which it queues (a redraw() here would
+    // fix an unranged x scale at null).
     plot.markers = markers;
-    plot.redraw();
     charts.set(id, plot);
     mine.current = plot;
   }, [data, width]);

@@ -191,8 +191,9 @@ function StatisticsTable({ comparison }) {
       <thead><tr><th>statistic</th><th>value</th><th>evidence</th></tr></thead>
       <tbody>
         <tr><td>Kolmogorov–Smirnov D</td><td data-statistic="ks">${formatNumber(ks.statistic, 4)}</td>
-          <td>p = ${formatNumber(ks.p_value, 4)}; the CDFs are furthest apart at ${formatNumber(ks.at, 4)}:
-            ${formatNumber(ks.segment_cdf * 100, 1)} % of the segment against ${formatNumber(ks.against_cdf * 100, 1)} % (${ks.samples[0]} / ${ks.samples[1]} values)</td></tr>
+          <td>${`p = ${formatNumber(ks.p_value, 4)}; the CDFs are furthest apart at ${formatNumber(ks.at, 4)}, ` +
+            `with ${formatNumber(ks.segment_cdf * 100, 1)} % of the segment at or below it against ${formatNumber(ks.against_cdf * 100, 1)} % ` +
+            `(${ks.samples[0]} / ${ks.samples[1]} values)`}</td></tr>
         <tr><td>PSI</td><td data-statistic="psi">${formatNumber(psi.value, 4)}</td>
           <td>most from ${topBins
             .map((bin) => `${bounds(bin)}: ${formatNumber(bin.segment_share * 100, 1)} % vs ${formatNumber(bin.against_share * 100, 1)} %`)
@@ -275,7 +276,72 @@ function Comparison({ token, modelId, range, params, sources, onFailure }) {
     ${comparison &&
     html`<div class="sides"><${SideSummary} side=${comparison.segment} /><${SideSummary} side=${comparison.against} /></div>
       <div class="compare-body">${chart}<div><${StatisticsTable} comparison=${comparison} /></div></div>`}
+    <${SourceScan} key=${`${range.key}|${column}`} token=${token} modelId=${modelId} range=${range} column=${column} sources=${sources} onFailure=${onFailure} />
   </section>`;
+}
+
+// Every source of the model against the rest of its sources, one
+// GET /api/v1/compare each (1,000 values a side for KS), sorted by KS D:
+// a poisoned source heads the list, apart from the others.
+function SourceScan({ token, modelId, range, column, sources, onFailure }) {
+  const [scan, setScan] = useState({ rows: null, running: false, error: null });
+  const run = async () => {
+    setScan({ rows: null, running: true, error: null });
+    const { from, to } = windowOf(range);
+    const compareOne = async (source) => {
+      const ask = new URLSearchParams({
+        column,
+        model: modelId,
+        segment: `source_id=${source}`,
+        against: "rest",
+        from: from.toISOString(),
+        to: to.toISOString(),
+        samples: "1000",
+      });
+      const answer = await api(token, `/api/v1/compare?${ask}`);
+      const statistics = answer.statistics;
+      return {
+        source,
+        count: answer.segment.count,
+        d: statistics?.ks.statistic ?? null,
+        p: statistics?.ks.p_value ?? null,
+        psi: statistics?.psi.value ?? null,
+        js: statistics?.js.distance ?? null,
+        shift: statistics?.wasserstein.mean_shift ?? null,
+      };
+    };
+    try {
+      const rows = [];
+      // Four at a time: enough to be quick, few enough to leave the node room.
+      for (let at = 0; at < sources.length; at += 4) {
+        rows.push(...(await Promise.all(sources.slice(at, at + 4).map(compareOne))));
+      }
+      rows.sort((a, b) => (b.d ?? -1) - (a.d ?? -1));
+      setScan({ rows, running: false, error: null });
+    } catch (failure) {
+      if (failure.status === 401) onFailure(failure);
+      setScan({ rows: null, running: false, error: failure.message });
+    }
+  };
+  return html`<div class="source-scan" id="source-scan">
+    <button type="button" id="scan-sources" onClick=${run} disabled=${scan.running || sources.length === 0}>
+      ${scan.running ? "comparing…" : `Compare every source against the rest (${column})`}</button>
+    ${scan.error && html`<p class="error">${scan.error}</p>`}
+    ${scan.rows &&
+    html`<table class="statistics">
+      <thead><tr><th>source</th><th>values</th><th>KS D</th><th>p</th><th>PSI</th><th>JS</th><th>mean shift</th></tr></thead>
+      <tbody>
+        ${scan.rows.map((row) => {
+          const apart = row.d !== null && row.d >= APART_D && row.p <= APART_P;
+          return html`<tr data-source-row=${row.source} data-apart=${apart ? "true" : "false"} class=${apart ? "apart" : ""}>
+            <td><a href=${href(`/model/${encodeURIComponent(modelId)}`, withParams(new URLSearchParams(location.hash.split("?")[1] || ""), { segment: `source_id=${row.source}`, against: "rest" }))}>${row.source}</a></td>
+            <td>${formatNumber(row.count)}</td><td>${formatNumber(row.d, 4)}</td><td>${formatNumber(row.p, 4)}</td>
+            <td>${formatNumber(row.psi, 4)}</td><td>${formatNumber(row.js, 4)}</td><td>${formatNumber(row.shift, 4)}</td>
+          </tr>`;
+        })}
+      </tbody>
+    </table>`}
+  </div>`;
 }
 
 function withParams(params, changes) {

@@ -15,6 +15,7 @@ import {
   describeGroup,
   href,
   query,
+  REFRESH_MS,
   SEVERITY_ORDER,
   sqlString,
   uPlot,
@@ -22,8 +23,8 @@ import {
   useLoader,
   windowOf,
 } from "/ui/lib.js";
+import { modelLink } from "/ui/alerts.js";
 
-export const REFRESH_MS = 5000;
 
 // The x range every chart shows (Unix seconds): the range as of the last
 // answer. Module state, because uPlot keeps the scale function it was made with.
@@ -175,6 +176,7 @@ function OpenAlerts({ alerts, detection }) {
           <div class="meta">
             ${alert.rule_id} · ${alert.severity} · ${describeGroup(alert.group)} · since ${alert.starts_at}
             ${alert.acknowledged ? " · acknowledged" : ""}${alert.silenced ? " · silenced" : ""}
+            ${modelLink(alert) && html` · <a href=${modelLink(alert)}>model page at its time</a>`}
           </div>
         </li>`,
       )}
