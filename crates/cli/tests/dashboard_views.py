@@ -111,6 +111,9 @@ with sync_playwright() as playwright:
     seen["alert_summary"] = card.locator(".summary").text_content()
     seen["alert_has_impact"] = card.locator(".impact").count() == 1
     seen["alert_has_evidence"] = card.locator(".evidence").count() == 1
+    # The notification history lists what the node sent.
+    page.wait_for_selector("#notification-history tr[data-notification]", timeout=60_000)
+    seen["notifications_shown"] = page.locator("#notification-history tr[data-notification]").count()
     page.screenshot(path=os.path.join(shots, "dashboard-alerts.png"), full_page=False)
 
     # Acknowledge: the read token is refused (403), the page asks for the

@@ -2413,6 +2413,7 @@ mod dashboard_views {
         assert_eq!(seen["alert_summary"], summary.as_str(), "{seen}");
         assert_eq!(seen["alert_has_impact"], true, "{seen}");
         assert_eq!(seen["alert_has_evidence"], true, "{seen}");
+        assert!(seen["notifications_shown"].as_u64().unwrap() >= 1, "{seen}");
         // Acknowledged and silenced through the page, as the API tells.
         assert_eq!(seen["acknowledged_via_rest"], true, "{seen}");
         assert_eq!(seen["silenced_via_rest"], true, "{seen}");

@@ -4,7 +4,8 @@
 // silencing with matchers and a duration (POST /api/v1/silences) and
 // unsilencing (DELETE /api/v1/silences/{id}). Those three need an admin
 // token: when the read token is refused, the page asks for one and keeps
-// it for this tab only (sessionStorage).
+// it for this tab only (sessionStorage). Below, the notification history
+// (GET /api/v1/notifications): what was sent, and what was held back and why.
 
 import { html, useState } from "/ui/vendor/htm-preact-standalone.mjs";
 import {
@@ -23,6 +24,7 @@ import {
 const STATES = ["all", "firing", "pending", "resolved"];
 const DURATIONS = ["30m", "1h", "2h", "4h", "12h", "24h", "7d"];
 const STATE_ORDER = { firing: 0, pending: 1, resolved: 2 };
+const HISTORY_ROWS = 50;
 // Group keys that name where an alert happened rather than a segment of it.
 const MODEL_KEYS = ["model_id", "model_version"];
 // When the rule's window is unknown.
@@ -137,8 +139,7 @@ function AlertCard({ alert, act, windowSeconds }) {
     </div>
     <div class="summary">${alert.summary || `${alert.condition} (value ${alert.value})`}</div>
     <div class="meta">
-      ${alert.rule_id} · ${describeGroup(alert.group)} · ${alert.starts_at}${alert.ends_at ? ` → ${alert.ends_at}` : ""}
-      · <code>${alert.condition}</code> value ${formatNumber(alert.value, 4)}${alert.threshold !== null && alert.threshold !== undefined ? ` (threshold ${formatNumber(alert.threshold, 4)})` : ""}
+      ${alert.rule_id} · ${describeGroup(alert.group)} · ${alert.starts_at}${alert.ends_at ? ` → ${alert.ends_at}` : ""}${" · "}<code>${alert.condition}</code> value ${formatNumber(alert.value, 4)}${alert.threshold !== null && alert.threshold !== undefined ? ` (threshold ${formatNumber(alert.threshold, 4)})` : ""}
       ${alert.atlas?.length ? ` · ATLAS ${alert.atlas.join(", ")}` : ""}
     </div>
     <${Impact} impact=${alert.impact} />
@@ -170,6 +171,45 @@ function Silences({ silences, act }) {
   </table>`;
 }
 
+// A suppression as words: its kind and what it names.
+function describeSuppression(suppression) {
+  if (suppression === null || typeof suppression !== "object") return String(suppression ?? "");
+  return Object.entries(suppression)
+    .map(([key, value]) => (value && typeof value === "object" ? `${key} ${JSON.stringify(value)}` : `${key}=${value}`))
+    .join(", ");
+}
+
+function History({ history }) {
+  if (!history) return html`<p class="empty">Loading…</p>`;
+  const { notifications, suppressed } = history;
+  return html`${history.deliveries &&
+    html`<p class="meta">deliveries: ${Object.entries(history.deliveries).map(([key, value]) => `${key} ${value}`).join(", ")}</p>`}
+    ${notifications.length === 0
+      ? html`<p class="empty">Nothing notified yet.</p>`
+      : html`<table class="history">
+          <thead><tr><th>at</th><th>group</th><th>alerts</th><th>why</th><th>sent</th></tr></thead>
+          <tbody>
+            ${notifications.map(
+              (notification) => html`<tr key=${notification.notification_id} data-notification=${notification.notification_id}>
+                <td>${notification.at}</td><td>${describeGroup(notification.group_labels)}</td>
+                <td>${notification.alerts.map((alert) => html`<div>${alert.state} · ${alert.summary || alert.title}</div>`)}</td>
+                <td>${notification.reason}</td><td>${notification.sent ? "yes" : "no"}</td>
+              </tr>`,
+            )}
+          </tbody>
+        </table>`}
+    ${suppressed.length > 0 &&
+    html`<h3>Held back</h3>
+      <table class="history suppressed">
+        <thead><tr><th>at</th><th>rule</th><th>state</th><th>why</th></tr></thead>
+        <tbody>
+          ${suppressed.map(
+            (entry) => html`<tr><td>${entry.at}</td><td>${entry.rule_id}</td><td>${entry.state}</td><td>${describeSuppression(entry.suppression)}</td></tr>`,
+          )}
+        </tbody>
+      </table>`}`;
+}
+
 function AdminTokenForm({ message, onSave, onCancel }) {
   const submit = (event) => {
     event.preventDefault();
@@ -194,13 +234,14 @@ export function AlertsView({ token, params, onFailure, onLoaded }) {
 
   useLoader(
     async () => {
-      const [alerts, silences, rules] = await Promise.all([
+      const [alerts, silences, rules, history] = await Promise.all([
         api(token, "/api/v1/alerts"),
         api(token, "/api/v1/silences"),
         api(token, "/api/v1/rules"),
+        api(token, `/api/v1/notifications?limit=${HISTORY_ROWS}`),
       ]);
       const windows = Object.fromEntries(rules.rules.map((rule) => [rule.id, rule.window_seconds]));
-      return { alerts: alerts.alerts, detection: alerts.detection, silences: silences.silences, windows, at: new Date() };
+      return { alerts: alerts.alerts, detection: alerts.detection, silences: silences.silences, windows, history, at: new Date() };
     },
     `${token}|${round}`,
     REFRESH_MS,
@@ -273,5 +314,7 @@ export function AlertsView({ token, params, onFailure, onLoaded }) {
       </h2>
       ${body}
     </section>
-    <section class="card" id="silence-list"><h2>Silences</h2><${Silences} silences=${data.silences} act=${act} /></section>`;
+    <section class="card" id="silence-list"><h2>Silences</h2><${Silences} silences=${data.silences} act=${act} /></section>
+    <section class="card" id="notification-history"><h2>Notification history <span class="meta">newest first</span></h2>
+      <${History} history=${data.history} /></section>`;
 }
