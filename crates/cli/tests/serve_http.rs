@@ -172,6 +172,9 @@ fn events(model: &str, count: usize) -> String {
         .collect()
 }
 
+#[path = "serve_http/shippers.rs"]
+mod shippers;
+
 mod clients {
     use super::*;
 
