@@ -23,7 +23,7 @@ otherwise (console errors, page errors and failed requests included).
 import json
 import os
 import sys
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from playwright.sync_api import sync_playwright
 
@@ -202,6 +202,16 @@ with sync_playwright() as playwright:
     page.goto(url + "/ui/#/")
     page.goto(shared)
     charts["sql/result (shared link)"] = wait_chart(page, "sql/result")
+
+    # 100,000 raw rows are charted as they are (not downsampled).
+    page.goto(
+        url + "/ui/#/sql?q=" + quote("SELECT timestamp, latency_ms FROM inference ORDER BY timestamp LIMIT 100000")
+    )
+    page.wait_for_function(
+        "() => window.inferwatch.charts.get('sql/result')?.data[0].length === 100000", timeout=120_000
+    )
+    charts["sql/result (100k rows)"] = wait_chart(page, "sql/result")
+    seen["sql_large_points"] = page.evaluate("() => window.inferwatch.charts.get('sql/result').data[0].length")
 
     # --- Overview on an absolute hour (which does not refresh, so nothing
     # moves under the mouse): dragging over a chart selects a narrower one.

@@ -2454,6 +2454,7 @@ mod dashboard_views {
         // The SQL console charted its result and the URL carries the query.
         assert!(seen["sql_points"].as_u64().unwrap() >= 2, "{seen}");
         assert_eq!(seen["sql_url_shares_query"], true, "{seen}");
+        assert_eq!(seen["sql_large_points"], 100_000, "{seen}");
         for (chart, inked) in seen["charts_inked"].as_object().unwrap() {
             assert!(inked.as_u64().unwrap() > 0, "{chart} drew nothing");
         }
