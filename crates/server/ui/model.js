@@ -39,8 +39,8 @@ function rowsFilter(modelId, from, to) {
   );
 }
 
-// Shares per version of `rows` [version, bin, count] over `bins` bins:
-// uPlot data with the bins' centres (of [0, 1]) as x, one series per version.
+// Shares per version of `rows` [version, bin, count] over `bins` equal
+// bins of [0, 1]: one array of shares per version.
 function histogramData(rows, bins) {
   const versions = [...new Set(rows.map(([version]) => version ?? "(none)"))].sort();
   const counts = new Map(versions.map((version) => [version, new Array(bins).fill(0)]));
@@ -48,13 +48,12 @@ function histogramData(rows, bins) {
     const index = Math.min(bins - 1, Math.max(0, Number(bin)));
     counts.get(version ?? "(none)")[index] += Number(count);
   }
-  const xs = Array.from({ length: bins }, (_, i) => (i + 0.5) / bins);
   const series = versions.map((version) => {
     const values = counts.get(version);
     const total = values.reduce((a, b) => a + b, 0) || 1;
     return values.map((count) => count / total);
   });
-  return { versions, data: [xs, ...series] };
+  return { versions, shares: series };
 }
 
 async function loadDistributions(token, modelId, range) {
@@ -141,7 +140,7 @@ const SHARE_AXES = [{ label: "value" }, { size: 56, label: "share", values: (u, 
 function Distributions({ result }) {
   const width = chartWidth(2);
   const narrow = chartWidth(4);
-  const asSteps = (histogram, bins) => steps(Array.from({ length: bins + 1 }, (_, i) => i / bins), histogram.data.slice(1));
+  const asSteps = (histogram, bins) => steps(Array.from({ length: bins + 1 }, (_, i) => i / bins), histogram.shares);
   return html`<section class="card" id="distributions">
       <h2>Confidence by version <span class="meta">share of each version's events per bin</span></h2>
       ${result.confidence
