@@ -80,13 +80,16 @@ impl LimitArgs {
 /// Postgres listener settings shared by `serve` and `run`.
 #[derive(clap::Args, Clone, Debug)]
 pub struct PgArgs {
-    /// User name clients log in with.
-    #[arg(long, default_value = "inferwatch")]
-    pub pg_user: String,
+    /// User name clients log in with (default `inferwatch`). With tokens
+    /// on (`serve --listen` without `--open`) any user name is accepted
+    /// unless this is given.
+    #[arg(long)]
+    pub pg_user: Option<String>,
     /// Password clients log in with (SCRAM-SHA-256); also read from
     /// INFERWATCH_PG_PASSWORD. There is no default: without one, a loopback
     /// --pg gets a random password printed once at start, and any other
-    /// address is refused.
+    /// address is refused. Not used with tokens on: the password is then a
+    /// read (or admin) token.
     #[arg(long, env = "INFERWATCH_PG_PASSWORD", hide_env_values = true)]
     pub pg_password: Option<String>,
     /// PEM certificate chain: offer TLS (with --pg-tls-key).
@@ -97,10 +100,31 @@ pub struct PgArgs {
     pub pg_tls_key: Option<PathBuf>,
 }
 
+/// The user name when none is given and one password is checked.
+pub const DEFAULT_PG_USER: &str = "inferwatch";
+
 impl PgArgs {
-    /// Listener options for `listen`.
-    pub fn options(&self, listen: SocketAddr) -> anyhow::Result<PgOptions> {
-        let options = PgOptions::new(listen, self.pg_user.clone(), self.pg_password.clone())?;
+    /// Listener options for `listen`: one password, or, with `logins`,
+    /// the node's tokens.
+    pub fn options(
+        &self,
+        listen: SocketAddr,
+        logins: Option<std::sync::Arc<dyn inferwatch_query::scram::PgLogins>>,
+    ) -> anyhow::Result<PgOptions> {
+        let options = match logins {
+            Some(logins) => {
+                anyhow::ensure!(
+                    self.pg_password.is_none(),
+                    "with tokens on (serve --listen without --open) the Postgres wire takes a read token as the password: drop --pg-password (and unset INFERWATCH_PG_PASSWORD)"
+                );
+                PgOptions::with_logins(listen, self.pg_user.clone(), logins)
+            }
+            None => PgOptions::new(
+                listen,
+                self.pg_user.as_deref().unwrap_or(DEFAULT_PG_USER),
+                self.pg_password.clone(),
+            )?,
+        };
         Ok(match (&self.pg_tls_cert, &self.pg_tls_key) {
             (Some(certificate), Some(key)) => options.with_tls(certificate.clone(), key.clone()),
             _ => options,

@@ -295,7 +295,17 @@ async fn start_postgres(args: &ServeArgs) -> anyhow::Result<PgTask> {
     let history = alert_history(args.alerts.as_deref());
     let limits = args.limits.limits()?;
     let engine = QueryEngine::open_with_limits(args.data()?, true, history.as_deref(), limits)?;
-    let options = args.auth.options(args.pg)?;
+    // With tokens on, the password is a read token, checked against the
+    // SCRAM verifier stored with it (the file is read again on change).
+    let tokens = args.node.listen.is_some() && !args.node.open;
+    let logins: Option<std::sync::Arc<dyn inferwatch_query::scram::PgLogins>> = if tokens {
+        Some(std::sync::Arc::new(
+            inferwatch_server::auth::TokenStore::open(args.data()?)?,
+        ))
+    } else {
+        None
+    };
+    let options = args.auth.options(args.pg, logins)?;
     let generated = options.password_generated.then(|| options.password.clone());
     let tls = options.tls.is_some();
     if !tls && !args.pg.ip().is_loopback() {
@@ -317,15 +327,24 @@ async fn start_postgres(args: &ServeArgs) -> anyhow::Result<PgTask> {
                 "inferwatch serve: no --pg-password given; password for this run: {password}"
             );
         }
+        let user = args
+            .auth
+            .pg_user
+            .as_deref()
+            .unwrap_or(crate::query_cmd::DEFAULT_PG_USER);
+        let login = match (tokens, &args.auth.pg_user) {
+            (false, _) => format!("user '{user}'"),
+            (true, Some(user)) => format!("user '{user}', password: a read token"),
+            (true, None) => "any user, password: a read token".to_string(),
+        };
         eprintln!(
-            "inferwatch serve: Postgres wire on {address} (user '{}', read-only{}, statements limited to {:?} and {} MiB); try: psql -h {} -p {} -U {} -c 'SELECT count(*) FROM inference'",
-            args.auth.pg_user,
+            "inferwatch serve: Postgres wire on {address} ({login}, read-only{}, statements limited to {:?} and {} MiB); try: {}psql -h {} -p {} -U {user} -c 'SELECT count(*) FROM inference'",
             if tls { ", TLS offered" } else { "" },
             limits.timeout,
             limits.memory_bytes >> 20,
+            if tokens { "PGPASSWORD=<read token> " } else { "" },
             address.ip(),
             address.port(),
-            args.auth.pg_user
         );
     }
     Ok(server)

@@ -10,7 +10,8 @@ use inferwatch_server::auth::{create_token, list_tokens, revoke_token, Scope};
 /// `inferwatch token …`
 #[derive(clap::Subcommand)]
 pub enum TokenCommand {
-    /// Create a token; it is printed once and only its SHA-256 is kept.
+    /// Create a token; it is printed once and only its SHA-256 and its
+    /// SCRAM-SHA-256 verifier (for the Postgres wire) are kept.
     Create {
         /// Data directory (its `tokens.json`).
         #[arg(long)]
@@ -85,8 +86,15 @@ pub fn run(command: TokenCommand) -> anyhow::Result<ExitCode> {
                     Some(at) if record.is_expired_at(chrono::Utc::now()) => format!("expired {at}"),
                     Some(at) => at.clone(),
                 };
+                // Tokens made before SCRAM verifiers were stored cannot
+                // log in over the Postgres wire.
+                let postgres = if record.scram.is_some() {
+                    "pg"
+                } else {
+                    "no-pg (re-create it for the Postgres wire)"
+                };
                 println!(
-                    "{}\t{}\t{}\t{}\t{expiry}",
+                    "{}\t{}\t{}\t{}\t{expiry}\t{postgres}",
                     record.id,
                     record.scope,
                     record.stream.as_deref().unwrap_or("*"),

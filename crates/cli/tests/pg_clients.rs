@@ -568,3 +568,215 @@ fn issue_16_a_second_client_is_answered_while_a_cross_join_runs() {
         "2"
     );
 }
+
+/// `inferwatch token create`: the token text.
+fn create_token(data: &Path, scope: &str, extra: &[&str]) -> String {
+    let output = Command::new(binary())
+        .args(["token", "create", "--scope", scope, "--data"])
+        .arg(data)
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    String::from_utf8(output.stdout).unwrap().trim().to_string()
+}
+
+/// psql as `user` with `password` (none: PGPASSWORD unset and no prompt).
+fn psql_as(port: u16, user: &str, password: Option<&str>, sql: &str) -> (bool, String, String) {
+    let mut command = Command::new("psql");
+    command
+        .args(["-X", "-w", "-At"])
+        .arg(format!(
+            "host=127.0.0.1 port={port} user={user} dbname=inferwatch sslmode=disable"
+        ))
+        .args(["-c", sql])
+        .env_remove("PGPASSWORD")
+        .env("PGPASSFILE", "/nonexistent")
+        .env("PGCONNECT_TIMEOUT", "10");
+    if let Some(password) = password {
+        command.env("PGPASSWORD", password);
+    }
+    let output = command.output().unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).trim().to_string(),
+        String::from_utf8_lossy(&output.stderr).to_string(),
+    )
+}
+
+/// The node with tokens on: the Postgres wire takes a read (or admin)
+/// token as the password, under any user name, and turns every other
+/// credential away with a Postgres error that says why. psql (simple
+/// protocol) and psycopg (extended protocol) log in through SCRAM-SHA-256
+/// against the verifier `token create` stored.
+#[test]
+fn the_node_takes_a_read_token_as_the_postgres_password_and_refuses_every_other_credential() {
+    let python = python();
+    if !available("psql", &["--version"]) || !available(&python, &["-c", "import psycopg"]) {
+        return;
+    }
+    let directory = tempfile::tempdir().unwrap();
+    let data = directory.path().join("data");
+    let events = directory.path().join("events.jsonl");
+    let lines: String = (0..25)
+        .map(|i| {
+            format!(
+                "{{\"timestamp\":\"2026-01-01T00:00:{i:02}Z\",\"model_id\":\"m\",\"request_id\":\"r{i}\",\"latency_ms\":{i}}}\n"
+            )
+        })
+        .collect();
+    std::fs::write(&events, lines).unwrap();
+    let status = Command::new(binary())
+        .args(["ingest", "--quiet", "--data"])
+        .arg(&data)
+        .arg(&events)
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    let read = create_token(&data, "read", &[]);
+    let admin = create_token(&data, "admin", &[]);
+    let ingest = create_token(&data, "ingest", &[]);
+    let expired = create_token(&data, "read", &["--expires", "1h"]);
+    let revoked = create_token(&data, "read", &[]);
+    let legacy = create_token(&data, "read", &[]);
+    let revoked_id = revoked.split('_').nth(1).unwrap();
+    let status = Command::new(binary())
+        .args(["token", "revoke", "--id", revoked_id, "--data"])
+        .arg(&data)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // Expire one, and make one look like a token from before verifiers.
+    let tokens_path = data.join("tokens.json");
+    let mut tokens: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&tokens_path).unwrap()).unwrap();
+    let expired_id = expired.split('_').nth(1).unwrap();
+    let legacy_id = legacy.split('_').nth(1).unwrap();
+    for record in tokens["tokens"].as_array_mut().unwrap() {
+        assert!(record["scram"]
+            .as_str()
+            .unwrap()
+            .starts_with("SCRAM-SHA-256$4096:"));
+        if record["id"] == expired_id {
+            record["expires_at"] = "2020-01-01T00:00:00Z".into();
+        }
+        if record["id"] == legacy_id {
+            record.as_object_mut().unwrap().remove("scram");
+        }
+    }
+    std::fs::write(&tokens_path, tokens.to_string()).unwrap();
+    let listed = common::run(&["token", "list", "--data", data.to_str().unwrap()]);
+    assert!(
+        listed
+            .lines()
+            .any(|line| line.starts_with(legacy_id) && line.contains("no-pg")),
+        "{listed}"
+    );
+
+    let server = start_server_with(&data, &["--listen", "127.0.0.1:0"]);
+    let port = server.port;
+    let bad = format!("iw_{}_{}", "0".repeat(16), "ab".repeat(32));
+    let invalid = "password must be a valid inferwatch token";
+    // (what, password, expected answer: Ok(count) or Err(message part)).
+    let cases: Vec<(&str, Option<&str>, Result<&str, &str>)> = vec![
+        ("no token", None, Err("no password supplied")),
+        ("bad token", Some(bad.as_str()), Err(invalid)),
+        ("not a token", Some("hunter2"), Err(invalid)),
+        ("revoked token", Some(revoked.as_str()), Err(invalid)),
+        (
+            "token without a verifier",
+            Some(legacy.as_str()),
+            Err(invalid),
+        ),
+        ("expired token", Some(expired.as_str()), Err("expired")),
+        ("ingest token", Some(ingest.as_str()), Err("scope ingest")),
+        ("read token", Some(read.as_str()), Ok("25")),
+        ("admin token", Some(admin.as_str()), Ok("25")),
+    ];
+    for (what, password, expected) in &cases {
+        for user in ["inferwatch", "grafana"] {
+            let (ok, stdout, stderr) =
+                psql_as(port, user, *password, "SELECT count(*) FROM inference");
+            match expected {
+                Ok(count) => {
+                    assert!(ok, "psql, {what}, user {user}: {stderr}");
+                    assert_eq!(stdout, *count, "psql, {what}");
+                }
+                Err(needle) => {
+                    assert!(!ok, "psql, {what}, user {user}: logged in");
+                    assert!(stderr.contains(needle), "psql, {what}: {stderr}");
+                }
+            }
+        }
+    }
+
+    // psycopg: the extended protocol with a bound parameter, same verdicts.
+    let script = r#"
+import json, sys, psycopg
+port, cases = int(sys.argv[1]), json.loads(sys.argv[2])
+out = {}
+for what, password in cases:
+    try:
+        with psycopg.connect(host="127.0.0.1", port=port, user="python", dbname="inferwatch",
+                             password=password or "", sslmode="disable", connect_timeout=10) as conn:
+            row = conn.execute("SELECT count(*) FROM inference WHERE latency_ms >= %s", (10,)).fetchone()
+            out[what] = {"ok": True, "count": int(row[0])}
+    except psycopg.OperationalError as error:
+        out[what] = {"ok": False, "error": str(error)}
+print(json.dumps(out))
+"#;
+    let pairs: Vec<(&str, Option<&str>)> = cases.iter().map(|(w, p, _)| (*w, *p)).collect();
+    let output = Command::new(&python)
+        .args(["-c", script, &port.to_string()])
+        .arg(serde_json::to_string(&pairs).unwrap())
+        .env_remove("PGPASSWORD")
+        .env("PGPASSFILE", "/nonexistent")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let answers: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    for (what, _, expected) in &cases {
+        let answer = &answers[*what];
+        match expected {
+            Ok(_) => assert_eq!(answer["count"], 15, "psycopg, {what}: {answer}"),
+            Err(needle) => {
+                assert_eq!(answer["ok"], false, "psycopg, {what}: {answer}");
+                assert!(
+                    answer["error"].as_str().unwrap().contains(needle),
+                    "psycopg, {what}: {answer}"
+                );
+            }
+        }
+    }
+    drop(server);
+
+    // A configured user name: only that one.
+    let server = start_server_with(&data, &["--listen", "127.0.0.1:0", "--pg-user", "analyst"]);
+    let (ok, stdout, stderr) = psql_as(server.port, "analyst", Some(&read), "SELECT 1");
+    assert!(ok && stdout == "1", "{stderr}");
+    let (ok, _, stderr) = psql_as(server.port, "someone", Some(&read), "SELECT 1");
+    assert!(
+        !ok && stderr.contains("accepts only user \"analyst\""),
+        "{stderr}"
+    );
+    drop(server);
+
+    // With tokens on, a Postgres password would be a second, weaker door.
+    let refused = Command::new(binary())
+        .args(["serve", "--listen", "127.0.0.1:0", "--pg", "127.0.0.1:0"])
+        .args(["--pg-password", "x", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("drop --pg-password"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+}

@@ -20,7 +20,9 @@
 //! a physical rule ([`DictionaryCountRule`]) counts by one dictionary string
 //! column (`GROUP BY client_id`) on the dictionary keys instead of hashing
 //! every row. [`serve_postgres`] speaks the Postgres protocol (simple and extended
-//! query, SCRAM-SHA-256 password auth, optional TLS) through `datafusion-postgres`.
+//! query, SCRAM-SHA-256 password auth, optional TLS) through `datafusion-postgres`;
+//! with [`PgOptions::with_logins`] the password is one of the node's tokens,
+//! verified against its stored SCRAM verifier ([`scram`]).
 //!
 //! **SQL here only reads.** The port is meant to be opened to Grafana, to
 //! notebooks and to whoever hunts through the logs, and a DataFusion session
@@ -54,6 +56,7 @@ mod functions;
 mod pg;
 mod read_only;
 mod rewrite;
+pub mod scram;
 mod table;
 
 pub use alerts::{AlertHistoryTable, ALERTS_TABLE, STORE_ALERTS_FILE};

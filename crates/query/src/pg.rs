@@ -19,7 +19,10 @@
 //!   memory pool and deadline (see [`StatementLimits`](crate::StatementLimits)).
 //! - **SCRAM-SHA-256** password authentication (the salted password is
 //!   derived once, with a random salt from `rand`), and optional **TLS**
-//!   (rustls), with SCRAM channel binding when TLS is on.
+//!   (rustls), with SCRAM channel binding when TLS is on. With
+//!   [`PgOptions::with_logins`] (the node with tokens on) the password is
+//!   instead a read token, checked against its stored SCRAM verifier
+//!   ([`crate::scram`]).
 //! - **No default password.** [`PgOptions::new`] without a password generates
 //!   a random one, and only for a loopback address; a wider address without a
 //!   configured password is refused.
@@ -50,7 +53,7 @@ use datafusion_postgres::pgwire::api::auth::sasl::scram::{
 };
 use datafusion_postgres::pgwire::api::auth::sasl::SASLAuthStartupHandler;
 use datafusion_postgres::pgwire::api::auth::{
-    AuthSource, DefaultServerParameterProvider, LoginInfo, Password,
+    AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler,
 };
 use datafusion_postgres::pgwire::api::portal::Format;
 use datafusion_postgres::pgwire::api::query::SimpleQueryHandler;
@@ -59,7 +62,7 @@ use datafusion_postgres::pgwire::api::store::PortalStore;
 use datafusion_postgres::pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers};
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use datafusion_postgres::pgwire::messages::startup::ParameterStatus;
-use datafusion_postgres::pgwire::messages::PgWireBackendMessage;
+use datafusion_postgres::pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use datafusion_postgres::pgwire::tokio::tokio_rustls::rustls;
 use datafusion_postgres::pgwire::tokio::TlsAcceptor;
 use datafusion_postgres::pgwire::types::format::FormatOptions;
@@ -71,6 +74,7 @@ use tokio::net::TcpListener;
 use crate::read_only::{
     is_harmless_setting, is_query, statement_keywords, verify_read_only, HARMLESS_SETTINGS,
 };
+use crate::scram::{PgLogins, ScramStartup, ScramVerifier};
 use crate::QueryError;
 
 /// Who may connect, where, and how.
@@ -87,6 +91,10 @@ pub struct PgOptions {
     pub password_generated: bool,
     /// PEM certificate chain and private key; TLS is offered when set.
     pub tls: Option<PgTls>,
+    /// Token logins: when set, the password is a credential these
+    /// verifiers accept (see [`crate::scram`]), not `password`, and `user`
+    /// is the one user name accepted (any when empty).
+    pub logins: Option<Arc<dyn PgLogins>>,
 }
 
 /// Files for TLS.
@@ -124,7 +132,27 @@ impl PgOptions {
             password,
             password_generated,
             tls: None,
+            logins: None,
         })
+    }
+
+    /// Options for `listen` where clients log in with a credential that
+    /// `logins` knows as the password (the node's read tokens), under
+    /// `user` only, or any user name when `None`. No password is generated
+    /// or needed, on any address.
+    pub fn with_logins(
+        listen: SocketAddr,
+        user: Option<String>,
+        logins: Arc<dyn PgLogins>,
+    ) -> PgOptions {
+        PgOptions {
+            listen,
+            user: user.unwrap_or_default(),
+            password: String::new(),
+            password_generated: false,
+            tls: None,
+            logins: Some(logins),
+        }
     }
 
     /// Offers TLS with this certificate chain and key.
@@ -230,12 +258,38 @@ fn refuse_datafusion_extensions(query: &str) -> Option<QueryError> {
     })
 }
 
+/// How a connection logs in: one configured password (pgwire's SCRAM), or
+/// the node's tokens ([`ScramStartup`], against stored verifiers).
+enum Startup {
+    Password(SASLAuthStartupHandler<DefaultServerParameterProvider>),
+    Tokens(ScramStartup),
+}
+
+#[async_trait]
+impl StartupHandler for Startup {
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + futures::Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
+    {
+        match self {
+            Startup::Password(handler) => handler.on_startup(client, message).await,
+            Startup::Tokens(handler) => handler.on_startup(client, message).await,
+        }
+    }
+}
+
 /// Per-connection handlers: the SASL handler keeps the exchange's state, so
 /// it is never shared between connections.
 struct Handlers {
     simple: Arc<ReadOnlySimple>,
     session: Arc<DfSessionService>,
-    startup: Arc<SASLAuthStartupHandler<DefaultServerParameterProvider>>,
+    startup: Arc<Startup>,
 }
 
 impl PgWireServerHandlers for Handlers {
@@ -256,10 +310,20 @@ impl PgWireServerHandlers for Handlers {
     }
 }
 
+/// Token logins: where the verifiers come from, the one user accepted
+/// (any when `None`), and the salt announced while there are no tokens.
+struct TokenLogins {
+    logins: Arc<dyn PgLogins>,
+    user: Option<String>,
+    fallback_salt: Arc<Vec<u8>>,
+}
+
 /// What the server shares between connections.
 struct Shared {
     session: Arc<DfSessionService>,
     secret: Arc<ScramSecret>,
+    /// Token logins instead of the one password, when on.
+    logins: Option<TokenLogins>,
     parameters: Arc<DefaultServerParameterProvider>,
     /// PEM of the certificate chain, for SCRAM channel binding.
     certificate_pem: Option<Vec<u8>>,
@@ -267,18 +331,29 @@ struct Shared {
 
 impl Shared {
     fn handlers(&self) -> PgWireResult<Handlers> {
-        let mut scram = ScramAuth::new(self.secret.clone());
-        if let Some(pem) = &self.certificate_pem {
-            scram.configure_certificate(pem)?;
-        }
+        let startup = match &self.logins {
+            Some(tokens) => Startup::Tokens(ScramStartup::new(
+                tokens.logins.clone(),
+                tokens.user.clone(),
+                tokens.fallback_salt.clone(),
+                self.parameters.clone(),
+            )),
+            None => {
+                let mut scram = ScramAuth::new(self.secret.clone());
+                if let Some(pem) = &self.certificate_pem {
+                    scram.configure_certificate(pem)?;
+                }
+                Startup::Password(
+                    SASLAuthStartupHandler::new(self.parameters.clone()).with_scram(scram),
+                )
+            }
+        };
         Ok(Handlers {
             simple: Arc::new(ReadOnlySimple {
                 inner: self.session.clone(),
             }),
             session: self.session.clone(),
-            startup: Arc::new(
-                SASLAuthStartupHandler::new(self.parameters.clone()).with_scram(scram),
-            ),
+            startup: Arc::new(startup),
         })
     }
 }
@@ -313,6 +388,14 @@ pub async fn serve_postgres(
     let shared = Shared {
         session: Arc::new(DfSessionService::new_with_hooks(context, hooks)),
         secret: Arc::new(ScramSecret::new(&options.user, &options.password)),
+        logins: options.logins.clone().map(|logins| {
+            let user = Some(options.user.clone()).filter(|user| !user.is_empty());
+            TokenLogins {
+                logins,
+                user,
+                fallback_salt: Arc::new(ScramVerifier::random_salt()),
+            }
+        }),
         parameters: Arc::new(parameters),
         certificate_pem,
     };

@@ -33,6 +33,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use inferwatch_query::scram::{PgLoginCandidate, PgLogins, ScramVerifier, SCRAM_ITERATIONS};
+
 use crate::ServerError;
 
 /// The tokens file's name in the data directory.
@@ -93,6 +95,13 @@ pub struct TokenRecord {
     /// When it stops working (RFC 3339, wall clock); never when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
+    /// The token's SCRAM-SHA-256 verifier in Postgres' form
+    /// (`SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`): the
+    /// Postgres wire checks logins against it. Tokens made before verifiers
+    /// were stored have none and cannot log in over the Postgres wire
+    /// (HTTP still takes them); make a new one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scram: Option<String>,
 }
 
 impl TokenRecord {
@@ -216,11 +225,14 @@ fn digest(secret: &[u8]) -> [u8; 32] {
 }
 
 /// Makes a token that expires after `lifetime` (never when `None`):
-/// returns its text (shown once) and its record.
+/// returns its text (shown once) and its record, whose SCRAM verifier uses
+/// `scram_salt` and `scram_iterations`.
 pub fn new_token(
     scope: Scope,
     stream: Option<String>,
     lifetime: Option<chrono::Duration>,
+    scram_salt: &[u8],
+    scram_iterations: u32,
 ) -> (String, TokenRecord) {
     let mut id = [0u8; 8];
     let mut secret = [0u8; 32];
@@ -239,6 +251,7 @@ pub fn new_token(
         created_at: now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         expires_at: lifetime
             .map(|lifetime| (now + lifetime).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        scram: Some(ScramVerifier::derive(&token, scram_salt, scram_iterations).to_string()),
     };
     (token, record)
 }
@@ -280,10 +293,24 @@ pub fn create_token(
     std::fs::create_dir_all(data).map_err(|error| ServerError::io(data, error))?;
     let path = data.join(TOKENS_FILE);
     let mut file = read_file(&path)?;
-    let (token, record) = new_token(scope, stream, lifetime);
+    // One salt for the whole file: a Postgres client proves it holds a
+    // token before the server knows which token it is, so the server
+    // announces one salt and tries the proof against every verifier.
+    let (salt, iterations) = newest_verifier(&file.tokens)
+        .map(|verifier| (verifier.salt, verifier.iterations))
+        .unwrap_or_else(|| (ScramVerifier::random_salt(), SCRAM_ITERATIONS));
+    let (token, record) = new_token(scope, stream, lifetime, &salt, iterations);
     file.tokens.push(record.clone());
     write_file(&path, &file)?;
     Ok((token, record))
+}
+
+/// The verifier of the newest token that has one.
+fn newest_verifier(tokens: &[TokenRecord]) -> Option<ScramVerifier> {
+    tokens
+        .iter()
+        .rev()
+        .find_map(|record| ScramVerifier::parse(record.scram.as_deref()?).ok())
 }
 
 /// The tokens in `data`'s tokens file.
@@ -405,6 +432,57 @@ impl TokenStore {
     }
 }
 
+impl std::fmt::Debug for TokenStore {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("TokenStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The Postgres wire's logins: every token with a verifier that shares the
+/// newest one's salt. A token that is expired, or whose scope cannot read,
+/// still matches (so the client hears why it was turned away) but is
+/// refused; a revoked token is no longer in the file and matches nothing.
+impl PgLogins for TokenStore {
+    fn candidates(&self) -> Vec<PgLoginCandidate> {
+        if let Err(error) = self.refresh() {
+            eprintln!("inferwatch serve: {error}");
+        }
+        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let now = chrono::Utc::now();
+        let Some(newest) = newest_verifier(&cache.tokens) else {
+            return Vec::new();
+        };
+        let mut candidates = Vec::new();
+        for record in cache.tokens.iter().rev() {
+            let Some(verifier) = record
+                .scram
+                .as_deref()
+                .and_then(|text| ScramVerifier::parse(text).ok())
+            else {
+                continue;
+            };
+            if verifier.salt != newest.salt || verifier.iterations != newest.iterations {
+                continue;
+            }
+            let refusal = if record.is_expired_at(now) {
+                Some(Denied::Expired.reason().to_string())
+            } else if record.scope == Scope::Ingest {
+                Some(format!(
+                    "token {} has scope ingest; SQL needs a read or admin token",
+                    record.id
+                ))
+            } else {
+                None
+            };
+            candidates.push(PgLoginCandidate { verifier, refusal });
+        }
+        candidates
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -510,5 +588,51 @@ mod tests {
             Some(chrono::Duration::zero())
         )
         .is_err());
+    }
+
+    #[test]
+    fn each_token_gets_a_scram_verifier_with_the_files_one_salt_and_logins_say_why_they_are_refused(
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let (read, read_record) = create_token(dir.path(), Scope::Read, None, None).unwrap();
+        let (ingest, ingest_record) = create_token(dir.path(), Scope::Ingest, None, None).unwrap();
+        let read_verifier = ScramVerifier::parse(read_record.scram.as_deref().unwrap()).unwrap();
+        let ingest_verifier =
+            ScramVerifier::parse(ingest_record.scram.as_deref().unwrap()).unwrap();
+        assert_eq!(
+            read_verifier.salt, ingest_verifier.salt,
+            "one salt per file"
+        );
+        assert_eq!(read_verifier.iterations, SCRAM_ITERATIONS);
+        assert_eq!(
+            read_verifier,
+            ScramVerifier::derive(&read, &read_verifier.salt, SCRAM_ITERATIONS),
+            "the verifier is the token's"
+        );
+        assert_ne!(read_verifier.stored_key, ingest_verifier.stored_key);
+        let text = std::fs::read_to_string(dir.path().join(TOKENS_FILE)).unwrap();
+        assert!(!text.contains(&ingest[20..]) && !text.contains(&read[20..]));
+        // A token from before verifiers has none and is no Postgres login.
+        let path = dir.path().join(TOKENS_FILE);
+        let mut file = read_file(&path).unwrap();
+        file.tokens[0].scram = None;
+        write_file(&path, &file).unwrap();
+        let store = TokenStore::open(dir.path()).unwrap();
+        let candidates = store.candidates();
+        assert_eq!(candidates.len(), 1);
+        assert_eq!(candidates[0].verifier, ingest_verifier);
+        assert!(
+            candidates[0]
+                .refusal
+                .as_deref()
+                .unwrap()
+                .contains("scope ingest"),
+            "{:?}",
+            candidates[0].refusal
+        );
+        // It still works over HTTP, where its SHA-256 is checked.
+        assert!(store
+            .check(Some(&format!("Bearer {read}")), Need::Read)
+            .is_ok());
     }
 }
