@@ -14,7 +14,7 @@ use inferwatch_query::{serve_postgres, QueryEngine};
 use inferwatch_server::api::ApiOptions;
 use inferwatch_server::http::HttpOptions;
 use inferwatch_server::one_pass::parse_size;
-use inferwatch_server::serve::{serve, ServeOptions};
+use inferwatch_server::serve::{serve, ServeOptions, TlsFiles};
 
 use crate::ingest_cmd::StoreArgs;
 use crate::query_cmd::{alert_history, runtime, LimitArgs, PgArgs};
@@ -54,6 +54,14 @@ pub struct NodeArgs {
     /// Listen for HTTP ingest here (e.g. 127.0.0.1:9200).
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
+    /// PEM certificate chain (leaf first): --listen serves HTTPS only
+    /// (with --tls-key); the Postgres wire offers TLS with it too unless
+    /// --pg-tls-cert is given.
+    #[arg(long, value_name = "PEM")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "PEM")]
+    pub tls_key: Option<PathBuf>,
     /// Rules to run on the ingested inference events; alerts print as
     /// JSON lines, as `run` prints them.
     #[arg(long)]
@@ -158,6 +166,8 @@ fn apply_config(args: &mut ServeArgs, matches: &clap::ArgMatches) -> anyhow::Res
     }
     let node = &mut args.node;
     fill!(node.listen, "listen", config.listen.map(Some));
+    fill!(node.tls_cert, "tls_cert", config.tls_cert.map(Some));
+    fill!(node.tls_key, "tls_key", config.tls_key.map(Some));
     fill!(node.rules, "rules", config.rules.map(Some));
     fill!(node.mapping, "mapping", config.mapping.map(Some));
     fill!(
@@ -214,11 +224,16 @@ fn apply_config(args: &mut ServeArgs, matches: &clap::ArgMatches) -> anyhow::Res
 /// What only makes sense with another setting, checked once the flags,
 /// the environment and the config file are merged.
 fn check_node_settings(node: &NodeArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        node.tls_cert.is_some() == node.tls_key.is_some(),
+        "tls_cert and tls_key go together (--tls-cert FILE --tls-key FILE)"
+    );
     if node.listen.is_none() {
         for (set, name) in [
             (node.rules.is_some(), "rules"),
             (node.mapping.is_some(), "mapping"),
             (node.open, "open"),
+            (node.tls_cert.is_some(), "tls_cert"),
         ] {
             anyhow::ensure!(
                 !set,
@@ -305,7 +320,13 @@ async fn start_postgres(args: &ServeArgs) -> anyhow::Result<PgTask> {
     } else {
         None
     };
-    let options = args.auth.options(args.pg, logins)?;
+    let mut options = args.auth.options(args.pg, logins)?;
+    // The node's certificate serves the Postgres wire too, unless it has its own.
+    if let (None, Some(certificate), Some(key)) =
+        (&options.tls, &args.node.tls_cert, &args.node.tls_key)
+    {
+        options = options.with_tls(certificate.clone(), key.clone());
+    }
     let generated = options.password_generated.then(|| options.password.clone());
     let tls = options.tls.is_some();
     if !tls && !args.pg.ip().is_loopback() {
@@ -353,12 +374,18 @@ async fn start_postgres(args: &ServeArgs) -> anyhow::Result<PgTask> {
 /// The node: HTTP ingest (and detection) until a signal.
 async fn serve_node(args: &ServeArgs, listen: SocketAddr) -> anyhow::Result<()> {
     let open = args.node.open;
+    let tls = args.node.tls_cert.is_some();
     serve_node_until(
         args,
         listen,
         move |address| {
             eprintln!(
-                "inferwatch serve: HTTP ingest on {address}{} (REST API under /api/v1/, /metrics)",
+                "inferwatch serve: HTTP ingest on {address}{}{} (REST API under /api/v1/, /metrics)",
+                if tls {
+                    format!(" (TLS only: https://{address}/)")
+                } else {
+                    String::new()
+                },
                 if open {
                     " (open: no tokens checked)"
                 } else {
@@ -423,6 +450,13 @@ pub(crate) async fn serve_node_until(
         notify: node.notify.clone(),
         allow_commands: node.allow_commands,
         delivery_grace: duration(&node.delivery_grace, "--delivery-grace")?,
+        tls: match (&node.tls_cert, &node.tls_key) {
+            (Some(certificate), Some(key)) => Some(TlsFiles {
+                certificate: certificate.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        },
     };
     if !node.open
         && inferwatch_server::auth::list_tokens(args.data()?)

@@ -60,10 +60,12 @@ pub mod scram;
 mod table;
 
 pub use alerts::{AlertHistoryTable, ALERTS_TABLE, STORE_ALERTS_FILE};
+/// tokio-rustls as pgwire links it (ring), for the node's HTTPS listener.
+pub use datafusion_postgres::pgwire::tokio::tokio_rustls;
 pub use dead_letters::{DeadLetterTable, DEAD_LETTERS_TABLE, STORE_DEAD_LETTERS_FILE};
 pub use dictionary_count::{DictionaryCountExec, DictionaryCountRule};
 pub use functions::{aggregate_functions, bucket_width_nanos, scalar_functions};
-pub use pg::{serve_postgres, PgOptions, PgTls, ReadOnlyHook};
+pub use pg::{rustls_server_config, serve_postgres, PgOptions, PgTls, ReadOnlyHook};
 pub use read_only::{
     is_harmless_setting, read_only_options, verify_read_only, LimitedQueryPlanner,
     StatementLimitExec, StatementLimits, HARMLESS_SETTINGS,

@@ -444,6 +444,22 @@ pub async fn serve_postgres(
 
 /// A rustls acceptor for the PEM files, and the certificate PEM itself.
 fn tls_acceptor(tls: &PgTls) -> Result<(TlsAcceptor, Vec<u8>), QueryError> {
+    // Postgres 17 clients may open with TLS directly; they negotiate this.
+    let (config, certificate_pem) =
+        rustls_server_config(&tls.certificate, &tls.key, vec![b"postgresql".to_vec()])?;
+    Ok((TlsAcceptor::from(config), certificate_pem))
+}
+
+/// A rustls server configuration (ring, safe default protocol versions,
+/// no client certificates) from a PEM certificate chain (leaf first) and a
+/// PEM private key (PKCS#8, PKCS#1 or SEC1), offering `alpn`; also returns
+/// the certificate chain's PEM. Shared by the Postgres wire and the node's
+/// HTTP listener.
+pub fn rustls_server_config(
+    certificate: &Path,
+    key: &Path,
+    alpn: Vec<Vec<u8>>,
+) -> Result<(Arc<rustls::ServerConfig>, Vec<u8>), QueryError> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let read = |path: &Path| {
@@ -452,19 +468,19 @@ fn tls_acceptor(tls: &PgTls) -> Result<(TlsAcceptor, Vec<u8>), QueryError> {
             source,
         })
     };
-    let certificate_pem = read(&tls.certificate)?;
-    let key_pem = read(&tls.key)?;
+    let certificate_pem = read(certificate)?;
+    let key_pem = read(key)?;
     let chain = CertificateDer::pem_slice_iter(&certificate_pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|error| QueryError::Tls(format!("{}: {error}", tls.certificate.display())))?;
+        .map_err(|error| QueryError::Tls(format!("{}: {error}", certificate.display())))?;
     if chain.is_empty() {
         return Err(QueryError::Tls(format!(
             "{}: no PEM certificate found",
-            tls.certificate.display()
+            certificate.display()
         )));
     }
     let key = PrivateKeyDer::from_pem_slice(&key_pem)
-        .map_err(|error| QueryError::Tls(format!("{}: {error}", tls.key.display())))?;
+        .map_err(|error| QueryError::Tls(format!("{}: {error}", key.display())))?;
     // An explicit provider: the process may link more than one.
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
@@ -473,9 +489,8 @@ fn tls_acceptor(tls: &PgTls) -> Result<(TlsAcceptor, Vec<u8>), QueryError> {
         .with_no_client_auth()
         .with_single_cert(chain, key)
         .map_err(|error| QueryError::Tls(error.to_string()))?;
-    // Postgres 17 clients may open with TLS directly; they negotiate this.
-    config.alpn_protocols = vec![b"postgresql".to_vec()];
-    Ok((TlsAcceptor::from(Arc::new(config)), certificate_pem))
+    config.alpn_protocols = alpn;
+    Ok((Arc::new(config), certificate_pem))
 }
 
 /// What [`ReadOnlyHook`] does with a statement.

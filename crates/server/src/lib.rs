@@ -86,6 +86,7 @@ pub mod protocol;
 pub mod series;
 pub mod serve;
 pub mod serve_config;
+pub mod tls;
 pub mod ui;
 pub mod writer;
 

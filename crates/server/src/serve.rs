@@ -31,6 +31,7 @@ use crate::notify::{DeliveryTotals, Notifier, NotifyOptions};
 use crate::one_pass::{
     load_engine_and_rules, load_mapping, resume_position, AlertOutputs, Detection, StoreSettings,
 };
+use crate::tls::TlsListener;
 use crate::writer::{IngestWriter, WriterOptions};
 use crate::ServerError;
 
@@ -72,6 +73,17 @@ pub struct ServeOptions {
     /// At shutdown, how long to wait for deliveries in flight; the rest
     /// stay journaled for the next start.
     pub delivery_grace: Duration,
+    /// Serve HTTPS only, with this PEM certificate chain and key.
+    pub tls: Option<TlsFiles>,
+}
+
+/// A PEM certificate chain (leaf first) and its private key.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The certificate chain.
+    pub certificate: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 /// The notification pipeline's state directory in a data directory
@@ -224,10 +236,29 @@ pub async fn serve(
             address: options.listen.to_string(),
             source,
         })?;
+    // With TLS, the certificate is read before anything is announced, so
+    // a bad file fails the start, not the first request.
+    enum Bound {
+        Plain(tokio::net::TcpListener),
+        Tls(TlsListener),
+    }
+    let listener = match &options.tls {
+        Some(files) => Bound::Tls(TlsListener::new(listener, &files.certificate, &files.key)?),
+        None => Bound::Plain(listener),
+    };
     listening(address);
-    let served = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let served = match listener {
+        Bound::Plain(plain) => {
+            axum::serve(plain, router(state))
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        Bound::Tls(tls) => {
+            axum::serve(tls, router(state))
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    };
     sampler.abort();
     // The router and its state are gone: the writer thread sees its queue
     // close, answers what is durable and closes the store.

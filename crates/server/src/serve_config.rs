@@ -36,6 +36,12 @@ pub struct ServeConfig {
     /// Postgres wire address, or `off`.
     #[serde(default)]
     pub pg: Option<String>,
+    /// PEM certificate chain: serve HTTPS only (with `tls_key`).
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `tls_cert`.
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
     /// Rules directory.
     #[serde(default)]
     pub rules: Option<PathBuf>,
@@ -105,6 +111,8 @@ impl ServeConfig {
         resolve(&mut config.mapping);
         resolve(&mut config.alerts_file);
         resolve(&mut config.actions);
+        resolve(&mut config.tls_cert);
+        resolve(&mut config.tls_key);
         resolve(&mut config.notify);
         Ok(config)
     }
@@ -150,6 +158,8 @@ impl ServeConfig {
         text!(self.data, "DATA");
         typed!(self.listen, "LISTEN");
         text!(self.pg, "PG");
+        text!(self.tls_cert, "TLS_CERT");
+        text!(self.tls_key, "TLS_KEY");
         text!(self.rules, "RULES");
         text!(self.mapping, "MAPPING");
         text!(self.alerts_file, "ALERTS_FILE");
