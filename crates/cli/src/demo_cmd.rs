@@ -9,11 +9,19 @@
 //! the path every shipper takes: first `--history` of the fleet ending now,
 //! as fast as the node takes it (so rollups and learned baselines exist),
 //! then live traffic stamped with the current time. Incidents are scheduled
-//! around that moment: a canary regression, an extraction sweep and a
-//! poisoned source start in the last quarter of an hour of the history, so
-//! their alerts are firing when the live traffic starts; a latency
-//! regression fires a few minutes into the live traffic and an input-length
-//! shift later (see [`schedule`]).
+//! around that moment: an extraction sweep and a poisoned source start in
+//! the last quarter of an hour of the history, so their alerts are firing
+//! when the live traffic starts; the recsys canary regresses from three
+//! minutes before it, a latency regression fires a few minutes into the
+//! live traffic and an input-length shift later (see [`schedule`]).
+//!
+//! The canary closes the loop: the demo runs the simulator's traffic router
+//! (`inferwatch_sim::router`), which the live traffic honours from its next
+//! simulated second, and starts the node with an actions file whose
+//! `rollback` action calls the router for the canary rules. Once
+//! `canary-vs-baseline` (or `canary-latency-judge`) fires, the router sends
+//! the canary's traffic to its baseline, the canary's events stop and the
+//! alert resolves, long before the injected regression would have ended.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -27,7 +35,8 @@ use anyhow::Context;
 use clap::Parser;
 use inferwatch_core::NANOS_PER_SECOND;
 use inferwatch_server::auth::{create_token, Scope};
-use inferwatch_sim::{Incident, Routing, Scenario, SimConfig};
+use inferwatch_sim::router::RouterState;
+use inferwatch_sim::{Incident, Routing, Scenario, SimConfig, DEPLOYMENTS, MODELS};
 
 use crate::query_cmd::runtime;
 use crate::serve_cmd::{serve_node_until, shutdown_signal, ServeArgs};
@@ -86,6 +95,27 @@ const RULES: &[(&str, &str)] = embedded_rules![
     "volume-drop.yaml",
 ];
 
+/// The rules whose alerts roll the canary back.
+const ROLLBACK_RULES: [&str; 2] = ["canary-vs-baseline", "canary-latency-judge"];
+
+/// The actions file: one `rollback` action, aimed at the demo's router.
+fn actions_yaml(router: SocketAddr) -> String {
+    format!(
+        "# Written by `inferwatch demo`: when a canary rule fires, ask the\n\
+         # simulated fleet's traffic router to send the canary's traffic to\n\
+         # its baseline.\n\
+         actions:\n  \
+         - name: canary-rollback\n    \
+           kind: rollback\n    \
+           rules: [{rules}]\n    \
+           request:\n      \
+             method: POST\n      \
+             url: \"http://{router}/models/{{{{group.model_id}}}}/rollback\"\n      \
+             body: '{{\"rule\": \"{{{{rule_id}}}}\", \"alert\": \"{{{{alert_id}}}}\"}}'\n",
+        rules = ROLLBACK_RULES.join(", ")
+    )
+}
+
 /// Parses `serve`'s flags, so the demo runs exactly the node `serve` runs.
 #[derive(Parser)]
 struct ServeCli {
@@ -114,6 +144,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (read, _) = create_token(&args.data, Scope::Read, None, None)?;
     let (admin, _) = create_token(&args.data, Scope::Admin, None, None)?;
     let (ingest, _) = create_token(&args.data, Scope::Ingest, None, None)?;
+    // The fleet's traffic router, which the rollback action calls and the
+    // live traffic honours.
+    let router = RouterState::new(None, 0)?;
+    let router_address = inferwatch_sim::router::serve("127.0.0.1:0", router.clone())
+        .context("starting the simulated fleet's traffic router")?;
+    let actions = args.data.join("actions.yaml");
+    std::fs::write(&actions, actions_yaml(router_address))
+        .with_context(|| format!("writing {}", actions.display()))?;
     let data = args.data.to_string_lossy().into_owned();
     let listen = args.listen.to_string();
     let alerts = args
@@ -136,6 +174,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         &alerts,
         "--max-future",
         max_future,
+        "--actions",
+        &actions.to_string_lossy(),
     ])?
     .serve;
 
@@ -149,6 +189,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             history_ns,
             rate: args.rate,
             speed: args.speed,
+            router,
             stop,
         };
         std::thread::Builder::new()
@@ -173,7 +214,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         &serve_args,
         args.listen,
         move |bound| {
-            banner(bound, &data_dir, &read, &admin);
+            banner(bound, router_address, &data_dir, &read, &admin);
             let _ = address_sender.send(bound);
         },
         async move {
@@ -229,7 +270,7 @@ fn prepare(data: &Path) -> anyhow::Result<()> {
 
 /// What a newcomer needs: the URL, the tokens and a curl line. On
 /// standard output; progress goes to standard error.
-fn banner(address: SocketAddr, data: &Path, read: &str, admin: &str) {
+fn banner(address: SocketAddr, router: SocketAddr, data: &Path, read: &str, admin: &str) {
     let base = format!("http://{address}");
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
@@ -237,11 +278,14 @@ fn banner(address: SocketAddr, data: &Path, read: &str, admin: &str) {
         "\ninferwatch demo: a simulated model fleet is feeding the node (data in {}).\n\n\
          Dashboard:    {base}/ui/\n\
          Read token:   {read}\n\
-         Admin token:  {admin}   (acknowledge and silence alerts)\n\n\
+         Admin token:  {admin}   (acknowledge and silence alerts)\n\
+         Fleet router: http://{router}/routes   (the canary rules' rollback action calls it)\n\n\
          Paste the read token into the dashboard, or ask the REST API:\n  \
          curl -H 'Authorization: Bearer {read}' {base}/api/v1/alerts\n  \
          curl -H 'Authorization: Bearer {read}' '{base}/api/v1/series?metric=p99&model_id=recsys'\n\n\
-         History is being sent first; live traffic follows. Ctrl-C stops.\n",
+         History is being sent first; live traffic follows. A few minutes into it the\n\
+         recsys canary's alert fires, its rollback sends the canary's traffic to the\n\
+         baseline, and the alert resolves. Ctrl-C stops.\n",
         data.display()
     );
     let _ = out.flush();
@@ -253,20 +297,25 @@ struct Feed {
     history_ns: i64,
     rate: f64,
     speed: f64,
+    router: Arc<RouterState>,
     stop: Arc<AtomicBool>,
 }
 
 /// The incidents, in minutes from `now_ns` (the end of the history).
 ///
-/// The canary regression, the extraction sweep and the poisoned source
-/// start in the history, so their alerts are firing once it is in (about
-/// 20 s after start for 2 h of history); the fraud latency regression
-/// starts a minute before now and fires a few minutes into the live
-/// traffic; the input-length shift comes later, and each incident resolves.
+/// The extraction sweep and the poisoned source start in the history, so
+/// their alerts are firing once it is in (about 20 s after start for 2 h of
+/// history). The recsys canary regresses from three minutes before now, so
+/// `canary-vs-baseline` (5 minutes in breach) fires about two minutes into
+/// the live traffic and its rollback stops the canary: the regression is
+/// scheduled to run for 40 minutes, but the alert resolves about five
+/// minutes after the rollback. The fraud latency regression starts a minute
+/// before now and fires a few minutes into the live traffic; the
+/// input-length shift comes later, and each incident resolves.
 fn schedule(now_ns: i64) -> Vec<Incident> {
     let minute = 60 * NANOS_PER_SECOND;
     [
-        (Scenario::CanaryRegression, -16, 15),
+        (Scenario::CanaryRegression, -3, 40),
         (Scenario::Extraction, -14, 10),
         (Scenario::PoisonedSource, -5, 12),
         (Scenario::LatencyRegression, -1, 20),
@@ -320,6 +369,16 @@ impl Feed {
             summary.events,
             began.elapsed().as_secs_f64()
         );
+        // From here on the traffic honours the router: a rollback (the
+        // canary's alert may fire while the clock is being caught up with)
+        // takes effect from the next simulated second.
+        let mut routed = Routing::default();
+        let mut route = |second_ns: i64| {
+            let routing = self.router.routing_at(second_ns);
+            announce_rollbacks(&routed, &routing, second_ns);
+            routed = routing;
+            routing
+        };
         // Catch up with the clock, so the charts show no gap where the
         // history was being sent (and no volume rule sees one); each segment
         // has its own seed, so request ids do not repeat.
@@ -337,8 +396,15 @@ impl Feed {
                 seed,
                 ..base.clone()
             };
-            inferwatch_sim::generate_scheduled(&catch_up, incidents.clone(), &mut poster)
-                .context("catching up with the clock")?;
+            // As fast as it goes, one simulated second at a time.
+            inferwatch_sim::generate_live_scheduled(
+                &catch_up,
+                incidents.clone(),
+                &mut poster,
+                f64::MAX,
+                &mut route,
+            )
+            .context("catching up with the clock")?;
             poster.flush().context("catching up with the clock")?;
             covered = target;
         }
@@ -363,12 +429,29 @@ impl Feed {
                 incidents.clone(),
                 &mut poster,
                 self.speed,
-                |_| Routing::default(),
+                &mut route,
             )
             .context("sending live traffic")?;
             covered += live.duration_ns;
         }
         Ok(())
+    }
+}
+
+/// Says on standard error which deployments the router took out of the
+/// traffic since the previous simulated second.
+fn announce_rollbacks(before: &Routing, now: &Routing, second_ns: i64) {
+    for (index, deployment) in DEPLOYMENTS.iter().enumerate() {
+        if before.is_live(index) && !now.is_live(index) {
+            eprintln!(
+                "inferwatch demo: rollback: the router took {} {} ({}) out of the traffic \
+                 from {}; its requests go to the baseline now",
+                MODELS[deployment.model].model_id,
+                deployment.model_version,
+                deployment.ab_group,
+                inferwatch_core::format_timestamp(second_ns)
+            );
+        }
     }
 }
 
@@ -476,6 +559,43 @@ mod tests {
         on_disk.sort();
         let embedded: Vec<String> = RULES.iter().map(|(name, _)| name.to_string()).collect();
         assert_eq!(embedded, on_disk, "add new rules to RULES in demo_cmd.rs");
+    }
+
+    #[test]
+    fn the_actions_file_rolls_back_on_the_canary_rules_of_the_rule_pack() {
+        let router: SocketAddr = "127.0.0.1:4567".parse().unwrap();
+        let text = actions_yaml(router);
+        let file = inferwatch_alert::ActionsFile::from_yaml_str(Path::new("actions.yaml"), &text)
+            .unwrap_or_else(|error| panic!("{error}\n{text}"));
+        let actions = file.build(&inferwatch_alert::BuildContext::new()).unwrap();
+        assert_eq!(actions.len(), 1);
+        let rules = actions[0].filter.rules.clone().unwrap();
+        assert_eq!(
+            rules.iter().map(String::as_str).collect::<Vec<_>>(),
+            ["canary-latency-judge", "canary-vs-baseline"]
+        );
+        for rule in &rules {
+            assert!(
+                RULES
+                    .iter()
+                    .any(|(_, yaml)| yaml.contains(&format!("id: {rule}\n"))),
+                "{rule} is not in the rule pack"
+            );
+        }
+        assert!(
+            text.contains("url: \"http://127.0.0.1:4567/models/{{group.model_id}}/rollback\""),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_canary_regression_straddles_the_start_of_the_live_traffic() {
+        let now = 1_800_000_000 * NANOS_PER_SECOND;
+        let canary = schedule(now)
+            .into_iter()
+            .find(|incident| incident.scenario == Scenario::CanaryRegression)
+            .unwrap();
+        assert!(canary.start_ns < now && canary.end_ns > now + 30 * 60 * NANOS_PER_SECOND);
     }
 
     #[test]

@@ -2242,6 +2242,218 @@ mod demo {
         child.stop();
         assert!(data.join("INFERWATCH-DEMO").is_file());
     }
+
+    fn sql(base: &str, token: &str, query: &str) -> serde_json::Value {
+        let answer = curl(&[
+            "-H",
+            &format!("Authorization: Bearer {token}"),
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            &serde_json::json!({ "sql": query }).to_string(),
+            &format!("{base}/api/v1/query"),
+        ]);
+        assert_eq!(answer.status, 200, "{query}: {}", answer.body);
+        answer.json()["rows"][0].clone()
+    }
+
+    fn seconds(rfc3339: &serde_json::Value) -> i64 {
+        chrono::DateTime::parse_from_rfc3339(rfc3339.as_str().unwrap())
+            .unwrap()
+            .timestamp()
+    }
+
+    /// The alert transitions the demo's node appended to its alerts file.
+    fn transitions(data: &Path, rule_id: &str, state: &str) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(data.join("alerts.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|alert| {
+                alert["rule_id"] == rule_id
+                    && alert["state"] == state
+                    && alert["group"]["model_id"] == "recsys"
+            })
+            .collect()
+    }
+
+    /// The issue-19 story, live: the recsys canary regresses, the canary
+    /// rule fires, its rollback action calls the demo's traffic router, the
+    /// canary's traffic stops and the alert resolves while the injected
+    /// regression is still scheduled to run. Ten simulated seconds per wall
+    /// second, so the minutes of event time pass in well under the deadlines.
+    #[test]
+    fn the_demo_rolls_the_regressed_recsys_canary_back_and_its_alert_resolves() {
+        if !available("curl", &["--version"]) {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("demo");
+        let listen = format!("127.0.0.1:{}", free_port());
+        let mut child = Command::new(common::binary())
+            .args(["demo", "--listen", &listen, "--history", "30m"])
+            .args(["--speed", "10", "--data"])
+            .arg(&data)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting inferwatch demo");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+        let progress = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        {
+            let progress = progress.clone();
+            std::thread::spawn(move || {
+                for line in stderr.map_while(Result::ok) {
+                    progress.lock().unwrap().push(line);
+                }
+            });
+        }
+        let node = Node {
+            child,
+            address: listen.clone(),
+        };
+        let (mut read, mut router) = (None, None);
+        while read.is_none() || router.is_none() {
+            let line = lines
+                .next()
+                .expect("demo printed its token and router")
+                .expect("stdout is text");
+            if let Some(rest) = line.trim().strip_prefix("Read token:") {
+                read = Some(rest.trim().to_string());
+            }
+            if let Some(rest) = line.trim().strip_prefix("Fleet router:") {
+                router = rest.split_whitespace().next().map(str::to_string);
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        let (read, routes_url) = (read.unwrap(), router.unwrap());
+        assert!(routes_url.ends_with("/routes"), "{routes_url}");
+        let base = format!("http://{listen}");
+        let actions = std::fs::read_to_string(data.join("actions.yaml")).unwrap();
+        assert!(actions.contains("kind: rollback"), "{actions}");
+
+        // The canary rule fires on recsys.
+        let firing = eventually(420, "canary-vs-baseline to fire", || {
+            transitions(&data, "canary-vs-baseline", "firing")
+                .into_iter()
+                .next()
+        });
+        // Its notification went to the actions, and the rollback reached
+        // the router, which answered 200.
+        eventually(300, "the canary notification to be sent", || {
+            let history = get(
+                &base,
+                &read,
+                "/api/v1/notifications?rule_id=canary-vs-baseline",
+            )
+            .json();
+            history["notifications"]
+                .as_array()?
+                .iter()
+                .find(|notification| {
+                    notification["sent"] == true
+                        && notification["alerts"].as_array().is_some_and(|alerts| {
+                            alerts.iter().any(|alert| {
+                                alert["state"] == "firing"
+                                    && alert["fingerprint"] == firing["fingerprint"]
+                            })
+                        })
+                })
+                .cloned()
+        });
+        let remediations = data.join("notify/deliveries/remediations.jsonl");
+        let rollback = eventually(300, "the rollback to be delivered", || {
+            std::fs::read_to_string(&remediations)
+                .ok()?
+                .lines()
+                .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+                .find(|record| {
+                    record["action"] == "canary-rollback" && record["response_status"] == 200
+                })
+        });
+        let url = rollback["request"]["url"].as_str().unwrap();
+        assert_eq!(
+            url,
+            routes_url.replace("/routes", "/models/recsys/rollback"),
+            "{rollback}"
+        );
+        // The router took the canary, and only the canary, out of the traffic.
+        let routes = curl(&[&routes_url]).json();
+        let live = |model: &str, version: &str| {
+            routes["routes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|route| route["model_id"] == model && route["model_version"] == version)
+                .unwrap_or_else(|| panic!("no {model} {version}: {routes}"))["live"]
+                .clone()
+        };
+        assert_eq!(live("recsys", "2.1"), false, "{routes}");
+        assert_eq!(live("recsys", "2.0"), true, "{routes}");
+        assert_eq!(live("fraud", "1.3"), true, "{routes}");
+
+        // The alert resolves.
+        let resolved = eventually(420, "canary-vs-baseline to resolve", || {
+            transitions(&data, "canary-vs-baseline", "resolved")
+                .into_iter()
+                .next()
+        });
+        assert_eq!(resolved["fingerprint"], firing["fingerprint"]);
+        // While the injected regression was still scheduled to run: it
+        // ends 40 minutes after the history (30 minutes from the first
+        // event), so the rollback, not its end, resolved the alert.
+        let first_event = sql(
+            &base,
+            &read,
+            "SELECT CAST(to_unixtime(min(timestamp)) AS BIGINT) FROM inference",
+        )[0]
+        .as_i64()
+        .unwrap();
+        let regression_end = first_event + 70 * 60;
+        assert!(
+            seconds(&resolved["ends_at"]) < regression_end - 10 * 60,
+            "resolved at {}, the regression ran to {regression_end}",
+            resolved["ends_at"]
+        );
+
+        // No canary traffic since the rollback: the canary's newest event is
+        // older than the resolution, and while two more simulated minutes of
+        // traffic arrive, its count does not grow.
+        let canary = "SELECT count(*) AS n, CAST(to_unixtime(max(timestamp)) AS BIGINT) AS last_canary, \
+                      (SELECT CAST(to_unixtime(max(timestamp)) AS BIGINT) FROM inference) AS newest \
+                      FROM inference WHERE model_id = 'recsys' AND ab_group = 'canary'";
+        let before = sql(&base, &read, canary);
+        let (count, last_canary, newest) = (
+            before[0].as_i64().unwrap(),
+            before[1].as_i64().unwrap(),
+            before[2].as_i64().unwrap(),
+        );
+        assert!(count > 1_000, "{before}");
+        assert!(last_canary < seconds(&resolved["ends_at"]), "{before}");
+        let after = eventually(300, "two more simulated minutes of traffic", || {
+            let after = sql(&base, &read, canary);
+            (after[2].as_i64()? >= newest + 120).then_some(after)
+        });
+        assert_eq!(after[0].as_i64(), Some(count), "{before} then {after}");
+        assert_eq!(
+            after[1].as_i64(),
+            Some(last_canary),
+            "{before} then {after}"
+        );
+
+        // The demo said so on its output, as did the router.
+        let said = progress.lock().unwrap().join("\n");
+        assert!(
+            said.contains("inferwatch demo: rollback: the router took recsys 2.1 (canary)"),
+            "{said}"
+        );
+        assert!(
+            said.contains("router: rolled back recsys [\"2.1\"]"),
+            "{said}"
+        );
+        node.stop();
+    }
 }
 
 /// The dashboard's alerts, model and SQL views, and the segment comparison

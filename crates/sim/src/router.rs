@@ -13,7 +13,7 @@
 //! the records `inferwatch dora report` computes DORA metrics from.
 //!
 //! It lives with the simulator because it is the simulated fleet's control
-//! plane: `inferwatch simulate --live --router` and the coming `demo` both
+//! plane: `inferwatch simulate --live --router` and `inferwatch demo` both
 //! drive the fleet through it.
 
 use std::fs::File;
