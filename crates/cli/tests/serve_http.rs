@@ -175,6 +175,12 @@ fn events(model: &str, count: usize) -> String {
 #[path = "serve_http/shippers.rs"]
 mod shippers;
 
+#[path = "serve_http/tls.rs"]
+mod tls;
+
+#[path = "serve_http/overload_kill9.rs"]
+mod overload_kill9;
+
 mod clients {
     use super::*;
 

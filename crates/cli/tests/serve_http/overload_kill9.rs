@@ -11,7 +11,7 @@
 use std::path::Path;
 use std::process::Command;
 
-mod common;
+use super::common;
 
 #[test]
 fn every_event_acknowledged_under_10x_overload_survives_a_kill_9_and_busy_answers_carry_retry_after(
