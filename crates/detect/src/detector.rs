@@ -26,9 +26,7 @@
 
 use std::collections::BTreeMap;
 
-use inferwatch_core::QuantileSketch;
-
-use inferwatch_core::Evidence;
+use inferwatch_core::{Evidence, QuantileSketch};
 use marked_yaml::Spanned;
 use serde::Deserialize;
 
@@ -177,9 +175,9 @@ pub struct ForestDetector {
     /// Score in [0, 1] at or above which an entity holds; with
     /// `false_findings_per_day`, the floor under the calibrated threshold.
     pub threshold: f64,
-    /// Calibrates the threshold so that entities scored like the learned
-    /// (normal) ones would cross it about this often a day, over the whole
-    /// population (see [`EntityForest`]).
+    /// Calibrates the threshold so that about this many scores a day cross
+    /// it, over the whole population: the matching quantile of the last
+    /// day's scores, never below `threshold` (see [`EntityForest`]).
     pub false_findings_per_day: Option<f64>,
     /// Vectors learned before any entity is scored.
     pub warmup: usize,
