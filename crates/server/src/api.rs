@@ -102,6 +102,18 @@ pub(crate) fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
         .collect()
 }
 
+/// A `limit` query parameter within `range`, or why it is refused.
+fn bounded_limit(value: &str, range: std::ops::RangeInclusive<usize>) -> Result<usize, String> {
+    match value.parse::<usize>() {
+        Ok(n) if range.contains(&n) => Ok(n),
+        _ => Err(format!(
+            "limit: '{value}' is not a number from {} to {}",
+            range.start(),
+            range.end()
+        )),
+    }
+}
+
 pub(crate) fn parse_time(name: &str, text: &str) -> Result<i64, String> {
     inferwatch_core::parse_timestamp_text(text)
         .map_err(|_| format!("{name}: '{text}' is not an RFC 3339 time"))
@@ -881,14 +893,9 @@ pub async fn notifications(
     let mut rule_id: Option<String> = None;
     for (key, value) in query_pairs(raw.as_deref()) {
         match key.as_str() {
-            "limit" => match value.parse::<usize>() {
-                Ok(n) if (1..=10_000).contains(&n) => limit = n,
-                _ => {
-                    return error(
-                        StatusCode::BAD_REQUEST,
-                        format!("limit: '{value}' is not a number from 1 to 10000"),
-                    )
-                }
+            "limit" => match bounded_limit(&value, 1..=10_000) {
+                Ok(n) => limit = n,
+                Err(reason) => return error(StatusCode::BAD_REQUEST, reason),
             },
             "rule_id" => rule_id = Some(value),
             other => {
@@ -1011,14 +1018,9 @@ pub async fn dead_letters(
     let mut reason: Option<String> = None;
     for (key, value) in query_pairs(raw.as_deref()) {
         match key.as_str() {
-            "limit" => match value.parse::<usize>() {
-                Ok(n) if n <= 1_000 => samples = n,
-                _ => {
-                    return error(
-                        StatusCode::BAD_REQUEST,
-                        format!("limit: '{value}' is not a number from 0 to 1000"),
-                    )
-                }
+            "limit" => match bounded_limit(&value, 0..=1_000) {
+                Ok(n) => samples = n,
+                Err(reason) => return error(StatusCode::BAD_REQUEST, reason),
             },
             "reason" => {
                 // Spliced into SQL below: only a reason's own characters.
