@@ -156,6 +156,17 @@ fn counts_by_model(data: &Path) -> std::collections::BTreeMap<String, u64> {
         .collect()
 }
 
+/// RFC 3339 times `seconds` after a 10 s boundary `ago` seconds back:
+/// event times in the recent past that tests can place windows on.
+fn event_clock(ago: i64) -> impl Fn(i64) -> String {
+    let base = (chrono::Utc::now().timestamp() - ago).div_euclid(10) * 10;
+    move |seconds| {
+        chrono::DateTime::from_timestamp(base + seconds, 0)
+            .unwrap()
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    }
+}
+
 fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
@@ -611,12 +622,7 @@ mod history_reload_dead_letters {
                 notify.to_str().unwrap(),
             ],
         );
-        let base = (chrono::Utc::now().timestamp() - 120).div_euclid(10) * 10;
-        let at = |seconds: i64| {
-            chrono::DateTime::from_timestamp(base + seconds, 0)
-                .unwrap()
-                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-        };
+        let at = event_clock(120);
         let silence = post(
             &node,
             &admin,
@@ -804,12 +810,7 @@ mod history_reload_dead_letters {
                 notify.to_str().unwrap(),
             ],
         );
-        let base = (chrono::Utc::now().timestamp() - 300).div_euclid(10) * 10;
-        let at = |seconds: i64| {
-            chrono::DateTime::from_timestamp(base + seconds, 0)
-                .unwrap()
-                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-        };
+        let at = event_clock(300);
         // Both models burst in every 10 s window of [from, to), with steady
         // traffic moving the clock.
         let send = |from: i64, to: i64| {
@@ -1809,12 +1810,7 @@ mod actions {
             ],
         );
         // Event time two minutes ago, on a window boundary.
-        let base = (chrono::Utc::now().timestamp() - 120).div_euclid(10) * 10;
-        let at = |seconds: i64| {
-            chrono::DateTime::from_timestamp(base + seconds, 0)
-                .unwrap()
-                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-        };
+        let at = event_clock(120);
         let silence = curl(&[
             "-H",
             &format!("Authorization: Bearer {admin}"),
