@@ -1,26 +1,24 @@
 #!/usr/bin/env python3
-"""The default rule pack, written for the peers: DuckDB SQL and pandas.
+"""Three rules of the default pack, written for the peers: DuckDB SQL and pandas.
+
+The subset is the pack's rules that a peer can reproduce exactly, alert for
+alert: `error-rate`, `volume-drop` and `canary-vs-baseline` (rules/*.yaml of
+the same names). The learned baselines, drift tests and the forest need the
+engine's own state (EWMA spreads, sketches, a calibrated threshold); `bench/run
+detectors` compares those with scipy and scikit-learn separately.
 
 Each peer computes, per rule, the same sliding-window aggregates that
 `inferwatch detect` evaluates (a tick every minute over the window before
 it), then applies the same conditions and `for` hold times. It prints one
 JSON object: events, seconds (load + detect), and the firing transitions it
-found, so that the harness can check the peers agree with inferwatch.
+found as (rule, group, start minute), which the harness checks against
+inferwatch's alerts.
 
 Usage: detect_peers.py duckdb|pandas EVENTS.jsonl
 """
 import json
 import sys
 import time
-
-# (rule id, model filter or None, threshold ms, window minutes, for minutes)
-SLO_RULES = [
-    ("latency-slo-recsys", "recsys", 500.0),
-    ("latency-slo-fraud", "fraud", 100.0),
-    ("latency-slo-vision", "vision", 250.0),
-    ("latency-slo-chat-llm", "chat-llm", 8000.0),
-]
-
 
 def held(rows, condition, for_minutes):
     """rows: {group: {tick: values}} -> {group: set of ticks where `condition` has held for `for_minutes`}."""
@@ -59,12 +57,8 @@ def hold(rows, condition, for_minutes):
 def transitions_from(tables):
     """tables: dict of rule-shaped rows -> list of (rule, group, tick)."""
     out = []
-    per_version = tables["per_version"]  # {(model, version): {tick: (n, p99, error_rate)}}
-    for rule, model, threshold in SLO_RULES:
-        rows = {g: t for g, t in per_version.items() if g[0] == model}
-        for group, tick in hold(rows, lambda v, th=threshold: v[1] > th and v[0] >= 100, 3):
-            out.append((rule, group, tick))
-    for group, tick in hold(per_version, lambda v: v[2] > 0.05 and v[0] >= 200, 2):
+    per_version = tables["per_version"]  # {(model, version): {tick: (n, error_rate)}}
+    for group, tick in hold(per_version, lambda v: v[1] > 0.05 and v[0] >= 200, 2):
         out.append(("error-rate", group, tick))
     volume = tables["volume"]  # {(model, version): {tick: n}} over 2m windows
     for group, tick in hold(volume, lambda n: n == 0, 1):
@@ -74,9 +68,6 @@ def transitions_from(tables):
     error_arm = held(canary, lambda v: v[0] >= 100 and v[3] == v[3] and v[3] is not None and v[2] > 2 * v[3] + 0.01, 3)
     for group, tick in rising_edges(latency_arm, error_arm):
         out.append(("canary-vs-baseline", group, tick))
-    extraction = tables["extraction"]  # {(client, model): {tick: (n, distinct)}}
-    for group, tick in hold(extraction, lambda v: v[0] >= 1000 and v[1] / v[0] > 0.9, 2):
-        out.append(("model-extraction-sweep", group, tick))
     return out
 
 
@@ -92,7 +83,7 @@ def dense_volume(per_minute_counts, window):
     return out
 
 
-COLUMNS = "{timestamp:'VARCHAR', model_id:'VARCHAR', model_version:'VARCHAR', ab_group:'VARCHAR', client_id:'VARCHAR', status:'VARCHAR', latency_ms:'DOUBLE', input_hash:'VARCHAR'}"
+COLUMNS = "{timestamp:'VARCHAR', model_id:'VARCHAR', model_version:'VARCHAR', ab_group:'VARCHAR', status:'VARCHAR', latency_ms:'DOUBLE'}"
 
 
 def run_duckdb(path):
@@ -102,16 +93,16 @@ def run_duckdb(path):
     con.execute(
         f"""CREATE TABLE ev AS SELECT
               CAST(epoch_ms(CAST(timestamp AS TIMESTAMP)) // 60000 AS BIGINT) AS minute,
-              model_id, model_version, ab_group, client_id, status = 'error' AS failed, latency_ms, input_hash
+              model_id, model_version, ab_group, status = 'error' AS failed, latency_ms
             FROM read_ndjson('{path}', columns={COLUMNS})"""
     )
     events = con.execute("SELECT count(*) FROM ev").fetchone()[0]
     per_version = {}
-    for model, version, tick, n, p99, err in con.execute(
-        """SELECT model_id, model_version, minute + k AS tick, count(*), quantile_cont(latency_ms, 0.99), avg(failed::INT)
+    for model, version, tick, n, err in con.execute(
+        """SELECT model_id, model_version, minute + k AS tick, count(*), avg(failed::INT)
            FROM ev, range(1, 6) r(k) GROUP BY ALL"""
     ).fetchall():
-        per_version.setdefault((model, version), {})[tick] = (n, p99, err)
+        per_version.setdefault((model, version), {})[tick] = (n, err)
     per_minute = {}
     for model, version, minute, n in con.execute(
         "SELECT model_id, model_version, minute, count(*) FROM ev GROUP BY ALL"
@@ -127,13 +118,7 @@ def run_duckdb(path):
            FROM ev, range(1, 6) r(k) GROUP BY ALL HAVING count(*) FILTER (WHERE ab_group = 'canary') > 0"""
     ).fetchall():
         canary.setdefault((model,), {})[tick] = (cn, cp99, cerr, berr)
-    extraction = {}
-    for client, model, tick, n, distinct in con.execute(
-        """SELECT client_id, model_id, minute + k AS tick, count(*), approx_count_distinct(input_hash)
-           FROM ev, range(1, 6) r(k) GROUP BY ALL HAVING count(*) >= 1000"""
-    ).fetchall():
-        extraction.setdefault((client, model), {})[tick] = (n, distinct)
-    tables = {"per_version": per_version, "volume": dense_volume(per_minute, 2), "canary": canary, "extraction": extraction}
+    tables = {"per_version": per_version, "volume": dense_volume(per_minute, 2), "canary": canary}
     return events, tables
 
 
@@ -145,7 +130,7 @@ def run_pandas(path):
 
     schema = pa.schema([
         ("timestamp", pa.string()), ("model_id", pa.string()), ("model_version", pa.string()), ("ab_group", pa.string()),
-        ("client_id", pa.string()), ("status", pa.string()), ("latency_ms", pa.float64()), ("input_hash", pa.string()),
+        ("status", pa.string()), ("latency_ms", pa.float64()),
     ])
     table = pj.read_json(path, parse_options=pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore"))
     import pyarrow.compute as pc
@@ -155,7 +140,7 @@ def run_pandas(path):
     df = table.to_pandas()
     events = len(df)
     df["failed"] = (df["status"] == "error").astype("int8")
-    for key in ("model_id", "model_version", "ab_group", "client_id"):
+    for key in ("model_id", "model_version", "ab_group"):
         df[key] = df[key].astype("category")
 
     def replicate(frame, window):
@@ -165,10 +150,10 @@ def run_pandas(path):
     slim = df[["model_id", "model_version", "ab_group", "minute", "failed", "latency_ms"]]
     wide = replicate(slim, 5)
     grouped = wide.groupby(["model_id", "model_version", "tick"], observed=True)
-    agg = pd.DataFrame({"n": grouped.size(), "p99": grouped["latency_ms"].quantile(0.99), "err": grouped["failed"].mean()})
+    agg = pd.DataFrame({"n": grouped.size(), "err": grouped["failed"].mean()})
     per_version = {}
     for (model, version, tick), row in agg.iterrows():
-        per_version.setdefault((model, version), {})[tick] = (row["n"], row["p99"], row["err"])
+        per_version.setdefault((model, version), {})[tick] = (row["n"], row["err"])
     counts = slim.groupby(["model_id", "model_version", "minute"], observed=True).size()
     per_minute = {}
     for (model, version, minute), n in counts.items():
@@ -179,15 +164,7 @@ def run_pandas(path):
     canary = {}
     for (model, tick), row in cagg.iterrows():
         canary.setdefault((model,), {})[tick] = (row["n"], row["p99"], row["err"], base.get((model, tick), np.nan))
-    del wide
-    clients = replicate(df[["client_id", "model_id", "minute", "input_hash"]], 5)
-    cg = clients.groupby(["client_id", "model_id", "tick"], observed=True)
-    eagg = pd.DataFrame({"n": cg.size(), "distinct": cg["input_hash"].nunique()})
-    eagg = eagg[eagg["n"] >= 1000]
-    extraction = {}
-    for (client, model, tick), row in eagg.iterrows():
-        extraction.setdefault((client, model), {})[tick] = (row["n"], row["distinct"])
-    tables = {"per_version": per_version, "volume": dense_volume(per_minute, 2), "canary": canary, "extraction": extraction}
+    tables = {"per_version": per_version, "volume": dense_volume(per_minute, 2), "canary": canary}
     return events, tables
 
 
@@ -202,7 +179,7 @@ def main():
         "events": events,
         "seconds": seconds,
         "events_per_second": events / seconds,
-        "firing": sorted(f"{rule} {list(group)} minute {tick % 1440}" for rule, group, tick in transitions),
+        "firing": sorted([rule, [str(value) for value in group], int(tick)] for rule, group, tick in transitions),
     }))
 
 
