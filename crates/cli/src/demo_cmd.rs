@@ -3,7 +3,7 @@
 //!
 //! It makes a data directory (marked as the demo's, so a second run may
 //! start it afresh and no other directory is ever overwritten), writes the
-//! rule pack embedded in the binary into it, creates tokens and runs the
+//! rule pack and SLOs embedded in the binary into it, creates tokens and runs the
 //! same node as `serve --listen` in this process. A feeder thread then
 //! sends the simulator's events to the node's own NDJSON ingest endpoint,
 //! the path every shipper takes: first `--history` of the fleet ending now,
@@ -95,6 +95,14 @@ const RULES: &[(&str, &str)] = embedded_rules![
     "volume-drop.yaml",
 ];
 
+/// The shipped SLOs (`slos/*.yaml`): their budgets and burn rates show on
+/// the dashboard.
+const SLOS: &[(&str, &str)] = &[
+    ("chat-llm.yaml", include_str!("../../../slos/chat-llm.yaml")),
+    ("recsys.yaml", include_str!("../../../slos/recsys.yaml")),
+    ("vision.yaml", include_str!("../../../slos/vision.yaml")),
+];
+
 /// The rules whose alerts roll the canary back.
 const ROLLBACK_RULES: [&str; 2] = ["canary-vs-baseline", "canary-latency-judge"];
 
@@ -141,6 +149,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     );
     prepare(&args.data)?;
     let rules = args.data.join("rules");
+    let slos = args.data.join("slos");
     let (read, _) = create_token(&args.data, Scope::Read, None, None)?;
     let (admin, _) = create_token(&args.data, Scope::Admin, None, None)?;
     let (ingest, _) = create_token(&args.data, Scope::Ingest, None, None)?;
@@ -170,6 +179,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         &listen,
         "--rules",
         &rules.to_string_lossy(),
+        "--slos",
+        &slos.to_string_lossy(),
         "--alerts-file",
         &alerts,
         "--max-future",
@@ -264,6 +275,12 @@ fn prepare(data: &Path) -> anyhow::Result<()> {
     for (name, text) in RULES {
         std::fs::write(rules.join(name), text)
             .with_context(|| format!("writing {}", rules.join(name).display()))?;
+    }
+    let slos = data.join("slos");
+    std::fs::create_dir_all(&slos).with_context(|| format!("creating {}", slos.display()))?;
+    for (name, text) in SLOS {
+        std::fs::write(slos.join(name), text)
+            .with_context(|| format!("writing {}", slos.join(name).display()))?;
     }
     Ok(())
 }
@@ -559,6 +576,17 @@ mod tests {
         on_disk.sort();
         let embedded: Vec<String> = RULES.iter().map(|(name, _)| name.to_string()).collect();
         assert_eq!(embedded, on_disk, "add new rules to RULES in demo_cmd.rs");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../slos");
+        let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|entry| {
+                let name = entry.unwrap().file_name().into_string().unwrap();
+                name.ends_with(".yaml").then_some(name)
+            })
+            .collect();
+        on_disk.sort();
+        let embedded: Vec<String> = SLOS.iter().map(|(name, _)| name.to_string()).collect();
+        assert_eq!(embedded, on_disk, "add new SLOs to SLOS in demo_cmd.rs");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use inferwatch_core::{parse_duration, Alert};
 use inferwatch_detect::atlas::{
-    self, Coverage, Evidence, ModeEvidence, Naming, RunFixture, Status, TACTICS,
+    self, Coverage, Evidence, Naming, RunFixture, Status, TACTICS,
 };
 use inferwatch_detect::{load_rules_dir, Engine, ExpectedAlert, Rule, RuleTest};
 use inferwatch_ingest::{Decoder, Mapping, ReaderSource, Source, SourcePoll};
@@ -180,54 +180,14 @@ fn coverage(
     Ok(ExitCode::SUCCESS)
 }
 
-fn mode_json(evidence: &ModeEvidence) -> Value {
-    json!({
-        "result": evidence.describe(),
-        "fixtures": evidence.fixtures,
-        "firing_fixtures": evidence.firing,
-        "passed": evidence.passed,
-    })
-}
-
 /// The JSON report. Its shape is a contract: fields may be added, never
 /// renamed or removed.
 fn coverage_json(report: &Coverage, dir: &Path) -> Value {
-    json!({
-        "rules_dir": dir.display().to_string(),
-        "rule_count": report.rule_count,
-        "evidence": match report.evidence {
-            Evidence::Declared => "declared",
-            Evidence::Run => "run",
-        },
-        "naming_modes": Naming::ALL.map(Naming::as_str),
-        "summary": {
-            "covered": report.count(Status::Covered),
-            "partial": report.count(Status::Partial),
-            "not_covered": report.count(Status::NotCovered),
-        },
-        "techniques": report.techniques.iter().map(|line| json!({
-            "id": line.technique.id,
-            "name": line.technique.name,
-            "tactics": line.technique.tactics.iter()
-                .map(|tactic| json!({ "id": tactic.id, "name": tactic.name }))
-                .collect::<Vec<_>>(),
-            "status": line.status.as_str(),
-            "rules": line.rules,
-            "indicator": line.technique.indicator,
-        })).collect::<Vec<_>>(),
-        "rules": report.rules.iter().map(|rule| json!({
-            "id": rule.id,
-            "atlas": rule.atlas,
-            "status": rule.status().as_str(),
-            "naming": {
-                "default": mode_json(&rule.default),
-                "foreign": mode_json(&rule.foreign),
-            },
-        })).collect::<Vec<_>>(),
-        "outside_catalogue": report.outside.iter()
-            .map(|(id, rules)| json!({ "id": id, "rules": rules }))
-            .collect::<Vec<_>>(),
-    })
+    let mut value = atlas::coverage_json(report);
+    if let Some(object) = value.as_object_mut() {
+        object.insert("rules_dir".into(), json!(dir.display().to_string()));
+    }
+    value
 }
 
 /// The text report: each tactic of the ATLAS matrix with its techniques

@@ -66,6 +66,11 @@ pub struct NodeArgs {
     /// JSON lines, as `run` prints them.
     #[arg(long)]
     pub rules: Option<PathBuf>,
+    /// With --rules: SLOs (YAML file or directory) to evaluate beside the
+    /// rules; their burn-rate alerts go where the rules' go and their
+    /// budgets show in `GET /api/v1/slos` and the dashboard.
+    #[arg(long, value_name = "PATH")]
+    pub slos: Option<PathBuf>,
     /// Field mapping (YAML) for the inference stream.
     #[arg(long)]
     pub mapping: Option<PathBuf>,
@@ -244,6 +249,7 @@ fn check_node_settings(node: &NodeArgs) -> anyhow::Result<()> {
     if node.rules.is_none() {
         for (set, name) in [
             (node.alerts_file.is_some(), "alerts_file"),
+            (node.slos.is_some(), "slos"),
             (node.actions.is_some(), "actions"),
             (node.notify.is_some(), "notify"),
         ] {
@@ -424,6 +430,7 @@ pub(crate) async fn serve_node_until(
         data: args.data()?.to_path_buf(),
         listen,
         rules: node.rules.clone(),
+        slos: node.slos.clone(),
         mapping: node.mapping.clone(),
         alerts: node.alerts_file.clone(),
         store: node.store.settings(),

@@ -192,6 +192,9 @@ mod tls;
 #[path = "serve_http/overload_kill9.rs"]
 mod overload_kill9;
 
+#[path = "serve_http/rules_slos.rs"]
+mod rules_slos;
+
 mod clients {
     use super::*;
 

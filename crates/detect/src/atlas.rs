@@ -30,6 +30,8 @@
 
 use std::collections::BTreeMap;
 
+use serde_json::{json, Value};
+
 use crate::{Rule, RuleTest};
 
 /// An ATLAS tactic: the adversary's goal.
@@ -478,6 +480,57 @@ pub fn classify(rules: Vec<RuleEvidence>, evidence: Evidence) -> Coverage {
         outside: BTreeMap::new(),
     }
 }
+
+fn mode_json(evidence: &ModeEvidence) -> Value {
+    json!({
+        "result": evidence.describe(),
+        "fixtures": evidence.fixtures,
+        "firing_fixtures": evidence.firing,
+        "passed": evidence.passed,
+    })
+}
+
+/// The coverage as JSON (`inferwatch rules coverage --format json` adds
+/// `rules_dir`; `GET /api/v1/rules/coverage` serves it as is). Its shape
+/// is a contract: fields may be added, never renamed or removed.
+pub fn coverage_json(report: &Coverage) -> Value {
+    json!({
+        "rule_count": report.rule_count,
+        "evidence": match report.evidence {
+            Evidence::Declared => "declared",
+            Evidence::Run => "run",
+        },
+        "naming_modes": Naming::ALL.map(Naming::as_str),
+        "summary": {
+            "covered": report.count(Status::Covered),
+            "partial": report.count(Status::Partial),
+            "not_covered": report.count(Status::NotCovered),
+        },
+        "techniques": report.techniques.iter().map(|line| json!({
+            "id": line.technique.id,
+            "name": line.technique.name,
+            "tactics": line.technique.tactics.iter()
+                .map(|tactic| json!({ "id": tactic.id, "name": tactic.name }))
+                .collect::<Vec<_>>(),
+            "status": line.status.as_str(),
+            "rules": line.rules,
+            "indicator": line.technique.indicator,
+        })).collect::<Vec<_>>(),
+        "rules": report.rules.iter().map(|rule| json!({
+            "id": rule.id,
+            "atlas": rule.atlas,
+            "status": rule.status().as_str(),
+            "naming": {
+                "default": mode_json(&rule.default),
+                "foreign": mode_json(&rule.foreign),
+            },
+        })).collect::<Vec<_>>(),
+        "outside_catalogue": report.outside.iter()
+            .map(|(id, rules)| json!({ "id": id, "rules": rules }))
+            .collect::<Vec<_>>(),
+    })
+}
+
 
 #[cfg(test)]
 mod tests {

@@ -115,6 +115,7 @@ pub fn replay_store(
     stream: &str,
     schema: &arrow::datatypes::SchemaRef,
     engine: &mut Engine,
+    mut slos: Option<&mut inferwatch_detect::SloEvaluator>,
 ) -> Result<Vec<Alert>, ServerError> {
     let reader = StoreReader::open(data)?;
     let heartbeats = stored_heartbeats(&reader)?;
@@ -134,6 +135,10 @@ pub fn replay_store(
             return Ok(());
         }
         let aligned = align_to_schema(batch, schema)?;
+        // SLOs keep their own clock and have no heartbeats: the whole batch.
+        if let Some(slos) = slos.as_deref_mut() {
+            alerts.extend(slos.observe(&aligned));
+        }
         let timestamps = aligned
             .column_by_name(inferwatch_core::column::TIMESTAMP)
             .and_then(|column| {

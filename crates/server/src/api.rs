@@ -10,6 +10,7 @@
 //! | `GET`/`POST /api/v1/silences`, `DELETE /api/v1/silences/{id}` | read / admin | silences |
 //! | `GET /api/v1/rules` | read | loaded rules with their live state |
 //! | `POST /api/v1/rules/reload` | admin | load the rules again; swap them in only if all are valid ([`reload_rules`]) |
+//! | `GET /api/v1/slos`, `GET /api/v1/rules/coverage`, `GET /api/v1/rules/validation` | read | SLO budgets, the ATLAS matrix, a dry-run rules check ([`crate::api_rules`]) |
 //! | `GET /api/v1/notifications` | read | notification history: what was sent, what was left out and why |
 //! | `GET /api/v1/ingest/dead-letters` | read | refused lines counted by reason, with samples |
 //! | `GET /api/v1/health` | read | ingest rates per protocol, dead letters, queue, WAL lag, live time |

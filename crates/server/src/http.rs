@@ -374,6 +374,21 @@ fn routes() -> Routes {
             get(crate::api::rules),
         )
         .add(
+            "/api/v1/rules/coverage",
+            &[("get", Access::Read)],
+            get(crate::api_rules::coverage),
+        )
+        .add(
+            "/api/v1/rules/validation",
+            &[("get", Access::Read)],
+            get(crate::api_rules::validation),
+        )
+        .add(
+            "/api/v1/slos",
+            &[("get", Access::Read)],
+            get(crate::api_rules::slos),
+        )
+        .add(
             "/api/v1/rules/reload",
             &[("post", Access::Admin)],
             post(crate::api::reload_rules),

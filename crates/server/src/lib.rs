@@ -72,6 +72,7 @@
 
 pub mod alert_ledger;
 pub mod api;
+pub mod api_rules;
 pub mod auth;
 pub mod compare;
 pub mod config;

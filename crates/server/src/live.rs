@@ -139,6 +139,9 @@ pub struct RuleInfo {
     pub every: i64,
     /// The file it was loaded from.
     pub path: String,
+    /// What its fixtures declare, for the ATLAS coverage matrix.
+    #[serde(skip)]
+    pub evidence: inferwatch_detect::atlas::RuleEvidence,
 }
 
 impl RuleInfo {
@@ -152,6 +155,7 @@ impl RuleInfo {
             window: rule.window,
             every: rule.every,
             path: rule.source.path.display().to_string(),
+            evidence: inferwatch_detect::atlas::RuleEvidence::of(rule, None),
         }
     }
 }
@@ -241,6 +245,8 @@ pub struct RulesSnapshot {
     pub clock: Option<i64>,
     /// Events detection has seen.
     pub events: u64,
+    /// Each SLO's error budget per group, at its last evaluated boundary.
+    pub slos: Vec<inferwatch_detect::BudgetReport>,
 }
 
 /// Where the running rules came from, so `POST /api/v1/rules/reload` can
@@ -267,6 +273,55 @@ pub struct DetectionShare {
     /// The notification pipeline (acknowledgements, silences, history)
     /// and its actions: the very one detection feeds.
     pub notifier: Arc<Notifier>,
+    /// The SLOs detection evaluates (none without `--slos`).
+    pub slos: Vec<SloInfo>,
+}
+
+/// What the REST API shows of an SLO besides its budgets.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SloInfo {
+    /// SLO id (the `rule_id` of its alerts).
+    pub id: String,
+    /// Title.
+    pub title: String,
+    /// What a good event is, e.g. `latency <= 500 ms`.
+    pub sli: String,
+    /// Objective, percent.
+    pub objective: f64,
+    /// Budget period, seconds.
+    pub period_seconds: f64,
+    /// Group-by columns.
+    pub group_by: Vec<String>,
+    /// The burn-rate alerts: windows, threshold and severity.
+    pub alerts: Vec<serde_json::Value>,
+    /// The file it was loaded from.
+    pub path: String,
+}
+
+impl SloInfo {
+    /// From a loaded SLO.
+    pub fn of(slo: &inferwatch_detect::Slo) -> SloInfo {
+        SloInfo {
+            id: slo.id.clone(),
+            title: slo.title.clone(),
+            sli: slo.sli.describe(),
+            objective: slo.objective,
+            period_seconds: slo.period as f64 / 1e9,
+            group_by: slo.group_by.iter().map(|(name, _, _)| name.clone()).collect(),
+            alerts: slo
+                .alerts
+                .iter()
+                .map(|alert| {
+                    serde_json::json!({
+                        "windows": alert.windows(),
+                        "burn_rate": alert.burn_rate,
+                        "severity": alert.severity,
+                    })
+                })
+                .collect(),
+            path: slo.source.path.display().to_string(),
+        }
+    }
 }
 
 /// The state the writer thread publishes for the HTTP handlers.

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use arrow::record_batch::RecordBatch;
 use inferwatch_core::Alert;
-use inferwatch_detect::{load_rules_dir, Engine};
+use inferwatch_detect::{load_rules_dir, Engine, SloEvaluator};
 use inferwatch_ingest::{
     DeadLetterKind, DeadLetterWriter, DecodeCounters, DecodedBatch, Decoder, EventTimeGuard,
     FileCheckpoint, GuardRelease, InputsKind, Mapping,
@@ -143,6 +143,32 @@ pub fn load_engine_and_rules(
     let engine = Engine::new(rules.clone(), &decoder.schema())?
         .with_roles(decoder.mapping().roles().clone());
     Ok((engine, rules))
+}
+
+/// Loads and compiles the SLOs in `path` (a file or directory) against
+/// `decoder`'s schema, reporting every error at once.
+pub fn load_slo_evaluator(path: &Path, decoder: &Decoder) -> Result<SloEvaluator, ServerError> {
+    let (slos, errors) = inferwatch_detect::load_slos(path);
+    let mut messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    messages.extend(
+        SloEvaluator::check(&slos, &decoder.schema())
+            .iter()
+            .map(ToString::to_string),
+    );
+    if !messages.is_empty() {
+        return Err(ServerError::Config(format!(
+            "{} SLO error(s):\n  {}",
+            messages.len(),
+            messages.join("\n  ")
+        )));
+    }
+    if slos.is_empty() {
+        return Err(ServerError::Config(format!(
+            "no SLOs found in {}",
+            path.display()
+        )));
+    }
+    Ok(SloEvaluator::new(slos, &decoder.schema())?)
 }
 
 /// The event-time guard of a command: one input per followed file, one
@@ -423,6 +449,8 @@ impl AlertOutputs {
 pub struct Detection {
     /// The rule engine.
     pub engine: Engine,
+    /// The SLOs, when given: fed the same rows, their alerts go the same way.
+    slos: Option<SloEvaluator>,
     outputs: AlertOutputs,
     transitions: u64,
     /// The schema the rules were compiled against, the data directory and
@@ -441,6 +469,7 @@ impl Detection {
     pub fn new(engine: Engine, outputs: AlertOutputs) -> Detection {
         Detection {
             engine,
+            slos: None,
             outputs,
             transitions: 0,
             replayed_from: None,
@@ -454,6 +483,12 @@ impl Detection {
     /// (`serve`).
     pub fn with_live(mut self, live: Arc<crate::live::LiveState>) -> Detection {
         self.live = Some(live);
+        self
+    }
+
+    /// Also evaluates `slos` (error budgets and burn-rate alerts).
+    pub fn with_slos(mut self, slos: SloEvaluator) -> Detection {
+        self.slos = Some(slos);
         self
     }
 
@@ -476,7 +511,13 @@ impl Detection {
         schema: &arrow::datatypes::SchemaRef,
     ) -> Result<(), ServerError> {
         self.replayed_from = Some((schema.clone(), data.to_path_buf(), stream.to_string()));
-        let alerts = crate::alert_ledger::replay_store(data, stream, schema, &mut self.engine)?;
+        let alerts = crate::alert_ledger::replay_store(
+            data,
+            stream,
+            schema,
+            &mut self.engine,
+            self.slos.as_mut(),
+        )?;
         self.emit(alerts)
     }
 
@@ -500,6 +541,11 @@ impl Detection {
             .observable_state()
             .into_iter()
             .map(|state| state.rule_id)
+            .chain(
+                self.slos
+                    .iter()
+                    .flat_map(|slos| slos.slos().map(|slo| slo.id.clone())),
+            )
             .collect();
         if let Some(share) = self.live.as_ref().and_then(|live| live.detection.as_ref()) {
             share
@@ -508,7 +554,9 @@ impl Detection {
                 .unwrap_or_else(|p| p.into_inner())
                 .retain_rules(&rule_ids);
         }
-        let alerts = crate::alert_ledger::replay_store(&data, &stream, &schema, &mut self.engine)?;
+        // The SLOs are not replaced: they have seen the store already.
+        let alerts =
+            crate::alert_ledger::replay_store(&data, &stream, &schema, &mut self.engine, None)?;
         self.emit(alerts)?;
         self.publish();
         Ok(())
@@ -519,7 +567,10 @@ impl Detection {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        let alerts = self.engine.observe_at(batch, clock);
+        let mut alerts = self.engine.observe_at(batch, clock);
+        if let Some(slos) = &mut self.slos {
+            alerts.extend(slos.observe_at(batch, clock));
+        }
         self.emit(alerts)
     }
 
@@ -532,7 +583,10 @@ impl Detection {
 
     /// End of input: the last windows are judged.
     pub fn finish(&mut self) -> Result<(), ServerError> {
-        let alerts = self.engine.finish();
+        let mut alerts = self.engine.finish();
+        if let Some(slos) = &mut self.slos {
+            alerts.extend(slos.finish());
+        }
         self.emit(alerts)
     }
 
@@ -582,6 +636,7 @@ impl Detection {
                 states: self.engine.observable_state(),
                 clock: self.engine.stats().clock,
                 events: self.engine.stats().events,
+                slos: self.slos.as_ref().map_or(Vec::new(), SloEvaluator::report),
             };
             *share.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = snapshot;
         }

@@ -43,6 +43,9 @@ pub struct ServeOptions {
     pub listen: SocketAddr,
     /// Rules to run on the inference stream (none: store only).
     pub rules: Option<PathBuf>,
+    /// With rules: SLOs (file or directory) whose budgets and burn-rate
+    /// alerts run beside them.
+    pub slos: Option<PathBuf>,
     /// Field mapping for the inference stream.
     pub mapping: Option<PathBuf>,
     /// Alerts JSONL file (appended); printed when absent.
@@ -122,6 +125,11 @@ pub async fn serve(
         Some(rules) => {
             let (engine, loaded) = load_engine_and_rules(rules, &decoder)?;
             let engine = engine.with_max_future(max_future);
+            let slos = options
+                .slos
+                .as_ref()
+                .map(|path| crate::one_pass::load_slo_evaluator(path, &decoder))
+                .transpose()?;
             // One notifier for detection and the REST API, so that
             // acknowledgements and silences made over HTTP are honoured.
             let notifier = Arc::new(Notifier::open(&NotifyOptions {
@@ -140,20 +148,21 @@ pub async fn serve(
                 snapshot: Default::default(),
                 board: Default::default(),
                 notifier: notifier.clone(),
+                slos: slos.iter().flat_map(|slos| slos.slos().map(crate::live::SloInfo::of)).collect(),
             });
-            Some((engine, notifier))
+            Some((engine, slos, notifier))
         }
-        None if options.actions.is_some() || options.notify.is_some() => {
+        None if options.actions.is_some() || options.notify.is_some() || options.slos.is_some() => {
             return Err(ServerError::Config(
-                "actions and notification settings need rules: give rules too".into(),
+                "SLOs, actions and notification settings need rules: give rules too".into(),
             ))
         }
         None => None,
     };
-    let notifier = detection.as_ref().map(|(_, notifier)| notifier.clone());
+    let notifier = detection.as_ref().map(|(_, _, notifier)| notifier.clone());
     let live = Arc::new(live);
     let detection = match detection {
-        Some((engine, notifier)) => {
+        Some((engine, slos, notifier)) => {
             let printer = if options.alerts.is_none() {
                 printer
             } else {
@@ -163,6 +172,9 @@ pub async fn serve(
             let mut detection = Detection::new(engine, outputs)
                 .with_live(live.clone())
                 .with_notifier(notifier);
+            if let Some(slos) = slos {
+                detection = detection.with_slos(slos);
+            }
             detection.replay(&options.data, DEFAULT_STREAM, &decoder.schema())?;
             Some(detection)
         }

@@ -63,6 +63,11 @@ const FILES: &[(&str, &str, &[u8])] = &[
         include_bytes!("../ui/model.js"),
     ),
     (
+        "rules.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../ui/rules.js"),
+    ),
+    (
         "style.css",
         "text/css; charset=utf-8",
         include_bytes!("../ui/style.css"),

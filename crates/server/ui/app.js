@@ -13,6 +13,7 @@
 //   #/alerts            alerts, acknowledgements and silences (alerts.js)
 //   #/sql?q=SQL         SQL console (sql.js)
 //   #/model/MODEL_ID    a model's distributions and segment comparison (model.js)
+//   #/rules             rules, SLOs and the ATLAS coverage matrix (rules.js)
 
 import { html, render, useEffect, useState } from "/ui/vendor/htm-preact-standalone.mjs";
 import {
@@ -32,6 +33,7 @@ import { Overview } from "/ui/overview.js";
 import { AlertsView } from "/ui/alerts.js";
 import { SqlConsole } from "/ui/sql.js";
 import { ModelPage, ModelIndex } from "/ui/model.js";
+import { RulesView } from "/ui/rules.js";
 
 function TokenForm({ onSave, message }) {
   const submit = (event) => {
@@ -94,6 +96,7 @@ const NAV = [
   ["/", "Overview"],
   ["/alerts", "Alerts"],
   ["/model", "Models"],
+  ["/rules", "Rules & SLOs"],
   ["/sql", "SQL"],
 ];
 
@@ -153,6 +156,7 @@ function App() {
   let view;
   if (section === "") view = html`<${Overview} ...${props} />`;
   else if (section === "alerts") view = html`<${AlertsView} ...${props} />`;
+  else if (section === "rules") view = html`<${RulesView} ...${props} />`;
   else if (section === "sql") view = html`<${SqlConsole} ...${props} />`;
   else if (section === "model" && route.path.split("/")[2])
     view = html`<${ModelPage} key=${route.path} modelId=${decodeURIComponent(route.path.split("/")[2])} ...${props} />`;

@@ -228,3 +228,34 @@ export function useLoader(load, key, refreshMs, apply, fail) {
     };
   }, [key]);
 }
+
+// ---- Gauges: a half-circle dial (SVG) for one number between `min` and
+// `max`; `zones` colour it, [[upTo, colour], ...] in rising order. Each
+// gauge records what it drew in `window.inferwatch.gauges` (id -> value)
+// and in its element's `data-value`.
+export const gauges = new Map();
+window.inferwatch.gauges = gauges;
+
+export function Gauge({ id, label, value, min = 0, max = 100, unit = "", zones = [], digits = 1 }) {
+  const known = value !== null && value !== undefined && Number.isFinite(value);
+  const share = known ? Math.min(1, Math.max(0, (value - min) / (max - min))) : 0;
+  const colour = known ? (zones.find(([upTo]) => value <= upTo) || zones[zones.length - 1] || [0, "#1570ef"])[1] : "#d0d5dd";
+  // The arc from the left end (180°) clockwise over the top.
+  const angle = Math.PI * (1 - share);
+  const end = [50 + 40 * Math.cos(angle), 50 - 40 * Math.sin(angle)];
+  useEffect(() => {
+    if (known) gauges.set(id, value);
+    else gauges.delete(id);
+    return () => gauges.delete(id);
+  }, [id, value]);
+  const shown = known ? `${value.toLocaleString(undefined, { maximumFractionDigits: digits })}${unit}` : "–";
+  return html`<figure class="gauge" data-gauge=${id} data-value=${known ? String(value) : ""}>
+    <svg viewBox="0 0 100 58" width="150" height="87" role="img" aria-label=${`${label}: ${shown}`}>
+      <path d="M 10 50 A 40 40 0 0 1 90 50" fill="none" stroke="#eaecf0" stroke-width="9" />
+      ${known && share > 0 && html`<path class="value" d=${`M 10 50 A 40 40 0 0 1 ${end[0].toFixed(2)} ${end[1].toFixed(2)}`}
+        fill="none" stroke=${colour} stroke-width="9" />`}
+      <text x="50" y="48" text-anchor="middle" font-size="14" font-weight="600">${shown}</text>
+    </svg>
+    <figcaption>${label}</figcaption>
+  </figure>`;
+}

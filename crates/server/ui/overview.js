@@ -4,7 +4,10 @@
 // of chart width); beside them the firing and pending alerts from GET
 // /api/v1/alerts, each with its summary, and each open alert's start
 // marked on its model's charts. Dragging over a chart zooms every chart
-// to that span (an absolute range).
+// to that span (an absolute range). Above them, the SLOs' budget-left and
+// burn-rate gauges (GET /api/v1/slos) and the ingest health (GET
+// /api/v1/health: events/s per protocol, dead letters by reason, queue,
+// WAL and detection lag).
 
 import { html, useState } from "/ui/vendor/htm-preact-standalone.mjs";
 import {
@@ -13,6 +16,7 @@ import {
   Chart,
   chartWidth,
   describeGroup,
+  formatNumber,
   href,
   query,
   REFRESH_MS,
@@ -24,6 +28,7 @@ import {
   windowOf,
 } from "/ui/lib.js";
 import { modelLink } from "/ui/alerts.js";
+import { SloGauges } from "/ui/rules.js";
 
 
 // The x range every chart shows (Unix seconds): the range as of the last
@@ -79,7 +84,12 @@ async function load(token, range) {
     "SELECT model_id, model_version, sum(count) AS events FROM inference_rollups " +
     `WHERE minute >= ${sqlString(from.toISOString())} AND minute < ${sqlString(to.toISOString())} ` +
     "GROUP BY model_id, model_version ORDER BY model_id, model_version";
-  const [models, alerts] = await Promise.all([query(token, modelsSql, 200), api(token, "/api/v1/alerts")]);
+  const [models, alerts, slos, health] = await Promise.all([
+    query(token, modelsSql, 200),
+    api(token, "/api/v1/alerts"),
+    api(token, "/api/v1/slos"),
+    api(token, "/api/v1/health"),
+  ]);
   const panels = await Promise.all(
     models.rows.map(async ([modelId, modelVersion, events]) => {
       const series = (metric) => {
@@ -118,7 +128,7 @@ async function load(token, range) {
         SEVERITY_ORDER.indexOf(a.severity) - SEVERITY_ORDER.indexOf(b.severity) ||
         String(b.starts_at).localeCompare(String(a.starts_at)),
     );
-  return { panels, alerts: open, detection: alerts.detection, from, to };
+  return { panels, alerts: open, detection: alerts.detection, slos: slos.slos, health, from, to };
 }
 
 // Options of a time chart over [from, to] (Unix seconds) whose y axis
@@ -184,6 +194,49 @@ function OpenAlerts({ alerts, detection }) {
   return html`<section class="card" id="alerts"><h2><a href="#/alerts">Alerts</a></h2>${body}</section>`;
 }
 
+// Seconds between now and an RFC 3339 time, or null.
+function secondsSince(text) {
+  const at = Date.parse(text || "");
+  return Number.isFinite(at) ? Math.max(0, (Date.now() - at) / 1000) : null;
+}
+
+function IngestHealth({ health }) {
+  if (!health) return null;
+  const protocols = Object.entries(health.ingest);
+  const total = protocols.reduce((sum, [, p]) => sum + p.events_per_second, 0);
+  const dead = Object.entries(health.dead_letters || {}).sort((a, b) => b[1] - a[1]);
+  const clock = health.detection && health.detection.clock;
+  const lag = secondsSince(clock);
+  return html`<section class="card" id="ingest-health">
+    <h2>Ingest health <span class="meta">${formatNumber(total, 1)} events/s in all · ${formatNumber(health.stored)} stored since start</span></h2>
+    <div class="health">
+      <table class="rates">
+        <thead><tr><th>protocol</th><th>events/s</th><th>events</th></tr></thead>
+        <tbody>${protocols.map(
+          ([name, p]) => html`<tr key=${name} data-protocol=${name} data-rate=${String(p.events_per_second)}>
+            <td>${name}</td><td>${formatNumber(p.events_per_second, 1)}</td><td>${formatNumber(p.events)}</td></tr>`,
+        )}</tbody>
+      </table>
+      <table class="dead-letters">
+        <thead><tr><th>dead letters by reason</th><th>lines</th></tr></thead>
+        <tbody>${dead.length === 0
+          ? html`<tr><td class="meta">none</td><td>0</td></tr>`
+          : dead.map(([reason, count]) => html`<tr key=${reason}><td>${reason}</td><td>${formatNumber(count)}</td></tr>`)}</tbody>
+      </table>
+      <table class="lag">
+        <thead><tr><th>lag</th><th></th></tr></thead>
+        <tbody>
+          <tr><td>store queue</td><td>${health.queue.depth} of ${health.queue.capacity} requests</td></tr>
+          <tr><td>WAL not yet synced</td><td>${formatNumber(health.wal.unsynced_records)} records</td></tr>
+          <tr><td>rows not yet in segments</td><td>${formatNumber(health.wal.buffered_rows)}</td></tr>
+          <tr><td>detection clock behind now</td><td id="detection-lag">${lag === null ? "–" : `${formatNumber(lag, 1)} s`}</td></tr>
+          <tr><td>refused / 429</td><td>${formatNumber(health.refused)} / ${formatNumber(health.busy)}</td></tr>
+        </tbody>
+      </table>
+    </div>
+  </section>`;
+}
+
 export function Overview({ token, range, rangeParams, onFailure, onLoaded }) {
   const [view, setView] = useState({ panels: null, alerts: null, detection: true });
   useLoader(
@@ -198,6 +251,8 @@ export function Overview({ token, range, rangeParams, onFailure, onLoaded }) {
     onFailure,
   );
   return html`<${OpenAlerts} alerts=${view.alerts} detection=${view.detection} />
+    ${view.slos && view.slos.length > 0 && html`<section class="card" id="slo-gauges"><h2><a href="#/rules">SLOs</a></h2><${SloGauges} slos=${view.slos} /></section>`}
+    <${IngestHealth} health=${view.health} />
     ${view.panels !== null && view.panels.length === 0 && html`<section class="card empty">No events in this range.</section>`}
     ${(view.panels || []).map(
       (panel) => html`<${ModelPanel} key=${panel.key} panel=${panel} rangeParams=${rangeParams} />`,

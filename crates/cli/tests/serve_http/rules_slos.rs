@@ -1,0 +1,346 @@
+//! The rules and SLOs behind the dashboard: `serve --rules --slos` answers
+//! `GET /api/v1/slos` (budgets and burn rates from the posted events),
+//! `GET /api/v1/rules/coverage` (the ATLAS matrix of the running rules) and
+//! `GET /api/v1/rules/validation` (the rules directory checked as a reload
+//! would); and in headless Chromium (`dashboard_rules.py`) the overview's
+//! SLO gauges and ingest-health panel, and the rules view with statuses,
+//! SLOs, the matrix and a validation error appearing after an edit.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use super::common::{self, available, python};
+use super::{curl, eventually, token, Answer, Node};
+
+/// Rule files of the shipped pack taken into the test's rules directory:
+/// ATLAS-tagged, with simulated fixtures only.
+const PACK: [&str; 3] = [
+    "model-extraction.yaml",
+    "adversarial-probing.yaml",
+    "error-rate.yaml",
+];
+
+/// A rules directory: part of the shipped pack and a rule the posted slow
+/// requests fire.
+fn rules_dir(dir: &Path) -> PathBuf {
+    let rules = dir.join("rules");
+    std::fs::create_dir_all(&rules).unwrap();
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../rules");
+    for name in PACK {
+        std::fs::copy(shipped.join(name), rules.join(name)).unwrap();
+    }
+    std::fs::write(
+        rules.join("slow.yaml"),
+        "id: dashboard-slow-p99\ntitle: p99 latency above 100 ms\nseverity: high\ngroup_by: [model_id, model_version]\nwindow: 1m\nevery: 30s\ncondition: p99(latency_ms) > 100 and count() >= 20\n",
+    )
+    .unwrap();
+    rules
+}
+
+/// Two SLOs over every model: availability at 95 % and latency within
+/// 200 ms at 90 %.
+fn slos_file(dir: &Path) -> PathBuf {
+    let path = dir.join("slos.yaml");
+    std::fs::write(
+        &path,
+        "slos:\n  - id: fleet-availability\n    title: the fleet answers\n    group_by: [model_id]\n    sli: availability\n    objective: 95\n    period: 1d\n  - id: fleet-latency\n    title: the fleet answers within 200 ms\n    group_by: [model_id]\n    sli:\n      latency:\n        threshold_ms: 200\n    objective: 90\n    period: 1d\n",
+    )
+    .unwrap();
+    path
+}
+
+/// `count` events ending `ago_ms` before now over `span_ms`, alternating two
+/// models; every 17th is slow (300-900 ms), 2 in 100 are errors (one of
+/// each model).
+fn events(count: usize, span_ms: i64, ago_ms: i64) -> String {
+    let now = chrono::Utc::now() - chrono::Duration::milliseconds(ago_ms);
+    (0..count)
+        .map(|i| {
+            let back = chrono::Duration::milliseconds(span_ms * (count - i) as i64 / count as i64);
+            let at = (now - back).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            let (model, version) = if i % 2 == 0 {
+                ("fraud", "1.0")
+            } else {
+                ("recsys", "2.1")
+            };
+            let latency = if i % 17 == 0 {
+                300 + (i * 37) % 600
+            } else {
+                10 + (i * 13) % 50
+            };
+            let status = if i % 100 < 2 { "error" } else { "ok" };
+            format!(
+                "{{\"timestamp\":\"{at}\",\"model_id\":\"{model}\",\"model_version\":\"{version}\",\"latency_ms\":{latency},\"status\":\"{status}\",\"client_id\":\"c{}\"}}\n",
+                i % 40
+            )
+        })
+        .collect()
+}
+
+fn post(node: &Node, ingest: &str, body: &str, file: &Path) -> Answer {
+    std::fs::write(file, body).unwrap();
+    curl(&[
+        "-H",
+        &format!("Authorization: Bearer {ingest}"),
+        "--data-binary",
+        &format!("@{}", file.display()),
+        &node.url("/api/v1/ingest/inference"),
+    ])
+}
+
+fn get(node: &Node, read: &str, path: &str) -> Answer {
+    curl(&[
+        "-H",
+        &format!("Authorization: Bearer {read}"),
+        &node.url(path),
+    ])
+}
+
+/// A node with the rules and SLOs and five minutes of events stored.
+fn started(dir: &Path) -> (Node, PathBuf, String, String) {
+    let data = dir.join("data");
+    let rules = rules_dir(dir);
+    let slos = slos_file(dir);
+    let ingest = token(&data, "ingest", None);
+    let read = token(&data, "read", None);
+    let node = Node::start(
+        &data,
+        &[
+            "--rules",
+            rules.to_str().unwrap(),
+            "--slos",
+            slos.to_str().unwrap(),
+        ],
+    );
+    let answer = post(
+        &node,
+        &ingest,
+        &events(3_000, 300_000, 0),
+        &dir.join("events.ndjson"),
+    );
+    assert_eq!(answer.json()["accepted"], 3_000, "{}", answer.body);
+    (node, rules, ingest, read)
+}
+
+#[test]
+fn slos_coverage_and_validation_answer_from_the_running_rules_and_slos() {
+    if !available("curl", &["--version"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (node, rules, _, read) = started(dir.path());
+
+    // Budgets: 2 % of each model's events are errors, so the availability
+    // SLO (5 % budget) has spent about 2/5 of it, burning at about 0.4.
+    let slos = eventually(60, "SLO budgets", || {
+        let answer = get(&node, &read, "/api/v1/slos").json();
+        let slos = answer["slos"].as_array()?.clone();
+        (slos.len() == 2
+            && slos
+                .iter()
+                .all(|slo| slo["groups"].as_array().is_some_and(|g| g.len() == 2)))
+        .then_some(slos)
+    });
+    let availability = &slos[0];
+    assert_eq!(availability["id"], "fleet-availability");
+    assert_eq!(availability["objective"], 95.0);
+    assert_eq!(availability["period_seconds"], 86_400.0);
+    for group in availability["groups"].as_array().unwrap() {
+        let events = group["events"].as_f64().unwrap();
+        let bad = group["bad_events"].as_f64().unwrap();
+        assert!(events >= 500.0, "{group}");
+        let left = group["budget_remaining"].as_f64().unwrap();
+        // The budget left is what the bad events leave of 5 % of the events.
+        let expected = 100.0 * (1.0 - bad / (events * 0.05));
+        assert!((left - expected).abs() < 1e-6, "{left} vs {expected}: {group}");
+        assert!(left > 40.0 && left < 100.0, "{group}");
+        assert!(group["burn_rates"].as_array().unwrap().len() >= 2, "{group}");
+    }
+    // The SLO's own figures are its worst group's.
+    let worst = availability["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|group| group["budget_remaining"].as_f64().unwrap())
+        .fold(f64::INFINITY, f64::min);
+    assert_eq!(availability["budget_remaining"].as_f64().unwrap(), worst);
+    assert!(availability["max_burn_rate"].as_f64().unwrap() > 0.0);
+    // Every 17th event takes 300 ms or more: the latency SLO's 10 % budget
+    // is more than half spent.
+    let latency = &slos[1];
+    assert_eq!(latency["sli"], "latency <= 200 ms");
+    assert!(latency["budget_remaining"].as_f64().unwrap() < 50.0, "{latency}");
+
+    // The ATLAS matrix of the running rules, in the CLI's JSON shape.
+    let coverage = get(&node, &read, "/api/v1/rules/coverage").json();
+    assert_eq!(coverage["rule_count"], 4, "{coverage}");
+    assert_eq!(coverage["evidence"], "declared");
+    let status_of = |id: &str| {
+        coverage["techniques"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|technique| technique["id"] == id)
+            .unwrap_or_else(|| panic!("{id} not in {coverage}"))
+            .clone()
+    };
+    let extraction = status_of("AML.T0024.002");
+    assert_eq!(extraction["status"], "covered", "{extraction}");
+    assert_eq!(extraction["rules"][0], "model-extraction-sweep");
+    // A technique no running rule names.
+    assert_eq!(status_of("AML.T0024.000")["status"], "not_covered");
+    assert!(coverage["summary"]["covered"].as_u64().unwrap() >= 2);
+    assert!(!coverage["tactics"].as_array().unwrap().is_empty());
+
+    // The directory loads as it is; after a broken edit the check names
+    // the file and line, and the running rules stay.
+    let valid = get(&node, &read, "/api/v1/rules/validation").json();
+    assert_eq!(valid["valid"], true, "{valid}");
+    assert_eq!(valid["rules"], 4);
+    std::fs::write(
+        rules.join("slow.yaml"),
+        "id: dashboard-slow-p99\ntitle: p99\nseverity: high\nwindow: 1m\ncondition: p99(latency_ms) >\n",
+    )
+    .unwrap();
+    let broken = get(&node, &read, "/api/v1/rules/validation").json();
+    assert_eq!(broken["valid"], false, "{broken}");
+    let errors = broken["errors"].to_string();
+    assert!(errors.contains("slow.yaml:5:"), "{broken}");
+    let running = get(&node, &read, "/api/v1/rules").json();
+    assert_eq!(running["rules"].as_array().unwrap().len(), 4, "{running}");
+
+    // A node without rules: no SLOs, and no matrix to draw.
+    let plain_data = dir.path().join("plain");
+    let plain_read = token(&plain_data, "read", None);
+    let plain = Node::start(&plain_data, &[]);
+    let none = get(&plain, &plain_read, "/api/v1/slos").json();
+    assert_eq!(none["detection"], false);
+    assert_eq!(get(&plain, &plain_read, "/api/v1/rules/coverage").status, 409);
+    assert_eq!(get(&plain, &plain_read, "/api/v1/rules/validation").status, 409);
+    plain.stop();
+    node.stop();
+}
+
+#[test]
+fn slos_without_rules_or_with_a_bad_file_are_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let slos = slos_file(dir.path());
+    let output = Command::new(common::binary())
+        .args(["serve", "--no-pg", "--listen", "127.0.0.1:0", "--data"])
+        .arg(&data)
+        .arg("--slos")
+        .arg(&slos)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("slos needs rules"), "{stderr}");
+
+    let rules = rules_dir(dir.path());
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "id: x\ntitle: x\nsli: availability\nobjective: 120\n").unwrap();
+    let output = Command::new(common::binary())
+        .args(["serve", "--no-pg", "--listen", "127.0.0.1:0", "--data"])
+        .arg(&data)
+        .arg("--rules")
+        .arg(&rules)
+        .arg("--slos")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("SLO error") && stderr.contains("bad.yaml:4"), "{stderr}");
+}
+
+#[test]
+fn the_rules_view_slo_gauges_and_ingest_health_in_chromium() {
+    if !available("curl", &["--version"])
+        || !available(&python(), &["-c", "import playwright.sync_api"])
+        || !available("/usr/bin/chromium", &["--version"])
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (node, rules, ingest, read) = started(dir.path());
+    eventually(60, "the slow-p99 alert", || {
+        let alerts = get(&node, &read, "/api/v1/alerts?state=firing").json();
+        alerts["alerts"]
+            .as_array()?
+            .iter()
+            .any(|alert| alert["rule_id"] == "dashboard-slow-p99")
+            .then_some(())
+    });
+    // Live traffic while the browser looks, so that the ingest rate is not zero.
+    let stop = Arc::new(AtomicBool::new(false));
+    let feeder = {
+        let stop = stop.clone();
+        let url = node.url("/api/v1/ingest/inference");
+        let file = dir.path().join("live.ndjson");
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                std::fs::write(&file, events(100, 400, 0)).unwrap();
+                curl(&[
+                    "-H",
+                    &format!("Authorization: Bearer {ingest}"),
+                    "--data-binary",
+                    &format!("@{}", file.display()),
+                    &url,
+                ]);
+                std::thread::sleep(std::time::Duration::from_millis(400));
+            }
+        })
+    };
+    let shots = std::env::var("INFERWATCH_SCREENSHOTS")
+        .map_or_else(|_| dir.path().to_path_buf(), PathBuf::from);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dashboard_rules.py");
+    let output = Command::new(python())
+        .arg(&script)
+        .args([&node.url(""), &read])
+        .arg(&rules)
+        .arg(&shots)
+        .output()
+        .expect("running dashboard_rules.py");
+    stop.store(true, Ordering::SeqCst);
+    feeder.join().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "dashboard_rules.py failed: {}\n{stdout}\n{stderr}",
+        output.status
+    );
+    let seen: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    // Overview: both SLOs' gauges drew a value, as the API gives it.
+    let gauges = seen["gauges"].as_object().unwrap();
+    for id in [
+        "fleet-availability/budget",
+        "fleet-availability/burn",
+        "fleet-latency/budget",
+        "fleet-latency/burn",
+    ] {
+        assert!(gauges[id]["value"].as_f64().is_some(), "{id}: {seen}");
+        assert!(gauges[id]["arc"].as_bool().unwrap(), "{id} drew no arc: {seen}");
+    }
+    let budget = gauges["fleet-availability/budget"]["value"].as_f64().unwrap();
+    assert!(budget > 40.0 && budget < 100.0, "{seen}");
+    assert!(seen["ndjson_rate"].as_f64().unwrap() > 0.0, "{seen}");
+    // Rules: every running rule with a status, the slow rule firing.
+    let statuses = seen["statuses"].as_object().unwrap();
+    assert_eq!(statuses.len(), 4, "{seen}");
+    assert_eq!(statuses["dashboard-slow-p99"], "firing", "{seen}");
+    assert_eq!(statuses["model-extraction-sweep"], "ok", "{seen}");
+    assert!(seen["covered"].as_array().unwrap().iter().any(|id| id == "AML.T0024.002"), "{seen}");
+    assert!(seen["technique_detail"].as_str().unwrap().contains("model-extraction-sweep"), "{seen}");
+    assert_eq!(seen["slo_rows"], 4, "{seen}");
+    // The broken edit shows, and the edited rule turns to error.
+    assert!(seen["validation"].as_str().unwrap().contains("slow.yaml:5:"), "{seen}");
+    assert_eq!(seen["status_after_edit"], "error", "{seen}");
+    for name in ["dashboard-rules.png", "dashboard-overview-slos.png"] {
+        assert!(shots.join(name).exists(), "{name}");
+    }
+    node.stop();
+}
