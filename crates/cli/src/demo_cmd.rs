@@ -197,6 +197,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let stop = stop.clone();
         let plan = Feed {
             token: ingest,
+            admin: admin.clone(),
             history_ns,
             rate: args.rate,
             speed: args.speed,
@@ -311,6 +312,8 @@ fn banner(address: SocketAddr, router: SocketAddr, data: &Path, read: &str, admi
 /// The feeder: history, then live traffic, into the node's NDJSON ingest.
 struct Feed {
     token: String,
+    /// For the silence a rollback makes (see [`silence_withdrawn`]).
+    admin: String,
     history_ns: i64,
     rate: f64,
     speed: f64,
@@ -392,7 +395,11 @@ impl Feed {
         let mut routed = Routing::default();
         let mut route = |second_ns: i64| {
             let routing = self.router.routing_at(second_ns);
-            announce_rollbacks(&routed, &routing, second_ns);
+            for index in announce_rollbacks(&routed, &routing, second_ns) {
+                if let Err(error) = silence_withdrawn(address, &self.admin, index) {
+                    eprintln!("inferwatch demo: silencing volume-drop after the rollback: {error}");
+                }
+            }
             routed = routing;
             routing
         };
@@ -456,10 +463,12 @@ impl Feed {
 }
 
 /// Says on standard error which deployments the router took out of the
-/// traffic since the previous simulated second.
-fn announce_rollbacks(before: &Routing, now: &Routing, second_ns: i64) {
+/// traffic since the previous simulated second, and returns their indices.
+fn announce_rollbacks(before: &Routing, now: &Routing, second_ns: i64) -> Vec<usize> {
+    let mut withdrawn = Vec::new();
     for (index, deployment) in DEPLOYMENTS.iter().enumerate() {
         if before.is_live(index) && !now.is_live(index) {
+            withdrawn.push(index);
             eprintln!(
                 "inferwatch demo: rollback: the router took {} {} ({}) out of the traffic \
                  from {}; its requests go to the baseline now",
@@ -470,6 +479,48 @@ fn announce_rollbacks(before: &Routing, now: &Routing, second_ns: i64) {
             );
         }
     }
+    withdrawn
+}
+
+/// A version the router took out of the traffic on purpose goes quiet, and
+/// `volume-drop` would fire for it and stay firing (its group keeps no
+/// traffic to resolve it). The demo silences that alert for the withdrawn
+/// version through the REST API, as an operator would after a rollback: it
+/// still shows (silenced, with this comment) but notifies nobody, and any
+/// other version's drop is still told.
+fn silence_withdrawn(address: SocketAddr, admin: &str, index: usize) -> anyhow::Result<()> {
+    let deployment = &DEPLOYMENTS[index];
+    let body = serde_json::json!({
+        "matchers": [
+            "alertname=\"volume-drop\"",
+            format!("model_id={:?}", MODELS[deployment.model].model_id),
+            format!("model_version={:?}", deployment.model_version),
+        ],
+        "duration": "30d",
+        "created_by": "inferwatch demo",
+        "comment": "rolled back by the canary rule's rollback action: this version is out of the traffic on purpose",
+    })
+    .to_string();
+    let mut stream = TcpStream::connect(address)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(
+        stream,
+        "POST /api/v1/silences HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {admin}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    anyhow::ensure!(
+        answer.starts_with("HTTP/1.1 201"),
+        "the node answered {}",
+        answer.lines().next().unwrap_or("nothing")
+    );
+    eprintln!(
+        "inferwatch demo: silenced volume-drop for {} {} (out of the traffic on purpose)",
+        MODELS[deployment.model].model_id, deployment.model_version
+    );
+    Ok(())
 }
 
 /// A `Write` that posts whole lines to `/api/v1/ingest/inference` once

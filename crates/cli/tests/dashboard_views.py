@@ -224,6 +224,8 @@ with sync_playwright() as playwright:
     )
     chart_id = page.evaluate("() => [...window.inferwatch.charts.keys()].find((id) => id.endsWith('/volume'))")
     wait_chart(page, chart_id)
+    # On screen first: the mouse only reaches what the viewport shows.
+    page.locator(f"[data-chart={json.dumps(chart_id)}] .u-over").scroll_into_view_if_needed()
     over = page.locator(f"[data-chart={json.dumps(chart_id)}] .u-over").bounding_box()
     page.mouse.move(over["x"] + over["width"] * 0.5, over["y"] + over["height"] / 2)
     page.mouse.down()

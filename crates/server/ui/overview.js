@@ -252,9 +252,9 @@ export function Overview({ token, range, rangeParams, onFailure, onLoaded }) {
   );
   return html`<${OpenAlerts} alerts=${view.alerts} detection=${view.detection} />
     ${view.slos && view.slos.length > 0 && html`<section class="card" id="slo-gauges"><h2><a href="#/rules">SLOs</a></h2><${SloGauges} slos=${view.slos} /></section>`}
-    <${IngestHealth} health=${view.health} />
     ${view.panels !== null && view.panels.length === 0 && html`<section class="card empty">No events in this range.</section>`}
     ${(view.panels || []).map(
       (panel) => html`<${ModelPanel} key=${panel.key} panel=${panel} rangeParams=${rangeParams} />`,
-    )}`;
+    )}
+    <${IngestHealth} health=${view.health} />`;
 }
