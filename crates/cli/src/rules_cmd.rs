@@ -6,9 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use inferwatch_core::{parse_duration, Alert};
-use inferwatch_detect::atlas::{
-    self, Coverage, Evidence, Naming, RunFixture, Status, TACTICS,
-};
+use inferwatch_detect::atlas::{self, Coverage, Evidence, Naming, RunFixture, Status, TACTICS};
 use inferwatch_detect::{load_rules_dir, Engine, ExpectedAlert, Rule, RuleTest};
 use inferwatch_ingest::{Decoder, Mapping, ReaderSource, Source, SourcePoll};
 use inferwatch_sim::{

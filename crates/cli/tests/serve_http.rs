@@ -2466,24 +2466,38 @@ mod demo {
             .as_array()
             .unwrap()
             .iter()
-            .find(|silence| silence["comment"].as_str().unwrap_or("").contains("rolled back"))
+            .find(|silence| {
+                silence["comment"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("rolled back")
+            })
             .unwrap_or_else(|| panic!("no rollback silence: {silences}"))
             .to_string();
         for wanted in ["volume-drop", "recsys", "2.1"] {
             assert!(silence.contains(wanted), "{wanted}: {silence}");
         }
         let drop = eventually(300, "volume-drop on the rolled-back version", || {
-            get(&base, &read, "/api/v1/alerts?state=firing&rule_id=volume-drop").json()["alerts"]
+            get(
+                &base,
+                &read,
+                "/api/v1/alerts?state=firing&rule_id=volume-drop",
+            )
+            .json()["alerts"]
                 .as_array()?
                 .iter()
                 .find(|alert| {
-                    alert["group"]["model_id"] == "recsys" && alert["group"]["model_version"] == "2.1"
+                    alert["group"]["model_id"] == "recsys"
+                        && alert["group"]["model_version"] == "2.1"
                 })
                 .cloned()
         });
         assert_eq!(drop["silenced"], true, "{drop}");
         let said = progress.lock().unwrap().join("\n");
-        assert!(said.contains("silenced volume-drop for recsys 2.1"), "{said}");
+        assert!(
+            said.contains("silenced volume-drop for recsys 2.1"),
+            "{said}"
+        );
         node.stop();
     }
 }

@@ -531,7 +531,6 @@ pub fn coverage_json(report: &Coverage) -> Value {
     })
 }
 
-
 #[cfg(test)]
 mod tests {
     use std::path::Path;

@@ -152,7 +152,10 @@ pub async fn validation(State(state): State<Arc<AppState>>, headers: HeaderMap) 
         Ok(Err(other)) => (false, 0, vec![other.to_string()]),
         Err(failure) => {
             eprintln!("inferwatch serve: checking rules: {failure}");
-            return error(StatusCode::INTERNAL_SERVER_ERROR, "checking the rules failed");
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "checking the rules failed",
+            );
         }
     };
     json_response(

@@ -307,7 +307,11 @@ impl SloInfo {
             sli: slo.sli.describe(),
             objective: slo.objective,
             period_seconds: slo.period as f64 / 1e9,
-            group_by: slo.group_by.iter().map(|(name, _, _)| name.clone()).collect(),
+            group_by: slo
+                .group_by
+                .iter()
+                .map(|(name, _, _)| name.clone())
+                .collect(),
             alerts: slo
                 .alerts
                 .iter()

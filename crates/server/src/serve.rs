@@ -148,7 +148,10 @@ pub async fn serve(
                 snapshot: Default::default(),
                 board: Default::default(),
                 notifier: notifier.clone(),
-                slos: slos.iter().flat_map(|slos| slos.slos().map(crate::live::SloInfo::of)).collect(),
+                slos: slos
+                    .iter()
+                    .flat_map(|slos| slos.slos().map(crate::live::SloInfo::of))
+                    .collect(),
             });
             Some((engine, slos, notifier))
         }

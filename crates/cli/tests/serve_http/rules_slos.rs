@@ -154,9 +154,15 @@ fn slos_coverage_and_validation_answer_from_the_running_rules_and_slos() {
         let left = group["budget_remaining"].as_f64().unwrap();
         // The budget left is what the bad events leave of 5 % of the events.
         let expected = 100.0 * (1.0 - bad / (events * 0.05));
-        assert!((left - expected).abs() < 1e-6, "{left} vs {expected}: {group}");
+        assert!(
+            (left - expected).abs() < 1e-6,
+            "{left} vs {expected}: {group}"
+        );
         assert!(left > 40.0 && left < 100.0, "{group}");
-        assert!(group["burn_rates"].as_array().unwrap().len() >= 2, "{group}");
+        assert!(
+            group["burn_rates"].as_array().unwrap().len() >= 2,
+            "{group}"
+        );
     }
     // The SLO's own figures are its worst group's.
     let worst = availability["groups"]
@@ -171,7 +177,10 @@ fn slos_coverage_and_validation_answer_from_the_running_rules_and_slos() {
     // is more than half spent.
     let latency = &slos[1];
     assert_eq!(latency["sli"], "latency <= 200 ms");
-    assert!(latency["budget_remaining"].as_f64().unwrap() < 50.0, "{latency}");
+    assert!(
+        latency["budget_remaining"].as_f64().unwrap() < 50.0,
+        "{latency}"
+    );
 
     // The ATLAS matrix of the running rules, in the CLI's JSON shape.
     let coverage = get(&node, &read, "/api/v1/rules/coverage").json();
@@ -217,8 +226,14 @@ fn slos_coverage_and_validation_answer_from_the_running_rules_and_slos() {
     let plain = Node::start(&plain_data, &[]);
     let none = get(&plain, &plain_read, "/api/v1/slos").json();
     assert_eq!(none["detection"], false);
-    assert_eq!(get(&plain, &plain_read, "/api/v1/rules/coverage").status, 409);
-    assert_eq!(get(&plain, &plain_read, "/api/v1/rules/validation").status, 409);
+    assert_eq!(
+        get(&plain, &plain_read, "/api/v1/rules/coverage").status,
+        409
+    );
+    assert_eq!(
+        get(&plain, &plain_read, "/api/v1/rules/validation").status,
+        409
+    );
     plain.stop();
     node.stop();
 }
@@ -253,7 +268,10 @@ fn slos_without_rules_or_with_a_bad_file_are_refused_at_start() {
         .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("SLO error") && stderr.contains("bad.yaml:4"), "{stderr}");
+    assert!(
+        stderr.contains("SLO error") && stderr.contains("bad.yaml:4"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -323,9 +341,14 @@ fn the_rules_view_slo_gauges_and_ingest_health_in_chromium() {
         "fleet-latency/burn",
     ] {
         assert!(gauges[id]["value"].as_f64().is_some(), "{id}: {seen}");
-        assert!(gauges[id]["arc"].as_bool().unwrap(), "{id} drew no arc: {seen}");
+        assert!(
+            gauges[id]["arc"].as_bool().unwrap(),
+            "{id} drew no arc: {seen}"
+        );
     }
-    let budget = gauges["fleet-availability/budget"]["value"].as_f64().unwrap();
+    let budget = gauges["fleet-availability/budget"]["value"]
+        .as_f64()
+        .unwrap();
     assert!(budget > 40.0 && budget < 100.0, "{seen}");
     assert!(seen["ndjson_rate"].as_f64().unwrap() > 0.0, "{seen}");
     // Rules: every running rule with a status, the slow rule firing.
@@ -333,11 +356,30 @@ fn the_rules_view_slo_gauges_and_ingest_health_in_chromium() {
     assert_eq!(statuses.len(), 4, "{seen}");
     assert_eq!(statuses["dashboard-slow-p99"], "firing", "{seen}");
     assert_eq!(statuses["model-extraction-sweep"], "ok", "{seen}");
-    assert!(seen["covered"].as_array().unwrap().iter().any(|id| id == "AML.T0024.002"), "{seen}");
-    assert!(seen["technique_detail"].as_str().unwrap().contains("model-extraction-sweep"), "{seen}");
+    assert!(
+        seen["covered"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|id| id == "AML.T0024.002"),
+        "{seen}"
+    );
+    assert!(
+        seen["technique_detail"]
+            .as_str()
+            .unwrap()
+            .contains("model-extraction-sweep"),
+        "{seen}"
+    );
     assert_eq!(seen["slo_rows"], 4, "{seen}");
     // The broken edit shows, and the edited rule turns to error.
-    assert!(seen["validation"].as_str().unwrap().contains("slow.yaml:5:"), "{seen}");
+    assert!(
+        seen["validation"]
+            .as_str()
+            .unwrap()
+            .contains("slow.yaml:5:"),
+        "{seen}"
+    );
     assert_eq!(seen["status_after_edit"], "error", "{seen}");
     for name in ["dashboard-rules.png", "dashboard-overview-slos.png"] {
         assert!(shots.join(name).exists(), "{name}");
