@@ -419,12 +419,16 @@ pub async fn series(
             })
         }
     };
+    if request.metric == Metric::Latencies {
+        return latency_series(&request, &batches);
+    }
     let minutes = request.minutes(&batches);
     let points = crate::series::downsample(&request, &minutes);
     let metric = match request.metric {
         Metric::Count => "count".to_string(),
         Metric::ErrorRate => "error_rate".to_string(),
         Metric::Latency(percent) => format!("p{percent}"),
+        Metric::Latencies => "latency".to_string(),
     };
     json_response(
         StatusCode::OK,
@@ -438,6 +442,26 @@ pub async fn series(
             // Unix seconds, as uPlot takes them.
             "timestamps": points.iter().map(|(at, _)| at.div_euclid(1_000_000_000)).collect::<Vec<_>>(),
             "values": points.iter().map(|(_, value)| *value).collect::<Vec<_>>(),
+        }),
+    )
+}
+
+/// `metric=latency`: p50, p95 and p99 on one x (p99's downsampled
+/// minutes); `values` is p99, `series` has all three.
+fn latency_series(request: &SeriesRequest, batches: &[RecordBatch]) -> Response {
+    let (at, [p50, p95, p99]) = crate::series::downsample_latencies(request, batches);
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "metric": "latency",
+            "source": "rollups",
+            "resolution_seconds": 60,
+            "downsample": match request.downsample { Downsample::Lttb => "lttb", Downsample::MinMax => "minmax" },
+            "points_requested": request.points,
+            "minutes": request.minutes_of(batches, 1).len(),
+            "timestamps": at.iter().map(|at| at.div_euclid(1_000_000_000)).collect::<Vec<_>>(),
+            "values": p99,
+            "series": {"p50": p50, "p95": p95, "p99": p99},
         }),
     )
 }

@@ -37,7 +37,13 @@ pub enum Metric {
     ErrorRate,
     /// Latency quantile (0 < q < 1).
     Latency(u8),
+    /// p50, p95 and p99 of latency from one merge of the sketches per
+    /// minute (`metric=latency`): a third of the work of three requests.
+    Latencies,
 }
+
+/// The quantiles (percent) `metric=latency` answers, in column order.
+pub const LATENCIES: [u8; 3] = [50, 95, 99];
 
 impl std::str::FromStr for Metric {
     type Err = String;
@@ -49,8 +55,9 @@ impl std::str::FromStr for Metric {
             "p50" => Ok(Metric::Latency(50)),
             "p95" => Ok(Metric::Latency(95)),
             "p99" => Ok(Metric::Latency(99)),
+            "latency" => Ok(Metric::Latencies),
             other => Err(format!(
-                "unknown metric '{other}': use count, error_rate, p50, p95 or p99"
+                "unknown metric '{other}': use count, error_rate, p50, p95, p99 or latency"
             )),
         }
     }
@@ -120,6 +127,7 @@ impl SeriesRequest {
                     f64::from(percent) / 100.0
                 )
             }
+            Metric::Latencies => String::new(),
         };
         let mut conditions = Vec::new();
         if let Some(model_id) = &self.model_id {
@@ -139,6 +147,21 @@ impl SeriesRequest {
         } else {
             format!(" WHERE {}", conditions.join(" AND "))
         };
+        if self.metric == Metric::Latencies {
+            let quantiles: Vec<String> = LATENCIES
+                .iter()
+                .map(|percent| {
+                    format!(
+                        "sketch_quantile(merged, {}) AS p{percent}",
+                        f64::from(*percent) / 100.0
+                    )
+                })
+                .collect();
+            return format!(
+                "SELECT minute, {} FROM (SELECT minute, sketch_merge(latency_sketch) AS merged FROM inference_rollups{filter} GROUP BY minute) ORDER BY minute",
+                quantiles.join(", ")
+            );
+        }
         format!(
             "SELECT minute, {value} AS value FROM inference_rollups{filter} GROUP BY minute ORDER BY minute"
         )
@@ -147,9 +170,14 @@ impl SeriesRequest {
     /// The per-minute points of the query's result: `(minute ns, value)`,
     /// with silent minutes as zeros for `count`.
     pub fn minutes(&self, batches: &[RecordBatch]) -> Vec<(i64, Option<f64>)> {
+        self.minutes_of(batches, 1)
+    }
+
+    /// Like [`SeriesRequest::minutes`], from the result's `column`th column.
+    pub fn minutes_of(&self, batches: &[RecordBatch], column: usize) -> Vec<(i64, Option<f64>)> {
         let mut points: Vec<(i64, Option<f64>)> = Vec::new();
         for batch in batches {
-            if batch.num_columns() < 2 {
+            if batch.num_columns() <= column {
                 continue;
             }
             let Some(minutes) = batch
@@ -158,7 +186,7 @@ impl SeriesRequest {
             else {
                 continue;
             };
-            let values = batch.column(1);
+            let values = batch.column(column);
             for row in 0..batch.num_rows() {
                 let value = if values.is_null(row) {
                     None
@@ -217,6 +245,28 @@ fn fill_silent_minutes(
         minute += MINUTE_NANOS;
     }
     filled
+}
+
+/// For `metric=latency`: p99 downsampled as [`downsample`] does, and p50
+/// and p95 at the minutes it kept, so the three lines share their x.
+pub fn downsample_latencies(
+    request: &SeriesRequest,
+    batches: &[RecordBatch],
+) -> (Vec<i64>, [Vec<Option<f64>>; 3]) {
+    let columns: Vec<Vec<(i64, Option<f64>)>> = (1..=LATENCIES.len())
+        .map(|column| request.minutes_of(batches, column))
+        .collect();
+    let chosen = downsample(request, &columns[LATENCIES.len() - 1]);
+    let at: Vec<i64> = chosen.iter().map(|(at, _)| *at).collect();
+    let pick = |column: &[(i64, Option<f64>)]| -> Vec<Option<f64>> {
+        let by_minute: std::collections::HashMap<i64, Option<f64>> =
+            column.iter().copied().collect();
+        at.iter()
+            .map(|minute| by_minute.get(minute).copied().flatten())
+            .collect()
+    };
+    let values = [pick(&columns[0]), pick(&columns[1]), pick(&columns[2])];
+    (at, values)
 }
 
 /// Largest-Triangle-Three-Buckets: about `threshold` of `points` (x in

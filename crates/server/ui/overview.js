@@ -97,7 +97,8 @@ async function load(token, range) {
         if (modelVersion !== null) params.set("model_version", modelVersion);
         return api(token, `/api/v1/series?${params}`);
       };
-      const [count, errors, p50, p95, p99] = await Promise.all(["count", "error_rate", "p50", "p95", "p99"].map(series));
+      // One request for the three quantiles: the sketches are merged once.
+      const [count, errors, latency] = await Promise.all(["count", "error_rate", "latency"].map(series));
       const markers = alerts.alerts
         .filter(isOpen)
         .filter((alert) => alertConcerns(alert, modelId, modelVersion))
@@ -112,11 +113,7 @@ async function load(token, range) {
         width,
         volume: [count.timestamps, count.values],
         errors: [errors.timestamps, errors.values.map((v) => (v === null ? null : v * 100))],
-        latency: uPlot.join([
-          [p50.timestamps, p50.values],
-          [p95.timestamps, p95.values],
-          [p99.timestamps, p99.values],
-        ]),
+        latency: [latency.timestamps, latency.series.p50, latency.series.p95, latency.series.p99],
       };
     }),
   );

@@ -386,3 +386,55 @@ fn the_rules_view_slo_gauges_and_ingest_health_in_chromium() {
     }
     node.stop();
 }
+
+/// `metric=latency` (the overview's one request for its latency chart)
+/// gives p50, p95 and p99 on one x, equal to the three separate requests.
+#[test]
+fn the_latency_series_equals_its_three_quantile_series() {
+    if !available("curl", &["--version"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (node, _, _, read) = started(dir.path());
+    let range = "model_id=fraud&model_version=1.0&points=500";
+    let all = get(
+        &node,
+        &read,
+        &format!("/api/v1/series?metric=latency&{range}"),
+    )
+    .json();
+    assert_eq!(all["metric"], "latency", "{all}");
+    let timestamps = all["timestamps"].as_array().unwrap();
+    assert!(timestamps.len() >= 5, "{all}");
+    for name in ["p50", "p95", "p99"] {
+        let one = get(
+            &node,
+            &read,
+            &format!("/api/v1/series?metric={name}&{range}"),
+        )
+        .json();
+        assert_eq!(
+            &one["timestamps"], &all["timestamps"],
+            "{name}: {one} vs {all}"
+        );
+        assert_eq!(
+            &one["values"], &all["series"][name],
+            "{name}: {one} vs {all}"
+        );
+    }
+    assert_eq!(all["values"], all["series"]["p99"]);
+    // Every 17th request is slow: p99 is far above p50 in every minute.
+    let p50 = all["series"]["p50"].as_array().unwrap();
+    let p99 = all["series"]["p99"].as_array().unwrap();
+    for (low, high) in p50.iter().zip(p99) {
+        assert!(
+            low.as_f64().unwrap() < 100.0 && high.as_f64().unwrap() > 250.0,
+            "{all}"
+        );
+    }
+    // A bad metric names the new one among the choices.
+    let refused = get(&node, &read, "/api/v1/series?metric=p42");
+    assert_eq!(refused.status, 400);
+    assert!(refused.body.contains("p99 or latency"), "{}", refused.body);
+    node.stop();
+}
