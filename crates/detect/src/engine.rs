@@ -15,7 +15,10 @@
 //!
 //! Then each member rule reads its own aggregates from the cells at every
 //! tick: this file holds the rules' side (conditions, detectors, alert
-//! lifecycles, explanations), `table.rs` the rows' side.
+//! transitions, explanations), `table.rs` the rows' side. Beside it,
+//! `engine/lifecycle.rs` keeps each group's alert state between ticks,
+//! `engine/columns.rs` reads Arrow columns for the tables and samples, and
+//! `engine/wording.rs` writes an alert's one-line summary.
 //!
 //! Time is event time. Each row comes with the clock at its arrival: the
 //! ingest guard's (`Engine::observe_at`), or the engine's own
@@ -38,10 +41,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use ahash::AHashMap;
-use arrow::array::{Array, ArrayRef, AsArray, Float64Array};
-use arrow::buffer::BooleanBuffer;
-use arrow::compute::cast;
-use arrow::datatypes::{DataType, Float64Type, Int32Type, SchemaRef, TimestampNanosecondType};
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{DataType, SchemaRef, TimestampNanosecondType};
 use arrow::record_batch::RecordBatch;
 use inferwatch_core::{
     column, fingerprint, format_timestamp, AgreedClock, Alert, AlertState, Contributor, Impact,
@@ -64,10 +65,19 @@ use crate::network::CLIENT_NETWORK;
 use crate::reference::ReferenceStore;
 use crate::roles::RoleBook;
 use crate::rule::Rule;
-use crate::summary::{BottomSample, Summary, SummaryLayout};
+use crate::summary::{BottomSample, Summary, SummaryLayout, Wanted};
 use crate::table::{BaselineBank, Cell, CellTable, GroupTable, SharingKey, TickOutput};
 pub(crate) use crate::table::{ValueInterner, NULL_VALUE};
+
+mod columns;
+mod lifecycle;
+mod wording;
+
 use crate::DetectError;
+pub(crate) use columns::{column_value_ids, float_column, sample_rank, BatchColumns};
+pub(crate) use lifecycle::HoldLog;
+use lifecycle::{AlertStates, Lifecycle, LiveAlert};
+use wording::{number, one_line, round_half};
 
 /// Counters the engine exposes for progress reporting and tests.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -493,9 +503,10 @@ impl Engine {
                 outbox: &mut self.outbox,
                 hold_logs: &mut self.hold_logs,
             };
+            let mut columns = BatchColumns::new(batch, errors);
             for table in &mut self.tables {
                 table.observe(
-                    batch,
+                    &mut columns,
                     (timestamps, &prefix_max),
                     &mut self.rules,
                     &mut output,
@@ -620,86 +631,6 @@ impl Engine {
     }
 }
 
-/// Where one group's alert stands: None while the group is quiet (nothing
-/// pending or firing, no `for` timer running). Most tracked entities (one
-/// per client, say) never alert, and keep no state at all ([`AlertStates`]).
-#[derive(Debug, Clone, Default)]
-struct GroupAlertState(Option<Box<LiveAlert>>);
-
-/// The live alert states of one rule, by group: only groups with something
-/// pending, firing or timing are here. A rule tracking a million quiet
-/// clients keeps nothing for them (a dense vector cost 8 bytes per group
-/// per rule, and six rules share the per-client table).
-#[derive(Debug, Default)]
-struct AlertStates(AHashMap<u32, Box<LiveAlert>>);
-
-impl AlertStates {
-    /// Takes a group's state out, to be put back with [`AlertStates::put`].
-    fn take(&mut self, group: usize) -> GroupAlertState {
-        GroupAlertState(self.0.remove(&(group as u32)))
-    }
-
-    fn put(&mut self, group: usize, state: GroupAlertState) {
-        if let Some(live) = state.0 {
-            self.0.insert(group as u32, live);
-        }
-    }
-
-    /// The live states in group order (a map's own order would depend on hashing).
-    fn in_group_order(&self) -> Vec<(usize, GroupAlertState)> {
-        let mut states: Vec<(usize, GroupAlertState)> = self
-            .0
-            .iter()
-            .map(|(&group, live)| (group as usize, GroupAlertState(Some(live.clone()))))
-            .collect();
-        states.sort_unstable_by_key(|(group, _)| *group);
-        states
-    }
-}
-
-#[derive(Debug, Clone)]
-struct LiveAlert {
-    lifecycle: Option<Lifecycle>,
-    timers: HeldTimers,
-}
-
-impl GroupAlertState {
-    fn lifecycle(&self) -> Option<&Lifecycle> {
-        self.0.as_ref()?.lifecycle.as_ref()
-    }
-
-    fn is_firing(&self) -> bool {
-        self.lifecycle()
-            .is_some_and(|lifecycle| lifecycle.firing_since.is_some())
-    }
-
-    fn is_pending(&self) -> bool {
-        self.lifecycle().is_some_and(|lifecycle| {
-            lifecycle.pending_since.is_some() && lifecycle.firing_since.is_none()
-        })
-    }
-
-    /// Drops the box once nothing is live.
-    fn settle(&mut self) {
-        if self
-            .0
-            .as_ref()
-            .is_some_and(|live| live.lifecycle.is_none() && !live.timers.any_running())
-        {
-            self.0 = None;
-        }
-    }
-}
-
-/// Where a group's alert stands once its condition has held.
-#[derive(Debug, Clone, Default)]
-struct Lifecycle {
-    pending_since: Option<i64>,
-    firing_since: Option<i64>,
-    /// First tick the condition stopped holding while firing (for `keep_firing_for`).
-    clear_since: Option<i64>,
-}
-
 /// One rule: its condition, detector and alert state per group. Its rows,
 /// keys and cells are in its [`CellTable`] (`table`), which it may share.
 pub(crate) struct RuleRuntime {
@@ -712,6 +643,8 @@ pub(crate) struct RuleRuntime {
     /// Per condition aggregate: its segment, and the aggregate re-targeted
     /// from a schema column to a position in that segment's summary layout.
     slots: Vec<(usize, AggregateKind)>,
+    /// Per segment, the summary parts `slots` read (a window merges only these).
+    wanted: Vec<Wanted>,
     alert_states: AlertStates,
     detector: DetectorRuntime,
     /// Confirm edges this rule feeds: (log, positions of the key columns in group_by).
@@ -738,26 +671,6 @@ pub(crate) struct RuleRuntime {
     client_in_key: bool,
     /// The event schema (names columns in summaries).
     schema: SchemaRef,
-}
-
-/// When a confirming rule last held, per projected key.
-pub(crate) struct HoldLog {
-    last_held: AHashMap<String, i64>,
-    /// The dependent rule's look-back: older entries can go.
-    within: i64,
-    /// Size after the last pruning (prune again when it doubles).
-    pruned_size: usize,
-}
-
-impl HoldLog {
-    fn record(&mut self, key: String, tick: i64) {
-        self.last_held.insert(key, tick);
-        if self.last_held.len() > 2 * self.pruned_size.max(1_024) {
-            let within = self.within;
-            self.last_held.retain(|_, held| tick - *held <= within);
-            self.pruned_size = self.last_held.len();
-        }
-    }
 }
 
 /// Puts every rule after the rule that confirms it, so a confirming finding
@@ -1081,6 +994,23 @@ impl RuleRuntime {
             };
             slots.push((aggregate.segment, slot));
         }
+        let mut wanted = vec![Wanted::default(); table.layouts.len()];
+        for &(segment, slot) in &slots {
+            let parts = &mut wanted[segment];
+            match slot {
+                AggregateKind::Sum(i)
+                | AggregateKind::Avg(i)
+                | AggregateKind::Min(i)
+                | AggregateKind::Max(i)
+                | AggregateKind::Stddev(i) => Wanted::mark(&mut parts.moments, i),
+                AggregateKind::Quantile(i, _) => Wanted::mark(&mut parts.sketches, i),
+                AggregateKind::Distinct(i) => Wanted::mark(&mut parts.distinct, i),
+                AggregateKind::Count
+                | AggregateKind::Rate
+                | AggregateKind::Errors
+                | AggregateKind::ErrorRate => {}
+            }
+        }
         let mut references: Vec<ReferenceStore> = Vec::new();
         let mut drift_reference = None;
         let mut drift_sample = (0, 0);
@@ -1215,6 +1145,7 @@ impl RuleRuntime {
             segments: rule.segments.len(),
             condition,
             slots,
+            wanted,
             alert_states: AlertStates::default(),
             detector,
             writes: Vec::new(),
@@ -1250,12 +1181,12 @@ impl RuleRuntime {
     /// Feeds the rule's coarse pasts the slice's rows (`pairs`, per segment).
     pub(crate) fn add_references(
         &mut self,
-        batch: &RecordBatch,
+        columns: &mut BatchColumns,
         timestamps: &[i64],
         pairs: &[Vec<(u32, u32, u32)>],
     ) {
         for store in &mut self.references {
-            let values = sampled_values(batch.column(store.column), store.class);
+            let values = columns.values(store.column, store.class);
             for &(row, group, _) in &pairs[store.segment] {
                 let row = row as usize;
                 if values.is_valid(row) {
@@ -1329,7 +1260,8 @@ impl RuleRuntime {
                 if !distributions_merged[segment] && slot.part() != SummaryPart::Counts {
                     distributions_merged[segment] = true;
                     for cell in window_cells(&table.cells[segment][group], &in_window) {
-                        cell.data.merge_distributions_into(&mut merged[segment]);
+                        cell.data
+                            .merge_wanted_into(&mut merged[segment], &self.wanted[segment]);
                     }
                 }
                 let summary = &merged[segment];
@@ -1880,78 +1812,6 @@ impl RuleRuntime {
             .map(|field| field.name().clone())
     }
 
-    /// `p99 latency 640 ms on recsys 2.1 (10 % of traffic, 3,412 clients);
-    /// 78 % of slow requests have input_tokens 2k-8k (lift 6.1)`.
-    fn summary(&self, alert: &Alert, subject: Option<Subject>, noun: &str) -> String {
-        let mut text = match (subject, alert.value) {
-            (Some((_, index)), Some(value)) => {
-                let aggregate = &self.condition.aggregates[index];
-                let segment = match aggregate.segment {
-                    0 => String::new(),
-                    segment => format!("{} ", self.rule.segments[segment - 1].0),
-                };
-                let column = aggregate
-                    .kind
-                    .column()
-                    .and_then(|column| self.referenced_name(column))
-                    .unwrap_or_default();
-                let (column, unit) = match column.strip_suffix("_ms") {
-                    Some(stem) => (stem.to_string(), " ms"),
-                    None => (column, ""),
-                };
-                let measured = match aggregate.kind {
-                    AggregateKind::Count => "count".to_string(),
-                    AggregateKind::Rate => "rate".to_string(),
-                    AggregateKind::Errors => "errors".to_string(),
-                    AggregateKind::ErrorRate => "error rate".to_string(),
-                    AggregateKind::Sum(_) => format!("sum {column}"),
-                    AggregateKind::Avg(_) => format!("avg {column}"),
-                    AggregateKind::Min(_) => format!("min {column}"),
-                    AggregateKind::Max(_) => format!("max {column}"),
-                    AggregateKind::Stddev(_) => format!("stddev {column}"),
-                    AggregateKind::Quantile(_, q) => format!("p{} {column}", number(q * 100.0)),
-                    AggregateKind::Distinct(_) => format!("distinct {column}"),
-                };
-                let value = match aggregate.kind {
-                    AggregateKind::ErrorRate => percent(value),
-                    _ => format!("{}{unit}", number(value)),
-                };
-                format!("{segment}{measured} {value}")
-            }
-            _ => alert.title.clone(),
-        };
-        if alert.state == AlertState::Resolved {
-            text = format!("resolved: {text}");
-        }
-        if !alert.group.is_empty() {
-            let values: Vec<&str> = alert.group.values().map(String::as_str).collect();
-            text.push_str(&format!(" on {}", values.join(" ")));
-        }
-        let impact = &alert.impact;
-        text.push_str(&format!(
-            " ({} of traffic",
-            percent(impact.share_of_traffic)
-        ));
-        if let Some(clients) = impact.distinct_clients {
-            let plural = if clients == 1 { "client" } else { "clients" };
-            text.push_str(&format!(", {} {plural}", thousands(clients)));
-        }
-        text.push(')');
-        for contributor in &alert.explanation {
-            match contributor.share {
-                Some(share) => text.push_str(&format!(
-                    "; {} of {noun} have {} {} (lift {:.1})",
-                    percent(share),
-                    contributor.dimension,
-                    contributor.value,
-                    contributor.lift
-                )),
-                None => text.push_str(&format!("; {}", contributor.value)),
-            }
-        }
-        text
-    }
-
     fn state(&self, table: &CellTable) -> RuleState {
         let states = self.alert_states.in_group_order();
         let firing = states
@@ -2043,180 +1903,4 @@ fn build_sample(
         lateness.max(0),
         rows,
     )
-}
-
-/// `640`, `3,412`, `7.5`, `0.042`: numbers for a summary line.
-fn number(value: f64) -> String {
-    if !value.is_finite() {
-        return value.to_string();
-    }
-    if value.abs() >= 100.0 {
-        let rounded = value.round();
-        let sign = if rounded < 0.0 { "-" } else { "" };
-        return format!("{sign}{}", thousands(rounded.abs() as u64));
-    }
-    let text = if value.abs() >= 1.0 {
-        format!("{value:.1}")
-    } else {
-        format!("{value:.3}")
-    };
-    let text = text.trim_end_matches('0').trim_end_matches('.');
-    text.to_string()
-}
-
-/// `3,412`.
-fn thousands(value: u64) -> String {
-    let digits = value.to_string();
-    let mut text = String::new();
-    for (index, digit) in digits.chars().enumerate() {
-        if index > 0 && (digits.len() - index).is_multiple_of(3) {
-            text.push(',');
-        }
-        text.push(digit);
-    }
-    text
-}
-
-/// A share as `10 %`, `7.5 %` or `0.3 %`.
-fn percent(share: f64) -> String {
-    format!("{} %", number(share * 100.0))
-}
-
-fn round_half(value: f64) -> f64 {
-    (value * 2.0).round() / 2.0
-}
-
-fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-/// The rank of a sampled value: a hash of what the row carries, so the
-/// sample does not depend on arrival order or batching.
-#[inline]
-pub(crate) fn sample_rank(timestamp: i64, value: f64) -> u64 {
-    let mut bytes = [0u8; 16];
-    bytes[..8].copy_from_slice(&timestamp.to_le_bytes());
-    bytes[8..].copy_from_slice(&value.to_bits().to_le_bytes());
-    xxhash_rust::xxh3::xxh3_64(&bytes)
-}
-
-/// A column's values as f64, or for a list column one element of each row's list.
-pub(crate) fn sampled_values(array: &ArrayRef, class: Option<usize>) -> Float64Array {
-    let Some(class) = class else {
-        return float_column(array);
-    };
-    let Some(lists) = array.as_list_opt::<i32>() else {
-        return Float64Array::new_null(array.len());
-    };
-    let items = float_column(lists.values());
-    let offsets = lists.value_offsets();
-    (0..lists.len())
-        .map(|row| {
-            let index = offsets[row] as usize + class;
-            (lists.is_valid(row) && index < offsets[row + 1] as usize && items.is_valid(index))
-                .then(|| items.value(index))
-        })
-        .collect()
-}
-
-pub(crate) fn float_column(array: &ArrayRef) -> Float64Array {
-    if let Some(floats) = array.as_primitive_opt::<Float64Type>() {
-        return floats.clone();
-    }
-    match cast(array, &DataType::Float64) {
-        Ok(cast_array) => cast_array.as_primitive::<Float64Type>().clone(),
-        Err(_) => Float64Array::new_null(array.len()),
-    }
-}
-
-/// Portable 64-bit hashes of each row's value (xxh3 of its text form), for distinct counts.
-pub(crate) fn value_hashes(array: &ArrayRef) -> Vec<Option<u64>> {
-    use xxhash_rust::xxh3::xxh3_64;
-    if let Some(dictionary) = array.as_dictionary_opt::<Int32Type>() {
-        if let Some(values) = dictionary.values().as_string_opt::<i32>() {
-            let hashes: Vec<Option<u64>> = (0..values.len())
-                .map(|i| {
-                    values
-                        .is_valid(i)
-                        .then(|| xxh3_64(values.value(i).as_bytes()))
-                })
-                .collect();
-            let keys = dictionary.keys();
-            return (0..keys.len())
-                .map(|row| {
-                    if keys.is_valid(row) {
-                        hashes[keys.value(row) as usize]
-                    } else {
-                        None
-                    }
-                })
-                .collect();
-        }
-    }
-    let text = match array.data_type() {
-        DataType::Utf8 => array.clone(),
-        _ => match cast(array, &DataType::Utf8) {
-            Ok(text) => text,
-            Err(_) => return vec![None; array.len()],
-        },
-    };
-    let strings = text.as_string::<i32>();
-    (0..strings.len())
-        .map(|row| {
-            strings
-                .is_valid(row)
-                .then(|| xxh3_64(strings.value(row).as_bytes()))
-        })
-        .collect()
-}
-
-/// Per row, the interned id of a column's value as text (`NULL_VALUE` for a
-/// null or, outside dictionaries, an unselected row). A dictionary column's
-/// values are interned once each, not once per row.
-pub(crate) fn column_value_ids(
-    array: &ArrayRef,
-    mask: &BooleanBuffer,
-    intern: &mut dyn FnMut(&str) -> u32,
-) -> Vec<u32> {
-    let rows = array.len();
-    if let Some(dictionary) = array.as_dictionary_opt::<Int32Type>() {
-        if let Some(values) = dictionary.values().as_string_opt::<i32>() {
-            let ids: Vec<u32> = (0..values.len())
-                .map(|i| {
-                    if values.is_valid(i) {
-                        intern(values.value(i))
-                    } else {
-                        NULL_VALUE
-                    }
-                })
-                .collect();
-            let keys = dictionary.keys();
-            return (0..rows)
-                .map(|row| {
-                    if keys.is_valid(row) {
-                        ids[keys.value(row) as usize]
-                    } else {
-                        NULL_VALUE
-                    }
-                })
-                .collect();
-        }
-    }
-    let as_text = match array.data_type() {
-        DataType::Utf8 => array.clone(),
-        _ => match cast(array, &DataType::Utf8) {
-            Ok(text) => text,
-            Err(_) => return vec![NULL_VALUE; rows],
-        },
-    };
-    let strings = as_text.as_string::<i32>();
-    (0..rows)
-        .map(|row| {
-            if !mask.value(row) || strings.is_null(row) {
-                NULL_VALUE
-            } else {
-                intern(strings.value(row))
-            }
-        })
-        .collect()
 }

@@ -129,8 +129,22 @@ pub fn ks_two_sample(a: &[f64], b: &[f64]) -> Option<TestOutcome> {
     let (fn1, fn2) = (n1 as f64, n2 as f64);
     let mut max_diff = f64::NEG_INFINITY;
     let mut min_diff = f64::INFINITY;
-    for &v in a.iter().chain(b.iter()) {
-        let diff = count_le(&a, v) as f64 / fn1 - count_le(&b, v) as f64 / fn2;
+    // The ECDF difference at every value of either sample, in one merge walk
+    // of the sorted samples (a binary search per value was 8 % of `detect`).
+    let (mut below_a, mut below_b) = (0, 0);
+    while below_a < n1 || below_b < n2 {
+        let v = match (a.get(below_a), b.get(below_b)) {
+            (Some(&x), Some(&y)) => x.min(y),
+            (Some(&x), None) | (None, Some(&x)) => x,
+            (None, None) => break,
+        };
+        while below_a < n1 && a[below_a] <= v {
+            below_a += 1;
+        }
+        while below_b < n2 && b[below_b] <= v {
+            below_b += 1;
+        }
+        let diff = below_a as f64 / fn1 - below_b as f64 / fn2;
         max_diff = max_diff.max(diff);
         min_diff = min_diff.min(diff);
     }
@@ -1226,6 +1240,34 @@ mod tests {
 
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        /// The merge walk finds the same D as the ECDF difference evaluated
+        /// by binary search at every value of either sample (ties included).
+        #[test]
+        fn ks_statistic_is_the_largest_ecdf_gap_at_any_sample_value(
+            a in proptest::collection::vec(value(), 1..60),
+            b in proptest::collection::vec(value(), 1..60),
+        ) {
+            let (sorted_a, sorted_b) = (finite_sorted(&a), finite_sorted(&b));
+            if !sorted_a.is_empty() && !sorted_b.is_empty() {
+                let (fa, fb) = (sorted_a.len() as f64, sorted_b.len() as f64);
+                let gaps: Vec<f64> = sorted_a.iter().chain(&sorted_b)
+                    .map(|&v| count_le(&sorted_a, v) as f64 / fa - count_le(&sorted_b, v) as f64 / fb)
+                    .collect();
+                let up = gaps.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let down = (-gaps.iter().copied().fold(f64::INFINITY, f64::min)).clamp(0.0, 1.0);
+                let expected = if down > up { down } else { up };
+                let t = ks_two_sample(&a, &b).unwrap();
+                if sorted_a.len().max(sorted_b.len()) > KS_MAX_EXACT_N {
+                    proptest::prop_assert_eq!(t.statistic, expected);
+                } else {
+                    // The exact path snaps D to the lattice of multiples of 1/lcm(n, m).
+                    let g = gcd(sorted_a.len() as u64, sorted_b.len() as u64);
+                    let lcm = (sorted_a.len() as u64 / g * sorted_b.len() as u64) as f64;
+                    proptest::prop_assert_eq!(t.statistic, (expected * lcm).round_ties_even() / lcm);
+                }
+            }
+        }
+
         /// Whatever comes in, nothing panics and every answer is finite and
         /// within its range.
         #[test]

@@ -26,9 +26,7 @@ use hashbrown::HashTable;
 use inferwatch_core::Alert;
 
 use crate::detector::BaselineGroup;
-use crate::engine::{
-    column_value_ids, float_column, sample_rank, sampled_values, value_hashes, HoldLog, RuleRuntime,
-};
+use crate::engine::{column_value_ids, sample_rank, BatchColumns, HoldLog, RuleRuntime};
 use crate::explain::RowSample;
 use crate::filter::{evaluate_predicate, RowPredicate};
 use crate::summary::{BucketData, SummaryLayout};
@@ -460,12 +458,13 @@ impl CellTable {
     /// passes to the members, exactly where it passes it (see the engine).
     pub(crate) fn observe(
         &mut self,
-        batch: &RecordBatch,
+        columns: &mut BatchColumns,
         (timestamps, prefix_max): (&[i64], &[i64]),
         rules: &mut [RuleRuntime],
         output: &mut TickOutput,
         sample: &mut RowSample,
     ) {
+        let batch = columns.batch();
         let lateness = self.key.allowed_lateness;
         let every = self.key.every;
         if self.next_tick.is_none() {
@@ -484,7 +483,8 @@ impl CellTable {
             .iter()
             .map(|predicate| &evaluate_predicate(predicate, batch) & &mask)
             .collect();
-        let errors = evaluate_predicate(&self.error_predicate, batch);
+        // The engine's error predicate, the same `status == "error"` as the table's.
+        let errors = columns.errors().clone();
         for &member in &self.members {
             let bit = rules[member].sample_bit;
             sample.mark(bit, &mask);
@@ -506,7 +506,7 @@ impl CellTable {
             }
             self.resolve_groups(&value_ids, &mask, slice_start..row, rules);
             self.aggregate_rows(
-                batch,
+                columns,
                 (timestamps, prefix_max),
                 slice_start..row,
                 (&mask, &segment_masks, &errors),
@@ -522,7 +522,7 @@ impl CellTable {
         }
         self.resolve_groups(&value_ids, &mask, slice_start..timestamps.len(), rules);
         self.aggregate_rows(
-            batch,
+            columns,
             (timestamps, prefix_max),
             slice_start..timestamps.len(),
             (&mask, &segment_masks, &errors),
@@ -602,7 +602,7 @@ impl CellTable {
 
     fn aggregate_rows(
         &mut self,
-        batch: &RecordBatch,
+        columns: &mut BatchColumns,
         (timestamps, clock): (&[i64], &[i64]),
         rows: std::ops::Range<usize>,
         (mask, segment_masks, errors): (&BooleanBuffer, &[BooleanBuffer], &BooleanBuffer),
@@ -676,7 +676,7 @@ impl CellTable {
                 data(cells, group, index).add_row(layout, errors.value(row as usize));
             }
             for (position, column) in layout.moment_columns.iter().enumerate() {
-                let values = float_column(batch.column(*column));
+                let values = columns.values(*column, None);
                 for &(row, group, index) in pairs {
                     if values.is_valid(row as usize) {
                         let value = values.value(row as usize);
@@ -685,7 +685,7 @@ impl CellTable {
                 }
             }
             for (position, column) in layout.sketch_columns.iter().enumerate() {
-                let values = float_column(batch.column(*column));
+                let values = columns.values(*column, None);
                 for &(row, group, index) in pairs {
                     if values.is_valid(row as usize) {
                         let value = values.value(row as usize);
@@ -694,7 +694,7 @@ impl CellTable {
                 }
             }
             for (position, column) in layout.distinct_columns.iter().enumerate() {
-                let hashes = value_hashes(batch.column(*column));
+                let hashes = columns.hashes(*column);
                 for &(row, group, index) in pairs {
                     if let Some(hash) = hashes[row as usize] {
                         data(cells, group, index).add_distinct(layout, position, hash);
@@ -702,7 +702,7 @@ impl CellTable {
                 }
             }
             for (position, column) in layout.sample_columns.iter().enumerate() {
-                let values = sampled_values(batch.column(*column), layout.sample_classes[position]);
+                let values = columns.values(*column, layout.sample_classes[position]);
                 for &(row, group, index) in pairs {
                     let row = row as usize;
                     if values.is_valid(row) {
@@ -714,7 +714,7 @@ impl CellTable {
             }
         }
         for &member in &self.members {
-            rules[member].add_references(batch, timestamps, &self.pairs);
+            rules[member].add_references(columns, timestamps, &self.pairs);
         }
     }
 
