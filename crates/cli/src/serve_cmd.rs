@@ -88,6 +88,11 @@ pub struct NodeArgs {
     /// (YAML); Alertmanager-like defaults apply when omitted.
     #[arg(long, value_name = "FILE")]
     pub notify: Option<PathBuf>,
+    /// Silences (YAML, as `detect --silences`) in force from the start:
+    /// matching alerts are recorded but not notified. Added to the
+    /// silences the notification state already holds (the REST API's).
+    #[arg(long, value_name = "FILE")]
+    pub silences: Option<PathBuf>,
     /// Let `command` actions run programs (off unless given).
     #[arg(long)]
     pub allow_commands: bool,
@@ -98,6 +103,12 @@ pub struct NodeArgs {
     /// Accept requests without a token (for a trusted network only).
     #[arg(long)]
     pub open: bool,
+    /// Ingest rate limit of tokens without their own (`token create
+    /// --rate-limit`): `events=N`, `requests=N` (per second), optional
+    /// `events_burst=N`, `requests_burst=N`, comma separated. Over it:
+    /// 429 (HEC: 503 code 9) with Retry-After. None when omitted.
+    #[arg(long, value_name = "LIMIT")]
+    pub rate_limit: Option<String>,
     /// Requests waiting for the store before new ones get 429.
     #[arg(long, default_value_t = 64)]
     pub queue: usize,
@@ -182,6 +193,8 @@ fn apply_config(args: &mut ServeArgs, matches: &clap::ArgMatches) -> anyhow::Res
     );
     fill!(node.actions, "actions", config.actions.map(Some));
     fill!(node.notify, "notify", config.notify.map(Some));
+    fill!(node.silences, "silences", config.silences.map(Some));
+    fill!(node.rate_limit, "rate_limit", config.rate_limit.map(Some));
     fill!(node.allow_commands, "allow_commands", config.allow_commands);
     fill!(node.open, "open", config.open);
     fill!(node.queue, "queue", config.queue);
@@ -239,6 +252,7 @@ fn check_node_settings(node: &NodeArgs) -> anyhow::Result<()> {
             (node.mapping.is_some(), "mapping"),
             (node.open, "open"),
             (node.tls_cert.is_some(), "tls_cert"),
+            (node.rate_limit.is_some(), "rate_limit"),
         ] {
             anyhow::ensure!(
                 !set,
@@ -252,6 +266,7 @@ fn check_node_settings(node: &NodeArgs) -> anyhow::Result<()> {
             (node.slos.is_some(), "slos"),
             (node.actions.is_some(), "actions"),
             (node.notify.is_some(), "notify"),
+            (node.silences.is_some(), "silences"),
         ] {
             anyhow::ensure!(!set, "{name} needs rules (--rules or rules: in --config)");
         }
@@ -441,6 +456,11 @@ pub(crate) async fn serve_node_until(
             elasticsearch_version: node.elasticsearch_version.clone(),
             max_request_bytes: size(&node.max_request_size, "--max-request-size")?,
             max_decompressed_bytes: size(&node.max_decompressed_size, "--max-decompressed-size")?,
+            rate_limit: node
+                .rate_limit
+                .as_deref()
+                .map(|text| text.parse().with_context(|| format!("--rate-limit {text}")))
+                .transpose()?,
             ..HttpOptions::default()
         },
         append_delay: Duration::from_millis(node.test_append_delay_ms),
@@ -455,6 +475,7 @@ pub(crate) async fn serve_node_until(
         },
         actions: node.actions.clone(),
         notify: node.notify.clone(),
+        silences: node.silences.clone(),
         allow_commands: node.allow_commands,
         delivery_grace: duration(&node.delivery_grace, "--delivery-grace")?,
         tls: match (&node.tls_cert, &node.tls_key) {

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use inferwatch_server::auth::{create_token, list_tokens, revoke_token, Scope};
+use inferwatch_server::auth::{create_limited_token, list_tokens, revoke_token, Scope};
+use inferwatch_server::ratelimit::RateLimit;
 
 /// `inferwatch token …`
 #[derive(clap::Subcommand)]
@@ -26,6 +27,12 @@ pub enum TokenCommand {
         /// when omitted. Requests with it then get 401 "the token expired".
         #[arg(long, value_name = "DURATION")]
         expires: Option<String>,
+        /// Its own ingest rate limit, over the node's default: `events=N`,
+        /// `requests=N` (per second), optional `events_burst=N`,
+        /// `requests_burst=N`, comma separated. Over it: 429 (HEC: 503
+        /// code 9) with Retry-After, and nothing of the request is stored.
+        #[arg(long, value_name = "LIMIT")]
+        rate_limit: Option<RateLimit>,
     },
     /// List tokens (ids and scopes, never secrets).
     List {
@@ -52,6 +59,7 @@ pub fn run(command: TokenCommand) -> anyhow::Result<ExitCode> {
             scope,
             stream,
             expires,
+            rate_limit,
         } => {
             let lifetime = expires
                 .as_deref()
@@ -61,9 +69,9 @@ pub fn run(command: TokenCommand) -> anyhow::Result<ExitCode> {
                         .with_context(|| format!("--expires {text}"))
                 })
                 .transpose()?;
-            let (token, record) = create_token(&data, scope, stream, lifetime)?;
+            let (token, record) = create_limited_token(&data, scope, stream, lifetime, rate_limit)?;
             eprintln!(
-                "inferwatch token: created {} (scope {}{}{}); it is shown once:",
+                "inferwatch token: created {} (scope {}{}{}{}); it is shown once:",
                 record.id,
                 record.scope,
                 record
@@ -75,6 +83,10 @@ pub fn run(command: TokenCommand) -> anyhow::Result<ExitCode> {
                     .expires_at
                     .as_deref()
                     .map(|at| format!(", expires {at}"))
+                    .unwrap_or_default(),
+                record
+                    .rate_limit
+                    .map(|limit| format!(", rate limit {limit}"))
                     .unwrap_or_default()
             );
             println!("{token}");

@@ -195,6 +195,12 @@ mod overload_kill9;
 #[path = "serve_http/rules_slos.rs"]
 mod rules_slos;
 
+#[path = "serve_http/rate_limit.rs"]
+mod rate_limit;
+
+#[path = "serve_http/silences.rs"]
+mod silences;
+
 mod clients {
     use super::*;
 

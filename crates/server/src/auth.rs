@@ -35,6 +35,7 @@ use subtle::ConstantTimeEq;
 
 use inferwatch_query::scram::{PgLoginCandidate, PgLogins, ScramVerifier, SCRAM_ITERATIONS};
 
+use crate::ratelimit::RateLimit;
 use crate::ServerError;
 
 /// The tokens file's name in the data directory.
@@ -102,6 +103,9 @@ pub struct TokenRecord {
     /// (HTTP still takes them); make a new one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scram: Option<String>,
+    /// Its own ingest rate limit, over the node's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl TokenRecord {
@@ -252,6 +256,7 @@ pub fn new_token(
         expires_at: lifetime
             .map(|lifetime| (now + lifetime).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
         scram: Some(ScramVerifier::derive(&token, scram_salt, scram_iterations).to_string()),
+        rate_limit: None,
     };
     (token, record)
 }
@@ -280,6 +285,22 @@ pub fn create_token(
     stream: Option<String>,
     lifetime: Option<chrono::Duration>,
 ) -> Result<(String, TokenRecord), ServerError> {
+    create_limited_token(data, scope, stream, lifetime, None)
+}
+
+/// [`create_token`] with the token's own ingest rate limit.
+pub fn create_limited_token(
+    data: &Path,
+    scope: Scope,
+    stream: Option<String>,
+    lifetime: Option<chrono::Duration>,
+    rate_limit: Option<RateLimit>,
+) -> Result<(String, TokenRecord), ServerError> {
+    if rate_limit.is_some() && !matches!(scope, Scope::Ingest | Scope::Admin) {
+        return Err(ServerError::Config(
+            "--rate-limit limits ingest, so only ingest and admin tokens take one".into(),
+        ));
+    }
     if stream.is_some() && scope != Scope::Ingest {
         return Err(ServerError::Config(
             "--stream limits ingest tokens only".into(),
@@ -299,7 +320,8 @@ pub fn create_token(
     let (salt, iterations) = newest_verifier(&file.tokens)
         .map(|verifier| (verifier.salt, verifier.iterations))
         .unwrap_or_else(|| (ScramVerifier::random_salt(), SCRAM_ITERATIONS));
-    let (token, record) = new_token(scope, stream, lifetime, &salt, iterations);
+    let (token, mut record) = new_token(scope, stream, lifetime, &salt, iterations);
+    record.rate_limit = rate_limit;
     file.tokens.push(record.clone());
     write_file(&path, &file)?;
     Ok((token, record))

@@ -52,6 +52,7 @@ use serde_json::{json, Value};
 
 use crate::api::ApiOptions;
 use crate::auth::{Denied, Need, TokenRecord, TokenStore};
+use crate::ratelimit::{RateLimit, RateLimiter, Throttled};
 use crate::live::{LiveState, HEARTBEAT_STREAM};
 use crate::metrics::Metrics;
 use crate::protocol::{
@@ -71,6 +72,8 @@ pub struct HttpOptions {
     pub max_decompressed_bytes: usize,
     /// Seconds clients are told to wait after a 429.
     pub retry_after_seconds: u64,
+    /// The ingest rate limit of tokens without their own.
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl Default for HttpOptions {
@@ -80,6 +83,7 @@ impl Default for HttpOptions {
             max_request_bytes: 32 << 20,
             max_decompressed_bytes: 128 << 20,
             retry_after_seconds: 1,
+            rate_limit: None,
         }
     }
 }
@@ -105,6 +109,7 @@ pub struct AppState {
     /// `None`: the server was configured open (no tokens checked).
     tokens: Option<TokenStore>,
     options: HttpOptions,
+    limits: RateLimiter,
     requests: AtomicU64,
     pub(crate) query: Arc<inferwatch_query::QueryEngine>,
     pub(crate) metrics: Arc<Metrics>,
@@ -128,6 +133,7 @@ impl AppState {
             writer,
             decoder,
             tokens,
+            limits: RateLimiter::new(options.rate_limit),
             options,
             requests: AtomicU64::new(0),
             query: shared.query,
@@ -665,6 +671,8 @@ fn denied_hec(denied: Denied) -> Response {
 enum Failure {
     /// The queue is full.
     Busy,
+    /// The token is over its rate limit.
+    Throttled(Throttled),
     /// The store refused or the writer stopped; the message says why.
     Store(String),
     /// The request names a stream clients may not write (400).
@@ -682,7 +690,8 @@ enum Verdict {
 async fn store_framed(
     state: &AppState,
     protocol: &str,
-    framed: &Framed,
+    framed: &mut Framed,
+    token: Option<&TokenRecord>,
 ) -> Result<Vec<Verdict>, Failure> {
     let request = state.requests.fetch_add(1, Ordering::Relaxed) + 1;
     let protocol_label = crate::metrics::labels(&[("protocol", protocol)]);
@@ -701,16 +710,30 @@ async fn store_framed(
             group.stream
         )));
     }
+    // Before any work: a throttled request is neither decoded nor stored.
+    let events = framed
+        .items
+        .iter()
+        .filter(|item| matches!(item, Item::Line { .. }))
+        .count() as u64;
+    if let Err(throttled) = state.limits.admit(
+        token.map_or("", |token| token.id.as_str()),
+        token.and_then(|token| token.rate_limit),
+        events,
+    ) {
+        return Err(Failure::Throttled(throttled));
+    }
     // A source per request: the guard's refusals of this request's rows are
     // told apart by it, and a dead letter names the request.
     let source: Arc<str> = Arc::from(format!("http:{protocol}:{request}"));
     let mut parts = Vec::new();
-    for group in &framed.groups {
+    for group in &mut framed.groups {
         let chunk = Chunk {
             source: source.clone(),
             first_line: 1,
             first_offset: 0,
-            data: group.data.clone(),
+            // Moved, not copied: nothing reads a group's lines after this.
+            data: std::mem::take(&mut group.data),
             skipped_bytes: 0,
         };
         let payload = if group.stream == DEFAULT_STREAM {
@@ -818,6 +841,13 @@ fn failure_plain(failure: Failure, retry_after: u64) -> Response {
             ),
             retry_after,
         ),
+        Failure::Throttled(throttled) => with_retry_after(
+            json_response(
+                StatusCode::TOO_MANY_REQUESTS,
+                &json!({"error": throttled.reason}),
+            ),
+            throttled.retry_after,
+        ),
         Failure::Store(message) => json_response(
             StatusCode::INTERNAL_SERVER_ERROR,
             &json!({"error": format!("not stored: {message}")}),
@@ -836,9 +866,10 @@ async fn ingest_ndjson(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(denied) = state.authorize(&headers, Need::Ingest(&stream)) {
-        return denied_plain(denied);
-    }
+    let token = match state.authorize_token(&headers, Need::Ingest(&stream)) {
+        Ok(token) => token,
+        Err(denied) => return denied_plain(denied),
+    };
     if stream_name(&stream) != stream {
         return json_response(
             StatusCode::BAD_REQUEST,
@@ -850,7 +881,7 @@ async fn ingest_ndjson(
     let mut framed = Framed::default();
     let mut group = crate::protocol::Group {
         stream: stream.clone(),
-        data: body.to_vec(),
+        data: Vec::new(),
         items: Vec::new(),
     };
     for (index, text) in body.split(|&byte| byte == b'\n').enumerate() {
@@ -877,8 +908,10 @@ async fn ingest_ndjson(
             Item::Refused { .. } => 0,
         })
         .collect();
+    // The body becomes the chunk without a copy when nothing else holds it.
+    group.data = Vec::from(body);
     framed.groups.push(group);
-    let verdicts = match store_framed(&state, "ndjson", &framed).await {
+    let verdicts = match store_framed(&state, "ndjson", &mut framed, token.as_ref()).await {
         Ok(verdicts) => verdicts,
         Err(failure) => return failure_plain(failure, state.options.retry_after_seconds),
     };
@@ -933,10 +966,11 @@ async fn bulk_request(
 ) -> Response {
     let started = Instant::now();
     // Who is asking comes before what the body says.
-    if let Err(denied) = state.authorize(headers, Need::IngestSomewhere) {
-        return denied_elastic(denied);
-    }
-    let (framed, actions) = match frame_bulk(index, body) {
+    let token = match state.authorize_token(headers, Need::IngestSomewhere) {
+        Ok(token) => token,
+        Err(denied) => return denied_elastic(denied),
+    };
+    let (mut framed, actions) = match frame_bulk(index, body) {
         Ok(framed) => framed,
         Err(reason) => {
             return elastic_error(
@@ -964,7 +998,7 @@ async fn bulk_request(
             return denied_elastic(denied);
         }
     }
-    let verdicts = match store_framed(state, "bulk", &framed).await {
+    let verdicts = match store_framed(state, "bulk", &mut framed, token.as_ref()).await {
         Ok(verdicts) => verdicts,
         Err(Failure::Busy) => {
             return with_retry_after(
@@ -974,6 +1008,16 @@ async fn bulk_request(
                     "the store is busy; retry later",
                 ),
                 state.options.retry_after_seconds,
+            )
+        }
+        Err(Failure::Throttled(throttled)) => {
+            return with_retry_after(
+                elastic_error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "es_rejected_execution_exception",
+                    &throttled.reason,
+                ),
+                throttled.retry_after,
             )
         }
         Err(Failure::Store(message)) => {
@@ -1164,14 +1208,15 @@ async fn hec_raw(
 async fn hec_request(
     state: &AppState,
     headers: &HeaderMap,
-    framed: Framed,
+    mut framed: Framed,
     fault: Option<crate::protocol::HecFault>,
 ) -> Response {
     // Checked before the body is judged: a client without a token learns
     // nothing about its data.
-    if let Err(denied) = state.authorize(headers, Need::IngestSomewhere) {
-        return denied_hec(denied);
-    }
+    let token = match state.authorize_token(headers, Need::IngestSomewhere) {
+        Ok(token) => token,
+        Err(denied) => return denied_hec(denied),
+    };
     for group in &framed.groups {
         if let Err(denied) = state.authorize(headers, Need::Ingest(&group.stream)) {
             return denied_hec(denied);
@@ -1183,7 +1228,7 @@ async fn hec_request(
             &json!({"text": fault.text, "code": fault.code}),
         );
     }
-    let verdicts = match store_framed(state, "hec", &framed).await {
+    let verdicts = match store_framed(state, "hec", &mut framed, token.as_ref()).await {
         Ok(verdicts) => verdicts,
         Err(Failure::Busy) => {
             return with_retry_after(
@@ -1192,6 +1237,17 @@ async fn hec_request(
                     &json!({"text": "Server is busy", "code": 9}),
                 ),
                 state.options.retry_after_seconds,
+            )
+        }
+        // HEC has no code of its own for a rate limit: clients back off on
+        // its busy answer.
+        Err(Failure::Throttled(throttled)) => {
+            return with_retry_after(
+                json_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &json!({"text": "Server is busy", "code": 9}),
+                ),
+                throttled.retry_after,
             )
         }
         Err(Failure::Store(message)) => {
@@ -1241,9 +1297,10 @@ async fn otlp_logs(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(denied) = state.authorize(&headers, Need::Ingest(DEFAULT_STREAM)) {
-        return denied_plain(denied);
-    }
+    let token = match state.authorize_token(&headers, Need::Ingest(DEFAULT_STREAM)) {
+        Ok(token) => token,
+        Err(denied) => return denied_plain(denied),
+    };
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
@@ -1277,8 +1334,8 @@ async fn otlp_logs(
             )
         }
     };
-    let framed = frame_otlp(&request, now_nanos());
-    let verdicts = match store_framed(&state, "otlp", &framed).await {
+    let mut framed = frame_otlp(&request, now_nanos());
+    let verdicts = match store_framed(&state, "otlp", &mut framed, token.as_ref()).await {
         Ok(verdicts) => verdicts,
         Err(Failure::Busy) => {
             return with_retry_after(
@@ -1287,6 +1344,15 @@ async fn otlp_logs(
                     &json!({"code": 8, "message": "the store is busy; retry later"}),
                 ),
                 state.options.retry_after_seconds,
+            )
+        }
+        Err(Failure::Throttled(throttled)) => {
+            return with_retry_after(
+                json_response(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    &json!({"code": 8, "message": throttled.reason}),
+                ),
+                throttled.retry_after,
             )
         }
         Err(Failure::Store(message)) => {

@@ -84,6 +84,7 @@ pub mod notify;
 pub mod one_pass;
 pub mod pipeline;
 pub mod protocol;
+pub mod ratelimit;
 pub mod series;
 pub mod serve;
 pub mod serve_config;

@@ -71,6 +71,9 @@ pub struct ServeOptions {
     pub actions: Option<PathBuf>,
     /// With rules: grouping, inhibition, flapping and risk settings.
     pub notify: Option<PathBuf>,
+    /// With rules: silences (YAML, as `detect --silences`) in force from
+    /// the start, added to those the notification state already holds.
+    pub silences: Option<PathBuf>,
     /// Let `command` actions run programs.
     pub allow_commands: bool,
     /// At shutdown, how long to wait for deliveries in flight; the rest
@@ -135,7 +138,7 @@ pub async fn serve(
             let notifier = Arc::new(Notifier::open(&NotifyOptions {
                 actions: options.actions.clone(),
                 notify: options.notify.clone(),
-                silences: None,
+                silences: options.silences.clone(),
                 allow_commands: options.allow_commands,
                 state_dir: options.data.join(NOTIFY_STATE_DIR),
             })?);
@@ -155,9 +158,14 @@ pub async fn serve(
             });
             Some((engine, slos, notifier))
         }
-        None if options.actions.is_some() || options.notify.is_some() || options.slos.is_some() => {
+        None if options.actions.is_some()
+            || options.notify.is_some()
+            || options.slos.is_some()
+            || options.silences.is_some() =>
+        {
             return Err(ServerError::Config(
-                "SLOs, actions and notification settings need rules: give rules too".into(),
+                "SLOs, actions, notification settings and silences need rules: give rules too"
+                    .into(),
             ))
         }
         None => None,

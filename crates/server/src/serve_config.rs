@@ -57,6 +57,13 @@ pub struct ServeConfig {
     /// Notification settings.
     #[serde(default)]
     pub notify: Option<PathBuf>,
+    /// Silences in force from the start.
+    #[serde(default)]
+    pub silences: Option<PathBuf>,
+    /// Ingest rate limit of tokens without their own, e.g.
+    /// `events=50000,requests=100`.
+    #[serde(default)]
+    pub rate_limit: Option<String>,
     /// Let `command` actions run programs.
     #[serde(default)]
     pub allow_commands: Option<bool>,
@@ -114,6 +121,7 @@ impl ServeConfig {
         resolve(&mut config.tls_cert);
         resolve(&mut config.tls_key);
         resolve(&mut config.notify);
+        resolve(&mut config.silences);
         Ok(config)
     }
 
@@ -165,6 +173,8 @@ impl ServeConfig {
         text!(self.alerts_file, "ALERTS_FILE");
         text!(self.actions, "ACTIONS");
         text!(self.notify, "NOTIFY");
+        text!(self.silences, "SILENCES");
+        text!(self.rate_limit, "RATE_LIMIT");
         typed!(self.allow_commands, "ALLOW_COMMANDS");
         typed!(self.open, "OPEN");
         typed!(self.queue, "QUEUE");
