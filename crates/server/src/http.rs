@@ -52,12 +52,12 @@ use serde_json::{json, Value};
 
 use crate::api::ApiOptions;
 use crate::auth::{Denied, Need, TokenRecord, TokenStore};
-use crate::ratelimit::{RateLimit, RateLimiter, Throttled};
 use crate::live::{LiveState, HEARTBEAT_STREAM};
 use crate::metrics::Metrics;
 use crate::protocol::{
     frame_bulk, frame_hec_events, frame_hec_raw, frame_otlp, stream_name, Framed, HecDefaults, Item,
 };
+use crate::ratelimit::{RateLimit, RateLimiter, Throttled};
 use crate::writer::{IngestWriter, Job, Part, Payload, Refusal, Submit, WriterCounters};
 
 /// Settings of the HTTP API.
@@ -106,6 +106,10 @@ pub struct NodeShared {
 pub struct AppState {
     writer: IngestWriter,
     decoder: Decoder,
+    /// Decoders between requests: a new one allocates its scratch record
+    /// and column builders and learns the key order again, as file ingest's
+    /// per-thread decoders do not.
+    idle_decoders: std::sync::Mutex<Vec<Decoder>>,
     /// `None`: the server was configured open (no tokens checked).
     tokens: Option<TokenStore>,
     options: HttpOptions,
@@ -132,6 +136,7 @@ impl AppState {
         AppState {
             writer,
             decoder,
+            idle_decoders: std::sync::Mutex::new(Vec::new()),
             tokens,
             limits: RateLimiter::new(options.rate_limit),
             options,
@@ -737,10 +742,28 @@ async fn store_framed(
             skipped_bytes: 0,
         };
         let payload = if group.stream == DEFAULT_STREAM {
-            let mut decoder = state.decoder.clone();
-            let decoded = tokio::task::spawn_blocking(move || decoder.decode(&chunk))
-                .await
-                .map_err(|error| Failure::Store(format!("decoding: {error}")))?;
+            let mut decoder = state
+                .idle_decoders
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pop()
+                .unwrap_or_else(|| state.decoder.clone());
+            let (decoder, decoded) = tokio::task::spawn_blocking(move || {
+                let decoded = decoder.decode(&chunk);
+                (decoder, decoded)
+            })
+            .await
+            .map_err(|error| Failure::Store(format!("decoding: {error}")))?;
+            {
+                let mut idle = state
+                    .idle_decoders
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                // As many as requests decode at once, within reason.
+                if idle.len() < 64 {
+                    idle.push(decoder);
+                }
+            }
             Payload::Decoded(decoded)
         } else {
             Payload::Lines(chunk)

@@ -45,7 +45,11 @@ impl std::str::FromStr for RateLimit {
     /// per second.
     fn from_str(text: &str) -> Result<RateLimit, ServerError> {
         let mut limit = RateLimit::default();
-        for part in text.split(',').map(str::trim).filter(|part| !part.is_empty()) {
+        for part in text
+            .split(',')
+            .map(str::trim)
+            .filter(|part| !part.is_empty())
+        {
             let (key, value) = part.split_once('=').ok_or_else(|| {
                 ServerError::Config(format!("rate limit '{text}': '{part}' is not key=value"))
             })?;
@@ -216,13 +220,22 @@ mod tests {
 
     #[test]
     fn limits_parse_print_and_refuse_nonsense() {
-        let limit: RateLimit = "events=5000,events_burst=20000,requests=10".parse().unwrap();
+        let limit: RateLimit = "events=5000,events_burst=20000,requests=10"
+            .parse()
+            .unwrap();
         assert_eq!(limit.events_per_second, Some(5000));
         assert_eq!(limit.events_burst, Some(20000));
         assert_eq!(limit.requests_per_second, Some(10));
         assert_eq!(limit.requests_burst, None);
         assert_eq!(limit.to_string().parse::<RateLimit>().unwrap(), limit);
-        for bad in ["", "events=0", "events=lots", "bytes=5", "events_burst=5", "events"] {
+        for bad in [
+            "",
+            "events=0",
+            "events=lots",
+            "bytes=5",
+            "events_burst=5",
+            "events",
+        ] {
             assert!(bad.parse::<RateLimit>().is_err(), "{bad}");
         }
     }
@@ -233,9 +246,15 @@ mod tests {
         let own = Some("events=10,events_burst=100".parse().unwrap());
         assert!(limiter.admit("a", own, 60).is_ok());
         let refused = limiter.admit("a", own, 60).unwrap_err();
-        assert!(refused.retry_after >= 1 && refused.retry_after <= 6, "{refused:?}");
+        assert!(
+            refused.retry_after >= 1 && refused.retry_after <= 6,
+            "{refused:?}"
+        );
         assert!(limiter.admit("b", own, 100).is_ok(), "b has its own bucket");
-        assert!(limiter.admit("c", None, 1_000_000).is_ok(), "no limit at all");
+        assert!(
+            limiter.admit("c", None, 1_000_000).is_ok(),
+            "no limit at all"
+        );
         let too_big = limiter.admit("a", own, 101).unwrap_err();
         assert!(too_big.reason.contains("burst"), "{too_big:?}");
         let node = RateLimiter::new(Some("requests=1".parse().unwrap()));

@@ -6,8 +6,8 @@
 
 use std::path::Path;
 
-use super::{available, counts_by_model, curl, events, Answer, Node};
 use super::common;
+use super::{available, counts_by_model, curl, events, Answer, Node};
 
 fn token(data: &Path, rate_limit: Option<&str>) -> String {
     let mut args = vec![

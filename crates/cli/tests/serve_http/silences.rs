@@ -3,7 +3,7 @@
 //! silenced alert is recorded but not notified, the REST API lists the
 //! silence, and a bad file stops the start with its file:line.
 
-use super::{available, curl, eventually, event_clock, token, Answer, Node};
+use super::{available, curl, event_clock, eventually, token, Answer, Node};
 
 const BURST: &str = "id: burst\ntitle: A burst of requests\nseverity: high\ngroup_by: [model_id]\nwindow: 10s\nevery: 10s\nallowed_lateness: 1s\ncondition: count() >= 20\n";
 
@@ -106,7 +106,9 @@ fn silences_from_a_file_hold_back_their_alerts_from_the_start() {
     let suppressed = history["suppressed"].as_array().unwrap();
     assert!(
         suppressed.iter().any(|entry| entry["rule_id"] == "burst"
-            && entry["suppression"].to_string().contains("quiet-maintenance")),
+            && entry["suppression"]
+                .to_string()
+                .contains("quiet-maintenance")),
         "{history}"
     );
     node.stop();
