@@ -907,7 +907,13 @@ async fn ingest_ndjson(
         data: Vec::new(),
         items: Vec::new(),
     };
-    for (index, text) in body.split(|&byte| byte == b'\n').enumerate() {
+    // memchr finds the line ends (SIMD); a byte-by-byte split was the
+    // largest cost of an NDJSON request in a profile.
+    let ends = memchr::memchr_iter(b'\n', &body).chain(std::iter::once(body.len()));
+    let mut start = 0;
+    for (index, end) in ends.enumerate() {
+        let text = &body[start..end];
+        start = end + 1;
         let line = index as u64 + 1;
         if text.trim_ascii().is_empty() {
             // Blank lines are skipped by the decoder; they are not items.
