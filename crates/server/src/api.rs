@@ -819,9 +819,10 @@ pub async fn rules(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Re
     )
 }
 
-/// `POST /api/v1/rules/reload`: loads the rules directory again and, when
-/// every rule loads and compiles, swaps them in; otherwise refuses with
-/// every error (file:line:column) and the running rules stay as they were.
+/// `POST /api/v1/rules/reload`: loads the rules directory (and the SLOs,
+/// when the node runs them) again and, when every rule and SLO loads and
+/// compiles, swaps them in; otherwise refuses with every error
+/// (file:line:column) and the running rules and SLOs stay as they were.
 ///
 /// State after a swap: the new rules start empty and are replayed over the
 /// store (events and heartbeats), as a restart with them would; ingest
@@ -840,11 +841,16 @@ pub async fn reload_rules(State(state): State<Arc<AppState>>, headers: HeaderMap
     let source = share.reload.clone();
     let decoder = state.decoder().clone();
     let loaded = tokio::task::spawn_blocking(move || {
-        crate::one_pass::load_engine_and_rules(&source.path, &decoder)
-            .map(|(engine, rules)| (engine.with_max_future(source.max_future), rules))
+        let (engine, rules) = crate::one_pass::load_engine_and_rules(&source.path, &decoder)?;
+        let slos = source
+            .slos
+            .as_deref()
+            .map(|path| crate::one_pass::load_slo_evaluator(path, &decoder))
+            .transpose()?;
+        Ok::<_, crate::ServerError>((engine.with_max_future(source.max_future), rules, slos))
     })
     .await;
-    let (engine, rules) = match loaded {
+    let (engine, rules, slos) = match loaded {
         Ok(Ok(loaded)) => loaded,
         Ok(Err(crate::ServerError::Rules { count, messages })) => {
             return json_response(
@@ -870,8 +876,12 @@ pub async fn reload_rules(State(state): State<Arc<AppState>>, headers: HeaderMap
         }
     };
     let (reply, answer) = tokio::sync::oneshot::channel();
+    let slo_infos: Option<Vec<crate::live::SloInfo>> = slos
+        .as_ref()
+        .map(|slos| slos.slos().map(crate::live::SloInfo::of).collect());
     let request = crate::writer::Control::ReplaceRules {
         engine: Box::new(engine),
+        slos: slos.map(Box::new),
         reply,
     };
     if state.writer().control(request).is_err() {
@@ -891,11 +901,20 @@ pub async fn reload_rules(State(state): State<Arc<AppState>>, headers: HeaderMap
     let infos: Vec<crate::live::RuleInfo> = rules.iter().map(crate::live::RuleInfo::of).collect();
     let ids: Vec<String> = infos.iter().map(|rule| rule.id.clone()).collect();
     *share.rules.lock().unwrap_or_else(|p| p.into_inner()) = infos;
+    let slo_ids: Vec<String> = slo_infos
+        .iter()
+        .flatten()
+        .map(|slo| slo.id.clone())
+        .collect();
+    if let Some(slo_infos) = slo_infos {
+        *share.slos.lock().unwrap_or_else(|p| p.into_inner()) = slo_infos;
+    }
     json_response(
         StatusCode::OK,
         &json!({
             "reloaded": true,
             "rules": ids,
+            "slos": slo_ids,
             "replayed_events": report.events,
             "clock": report.clock.map(rfc3339),
             "alert_transitions": report.transitions,

@@ -34,8 +34,8 @@ pub async fn slos(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Res
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
-    let slos: Vec<Value> = share
-        .slos
+    let infos = share.slos.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let slos: Vec<Value> = infos
         .iter()
         .map(|slo| {
             let mut value = serde_json::to_value(slo).unwrap_or(Value::Null);

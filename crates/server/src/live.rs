@@ -257,6 +257,8 @@ pub struct RulesSource {
     pub path: std::path::PathBuf,
     /// How far ahead of the agreed clock an event may be (nanoseconds).
     pub max_future: i64,
+    /// The SLOs file or directory, loaded again with the rules.
+    pub slos: Option<std::path::PathBuf>,
 }
 
 /// What detection shares with the API; absent when `serve` runs no rules.
@@ -274,7 +276,7 @@ pub struct DetectionShare {
     /// and its actions: the very one detection feeds.
     pub notifier: Arc<Notifier>,
     /// The SLOs detection evaluates (none without `--slos`).
-    pub slos: Vec<SloInfo>,
+    pub slos: Mutex<Vec<SloInfo>>,
 }
 
 /// What the REST API shows of an SLO besides its budgets.

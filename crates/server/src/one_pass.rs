@@ -529,13 +529,21 @@ impl Detection {
     /// notified. Alerts of rules that are gone leave the board; no resolved
     /// transition is made up for them. The store must be synced first, so
     /// that the replay sees every appended row.
-    pub fn replace_engine(&mut self, engine: Engine) -> Result<(), ServerError> {
+    pub fn replace_engine(
+        &mut self,
+        engine: Engine,
+        slos: Option<SloEvaluator>,
+    ) -> Result<(), ServerError> {
         let Some((schema, data, stream)) = self.replayed_from.clone() else {
             return Err(ServerError::Internal(
                 "rules can only be swapped after the store was replayed".into(),
             ));
         };
         self.engine = engine;
+        let replay_slos = slos.is_some();
+        if let Some(slos) = slos {
+            self.slos = Some(slos);
+        }
         let rule_ids: std::collections::HashSet<String> = self
             .engine
             .observable_state()
@@ -554,9 +562,10 @@ impl Detection {
                 .unwrap_or_else(|p| p.into_inner())
                 .retain_rules(&rule_ids);
         }
-        // The SLOs are not replaced: they have seen the store already.
+        // Kept SLOs have seen the store already; loaded ones see it now.
+        let slos = self.slos.as_mut().filter(|_| replay_slos);
         let alerts =
-            crate::alert_ledger::replay_store(&data, &stream, &schema, &mut self.engine, None)?;
+            crate::alert_ledger::replay_store(&data, &stream, &schema, &mut self.engine, slos)?;
         self.emit(alerts)?;
         self.publish();
         Ok(())

@@ -147,14 +147,16 @@ pub async fn serve(
                 reload: RulesSource {
                     path: rules.clone(),
                     max_future,
+                    slos: options.slos.clone(),
                 },
                 snapshot: Default::default(),
                 board: Default::default(),
                 notifier: notifier.clone(),
-                slos: slos
-                    .iter()
-                    .flat_map(|slos| slos.slos().map(crate::live::SloInfo::of))
-                    .collect(),
+                slos: std::sync::Mutex::new(
+                    slos.iter()
+                        .flat_map(|slos| slos.slos().map(crate::live::SloInfo::of))
+                        .collect(),
+                ),
             });
             Some((engine, slos, notifier))
         }

@@ -99,6 +99,8 @@ pub enum Control {
     ReplaceRules {
         /// The new rules, compiled and checked.
         engine: Box<inferwatch_detect::Engine>,
+        /// The SLOs loaded again with them, when the node runs SLOs.
+        slos: Option<Box<inferwatch_detect::SloEvaluator>>,
         /// The outcome, once the swap is done.
         reply: tokio::sync::oneshot::Sender<Result<ReloadReport, String>>,
     },
@@ -427,9 +429,13 @@ impl WriterState {
 
     fn control(&mut self, request: Control) {
         match request {
-            Control::ReplaceRules { engine, reply } => {
+            Control::ReplaceRules {
+                engine,
+                slos,
+                reply,
+            } => {
                 let result = self
-                    .replace_rules(*engine)
+                    .replace_rules(*engine, slos.map(|slos| *slos))
                     .map_err(|error| error.to_string());
                 // The caller may have gone; the swap stands regardless.
                 let _ = reply.send(result);
@@ -441,6 +447,7 @@ impl WriterState {
     fn replace_rules(
         &mut self,
         engine: inferwatch_detect::Engine,
+        slos: Option<inferwatch_detect::SloEvaluator>,
     ) -> Result<ReloadReport, ServerError> {
         if self.detection.is_none() {
             return Err(ServerError::Config(
@@ -452,7 +459,7 @@ impl WriterState {
             .detection
             .as_mut()
             .ok_or_else(|| ServerError::Internal("detection vanished".into()))?;
-        detection.replace_engine(engine)?;
+        detection.replace_engine(engine, slos)?;
         let stats = detection.engine.stats();
         let report = ReloadReport {
             events: stats.events,

@@ -438,3 +438,84 @@ fn the_latency_series_equals_its_three_quantile_series() {
     assert!(refused.body.contains("p99 or latency"), "{}", refused.body);
     node.stop();
 }
+
+/// `POST /api/v1/rules/reload` loads the SLOs again with the rules: a broken
+/// SLO file is refused with its file and line and the running SLOs stay; a
+/// changed one is swapped in and replayed over the stored events.
+#[test]
+fn a_reload_swaps_the_slos_too_and_a_bad_slo_file_keeps_the_running_ones() {
+    if !available("curl", &["--version"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let admin = token(&data, "admin", None);
+    let (node, _, _, read) = started(dir.path());
+    let slo_ids = || -> Vec<String> {
+        let answer = get(&node, &read, "/api/v1/slos").json();
+        answer["slos"]
+            .as_array()
+            .map(|slos| {
+                slos.iter()
+                    .map(|slo| slo["id"].as_str().unwrap_or_default().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    // Events per model as the running availability SLO counted them live.
+    let live_events = |answer: &serde_json::Value, index: usize| -> Vec<f64> {
+        answer["slos"][index]["groups"]
+            .as_array()
+            .map(|groups| groups.iter().filter_map(|g| g["events"].as_f64()).collect())
+            .unwrap_or_default()
+    };
+    let before = eventually(60, "the SLOs' budgets", || {
+        let answer = get(&node, &read, "/api/v1/slos").json();
+        let counted = live_events(&answer, 0);
+        (counted.len() == 2 && counted.iter().sum::<f64>() >= 2_000.0).then_some(counted)
+    });
+    assert_eq!(slo_ids(), ["fleet-availability", "fleet-latency"]);
+    let reload = || {
+        curl(&[
+            "-X",
+            "POST",
+            "-H",
+            &format!("Authorization: Bearer {admin}"),
+            &node.url("/api/v1/rules/reload"),
+        ])
+    };
+
+    let slos = dir.path().join("slos.yaml");
+    std::fs::write(
+        &slos,
+        "slos:\n  - id: strict\n    title: strict\n    group_by: [model_id]\n    sli: availability\n    objective: 250\n    period: 1d\n",
+    )
+    .unwrap();
+    let refused = reload();
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert!(refused.body.contains("slos.yaml:"), "{}", refused.body);
+    assert_eq!(slo_ids(), ["fleet-availability", "fleet-latency"]);
+
+    std::fs::write(
+        &slos,
+        "slos:\n  - id: strict-availability\n    title: the fleet answers, strictly\n    group_by: [model_id]\n    sli: availability\n    objective: 99\n    period: 1d\n",
+    )
+    .unwrap();
+    let swapped = reload();
+    assert_eq!(swapped.status, 200, "{}", swapped.body);
+    assert_eq!(
+        swapped.json()["slos"][0],
+        "strict-availability",
+        "{}",
+        swapped.body
+    );
+    assert_eq!(slo_ids(), ["strict-availability"]);
+    // Replayed over the store: it counts the events the running SLO counted
+    // live, and their 2 % errors spend more than its whole 1 % budget.
+    let answer = get(&node, &read, "/api/v1/slos").json();
+    assert_eq!(live_events(&answer, 0), before, "{answer}");
+    for group in answer["slos"][0]["groups"].as_array().unwrap() {
+        assert!(group["budget_remaining"].as_f64().unwrap() < 0.0, "{group}");
+    }
+    node.stop();
+}
