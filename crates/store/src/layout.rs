@@ -1,18 +1,30 @@
 //! Where things live in a data directory, and which files are current.
 //!
 //! ```text
-//! DIR/wal/<seq>.wal                                       write-ahead log
-//! DIR/flushed.json                                        highest WAL sequence in segments
-//! DIR/segments/<stream>/date=YYYY-MM-DD/hour=HH/<first>-<last>.parquet
-//! DIR/rollups/<stream>/date=YYYY-MM-DD/hour=HH/<first>-<last>.parquet
+//! DIR/wal/<seq>.wal                                       write-ahead log (writer `local`)
+//! DIR/wal-<id>/<seq>.wal                                  ... of writer `<id>`
+//! DIR/flushed.json, DIR/flushed-<id>.json                 each writer's flush mark
+//! DIR/segments/<stream>/date=YYYY-MM-DD/hour=HH/<id>.<first>-<last>.parquet
+//! DIR/rollups/<stream>/date=YYYY-MM-DD/hour=HH/<id>.<first>-<last>.parquet
 //! DIR/streams/<stream>.schema.arrow                        generic streams' evolving schema
 //! ```
 //!
-//! A segment is named by the WAL sequence range it holds. That name is the
-//! whole manifest: a file whose `first` is above `flushed.json` belongs to a
-//! flush that never finished (ignored, then deleted on open), and a file whose
-//! range lies inside another's was merged into it by compaction (ignored,
-//! then deleted). So every crash point leaves a directory that reads right.
+//! A segment is named by its writer and the range of that writer's WAL
+//! sequences it holds. That name is the whole manifest: a file whose `last`
+//! is above its writer's flush mark belongs to a flush that never finished
+//! (ignored, then deleted by that writer on open), and a file whose range
+//! lies inside another of the same writer's was merged into it by
+//! compaction (ignored, then deleted). So every crash point reads right.
+//!
+//! **Several writers.** Nodes with their own WALs may share one directory
+//! when each has its own id (`--node-id`): every decision about which files
+//! are current is taken per writer, against that writer's mark, and a
+//! writer only ever deletes its own files. A reader sees the union of all
+//! writers' current files and WAL tails. Names without an id (`<first>-
+//! <last>.parquet`, before ids existed) belong to the default writer
+//! [`DEFAULT_WRITER`], whose WAL and mark keep their old names, so an
+//! existing data directory reads as before. Retention is by hour partition
+//! and applies to every writer's files alike.
 
 use std::path::{Path, PathBuf};
 
@@ -20,6 +32,25 @@ use chrono::{DateTime, Datelike, Timelike, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::StoreError;
+
+/// The writer id of a node that sets none, and of files named without one.
+pub const DEFAULT_WRITER: &str = "local";
+
+/// Checks a writer id: letters, digits, `_` and `-` (it sits in file names).
+pub fn check_writer_id(id: &str) -> Result<(), StoreError> {
+    if id.is_empty()
+        || id.len() > 64
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(StoreError::InvalidOption {
+            option: "node id".into(),
+            message: format!("'{id}': use 1 to 64 letters, digits, '_' and '-'"),
+        });
+    }
+    Ok(())
+}
 
 /// Nanoseconds in one hour, the partition width.
 pub const HOUR_NANOS: i64 = 3_600_000_000_000;
@@ -47,6 +78,8 @@ impl FileKind {
 pub struct DataFile {
     /// Absolute path.
     pub path: PathBuf,
+    /// The writer (node id) that wrote it.
+    pub writer: String,
     /// Start of its hour partition (UTC ns).
     pub hour_start: i64,
     /// First WAL sequence it holds.
@@ -72,14 +105,81 @@ pub struct FlushMark {
 #[derive(Debug, Clone)]
 pub struct Layout {
     root: PathBuf,
+    writer: String,
 }
 
 impl Layout {
-    /// A layout rooted at `root`.
+    /// A layout rooted at `root`, for the default writer.
     pub fn new(root: &Path) -> Layout {
         Layout {
             root: root.to_path_buf(),
+            writer: DEFAULT_WRITER.to_string(),
         }
+    }
+
+    /// A layout rooted at `root` for writer `id` (checked).
+    pub fn for_writer(root: &Path, id: &str) -> Result<Layout, StoreError> {
+        check_writer_id(id)?;
+        Ok(Layout {
+            root: root.to_path_buf(),
+            writer: id.to_string(),
+        })
+    }
+
+    /// This layout's writer id.
+    pub fn writer(&self) -> &str {
+        &self.writer
+    }
+
+    /// The ids of the writers that have a WAL or a flush mark here, sorted.
+    pub fn writers(&self) -> Result<Vec<String>, StoreError> {
+        let mut writers = Vec::new();
+        let entries = match std::fs::read_dir(&self.root) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(writers),
+            Err(error) => return Err(StoreError::io(&self.root, error)),
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            let id = match name.as_str() {
+                "wal" | "flushed.json" => Some(DEFAULT_WRITER),
+                _ => name
+                    .strip_prefix("wal-")
+                    .or_else(|| name.strip_prefix("flushed-")?.strip_suffix(".json")),
+            };
+            if let Some(id) = id.filter(|id| check_writer_id(id).is_ok()) {
+                if !writers.iter().any(|known| known == id) {
+                    writers.push(id.to_string());
+                }
+            }
+        }
+        writers.sort();
+        Ok(writers)
+    }
+
+    /// The same directory seen as writer `id`'s (for its WAL and mark).
+    fn as_writer(&self, id: &str) -> Layout {
+        Layout {
+            root: self.root.clone(),
+            writer: id.to_string(),
+        }
+    }
+
+    /// Every writer's flush mark, by writer id.
+    pub fn read_flush_marks(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, FlushMark>, StoreError> {
+        let mut marks = std::collections::BTreeMap::new();
+        for id in self.writers()? {
+            let mark = self.as_writer(&id).read_flush_mark()?;
+            marks.insert(id, mark);
+        }
+        Ok(marks)
+    }
+
+    /// Writer `id`'s WAL directory.
+    pub fn wal_directory_of(&self, id: &str) -> PathBuf {
+        self.as_writer(id).wal_directory()
     }
 
     /// The data directory.
@@ -89,11 +189,25 @@ impl Layout {
 
     /// The WAL directory.
     pub fn wal_directory(&self) -> PathBuf {
-        self.root.join("wal")
+        if self.writer == DEFAULT_WRITER {
+            return self.root.join("wal");
+        }
+        self.root.join(format!("wal-{}", self.writer))
     }
 
     fn flush_mark_path(&self) -> PathBuf {
-        self.root.join("flushed.json")
+        if self.writer == DEFAULT_WRITER {
+            return self.root.join("flushed.json");
+        }
+        self.root.join(format!("flushed-{}.json", self.writer))
+    }
+
+    /// Where this writer notes its process id while it runs.
+    pub fn lock_path(&self) -> PathBuf {
+        if self.writer == DEFAULT_WRITER {
+            return self.root.join("writer.lock");
+        }
+        self.root.join(format!("writer-{}.lock", self.writer))
     }
 
     /// Where a generic stream's schema is kept.
@@ -103,7 +217,7 @@ impl Layout {
             .join(format!("{stream}.schema.arrow"))
     }
 
-    /// Reads the flush mark (zero when absent).
+    /// Reads this writer's flush mark (zero when absent).
     pub fn read_flush_mark(&self) -> Result<FlushMark, StoreError> {
         let path = self.flush_mark_path();
         match std::fs::read(&path) {
@@ -137,7 +251,7 @@ impl Layout {
             .join(format!("hour={:02}", time.hour()))
     }
 
-    /// The file for WAL range `first..=last` in a partition.
+    /// This writer's file for its WAL range `first..=last` in a partition.
     pub fn data_file_path(
         &self,
         kind: FileKind,
@@ -147,7 +261,7 @@ impl Layout {
         last: u64,
     ) -> PathBuf {
         self.partition_directory(kind, stream, hour_start)
-            .join(format!("{first:020}-{last:020}.parquet"))
+            .join(format!("{}.{first:020}-{last:020}.parquet", self.writer))
     }
 
     /// Streams that have segments or WAL data on disk, sorted.
@@ -221,16 +335,13 @@ impl Layout {
                 };
                 for entry in entries.flatten() {
                     let name = entry.file_name().to_string_lossy().to_string();
-                    let Some((first, last)) = name
-                        .strip_suffix(".parquet")
-                        .and_then(|stem| stem.split_once('-'))
-                        .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
-                    else {
+                    let Some((writer, first, last)) = parse_data_file_name(&name) else {
                         continue;
                     };
                     let bytes = entry.metadata().map(|m| m.len()).unwrap_or(0);
                     files.push(DataFile {
                         path: entry.path(),
+                        writer,
                         hour_start: start,
                         first_sequence: first,
                         last_sequence: last,
@@ -239,9 +350,29 @@ impl Layout {
                 }
             }
         }
-        files.sort_by_key(|f| (f.hour_start, f.first_sequence, f.last_sequence));
+        files.sort_by(|a, b| {
+            (a.hour_start, &a.writer, a.first_sequence, a.last_sequence).cmp(&(
+                b.hour_start,
+                &b.writer,
+                b.first_sequence,
+                b.last_sequence,
+            ))
+        });
         Ok(files)
     }
+}
+
+/// `<writer>.<first>-<last>.parquet`, or the older `<first>-<last>.parquet`
+/// of the default writer.
+pub(crate) fn parse_data_file_name(name: &str) -> Option<(String, u64, u64)> {
+    let stem = name.strip_suffix(".parquet")?;
+    let (writer, range) = match stem.split_once('.') {
+        Some((writer, range)) => (writer, range),
+        None => (DEFAULT_WRITER, stem),
+    };
+    check_writer_id(writer).ok()?;
+    let (first, last) = range.split_once('-')?;
+    Some((writer.to_string(), first.parse().ok()?, last.parse().ok()?))
 }
 
 impl Layout {
@@ -272,27 +403,39 @@ impl Layout {
     }
 }
 
-/// Splits `files` (sorted by hour) into the current ones and the obsolete
-/// ones: beyond the flush mark, or inside another file's range.
-pub fn current_files(files: Vec<DataFile>, flushed_through: u64) -> (Vec<DataFile>, Vec<DataFile>) {
+/// Splits `files` into the current ones and the obsolete ones: beyond
+/// their writer's flush mark (`flushed_through(writer)`), or inside the
+/// range of another file of the same writer and hour.
+pub fn current_files(
+    files: Vec<DataFile>,
+    flushed_through: impl Fn(&str) -> u64,
+) -> (Vec<DataFile>, Vec<DataFile>) {
     let mut current: Vec<DataFile> = Vec::with_capacity(files.len());
     let mut obsolete = Vec::new();
     let (flushed, unflushed): (Vec<_>, Vec<_>) = files
         .into_iter()
-        .partition(|f| f.last_sequence <= flushed_through);
+        .partition(|f| f.last_sequence <= flushed_through(&f.writer));
     obsolete.extend(unflushed);
-    // Within one hour, a wider range covering a narrower one wins.
+    // Within one hour and writer, a wider range covering a narrower one wins.
     let mut by_hour: Vec<DataFile> = flushed;
-    by_hour.sort_by_key(|f| {
+    by_hour.sort_by(|a, b| {
         (
-            f.hour_start,
-            f.first_sequence,
-            std::cmp::Reverse(f.last_sequence),
+            a.hour_start,
+            &a.writer,
+            a.first_sequence,
+            std::cmp::Reverse(a.last_sequence),
         )
+            .cmp(&(
+                b.hour_start,
+                &b.writer,
+                b.first_sequence,
+                std::cmp::Reverse(b.last_sequence),
+            ))
     });
     for file in by_hour {
         let covered = current.last().is_some_and(|previous| {
             previous.hour_start == file.hour_start
+                && previous.writer == file.writer
                 && previous.first_sequence <= file.first_sequence
                 && file.last_sequence <= previous.last_sequence
         });
@@ -329,8 +472,13 @@ mod tests {
     use super::*;
 
     fn file(hour: i64, first: u64, last: u64) -> DataFile {
+        written_by(DEFAULT_WRITER, hour, first, last)
+    }
+
+    fn written_by(writer: &str, hour: i64, first: u64, last: u64) -> DataFile {
         DataFile {
-            path: PathBuf::from(format!("{hour}-{first}-{last}")),
+            path: PathBuf::from(format!("{writer}-{hour}-{first}-{last}")),
+            writer: writer.to_string(),
             hour_start: hour,
             first_sequence: first,
             last_sequence: last,
@@ -348,12 +496,52 @@ mod tests {
             file(HOUR_NANOS, 3, 4),
             file(0, 7, 8),
         ];
-        let (current, obsolete) = current_files(files, 6);
+        let (current, obsolete) = current_files(files, |_| 6);
         let names: Vec<_> = current
             .iter()
             .map(|f| (f.hour_start, f.first_sequence, f.last_sequence))
             .collect();
         assert_eq!(names, vec![(0, 1, 4), (0, 5, 6), (HOUR_NANOS, 3, 4)]);
         assert_eq!(obsolete.len(), 3);
+    }
+
+    #[test]
+    fn each_writer_is_judged_by_its_own_mark_and_ranges() {
+        // b's 1-9 neither covers a's files nor is covered by them, and b's
+        // 3-4 is beyond b's own mark though under a's.
+        let files = vec![
+            written_by("a", 0, 1, 4),
+            written_by("a", 0, 1, 2),
+            written_by("b", 0, 1, 9),
+            written_by("b", 0, 10, 12),
+        ];
+        let marks = |writer: &str| if writer == "a" { 20 } else { 9 };
+        let (current, obsolete) = current_files(files, marks);
+        let names: Vec<_> = current
+            .iter()
+            .map(|f| (f.writer.as_str(), f.first_sequence, f.last_sequence))
+            .collect();
+        assert_eq!(names, vec![("a", 1, 4), ("b", 1, 9)]);
+        let gone: Vec<_> = obsolete
+            .iter()
+            .map(|f| (f.writer.as_str(), f.first_sequence))
+            .collect();
+        assert_eq!(gone, vec![("b", 10), ("a", 1)]);
+    }
+
+    #[test]
+    fn old_names_belong_to_the_default_writer_and_bad_ids_are_refused() {
+        assert_eq!(
+            parse_data_file_name("00000000000000000001-00000000000000000004.parquet"),
+            Some((DEFAULT_WRITER.to_string(), 1, 4))
+        );
+        assert_eq!(
+            parse_data_file_name("node-b.00000000000000000001-00000000000000000004.parquet"),
+            Some(("node-b".to_string(), 1, 4))
+        );
+        assert_eq!(parse_data_file_name("x y.1-2.parquet"), None);
+        assert!(check_writer_id("a.b").is_err());
+        assert!(check_writer_id("").is_err());
+        assert!(Layout::for_writer(Path::new("/d"), "node-1").is_ok());
     }
 }

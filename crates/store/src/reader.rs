@@ -125,16 +125,33 @@ impl StoreReader {
     ) -> Result<Snapshot, StoreError> {
         let schema = self.schema(stream)?;
         for _attempt in 0..8 {
-            let mark = self.layout.read_flush_mark()?;
+            // Every writer's mark: each writer's files and WAL tail are
+            // read against its own.
+            let marks: BTreeMap<String, u64> = self
+                .layout
+                .read_flush_marks()?
+                .into_iter()
+                .map(|(writer, mark)| (writer, mark.flushed_through))
+                .collect();
+            let through = |writer: &str| marks.get(writer).copied().unwrap_or(0);
             let list = |kind| -> Result<Vec<DataFile>, StoreError> {
                 let files = self.layout.list_files(kind, stream, from, to)?;
-                Ok(current_files(files, mark.flushed_through).0)
+                Ok(current_files(files, through).0)
             };
             let mut skipped = Vec::new();
             let segments = self.readable(list(FileKind::Segment)?, &mut skipped);
             let rollups = self.readable(list(FileKind::Rollup)?, &mut skipped);
-            let tail = self.read_tail(stream, mark.flushed_through)?;
-            if self.layout.read_flush_mark()?.flushed_through == mark.flushed_through {
+            let mut tail = Vec::new();
+            for (writer, flushed_through) in &marks {
+                tail.extend(self.read_tail(writer, stream, *flushed_through)?);
+            }
+            let again: BTreeMap<String, u64> = self
+                .layout
+                .read_flush_marks()?
+                .into_iter()
+                .map(|(writer, mark)| (writer, mark.flushed_through))
+                .collect();
+            if again == marks {
                 return Ok(Snapshot {
                     schema,
                     segments,
@@ -209,6 +226,7 @@ impl StoreReader {
 
     fn read_tail(
         &self,
+        writer: &str,
         stream: &str,
         flushed_through: u64,
     ) -> Result<Vec<RecordBatch>, StoreError> {
@@ -216,10 +234,11 @@ impl StoreReader {
             .tail
             .lock()
             .map_err(|_| StoreError::Internal("tail cache poisoned".into()))?;
-        let files = list_wal_files(&self.layout.wal_directory())?;
-        cache
-            .files
-            .retain(|path, _| files.iter().any(|(_, p)| p == path));
+        let directory = self.layout.wal_directory_of(writer);
+        let files = list_wal_files(&directory)?;
+        cache.files.retain(|path, _| {
+            !path.starts_with(&directory) || files.iter().any(|(_, p)| p == path)
+        });
         let mut batches = Vec::new();
         for (_, path) in files {
             let entry = cache.files.entry(path.clone()).or_default();

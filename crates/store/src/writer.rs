@@ -66,6 +66,9 @@ pub struct StoreOptions {
     pub retention_max_age: Option<Duration>,
     /// Delete the oldest hour partitions while the store is larger than this.
     pub retention_max_bytes: Option<u64>,
+    /// This writer's id: its files' names and its WAL and flush mark, so
+    /// nodes with different ids can share one directory (see `layout`).
+    pub node_id: String,
 }
 
 impl Default for StoreOptions {
@@ -81,6 +84,7 @@ impl Default for StoreOptions {
             compaction_grace: Duration::from_secs(60),
             retention_max_age: None,
             retention_max_bytes: None,
+            node_id: crate::layout::DEFAULT_WRITER.to_string(),
         }
     }
 }
@@ -180,20 +184,24 @@ impl StoreWriter {
     /// unfinished flush, finishes interrupted compactions, and reloads the
     /// WAL records that had not reached a segment into the memtable.
     pub fn open(root: &Path, options: StoreOptions) -> Result<StoreWriter, StoreError> {
-        let layout = Layout::new(root);
+        let layout = Layout::for_writer(root, &options.node_id)?;
         std::fs::create_dir_all(root).map_err(|e| StoreError::io(root, e))?;
-        let lock_path = root.join("writer.lock");
+        let lock_path = layout.lock_path();
         std::fs::write(&lock_path, std::process::id().to_string())
             .map_err(|e| StoreError::io(&lock_path, e))?;
         let mark = layout.read_flush_mark()?;
-        // Delete what a crash left half-done.
+        // Delete what a crash left half-done (of this writer's files only:
+        // another writer's are judged by its own mark).
         for stream in layout.stream_names()? {
             for kind in [FileKind::Segment, FileKind::Rollup] {
                 for partial in layout.partial_files(kind, &stream)? {
-                    remove_file_if_present(&partial)?;
+                    if is_writers_partial(&partial, layout.writer()) {
+                        remove_file_if_present(&partial)?;
+                    }
                 }
-                let files = layout.list_files(kind, &stream, None, None)?;
-                let (_, obsolete) = current_files(files, mark.flushed_through);
+                let mut files = layout.list_files(kind, &stream, None, None)?;
+                files.retain(|file| file.writer == layout.writer());
+                let (_, obsolete) = current_files(files, |_| mark.flushed_through);
                 for file in obsolete {
                     remove_file_if_present(&file.path)?;
                 }
@@ -326,7 +334,21 @@ impl StoreWriter {
             },
             None => incoming.clone(),
         };
-        write_stream_schema(&self.layout.schema_path(stream), &merged)?;
+        // Another writer sharing the directory may have widened it since.
+        let path = self.layout.schema_path(stream);
+        let merged = match read_stream_schema(&path)? {
+            Some(on_disk) => match merge_schema(&merged, &on_disk) {
+                Ok(wider) => wider.unwrap_or(merged),
+                Err(conflict) => {
+                    return Err(StoreError::SchemaConflict {
+                        stream: stream.into(),
+                        message: conflict,
+                    })
+                }
+            },
+            None => merged,
+        };
+        write_stream_schema(&path, &merged)?;
         self.schemas.insert(stream.to_string(), merged);
         Ok(())
     }
@@ -511,6 +533,22 @@ impl Memtable {
     }
 }
 
+/// Whether a half-written `*.tmp` file is `writer`'s (old unnamed ones are
+/// the default writer's).
+fn is_writers_partial(path: &Path, writer: &str) -> bool {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    match name
+        .strip_suffix(".tmp")
+        .and_then(crate::layout::parse_data_file_name)
+    {
+        Some((owner, _, _)) => owner == writer,
+        None => writer == crate::layout::DEFAULT_WRITER,
+    }
+}
+
 fn remove_file_if_present(path: &Path) -> Result<(), StoreError> {
     match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
@@ -649,8 +687,11 @@ fn compact_partition(
     stats: &Mutex<WriterStats>,
 ) -> Result<(), StoreError> {
     for kind in [FileKind::Segment, FileKind::Rollup] {
-        let files = layout.list_files(kind, stream, Some(hour), Some(hour + HOUR_NANOS))?;
-        let (current, _) = current_files(files, mark.flushed_through);
+        let mut files = layout.list_files(kind, stream, Some(hour), Some(hour + HOUR_NANOS))?;
+        // Only this writer's files: merging another's would delete them
+        // under a name its own mark does not cover.
+        files.retain(|file| file.writer == layout.writer());
+        let (current, _) = current_files(files, |_| mark.flushed_through);
         // Merge only a run of small files adjacent in WAL order: the merged
         // file's name covers its whole range, so a large file inside that
         // range would wrongly read as merged away.

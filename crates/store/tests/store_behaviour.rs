@@ -659,3 +659,132 @@ fn a_sparse_stream_flushes_and_merges_within_the_cell_budget() {
     }
     assert_eq!(stored, batches * rows);
 }
+
+#[test]
+fn two_writers_share_one_directory_and_each_compacts_only_its_own_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer_options = |id: &str| StoreOptions {
+        flush_rows: 100,
+        compact_min_files: 3,
+        node_id: id.to_string(),
+        ..options()
+    };
+    let mut a = StoreWriter::open(dir.path(), writer_options("node-a")).unwrap();
+    let mut b = StoreWriter::open(dir.path(), writer_options("node-b")).unwrap();
+    // Interleaved: both number their WAL records from 1, so without ids
+    // their segment names would collide, and each one's compaction would
+    // see the other's files as covered.
+    for part in 0..8u64 {
+        let at = START + part as i64 * MINUTE;
+        a.append(
+            "inference",
+            &inference_batch(part * 100, 100, at, 1_000_000),
+            None,
+        )
+        .unwrap();
+        b.append(
+            "inference",
+            &inference_batch(10_000 + part * 100, 100, at, 1_000_000),
+            None,
+        )
+        .unwrap();
+        // Mid-way, a reader sees both writers' segments and WAL tails.
+        if part == 4 {
+            assert_eq!(stored_request_ids(dir.path()).len(), 1000);
+        }
+    }
+    a.close().unwrap();
+    b.close().unwrap();
+    let layout = inferwatch_store::Layout::new(dir.path());
+    let files = layout
+        .list_files(FileKind::Segment, "inference", None, None)
+        .unwrap();
+    for id in ["node-a", "node-b"] {
+        let own: Vec<_> = files.iter().filter(|f| f.writer == id).collect();
+        assert!(
+            !own.is_empty() && own.len() < 8,
+            "{id} flushed and compacted its own files: {own:?}"
+        );
+        assert!(own.iter().all(|f| f
+            .path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with(&format!("{id}."))));
+    }
+    let ids = stored_request_ids(dir.path());
+    assert_eq!(ids.len(), 1600, "both writers' events are all visible");
+    assert!(ids.values().all(|&n| n == 1), "and none twice");
+    // Reopening one writer (its crash recovery) leaves the other's files.
+    let before = files.len();
+    StoreWriter::open(dir.path(), writer_options("node-b"))
+        .unwrap()
+        .close()
+        .unwrap();
+    let after = layout
+        .list_files(FileKind::Segment, "inference", None, None)
+        .unwrap();
+    assert_eq!(after.len(), before);
+    assert_eq!(stored_request_ids(dir.path()).len(), 1600);
+    assert!(
+        dir.path().join("wal-node-a").is_dir() && dir.path().join("flushed-node-b.json").is_file()
+    );
+}
+
+#[test]
+fn segments_named_before_writer_ids_still_read_and_compact() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = StoreWriter::open(dir.path(), options()).unwrap();
+    writer
+        .append("inference", &inference_batch(0, 40, START, 1_000_000), None)
+        .unwrap();
+    writer.flush().unwrap();
+    writer
+        .append(
+            "inference",
+            &inference_batch(40, 40, START + MINUTE, 1_000_000),
+            None,
+        )
+        .unwrap();
+    writer.close().unwrap();
+    // Rename every file to the old `<first>-<last>.parquet` form.
+    let layout = inferwatch_store::Layout::new(dir.path());
+    for kind in [FileKind::Segment, FileKind::Rollup] {
+        for file in layout.list_files(kind, "inference", None, None).unwrap() {
+            let name = file.path.file_name().unwrap().to_string_lossy().to_string();
+            let (_, old) = name.split_once('.').unwrap();
+            std::fs::rename(&file.path, file.path.with_file_name(old)).unwrap();
+        }
+    }
+    let files = layout
+        .list_files(FileKind::Segment, "inference", None, None)
+        .unwrap();
+    assert_eq!(files.len(), 2);
+    assert!(files.iter().all(|f| f.writer == "local"));
+    assert_eq!(stored_request_ids(dir.path()).len(), 80);
+    // The default writer takes them as its own: more flushes compact the
+    // old names together with new ones, and nothing is lost or doubled.
+    let mut writer = StoreWriter::open(
+        dir.path(),
+        StoreOptions {
+            compact_min_files: 3,
+            ..options()
+        },
+    )
+    .unwrap();
+    writer
+        .append(
+            "inference",
+            &inference_batch(80, 40, START + 2 * MINUTE, 1_000_000),
+            None,
+        )
+        .unwrap();
+    writer.close().unwrap();
+    let files = layout
+        .list_files(FileKind::Segment, "inference", None, None)
+        .unwrap();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let ids = stored_request_ids(dir.path());
+    assert_eq!(ids.len(), 120);
+    assert!(ids.values().all(|&n| n == 1));
+}
