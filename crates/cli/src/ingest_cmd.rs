@@ -37,6 +37,10 @@ pub struct StoreArgs {
     /// Delete the oldest hour partitions while the store is larger (e.g. `50GB`).
     #[arg(long)]
     pub retention_size: Option<String>,
+    /// This writer's id in segment file names (default `local`): writers
+    /// sharing one data directory each need their own.
+    #[arg(long, value_name = "ID")]
+    pub node_id: Option<String>,
 }
 
 impl StoreArgs {
@@ -48,6 +52,7 @@ impl StoreArgs {
             flush_interval: self.flush_interval.clone(),
             retention_age: self.retention_age.clone(),
             retention_size: self.retention_size.clone(),
+            node_id: self.node_id.clone(),
         }
     }
 }

@@ -94,7 +94,8 @@ enum Command {
     Query(query_cmd::QueryArgs),
     /// Serve a data directory over the Postgres wire protocol; with
     /// --listen, also take events over HTTP (NDJSON, Elasticsearch _bulk,
-    /// Splunk HEC, OTLP logs) and check them with --rules.
+    /// Splunk HEC, OTLP logs) and NATS JetStream (--nats-url) and check
+    /// them with --rules.
     Serve(Box<serve_cmd::ServeArgs>),
     /// Create, list and revoke the tokens `serve` checks.
     #[command(subcommand)]

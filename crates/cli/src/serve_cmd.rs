@@ -1,6 +1,6 @@
 //! `inferwatch serve`: the Postgres wire over a data directory, and with
 //! `--listen` the node itself: HTTP ingest (NDJSON, Elasticsearch `_bulk`,
-//! Splunk HEC, OTLP logs) into the store, with `--rules` checked on what
+//! Splunk HEC, OTLP logs, and NATS JetStream with `--nats-url`) into the store, with `--rules` checked on what
 //! arrives, the REST API under `/api/v1/` and `/metrics`. The runtime is `inferwatch_server::serve`; this module parses
 //! flags and prints.
 
@@ -13,6 +13,7 @@ use anyhow::Context;
 use inferwatch_query::{serve_postgres, QueryEngine};
 use inferwatch_server::api::ApiOptions;
 use inferwatch_server::http::HttpOptions;
+use inferwatch_server::nats::{NatsOptions, Target};
 use inferwatch_server::one_pass::parse_size;
 use inferwatch_server::serve::{serve, ServeOptions, TlsFiles};
 
@@ -141,7 +142,35 @@ pub struct NodeArgs {
     #[arg(long, default_value_t = 0, hide = true)]
     pub test_append_delay_ms: u64,
     #[command(flatten)]
+    pub nats: NatsArgs,
+    #[command(flatten)]
     pub store: StoreArgs,
+}
+
+/// The NATS JetStream input (`--nats-url` turns it on).
+#[derive(clap::Args)]
+pub struct NatsArgs {
+    /// Also consume NATS JetStream here (e.g. nats://127.0.0.1:4222): each
+    /// message is NDJSON lines, acked once durable.
+    #[arg(long, value_name = "URL")]
+    pub nats_url: Option<String>,
+    /// The JetStream stream to consume (created over --nats-subject if missing).
+    #[arg(long, default_value = "INFERWATCH", value_name = "NAME")]
+    pub nats_stream: String,
+    /// The consumer's subject filter.
+    #[arg(long, default_value = "inferwatch.>", value_name = "SUBJECT")]
+    pub nats_subject: String,
+    /// The durable consumer's name (a restart resumes after its last ack).
+    #[arg(long, default_value = "inferwatch", value_name = "NAME")]
+    pub nats_consumer: String,
+    /// The inferwatch stream the events go to, or `@last-token` for the
+    /// subject's last token (`inferwatch.gateway` → `gateway`).
+    #[arg(long, default_value = "inference", value_name = "STREAM")]
+    pub nats_into: String,
+    /// How long JetStream waits for an ack before redelivering a message
+    /// (after a crash, unacked messages come again after this).
+    #[arg(long, default_value = "30s", value_name = "DURATION")]
+    pub nats_ack_wait: String,
 }
 
 impl ServeArgs {
@@ -218,7 +247,15 @@ fn apply_config(args: &mut ServeArgs, matches: &clap::ArgMatches) -> anyhow::Res
     fill!(node.query_timeout, "query_timeout", config.query_timeout);
     fill!(node.query_max_rows, "query_max_rows", config.query_max_rows);
     fill!(node.delivery_grace, "delivery_grace", config.delivery_grace);
+    let nats = &mut node.nats;
+    fill!(nats.nats_url, "nats_url", config.nats_url.map(Some));
+    fill!(nats.nats_stream, "nats_stream", config.nats_stream);
+    fill!(nats.nats_subject, "nats_subject", config.nats_subject);
+    fill!(nats.nats_consumer, "nats_consumer", config.nats_consumer);
+    fill!(nats.nats_into, "nats_into", config.nats_into);
+    fill!(nats.nats_ack_wait, "nats_ack_wait", config.nats_ack_wait);
     let store = &mut node.store;
+    fill!(store.node_id, "node_id", config.node_id.map(Some));
     fill!(store.fsync, "fsync", config.store.fsync);
     fill!(store.flush_rows, "flush_rows", config.store.flush_rows);
     fill!(
@@ -253,6 +290,7 @@ fn check_node_settings(node: &NodeArgs) -> anyhow::Result<()> {
             (node.open, "open"),
             (node.tls_cert.is_some(), "tls_cert"),
             (node.rate_limit.is_some(), "rate_limit"),
+            (node.nats.nats_url.is_some(), "nats_url"),
         ] {
             anyhow::ensure!(
                 !set,
@@ -484,6 +522,18 @@ pub(crate) async fn serve_node_until(
                 key: key.clone(),
             }),
             _ => None,
+        },
+        nats: match &node.nats.nats_url {
+            Some(url) => Some(NatsOptions {
+                url: url.clone(),
+                stream: node.nats.nats_stream.clone(),
+                subject: node.nats.nats_subject.clone(),
+                consumer: node.nats.nats_consumer.clone(),
+                into: Target::parse(&node.nats.nats_into)?,
+                ack_wait: duration(&node.nats.nats_ack_wait, "--nats-ack-wait")?,
+                in_flight: node.queue.max(1),
+            }),
+            None => None,
         },
     };
     if !node.open

@@ -104,6 +104,7 @@ impl StoreConfig {
                 .unwrap_or(defaults.flush_interval),
             retention_age: self.retention_age.clone(),
             retention_size: self.retention_size.clone(),
+            node_id: None,
         }
     }
 }

@@ -673,7 +673,7 @@ fn denied_hec(denied: Denied) -> Response {
 }
 
 /// Why a framed request was not stored.
-enum Failure {
+pub(crate) enum Failure {
     /// The queue is full.
     Busy,
     /// The token is over its rate limit.
@@ -730,7 +730,10 @@ async fn store_framed(
     }
     // A source per request: the guard's refusals of this request's rows are
     // told apart by it, and a dead letter names the request.
-    let source: Arc<str> = Arc::from(format!("http:{protocol}:{request}"));
+    let source: Arc<str> = Arc::from(match protocol {
+        "nats" => format!("nats:{request}"),
+        _ => format!("http:{protocol}:{request}"),
+    });
     let mut parts = Vec::new();
     for group in &mut framed.groups {
         let chunk = Chunk {
@@ -879,6 +882,52 @@ fn failure_plain(failure: Failure, retry_after: u64) -> Response {
             json_response(StatusCode::BAD_REQUEST, &json!({"error": message}))
         }
     }
+}
+
+/// An NDJSON body framed as one group, the lines as they came, so line
+/// numbers are the client's own; blank lines are not items.
+fn ndjson_framed(stream: &str, body: &[u8]) -> Framed {
+    let mut framed = Framed::default();
+    let mut group = crate::protocol::Group {
+        stream: stream.to_string(),
+        data: body.to_vec(),
+        items: Vec::new(),
+    };
+    let ends = memchr::memchr_iter(b'\n', body).chain(std::iter::once(body.len()));
+    let mut start = 0;
+    for (index, end) in ends.enumerate() {
+        let text = &body[start..end];
+        start = end + 1;
+        let line = index as u64 + 1;
+        if text.trim_ascii().is_empty() {
+            // Blank lines are skipped by the decoder; they are not items.
+            group.items.push(usize::MAX);
+            continue;
+        }
+        group.items.push(framed.items.len());
+        framed.items.push(Item::Line { group: 0, line });
+    }
+    framed.groups.push(group);
+    framed
+}
+
+/// Stores NDJSON `body` into `stream` as `protocol` (the NATS input) and
+/// waits until it is durable; returns the lines refused (dead-lettered).
+pub(crate) async fn store_lines(
+    state: &AppState,
+    protocol: &str,
+    stream: &str,
+    body: &[u8],
+) -> Result<usize, Failure> {
+    let mut framed = ndjson_framed(stream, body);
+    if framed.items.is_empty() {
+        return Ok(0);
+    }
+    let verdicts = store_framed(state, protocol, &mut framed, None).await?;
+    Ok(verdicts
+        .iter()
+        .filter(|verdict| matches!(verdict, Verdict::Refused(_)))
+        .count())
 }
 
 /// `POST /api/v1/ingest/{stream}`: NDJSON. Answers

@@ -54,6 +54,8 @@
 //! ([`writer::IngestWriter`]), which answers each request only once its WAL
 //! record is durable under the configured fsync policy; a full queue is a
 //! 429 (HEC: 503 code 9) with `Retry-After`, never unbounded memory.
+//! [`nats`] feeds the same path from a NATS JetStream consumer, acking each
+//! message once durable (a full queue: nak and redelivery).
 //! [`auth`] holds the tokens: SHA-256 of random 256-bit secrets, compared
 //! in constant time, with ingest (optionally per stream), read and admin
 //! scopes.
@@ -80,6 +82,7 @@ pub mod correlator;
 pub mod http;
 pub mod live;
 pub mod metrics;
+pub mod nats;
 pub mod notify;
 pub mod one_pass;
 pub mod pipeline;

@@ -19,7 +19,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 /// The ingest protocols, as labelled.
-pub const PROTOCOLS: [&str; 4] = ["ndjson", "bulk", "hec", "otlp"];
+pub const PROTOCOLS: [&str; 5] = ["ndjson", "bulk", "hec", "otlp", "nats"];
 
 type Labels = Vec<(String, String)>;
 

@@ -42,6 +42,9 @@ pub struct StoreSettings {
     pub retention_age: Option<String>,
     /// Delete the oldest hour partitions while the store is larger (e.g. `50GB`).
     pub retention_size: Option<String>,
+    /// The writer's id in file names (default `local`); nodes sharing one
+    /// data directory each need their own.
+    pub node_id: Option<String>,
 }
 
 impl Default for StoreSettings {
@@ -52,6 +55,7 @@ impl Default for StoreSettings {
             flush_interval: "30s".into(),
             retention_age: None,
             retention_size: None,
+            node_id: None,
         }
     }
 }
@@ -69,6 +73,10 @@ impl StoreSettings {
             flush_interval: duration(&self.flush_interval)?,
             retention_max_age: self.retention_age.as_deref().map(duration).transpose()?,
             retention_max_bytes: self.retention_size.as_deref().map(parse_size).transpose()?,
+            node_id: self
+                .node_id
+                .clone()
+                .unwrap_or_else(|| inferwatch_store::DEFAULT_WRITER.to_string()),
             ..StoreOptions::default()
         })
     }

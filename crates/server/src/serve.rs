@@ -27,6 +27,7 @@ use crate::auth::TokenStore;
 use crate::http::{router, AppState, HttpOptions, NodeShared};
 use crate::live::{DetectionShare, LiveState, RuleInfo, RulesSource};
 use crate::metrics::Metrics;
+use crate::nats::NatsOptions;
 use crate::notify::{DeliveryTotals, Notifier, NotifyOptions};
 use crate::one_pass::{
     load_engine_and_rules, load_mapping, resume_position, AlertOutputs, Detection, StoreSettings,
@@ -81,6 +82,8 @@ pub struct ServeOptions {
     pub delivery_grace: Duration,
     /// Serve HTTPS only, with this PEM certificate chain and key.
     pub tls: Option<TlsFiles>,
+    /// Also consume this NATS JetStream stream (see [`crate::nats`]).
+    pub nats: Option<NatsOptions>,
 }
 
 /// A PEM certificate chain (leaf first) and its private key.
@@ -271,6 +274,17 @@ pub async fn serve(
         Some(files) => Bound::Tls(TlsListener::new(listener, &files.certificate, &files.key)?),
         None => Bound::Plain(listener),
     };
+    // The consumer binds before the node is announced, so a wrong URL or
+    // stream fails the start.
+    let nats = match &options.nats {
+        Some(nats) => {
+            let consumer = crate::nats::connect(nats).await?;
+            let state = state.clone();
+            let nats = nats.clone();
+            Some(tokio::spawn(crate::nats::run(consumer, state, nats)))
+        }
+        None => None,
+    };
     listening(address);
     let served = match listener {
         Bound::Plain(plain) => {
@@ -285,6 +299,12 @@ pub async fn serve(
         }
     };
     sampler.abort();
+    // Messages in flight stay unacked and come again; the jobs they queued
+    // are answered by the writer before it closes.
+    if let Some(nats) = nats {
+        nats.abort();
+        let _ = nats.await;
+    }
     // The router and its state are gone: the writer thread sees its queue
     // close, answers what is durable and closes the store.
     let closed = tokio::task::spawn_blocking(move || writer_thread.join())

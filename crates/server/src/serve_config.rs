@@ -97,6 +97,28 @@ pub struct ServeConfig {
     /// At shutdown, how long to wait for deliveries in flight.
     #[serde(default)]
     pub delivery_grace: Option<String>,
+    /// This node's writer id in segment names (nodes sharing one data
+    /// directory each need their own).
+    #[serde(default)]
+    pub node_id: Option<String>,
+    /// NATS server URL: consume JetStream as one more input.
+    #[serde(default)]
+    pub nats_url: Option<String>,
+    /// The JetStream stream to consume.
+    #[serde(default)]
+    pub nats_stream: Option<String>,
+    /// The consumer's subject filter.
+    #[serde(default)]
+    pub nats_subject: Option<String>,
+    /// The durable consumer's name.
+    #[serde(default)]
+    pub nats_consumer: Option<String>,
+    /// The inferwatch stream events go to, or `@last-token`.
+    #[serde(default)]
+    pub nats_into: Option<String>,
+    /// How long JetStream waits for an ack before redelivering, e.g. `30s`.
+    #[serde(default)]
+    pub nats_ack_wait: Option<String>,
     /// Store settings.
     #[serde(default)]
     pub store: StoreConfig,
@@ -186,6 +208,13 @@ impl ServeConfig {
         text!(self.query_timeout, "QUERY_TIMEOUT");
         typed!(self.query_max_rows, "QUERY_MAX_ROWS");
         text!(self.delivery_grace, "DELIVERY_GRACE");
+        text!(self.node_id, "NODE_ID");
+        text!(self.nats_url, "NATS_URL");
+        text!(self.nats_stream, "NATS_STREAM");
+        text!(self.nats_subject, "NATS_SUBJECT");
+        text!(self.nats_consumer, "NATS_CONSUMER");
+        text!(self.nats_into, "NATS_INTO");
+        text!(self.nats_ack_wait, "NATS_ACK_WAIT");
         text!(self.store.fsync, "STORE_FSYNC");
         typed!(self.store.flush_rows, "STORE_FLUSH_ROWS");
         text!(self.store.flush_interval, "STORE_FLUSH_INTERVAL");
@@ -257,10 +286,14 @@ mod tests {
             "INFERWATCH_QUEUE" => Some("32".to_string()),
             "INFERWATCH_LISTEN" => Some("127.0.0.1:0".to_string()),
             "INFERWATCH_STORE_FSYNC" => Some("always".to_string()),
+            "INFERWATCH_NATS_URL" => Some("nats://127.0.0.1:4222".to_string()),
+            "INFERWATCH_NODE_ID" => Some("node-b".to_string()),
             _ => None,
         };
         let applied = config.apply_env(environment).unwrap();
-        assert_eq!(applied.len(), 3, "{applied:?}");
+        assert_eq!(applied.len(), 5, "{applied:?}");
+        assert_eq!(config.nats_url.as_deref(), Some("nats://127.0.0.1:4222"));
+        assert_eq!(config.node_id.as_deref(), Some("node-b"));
         assert_eq!(config.queue, Some(32));
         assert_eq!(config.listen, Some("127.0.0.1:0".parse().unwrap()));
         assert_eq!(config.store.fsync.as_deref(), Some("always"));

@@ -61,7 +61,9 @@ mod segment;
 mod wal;
 mod writer;
 
-pub use layout::{hour_start, DataFile, FileKind, FlushMark, Layout, HOUR_NANOS};
+pub use layout::{
+    check_writer_id, hour_start, DataFile, FileKind, FlushMark, Layout, DEFAULT_WRITER, HOUR_NANOS,
+};
 pub use reader::{Snapshot, StoreReader};
 pub use rollup::{rollup_column, rollup_schema, RollupBuilder, ROLLUP_DIMENSIONS};
 pub use schema::merge_schema;
