@@ -195,6 +195,9 @@ mod overload_kill9;
 #[path = "serve_http/rules_slos.rs"]
 mod rules_slos;
 
+#[path = "serve_http/nats.rs"]
+mod nats;
+
 #[path = "serve_http/rate_limit.rs"]
 mod rate_limit;
 
