@@ -885,29 +885,31 @@ fn failure_plain(failure: Failure, retry_after: u64) -> Response {
 }
 
 /// An NDJSON body framed as one group, the lines as they came, so line
-/// numbers are the client's own; blank lines are not items.
-fn ndjson_framed(stream: &str, body: &[u8]) -> Framed {
+/// numbers are the client's own; blank lines are not items. memchr finds
+/// the line ends (SIMD): a byte-by-byte split was the largest cost of an
+/// NDJSON request in a profile. The body becomes the group's data as is.
+fn ndjson_framed(stream: &str, body: Vec<u8>) -> Framed {
     let mut framed = Framed::default();
-    let mut group = crate::protocol::Group {
-        stream: stream.to_string(),
-        data: body.to_vec(),
-        items: Vec::new(),
-    };
-    let ends = memchr::memchr_iter(b'\n', body).chain(std::iter::once(body.len()));
+    let mut items = Vec::new();
+    let ends = memchr::memchr_iter(b'\n', &body).chain(std::iter::once(body.len()));
     let mut start = 0;
     for (index, end) in ends.enumerate() {
         let text = &body[start..end];
         start = end + 1;
-        let line = index as u64 + 1;
         if text.trim_ascii().is_empty() {
             // Blank lines are skipped by the decoder; they are not items.
-            group.items.push(usize::MAX);
+            items.push(usize::MAX);
             continue;
         }
-        group.items.push(framed.items.len());
+        items.push(framed.items.len());
+        let line = index as u64 + 1;
         framed.items.push(Item::Line { group: 0, line });
     }
-    framed.groups.push(group);
+    framed.groups.push(crate::protocol::Group {
+        stream: stream.to_string(),
+        data: body,
+        items,
+    });
     framed
 }
 
@@ -919,7 +921,7 @@ pub(crate) async fn store_lines(
     stream: &str,
     body: &[u8],
 ) -> Result<usize, Failure> {
-    let mut framed = ndjson_framed(stream, body);
+    let mut framed = ndjson_framed(stream, body.to_vec());
     if framed.items.is_empty() {
         return Ok(0);
     }
@@ -948,30 +950,8 @@ async fn ingest_ndjson(
             &json!({"error": format!("invalid stream name '{stream}': use letters, digits, '_' and '-'")}),
         );
     }
-    // The body is already JSON lines: one group, the lines as they came,
-    // so line numbers are the client's own.
-    let mut framed = Framed::default();
-    let mut group = crate::protocol::Group {
-        stream: stream.clone(),
-        data: Vec::new(),
-        items: Vec::new(),
-    };
-    // memchr finds the line ends (SIMD); a byte-by-byte split was the
-    // largest cost of an NDJSON request in a profile.
-    let ends = memchr::memchr_iter(b'\n', &body).chain(std::iter::once(body.len()));
-    let mut start = 0;
-    for (index, end) in ends.enumerate() {
-        let text = &body[start..end];
-        start = end + 1;
-        let line = index as u64 + 1;
-        if text.trim_ascii().is_empty() {
-            // Blank lines are skipped by the decoder; they are not items.
-            group.items.push(usize::MAX);
-            continue;
-        }
-        group.items.push(framed.items.len());
-        framed.items.push(Item::Line { group: 0, line });
-    }
+    // The body becomes the chunk without a copy when nothing else holds it.
+    let mut framed = ndjson_framed(&stream, Vec::from(body));
     if framed.items.is_empty() {
         return json_response(
             StatusCode::BAD_REQUEST,
@@ -986,9 +966,6 @@ async fn ingest_ndjson(
             Item::Refused { .. } => 0,
         })
         .collect();
-    // The body becomes the chunk without a copy when nothing else holds it.
-    group.data = Vec::from(body);
-    framed.groups.push(group);
     let verdicts = match store_framed(&state, "ndjson", &mut framed, token.as_ref()).await {
         Ok(verdicts) => verdicts,
         Err(failure) => return failure_plain(failure, state.options.retry_after_seconds),
