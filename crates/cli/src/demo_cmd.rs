@@ -614,29 +614,32 @@ impl Write for Poster<'_> {
 mod tests {
     use super::*;
 
+    /// The `.yaml` file names in the repository's `folder`, sorted.
+    fn yaml_files(folder: &str) -> Vec<String> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .join(folder);
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|entry| {
+                let name = entry.unwrap().file_name().into_string().unwrap();
+                name.ends_with(".yaml").then_some(name)
+            })
+            .collect();
+        names.sort();
+        names
+    }
+
     #[test]
     fn the_embedded_rule_pack_is_the_rules_directory() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../rules");
-        let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
-            .unwrap()
-            .filter_map(|entry| {
-                let name = entry.unwrap().file_name().into_string().unwrap();
-                name.ends_with(".yaml").then_some(name)
-            })
-            .collect();
-        on_disk.sort();
         let embedded: Vec<String> = RULES.iter().map(|(name, _)| name.to_string()).collect();
-        assert_eq!(embedded, on_disk, "add new rules to RULES in demo_cmd.rs");
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../slos");
-        let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
-            .unwrap()
-            .filter_map(|entry| {
-                let name = entry.unwrap().file_name().into_string().unwrap();
-                name.ends_with(".yaml").then_some(name)
-            })
-            .collect();
-        on_disk.sort();
+        assert_eq!(
+            embedded,
+            yaml_files("rules"),
+            "add new rules to RULES in demo_cmd.rs"
+        );
         let embedded: Vec<String> = SLOS.iter().map(|(name, _)| name.to_string()).collect();
+        let on_disk = yaml_files("slos");
         assert_eq!(embedded, on_disk, "add new SLOs to SLOS in demo_cmd.rs");
     }
 
