@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """HTTP ingest against file ingest of the same events, on loopback.
 
-    bench/http.py --binary PATH --out DIR [--events 1000000] [--seconds 10]
+    bench/http_ingest.py --binary PATH --out DIR [--events 1000000] [--seconds 10]
                   [--connections 64] [--python VENV_PYTHON]
 
 Simulates --events events (`inferwatch simulate`, one hour, seed 42) and
