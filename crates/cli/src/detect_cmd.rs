@@ -161,26 +161,19 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         .as_ref()
         .map(|path| load_slo_evaluator(path, &full_decoder))
         .transpose()?;
-    let mut correlator = match &args.correlations {
-        Some(path) => {
-            let slo_ids = slos
-                .iter()
-                .flat_map(|slos| slos.slos().map(|slo| slo.id.clone()));
-            let known = correlator::known_rule_ids(&engine, slo_ids);
-            // SLO alerts wait for their own lateness, the default.
-            let delay = engine.alert_delay().max(inferwatch_core::parse_duration(
-                inferwatch_detect::DEFAULT_ALLOWED_LATENESS,
-            )?);
-            Some(correlator::Correlator::load(
+    let mut correlator = args
+        .correlations
+        .as_ref()
+        .map(|path| {
+            correlator::Correlator::load_beside(
                 path,
                 &args.streams,
-                &known,
-                delay,
+                &engine,
+                slos.as_ref(),
                 &args.dead_letter,
-            )?)
-        }
-        None => None,
-    };
+            )
+        })
+        .transpose()?;
     let mut columns = engine.referenced_columns();
     if let Some(slos) = &slos {
         columns.extend(slos.referenced_columns());

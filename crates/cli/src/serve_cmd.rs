@@ -72,6 +72,12 @@ pub struct NodeArgs {
     /// budgets show in `GET /api/v1/slos` and the dashboard.
     #[arg(long, value_name = "PATH")]
     pub slos: Option<PathBuf>,
+    /// With --rules: Sigma correlations (YAML file or directory) over the
+    /// rules' and SLOs' alerts, the inference events, and the other streams
+    /// sent to this node (rows posted to `/api/v1/ingest/auth` are the
+    /// `auth` stream of `logsource.service: auth`).
+    #[arg(long, value_name = "PATH")]
+    pub correlations: Option<PathBuf>,
     /// Field mapping (YAML) for the inference stream.
     #[arg(long)]
     pub mapping: Option<PathBuf>,
@@ -214,6 +220,12 @@ fn apply_config(args: &mut ServeArgs, matches: &clap::ArgMatches) -> anyhow::Res
     fill!(node.tls_cert, "tls_cert", config.tls_cert.map(Some));
     fill!(node.tls_key, "tls_key", config.tls_key.map(Some));
     fill!(node.rules, "rules", config.rules.map(Some));
+    fill!(node.slos, "slos", config.slos.map(Some));
+    fill!(
+        node.correlations,
+        "correlations",
+        config.correlations.map(Some)
+    );
     fill!(node.mapping, "mapping", config.mapping.map(Some));
     fill!(
         node.alerts_file,
@@ -302,6 +314,7 @@ fn check_node_settings(node: &NodeArgs) -> anyhow::Result<()> {
         for (set, name) in [
             (node.alerts_file.is_some(), "alerts_file"),
             (node.slos.is_some(), "slos"),
+            (node.correlations.is_some(), "correlations"),
             (node.actions.is_some(), "actions"),
             (node.notify.is_some(), "notify"),
             (node.silences.is_some(), "silences"),
@@ -484,6 +497,7 @@ pub(crate) async fn serve_node_until(
         listen,
         rules: node.rules.clone(),
         slos: node.slos.clone(),
+        correlations: node.correlations.clone(),
         mapping: node.mapping.clone(),
         alerts: node.alerts_file.clone(),
         store: node.store.settings(),

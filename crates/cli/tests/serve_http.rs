@@ -204,6 +204,9 @@ mod rate_limit;
 #[path = "serve_http/silences.rs"]
 mod silences;
 
+#[path = "serve_http/correlations.rs"]
+mod correlations;
+
 mod clients {
     use super::*;
 

@@ -23,6 +23,7 @@ use inferwatch_core::Alert;
 use inferwatch_detect::Engine;
 use inferwatch_store::{align_to_schema, read_parquet, StoreReader};
 
+use crate::correlator::Correlator;
 use crate::ServerError;
 
 /// What makes a transition the same transition when it is raised again.
@@ -110,34 +111,104 @@ impl AlertLedger {
 /// just before the first row later than it (rows come in time order within
 /// a segment), and those later than every row go in at the end, so an
 /// alert that fired while the inputs were silent fires again in replay.
+///
+/// With `correlations`, each step's alerts go to them too, and the other
+/// stored streams their Sigma rules read are released in time order with
+/// the inference events ([`Correlator::open_stored_streams`]).
 pub fn replay_store(
     data: &Path,
     stream: &str,
     schema: &arrow::datatypes::SchemaRef,
     engine: &mut Engine,
-    mut slos: Option<&mut inferwatch_detect::SloEvaluator>,
+    slos: Option<&mut inferwatch_detect::SloEvaluator>,
+    mut correlations: Option<&mut Correlator>,
 ) -> Result<Vec<Alert>, ServerError> {
     let reader = StoreReader::open(data)?;
     let heartbeats = stored_heartbeats(&reader)?;
-    let Ok(snapshot) = reader.snapshot(stream, None, None) else {
-        // No schema yet: nothing was stored.
-        return Ok(Vec::new());
+    if let Some(correlations) = correlations.as_deref_mut() {
+        correlations.open_stored_streams(data, stream)?;
+    }
+    let mut replay = Replay {
+        engine,
+        slos,
+        correlations,
+        heartbeats,
+        next_heartbeat: 0,
+        alerts: Vec::new(),
     };
-    let mut next_heartbeat = 0usize;
-    let mut segments = snapshot.segments.clone();
-    segments.sort_by_key(|file| (file.first_sequence, file.hour_start));
-    let mut alerts = Vec::new();
-    let beat = |engine: &mut Engine, alerts: &mut Vec<Alert>, clock: i64| {
-        alerts.extend(engine.advance_clock(clock));
-    };
-    let mut observe = |batch: &RecordBatch, alerts: &mut Vec<Alert>| -> Result<(), ServerError> {
-        if batch.num_rows() == 0 {
+    if let Ok(snapshot) = reader.snapshot(stream, None, None) {
+        let mut segments = snapshot.segments.clone();
+        segments.sort_by_key(|file| (file.first_sequence, file.hour_start));
+        for file in &segments {
+            for batch in read_parquet(&file.path)? {
+                replay.observe(&align_to_schema(&batch, schema)?)?;
+            }
+        }
+        for batch in &snapshot.tail {
+            replay.observe(&align_to_schema(batch, schema)?)?;
+        }
+    }
+    // No schema yet means nothing was stored: only side rows, if any.
+    while replay.next_heartbeat < replay.heartbeats.len() {
+        replay.beat(replay.heartbeats[replay.next_heartbeat])?;
+        replay.next_heartbeat += 1;
+    }
+    let Replay {
+        correlations,
+        mut alerts,
+        ..
+    } = replay;
+    if let Some(correlations) = correlations {
+        alerts.extend(correlations.close_stored_streams()?);
+    }
+    Ok(alerts)
+}
+
+/// One replay's detectors and what they raised.
+struct Replay<'a> {
+    engine: &'a mut Engine,
+    slos: Option<&'a mut inferwatch_detect::SloEvaluator>,
+    correlations: Option<&'a mut Correlator>,
+    heartbeats: Vec<i64>,
+    next_heartbeat: usize,
+    alerts: Vec<Alert>,
+}
+
+impl Replay<'_> {
+    fn beat(&mut self, clock: i64) -> Result<(), ServerError> {
+        let alerts = self.engine.advance_clock(clock);
+        self.step(alerts, None, Some(clock))
+    }
+
+    /// The rule alerts of one step go to the correlations with its rows.
+    fn step(
+        &mut self,
+        mut alerts: Vec<Alert>,
+        batch: Option<&RecordBatch>,
+        now: Option<i64>,
+    ) -> Result<(), ServerError> {
+        if let Some(correlations) = self.correlations.as_deref_mut() {
+            let correlated = correlations.observe(&alerts, batch, now)?;
+            alerts.extend(correlated);
+        }
+        self.alerts.extend(alerts);
+        Ok(())
+    }
+
+    fn rows(&mut self, batch: &RecordBatch) -> Result<(), ServerError> {
+        let alerts = self.engine.observe(batch);
+        let now = self.engine.stats().clock;
+        self.step(alerts, Some(batch), now)
+    }
+
+    fn observe(&mut self, aligned: &RecordBatch) -> Result<(), ServerError> {
+        if aligned.num_rows() == 0 {
             return Ok(());
         }
-        let aligned = align_to_schema(batch, schema)?;
         // SLOs keep their own clock and have no heartbeats: the whole batch.
-        if let Some(slos) = slos.as_deref_mut() {
-            alerts.extend(slos.observe(&aligned));
+        if let Some(slos) = self.slos.as_deref_mut() {
+            let alerts = slos.observe(aligned);
+            self.step(alerts, None, None)?;
         }
         let timestamps = aligned
             .column_by_name(inferwatch_core::column::TIMESTAMP)
@@ -150,34 +221,26 @@ pub fn replay_store(
             .unwrap_or_default();
         let mut start = 0usize;
         for (row, &timestamp) in timestamps.iter().enumerate() {
-            if next_heartbeat < heartbeats.len() && heartbeats[next_heartbeat] < timestamp {
+            if self.next_heartbeat < self.heartbeats.len()
+                && self.heartbeats[self.next_heartbeat] < timestamp
+            {
                 if row > start {
-                    alerts.extend(engine.observe(&aligned.slice(start, row - start)));
+                    self.rows(&aligned.slice(start, row - start))?;
                 }
-                while next_heartbeat < heartbeats.len() && heartbeats[next_heartbeat] < timestamp {
-                    beat(engine, alerts, heartbeats[next_heartbeat]);
-                    next_heartbeat += 1;
+                while self.next_heartbeat < self.heartbeats.len()
+                    && self.heartbeats[self.next_heartbeat] < timestamp
+                {
+                    self.beat(self.heartbeats[self.next_heartbeat])?;
+                    self.next_heartbeat += 1;
                 }
                 start = row;
             }
         }
         if start < aligned.num_rows() {
-            alerts.extend(engine.observe(&aligned.slice(start, aligned.num_rows() - start)));
+            self.rows(&aligned.slice(start, aligned.num_rows() - start))?;
         }
         Ok(())
-    };
-    for file in &segments {
-        for batch in read_parquet(&file.path)? {
-            observe(&batch, &mut alerts)?;
-        }
     }
-    for batch in &snapshot.tail {
-        observe(batch, &mut alerts)?;
-    }
-    for &clock in &heartbeats[next_heartbeat.min(heartbeats.len())..] {
-        beat(engine, &mut alerts, clock);
-    }
-    Ok(alerts)
 }
 
 /// The clocks the recorded heartbeats set, in order.

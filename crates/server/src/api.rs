@@ -819,10 +819,11 @@ pub async fn rules(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Re
     )
 }
 
-/// `POST /api/v1/rules/reload`: loads the rules directory (and the SLOs,
-/// when the node runs them) again and, when every rule and SLO loads and
-/// compiles, swaps them in; otherwise refuses with every error
-/// (file:line:column) and the running rules and SLOs stay as they were.
+/// `POST /api/v1/rules/reload`: loads the rules directory (and the SLOs and
+/// correlations, when the node runs them) again and, when every one loads
+/// and compiles (a correlation naming a rule that is gone does not),
+/// swaps them in; otherwise refuses with every error (file:line:column)
+/// and the running ones stay as they were.
 ///
 /// State after a swap: the new rules start empty and are replayed over the
 /// store (events and heartbeats), as a restart with them would; ingest
@@ -847,10 +848,29 @@ pub async fn reload_rules(State(state): State<Arc<AppState>>, headers: HeaderMap
             .as_deref()
             .map(|path| crate::one_pass::load_slo_evaluator(path, &decoder))
             .transpose()?;
-        Ok::<_, crate::ServerError>((engine.with_max_future(source.max_future), rules, slos))
+        let correlations = source
+            .correlations
+            .as_deref()
+            .map(|path| {
+                crate::correlator::Correlator::load_beside(
+                    path,
+                    &[],
+                    &engine,
+                    slos.as_ref(),
+                    &source.dead_letter_path,
+                )
+                .map(crate::correlator::Correlator::follow_clock)
+            })
+            .transpose()?;
+        Ok::<_, crate::ServerError>((
+            engine.with_max_future(source.max_future),
+            rules,
+            slos,
+            correlations,
+        ))
     })
     .await;
-    let (engine, rules, slos) = match loaded {
+    let (engine, rules, slos, correlations) = match loaded {
         Ok(Ok(loaded)) => loaded,
         Ok(Err(crate::ServerError::Rules { count, messages })) => {
             return json_response(
@@ -882,6 +902,7 @@ pub async fn reload_rules(State(state): State<Arc<AppState>>, headers: HeaderMap
     let request = crate::writer::Control::ReplaceRules {
         engine: Box::new(engine),
         slos: slos.map(Box::new),
+        correlations: correlations.map(Box::new),
         reply,
     };
     if state.writer().control(request).is_err() {

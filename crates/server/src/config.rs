@@ -15,6 +15,7 @@ use inferwatch_ingest::Decoder;
 use inferwatch_query::{serve_postgres, PgOptions, QueryEngine};
 use serde::Deserialize;
 
+use crate::correlator::{Correlator, StreamSpec};
 use crate::notify::{DeliveryTotals, Notifier, NotifyOptions};
 use crate::one_pass::{
     default_threads, ingest_pass, load_engine, load_mapping, resume_position, AlertOutputs,
@@ -39,6 +40,18 @@ pub struct RunConfig {
     pub mapping: Option<PathBuf>,
     /// Rules directory.
     pub rules: PathBuf,
+    /// SLOs (file or directory): error budgets and burn-rate alerts beside
+    /// the rules.
+    #[serde(default)]
+    pub slos: Option<PathBuf>,
+    /// Sigma correlations (file or directory) over the rules' and SLOs'
+    /// alerts, the inference events and the side streams of `streams`.
+    #[serde(default)]
+    pub correlations: Option<PathBuf>,
+    /// Side streams for the correlations: stream name (the Sigma rules'
+    /// `logsource.service`) to its JSONL file.
+    #[serde(default)]
+    pub streams: std::collections::BTreeMap<String, PathBuf>,
     /// Alerts JSONL file (appended); standard output when absent.
     #[serde(default)]
     pub alerts: Option<PathBuf>,
@@ -140,6 +153,11 @@ pub fn load_config(path: &Path) -> Result<RunConfig, ServerError> {
     };
     config.data = resolve(&config.data);
     config.rules = resolve(&config.rules);
+    config.slos = config.slos.as_deref().map(resolve);
+    config.correlations = config.correlations.as_deref().map(resolve);
+    for path in config.streams.values_mut() {
+        *path = resolve(path);
+    }
     config.mapping = config.mapping.as_deref().map(resolve);
     config.alerts = config.alerts.as_deref().map(resolve);
     config.actions = config.actions.as_deref().map(resolve);
@@ -266,9 +284,50 @@ pub fn run_config(
             state_dir: config.data.join(crate::serve::NOTIFY_STATE_DIR),
         })?)),
     };
+    let dead_letter_path = config
+        .dead_letter
+        .clone()
+        .unwrap_or_else(|| config.data.join(inferwatch_query::STORE_DEAD_LETTERS_FILE));
+    let slos = config
+        .slos
+        .as_ref()
+        .map(|path| crate::one_pass::load_slo_evaluator(path, &decoder))
+        .transpose()?;
+    let correlations = match &config.correlations {
+        Some(path) => {
+            let streams: Vec<StreamSpec> = config
+                .streams
+                .iter()
+                .map(|(name, path)| StreamSpec {
+                    name: name.clone(),
+                    path: path.clone(),
+                })
+                .collect();
+            let correlator =
+                Correlator::load_beside(path, &streams, &engine, slos.as_ref(), &dead_letter_path)?;
+            // Followed input never ends, so its clock must judge them.
+            Some(if config.follow {
+                correlator.follow_clock()
+            } else {
+                correlator
+            })
+        }
+        None if !config.streams.is_empty() => {
+            return Err(ServerError::Config(
+                "streams: are read by correlations only: give correlations: too".into(),
+            ))
+        }
+        None => None,
+    };
     let mut detection = Detection::new(engine, outputs);
     if let Some(notifier) = &notifier {
         detection = detection.with_notifier(notifier.clone());
+    }
+    if let Some(slos) = slos {
+        detection = detection.with_slos(slos);
+    }
+    if let Some(correlations) = correlations {
+        detection = detection.with_correlations(correlations);
     }
     detection.replay(&config.data, DEFAULT_STREAM, &decoder.schema())?;
     let options = PassOptions {
@@ -281,10 +340,7 @@ pub fn run_config(
         },
         threads: default_threads(),
         stream: DEFAULT_STREAM.to_string(),
-        dead_letter_path: config
-            .dead_letter
-            .clone()
-            .unwrap_or_else(|| config.data.join(inferwatch_query::STORE_DEAD_LETTERS_FILE)),
+        dead_letter_path,
         max_future,
         stop,
         held: resume.held,

@@ -33,6 +33,7 @@ use inferwatch_detect::Engine;
 use inferwatch_ingest::{
     Chunk, DeadLetter, DeadLetterWriter, ReaderSource, Source, SourcePoll, MAX_LINE_BYTES,
 };
+use inferwatch_store::{read_parquet, StoreReader};
 use serde_json::Value;
 
 use crate::ServerError;
@@ -103,9 +104,28 @@ impl Ord for SideEvent {
     }
 }
 
-/// A side stream being read: its lines, one chunk at a time.
+/// A side stream being read, with its events read ahead and released.
 struct SideStream {
-    spec: StreamSpec,
+    /// The stream name Sigma rules select.
+    name: String,
+    input: SideInput,
+    /// Events read and not yet released.
+    held: usize,
+    /// Events read so far.
+    read: u64,
+}
+
+/// Where a side stream's events come from.
+enum SideInput {
+    /// A JSONL file (`detect --stream`, `run`'s `streams:`).
+    File(SideFile),
+    /// The rows a serving node stored for the stream, read again to
+    /// rebuild the correlations after a restart or a rules reload.
+    Stored(StoredRows),
+}
+
+/// A side-stream file being read: its lines, one chunk at a time.
+struct SideFile {
     /// Names the stream's dead letters.
     source: String,
     reader: ReaderSource,
@@ -114,11 +134,15 @@ struct SideStream {
     /// Number and offset of the next line.
     line: u64,
     offset: u64,
-    /// Events read and not yet released.
-    held: usize,
-    /// Events read so far.
-    read: u64,
     finished: bool,
+}
+
+/// A stored stream's rows as events, one segment file at a time (each is
+/// sorted by time, and hour partitions come in order), then its WAL tail.
+struct StoredRows {
+    files: std::collections::VecDeque<PathBuf>,
+    tail: std::collections::VecDeque<RecordBatch>,
+    ready: std::collections::VecDeque<Value>,
 }
 
 /// One line of a side stream, as a range of its chunk.
@@ -137,18 +161,73 @@ impl SideStream {
             std::fs::File::open(&spec.path).map_err(|error| ServerError::io(&spec.path, error))?;
         let source = spec.path.display().to_string();
         Ok(SideStream {
-            spec: spec.clone(),
-            reader: ReaderSource::new(&source, file),
-            source,
-            chunk: None,
-            line: 1,
-            offset: 0,
+            name: spec.name.clone(),
+            input: SideInput::File(SideFile {
+                reader: ReaderSource::new(&source, file),
+                source,
+                chunk: None,
+                line: 1,
+                offset: 0,
+                finished: false,
+            }),
             held: 0,
             read: 0,
-            finished: false,
         })
     }
 
+    /// The rows stored for `name` in the store at `data`.
+    fn stored(data: &Path, name: &str) -> Result<SideStream, ServerError> {
+        let reader = StoreReader::open(data)?;
+        let snapshot = reader.snapshot(name, None, None)?;
+        let mut segments = snapshot.segments;
+        segments.sort_by_key(|file| (file.hour_start, file.first_sequence));
+        Ok(SideStream {
+            name: name.to_string(),
+            input: SideInput::Stored(StoredRows {
+                files: segments.into_iter().map(|file| file.path).collect(),
+                tail: snapshot.tail.into(),
+                ready: Default::default(),
+            }),
+            held: 0,
+            read: 0,
+        })
+    }
+
+    /// The next event with a readable time. Refused file lines become dead
+    /// letters; a stored row without a readable time is counted in
+    /// `unreadable` (it was stored, so its line is no dead letter).
+    fn next_event(
+        &mut self,
+        engine: &CorrelationEngine,
+        dead_letters: &mut Vec<DeadLetter>,
+        unreadable: &mut u64,
+    ) -> Result<Option<(i64, Value)>, ServerError> {
+        match &mut self.input {
+            SideInput::File(file) => file.next_event(&self.name, engine, dead_letters),
+            SideInput::Stored(rows) => loop {
+                if let Some(event) = rows.ready.pop_front() {
+                    match engine.event_time(&event) {
+                        Some(time) => return Ok(Some((time, event))),
+                        None => *unreadable += 1,
+                    }
+                    continue;
+                }
+                let batches = match rows.files.pop_front() {
+                    Some(path) => read_parquet(&path)?,
+                    None => match rows.tail.pop_front() {
+                        Some(batch) => vec![batch],
+                        None => return Ok(None),
+                    },
+                };
+                for batch in &batches {
+                    rows.ready.extend(batch_events(batch)?);
+                }
+            },
+        }
+    }
+}
+
+impl SideFile {
     /// The next line, or `None` at the end of the file.
     fn next_line(&mut self) -> Result<Option<SideLine>, ServerError> {
         loop {
@@ -186,6 +265,7 @@ impl SideStream {
     /// become dead letters.
     fn next_event(
         &mut self,
+        name: &str,
         engine: &CorrelationEngine,
         dead_letters: &mut Vec<DeadLetter>,
     ) -> Result<Option<(i64, Value)>, ServerError> {
@@ -194,7 +274,6 @@ impl SideStream {
                 break;
             };
             let bytes = &chunk.data[line.range.clone()];
-            let name = &self.spec.name;
             let refuse = |reason: String| {
                 DeadLetter::new(&self.source, line.number, line.offset, reason, bytes)
             };
@@ -267,6 +346,11 @@ pub struct Correlator {
     /// Events (side or inference) the engine refused, e.g. a matching event
     /// without a readable time.
     refused_events: u64,
+    /// The correlation engine's allowed lateness.
+    lateness: i64,
+    /// Whether detection's clock moves the watermark (see
+    /// [`Correlator::follow_clock`]).
+    follows_clock: bool,
 }
 
 impl Correlator {
@@ -307,6 +391,7 @@ impl Correlator {
             allowed_lateness: default.allowed_lateness + alert_delay,
             ..default
         };
+        let lateness = config.allowed_lateness;
         let engine = CorrelationEngine::new(rules, config)?;
         let unknown: Vec<String> = engine
             .external_rules()
@@ -352,6 +437,8 @@ impl Correlator {
             },
             refused_lines: Vec::new(),
             refused_events: 0,
+            lateness,
+            follows_clock: false,
         };
         for index in 0..correlator.streams.len() {
             correlator.read_ahead(index)?;
@@ -359,11 +446,55 @@ impl Correlator {
         Ok(correlator)
     }
 
+    /// [`Correlator::load`] beside `engine`'s rules and `slos`: their ids
+    /// are the names a correlation may use besides its own files', and its
+    /// lateness waits for the slower of their alerts.
+    pub fn load_beside(
+        rules_path: &Path,
+        streams: &[StreamSpec],
+        engine: &Engine,
+        slos: Option<&inferwatch_detect::SloEvaluator>,
+        dead_letter_path: &Path,
+    ) -> Result<Correlator, ServerError> {
+        let slo_ids = slos
+            .into_iter()
+            .flat_map(|slos| slos.slos().map(|slo| slo.id.clone()));
+        let known = known_rule_ids(engine, slo_ids);
+        // SLO alerts wait for their own lateness, the default.
+        let delay = engine.alert_delay().max(inferwatch_core::parse_duration(
+            inferwatch_detect::DEFAULT_ALLOWED_LATENESS,
+        )?);
+        Correlator::load(rules_path, streams, &known, delay, dead_letter_path)
+    }
+
+    /// A serving node's correlations: detection's clock, not only the
+    /// newest finding, moves the watermark (to the clock less the
+    /// lateness), so a correlation is judged while traffic goes on even
+    /// when no later finding comes. A finite replay needs no such thing:
+    /// its end evaluates everything ([`Correlator::finish`]). Side rows
+    /// sent later than that lateness behind the inference events are late.
+    pub fn follow_clock(mut self) -> Correlator {
+        self.follows_clock = true;
+        self
+    }
+
+    /// The `rule_id`s of the correlation alerts.
+    pub fn rule_ids(&self) -> impl Iterator<Item = String> {
+        self.engine
+            .observable_state()
+            .into_iter()
+            .map(|state| state.rule_id)
+    }
+
     /// Tops stream `index`'s read-ahead up to [`READ_AHEAD_EVENTS`].
     fn read_ahead(&mut self, index: usize) -> Result<(), ServerError> {
         let stream = &mut self.streams[index];
         while stream.held < READ_AHEAD_EVENTS {
-            let Some((time, event)) = stream.next_event(&self.engine, &mut self.refused_lines)?
+            let Some((time, event)) = stream.next_event(
+                &self.engine,
+                &mut self.refused_lines,
+                &mut self.refused_events,
+            )?
             else {
                 break;
             };
@@ -416,6 +547,11 @@ impl Correlator {
         }
         if let Some(now) = now {
             self.release_side_events(now)?;
+            if self.follows_clock {
+                return Ok(self
+                    .engine
+                    .advance_watermark(now.saturating_sub(self.lateness)));
+            }
         }
         Ok(self.engine.poll())
     }
@@ -427,6 +563,81 @@ impl Correlator {
         }
         self.release_side_events(i64::MAX)?;
         Ok(self.engine.flush())
+    }
+
+    /// Takes in rows a serving node stored for side stream `stream` (HTTP
+    /// ingest of an auth or feature-store log, say). They are observed as
+    /// they arrive; the correlation engine's lateness puts them in time
+    /// order with the rule alerts. Returns the correlation alerts due.
+    pub fn observe_stream(
+        &mut self,
+        stream: &str,
+        batch: &RecordBatch,
+    ) -> Result<Vec<Alert>, ServerError> {
+        if stream == INFERENCE_STREAM || batch.num_rows() == 0 || !self.engine.reads_stream(stream)
+        {
+            return Ok(Vec::new());
+        }
+        for event in batch_events(batch)? {
+            if self.engine.observe_event(stream, &event).is_err() {
+                self.refused_events += 1;
+            }
+        }
+        Ok(self.engine.poll())
+    }
+
+    /// Before a replay of the store: every stored stream a Sigma rule
+    /// reads, other than `inference_stream`, becomes a side stream read
+    /// back from the store, released as the replayed inference events pass
+    /// its times, as `detect --stream` releases a file's.
+    pub fn open_stored_streams(
+        &mut self,
+        data: &Path,
+        inference_stream: &str,
+    ) -> Result<(), ServerError> {
+        let Ok(reader) = StoreReader::open(data) else {
+            return Ok(());
+        };
+        for name in reader.streams()? {
+            if name == inference_stream
+                || name == crate::live::HEARTBEAT_STREAM
+                || !self.engine.reads_stream(&name)
+            {
+                continue;
+            }
+            self.streams.push(SideStream::stored(data, &name)?);
+            self.read_ahead(self.streams.len() - 1)?;
+        }
+        Ok(())
+    }
+
+    /// After the replay: stored side events later than the last inference
+    /// event had been observed too before the restart, so all are released;
+    /// then the stored streams are closed (live rows come by
+    /// [`Correlator::observe_stream`]). Returns the correlation alerts due.
+    pub fn close_stored_streams(&mut self) -> Result<Vec<Alert>, ServerError> {
+        let stored: Vec<usize> = (0..self.streams.len())
+            .filter(|&index| matches!(self.streams[index].input, SideInput::Stored(_)))
+            .collect();
+        if stored.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Release every pending event of those streams (and, in time
+        // order with them, any file stream's that are earlier).
+        while self
+            .streams
+            .iter()
+            .any(|stream| matches!(stream.input, SideInput::Stored(_)) && stream.held > 0)
+        {
+            let Some(Reverse(side)) = self.pending.pop() else {
+                break;
+            };
+            self.release(side)?;
+        }
+        // Stored streams come last in `streams`: file streams were opened at
+        // load, so their indices in `pending` stay valid.
+        self.streams.truncate(stored[0]);
+        Ok(self.engine.poll())
     }
 
     /// Findings dropped as later than the lateness, and events refused.
@@ -443,19 +654,24 @@ impl Correlator {
             let Some(Reverse(side)) = self.pending.pop() else {
                 break;
             };
-            let stream = &mut self.streams[side.stream];
-            stream.held -= 1;
-            if self
-                .engine
-                .observe_event(&stream.spec.name, &side.event)
-                .is_err()
-            {
-                self.refused_events += 1;
-            }
-            // Its successor may be due too.
-            self.read_ahead(side.stream)?;
+            self.release(side)?;
         }
         Ok(())
+    }
+
+    /// Hands one read-ahead event to the engine and tops its stream up.
+    fn release(&mut self, side: SideEvent) -> Result<(), ServerError> {
+        let stream = &mut self.streams[side.stream];
+        stream.held -= 1;
+        if self
+            .engine
+            .observe_event(&stream.name, &side.event)
+            .is_err()
+        {
+            self.refused_events += 1;
+        }
+        // Its successor may be due too.
+        self.read_ahead(side.stream)
     }
 }
 

@@ -259,6 +259,10 @@ pub struct RulesSource {
     pub max_future: i64,
     /// The SLOs file or directory, loaded again with the rules.
     pub slos: Option<std::path::PathBuf>,
+    /// The correlations file or directory, loaded again with the rules.
+    pub correlations: Option<std::path::PathBuf>,
+    /// Where refused side-stream lines go (the correlations' loader needs it).
+    pub dead_letter_path: std::path::PathBuf,
 }
 
 /// What detection shares with the API; absent when `serve` runs no rules.

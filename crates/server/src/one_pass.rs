@@ -24,6 +24,7 @@ use inferwatch_ingest::{
 use inferwatch_store::{FsyncPolicy, StoreOptions, StoreWriter};
 
 use crate::alert_ledger::AlertLedger;
+use crate::correlator::Correlator;
 use crate::notify::Notifier;
 use crate::pipeline::{ChunkDecoder, InputSpec, Pipeline, PipelineEvent};
 use crate::ServerError;
@@ -470,6 +471,9 @@ pub struct Detection {
     notifier: Option<Arc<Notifier>>,
     /// The clock the notifier was last moved to.
     notified_clock: Option<i64>,
+    /// Sigma correlations over the alerts, the side streams and (when a
+    /// Sigma rule reads it) the inference stream.
+    correlations: Option<Correlator>,
 }
 
 impl Detection {
@@ -484,7 +488,15 @@ impl Detection {
             live: None,
             notifier: None,
             notified_clock: None,
+            correlations: None,
         }
+    }
+
+    /// Also runs Sigma correlations: the rules' and SLOs' alerts go in, and
+    /// the correlations' alerts come out the same way as theirs.
+    pub fn with_correlations(mut self, correlations: Correlator) -> Detection {
+        self.correlations = Some(correlations);
+        self
     }
 
     /// Also keeps `live`'s alert board and rule snapshot up to date
@@ -525,6 +537,7 @@ impl Detection {
             schema,
             &mut self.engine,
             self.slos.as_mut(),
+            self.correlations.as_mut(),
         )?;
         self.emit(alerts)
     }
@@ -541,6 +554,7 @@ impl Detection {
         &mut self,
         engine: Engine,
         slos: Option<SloEvaluator>,
+        correlations: Option<Correlator>,
     ) -> Result<(), ServerError> {
         let Some((schema, data, stream)) = self.replayed_from.clone() else {
             return Err(ServerError::Internal(
@@ -548,6 +562,11 @@ impl Detection {
             ));
         };
         self.engine = engine;
+        // The correlations saw the old rules' alerts: they start again and
+        // see the new ones in the replay.
+        if correlations.is_some() {
+            self.correlations = correlations;
+        }
         let replay_slos = slos.is_some();
         if let Some(slos) = slos {
             self.slos = Some(slos);
@@ -562,6 +581,7 @@ impl Detection {
                     .iter()
                     .flat_map(|slos| slos.slos().map(|slo| slo.id.clone())),
             )
+            .chain(self.correlations.iter().flat_map(Correlator::rule_ids))
             .collect();
         if let Some(share) = self.live.as_ref().and_then(|live| live.detection.as_ref()) {
             share
@@ -572,8 +592,14 @@ impl Detection {
         }
         // Kept SLOs have seen the store already; loaded ones see it now.
         let slos = self.slos.as_mut().filter(|_| replay_slos);
-        let alerts =
-            crate::alert_ledger::replay_store(&data, &stream, &schema, &mut self.engine, slos)?;
+        let alerts = crate::alert_ledger::replay_store(
+            &data,
+            &stream,
+            &schema,
+            &mut self.engine,
+            slos,
+            self.correlations.as_mut(),
+        )?;
         self.emit(alerts)?;
         self.publish();
         Ok(())
@@ -588,13 +614,36 @@ impl Detection {
         if let Some(slos) = &mut self.slos {
             alerts.extend(slos.observe_at(batch, clock));
         }
+        if let Some(correlations) = &mut self.correlations {
+            let now = self.engine.stats().clock;
+            let correlated = correlations.observe(&alerts, Some(batch), now)?;
+            alerts.extend(correlated);
+        }
+        self.emit(alerts)
+    }
+
+    /// Observes rows stored for another stream than the inference one: the
+    /// correlations' side streams (see [`Correlator::observe_stream`]).
+    pub fn observe_side_stream(
+        &mut self,
+        stream: &str,
+        batch: &RecordBatch,
+    ) -> Result<(), ServerError> {
+        let Some(correlations) = &mut self.correlations else {
+            return Ok(());
+        };
+        let alerts = correlations.observe_stream(stream, batch)?;
         self.emit(alerts)
     }
 
     /// Moves the clock to `clock` without events (a heartbeat of silent
     /// live inputs, see [`crate::live`]); windows that ended are judged.
     pub fn heartbeat(&mut self, clock: i64) -> Result<(), ServerError> {
-        let alerts = self.engine.advance_clock(clock);
+        let mut alerts = self.engine.advance_clock(clock);
+        if let Some(correlations) = &mut self.correlations {
+            let correlated = correlations.observe(&alerts, None, Some(clock))?;
+            alerts.extend(correlated);
+        }
         self.emit(alerts)
     }
 
@@ -604,7 +653,19 @@ impl Detection {
         if let Some(slos) = &mut self.slos {
             alerts.extend(slos.finish());
         }
+        if let Some(correlations) = &mut self.correlations {
+            let correlated = correlations.finish(&alerts)?;
+            alerts.extend(correlated);
+        }
         self.emit(alerts)
+    }
+
+    /// Whether the inference events must be decoded with every column (a
+    /// Sigma correlation rule reads them).
+    pub fn reads_whole_events(&self) -> bool {
+        self.correlations
+            .as_ref()
+            .is_some_and(Correlator::reads_inference)
     }
 
     /// End of a finite input: the notifier's groups get their timers run

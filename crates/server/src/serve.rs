@@ -24,6 +24,7 @@ use inferwatch_store::StoreWriter;
 
 use crate::api::ApiOptions;
 use crate::auth::TokenStore;
+use crate::correlator::Correlator;
 use crate::http::{router, AppState, HttpOptions, NodeShared};
 use crate::live::{DetectionShare, LiveState, RuleInfo, RulesSource};
 use crate::metrics::Metrics;
@@ -47,6 +48,10 @@ pub struct ServeOptions {
     /// With rules: SLOs (file or directory) whose budgets and burn-rate
     /// alerts run beside them.
     pub slos: Option<PathBuf>,
+    /// With rules: Sigma correlations (file or directory) over their
+    /// alerts, the inference events and the other streams sent to the node
+    /// (an `auth` stream's rows for `logsource.service: auth`).
+    pub correlations: Option<PathBuf>,
     /// Field mapping for the inference stream.
     pub mapping: Option<PathBuf>,
     /// Alerts JSONL file (appended); printed when absent.
@@ -127,6 +132,7 @@ pub async fn serve(
     let decoder = Decoder::new(mapping);
     let max_future = inferwatch_core::parse_duration(&options.max_future)?;
     let mut live = LiveState::default();
+    let dead_letter_path = options.data.join(inferwatch_query::STORE_DEAD_LETTERS_FILE);
     let detection = match &options.rules {
         Some(rules) => {
             let (engine, loaded) = load_engine_and_rules(rules, &decoder)?;
@@ -135,6 +141,14 @@ pub async fn serve(
                 .slos
                 .as_ref()
                 .map(|path| crate::one_pass::load_slo_evaluator(path, &decoder))
+                .transpose()?;
+            let correlations = options
+                .correlations
+                .as_ref()
+                .map(|path| {
+                    Correlator::load_beside(path, &[], &engine, slos.as_ref(), &dead_letter_path)
+                        .map(Correlator::follow_clock)
+                })
                 .transpose()?;
             // One notifier for detection and the REST API, so that
             // acknowledgements and silences made over HTTP are honoured.
@@ -151,6 +165,8 @@ pub async fn serve(
                     path: rules.clone(),
                     max_future,
                     slos: options.slos.clone(),
+                    correlations: options.correlations.clone(),
+                    dead_letter_path: dead_letter_path.clone(),
                 },
                 snapshot: Default::default(),
                 board: Default::default(),
@@ -161,24 +177,27 @@ pub async fn serve(
                         .collect(),
                 ),
             });
-            Some((engine, slos, notifier))
+            Some((engine, slos, correlations, notifier))
         }
         None if options.actions.is_some()
             || options.notify.is_some()
             || options.slos.is_some()
+            || options.correlations.is_some()
             || options.silences.is_some() =>
         {
             return Err(ServerError::Config(
-                "SLOs, actions, notification settings and silences need rules: give rules too"
+                "SLOs, correlations, actions, notification settings and silences need rules: give rules too"
                     .into(),
             ))
         }
         None => None,
     };
-    let notifier = detection.as_ref().map(|(_, _, notifier)| notifier.clone());
+    let notifier = detection
+        .as_ref()
+        .map(|(_, _, _, notifier)| notifier.clone());
     let live = Arc::new(live);
     let detection = match detection {
-        Some((engine, slos, notifier)) => {
+        Some((engine, slos, correlations, notifier)) => {
             let printer = if options.alerts.is_none() {
                 printer
             } else {
@@ -190,6 +209,9 @@ pub async fn serve(
                 .with_notifier(notifier);
             if let Some(slos) = slos {
                 detection = detection.with_slos(slos);
+            }
+            if let Some(correlations) = correlations {
+                detection = detection.with_correlations(correlations);
             }
             detection.replay(&options.data, DEFAULT_STREAM, &decoder.schema())?;
             Some(detection)
@@ -208,7 +230,7 @@ pub async fn serve(
         detection,
         WriterOptions {
             queue: options.queue,
-            dead_letter_path: options.data.join(inferwatch_query::STORE_DEAD_LETTERS_FILE),
+            dead_letter_path: dead_letter_path.clone(),
             max_future,
             resume,
             decoder: decoder.clone(),

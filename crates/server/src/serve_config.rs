@@ -45,6 +45,13 @@ pub struct ServeConfig {
     /// Rules directory.
     #[serde(default)]
     pub rules: Option<PathBuf>,
+    /// SLOs (file or directory) evaluated beside the rules.
+    #[serde(default)]
+    pub slos: Option<PathBuf>,
+    /// Sigma correlations (file or directory) over the rules' alerts and
+    /// the streams sent to the node.
+    #[serde(default)]
+    pub correlations: Option<PathBuf>,
     /// Field mapping for the inference stream.
     #[serde(default)]
     pub mapping: Option<PathBuf>,
@@ -137,6 +144,8 @@ impl ServeConfig {
         };
         resolve(&mut config.data);
         resolve(&mut config.rules);
+        resolve(&mut config.slos);
+        resolve(&mut config.correlations);
         resolve(&mut config.mapping);
         resolve(&mut config.alerts_file);
         resolve(&mut config.actions);
@@ -191,6 +200,8 @@ impl ServeConfig {
         text!(self.tls_cert, "TLS_CERT");
         text!(self.tls_key, "TLS_KEY");
         text!(self.rules, "RULES");
+        text!(self.slos, "SLOS");
+        text!(self.correlations, "CORRELATIONS");
         text!(self.mapping, "MAPPING");
         text!(self.alerts_file, "ALERTS_FILE");
         text!(self.actions, "ACTIONS");

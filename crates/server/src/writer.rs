@@ -101,6 +101,9 @@ pub enum Control {
         engine: Box<inferwatch_detect::Engine>,
         /// The SLOs loaded again with them, when the node runs SLOs.
         slos: Option<Box<inferwatch_detect::SloEvaluator>>,
+        /// The correlations loaded again with them, when the node runs
+        /// correlations.
+        correlations: Option<Box<crate::correlator::Correlator>>,
         /// The outcome, once the swap is done.
         reply: tokio::sync::oneshot::Sender<Result<ReloadReport, String>>,
     },
@@ -432,10 +435,11 @@ impl WriterState {
             Control::ReplaceRules {
                 engine,
                 slos,
+                correlations,
                 reply,
             } => {
                 let result = self
-                    .replace_rules(*engine, slos.map(|slos| *slos))
+                    .replace_rules(*engine, slos.map(|slos| *slos), correlations.map(|c| *c))
                     .map_err(|error| error.to_string());
                 // The caller may have gone; the swap stands regardless.
                 let _ = reply.send(result);
@@ -448,6 +452,7 @@ impl WriterState {
         &mut self,
         engine: inferwatch_detect::Engine,
         slos: Option<inferwatch_detect::SloEvaluator>,
+        correlations: Option<crate::correlator::Correlator>,
     ) -> Result<ReloadReport, ServerError> {
         if self.detection.is_none() {
             return Err(ServerError::Config(
@@ -459,7 +464,7 @@ impl WriterState {
             .detection
             .as_mut()
             .ok_or_else(|| ServerError::Internal("detection vanished".into()))?;
-        detection.replace_engine(engine, slos)?;
+        detection.replace_engine(engine, slos, correlations)?;
         let stats = detection.engine.stats();
         let report = ReloadReport {
             events: stats.events,
@@ -639,6 +644,11 @@ impl WriterState {
                     self.dirty = true;
                 }
             }
+        } else if let Some(detection) = self.detection.as_mut() {
+            detection.observe_side_stream(stream, &decoded.batch)?;
+            self.counters
+                .alerts
+                .store(detection.transitions(), Ordering::Relaxed);
         }
         Ok((
             sequence,
