@@ -147,3 +147,101 @@ fn run_delivers_the_alerts_of_its_rules_to_the_configured_webhook() {
     assert!(stderr.contains("0 pending"), "{stderr}");
     assert!(dir.path().join("data/notify/deliveries").is_dir());
 }
+
+/// `slos:`, `correlations:` and `streams:` in the run config: `run` raises
+/// exactly the SLO and correlation alerts `detect --slos --correlations
+/// --stream` raises on the same input, the side stream's lookup errors
+/// correlating with the error-rate alert of the failing model only.
+#[test]
+fn run_evaluates_slos_and_correlations_with_side_streams_like_detect() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let input = dir.path().join("fleet.jsonl");
+    let labels = dir.path().join("labels.jsonl");
+    let status = Command::new(binary())
+        .args(["simulate", "--scenario", "error-spike", "--duration", "1h"])
+        .args(["--rate", "100", "--seed", "11", "--output"])
+        .arg(&input)
+        .arg("--labels")
+        .arg(&labels)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let label: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(&labels)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    let start = chrono::DateTime::parse_from_rfc3339(label["start"].as_str().unwrap()).unwrap();
+    let side: String = [("vision", 1), ("vision", 2), ("fraud", 1)]
+        .iter()
+        .map(|(model, minutes)| {
+            let at = start + chrono::Duration::minutes(*minutes);
+            format!(
+                "{{\"timestamp\":\"{}\",\"level\":\"error\",\"model\":\"{model}\",\"message\":\"feature lookup timed out\"}}\n",
+                at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            )
+        })
+        .collect();
+    std::fs::write(dir.path().join("feature-store.jsonl"), side).unwrap();
+    let correlations = root.join("correlations/model-errors-with-feature-store.yaml");
+    std::fs::write(
+        dir.path().join("run.yaml"),
+        format!(
+            "data: data\ninputs: [fleet.jsonl]\nrules: {}\nslos: {}\ncorrelations: {}\nstreams:\n  feature_store: feature-store.jsonl\nalerts: alerts.jsonl\n",
+            root.join("rules").display(),
+            root.join("slos").display(),
+            correlations.display()
+        ),
+    )
+    .unwrap();
+    let status = Command::new(binary())
+        .args(["run", "--quiet", "--config"])
+        .arg(dir.path().join("run.yaml"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let detect = Command::new(binary())
+        .args(["detect", "--quiet", "--rules"])
+        .arg(root.join("rules"))
+        .arg("--slos")
+        .arg(root.join("slos"))
+        .arg("--correlations")
+        .arg(&correlations)
+        .arg("--stream")
+        .arg(format!(
+            "feature_store={}",
+            dir.path().join("feature-store.jsonl").display()
+        ))
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert!(detect.status.success());
+    let sorted = |text: &str| {
+        let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+        lines.sort();
+        lines
+    };
+    let alerts = std::fs::read_to_string(dir.path().join("alerts.jsonl")).unwrap();
+    assert_eq!(
+        sorted(&alerts),
+        sorted(&String::from_utf8(detect.stdout).unwrap())
+    );
+    let correlated: Vec<serde_json::Value> = alerts
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .filter(|alert| alert["rule_id"] == "model-errors-with-feature-store-errors")
+        .collect();
+    assert_eq!(correlated.len(), 1, "{correlated:#?}");
+    assert_eq!(correlated[0]["group"]["model_id"], "vision");
+    assert!(
+        alerts
+            .lines()
+            .any(|line| line.contains("\"rule_id\":\"vision-availability\"")
+                && line.contains("\"state\":\"firing\"")),
+        "the vision availability SLO burns on the error spike: {alerts}"
+    );
+}
