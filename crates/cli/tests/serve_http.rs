@@ -1711,6 +1711,7 @@ print(table.num_rows, ",".join(table.column_names), table.column("latency_ms").t
         let read_routes = [
             ("POST", "/api/v1/query"),
             ("GET", "/api/v1/series?metric=count"),
+            ("GET", "/api/v1/series/overview"),
             ("GET", "/api/v1/alerts"),
             ("GET", "/api/v1/silences"),
             ("GET", "/api/v1/rules"),

@@ -446,6 +446,158 @@ pub async fn series(
     )
 }
 
+/// `GET /api/v1/series/overview`: for every model version with rollups in
+/// the range, the three overview charts (`count`, `error_rate`, and
+/// `latency` with p50/p95/p99), each as `GET /api/v1/series` would answer
+/// it for that version, from one scan of the rollups. Parameters: `from`,
+/// `to`, `points`, `downsample`.
+pub async fn series_overview(
+    State(state): State<Arc<AppState>>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(denied) = state.authorize_token(&headers, Need::Read) {
+        return denied_plain(denied);
+    }
+    let mut request = SeriesRequest {
+        metric: Metric::Count,
+        model_id: None,
+        model_version: None,
+        from: None,
+        to: None,
+        points: 500,
+        downsample: Downsample::Lttb,
+    };
+    for (key, value) in query_pairs(raw.as_deref()) {
+        match key.as_str() {
+            "from" => match parse_time("from", &value) {
+                Ok(from) => request.from = Some(from),
+                Err(message) => return error(StatusCode::BAD_REQUEST, message),
+            },
+            "to" => match parse_time("to", &value) {
+                Ok(to) => request.to = Some(to),
+                Err(message) => return error(StatusCode::BAD_REQUEST, message),
+            },
+            "points" => match value.parse::<usize>() {
+                Ok(points) if (2..=100_000).contains(&points) => request.points = points,
+                _ => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        format!("points: '{value}' is not a number from 2 to 100000"),
+                    )
+                }
+            },
+            "downsample" => match value.parse() {
+                Ok(downsample) => request.downsample = downsample,
+                Err(message) => return error(StatusCode::BAD_REQUEST, message),
+            },
+            other => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("unknown parameter '{other}': use from, to, points, downsample"),
+                )
+            }
+        }
+    }
+    if let (Some(from), Some(to)) = (request.from, request.to) {
+        if from >= to {
+            return error(StatusCode::BAD_REQUEST, "from must be before to");
+        }
+    }
+    let engine = state.query.clone();
+    let sql = crate::series::overview_sql(request.from, request.to);
+    let result = tokio::time::timeout(
+        state.api.query_timeout,
+        async move { engine.sql(&sql).await },
+    )
+    .await;
+    let batches = match result {
+        Ok(Ok(batches)) => batches,
+        Ok(Err(failure)) => return query_failure(failure),
+        Err(_) => {
+            return query_failure(QueryError::StatementTimeout {
+                limit: state.api.query_timeout,
+            })
+        }
+    };
+    let groups = match crate::series::overview_groups(&batches) {
+        Ok(groups) => groups,
+        Err(failure) => {
+            eprintln!("inferwatch serve: splitting the overview series: {failure}");
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the overview failed inside the server; see its log",
+            );
+        }
+    };
+    let seconds =
+        |at: &[i64]| -> Vec<i64> { at.iter().map(|at| at.div_euclid(1_000_000_000)).collect() };
+    let answers: Vec<Value> = groups
+        .iter()
+        .map(|group| {
+            let for_group = |metric: Metric| SeriesRequest {
+                metric,
+                model_id: group.model_id.clone(),
+                model_version: group.model_version.clone(),
+                ..request.clone()
+            };
+            let one = |metric: Metric, column: usize| {
+                let request = for_group(metric);
+                let minutes = request.minutes_of(std::slice::from_ref(&group.rows), column);
+                let points = crate::series::downsample(&request, &minutes);
+                let at: Vec<i64> = points.iter().map(|(at, _)| *at).collect();
+                json!({
+                    "minutes": minutes.len(),
+                    "timestamps": seconds(&at),
+                    "values": points.iter().map(|(_, value)| *value).collect::<Vec<_>>(),
+                })
+            };
+            let count = one(Metric::Count, 1);
+            let error_rate = one(Metric::ErrorRate, 2);
+            let latencies = for_group(Metric::Latencies);
+            let quantile_columns = group.rows.project(&[0, 3, 4, 5]);
+            let latency = match quantile_columns {
+                Ok(rows) => {
+                    let (at, [p50, p95, p99]) = crate::series::downsample_latencies(
+                        &latencies,
+                        std::slice::from_ref(&rows),
+                    );
+                    json!({
+                        "minutes": latencies.minutes_of(std::slice::from_ref(&rows), 1).len(),
+                        "timestamps": seconds(&at),
+                        "values": p99,
+                        "series": {"p50": p50, "p95": p95, "p99": p99},
+                    })
+                }
+                Err(_) => Value::Null,
+            };
+            let events: f64 = group
+                .rows
+                .column(1)
+                .as_primitive_opt::<Float64Type>()
+                .map_or(0.0, |counts| counts.iter().flatten().sum());
+            json!({
+                "model_id": group.model_id,
+                "model_version": group.model_version,
+                "events": events as u64,
+                "count": count,
+                "error_rate": error_rate,
+                "latency": latency,
+            })
+        })
+        .collect();
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "source": "rollups",
+            "resolution_seconds": 60,
+            "downsample": match request.downsample { Downsample::Lttb => "lttb", Downsample::MinMax => "minmax" },
+            "points_requested": request.points,
+            "groups": answers,
+        }),
+    )
+}
+
 /// `metric=latency`: p50, p95 and p99 on one x (p99's downsampled
 /// minutes); `values` is p99, `series` has all three.
 fn latency_series(request: &SeriesRequest, batches: &[RecordBatch]) -> Response {

@@ -355,6 +355,11 @@ fn routes() -> Routes {
             get(crate::api::series),
         )
         .add(
+            "/api/v1/series/overview",
+            &[("get", Access::Read)],
+            get(crate::api::series_overview),
+        )
+        .add(
             "/api/v1/compare",
             &[("get", Access::Read)],
             get(crate::compare::compare),

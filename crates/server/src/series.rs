@@ -207,6 +207,91 @@ impl SeriesRequest {
     }
 }
 
+/// `GET /api/v1/series/overview`: every model version's count, error rate
+/// and latency quantiles per minute in one scan of the rollups, where the
+/// per-metric requests scan them once per chart (15 scans for the
+/// overview of five versions).
+pub fn overview_sql(from: Option<i64>, to: Option<i64>) -> String {
+    let mut conditions = Vec::new();
+    if let Some(from) = from {
+        conditions.push(format!("minute >= {}", literal(&rfc3339(from))));
+    }
+    if let Some(to) = to {
+        conditions.push(format!("minute < {}", literal(&rfc3339(to))));
+    }
+    let filter = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conditions.join(" AND "))
+    };
+    let quantiles: Vec<String> = LATENCIES
+        .iter()
+        .map(|percent| {
+            format!(
+                "sketch_quantile(merged, {}) AS p{percent}",
+                f64::from(*percent) / 100.0
+            )
+        })
+        .collect();
+    // The same expressions as the per-metric SQL, so the values are equal.
+    format!(
+        "SELECT CAST(model_id AS VARCHAR) AS model_id, CAST(model_version AS VARCHAR) AS model_version, minute, \
+         count, error_rate, {} FROM (SELECT model_id, model_version, minute, \
+         CAST(sum(count) AS DOUBLE) AS count, \
+         CAST(sum(error_count) AS DOUBLE) / CAST(sum(count) AS DOUBLE) AS error_rate, \
+         sketch_merge(latency_sketch) AS merged FROM inference_rollups{filter} \
+         GROUP BY model_id, model_version, minute) ORDER BY model_id, model_version, minute",
+        quantiles.join(", ")
+    )
+}
+
+/// One model version's rows of the overview: `minute, count, error_rate,
+/// p50, p95, p99`, in minute order.
+pub struct OverviewGroup {
+    /// Its model (`None`: the rows had none).
+    pub model_id: Option<String>,
+    /// Its version.
+    pub model_version: Option<String>,
+    /// Its rows, without the two key columns.
+    pub rows: RecordBatch,
+}
+
+/// Splits the overview query's result into its model versions.
+pub fn overview_groups(
+    batches: &[RecordBatch],
+) -> Result<Vec<OverviewGroup>, arrow::error::ArrowError> {
+    let Some(first) = batches.first() else {
+        return Ok(Vec::new());
+    };
+    let all = arrow::compute::concat_batches(&first.schema(), batches)?;
+    let text = |column: usize| -> Result<arrow::array::StringArray, arrow::error::ArrowError> {
+        let cast = arrow::compute::cast(all.column(column), &arrow::datatypes::DataType::Utf8)?;
+        Ok(cast.as_string::<i32>().clone())
+    };
+    let (models, versions) = (text(0)?, text(1)?);
+    let key = |row: usize| {
+        let value = |array: &arrow::array::StringArray| {
+            (!array.is_null(row)).then(|| array.value(row).to_string())
+        };
+        (value(&models), value(&versions))
+    };
+    let values = all.project(&(2..all.num_columns()).collect::<Vec<_>>())?;
+    let mut groups = Vec::new();
+    let mut start = 0;
+    for row in 1..=all.num_rows() {
+        if row == all.num_rows() || key(row) != key(start) {
+            let (model_id, model_version) = key(start);
+            groups.push(OverviewGroup {
+                model_id,
+                model_version,
+                rows: values.slice(start, row - start),
+            });
+            start = row;
+        }
+    }
+    Ok(groups)
+}
+
 /// Zeros for the minutes without rows, from `from` (or the first point) to
 /// `to` (or the last), unless that would be more than [`MAX_FILLED_MINUTES`].
 fn fill_silent_minutes(

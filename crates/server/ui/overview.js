@@ -1,7 +1,7 @@
 // The overview: per model and version, requests per minute, error rate
-// and p50/p95/p99 latency over the chosen range, from GET /api/v1/series
-// (the server downsamples the per-minute rollups to `points`: two per pixel
-// of chart width); beside them the firing and pending alerts from GET
+// and p50/p95/p99 latency over the chosen range, all from one GET
+// /api/v1/series/overview (one scan of the per-minute rollups, downsampled
+// by the server to `points`: two per pixel of chart width); beside them the firing and pending alerts from GET
 // /api/v1/alerts, each with its summary, and each open alert's start
 // marked on its model's charts. Dragging over a chart zooms every chart
 // to that span (an absolute range). Above them, the SLOs' budget-left and
@@ -18,10 +18,8 @@ import {
   describeGroup,
   formatNumber,
   href,
-  query,
   REFRESH_MS,
   SEVERITY_ORDER,
-  sqlString,
   uPlot,
   updateRoute,
   useLoader,
@@ -80,43 +78,33 @@ async function load(token, range) {
   const { from, to } = windowOf(range);
   const width = chartWidth();
   const points = Math.min(100000, Math.max(2, 2 * width));
-  const modelsSql =
-    "SELECT model_id, model_version, sum(count) AS events FROM inference_rollups " +
-    `WHERE minute >= ${sqlString(from.toISOString())} AND minute < ${sqlString(to.toISOString())} ` +
-    "GROUP BY model_id, model_version ORDER BY model_id, model_version";
-  const [models, alerts, slos, health] = await Promise.all([
-    query(token, modelsSql, 200),
+  // Every version's three charts from one scan of the rollups.
+  const params = new URLSearchParams({ from: from.toISOString(), to: to.toISOString(), points });
+  const [overview, alerts, slos, health] = await Promise.all([
+    api(token, `/api/v1/series/overview?${params}`),
     api(token, "/api/v1/alerts"),
     api(token, "/api/v1/slos"),
     api(token, "/api/v1/health"),
   ]);
-  const panels = await Promise.all(
-    models.rows.map(async ([modelId, modelVersion, events]) => {
-      const series = (metric) => {
-        const params = new URLSearchParams({ metric, model_id: modelId, from: from.toISOString(), to: to.toISOString(), points });
-        if (modelVersion !== null) params.set("model_version", modelVersion);
-        return api(token, `/api/v1/series?${params}`);
-      };
-      // One request for the three quantiles: the sketches are merged once.
-      const [count, errors, latency] = await Promise.all(["count", "error_rate", "latency"].map(series));
-      const markers = alerts.alerts
-        .filter(isOpen)
-        .filter((alert) => alertConcerns(alert, modelId, modelVersion))
-        .map((alert) => ({ at: Date.parse(alert.starts_at) / 1000, severity: alert.severity }))
-        .filter((mark) => Number.isFinite(mark.at));
-      return {
-        key: `${modelId}/${modelVersion ?? ""}`,
-        markers,
-        modelId,
-        modelVersion,
-        events,
-        width,
-        volume: [count.timestamps, count.values],
-        errors: [errors.timestamps, errors.values.map((v) => (v === null ? null : v * 100))],
-        latency: [latency.timestamps, latency.series.p50, latency.series.p95, latency.series.p99],
-      };
-    }),
-  );
+  const panels = overview.groups.map((group) => {
+    const { model_id: modelId, model_version: modelVersion, count, error_rate: errors, latency } = group;
+    const markers = alerts.alerts
+      .filter(isOpen)
+      .filter((alert) => alertConcerns(alert, modelId, modelVersion))
+      .map((alert) => ({ at: Date.parse(alert.starts_at) / 1000, severity: alert.severity }))
+      .filter((mark) => Number.isFinite(mark.at));
+    return {
+      key: `${modelId}/${modelVersion ?? ""}`,
+      markers,
+      modelId,
+      modelVersion,
+      events: group.events,
+      width,
+      volume: [count.timestamps, count.values],
+      errors: [errors.timestamps, errors.values.map((v) => (v === null ? null : v * 100))],
+      latency: [latency.timestamps, latency.series.p50, latency.series.p95, latency.series.p99],
+    };
+  });
   const open = alerts.alerts
     .filter(isOpen)
     .sort(

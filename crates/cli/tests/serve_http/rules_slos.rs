@@ -439,6 +439,65 @@ fn the_latency_series_equals_its_three_quantile_series() {
     node.stop();
 }
 
+/// `GET /api/v1/series/overview` (the overview's one request) answers, for
+/// every model version, exactly what the per-metric series answer for it,
+/// downsampling included, and its events add up to what was stored.
+#[test]
+fn the_overview_series_equals_each_versions_per_metric_series() {
+    if !available("curl", &["--version"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (node, _, _, read) = started(dir.path());
+    // Fewer points than minutes (the events span 5 minutes), so both
+    // sides downsample.
+    let range = "points=4";
+    let overview = get(&node, &read, &format!("/api/v1/series/overview?{range}")).json();
+    assert_eq!(overview["source"], "rollups", "{overview}");
+    let groups = overview["groups"].as_array().unwrap();
+    assert!(groups.len() >= 2, "{overview}");
+    let events: u64 = groups.iter().map(|g| g["events"].as_u64().unwrap()).sum();
+    assert_eq!(events, 3_000, "{overview}");
+    for group in groups {
+        let model = group["model_id"].as_str().unwrap();
+        let version = group["model_version"].as_str().unwrap();
+        let filter = format!("model_id={model}&model_version={version}&{range}");
+        for (name, metric) in [
+            ("count", "count"),
+            ("error_rate", "error_rate"),
+            ("latency", "latency"),
+        ] {
+            let one = get(
+                &node,
+                &read,
+                &format!("/api/v1/series?metric={metric}&{filter}"),
+            )
+            .json();
+            assert!(
+                one["minutes"].as_u64().unwrap() > 4,
+                "the range has more minutes than points: {one}"
+            );
+            for field in ["minutes", "timestamps", "values"] {
+                assert_eq!(
+                    one[field], group[name][field],
+                    "{model} {version} {name} {field}: {one} vs {group}"
+                );
+            }
+            if name == "latency" {
+                assert_eq!(one["series"], group[name]["series"], "{one} vs {group}");
+            }
+        }
+    }
+    let refused = get(&node, &read, "/api/v1/series/overview?metric=count");
+    assert_eq!(refused.status, 400);
+    assert!(
+        refused.body.contains("use from, to, points"),
+        "{}",
+        refused.body
+    );
+    node.stop();
+}
+
 /// `POST /api/v1/rules/reload` loads the SLOs again with the rules: a broken
 /// SLO file is refused with its file and line and the running SLOs stay; a
 /// changed one is swapped in and replayed over the stored events.
