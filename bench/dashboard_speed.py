@@ -9,7 +9,8 @@ absolute range FROM..TO. The time is the page's own clock
 (performance.now(), zero at navigation start) at the first moment every
 model panel's three charts hold data: the signal the browser tests wait
 for. Prints a summary and writes OUT_JSON with every load, the median, each
-API request's duration (Resource Timing) and which answered from rollups.
+API request's duration (Resource Timing) and which answered from rollups
+(the overview asks GET /api/v1/series/overview once for every chart).
 """
 
 import datetime
@@ -106,7 +107,7 @@ report = {
     "charts": 3 * runs[0]["panels"],
     "points_per_chart": runs[0]["points"][0],
     "series_sources": runs[0]["series_sources"],
-    "models_query": "SQL over inference_rollups (per-minute rollups)",
+    "series_request": "one GET /api/v1/series/overview (one scan of inference_rollups) for every chart",
     "endpoints": per_endpoint(runs),
 }
 with open(out, "w") as file:
