@@ -23,10 +23,14 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// The complete lines of a JSONL file. The simulator is killed (SIGKILL)
+/// while it writes, and its buffered writer does not flush on line
+/// boundaries, so the file may end in a torn line: left out, as any reader
+/// of a growing file leaves it.
 fn read_json_lines(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .map(|text| parse_lines(&text))
-        .unwrap_or_default()
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let complete = text.rfind('\n').map_or(0, |at| at + 1);
+    parse_lines(&text[..complete])
 }
 
 #[test]

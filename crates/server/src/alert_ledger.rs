@@ -136,6 +136,7 @@ pub fn replay_store(
         next_heartbeat: 0,
         alerts: Vec::new(),
     };
+    // Without a schema the stream has no rows yet; side rows may still.
     if let Ok(snapshot) = reader.snapshot(stream, None, None) {
         let mut segments = snapshot.segments.clone();
         segments.sort_by_key(|file| (file.first_sequence, file.hour_start));
@@ -148,7 +149,6 @@ pub fn replay_store(
             replay.observe(&align_to_schema(batch, schema)?)?;
         }
     }
-    // No schema yet means nothing was stored: only side rows, if any.
     while replay.next_heartbeat < replay.heartbeats.len() {
         replay.beat(replay.heartbeats[replay.next_heartbeat])?;
         replay.next_heartbeat += 1;

@@ -660,13 +660,6 @@ impl Detection {
         self.emit(alerts)
     }
 
-    /// Whether the inference events must be decoded with every column (a
-    /// Sigma correlation rule reads them).
-    pub fn reads_whole_events(&self) -> bool {
-        self.correlations
-            .as_ref()
-            .is_some_and(Correlator::reads_inference)
-    }
 
     /// End of a finite input: the notifier's groups get their timers run
     /// out, since the events that would move them never come.
