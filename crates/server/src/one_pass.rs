@@ -660,7 +660,6 @@ impl Detection {
         self.emit(alerts)
     }
 
-
     /// End of a finite input: the notifier's groups get their timers run
     /// out, since the events that would move them never come.
     pub fn drain_notifications(&mut self) -> Result<(), ServerError> {
