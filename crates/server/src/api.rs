@@ -369,27 +369,11 @@ pub async fn series(
             },
             "model_id" => request.model_id = Some(value),
             "model_version" => request.model_version = Some(value),
-            "from" => match parse_time("from", &value) {
-                Ok(from) => request.from = Some(from),
-                Err(message) => return error(StatusCode::BAD_REQUEST, message),
-            },
-            "to" => match parse_time("to", &value) {
-                Ok(to) => request.to = Some(to),
-                Err(message) => return error(StatusCode::BAD_REQUEST, message),
-            },
-            "points" => match value.parse::<usize>() {
-                Ok(points) if (2..=100_000).contains(&points) => request.points = points,
-                _ => {
-                    return error(
-                        StatusCode::BAD_REQUEST,
-                        format!("points: '{value}' is not a number from 2 to 100000"),
-                    )
+            "from" | "to" | "points" | "downsample" => {
+                if let Err(message) = shape_param(&mut request, &key, &value) {
+                    return error(StatusCode::BAD_REQUEST, message);
                 }
-            },
-            "downsample" => match value.parse() {
-                Ok(downsample) => request.downsample = downsample,
-                Err(message) => return error(StatusCode::BAD_REQUEST, message),
-            },
+            }
             other => {
                 return error(
                     StatusCode::BAD_REQUEST,
@@ -398,26 +382,9 @@ pub async fn series(
             }
         }
     }
-    if let (Some(from), Some(to)) = (request.from, request.to) {
-        if from >= to {
-            return error(StatusCode::BAD_REQUEST, "from must be before to");
-        }
-    }
-    let engine = state.query.clone();
-    let sql = request.sql();
-    let result = tokio::time::timeout(
-        state.api.query_timeout,
-        async move { engine.sql(&sql).await },
-    )
-    .await;
-    let batches = match result {
-        Ok(Ok(batches)) => batches,
-        Ok(Err(failure)) => return query_failure(failure),
-        Err(_) => {
-            return query_failure(QueryError::StatementTimeout {
-                limit: state.api.query_timeout,
-            })
-        }
+    let batches = match series_rows(&state, &request, request.sql()).await {
+        Ok(batches) => batches,
+        Err(refused) => return refused,
     };
     if request.metric == Metric::Latencies {
         return latency_series(&request, &batches);
@@ -446,6 +413,51 @@ pub async fn series(
     )
 }
 
+/// Sets one of the range and shape parameters the series routes share:
+/// `from`, `to`, `points`, `downsample`.
+fn shape_param(request: &mut SeriesRequest, key: &str, value: &str) -> Result<(), String> {
+    match key {
+        "from" => request.from = Some(parse_time("from", value)?),
+        "to" => request.to = Some(parse_time("to", value)?),
+        "points" => match value.parse::<usize>() {
+            Ok(points) if (2..=100_000).contains(&points) => request.points = points,
+            _ => {
+                return Err(format!(
+                    "points: '{value}' is not a number from 2 to 100000"
+                ))
+            }
+        },
+        _ => request.downsample = value.parse()?,
+    }
+    Ok(())
+}
+
+/// Checks the range and runs a series route's SQL under the query timeout.
+async fn series_rows(
+    state: &AppState,
+    request: &SeriesRequest,
+    sql: String,
+) -> Result<Vec<RecordBatch>, Response> {
+    if let (Some(from), Some(to)) = (request.from, request.to) {
+        if from >= to {
+            return Err(error(StatusCode::BAD_REQUEST, "from must be before to"));
+        }
+    }
+    let engine = state.query.clone();
+    let result = tokio::time::timeout(
+        state.api.query_timeout,
+        async move { engine.sql(&sql).await },
+    )
+    .await;
+    match result {
+        Ok(Ok(batches)) => Ok(batches),
+        Ok(Err(failure)) => Err(query_failure(failure)),
+        Err(_) => Err(query_failure(QueryError::StatementTimeout {
+            limit: state.api.query_timeout,
+        })),
+    }
+}
+
 /// `GET /api/v1/series/overview`: for every model version with rollups in
 /// the range, the three overview charts (`count`, `error_rate`, and
 /// `latency` with p50/p95/p99), each as `GET /api/v1/series` would answer
@@ -470,27 +482,11 @@ pub async fn series_overview(
     };
     for (key, value) in query_pairs(raw.as_deref()) {
         match key.as_str() {
-            "from" => match parse_time("from", &value) {
-                Ok(from) => request.from = Some(from),
-                Err(message) => return error(StatusCode::BAD_REQUEST, message),
-            },
-            "to" => match parse_time("to", &value) {
-                Ok(to) => request.to = Some(to),
-                Err(message) => return error(StatusCode::BAD_REQUEST, message),
-            },
-            "points" => match value.parse::<usize>() {
-                Ok(points) if (2..=100_000).contains(&points) => request.points = points,
-                _ => {
-                    return error(
-                        StatusCode::BAD_REQUEST,
-                        format!("points: '{value}' is not a number from 2 to 100000"),
-                    )
+            "from" | "to" | "points" | "downsample" => {
+                if let Err(message) = shape_param(&mut request, &key, &value) {
+                    return error(StatusCode::BAD_REQUEST, message);
                 }
-            },
-            "downsample" => match value.parse() {
-                Ok(downsample) => request.downsample = downsample,
-                Err(message) => return error(StatusCode::BAD_REQUEST, message),
-            },
+            }
             other => {
                 return error(
                     StatusCode::BAD_REQUEST,
@@ -499,26 +495,15 @@ pub async fn series_overview(
             }
         }
     }
-    if let (Some(from), Some(to)) = (request.from, request.to) {
-        if from >= to {
-            return error(StatusCode::BAD_REQUEST, "from must be before to");
-        }
-    }
-    let engine = state.query.clone();
-    let sql = crate::series::overview_sql(request.from, request.to);
-    let result = tokio::time::timeout(
-        state.api.query_timeout,
-        async move { engine.sql(&sql).await },
+    let batches = match series_rows(
+        &state,
+        &request,
+        crate::series::overview_sql(request.from, request.to),
     )
-    .await;
-    let batches = match result {
-        Ok(Ok(batches)) => batches,
-        Ok(Err(failure)) => return query_failure(failure),
-        Err(_) => {
-            return query_failure(QueryError::StatementTimeout {
-                limit: state.api.query_timeout,
-            })
-        }
+    .await
+    {
+        Ok(batches) => batches,
+        Err(refused) => return refused,
     };
     let groups = match crate::series::overview_groups(&batches) {
         Ok(groups) => groups,

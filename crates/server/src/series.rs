@@ -117,10 +117,8 @@ impl SeriesRequest {
     /// The SQL over the rollups: one row per minute, `minute` and `value`.
     pub fn sql(&self) -> String {
         let value = match self.metric {
-            Metric::Count => "CAST(sum(count) AS DOUBLE)".to_string(),
-            Metric::ErrorRate => {
-                "CAST(sum(error_count) AS DOUBLE) / CAST(sum(count) AS DOUBLE)".to_string()
-            }
+            Metric::Count => COUNT_SQL.to_string(),
+            Metric::ErrorRate => ERROR_RATE_SQL.to_string(),
             Metric::Latency(percent) => {
                 format!(
                     "quantile_merge(latency_sketch, {})",
@@ -136,30 +134,11 @@ impl SeriesRequest {
         if let Some(model_version) = &self.model_version {
             conditions.push(format!("model_version = {}", literal(model_version)));
         }
-        if let Some(from) = self.from {
-            conditions.push(format!("minute >= {}", literal(&rfc3339(from))));
-        }
-        if let Some(to) = self.to {
-            conditions.push(format!("minute < {}", literal(&rfc3339(to))));
-        }
-        let filter = if conditions.is_empty() {
-            String::new()
-        } else {
-            format!(" WHERE {}", conditions.join(" AND "))
-        };
+        let filter = where_clause(conditions, self.from, self.to);
         if self.metric == Metric::Latencies {
-            let quantiles: Vec<String> = LATENCIES
-                .iter()
-                .map(|percent| {
-                    format!(
-                        "sketch_quantile(merged, {}) AS p{percent}",
-                        f64::from(*percent) / 100.0
-                    )
-                })
-                .collect();
             return format!(
                 "SELECT minute, {} FROM (SELECT minute, sketch_merge(latency_sketch) AS merged FROM inference_rollups{filter} GROUP BY minute) ORDER BY minute",
-                quantiles.join(", ")
+                quantile_columns()
             );
         }
         format!(
@@ -212,19 +191,42 @@ impl SeriesRequest {
 /// per-metric requests scan them once per chart (15 scans for the
 /// overview of five versions).
 pub fn overview_sql(from: Option<i64>, to: Option<i64>) -> String {
-    let mut conditions = Vec::new();
+    let filter = where_clause(Vec::new(), from, to);
+    // The same expressions as the per-metric SQL, so the values are equal.
+    format!(
+        "SELECT CAST(model_id AS VARCHAR) AS model_id, CAST(model_version AS VARCHAR) AS model_version, minute, \
+         count, error_rate, {} FROM (SELECT model_id, model_version, minute, \
+         {COUNT_SQL} AS count, {ERROR_RATE_SQL} AS error_rate, \
+         sketch_merge(latency_sketch) AS merged FROM inference_rollups{filter} \
+         GROUP BY model_id, model_version, minute) ORDER BY model_id, model_version, minute",
+        quantile_columns()
+    )
+}
+
+/// Events per minute over the rollup rows of a group.
+const COUNT_SQL: &str = "CAST(sum(count) AS DOUBLE)";
+
+/// Errors over events, over the rollup rows of a group.
+const ERROR_RATE_SQL: &str = "CAST(sum(error_count) AS DOUBLE) / CAST(sum(count) AS DOUBLE)";
+
+/// ` WHERE …` of `conditions` and the minute range, or nothing.
+fn where_clause(mut conditions: Vec<String>, from: Option<i64>, to: Option<i64>) -> String {
     if let Some(from) = from {
         conditions.push(format!("minute >= {}", literal(&rfc3339(from))));
     }
     if let Some(to) = to {
         conditions.push(format!("minute < {}", literal(&rfc3339(to))));
     }
-    let filter = if conditions.is_empty() {
+    if conditions.is_empty() {
         String::new()
     } else {
         format!(" WHERE {}", conditions.join(" AND "))
-    };
-    let quantiles: Vec<String> = LATENCIES
+    }
+}
+
+/// `p50, p95, p99` of a merged sketch column named `merged`.
+fn quantile_columns() -> String {
+    LATENCIES
         .iter()
         .map(|percent| {
             format!(
@@ -232,17 +234,8 @@ pub fn overview_sql(from: Option<i64>, to: Option<i64>) -> String {
                 f64::from(*percent) / 100.0
             )
         })
-        .collect();
-    // The same expressions as the per-metric SQL, so the values are equal.
-    format!(
-        "SELECT CAST(model_id AS VARCHAR) AS model_id, CAST(model_version AS VARCHAR) AS model_version, minute, \
-         count, error_rate, {} FROM (SELECT model_id, model_version, minute, \
-         CAST(sum(count) AS DOUBLE) AS count, \
-         CAST(sum(error_count) AS DOUBLE) / CAST(sum(count) AS DOUBLE) AS error_rate, \
-         sketch_merge(latency_sketch) AS merged FROM inference_rollups{filter} \
-         GROUP BY model_id, model_version, minute) ORDER BY model_id, model_version, minute",
-        quantiles.join(", ")
-    )
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// One model version's rows of the overview: `minute, count, error_rate,
