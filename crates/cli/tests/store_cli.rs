@@ -173,8 +173,16 @@ mod issue_16_memory {
     use std::io::Write;
     use std::process::{Child, Command, Stdio};
 
-    /// Most a run may reach, whatever the input's size.
-    const RSS_LIMIT_KIB: u64 = 300 * 1024;
+    /// Most `detect` may reach on a line without end, whatever its length
+    /// (it peaks near 40 MiB).
+    const DETECT_RSS_LIMIT_KIB: u64 = 128 * 1024;
+
+    /// Most a generic ingest of ever new field names may reach, whatever the
+    /// input's size (it reached 0.5 to 5 GB before flushes were bounded in
+    /// cells). About 210 MiB are live; the rest is freed pages the allocator
+    /// keeps for speed (`keep_freed_pages` in main.rs), which vary with how
+    /// the threads interleave: 230 to 335 MiB on 2 busy cores.
+    const INGEST_RSS_LIMIT_KIB: u64 = 400 * 1024;
 
     fn peak_kib(child: &Child) -> u64 {
         let status =
@@ -206,7 +214,16 @@ mod issue_16_memory {
                 break;
             }
             let take = buffer.len().min((total - written) as usize);
-            stdin.write_all(&buffer[..take]).unwrap();
+            if let Err(error) = stdin.write_all(&buffer[..take]) {
+                // The child stopped reading: show why rather than the pipe.
+                drop(stdin);
+                let output = child.wait_with_output().unwrap();
+                panic!(
+                    "writing to the child after {written} bytes: {error}; it exited {}: {}",
+                    output.status,
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
             written += take as u64;
             blocks += 1;
             if blocks.is_multiple_of(16) {
@@ -250,7 +267,7 @@ mod issue_16_memory {
         );
         eprintln!("detect, {total} bytes without a newline: peak RSS {peak} KiB");
         assert!(peak > 0, "no sample of the child's memory");
-        assert!(peak < RSS_LIMIT_KIB, "peak RSS {peak} KiB");
+        assert!(peak < DETECT_RSS_LIMIT_KIB, "peak RSS {peak} KiB");
         // One dead letter: the whole input as line 1, its start kept.
         let letters: Vec<serde_json::Value> = std::fs::read_to_string(&dead)
             .unwrap()
@@ -306,7 +323,7 @@ mod issue_16_memory {
         );
         eprintln!("ingest --stream gateway, {events} field names: peak RSS {peak} KiB");
         assert!(peak > 0, "no sample of the child's memory");
-        assert!(peak < RSS_LIMIT_KIB, "peak RSS {peak} KiB");
+        assert!(peak < INGEST_RSS_LIMIT_KIB, "peak RSS {peak} KiB");
         // Every event is stored; the schema stays within the cap.
         assert_eq!(
             super::query(&data, "SELECT count(*) AS n FROM gateway"),
