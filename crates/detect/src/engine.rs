@@ -66,7 +66,9 @@ use crate::reference::ReferenceStore;
 use crate::roles::RoleBook;
 use crate::rule::Rule;
 use crate::summary::{BottomSample, Summary, SummaryLayout, Wanted};
-use crate::table::{BaselineBank, Cell, CellTable, GroupTable, SharingKey, TickOutput};
+use crate::table::{
+    BaselineBank, Cell, CellTable, GroupTable, SharedMerges, SharingKey, TickOutput,
+};
 pub(crate) use crate::table::{ValueInterner, NULL_VALUE};
 
 mod columns;
@@ -217,7 +219,7 @@ impl Engine {
             };
             let runtime =
                 RuleRuntime::new(rule.clone(), schema, table_index, &mut tables[table_index])?;
-            tables[table_index].join(index, rule.window);
+            tables[table_index].join(index, rule.window, &runtime.wanted);
             runtimes.push(runtime);
         }
         let mut hold_logs = Vec::new();
@@ -1210,7 +1212,7 @@ impl RuleRuntime {
         tick: i64,
         rule_index: usize,
         table: &CellTable,
-        (retained, banks): (&mut [bool], &mut [BaselineBank]),
+        (retained, banks, merges): (&mut [bool], &mut [BaselineBank], &mut SharedMerges),
         output: &mut TickOutput,
         sample: &RowSample,
     ) {
@@ -1257,14 +1259,26 @@ impl RuleRuntime {
             let window_events = merged[0].count;
             let mut aggregate_value = |index: usize| -> f64 {
                 let (segment, slot) = self.slots[index];
-                if !distributions_merged[segment] && slot.part() != SummaryPart::Counts {
-                    distributions_merged[segment] = true;
-                    for cell in window_cells(&table.cells[segment][group], &in_window) {
-                        cell.data
-                            .merge_wanted_into(&mut merged[segment], &self.wanted[segment]);
+                let reads_distributions = slot.part() != SummaryPart::Counts;
+                let shared = reads_distributions
+                    .then(|| merges.shared(segment, self.rule.window))
+                    .flatten();
+                let summary: &Summary = match shared {
+                    Some(union) => {
+                        let key = (segment, self.rule.window, group);
+                        merges.window_of(table, key, &union, &in_window)
                     }
-                }
-                let summary = &merged[segment];
+                    None => {
+                        if reads_distributions && !distributions_merged[segment] {
+                            distributions_merged[segment] = true;
+                            for cell in window_cells(&table.cells[segment][group], &in_window) {
+                                cell.data
+                                    .merge_wanted_into(&mut merged[segment], &self.wanted[segment]);
+                            }
+                        }
+                        &merged[segment]
+                    }
+                };
                 let count = summary.count as f64;
                 match slot {
                     AggregateKind::Count => count,
