@@ -1266,7 +1266,7 @@ impl RuleRuntime {
                 let summary: &Summary = match shared {
                     Some(union) => {
                         let key = (segment, self.rule.window, group);
-                        merges.window_of(table, key, &union, &in_window)
+                        merges.window_of(table, key, &union, in_window)
                     }
                     None => {
                         if reads_distributions && !distributions_merged[segment] {

@@ -364,9 +364,9 @@ pub(crate) struct SharedMerges {
     /// how many of them read distributions.
     readers: Vec<(usize, i64, Wanted, usize)>,
     /// This tick's merges, by (segment, window, group).
-    merged: ahash::AHashMap<(usize, i64, u32), Box<Summary>>,
+    merged: ahash::AHashMap<(usize, i64, u32), Summary>,
     /// Emptied merges kept for the next tick, per segment.
-    spare: Vec<Vec<Box<Summary>>>,
+    spare: Vec<Vec<Summary>>,
 }
 
 /// Most emptied merges kept per segment between ticks.
@@ -419,7 +419,7 @@ impl SharedMerges {
                 let mut summary = spare
                     .get_mut(segment)
                     .and_then(Vec::pop)
-                    .unwrap_or_else(|| Box::new(Summary::empty(&table.layouts[segment])));
+                    .unwrap_or_else(|| Summary::empty(&table.layouts[segment]));
                 for cell in table.cells[segment][group]
                     .iter()
                     .filter(|cell| in_window(cell.bucket))
