@@ -1261,14 +1261,13 @@ impl RuleRuntime {
                 let (segment, slot) = self.slots[index];
                 let reads_distributions = slot.part() != SummaryPart::Counts;
                 let shared = reads_distributions
-                    .then(|| merges.shared(segment, self.rule.window))
-                    .flatten();
+                    && merges.shares(&table.layouts[segment], segment, self.rule.window);
                 let summary: &Summary = match shared {
-                    Some(union) => {
+                    true => {
                         let key = (segment, self.rule.window, group);
-                        merges.window_of(table, key, &union, in_window)
+                        merges.window_of(table, key, &self.wanted[segment], in_window)
                     }
-                    None => {
+                    false => {
                         if reads_distributions && !distributions_merged[segment] {
                             distributions_merged[segment] = true;
                             for cell in window_cells(&table.cells[segment][group], &in_window) {

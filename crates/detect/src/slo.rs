@@ -64,8 +64,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use ahash::AHashMap;
-use arrow::array::{ArrayRef, AsArray};
+use arrow::array::AsArray;
 use arrow::buffer::BooleanBuffer;
 use arrow::datatypes::{DataType, SchemaRef, TimestampNanosecondType};
 use arrow::record_batch::RecordBatch;
@@ -83,6 +82,7 @@ use crate::rule::{
     collect_rule_paths, expression_error, position, yaml_error, LocatedExpr, RuleSource,
     DEFAULT_ALLOWED_LATENESS,
 };
+use crate::table::GroupTable;
 use crate::DetectError;
 
 /// The error budget's period when an SLO does not set `period`.
@@ -724,41 +724,8 @@ struct GroupState {
     firing_since: Vec<Option<i64>>,
 }
 
-/// Interned group keys of one SLO.
-#[derive(Default)]
-struct GroupKeys {
-    value_ids: Vec<AHashMap<String, u32>>,
-    value_names: Vec<Vec<String>>,
-    key_to_group: AHashMap<Box<[u32]>, u32>,
-}
-
-const NULL_VALUE: u32 = u32::MAX;
+/// Per row of the current batch without a group (not selected, or refused).
 const NO_GROUP: u32 = u32::MAX;
-
-impl GroupKeys {
-    fn intern(&mut self, column: usize, value: &str) -> u32 {
-        if let Some(id) = self.value_ids[column].get(value) {
-            return *id;
-        }
-        let id = self.value_names[column].len() as u32;
-        self.value_names[column].push(value.to_string());
-        self.value_ids[column].insert(value.to_string(), id);
-        id
-    }
-
-    fn text(&self, column: usize, id: u32) -> String {
-        if id == NULL_VALUE {
-            String::new()
-        } else {
-            self.value_names[column][id as usize].clone()
-        }
-    }
-
-    /// Per row, the interned id of the column's value (as text).
-    fn row_ids(&mut self, column: usize, array: &ArrayRef, selected: &BooleanBuffer) -> Vec<u32> {
-        crate::engine::column_value_ids(array, selected, &mut |value| self.intern(column, value))
-    }
-}
 
 /// One SLO compiled against a schema, with its per-group state.
 struct SloRuntime {
@@ -776,7 +743,8 @@ struct SloRuntime {
     /// Width of the coarse period buckets (ns) and how many are kept.
     period_bucket: i64,
     period_slots: i64,
-    keys: GroupKeys,
+    /// Interned keys: the same table rules use (an SLO never forgets a group).
+    keys: GroupTable,
     groups: Vec<GroupState>,
     /// Buckets before this one are folded into the window sums; rows in them
     /// are late. None before the first row.
@@ -883,11 +851,12 @@ impl SloRuntime {
             + 2;
         let period_bucket = resolution * (slo.period / resolution / PERIOD_BUCKETS).max(1);
         let period_slots = (slo.period + period_bucket - 1) / period_bucket + 1;
-        let keys = GroupKeys {
-            value_ids: vec![AHashMap::default(); group_columns.len()],
-            value_names: vec![Vec::new(); group_columns.len()],
-            key_to_group: AHashMap::default(),
-        };
+        let keys = GroupTable::new(
+            slo.group_by
+                .iter()
+                .map(|(name, _, _)| name.clone())
+                .collect(),
+        );
         Ok(SloRuntime {
             selection,
             good,
@@ -925,8 +894,11 @@ impl SloRuntime {
         let rows = batch.num_rows();
         let value_ids: Vec<Vec<u32>> = (0..self.group_columns.len())
             .map(|position| {
-                let array = batch.column(self.group_columns[position]).clone();
-                self.keys.row_ids(position, &array, &selected)
+                let array = batch.column(self.group_columns[position]);
+                let keys = &mut self.keys;
+                crate::engine::column_value_ids(array, &selected, &mut |value| {
+                    keys.intern_value(position, value)
+                })
             })
             .collect();
         self.row_groups.clear();
@@ -936,21 +908,18 @@ impl SloRuntime {
             for (position, ids) in value_ids.iter().enumerate() {
                 key[position] = ids[row];
             }
-            self.row_groups[row] = match self.keys.key_to_group.get(key.as_slice()).copied() {
-                Some(group) => group,
-                None if self.groups.len() >= self.slo.max_groups => {
+            self.row_groups[row] = match self.keys.group_of(&key, self.slo.max_groups) {
+                Some((group, false)) => group,
+                None => {
                     self.refused_rows += 1;
                     NO_GROUP
                 }
-                None => {
-                    let group = self.groups.len() as u32;
-                    self.keys
-                        .key_to_group
-                        .insert(key.clone().into_boxed_slice(), group);
+                Some((group, true)) => {
+                    debug_assert_eq!(group as usize, self.groups.len(), "no group is released");
                     let key_values = key
                         .iter()
                         .enumerate()
-                        .map(|(position, id)| self.keys.text(position, *id))
+                        .map(|(position, id)| self.keys.value(position, *id).to_string())
                         .collect();
                     self.groups.push(GroupState {
                         key_values,

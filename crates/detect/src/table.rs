@@ -353,18 +353,20 @@ pub(crate) struct CellTable {
 /// table and a 5-minute window, and replaying the same row logs once per
 /// member was the pack's largest cost (`read_entry`, 12 % of `detect`).
 /// When two or more members read distributions of one segment over one
-/// window, the first to ask merges the union of their parts and the others
-/// read that merge. Every summary is exact and order-independent, so each
-/// member sees the values it would have merged itself. Merges live for one
-/// tick, and only for groups whose conditions reached a distribution
-/// (the heavy clients, not the million idle ones).
+/// window, their merges of a group go into one summary that remembers which
+/// parts it holds: a member merges only the parts it reads that an earlier
+/// member has not, in one pass over the cells. (Merging the union of every
+/// member's parts up front cost more than it saved: most members stop at
+/// `count() >= N` and never read the rest.) Every summary is exact and
+/// order-independent, so each member sees the values it would have merged
+/// itself. Merges live for one tick, and only for the groups whose
+/// conditions reached a distribution.
 #[derive(Default)]
 pub(crate) struct SharedMerges {
-    /// Per (segment, window): what the members with that window read, and
-    /// how many of them read distributions.
-    readers: Vec<(usize, i64, Wanted, usize)>,
-    /// This tick's merges, by (segment, window, group).
-    merged: ahash::AHashMap<(usize, i64, u32), Summary>,
+    /// Per (segment, window): how many members read distributions of it.
+    readers: Vec<(usize, i64, usize)>,
+    /// This tick's merges by (segment, window, group), with the parts each holds.
+    merged: ahash::AHashMap<(usize, i64, u32), (Summary, Wanted)>,
     /// Emptied merges kept for the next tick, per segment.
     spare: Vec<Vec<Summary>>,
 }
@@ -382,29 +384,33 @@ impl SharedMerges {
             match self
                 .readers
                 .iter_mut()
-                .find(|(s, w, _, _)| *s == segment && *w == window)
+                .find(|(s, w, _)| *s == segment && *w == window)
             {
-                Some((_, _, union, readers)) => {
-                    union.moments |= parts.moments;
-                    union.sketches |= parts.sketches;
-                    union.distinct |= parts.distinct;
-                    *readers += 1;
-                }
-                None => self.readers.push((segment, window, *parts, 1)),
+                Some((_, _, readers)) => *readers += 1,
+                None => self.readers.push((segment, window, 1)),
             }
         }
     }
 
-    /// What members share of `segment` over `window`, if two or more read it.
-    pub(crate) fn shared(&self, segment: usize, window: i64) -> Option<Wanted> {
-        self.readers
-            .iter()
-            .find(|(s, w, _, readers)| *s == segment && *w == window && *readers >= 2)
-            .map(|(_, _, union, _)| *union)
+    /// Whether members share merges of `segment` over `window`: two or more
+    /// read it, and every part has a bit in [`Wanted`] (positions from 64 on
+    /// are always merged, so a merge could not tell it already holds them).
+    pub(crate) fn shares(&self, layout: &SummaryLayout, segment: usize, window: i64) -> bool {
+        let widest = layout
+            .moment_columns
+            .len()
+            .max(layout.sketch_columns.len())
+            .max(layout.distinct_columns.len());
+        widest < 64
+            && self
+                .readers
+                .iter()
+                .any(|&(s, w, readers)| s == segment && w == window && readers >= 2)
     }
 
     /// `group`'s merge of `segment` over the buckets `in_window` accepts,
-    /// made from the table's cells on first use this tick.
+    /// holding at least the parts `wanted` names: the missing ones are
+    /// merged from the table's cells now.
     pub(crate) fn window_of(
         &mut self,
         table: &CellTable,
@@ -413,28 +419,40 @@ impl SharedMerges {
         in_window: impl Fn(i64) -> bool,
     ) -> &Summary {
         let spare = &mut self.spare;
-        self.merged
+        let cells = &table.cells[segment][group];
+        let (summary, held) = self
+            .merged
             .entry((segment, window, group as u32))
             .or_insert_with(|| {
                 let mut summary = spare
                     .get_mut(segment)
                     .and_then(Vec::pop)
                     .unwrap_or_else(|| Summary::empty(&table.layouts[segment]));
-                for cell in table.cells[segment][group]
-                    .iter()
-                    .filter(|cell| in_window(cell.bucket))
-                {
-                    // Counts too: `Summary::clear` skips a summary of no rows.
+                // Counts too: `Summary::clear` skips a summary of no rows.
+                for cell in cells.iter().filter(|cell| in_window(cell.bucket)) {
                     cell.data.merge_counts_into(&mut summary);
-                    cell.data.merge_wanted_into(&mut summary, wanted);
                 }
-                summary
-            })
+                (summary, Wanted::default())
+            });
+        let missing = Wanted {
+            moments: wanted.moments & !held.moments,
+            sketches: wanted.sketches & !held.sketches,
+            distinct: wanted.distinct & !held.distinct,
+        };
+        if missing != Wanted::default() {
+            for cell in cells.iter().filter(|cell| in_window(cell.bucket)) {
+                cell.data.merge_wanted_into(summary, &missing);
+            }
+            held.moments |= missing.moments;
+            held.sketches |= missing.sketches;
+            held.distinct |= missing.distinct;
+        }
+        summary
     }
 
     /// Forgets this tick's merges, keeping some for the next.
     fn end_tick(&mut self) {
-        for ((segment, _, _), mut summary) in self.merged.drain() {
+        for ((segment, _, _), (mut summary, _)) in self.merged.drain() {
             if self.spare.len() <= segment {
                 self.spare.resize_with(segment + 1, Vec::new);
             }
