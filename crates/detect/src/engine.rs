@@ -66,9 +66,7 @@ use crate::reference::ReferenceStore;
 use crate::roles::RoleBook;
 use crate::rule::Rule;
 use crate::summary::{BottomSample, Summary, SummaryLayout, Wanted};
-use crate::table::{
-    BaselineBank, Cell, CellTable, GroupTable, SharedMerges, SharingKey, TickOutput,
-};
+use crate::table::{BaselineBank, Cell, CellTable, GroupTable, SharingKey, TickOutput};
 pub(crate) use crate::table::{ValueInterner, NULL_VALUE};
 
 mod columns;
@@ -219,7 +217,7 @@ impl Engine {
             };
             let runtime =
                 RuleRuntime::new(rule.clone(), schema, table_index, &mut tables[table_index])?;
-            tables[table_index].join(index, rule.window, &runtime.wanted);
+            tables[table_index].join(index, rule.window);
             runtimes.push(runtime);
         }
         let mut hold_logs = Vec::new();
@@ -1212,7 +1210,7 @@ impl RuleRuntime {
         tick: i64,
         rule_index: usize,
         table: &CellTable,
-        (retained, banks, merges): (&mut [bool], &mut [BaselineBank], &mut SharedMerges),
+        (retained, banks): (&mut [bool], &mut [BaselineBank]),
         output: &mut TickOutput,
         sample: &RowSample,
     ) {
@@ -1259,25 +1257,14 @@ impl RuleRuntime {
             let window_events = merged[0].count;
             let mut aggregate_value = |index: usize| -> f64 {
                 let (segment, slot) = self.slots[index];
-                let reads_distributions = slot.part() != SummaryPart::Counts;
-                let shared = reads_distributions
-                    && merges.shares(&table.layouts[segment], segment, self.rule.window);
-                let summary: &Summary = match shared {
-                    true => {
-                        let key = (segment, self.rule.window, group);
-                        merges.window_of(table, key, &self.wanted[segment], in_window)
+                if !distributions_merged[segment] && slot.part() != SummaryPart::Counts {
+                    distributions_merged[segment] = true;
+                    for cell in window_cells(&table.cells[segment][group], &in_window) {
+                        cell.data
+                            .merge_wanted_into(&mut merged[segment], &self.wanted[segment]);
                     }
-                    false => {
-                        if reads_distributions && !distributions_merged[segment] {
-                            distributions_merged[segment] = true;
-                            for cell in window_cells(&table.cells[segment][group], &in_window) {
-                                cell.data
-                                    .merge_wanted_into(&mut merged[segment], &self.wanted[segment]);
-                            }
-                        }
-                        &merged[segment]
-                    }
-                };
+                }
+                let summary = &merged[segment];
                 let count = summary.count as f64;
                 match slot {
                     AggregateKind::Count => count,

@@ -29,7 +29,7 @@ use crate::detector::BaselineGroup;
 use crate::engine::{column_value_ids, sample_rank, BatchColumns, HoldLog, RuleRuntime};
 use crate::explain::RowSample;
 use crate::filter::{evaluate_predicate, RowPredicate};
-use crate::summary::{BucketData, Summary, SummaryLayout, Wanted};
+use crate::summary::{BucketData, SummaryLayout};
 
 /// Ticks evaluated in one jump before a table skips ahead over an empty stretch.
 const MAX_TICKS_PER_ADVANCE: i64 = 100_000;
@@ -342,126 +342,6 @@ pub(crate) struct CellTable {
     retained: Vec<bool>,
     /// The members' learned baselines, one bank per distinct series.
     pub(crate) banks: Vec<BaselineBank>,
-    /// Window merges that several members read, made once per tick.
-    merges: SharedMerges,
-}
-
-/// A group's window merged once per tick for every member that reads it.
-///
-/// Members are judged one after another, each merging its window of a
-/// group's cells. Per-client rules (probing, extraction, the forest) share a
-/// table and a 5-minute window, and replaying the same row logs once per
-/// member was the pack's largest cost (`read_entry`, 12 % of `detect`).
-/// When two or more members read distributions of one segment over one
-/// window, their merges of a group go into one summary that remembers which
-/// parts it holds: a member merges only the parts it reads that an earlier
-/// member has not, in one pass over the cells. (Merging the union of every
-/// member's parts up front cost more than it saved: most members stop at
-/// `count() >= N` and never read the rest.) Every summary is exact and
-/// order-independent, so each member sees the values it would have merged
-/// itself. Merges live for one tick, and only for the groups whose
-/// conditions reached a distribution.
-#[derive(Default)]
-pub(crate) struct SharedMerges {
-    /// Per (segment, window): how many members read distributions of it.
-    readers: Vec<(usize, i64, usize)>,
-    /// This tick's merges by (segment, window, group), with the parts each holds.
-    merged: ahash::AHashMap<(usize, i64, u32), (Summary, Wanted)>,
-    /// Emptied merges kept for the next tick, per segment.
-    spare: Vec<Vec<Summary>>,
-}
-
-/// Most emptied merges kept per segment between ticks.
-const MAX_SPARE_MERGES: usize = 4096;
-
-impl SharedMerges {
-    /// Notes a member reading `wanted` of each segment over `window`.
-    fn join(&mut self, window: i64, wanted: &[Wanted]) {
-        for (segment, parts) in wanted.iter().enumerate() {
-            if *parts == Wanted::default() {
-                continue;
-            }
-            match self
-                .readers
-                .iter_mut()
-                .find(|(s, w, _)| *s == segment && *w == window)
-            {
-                Some((_, _, readers)) => *readers += 1,
-                None => self.readers.push((segment, window, 1)),
-            }
-        }
-    }
-
-    /// Whether members share merges of `segment` over `window`: two or more
-    /// read it, and every part has a bit in [`Wanted`] (positions from 64 on
-    /// are always merged, so a merge could not tell it already holds them).
-    pub(crate) fn shares(&self, layout: &SummaryLayout, segment: usize, window: i64) -> bool {
-        let widest = layout
-            .moment_columns
-            .len()
-            .max(layout.sketch_columns.len())
-            .max(layout.distinct_columns.len());
-        widest < 64
-            && self
-                .readers
-                .iter()
-                .any(|&(s, w, readers)| s == segment && w == window && readers >= 2)
-    }
-
-    /// `group`'s merge of `segment` over the buckets `in_window` accepts,
-    /// holding at least the parts `wanted` names: the missing ones are
-    /// merged from the table's cells now.
-    pub(crate) fn window_of(
-        &mut self,
-        table: &CellTable,
-        (segment, window, group): (usize, i64, usize),
-        wanted: &Wanted,
-        in_window: impl Fn(i64) -> bool,
-    ) -> &Summary {
-        let spare = &mut self.spare;
-        let cells = &table.cells[segment][group];
-        let (summary, held) = self
-            .merged
-            .entry((segment, window, group as u32))
-            .or_insert_with(|| {
-                let mut summary = spare
-                    .get_mut(segment)
-                    .and_then(Vec::pop)
-                    .unwrap_or_else(|| Summary::empty(&table.layouts[segment]));
-                // Counts too: `Summary::clear` skips a summary of no rows.
-                for cell in cells.iter().filter(|cell| in_window(cell.bucket)) {
-                    cell.data.merge_counts_into(&mut summary);
-                }
-                (summary, Wanted::default())
-            });
-        let missing = Wanted {
-            moments: wanted.moments & !held.moments,
-            sketches: wanted.sketches & !held.sketches,
-            distinct: wanted.distinct & !held.distinct,
-        };
-        if missing != Wanted::default() {
-            for cell in cells.iter().filter(|cell| in_window(cell.bucket)) {
-                cell.data.merge_wanted_into(summary, &missing);
-            }
-            held.moments |= missing.moments;
-            held.sketches |= missing.sketches;
-            held.distinct |= missing.distinct;
-        }
-        summary
-    }
-
-    /// Forgets this tick's merges, keeping some for the next.
-    fn end_tick(&mut self) {
-        for ((segment, _, _), (mut summary, _)) in self.merged.drain() {
-            if self.spare.len() <= segment {
-                self.spare.resize_with(segment + 1, Vec::new);
-            }
-            if self.spare[segment].len() < MAX_SPARE_MERGES {
-                summary.clear();
-                self.spare[segment].push(summary);
-            }
-        }
-    }
 }
 
 /// The learned baselines of one series, per group of a table. Members that
@@ -521,7 +401,6 @@ impl CellTable {
             pairs: vec![Vec::new(); segments],
             retained: Vec::new(),
             banks: Vec::new(),
-            merges: SharedMerges::default(),
             members: Vec::new(),
             key,
         };
@@ -543,11 +422,9 @@ impl CellTable {
         self.banks.len() - 1
     }
 
-    /// Adds a member whose window is `window` and which reads `wanted` of
-    /// each segment.
-    pub(crate) fn join(&mut self, rule_index: usize, window: i64, wanted: &[Wanted]) {
+    /// Adds a member whose window is `window`.
+    pub(crate) fn join(&mut self, rule_index: usize, window: i64) {
         self.members.push(rule_index);
-        self.merges.join(window, wanted);
         self.retention = self.retention.max(window);
         self.set_max_future(self.max_future);
     }
@@ -880,7 +757,6 @@ impl CellTable {
         let last_bucket = tick.div_euclid(self.bucket_width) - 1;
         let mut retained = std::mem::take(&mut self.retained);
         let mut banks = std::mem::take(&mut self.banks);
-        let mut merges = std::mem::take(&mut self.merges);
         for group in 0..self.groups.slots() {
             retained[group] = false;
             if self.first_bucket[group] > last_bucket {
@@ -900,10 +776,9 @@ impl CellTable {
             }
         }
         for &member in &self.members {
-            let shared = (&mut retained[..], &mut banks[..], &mut merges);
+            let shared = (&mut retained[..], &mut banks[..]);
             rules[member].evaluate_tick(tick, member, self, shared, output, sample);
         }
-        merges.end_tick();
         for (group, kept) in retained.iter().enumerate().take(self.groups.slots()) {
             let evaluated = self.first_bucket[group] <= last_bucket;
             if evaluated && !kept {
@@ -914,7 +789,6 @@ impl CellTable {
         }
         self.retained = retained;
         self.banks = banks;
-        self.merges = merges;
     }
 
     /// Appends the indices of the columns the table reads.
