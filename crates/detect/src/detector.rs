@@ -774,11 +774,16 @@ impl BaselineGroup {
 }
 
 /// Judges a subject sample against a reference sample (both sorted ascending).
+///
+/// With `full_evidence` false, a KS judgement whose D is below the effect
+/// size stops there: it cannot hold whatever its p-value, and the exact
+/// p-value is most of the test's cost. Its evidence then has no p-value; a
+/// caller about to put the finding in an alert judges again in full.
 pub(crate) fn judge_drift(
     detector: &DriftDetector,
     reference_name: &str,
-    subject: &[f64],
-    reference: &[f64],
+    (subject, reference): (&[f64], &[f64]),
+    full_evidence: bool,
 ) -> Finding {
     let mut evidence = Evidence {
         detector: "drift".into(),
@@ -802,6 +807,19 @@ pub(crate) fn judge_drift(
         return not_holding(evidence);
     }
     let (effect, p_value, statistic) = match detector.test {
+        DriftTest::Ks if !full_evidence => match stats::ks_distance(reference, subject) {
+            Some(distance) if distance < detector.min_effect => {
+                evidence.statistic = Some(distance);
+                evidence.effect_size = Some(distance);
+                return Finding {
+                    holds: false,
+                    value: distance,
+                    threshold: detector.min_effect,
+                    evidence,
+                };
+            }
+            _ => return judge_drift(detector, reference_name, (subject, reference), true),
+        },
         DriftTest::Ks => match stats::ks_two_sample(reference, subject) {
             Some(outcome) => (outcome.statistic, Some(outcome.p_value), outcome.statistic),
             None => return not_holding(evidence),
@@ -1199,6 +1217,75 @@ mod tests {
         assert!(
             calibrated_rate < 2.0 * target,
             "calibrated: {calibrated_rate} per 1,000 (target {target})"
+        );
+    }
+}
+
+#[cfg(test)]
+mod drift_judgement_tests {
+    use super::*;
+    use crate::rule::Rule;
+    use std::path::Path;
+
+    /// The shipped source-drift shape: KS, D >= 0.2, p <= 0.001, 200 a side.
+    fn ks_rule() -> DriftDetector {
+        let text = "id: d\ntitle: d\nseverity: high\ngroup_by: [model_id, source_id]\n\
+                    window: 5m\nevery: 1m\ndetector:\n  drift:\n    column: confidence\n    \
+                    test: ks\n    reference: { rest_of: source_id }\n    min_samples: 200\n    \
+                    min_effect: 0.2\n    max_p_value: 0.001\n";
+        match Rule::from_yaml_str(Path::new("d.yaml"), text)
+            .unwrap()
+            .detector
+        {
+            Some(Detector::Drift(drift)) => drift,
+            _ => panic!("a drift rule"),
+        }
+    }
+
+    /// The judgement that stops at D below the effect size decides exactly
+    /// as the full one, with the same value; only its p-value is left out,
+    /// and only when it cannot hold.
+    #[test]
+    fn a_ks_judgement_below_the_effect_size_decides_as_the_full_one() {
+        let detector = ks_rule();
+        let (mut short, mut full_only) = (0, 0);
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut uniform = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 11) as f64 / (1u64 << 53) as f64
+        };
+        for case in 0..400 {
+            let shift = (case % 40) as f64 / 100.0;
+            let (n, m) = (150 + case % 7 * 60, 200 + case % 5 * 150);
+            let reference: Vec<f64> = (0..n).map(|_| uniform()).collect();
+            let subject: Vec<f64> = (0..m).map(|_| uniform() * (1.0 - shift) + shift).collect();
+            let cheap = judge_drift(&detector, "rest", (&subject, &reference), false);
+            let full = judge_drift(&detector, "rest", (&subject, &reference), true);
+            assert_eq!(cheap.holds, full.holds, "case {case}");
+            assert_eq!(cheap.value.to_bits(), full.value.to_bits(), "case {case}");
+            assert_eq!(
+                cheap.evidence.statistic.map(f64::to_bits),
+                full.evidence.statistic.map(f64::to_bits)
+            );
+            if full.evidence.p_value.is_none() {
+                // Too few values: neither judges.
+                assert!(cheap.evidence.p_value.is_none() && !full.holds);
+            } else if cheap.evidence.p_value.is_none() {
+                assert!(
+                    !full.holds && full.value < detector.min_effect,
+                    "case {case}"
+                );
+                short += 1;
+            } else {
+                assert_eq!(cheap.evidence.p_value, full.evidence.p_value);
+                full_only += 1;
+            }
+        }
+        assert!(
+            short > 50 && full_only > 50,
+            "{short} short, {full_only} full"
         );
     }
 }

@@ -1302,7 +1302,9 @@ impl RuleRuntime {
                     timers: spare_timers.clone(),
                 }));
             }
-            let finding = match (&mut self.detector, &self.rule.detector) {
+            // A drift judgement's samples, to judge again in full for an alert.
+            let mut drift_judged: Option<(Vec<f64>, Vec<f64>)> = None;
+            let mut finding = match (&mut self.detector, &self.rule.detector) {
                 (DetectorRuntime::Baseline { bank }, Some(Detector::Baseline(spec))) => {
                     let BaselineBank {
                         groups,
@@ -1371,7 +1373,10 @@ impl RuleRuntime {
                             window_sample(table, *subject_segment, group, sample, &in_window)
                         };
                         let (subject, reference) = drift_samples.for_group(group, own);
-                        judge_drift(spec, reference_name, &subject, &reference)
+                        let finding =
+                            judge_drift(spec, reference_name, (&subject, &reference), false);
+                        drift_judged = Some((subject, reference));
+                        finding
                     })
                 }
                 _ => None,
@@ -1432,6 +1437,19 @@ impl RuleRuntime {
             }
             state.settle();
             if let Some((alert_state, started, ended)) = transition {
+                if let (
+                    Some((subject, reference)),
+                    DetectorRuntime::Drift { reference_name, .. },
+                    Some(Detector::Drift(spec)),
+                ) = (&drift_judged, &self.detector, &self.rule.detector)
+                {
+                    finding = Some(judge_drift(
+                        spec,
+                        reference_name,
+                        (subject, reference),
+                        true,
+                    ));
+                }
                 let events = merged[0].count;
                 let firing = alert_state == AlertState::Firing;
                 // Detectors judge their own series: only a plain condition
