@@ -775,10 +775,12 @@ impl BaselineGroup {
 
 /// Judges a subject sample against a reference sample (both sorted ascending).
 ///
-/// With `full_evidence` false, a KS judgement whose D is below the effect
-/// size stops there: it cannot hold whatever its p-value, and the exact
-/// p-value is most of the test's cost. Its evidence then has no p-value; a
-/// caller about to put the finding in an alert judges again in full.
+/// With `full_evidence` false, a judgement that cannot hold stops as soon
+/// as that is known: KS at a D below the effect size (the exact p-value is
+/// most of its cost), Mann–Whitney at a p-value above the bound (the shift
+/// and its interval are most of its cost). Its evidence then lacks those
+/// parts and a Mann–Whitney value is NaN; a caller about to put the finding
+/// in an alert judges again in full.
 pub(crate) fn judge_drift(
     detector: &DriftDetector,
     reference_name: &str,
@@ -824,6 +826,19 @@ pub(crate) fn judge_drift(
             Some(outcome) => (outcome.statistic, Some(outcome.p_value), outcome.statistic),
             None => return not_holding(evidence),
         },
+        DriftTest::MannWhitney if !full_evidence => {
+            match stats::mann_whitney_p(reference, subject) {
+                None => return not_holding(evidence),
+                Some((u, p_value)) if p_value > detector.max_p_value => {
+                    evidence.statistic = Some(u);
+                    evidence.p_value = Some(p_value);
+                    return not_holding(evidence);
+                }
+                Some(_) => {
+                    return judge_drift(detector, reference_name, (subject, reference), true)
+                }
+            }
+        }
         DriftTest::MannWhitney => {
             let Some(outcome) = stats::mann_whitney(reference, subject, detector.confidence) else {
                 return not_holding(evidence);
@@ -1228,12 +1243,22 @@ mod drift_judgement_tests {
     use std::path::Path;
 
     /// The shipped source-drift shape: KS, D >= 0.2, p <= 0.001, 200 a side.
-    fn ks_rule() -> DriftDetector {
-        let text = "id: d\ntitle: d\nseverity: high\ngroup_by: [model_id, source_id]\n\
-                    window: 5m\nevery: 1m\ndetector:\n  drift:\n    column: confidence\n    \
-                    test: ks\n    reference: { rest_of: source_id }\n    min_samples: 200\n    \
-                    min_effect: 0.2\n    max_p_value: 0.001\n";
-        match Rule::from_yaml_str(Path::new("d.yaml"), text)
+    const KS: &str = "test: ks\n    reference: { rest_of: source_id }\n    min_samples: 200\n    \
+                      min_effect: 0.2\n    max_p_value: 0.001\n";
+    /// The shipped canary judge's shape: Mann–Whitney, up, band 0.1, p <= 0.01.
+    const MANN_WHITNEY: &str = "test: mann_whitney\n    subject: canary\n    \
+                                reference: { segment: baseline }\n    direction: up\n    \
+                                band: 0.1\n    confidence: 0.98\n    min_effect: 0.1\n    \
+                                max_p_value: 0.01\n    min_samples: 100\n";
+
+    fn drift_rule(test: &str) -> DriftDetector {
+        let text = format!(
+            "id: d\ntitle: d\nseverity: high\ngroup_by: [model_id, source_id]\n\
+             window: 5m\nevery: 1m\nsegments:\n  canary: ab_group == \"canary\"\n  \
+             baseline: ab_group == \"baseline\"\ndetector:\n  drift:\n    \
+             column: confidence\n    {test}"
+        );
+        match Rule::from_yaml_str(Path::new("d.yaml"), &text)
             .unwrap()
             .detector
         {
@@ -1247,7 +1272,7 @@ mod drift_judgement_tests {
     /// and only when it cannot hold.
     #[test]
     fn a_ks_judgement_below_the_effect_size_decides_as_the_full_one() {
-        let detector = ks_rule();
+        let detector = drift_rule(KS);
         let (mut short, mut full_only) = (0, 0);
         let mut state = 0x2545_f491_4f6c_dd1d_u64;
         let mut uniform = move || {
@@ -1285,6 +1310,52 @@ mod drift_judgement_tests {
         }
         assert!(
             short > 50 && full_only > 50,
+            "{short} short, {full_only} full"
+        );
+    }
+
+    /// A Mann–Whitney judgement that stops at a p-value above the bound
+    /// decides exactly as the full one, and carries the same U and p.
+    #[test]
+    fn a_mann_whitney_judgement_above_the_p_bound_decides_as_the_full_one() {
+        let detector = drift_rule(MANN_WHITNEY);
+        let (mut short, mut full_only) = (0, 0);
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut uniform = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 11) as f64 / (1u64 << 53) as f64
+        };
+        for case in 0..300 {
+            let shift = (case % 30) as f64 / 100.0;
+            let (n, m) = (80 + case % 7 * 40, 100 + case % 5 * 90);
+            let reference: Vec<f64> = (0..n).map(|_| 100.0 + 50.0 * uniform()).collect();
+            let subject: Vec<f64> = (0..m)
+                .map(|_| (100.0 + 50.0 * uniform()) * (1.0 + shift))
+                .collect();
+            let cheap = judge_drift(&detector, "baseline", (&subject, &reference), false);
+            let full = judge_drift(&detector, "baseline", (&subject, &reference), true);
+            assert_eq!(cheap.holds, full.holds, "case {case}");
+            assert_eq!(cheap.evidence.p_value, full.evidence.p_value, "case {case}");
+            assert_eq!(
+                cheap.evidence.statistic, full.evidence.statistic,
+                "case {case}"
+            );
+            if full.evidence.p_value.is_none() {
+                continue;
+            }
+            if cheap.evidence.shift.is_none() {
+                assert!(!full.holds && full.evidence.p_value > Some(detector.max_p_value));
+                short += 1;
+            } else {
+                assert_eq!(cheap.value.to_bits(), full.value.to_bits(), "case {case}");
+                assert_eq!(cheap.evidence.shift_interval, full.evidence.shift_interval);
+                full_only += 1;
+            }
+        }
+        assert!(
+            short > 30 && full_only > 30,
             "{short} short, {full_only} full"
         );
     }

@@ -727,6 +727,44 @@ fn norm_sf(z: f64) -> f64 {
 pub fn mann_whitney(a: &[f64], b: &[f64], confidence: f64) -> Option<MannWhitney> {
     let a: Vec<f64> = a.iter().copied().filter(|v| v.is_finite()).collect();
     let b: Vec<f64> = b.iter().copied().filter(|v| v.is_finite()).collect();
+    let (u1, p) = rank_sum(&a, &b)?;
+    let (n1, n2) = (a.len(), b.len());
+    let nm = n1 as f64 * n2 as f64;
+    let mut sa = a;
+    let mut sb = b;
+    sa.sort_by(f64::total_cmp);
+    sb.sort_by(f64::total_cmp);
+    let total = n1 as u64 * n2 as u64;
+    let shift = if total % 2 == 1 {
+        kth_difference(&sa, &sb, total.div_ceil(2))
+    } else {
+        (kth_difference(&sa, &sb, total / 2) + kth_difference(&sa, &sb, total / 2 + 1)) / 2.0
+    };
+    let k = ci_rank(n1 as u64, n2 as u64, confidence);
+    let shift_low = kth_difference(&sa, &sb, k);
+    let shift_high = kth_difference(&sa, &sb, total + 1 - k);
+    Some(MannWhitney {
+        u: u1,
+        p_value: p,
+        rank_biserial: 1.0 - 2.0 * u1 / nm,
+        shift,
+        shift_low,
+        shift_high,
+    })
+}
+
+/// U and the two-sided p-value of [`mann_whitney`] alone, without the
+/// shift and its interval (three order statistics of the n·m differences,
+/// most of the test's cost). None when either sample is empty.
+pub fn mann_whitney_p(a: &[f64], b: &[f64]) -> Option<(f64, f64)> {
+    let a: Vec<f64> = a.iter().copied().filter(|v| v.is_finite()).collect();
+    let b: Vec<f64> = b.iter().copied().filter(|v| v.is_finite()).collect();
+    rank_sum(&a, &b)
+}
+
+/// U of `a` and the normal-approximation p-value (tie- and
+/// continuity-corrected) over finite samples.
+fn rank_sum(a: &[f64], b: &[f64]) -> Option<(f64, f64)> {
     let (n1, n2) = (a.len(), b.len());
     if n1 == 0 || n2 == 0 {
         return None;
@@ -767,28 +805,7 @@ pub fn mann_whitney(a: &[f64], b: &[f64], confidence: f64) -> Option<MannWhitney
     } else {
         1.0
     };
-
-    let mut sa = a;
-    let mut sb = b;
-    sa.sort_by(f64::total_cmp);
-    sb.sort_by(f64::total_cmp);
-    let total = n1 as u64 * n2 as u64;
-    let shift = if total % 2 == 1 {
-        kth_difference(&sa, &sb, total.div_ceil(2))
-    } else {
-        (kth_difference(&sa, &sb, total / 2) + kth_difference(&sa, &sb, total / 2 + 1)) / 2.0
-    };
-    let k = ci_rank(n1 as u64, n2 as u64, confidence);
-    let shift_low = kth_difference(&sa, &sb, k);
-    let shift_high = kth_difference(&sa, &sb, total + 1 - k);
-    Some(MannWhitney {
-        u: u1,
-        p_value: p,
-        rank_biserial: 1.0 - 2.0 * u1 / nm,
-        shift,
-        shift_low,
-        shift_high,
-    })
+    Some((u1, p))
 }
 
 /// The 1-based rank k of the lower confidence bound (see [`mann_whitney`]).
