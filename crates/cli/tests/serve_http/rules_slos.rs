@@ -423,10 +423,13 @@ fn the_latency_series_equals_its_three_quantile_series() {
         );
     }
     assert_eq!(all["values"], all["series"]["p99"]);
-    // Every 17th request is slow: p99 is far above p50 in every minute.
+    // Every 17th request is slow: p99 is far above p50 in every whole
+    // minute. The first and last minutes hold only part of the traffic
+    // (where it starts and ends depends on the clock), perhaps no slow one.
     let p50 = all["series"]["p50"].as_array().unwrap();
     let p99 = all["series"]["p99"].as_array().unwrap();
-    for (low, high) in p50.iter().zip(p99) {
+    let whole_minutes = p50.len() - 2;
+    for (low, high) in p50.iter().zip(p99).skip(1).take(whole_minutes) {
         assert!(
             low.as_f64().unwrap() < 100.0 && high.as_f64().unwrap() > 250.0,
             "{all}"
