@@ -1251,6 +1251,16 @@ mod drift_judgement_tests {
                                 band: 0.1\n    confidence: 0.98\n    min_effect: 0.1\n    \
                                 max_p_value: 0.01\n    min_samples: 100\n";
 
+    /// Deterministic uniform numbers in [0, 1) (xorshift64).
+    fn uniform_from(mut state: u64) -> impl FnMut() -> f64 {
+        move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 11) as f64 / (1u64 << 53) as f64
+        }
+    }
+
     fn drift_rule(test: &str) -> DriftDetector {
         let text = format!(
             "id: d\ntitle: d\nseverity: high\ngroup_by: [model_id, source_id]\n\
@@ -1274,13 +1284,7 @@ mod drift_judgement_tests {
     fn a_ks_judgement_below_the_effect_size_decides_as_the_full_one() {
         let detector = drift_rule(KS);
         let (mut short, mut full_only) = (0, 0);
-        let mut state = 0x2545_f491_4f6c_dd1d_u64;
-        let mut uniform = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 11) as f64 / (1u64 << 53) as f64
-        };
+        let mut uniform = uniform_from(0x2545_f491_4f6c_dd1d);
         for case in 0..400 {
             let shift = (case % 40) as f64 / 100.0;
             let (n, m) = (150 + case % 7 * 60, 200 + case % 5 * 150);
@@ -1320,13 +1324,7 @@ mod drift_judgement_tests {
     fn a_mann_whitney_judgement_above_the_p_bound_decides_as_the_full_one() {
         let detector = drift_rule(MANN_WHITNEY);
         let (mut short, mut full_only) = (0, 0);
-        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut uniform = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 11) as f64 / (1u64 << 53) as f64
-        };
+        let mut uniform = uniform_from(0x9e37_79b9_7f4a_7c15);
         for case in 0..300 {
             let shift = (case % 30) as f64 / 100.0;
             let (n, m) = (80 + case % 7 * 40, 100 + case % 5 * 90);
