@@ -809,23 +809,23 @@ pub(crate) fn judge_drift(
         return not_holding(evidence);
     }
     let (effect, p_value, statistic) = match detector.test {
-        DriftTest::Ks if !full_evidence => match stats::ks_distance(reference, subject) {
-            Some(distance) if distance < detector.min_effect => {
-                evidence.statistic = Some(distance);
-                evidence.effect_size = Some(distance);
+        DriftTest::Ks => {
+            let Some(distance) = stats::KsDistance::between(reference, subject) else {
+                return not_holding(evidence);
+            };
+            let d = distance.statistic;
+            if !full_evidence && d < detector.min_effect {
+                evidence.statistic = Some(d);
+                evidence.effect_size = Some(d);
                 return Finding {
                     holds: false,
-                    value: distance,
+                    value: d,
                     threshold: detector.min_effect,
                     evidence,
                 };
             }
-            _ => return judge_drift(detector, reference_name, (subject, reference), true),
-        },
-        DriftTest::Ks => match stats::ks_two_sample(reference, subject) {
-            Some(outcome) => (outcome.statistic, Some(outcome.p_value), outcome.statistic),
-            None => return not_holding(evidence),
-        },
+            (d, Some(distance.p_value()), d)
+        }
         DriftTest::MannWhitney if !full_evidence => {
             match stats::mann_whitney_p(reference, subject) {
                 None => return not_holding(evidence),

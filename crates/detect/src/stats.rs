@@ -127,27 +127,23 @@ pub fn ks_two_sample(a: &[f64], b: &[f64]) -> Option<TestOutcome> {
     })
 }
 
-/// D of [`ks_two_sample`] alone, without its p-value.
+/// The two-sample KS distance of [`ks_two_sample`], with its p-value on demand.
 ///
 /// The exact p-value walks a band of the n × m lattice, which is most of the
 /// test's cost (a drift rule judges every source every minute); a judge that
 /// needs D past an effect size first can skip it for the many pairs below.
-pub fn ks_distance(a: &[f64], b: &[f64]) -> Option<f64> {
-    KsDistance::between(a, b).map(|distance| distance.statistic)
-}
-
-/// The two-sample KS distance, and what its p-value needs.
-struct KsDistance {
+pub struct KsDistance {
     n1: usize,
     n2: usize,
     /// D, snapped to the lattice `h / lcm` when the exact p-value applies.
-    statistic: f64,
+    pub statistic: f64,
     /// `(gcd, h)` when both samples are small enough for the exact p-value.
     lattice: Option<(u64, u64)>,
 }
 
 impl KsDistance {
-    fn between(a: &[f64], b: &[f64]) -> Option<KsDistance> {
+    /// D of `a` against `b` (need not be sorted); None when either is empty.
+    pub fn between(a: &[f64], b: &[f64]) -> Option<KsDistance> {
         let a = finite_sorted(a);
         let b = finite_sorted(b);
         let (n1, n2) = (a.len(), b.len());
@@ -194,7 +190,8 @@ impl KsDistance {
         })
     }
 
-    fn p_value(&self) -> f64 {
+    /// The p-value, as [`ks_two_sample`] gives it.
+    pub fn p_value(&self) -> f64 {
         let (n1, n2) = (self.n1, self.n2);
         let exact = self.lattice.and_then(|(g, h)| {
             let p = if h == 0 {
