@@ -202,7 +202,8 @@ impl Layout {
         self.root.join(format!("flushed-{}.json", self.writer))
     }
 
-    /// Where this writer notes its process id while it runs.
+    /// The writer's lock: held (`flock`) while it runs, with its process id
+    /// inside for the message a second writer gets.
     pub fn lock_path(&self) -> PathBuf {
         if self.writer == DEFAULT_WRITER {
             return self.root.join("writer.lock");

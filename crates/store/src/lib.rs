@@ -92,6 +92,18 @@ pub enum StoreError {
         /// The path given.
         path: PathBuf,
     },
+    /// Another process writes this directory under the same writer id.
+    #[error(
+        "{path}: the data directory is in use by writer '{writer}' ({holder}); stop it, or give this node another --node-id"
+    )]
+    InUse {
+        /// The lock file.
+        path: PathBuf,
+        /// The writer id.
+        writer: String,
+        /// Who holds it, as its pid file says.
+        holder: String,
+    },
     /// No such stream.
     #[error("unknown stream '{stream}'")]
     UnknownStream {

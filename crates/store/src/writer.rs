@@ -177,6 +177,47 @@ pub struct StoreWriter {
     schemas: BTreeMap<String, SchemaRef>,
     trash: Arc<Mutex<Vec<(PathBuf, Instant)>>>,
     stats: Arc<Mutex<WriterStats>>,
+    /// Held while the writer lives; the OS releases it on any exit, even
+    /// `kill -9`, so a crash never leaves a stale lock behind.
+    lock: Option<std::fs::File>,
+}
+
+/// Takes the writer's exclusive lock, or says who holds it: two processes
+/// appending to one WAL would interleave records and each recover the
+/// other's half-written files as its own.
+fn lock_writer(layout: &Layout) -> Result<std::fs::File, StoreError> {
+    use std::io::{Read, Seek, Write};
+    let path = layout.lock_path();
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| StoreError::io(&path, e))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            let holder = match pid.trim() {
+                "" => "another process".to_string(),
+                pid => format!("pid {pid}"),
+            };
+            return Err(StoreError::InUse {
+                path,
+                writer: layout.writer().to_string(),
+                holder,
+            });
+        }
+        Err(std::fs::TryLockError::Error(error)) => return Err(StoreError::io(&path, error)),
+    }
+    let note = file
+        .set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| file.write_all(std::process::id().to_string().as_bytes()));
+    note.map_err(|e| StoreError::io(&path, e))?;
+    Ok(file)
 }
 
 impl StoreWriter {
@@ -186,9 +227,7 @@ impl StoreWriter {
     pub fn open(root: &Path, options: StoreOptions) -> Result<StoreWriter, StoreError> {
         let layout = Layout::for_writer(root, &options.node_id)?;
         std::fs::create_dir_all(root).map_err(|e| StoreError::io(root, e))?;
-        let lock_path = layout.lock_path();
-        std::fs::write(&lock_path, std::process::id().to_string())
-            .map_err(|e| StoreError::io(&lock_path, e))?;
+        let lock = lock_writer(&layout)?;
         let mark = layout.read_flush_mark()?;
         // Delete what a crash left half-done (of this writer's files only:
         // another writer's are judged by its own mark).
@@ -255,7 +294,16 @@ impl StoreWriter {
             schemas,
             trash: Arc::new(Mutex::new(Vec::new())),
             stats: Arc::new(Mutex::new(WriterStats::default())),
+            lock: Some(lock),
         })
+    }
+
+    /// A crash, for tests in one process: nothing is flushed or closed;
+    /// only the lock goes, as it does when a process dies.
+    #[doc(hidden)]
+    pub fn crash(mut self) {
+        self.lock.take();
+        std::mem::forget(self);
     }
 
     /// The position passed with the last batch that reached the WAL before

@@ -178,7 +178,7 @@ fn a_crash_before_flush_loses_nothing_acknowledged_and_resumes_at_the_stored_pos
             )
             .unwrap();
         // A crash: no close, no flush.
-        std::mem::forget(writer);
+        writer.crash();
     }
     let mut writer = StoreWriter::open(dir.path(), options()).unwrap();
     assert_eq!(writer.recovered_position(), Some("p2"));
@@ -214,7 +214,7 @@ fn a_torn_wal_tail_is_cut_and_earlier_records_survive() {
                 Some("a"),
             )
             .unwrap();
-        std::mem::forget(writer);
+        writer.crash();
     }
     let wal = std::fs::read_dir(dir.path().join("wal"))
         .unwrap()
@@ -787,4 +787,32 @@ fn segments_named_before_writer_ids_still_read_and_compact() {
     let ids = stored_request_ids(dir.path());
     assert_eq!(ids.len(), 120);
     assert!(ids.values().all(|&n| n == 1));
+}
+
+#[test]
+fn a_second_writer_with_the_same_id_is_refused_with_the_holders_pid() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = StoreWriter::open(dir.path(), options()).unwrap();
+    let Err(error) = StoreWriter::open(dir.path(), options()) else {
+        panic!("a second writer with the same id opened");
+    };
+    let message = error.to_string();
+    assert!(matches!(error, StoreError::InUse { .. }), "{message}");
+    assert!(
+        message.contains(&format!("pid {}", std::process::id())) && message.contains("--node-id"),
+        "{message}"
+    );
+    // Another writer id shares the directory.
+    let other = StoreWriter::open(
+        dir.path(),
+        StoreOptions {
+            node_id: "east".into(),
+            ..options()
+        },
+    )
+    .unwrap();
+    // The lock goes with its writer.
+    first.close().unwrap();
+    StoreWriter::open(dir.path(), options()).unwrap();
+    drop(other);
 }
