@@ -131,6 +131,11 @@ pub struct NodeArgs {
     /// How far ahead of the clock the events agree on an event may be.
     #[arg(long, default_value = "2m", value_name = "DURATION")]
     pub max_future: String,
+    /// With --correlations: how far behind the inference events' clock a
+    /// side-stream row (auth, feature store…) may arrive and still be
+    /// correlated; later rows are dropped as late.
+    #[arg(long, default_value = "30s", value_name = "DURATION")]
+    pub correlation_lateness: String,
     /// With --rules: when no event has arrived for this long, move
     /// detection's clock on by the wall time since the last one, and again
     /// every such period (so `volume-drop` fires during an outage);
@@ -255,6 +260,11 @@ fn apply_config(args: &mut ServeArgs, matches: &clap::ArgMatches) -> anyhow::Res
         config.max_decompressed_size
     );
     fill!(node.max_future, "max_future", config.max_future);
+    fill!(
+        node.correlation_lateness,
+        "correlation_lateness",
+        config.correlation_lateness
+    );
     fill!(node.idle_after, "idle_after", config.idle_after);
     fill!(node.query_timeout, "query_timeout", config.query_timeout);
     fill!(node.query_max_rows, "query_max_rows", config.query_max_rows);
@@ -504,6 +514,7 @@ pub(crate) async fn serve_node_until(
         queue: node.queue.max(1),
         open: node.open,
         max_future: node.max_future.clone(),
+        correlation_lateness: node.correlation_lateness.clone(),
         http: HttpOptions {
             elasticsearch_version: node.elasticsearch_version.clone(),
             max_request_bytes: size(&node.max_request_size, "--max-request-size")?,

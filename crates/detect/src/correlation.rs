@@ -396,6 +396,12 @@ impl CorrelationEngine {
         self.released_before.max(from_data)
     }
 
+    /// Changes how late a finding may arrive (before the first one comes:
+    /// a serving node sets it from its configuration).
+    pub fn set_allowed_lateness(&mut self, lateness: i64) {
+        self.config.allowed_lateness = lateness;
+    }
+
     /// Findings dropped because they arrived after the watermark passed them.
     pub fn late_dropped(&self) -> u64 {
         self.late_dropped

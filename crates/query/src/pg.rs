@@ -22,7 +22,7 @@
 //!   (rustls), with SCRAM channel binding when TLS is on. With
 //!   [`PgOptions::with_logins`] (the node with tokens on) the password is
 //!   instead a read token, checked against its stored SCRAM verifier
-//!   ([`crate::scram`]).
+//!   ([`crate::scram`]), with channel binding on TLS connections too.
 //! - **No default password.** [`PgOptions::new`] without a password generates
 //!   a random one, and only for a loopback address; a wider address without a
 //!   configured password is refused.
@@ -327,6 +327,8 @@ struct Shared {
     parameters: Arc<DefaultServerParameterProvider>,
     /// PEM of the certificate chain, for SCRAM channel binding.
     certificate_pem: Option<Vec<u8>>,
+    /// Its `tls-server-end-point` hash, for token logins' channel binding.
+    certificate_hash: Option<Arc<Vec<u8>>>,
 }
 
 impl Shared {
@@ -337,6 +339,7 @@ impl Shared {
                 tokens.user.clone(),
                 tokens.fallback_salt.clone(),
                 self.parameters.clone(),
+                self.certificate_hash.clone(),
             )),
             None => {
                 let mut scram = ScramAuth::new(self.secret.clone());
@@ -397,6 +400,17 @@ pub async fn serve_postgres(
             }
         }),
         parameters: Arc::new(parameters),
+        certificate_hash: match certificate_pem
+            .as_deref()
+            .map(crate::scram::tls_server_end_point)
+        {
+            Some(Ok(hash)) => Some(Arc::new(hash)),
+            Some(Err(error)) if options.logins.is_some() => {
+                eprintln!("postgres: token logins are offered without channel binding: {error}");
+                None
+            }
+            _ => None,
+        },
         certificate_pem,
     };
     // Fail at start, not on the first connection, if the certificate is unusable.

@@ -22,9 +22,15 @@
 //! server must send a salt before the client's proof arrives, so every
 //! verifier a [`PgLogins`] offers for one login shares one salt and
 //! iteration count (the tokens file keeps one), and the proof is tried
-//! against each of them. Channel binding (`SCRAM-SHA-256-PLUS`) is not
-//! offered on this path; with TLS on, clients use `SCRAM-SHA-256` inside
-//! the TLS session.
+//! against each of them.
+//!
+//! With TLS on, a TLS connection is also offered `SCRAM-SHA-256-PLUS` with
+//! `tls-server-end-point` channel binding (RFC 5929): the proof then covers
+//! the hash of the server's certificate, so a man in the middle holding
+//! another certificate cannot relay the login (`psql
+//! channel_binding=require`). A client that could bind but was told the
+//! server cannot (`y`) is refused on a connection that offered it, as
+//! Postgres does: that is a downgrade.
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -55,6 +61,40 @@ pub const SCRAM_ITERATIONS: u32 = 4096;
 
 /// The mechanism offered.
 const MECHANISM: &str = "SCRAM-SHA-256";
+
+/// The mechanism with channel binding, offered on TLS connections.
+const MECHANISM_PLUS: &str = "SCRAM-SHA-256-PLUS";
+
+/// The one channel-binding type offered (RFC 5929; what Postgres uses).
+const BINDING_TYPE: &str = "tls-server-end-point";
+
+/// `tls-server-end-point` data: the hash of the server's (first)
+/// certificate, with the hash of its signature algorithm, SHA-256 for MD5
+/// and SHA-1 (RFC 5929 section 4.1).
+pub(crate) fn tls_server_end_point(certificates_pem: &[u8]) -> Result<Vec<u8>, QueryError> {
+    use x509_certificate::{CapturedX509Certificate, SignatureAlgorithm};
+    let certificates = CapturedX509Certificate::from_pem_multiple(certificates_pem)
+        .map_err(|error| QueryError::Tls(format!("reading the certificate: {error}")))?;
+    let certificate = certificates
+        .first()
+        .ok_or_else(|| QueryError::Tls("no certificate in the PEM".into()))?;
+    let der = certificate.constructed_data();
+    match certificate.signature_algorithm() {
+        Some(SignatureAlgorithm::RsaSha384 | SignatureAlgorithm::EcdsaSha384) => {
+            Ok(sha2::Sha384::digest(der).to_vec())
+        }
+        Some(SignatureAlgorithm::RsaSha512) => Ok(sha2::Sha512::digest(der).to_vec()),
+        Some(
+            SignatureAlgorithm::RsaSha1
+            | SignatureAlgorithm::RsaSha256
+            | SignatureAlgorithm::EcdsaSha256,
+        ) => Ok(sha256(der).to_vec()),
+        // Ed25519 signs without a separate hash: RFC 5929 names none.
+        _ => Err(QueryError::Tls(
+            "the certificate's signature algorithm names no hash for channel binding".into(),
+        )),
+    }
+}
 
 type HmacSha256 = hmac::Hmac<Sha256>;
 
@@ -181,7 +221,9 @@ enum Exchange {
     Initial,
     /// The server's first message is sent; waiting for the proof.
     ServerFirstSent {
-        gs2_header: String,
+        /// What the client's `c=` must hold: the gs2 header, and with
+        /// `p=` the certificate hash after it.
+        channel_binding: Vec<u8>,
         client_first_bare: String,
         server_first: String,
         nonce: String,
@@ -198,6 +240,10 @@ pub(crate) struct ScramStartup {
     /// exchange looks the same and fails at its end.
     fallback_salt: Arc<Vec<u8>>,
     parameters: Arc<DefaultServerParameterProvider>,
+    /// The certificate hash, when TLS is on (see [`tls_server_end_point`]).
+    certificate_hash: Option<Arc<Vec<u8>>>,
+    /// Whether this connection was offered channel binding.
+    offered_plus: std::sync::atomic::AtomicBool,
     keys: RandomPidSecretKeyGenerator,
     exchange: tokio::sync::Mutex<Exchange>,
 }
@@ -208,12 +254,15 @@ impl ScramStartup {
         user: Option<String>,
         fallback_salt: Arc<Vec<u8>>,
         parameters: Arc<DefaultServerParameterProvider>,
+        certificate_hash: Option<Arc<Vec<u8>>>,
     ) -> ScramStartup {
         ScramStartup {
             logins,
             user,
             fallback_salt,
             parameters,
+            certificate_hash,
+            offered_plus: std::sync::atomic::AtomicBool::new(false),
             keys: RandomPidSecretKeyGenerator::default(),
             exchange: tokio::sync::Mutex::new(Exchange::Initial),
         }
@@ -233,23 +282,39 @@ fn malformed(what: &str) -> PgWireError {
     refused("08P01", format!("malformed SCRAM message: {what}"))
 }
 
-/// `n,,n=user,r=nonce` → (gs2 header `n,,`, bare `n=user,r=nonce`, nonce).
-fn parse_client_first(message: &str) -> PgWireResult<(String, String, String)> {
+/// How a client-first message asks to bind the channel.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Binding {
+    /// `n`: the client does not bind.
+    None,
+    /// `y`: the client could, but believes the server cannot.
+    ClientOnly,
+    /// `p=tls-server-end-point`.
+    ServerEndPoint,
+}
+
+/// `n,,n=user,r=nonce` → (gs2 header `n,,`, bare `n=user,r=nonce`, nonce,
+/// binding).
+fn parse_client_first(message: &str) -> PgWireResult<(String, String, String, Binding)> {
     let mut parts = message.splitn(3, ',');
     let flag = parts.next().unwrap_or_default();
     let authzid = parts.next().ok_or_else(|| malformed("no gs2 header"))?;
     let bare = parts.next().ok_or_else(|| malformed("no user and nonce"))?;
-    match flag {
-        // `y`: the client could bind but believes the server cannot; true here.
-        "n" | "y" => {}
+    let binding = match flag {
+        "n" => Binding::None,
+        "y" => Binding::ClientOnly,
+        _ if flag == format!("p={BINDING_TYPE}") => Binding::ServerEndPoint,
         _ if flag.starts_with("p=") => {
             return Err(refused(
                 "28000",
-                "channel binding (SCRAM-SHA-256-PLUS) is not offered for token logins; use SCRAM-SHA-256".into(),
+                format!(
+                    "channel binding type {} is not supported; use {BINDING_TYPE}",
+                    &flag[2..]
+                ),
             ))
         }
         _ => return Err(malformed("unknown channel-binding flag")),
-    }
+    };
     if bare.starts_with("m=") {
         return Err(malformed("unsupported mandatory extension"));
     }
@@ -262,13 +327,43 @@ fn parse_client_first(message: &str) -> PgWireResult<(String, String, String)> {
         format!("{flag},{authzid},"),
         bare.to_string(),
         nonce.to_string(),
+        binding,
     ))
 }
 
 impl ScramStartup {
-    fn server_first(&self, data: &[u8]) -> PgWireResult<(String, Exchange)> {
+    fn server_first(&self, mechanism: &str, data: &[u8]) -> PgWireResult<(String, Exchange)> {
         let message = std::str::from_utf8(data).map_err(|_| malformed("not UTF-8"))?;
-        let (gs2_header, client_first_bare, client_nonce) = parse_client_first(message)?;
+        let (gs2_header, client_first_bare, client_nonce, binding) = parse_client_first(message)?;
+        let offered_plus = self.offered_plus.load(std::sync::atomic::Ordering::Relaxed);
+        let mut channel_binding = gs2_header.into_bytes();
+        match (mechanism == MECHANISM_PLUS, binding) {
+            (true, Binding::ServerEndPoint) => match (&self.certificate_hash, offered_plus) {
+                (Some(hash), true) => channel_binding.extend_from_slice(hash),
+                _ => {
+                    return Err(refused(
+                        "28000",
+                        format!("{MECHANISM_PLUS} needs a TLS connection"),
+                    ))
+                }
+            },
+            (true, _) => {
+                return Err(malformed(
+                    "SCRAM-SHA-256-PLUS was chosen but the client does not bind the channel",
+                ))
+            }
+            (false, Binding::ServerEndPoint) => {
+                return Err(malformed(
+                    "the client binds the channel but did not choose SCRAM-SHA-256-PLUS",
+                ))
+            }
+            (false, Binding::ClientOnly) if offered_plus => return Err(refused(
+                "28000",
+                "SCRAM channel binding negotiation error: the server offered SCRAM-SHA-256-PLUS"
+                    .into(),
+            )),
+            (false, _) => {}
+        }
         let mut candidates = self.logins.candidates();
         let (salt, iterations) = match candidates.first() {
             Some(first) => (first.verifier.salt.clone(), first.verifier.iterations),
@@ -283,7 +378,7 @@ impl ScramStartup {
         Ok((
             server_first.clone(),
             Exchange::ServerFirstSent {
-                gs2_header,
+                channel_binding,
                 client_first_bare,
                 server_first,
                 nonce,
@@ -301,7 +396,7 @@ fn server_final(
     required_user: Option<&str>,
 ) -> PgWireResult<String> {
     let Exchange::ServerFirstSent {
-        gs2_header,
+        channel_binding,
         client_first_bare,
         server_first,
         nonce,
@@ -323,7 +418,7 @@ fn server_final(
         .next()
         .and_then(|attribute| attribute.strip_prefix("r="))
         .ok_or_else(|| malformed("no nonce"))?;
-    if binding != STANDARD.encode(gs2_header) {
+    if binding != STANDARD.encode(channel_binding) {
         return Err(malformed("channel binding does not match"));
     }
     if final_nonce != nonce {
@@ -383,9 +478,17 @@ impl StartupHandler for ScramStartup {
                 protocol_negotiation(client, startup).await?;
                 save_startup_parameters_to_metadata(client, startup);
                 client.set_state(PgWireConnectionState::AuthenticationInProgress);
+                let plus = client.is_secure() && self.certificate_hash.is_some();
+                self.offered_plus
+                    .store(plus, std::sync::atomic::Ordering::Relaxed);
+                let mut mechanisms = vec![MECHANISM.to_string()];
+                if plus {
+                    // Postgres' order: the stronger one first.
+                    mechanisms.insert(0, MECHANISM_PLUS.to_string());
+                }
                 client
                     .send(PgWireBackendMessage::Authentication(Authentication::SASL(
-                        vec![MECHANISM.to_string()],
+                        mechanisms,
                     )))
                     .await?;
             }
@@ -394,7 +497,8 @@ impl StartupHandler for ScramStartup {
                 match &*exchange {
                     Exchange::Initial => {
                         let initial = message.into_sasl_initial_response()?;
-                        if initial.auth_method != MECHANISM {
+                        if initial.auth_method != MECHANISM && initial.auth_method != MECHANISM_PLUS
+                        {
                             return Err(refused(
                                 "28000",
                                 format!(
@@ -407,7 +511,7 @@ impl StartupHandler for ScramStartup {
                             .data
                             .as_ref()
                             .ok_or_else(|| malformed("empty client-first message"))?;
-                        let (server_first, next) = self.server_first(data)?;
+                        let (server_first, next) = self.server_first(&initial.auth_method, data)?;
                         client
                             .send(PgWireBackendMessage::Authentication(
                                 Authentication::SASLContinue(server_first.into_bytes().into()),
@@ -474,14 +578,117 @@ mod tests {
     }
 
     #[test]
-    fn the_client_first_message_is_read_and_channel_binding_is_refused() {
-        let (header, bare, nonce) = parse_client_first("n,,n=,r=abc").unwrap();
+    fn the_client_first_message_is_read_with_its_channel_binding() {
+        let (header, bare, nonce, binding) = parse_client_first("n,,n=,r=abc").unwrap();
         assert_eq!(
-            (header.as_str(), bare.as_str(), nonce.as_str()),
-            ("n,,", "n=,r=abc", "abc")
+            (header.as_str(), bare.as_str(), nonce.as_str(), binding),
+            ("n,,", "n=,r=abc", "abc", Binding::None)
         );
-        assert!(parse_client_first("p=tls-server-end-point,,n=,r=abc").is_err());
+        let (header, _, _, binding) =
+            parse_client_first("p=tls-server-end-point,,n=,r=abc").unwrap();
+        assert_eq!(
+            (header.as_str(), binding),
+            ("p=tls-server-end-point,,", Binding::ServerEndPoint)
+        );
+        assert_eq!(
+            parse_client_first("y,,n=,r=abc").unwrap().3,
+            Binding::ClientOnly
+        );
+        assert!(parse_client_first("p=tls-unique,,n=,r=abc").is_err());
         assert!(parse_client_first("n,,m=x,n=,r=abc").is_err());
         assert!(parse_client_first("n,,n=").is_err());
+    }
+
+    #[derive(Debug)]
+    struct OneToken(ScramVerifier);
+
+    impl PgLogins for OneToken {
+        fn candidates(&self) -> Vec<PgLoginCandidate> {
+            vec![PgLoginCandidate {
+                verifier: self.0.clone(),
+                refusal: None,
+            }]
+        }
+    }
+
+    /// A client's final message for `exchange`, binding `channel_binding`.
+    fn client_final(password: &str, exchange: &Exchange, channel_binding: &[u8]) -> String {
+        let Exchange::ServerFirstSent {
+            client_first_bare,
+            server_first,
+            nonce,
+            candidates,
+            ..
+        } = exchange
+        else {
+            panic!("no server-first message");
+        };
+        let verifier = &candidates[0].verifier;
+        let salted = gen_salted_password(password, &verifier.salt, verifier.iterations as usize);
+        let client_key = hmac(&salted, b"Client Key");
+        let without_proof = format!("c={},r={nonce}", STANDARD.encode(channel_binding));
+        let auth_message = format!("{client_first_bare},{server_first},{without_proof}");
+        let signature = hmac(&sha256(&client_key), auth_message.as_bytes());
+        let proof: Vec<u8> = client_key
+            .iter()
+            .zip(signature)
+            .map(|(k, s)| k ^ s)
+            .collect();
+        format!("{without_proof},p={}", STANDARD.encode(proof))
+    }
+
+    #[test]
+    fn a_tls_login_binds_the_certificate_hash_and_a_downgrade_is_refused() {
+        let verifier = ScramVerifier::derive("iw_token", &ScramVerifier::random_salt(), 4096);
+        let hash = vec![7u8; 32];
+        let startup = ScramStartup::new(
+            Arc::new(OneToken(verifier)),
+            None,
+            Arc::new(ScramVerifier::random_salt()),
+            Arc::new(DefaultServerParameterProvider::default()),
+            Some(Arc::new(hash.clone())),
+        );
+        startup
+            .offered_plus
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let header = "p=tls-server-end-point,,";
+        let (_, exchange) = startup
+            .server_first(MECHANISM_PLUS, format!("{header}n=,r=abc").as_bytes())
+            .unwrap();
+        let bound = [header.as_bytes(), &hash].concat();
+        let good = client_final("iw_token", &exchange, &bound);
+        assert!(server_final(&exchange, good.as_bytes(), "me", None)
+            .unwrap()
+            .starts_with("v="));
+        // A relay that terminated TLS with another certificate hashes another one.
+        let relayed = client_final(
+            "iw_token",
+            &exchange,
+            &[header.as_bytes(), &[8u8; 32]].concat(),
+        );
+        assert!(server_final(&exchange, relayed.as_bytes(), "me", None).is_err());
+        let wrong = client_final("other", &exchange, &bound);
+        assert!(server_final(&exchange, wrong.as_bytes(), "me", None).is_err());
+        // The mechanism and the client's flag must agree, and a client told
+        // (by someone in between) that the server cannot bind is refused.
+        assert!(startup
+            .server_first(MECHANISM_PLUS, b"n,,n=,r=abc")
+            .is_err());
+        assert!(startup
+            .server_first(MECHANISM, format!("{header}n=,r=abc").as_bytes())
+            .is_err());
+        assert!(startup.server_first(MECHANISM, b"y,,n=,r=abc").is_err());
+        let (_, plain) = startup.server_first(MECHANISM, b"n,,n=,r=abc").unwrap();
+        let good = client_final("iw_token", &plain, b"n,,");
+        assert!(server_final(&plain, good.as_bytes(), "me", None).is_ok());
+        // Without TLS on the connection, PLUS was not offered: `y` is fine
+        // and PLUS is refused.
+        startup
+            .offered_plus
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        assert!(startup.server_first(MECHANISM, b"y,,n=,r=abc").is_ok());
+        assert!(startup
+            .server_first(MECHANISM_PLUS, format!("{header}n=,r=abc").as_bytes())
+            .is_err());
     }
 }

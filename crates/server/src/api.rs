@@ -996,7 +996,7 @@ pub async fn reload_rules(State(state): State<Arc<AppState>>, headers: HeaderMap
                     slos.as_ref(),
                     &source.dead_letter_path,
                 )
-                .map(crate::correlator::Correlator::follow_clock)
+                .map(|correlator| correlator.follow_clock(source.correlation_lateness))
             })
             .transpose()?;
         Ok::<_, crate::ServerError>((
@@ -1432,16 +1432,15 @@ pub async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> 
                 .get_or_create(&crate::metrics::labels(&[("state", alert_state)]))
                 .set(gauge(count as u64));
         }
-        if let Some(clock) = share
-            .snapshot
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clock
-        {
+        let snapshot = share.snapshot.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(clock) = snapshot.clock {
             metrics
                 .detection_clock_seconds
                 .set(clock.div_euclid(1_000_000_000));
         }
+        metrics
+            .correlation_late_findings
+            .set(gauge(snapshot.correlation_late));
     }
     // Prometheus asks for OpenMetrics; anyone else gets the classic text.
     let openmetrics = headers

@@ -69,6 +69,11 @@ pub struct RunConfig {
     /// (default `2m`); further ahead is a `future_timestamp` dead letter.
     #[serde(default)]
     pub max_future: Option<String>,
+    /// With `follow` and correlations: how far behind the inference
+    /// events' clock a side-stream row may arrive and still be correlated
+    /// (default `30s`); later rows are dropped as late.
+    #[serde(default)]
+    pub correlation_lateness: Option<String>,
     /// Actions file (webhook, alertmanager, slack, pagerduty, command,
     /// rollback): notifications go there, through the same notification
     /// pipeline as `detect --actions` and `serve --actions`, with its state
@@ -293,6 +298,12 @@ pub fn run_config(
         .as_ref()
         .map(|path| crate::one_pass::load_slo_evaluator(path, &decoder))
         .transpose()?;
+    let correlation_lateness = inferwatch_core::parse_duration(
+        config
+            .correlation_lateness
+            .as_deref()
+            .unwrap_or(inferwatch_detect::DEFAULT_ALLOWED_LATENESS),
+    )?;
     let correlations = match &config.correlations {
         Some(path) => {
             let streams: Vec<StreamSpec> = config
@@ -307,7 +318,7 @@ pub fn run_config(
                 Correlator::load_beside(path, &streams, &engine, slos.as_ref(), &dead_letter_path)?;
             // Followed input never ends, so its clock must judge them.
             Some(if config.follow {
-                correlator.follow_clock()
+                correlator.follow_clock(correlation_lateness)
             } else {
                 correlator
             })

@@ -348,6 +348,9 @@ pub struct Correlator {
     refused_events: u64,
     /// The correlation engine's allowed lateness.
     lateness: i64,
+    /// How far the rules' alerts lag the newest event; the lateness
+    /// includes it.
+    alert_delay: i64,
     /// Whether detection's clock moves the watermark (see
     /// [`Correlator::follow_clock`]).
     follows_clock: bool,
@@ -438,6 +441,7 @@ impl Correlator {
             refused_lines: Vec::new(),
             refused_events: 0,
             lateness,
+            alert_delay,
             follows_clock: false,
         };
         for index in 0..correlator.streams.len() {
@@ -472,9 +476,12 @@ impl Correlator {
     /// lateness), so a correlation is judged while traffic goes on even
     /// when no later finding comes. A finite replay needs no such thing:
     /// its end evaluates everything ([`Correlator::finish`]). Side rows
-    /// sent later than that lateness behind the inference events are late.
-    pub fn follow_clock(mut self) -> Correlator {
+    /// sent more than `side_lateness` behind the inference events' clock
+    /// (plus the rules' alert delay) are late, and dropped as late.
+    pub fn follow_clock(mut self, side_lateness: i64) -> Correlator {
         self.follows_clock = true;
+        self.lateness = side_lateness.max(0).saturating_add(self.alert_delay);
+        self.engine.set_allowed_lateness(self.lateness);
         self
     }
 

@@ -247,6 +247,8 @@ pub struct RulesSnapshot {
     pub events: u64,
     /// Each SLO's error budget per group, at its last evaluated boundary.
     pub slos: Vec<inferwatch_detect::BudgetReport>,
+    /// Findings the correlations dropped as late.
+    pub correlation_late: u64,
 }
 
 /// Where the running rules came from, so `POST /api/v1/rules/reload` can
@@ -261,6 +263,9 @@ pub struct RulesSource {
     pub slos: Option<std::path::PathBuf>,
     /// The correlations file or directory, loaded again with the rules.
     pub correlations: Option<std::path::PathBuf>,
+    /// How late a side-stream row may be (nanoseconds; see
+    /// [`crate::correlator::Correlator::follow_clock`]).
+    pub correlation_lateness: i64,
     /// Where refused side-stream lines go (the correlations' loader needs it).
     pub dead_letter_path: std::path::PathBuf,
 }

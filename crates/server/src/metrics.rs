@@ -52,6 +52,8 @@ pub struct Metrics {
     pub alerts: Family<Labels, Gauge>,
     /// Detection's clock, Unix seconds.
     pub detection_clock_seconds: Gauge,
+    /// Findings the correlations dropped as late since they were loaded.
+    pub correlation_late_findings: Gauge,
     /// Per protocol: events stored, for rates.
     events_by_protocol: [AtomicU64; PROTOCOLS.len()],
     rates: Mutex<RateWindow>,
@@ -86,6 +88,7 @@ impl Metrics {
         let store_buffered_rows = Gauge::default();
         let alerts = Family::<Labels, Gauge>::default();
         let detection_clock_seconds = Gauge::default();
+        let correlation_late_findings = Gauge::default();
         registry.register(
             "ingest_events",
             "Events stored, by ingest protocol and stream",
@@ -147,6 +150,11 @@ impl Metrics {
             "Detection's event-time clock, Unix seconds",
             detection_clock_seconds.clone(),
         );
+        registry.register(
+            "correlation_late_findings",
+            "Side-stream rows and alerts the correlations dropped as later than --correlation-lateness, since they were loaded",
+            correlation_late_findings.clone(),
+        );
         Metrics {
             registry,
             ingest_events,
@@ -162,6 +170,7 @@ impl Metrics {
             store_buffered_rows,
             alerts,
             detection_clock_seconds,
+            correlation_late_findings,
             events_by_protocol: Default::default(),
             rates: Mutex::new(RateWindow::default()),
         }

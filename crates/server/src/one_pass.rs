@@ -707,6 +707,10 @@ impl Detection {
                 clock: self.engine.stats().clock,
                 events: self.engine.stats().events,
                 slos: self.slos.as_ref().map_or(Vec::new(), SloEvaluator::report),
+                correlation_late: self
+                    .correlations
+                    .as_ref()
+                    .map_or(0, |correlations| correlations.dropped().0),
             };
             *share.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = snapshot;
         }

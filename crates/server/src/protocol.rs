@@ -14,10 +14,11 @@ use base64::Engine as _;
 use inferwatch_core::{format_timestamp, DEFAULT_STREAM};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
-use serde_json::{Map, Value};
+use serde::de::IgnoredAny;
+use std::borrow::Cow;
 
 /// One stream's lines.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Group {
     /// The stream.
     pub stream: String,
@@ -116,64 +117,239 @@ pub struct BulkAction {
     pub id: Option<String>,
 }
 
+/// A JSON object written member by member into one line. A key already
+/// written is skipped, so the first writer of a key wins. Callers write in
+/// order of precedence (a record's own keys before the metadata around
+/// it), which replaces building a `serde_json::Map` per event and
+/// serialising it again: the members of the record are copied as the
+/// client wrote them, never parsed into values.
+struct ObjectLine<'a> {
+    line: Vec<u8>,
+    keys: Vec<Cow<'a, str>>,
+}
+
+impl<'a> ObjectLine<'a> {
+    fn new() -> Self {
+        ObjectLine {
+            line: b"{".to_vec(),
+            keys: Vec::new(),
+        }
+    }
+
+    /// Starts from an object's text, kept as it is; its keys are read (and
+    /// the object checked) so that later members cannot repeat them.
+    fn from_object(object: &'a [u8]) -> Result<Self, String> {
+        let object = object.trim_ascii();
+        let mut keys = Vec::new();
+        for member in sonic_rs::to_object_iter(object) {
+            let (key, _) = member.map_err(|error| error.to_string())?;
+            keys.push(key);
+        }
+        // The iterator stopped at the closing brace; the text is the object.
+        let body = object
+            .strip_suffix(b"}")
+            .ok_or_else(|| "an object must end with '}'".to_string())?;
+        Ok(ObjectLine {
+            line: body.to_vec(),
+            keys,
+        })
+    }
+
+    /// As [`ObjectLine::from_object`], for text that may hold more than one
+    /// value (a raw line, a string): it must be exactly one object.
+    fn from_object_text(text: &'a [u8]) -> Result<Self, String> {
+        serde_json::from_slice::<IgnoredAny>(text).map_err(|error| error.to_string())?;
+        Self::from_object(text)
+    }
+
+    fn has(&self, key: &str) -> bool {
+        self.keys.iter().any(|known| known == key)
+    }
+
+    /// Writes `"key":` unless the key is there already.
+    fn open_member(&mut self, key: Cow<'a, str>) -> bool {
+        if self.has(&key) {
+            return false;
+        }
+        if !self.keys.is_empty() {
+            self.line.push(b',');
+        }
+        write_json_string(&mut self.line, &key);
+        self.line.push(b':');
+        self.keys.push(key);
+        true
+    }
+
+    /// A member whose value is JSON text already checked.
+    fn push_raw(&mut self, key: impl Into<Cow<'a, str>>, value: &[u8]) {
+        if self.open_member(key.into()) {
+            self.line.extend_from_slice(value);
+        }
+    }
+
+    /// A member whose value is a string.
+    fn push_str(&mut self, key: impl Into<Cow<'a, str>>, value: &str) {
+        if self.open_member(key.into()) {
+            write_json_string(&mut self.line, value);
+        }
+    }
+
+    /// The members of another object's text, below those written.
+    fn push_members(&mut self, object: &'a [u8]) -> Result<(), String> {
+        for member in sonic_rs::to_object_iter(object) {
+            let (key, value) = member.map_err(|error| error.to_string())?;
+            self.push_raw(key, value.as_raw_str().as_bytes());
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        self.line.push(b'}');
+        self.line
+    }
+}
+
+fn write_json_string(out: &mut Vec<u8>, text: &str) {
+    // Writing a str into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, text);
+}
+
+/// `part` as the slice of `whole` it is, with `whole`'s lifetime: sonic's
+/// lazy values point into their input but lend it only as long as
+/// themselves. `None` if `part` lies elsewhere.
+fn within<'a>(whole: &'a [u8], part: &[u8]) -> Option<&'a [u8]> {
+    let start = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
+    whole.get(start..start.checked_add(part.len())?)
+}
+
+/// Whether JSON text is an object (by its first character).
+fn is_object(json: &[u8]) -> bool {
+    json.trim_ascii_start().first() == Some(&b'{')
+}
+
+/// A JSON string's text, unescaped; `None` if `json` is not a string.
+fn json_string(json: &[u8]) -> Option<Cow<'_, str>> {
+    if json.trim_ascii_start().first() != Some(&b'"') {
+        return None;
+    }
+    serde_json::from_slice::<Cow<'_, str>>(json).ok()
+}
+
+/// Non-empty lines of a body, found with memchr (a byte-by-byte split
+/// was most of the framing's time), with their 1-based numbers.
+fn body_lines(body: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
+    let mut start = 0;
+    memchr::memchr_iter(b'\n', body)
+        .chain(std::iter::once(body.len()))
+        .enumerate()
+        .filter_map(move |(index, end)| {
+            let line = body.get(start..end).unwrap_or_default();
+            start = end + 1;
+            let line = line.trim_ascii();
+            (!line.is_empty()).then_some((index + 1, line))
+        })
+}
+
+/// An action line, `{"index": {"_index": …, "_id": …}}`, read without
+/// building a `serde_json::Value`.
+struct ActionLine<'a> {
+    action: Cow<'a, str>,
+    meta: ActionMeta<'a>,
+    /// Keys in the line (exactly one is an action line).
+    keys: usize,
+}
+
+#[derive(Default, serde::Deserialize)]
+struct ActionMeta<'a> {
+    #[serde(rename = "_index", borrow, default)]
+    index: Option<Cow<'a, str>>,
+    #[serde(rename = "_id", default)]
+    id: Option<DocumentId>,
+}
+
+/// Elasticsearch takes a string or a number as `_id`.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum DocumentId {
+    Text(String),
+    Number(serde_json::Number),
+}
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for ActionLine<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Members;
+        impl<'de> serde::de::Visitor<'de> for Members {
+            type Value = ActionLine<'de>;
+            fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+                formatter.write_str("an action object")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut map: M,
+            ) -> Result<Self::Value, M::Error> {
+                let mut line = ActionLine {
+                    action: Cow::Borrowed(""),
+                    meta: ActionMeta::default(),
+                    keys: 0,
+                };
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    line.keys += 1;
+                    if line.keys == 1 {
+                        line.action = key;
+                        line.meta = map.next_value::<Option<ActionMeta>>()?.unwrap_or_default();
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(line)
+            }
+        }
+        deserializer.deserialize_map(Members)
+    }
+}
+
 /// Frames an Elasticsearch `_bulk` body: action lines, each but `delete`
 /// followed by a document line. `index` and `create` documents are stored
 /// in the stream their index names (`default_index` when the action names
-/// none); `update` and `delete` are refused per item, since inferwatch
-/// never changes what it stored. A line that is not a JSON action is an
-/// error for the whole request, as in Elasticsearch.
+/// none), their text as the client sent it; `update` and `delete` are
+/// refused per item, since inferwatch never changes what it stored. A line
+/// that is not a JSON action is an error for the whole request, as in
+/// Elasticsearch.
 pub fn frame_bulk(
     default_index: Option<&str>,
     body: &[u8],
 ) -> Result<(Framed, Vec<BulkAction>), String> {
     let mut framed = Framed::default();
     let mut actions = Vec::new();
-    let mut lines = body
-        .split(|&byte| byte == b'\n')
-        .enumerate()
-        .filter(|(_, line)| !line.trim_ascii().is_empty());
+    let mut lines = body_lines(body);
     while let Some((number, line)) = lines.next() {
-        let action: Value = serde_json::from_slice(line).map_err(|error| {
-            format!(
-                "line {}: malformed action/metadata line: {error}",
-                number + 1
-            )
-        })?;
-        let Some((name, meta)) = action
-            .as_object()
-            .filter(|object| object.len() == 1)
-            .and_then(|object| object.iter().next())
-        else {
+        let action: ActionLine = serde_json::from_slice(line)
+            .map_err(|error| format!("line {number}: malformed action/metadata line: {error}"))?;
+        if action.keys != 1 {
             return Err(format!(
-                "line {}: an action line is an object with one key (index, create, update or delete)",
-                number + 1
+                "line {number}: an action line is an object with one key (index, create, update or delete)"
             ));
-        };
-        let index = meta
-            .get("_index")
-            .and_then(Value::as_str)
+        }
+        let index = action
+            .meta
+            .index
+            .as_deref()
             .or(default_index)
             .unwrap_or(DEFAULT_STREAM)
             .to_string();
-        let id = meta.get("_id").and_then(|id| match id {
-            Value::String(text) => Some(text.clone()),
-            Value::Number(number) => Some(number.to_string()),
-            _ => None,
+        let id = action.meta.id.map(|id| match id {
+            DocumentId::Text(text) => text,
+            DocumentId::Number(number) => number.to_string(),
         });
-        let bulk_action = BulkAction {
-            action: name.clone(),
-            index: index.clone(),
-            id,
-        };
-        match name.as_str() {
+        let name = action.action;
+        match name.as_ref() {
             "index" | "create" => {
                 let Some((_, document)) = lines.next() else {
                     return Err(format!(
-                        "line {}: the {name} action has no document line",
-                        number + 1
+                        "line {number}: the {name} action has no document line"
                     ));
                 };
-                framed.push_line(&stream_name(&index), document.trim_ascii());
+                framed.push_line(&stream_name(&index), document);
             }
             "update" => {
                 // Its document line belongs to it: skip it.
@@ -185,12 +361,15 @@ pub fn frame_bulk(
             }
             other => {
                 return Err(format!(
-                    "line {}: unknown action [{other}]: use index, create, update or delete",
-                    number + 1
+                    "line {number}: unknown action [{other}]: use index, create, update or delete"
                 ))
             }
         }
-        actions.push(bulk_action);
+        actions.push(BulkAction {
+            action: name.into_owned(),
+            index,
+            id,
+        });
     }
     Ok((framed, actions))
 }
@@ -240,7 +419,10 @@ pub fn frame_hec_events(
             *fault = Some(HecFault { code, text, event });
         }
     };
-    let mut stream = serde_json::Deserializer::from_slice(body).into_iter::<Value>();
+    // serde_json's stream finds where each object ends (and stops at the
+    // first that is not JSON); each object is then read member by member.
+    let mut stream = serde_json::Deserializer::from_slice(body).into_iter::<IgnoredAny>();
+    let mut start = 0;
     loop {
         let event_number = framed.items.len();
         match stream.next() {
@@ -251,16 +433,22 @@ pub fn frame_hec_events(
                 // The rest of the body cannot be delimited.
                 break;
             }
-            Some(Ok(Value::Object(envelope))) => match hec_record(&envelope, defaults, now) {
-                Ok((index, line)) => framed.push_line(&stream_name(&index), &line),
-                Err((code, text)) => {
-                    framed.push_refused(text);
-                    note(&mut fault, code, text, event_number);
-                }
-            },
             Some(Ok(_)) => {
-                framed.push_refused("an event must be a JSON object");
-                note(&mut fault, 6, "Invalid data format", event_number);
+                let end = stream.byte_offset();
+                let envelope = body[start..end].trim_ascii();
+                start = end;
+                if !is_object(envelope) {
+                    framed.push_refused("an event must be a JSON object");
+                    note(&mut fault, 6, "Invalid data format", event_number);
+                    continue;
+                }
+                match hec_record(envelope, defaults, now) {
+                    Ok((index, line)) => framed.push_line(&stream_name(&index), &line),
+                    Err((code, text)) => {
+                        framed.push_refused(text);
+                        note(&mut fault, code, text, event_number);
+                    }
+                }
             }
         }
     }
@@ -280,27 +468,17 @@ pub fn frame_hec_events(
 pub fn frame_hec_raw(body: &[u8], defaults: &HecDefaults, now: i64) -> (Framed, Option<HecFault>) {
     let mut framed = Framed::default();
     let stream = stream_name(defaults.index.as_deref().unwrap_or(DEFAULT_STREAM));
-    for line in body.split(|&byte| byte == b'\n') {
-        let line = line.trim_ascii();
-        if line.is_empty() {
-            continue;
-        }
-        let mut record = match serde_json::from_slice::<Value>(line) {
-            Ok(Value::Object(object)) => object,
+    let no_envelope = HecEnvelope::default();
+    for (_, line) in body_lines(body) {
+        let record = match is_object(line).then(|| ObjectLine::from_object_text(line)) {
+            Some(Ok(record)) => record,
             _ => {
-                let mut object = Map::new();
-                object.insert(
-                    "message".into(),
-                    Value::String(String::from_utf8_lossy(line).into_owned()),
-                );
-                object
+                let mut record = ObjectLine::new();
+                record.push_str("message", &String::from_utf8_lossy(line));
+                record
             }
         };
-        add_hec_metadata(&mut record, &Map::new(), defaults, now);
-        match serde_json::to_vec(&record) {
-            Ok(line) => framed.push_line(&stream, &line),
-            Err(error) => framed.push_refused(error.to_string()),
-        }
+        framed.push_line(&stream, &hec_line(record, &no_envelope, defaults, now));
     }
     let fault = framed.items.is_empty().then_some(HecFault {
         code: 5,
@@ -310,200 +488,265 @@ pub fn frame_hec_raw(body: &[u8], defaults: &HecDefaults, now: i64) -> (Framed, 
     (framed, fault)
 }
 
+/// A HEC envelope's members as JSON text (the last of a repeated key wins).
+#[derive(Default)]
+struct HecEnvelope<'a> {
+    event: Option<&'a [u8]>,
+    time: Option<&'a [u8]>,
+    host: Option<&'a [u8]>,
+    source: Option<&'a [u8]>,
+    sourcetype: Option<&'a [u8]>,
+    index: Option<&'a [u8]>,
+    fields: Option<&'a [u8]>,
+}
+
+impl<'a> HecEnvelope<'a> {
+    fn read(object: &'a [u8]) -> Result<Self, String> {
+        let mut envelope = HecEnvelope::default();
+        for member in sonic_rs::to_object_iter(object) {
+            let (key, value) = member.map_err(|error| error.to_string())?;
+            let value = within(object, value.as_raw_str().as_bytes());
+            match key.as_ref() {
+                "event" => envelope.event = value,
+                "time" => envelope.time = value,
+                "host" => envelope.host = value,
+                "source" => envelope.source = value,
+                "sourcetype" => envelope.sourcetype = value,
+                "index" => envelope.index = value,
+                "fields" => envelope.fields = value,
+                _ => {}
+            }
+        }
+        Ok(envelope)
+    }
+}
+
 fn hec_record(
-    envelope: &Map<String, Value>,
+    envelope: &[u8],
     defaults: &HecDefaults,
     now: i64,
 ) -> Result<(String, Vec<u8>), (u32, &'static str)> {
-    let mut record = match envelope.get("event") {
-        None => return Err((12, "Event field is required")),
-        Some(Value::Null) => return Err((13, "Event field cannot be blank")),
-        Some(Value::String(text)) if text.trim().is_empty() => {
-            return Err((13, "Event field cannot be blank"))
+    let envelope = HecEnvelope::read(envelope).map_err(|_| (6, "Invalid data format"))?;
+    let event = envelope
+        .event
+        .ok_or((12, "Event field is required"))?
+        .trim_ascii();
+    // A string event may hold a JSON object; its text must outlive the record.
+    let text = json_string(event);
+    let record = if event == b"null" {
+        return Err((13, "Event field cannot be blank"));
+    } else if is_object(event) {
+        ObjectLine::from_object(event).map_err(|_| (6, "Invalid data format"))?
+    } else if let Some(text) = &text {
+        if text.trim().is_empty() {
+            return Err((13, "Event field cannot be blank"));
         }
-        Some(Value::Object(object)) => object.clone(),
-        Some(Value::String(text)) => match serde_json::from_str::<Value>(text) {
-            Ok(Value::Object(object)) => object,
+        match is_object(text.as_bytes()).then(|| ObjectLine::from_object_text(text.as_bytes())) {
+            Some(Ok(record)) => record,
             _ => {
-                let mut object = Map::new();
-                object.insert("message".into(), Value::String(text.clone()));
-                object
+                let mut record = ObjectLine::new();
+                record.push_str("message", text);
+                record
             }
-        },
-        Some(other) => {
-            let mut object = Map::new();
-            object.insert("message".into(), other.clone());
-            object
         }
+    } else {
+        let mut record = ObjectLine::new();
+        record.push_raw("message", event);
+        record
     };
-    add_hec_metadata(&mut record, envelope, defaults, now);
     let index = envelope
-        .get("index")
-        .and_then(Value::as_str)
-        .map(str::to_string)
+        .index
+        .and_then(json_string)
+        .map(Cow::into_owned)
         .or_else(|| defaults.index.clone())
         .unwrap_or_else(|| DEFAULT_STREAM.to_string());
-    serde_json::to_vec(&record)
-        .map(|line| (index, line))
-        .map_err(|_| (6, "Invalid data format"))
+    Ok((index, hec_line(record, &envelope, defaults, now)))
 }
 
 /// Event time and metadata onto a HEC record, never over its own keys.
-fn add_hec_metadata(
-    record: &mut Map<String, Value>,
-    envelope: &Map<String, Value>,
+fn hec_line<'a>(
+    mut record: ObjectLine<'a>,
+    envelope: &HecEnvelope<'a>,
     defaults: &HecDefaults,
     now: i64,
-) {
-    let has_time = ["timestamp", "@timestamp", "time", "ts"]
-        .iter()
-        .any(|key| record.contains_key(*key));
-    if !has_time {
+) -> Vec<u8> {
+    if !TIME_KEYS.iter().any(|key| record.has(key)) {
         let time = envelope
-            .get("time")
-            .and_then(|time| match time {
-                Value::Number(number) => number.as_f64(),
-                Value::String(text) => text.parse::<f64>().ok(),
-                _ => None,
+            .time
+            .and_then(|time| match json_string(time) {
+                Some(text) => text.parse::<f64>().ok(),
+                None => std::str::from_utf8(time).ok()?.parse::<f64>().ok(),
             })
             .map(|seconds| (seconds * 1e9) as i64)
             .unwrap_or(now);
-        record.insert("timestamp".into(), Value::String(format_timestamp(time)));
+        record.push_str("timestamp", &format_timestamp(time));
     }
-    for (key, default) in [
-        ("host", &defaults.host),
-        ("source", &defaults.source),
-        ("sourcetype", &defaults.sourcetype),
+    for (key, given, default) in [
+        ("host", envelope.host, &defaults.host),
+        ("source", envelope.source, &defaults.source),
+        ("sourcetype", envelope.sourcetype, &defaults.sourcetype),
     ] {
-        let value = envelope
-            .get(key)
-            .cloned()
-            .or_else(|| default.clone().map(Value::String));
-        if let Some(value) = value {
-            record.entry(key).or_insert(value);
+        match (given, default) {
+            (Some(value), _) => record.push_raw(key, value),
+            (None, Some(value)) => record.push_str(key, value),
+            (None, None) => {}
         }
     }
-    if let Some(Value::Object(fields)) = envelope.get("fields") {
-        for (key, value) in fields {
-            record.entry(key.clone()).or_insert_with(|| value.clone());
-        }
+    if let Some(fields) = envelope.fields.filter(|fields| is_object(fields)) {
+        // Checked as JSON with the envelope: this cannot fail.
+        let _ = record.push_members(fields);
     }
+    record.finish()
 }
 
+/// The keys a record's own time may have; metadata adds none then.
+const TIME_KEYS: [&str; 4] = ["timestamp", "@timestamp", "time", "ts"];
+
 /// Frames an OTLP logs request: one line per log record, in the
-/// `inference` stream. The record's attributes (over its scope's and
-/// resource's) become the keys the mapping reads, so the OTel GenAI names
-/// (`gen_ai.request.model`, `gen_ai.usage.input_tokens`…) land in their
-/// columns; a structured body is merged in, a text body that holds a JSON
-/// object too, other text is kept as `body`. The time is `timeUnixNano`,
-/// else `observedTimeUnixNano`, else `now`.
+/// `inference` stream. The record's attributes (over its body's, its
+/// scope's and its resource's) become the keys the mapping reads, so the
+/// OTel GenAI names (`gen_ai.request.model`, `gen_ai.usage.input_tokens`…)
+/// land in their columns; a structured body is merged in, a text body that
+/// holds a JSON object too, other text is kept as `body`. The time is
+/// `timeUnixNano`, else `observedTimeUnixNano`, else `now`. Each line is
+/// written straight from the protobuf, with no map per record.
 pub fn frame_otlp(request: &ExportLogsServiceRequest, now: i64) -> Framed {
     let mut framed = Framed::default();
     for resource_logs in &request.resource_logs {
-        let mut base = Map::new();
-        if let Some(resource) = &resource_logs.resource {
-            add_attributes(&mut base, &resource.attributes);
-        }
+        let resource_attributes = resource_logs
+            .resource
+            .as_ref()
+            .map_or(&[][..], |resource| &resource.attributes[..]);
         for scope_logs in &resource_logs.scope_logs {
-            let mut scoped = base.clone();
-            if let Some(scope) = &scope_logs.scope {
-                add_attributes(&mut scoped, &scope.attributes);
-                if !scope.name.is_empty() {
-                    scoped.insert("otel.scope.name".into(), Value::from(scope.name.clone()));
-                }
-            }
+            let scope = scope_logs.scope.as_ref();
             for record in &scope_logs.log_records {
-                let mut line = scoped.clone();
-                match record.body.as_ref().map(any_value_json) {
-                    Some(Value::Object(body)) => line.extend(body),
-                    Some(Value::String(text)) => match serde_json::from_str::<Value>(&text) {
-                        Ok(Value::Object(body)) => line.extend(body),
-                        _ => {
-                            line.insert("body".into(), Value::String(text));
-                        }
-                    },
-                    Some(Value::Null) | None => {}
-                    Some(other) => {
-                        line.insert("body".into(), other);
+                let mut line = ObjectLine::new();
+                // Highest precedence first: a later key never overwrites.
+                push_attributes(&mut line, &record.attributes);
+                let body = record.body.as_ref();
+                match body.and_then(|body| body.value.as_ref()) {
+                    Some(any_value::Value::KvlistValue(list)) => {
+                        push_attributes(&mut line, &list.values)
                     }
+                    Some(any_value::Value::StringValue(text)) => {
+                        // Checked first: its members are merged only if all are.
+                        let merged = is_object(text.as_bytes())
+                            && serde_json::from_str::<IgnoredAny>(text).is_ok()
+                            && line.push_members(text.trim().as_bytes()).is_ok();
+                        if !merged {
+                            line.push_str("body", text);
+                        }
+                    }
+                    Some(_) => {
+                        if let Some(body) = body.filter(|_| line.open_member(Cow::Borrowed("body")))
+                        {
+                            write_any_value(&mut line.line, body);
+                        }
+                    }
+                    None => {}
                 }
-                add_attributes(&mut line, &record.attributes);
-                let time = [record.time_unix_nano, record.observed_time_unix_nano]
-                    .into_iter()
-                    .find(|&time| time != 0)
-                    .and_then(|time| i64::try_from(time).ok())
-                    .unwrap_or(now);
-                if !["timestamp", "@timestamp", "time", "ts"]
-                    .iter()
-                    .any(|key| line.contains_key(*key))
-                {
-                    line.insert("timestamp".into(), Value::String(format_timestamp(time)));
+                if let Some(scope) = scope {
+                    if !scope.name.is_empty() {
+                        line.push_str("otel.scope.name", &scope.name);
+                    }
+                    push_attributes(&mut line, &scope.attributes);
+                }
+                push_attributes(&mut line, resource_attributes);
+                if !TIME_KEYS.iter().any(|key| line.has(key)) {
+                    let time = [record.time_unix_nano, record.observed_time_unix_nano]
+                        .into_iter()
+                        .find(|&time| time != 0)
+                        .and_then(|time| i64::try_from(time).ok())
+                        .unwrap_or(now);
+                    line.push_str("timestamp", &format_timestamp(time));
                 }
                 if !record.severity_text.is_empty() {
-                    line.entry("severity")
-                        .or_insert_with(|| Value::from(record.severity_text.clone()));
+                    line.push_str("severity", &record.severity_text);
                 }
                 if !record.event_name.is_empty() {
-                    line.entry("event.name")
-                        .or_insert_with(|| Value::from(record.event_name.clone()));
+                    line.push_str("event.name", &record.event_name);
                 }
                 if !record.trace_id.is_empty() {
-                    line.entry("trace_id")
-                        .or_insert_with(|| Value::from(hex::encode(&record.trace_id)));
+                    line.push_str("trace_id", &hex::encode(&record.trace_id));
                 }
                 if !record.span_id.is_empty() {
-                    line.entry("span_id")
-                        .or_insert_with(|| Value::from(hex::encode(&record.span_id)));
+                    line.push_str("span_id", &hex::encode(&record.span_id));
                 }
-                match serde_json::to_vec(&Value::Object(line)) {
-                    Ok(bytes) => framed.push_line(DEFAULT_STREAM, &bytes),
-                    Err(error) => framed.push_refused(error.to_string()),
-                }
+                framed.push_line(DEFAULT_STREAM, &line.finish());
             }
         }
     }
     framed
 }
 
-fn add_attributes(target: &mut Map<String, Value>, attributes: &[KeyValue]) {
-    for attribute in attributes {
-        let value = attribute
-            .value
-            .as_ref()
-            .map(any_value_json)
-            .unwrap_or(Value::Null);
-        target.insert(attribute.key.clone(), value);
+/// Attributes as members; of a repeated key the last one wins, as in a map.
+fn push_attributes<'a>(line: &mut ObjectLine<'a>, attributes: &'a [KeyValue]) {
+    for attribute in attributes.iter().rev() {
+        if line.open_member(Cow::Borrowed(attribute.key.as_str())) {
+            match &attribute.value {
+                Some(value) => write_any_value(&mut line.line, value),
+                None => line.line.extend_from_slice(b"null"),
+            }
+        }
     }
 }
 
 /// An OTLP `AnyValue` as JSON: bytes as base64, key-value lists as objects.
-fn any_value_json(value: &AnyValue) -> Value {
+fn write_any_value(out: &mut Vec<u8>, value: &AnyValue) {
     match &value.value {
-        None => Value::Null,
-        Some(any_value::Value::StringValue(text)) => Value::String(text.clone()),
-        Some(any_value::Value::BoolValue(flag)) => Value::Bool(*flag),
-        Some(any_value::Value::IntValue(number)) => Value::from(*number),
-        Some(any_value::Value::DoubleValue(number)) => Value::from(*number),
+        None => out.extend_from_slice(b"null"),
+        Some(any_value::Value::StringValue(text)) => write_json_string(out, text),
+        Some(any_value::Value::BoolValue(flag)) => {
+            out.extend_from_slice(if *flag { b"true" } else { b"false" })
+        }
+        Some(any_value::Value::IntValue(number)) => {
+            out.extend_from_slice(itoa::Buffer::new().format(*number).as_bytes())
+        }
+        // serde_json writes a non-finite double as null.
+        Some(any_value::Value::DoubleValue(number)) => {
+            let _ = serde_json::to_writer(&mut *out, number);
+        }
         Some(any_value::Value::ArrayValue(array)) => {
-            Value::Array(array.values.iter().map(any_value_json).collect())
+            out.push(b'[');
+            for (position, item) in array.values.iter().enumerate() {
+                if position > 0 {
+                    out.push(b',');
+                }
+                write_any_value(out, item);
+            }
+            out.push(b']');
         }
         Some(any_value::Value::KvlistValue(list)) => {
-            let mut object = Map::new();
-            add_attributes(&mut object, &list.values);
-            Value::Object(object)
+            let mut object = ObjectLine::new();
+            push_attributes(&mut object, &list.values);
+            out.extend_from_slice(&object.finish());
         }
-        Some(any_value::Value::BytesValue(bytes)) => {
-            Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
-        }
+        Some(any_value::Value::BytesValue(bytes)) => write_json_string(
+            out,
+            &base64::engine::general_purpose::STANDARD.encode(bytes),
+        ),
         // A dictionary index only means something with the profiles
         // signal's string table, which logs do not carry.
-        Some(any_value::Value::StringValueStrindex(index)) => Value::from(*index),
+        Some(any_value::Value::StringValueStrindex(index)) => {
+            out.extend_from_slice(itoa::Buffer::new().format(*index).as_bytes())
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{json, Value};
+
+    /// Each framed line of the first group, parsed (every line must be JSON).
+    fn lines(framed: &Framed) -> Vec<Value> {
+        framed.groups[0]
+            .data
+            .split(|&byte| byte == b'\n')
+            .filter(|line| !line.is_empty())
+            .map(|line| serde_json::from_slice(line).expect("a framed line is JSON"))
+            .collect()
+    }
 
     #[test]
     fn bulk_pairs_actions_with_documents_and_refuses_updates() {
@@ -554,5 +797,124 @@ mod tests {
         assert_eq!(line["body"], "done");
         assert_eq!(line["timestamp"], "2026-01-01T00:00:00Z");
         assert_eq!(line["trace_id"], "5b8efff798038103d269b633813fc60c");
+    }
+
+    #[test]
+    fn bulk_ids_may_be_numbers_and_an_action_has_exactly_one_key() {
+        let body = b"{\"index\":{\"_index\":\"in\\u0066erence\",\"_id\":42}}\n{\"a\":1}\n\n{\"create\":null}\n  {\"b\":2}  \n";
+        let (framed, actions) = frame_bulk(Some("fallback"), body).unwrap();
+        assert_eq!(actions[0].id.as_deref(), Some("42"));
+        assert_eq!(actions[0].index, "inference");
+        assert_eq!(actions[1].index, "fallback");
+        assert_eq!(framed.groups[1].data, b"{\"b\":2}\n");
+        let error = frame_bulk(None, b"{\"index\":{},\"create\":{}}\n{}\n").unwrap_err();
+        assert!(
+            error.contains("line 1") && error.contains("one key"),
+            "{error}"
+        );
+        let error = frame_bulk(None, b"{\"index\":{}}\n{}\n{\"index\":{}} trailing\n").unwrap_err();
+        assert!(error.starts_with("line 3: malformed"), "{error}");
+        let error = frame_bulk(None, b"{\"upsert\":{}}\n").unwrap_err();
+        assert!(error.contains("unknown action [upsert]"), "{error}");
+    }
+
+    #[test]
+    fn hec_metadata_never_overrides_the_events_own_keys() {
+        let body = br#"{"event":{"host":"own","ts":5,"k\"ey":"v"},"host":"envelope","source":"s","time":"1767225600.5",
+                        "fields":{"source":"field","region":"eu","n":[1,{"x":null}]},"index":"gw.logs"}
+                       {"event":"{\"model_id\":\"m\"}","time":1767225600,"host":"h","host":"h2"}
+                       {"event":"{not json","sourcetype":"st"}
+                       {"event":7,"fields":[1]}"#;
+        let defaults = HecDefaults {
+            sourcetype: Some("default-type".into()),
+            ..HecDefaults::default()
+        };
+        let (framed, fault) = frame_hec_events(body, &defaults, 0);
+        assert!(fault.is_none(), "{fault:?}");
+        assert_eq!(framed.groups[0].stream, "gw_logs");
+        let first = &lines(&framed)[0];
+        assert_eq!(
+            first,
+            &json!({"host": "own", "ts": 5, "k\"ey": "v", "source": "s", "sourcetype": "default-type",
+                    "region": "eu", "n": [1, {"x": null}]})
+        );
+        let rest = lines(&Framed {
+            groups: framed.groups[1..].to_vec(),
+            ..Framed::default()
+        });
+        assert_eq!(
+            rest[0],
+            json!({"model_id": "m", "timestamp": "2026-01-01T00:00:00Z", "host": "h2", "sourcetype": "default-type"})
+        );
+        assert_eq!(rest[1]["message"], "{not json");
+        assert_eq!(rest[1]["sourcetype"], "st");
+        assert_eq!(rest[2]["message"], 7);
+        assert_eq!(rest[2]["timestamp"], "1970-01-01T00:00:00Z");
+        // Half a timestamp from a string time.
+        let (framed, _) = frame_hec_events(
+            br#"{"event":{},"time":"1767225600.5"}"#,
+            &HecDefaults::default(),
+            0,
+        );
+        assert_eq!(
+            lines(&framed)[0],
+            json!({"timestamp": "2026-01-01T00:00:00.500Z"})
+        );
+    }
+
+    #[test]
+    fn hec_raw_lines_are_objects_only_when_a_whole_line_is_one() {
+        let body = b"{\"a\":1}\n{\"a\":1} {\"b\":2}\nplain \"text\"\n\n{\"timestamp\":\"x\"}";
+        let defaults = HecDefaults {
+            host: Some("web-1".into()),
+            ..HecDefaults::default()
+        };
+        let (framed, fault) = frame_hec_raw(body, &defaults, 0);
+        assert!(fault.is_none());
+        let lines = lines(&framed);
+        assert_eq!(lines.len(), 4);
+        assert_eq!(
+            lines[0],
+            json!({"a": 1, "timestamp": "1970-01-01T00:00:00Z", "host": "web-1"})
+        );
+        assert_eq!(lines[1]["message"], "{\"a\":1} {\"b\":2}");
+        assert_eq!(lines[2]["message"], "plain \"text\"");
+        assert_eq!(lines[3], json!({"timestamp": "x", "host": "web-1"}));
+    }
+
+    #[test]
+    fn otlp_attributes_take_precedence_record_body_scope_resource() {
+        let json = r#"{"resourceLogs":[{"resource":{"attributes":[
+              {"key":"service.name","value":{"stringValue":"chat"}},
+              {"key":"tier","value":{"stringValue":"resource"}}]},
+          "scopeLogs":[{"scope":{"name":"gen","attributes":[{"key":"tier","value":{"stringValue":"scope"}},
+                                                             {"key":"otel.scope.name","value":{"stringValue":"attr"}}]},
+            "logRecords":[
+              {"observedTimeUnixNano":"1767225600000000000",
+               "body":{"kvlistValue":{"values":[{"key":"tier","value":{"stringValue":"body"}},
+                                                {"key":"nested","value":{"kvlistValue":{"values":[
+                                                    {"key":"x","value":{"intValue":"1"}},{"key":"x","value":{"intValue":"2"}}]}}},
+                                                {"key":"raw","value":{"bytesValue":"AAE="}}]}},
+               "attributes":[{"key":"tier","value":{"stringValue":"first"}},{"key":"tier","value":{"stringValue":"record"}},
+                             {"key":"ratio","value":{"doubleValue":0.5}},{"key":"empty"},
+                             {"key":"list","value":{"arrayValue":{"values":[{"boolValue":true},{"stringValue":"a\"b"}]}}}]},
+              {"body":{"stringValue":"{\"tier\":\"json body\",\"timestamp\":\"2026-01-01T00:00:00Z\"}"}},
+              {"body":{"stringValue":"{\"half\":"},"severityText":"WARN"},
+              {"body":{"intValue":"3"}}]}]}]}"#;
+        let request: ExportLogsServiceRequest = serde_json::from_str(json).unwrap();
+        let lines = lines(&frame_otlp(&request, 0));
+        assert_eq!(
+            lines[0],
+            json!({"tier": "record", "ratio": 0.5, "empty": null, "list": [true, "a\"b"],
+                   "nested": {"x": 2}, "raw": "AAE=", "otel.scope.name": "gen",
+                   "service.name": "chat", "timestamp": "2026-01-01T00:00:00Z"})
+        );
+        assert_eq!(lines[1]["tier"], "json body");
+        assert_eq!(lines[1]["timestamp"], "2026-01-01T00:00:00Z");
+        assert_eq!(lines[2]["body"], "{\"half\":");
+        assert_eq!(lines[2]["severity"], "WARN");
+        assert_eq!(lines[2]["tier"], "scope");
+        assert_eq!(lines[3]["body"], 3);
+        assert_eq!(lines[3]["timestamp"], "1970-01-01T00:00:00Z");
     }
 }

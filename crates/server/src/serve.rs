@@ -64,6 +64,9 @@ pub struct ServeOptions {
     pub open: bool,
     /// How far ahead of the agreed clock an event may be (e.g. `2m`).
     pub max_future: String,
+    /// With correlations: how far behind the inference events' clock a
+    /// side-stream row may arrive and still be correlated (e.g. `30s`).
+    pub correlation_lateness: String,
     /// HTTP settings.
     pub http: HttpOptions,
     /// Slows each store append (back-pressure tests only).
@@ -131,6 +134,8 @@ pub async fn serve(
     let mapping = load_mapping(options.mapping.as_ref())?;
     let decoder = Decoder::new(mapping);
     let max_future = inferwatch_core::parse_duration(&options.max_future)?;
+    let correlation_lateness = inferwatch_core::parse_duration(&options.correlation_lateness)
+        .map_err(|error| ServerError::Config(format!("correlation_lateness: {error}")))?;
     let mut live = LiveState::default();
     let dead_letter_path = options.data.join(inferwatch_query::STORE_DEAD_LETTERS_FILE);
     let detection = match &options.rules {
@@ -147,7 +152,7 @@ pub async fn serve(
                 .as_ref()
                 .map(|path| {
                     Correlator::load_beside(path, &[], &engine, slos.as_ref(), &dead_letter_path)
-                        .map(Correlator::follow_clock)
+                        .map(|correlator| correlator.follow_clock(correlation_lateness))
                 })
                 .transpose()?;
             // One notifier for detection and the REST API, so that
@@ -166,6 +171,7 @@ pub async fn serve(
                     max_future,
                     slos: options.slos.clone(),
                     correlations: options.correlations.clone(),
+                    correlation_lateness,
                     dead_letter_path: dead_letter_path.clone(),
                 },
                 snapshot: Default::default(),

@@ -92,6 +92,9 @@ pub struct ServeConfig {
     /// How far ahead of the agreed clock an event may be, e.g. `2m`.
     #[serde(default)]
     pub max_future: Option<String>,
+    /// How late a side-stream row may arrive and still be correlated, e.g. `5m`.
+    #[serde(default)]
+    pub correlation_lateness: Option<String>,
     /// Heartbeats after this much silence, or `off`.
     #[serde(default)]
     pub idle_after: Option<String>,
@@ -215,6 +218,7 @@ impl ServeConfig {
         text!(self.max_request_size, "MAX_REQUEST_SIZE");
         text!(self.max_decompressed_size, "MAX_DECOMPRESSED_SIZE");
         text!(self.max_future, "MAX_FUTURE");
+        text!(self.correlation_lateness, "CORRELATION_LATENESS");
         text!(self.idle_after, "IDLE_AFTER");
         text!(self.query_timeout, "QUERY_TIMEOUT");
         typed!(self.query_max_rows, "QUERY_MAX_ROWS");

@@ -215,3 +215,122 @@ fn a_burst_and_auth_failures_sent_by_a_shipper_correlate_once_across_a_kill_9() 
     assert_eq!(written(&data).len(), 1, "{:#?}", written(&data));
     node.stop();
 }
+
+/// A shipper that delivers the auth log minutes after the inference
+/// events: with the default lateness its rows are dropped as late (and
+/// counted on `/metrics`); with `--correlation-lateness 10m` they are
+/// correlated.
+#[test]
+fn side_rows_later_than_the_default_lateness_correlate_within_a_longer_one() {
+    if !available("curl", &["--version"]) {
+        return;
+    }
+    for lateness in [None, Some("10m")] {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let rules = dir.path().join("rules");
+        std::fs::create_dir_all(&rules).unwrap();
+        std::fs::write(rules.join("burst.yaml"), BURST).unwrap();
+        let correlations = dir.path().join("correlations.yaml");
+        std::fs::write(&correlations, CORRELATIONS).unwrap();
+        let ingest = token(&data, "ingest", None);
+        let read = token(&data, "read", None);
+        let mut flags = vec![
+            "--rules",
+            rules.to_str().unwrap(),
+            "--correlations",
+            correlations.to_str().unwrap(),
+        ];
+        if let Some(lateness) = lateness {
+            flags.extend(["--correlation-lateness", lateness]);
+        }
+        let node = Node::start(&data, &flags);
+        let at = event_clock(1200);
+        let send_inference = |seconds: std::ops::Range<i64>, burst: bool| {
+            let mut body = String::new();
+            let line = |model: &str, at: &str| {
+                format!("{{\"timestamp\":\"{at}\",\"model_id\":\"{model}\",\"latency_ms\":5}}\n")
+            };
+            if burst {
+                for _ in 0..25 {
+                    body.push_str(&line("loud", &at(2)));
+                }
+            }
+            for second in seconds.step_by(5) {
+                body.push_str(&line("tick", &at(second)));
+            }
+            let answer = curl(&[
+                "-H",
+                &format!("Authorization: Bearer {ingest}"),
+                "--data-binary",
+                &body,
+                &node.url("/api/v1/ingest/inference"),
+            ]);
+            assert_eq!(answer.status, 200, "{}", answer.body);
+        };
+        // The burst, and the clock five minutes past it.
+        send_inference(10..300, true);
+        let last_tick = chrono::DateTime::parse_from_rfc3339(&at(295))
+            .unwrap()
+            .timestamp() as f64;
+        eventually(60, "detection's clock at the last tick", || {
+            let metrics = get(&node, &read, "/metrics").body;
+            metric(&metrics, "inferwatch_detection_clock_seconds")
+                .filter(|&clock| clock >= last_tick)
+        });
+        // Only now the auth failures that came with the burst (three: a
+        // new stream's rows pass once three agree on the time).
+        let mut bulk = String::new();
+        for second in [4, 5, 6] {
+            bulk.push_str("{\"create\":{\"_index\":\"auth\"}}\n");
+            bulk.push_str(
+                &json!({"@timestamp": at(second), "model": "loud", "outcome": "failure"})
+                    .to_string(),
+            );
+            bulk.push('\n');
+        }
+        let answer = curl(&[
+            "-H",
+            &format!("Authorization: Bearer {ingest}"),
+            "-H",
+            "Content-Type: application/x-ndjson",
+            "--data-binary",
+            &bulk,
+            &node.url("/_bulk"),
+        ]);
+        assert_eq!(answer.json()["errors"], false, "{}", answer.body);
+        // Traffic goes on past the longer lateness.
+        send_inference(300..800, false);
+        match lateness {
+            None => {
+                let late = eventually(60, "the late auth rows counted", || {
+                    let metrics = get(&node, &read, "/metrics").body;
+                    metric(&metrics, "inferwatch_correlation_late_findings")
+                        .filter(|&late| late >= 3.0)
+                });
+                assert_eq!(late, 3.0);
+                assert!(board(&node, &read).is_empty());
+            }
+            Some(_) => {
+                let fired = eventually(60, "the correlation of the late auth rows", || {
+                    let alerts = board(&node, &read);
+                    (!alerts.is_empty()).then_some(alerts)
+                });
+                assert_eq!(fired[0]["group"], json!({"model_id": "loud"}));
+                let metrics = get(&node, &read, "/metrics").body;
+                assert_eq!(
+                    metric(&metrics, "inferwatch_correlation_late_findings"),
+                    Some(0.0)
+                );
+            }
+        }
+        node.stop();
+    }
+}
+
+/// A metric's value in Prometheus text.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+}

@@ -2,7 +2,8 @@
 //! self-signed certificate made here by the openssl CLI. curl ingests over
 //! https with `--cacert`; plain http to the same port and https without
 //! trusting the certificate are refused; the Postgres wire takes the same
-//! certificate and a read token (psql `sslmode=verify-full`).
+//! certificate and a read token (psql `sslmode=verify-full`, and with
+//! `channel_binding=require` over SCRAM-SHA-256-PLUS).
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -147,12 +148,13 @@ fn https_ingests_with_the_certificate_and_plain_http_is_refused() {
     assert_eq!(code, "200");
 
     // The Postgres wire offers TLS with the same certificate, which psql
-    // verifies, and the read token logs in over it.
-    let psql = |sql: &str| {
+    // verifies, and the read token logs in over it, with SCRAM channel
+    // binding (SCRAM-SHA-256-PLUS) when psql requires it.
+    let psql = |options: &str, sql: &str| {
         Command::new("psql")
             .args(["-X", "-w", "-At"])
             .arg(format!(
-                "host=127.0.0.1 port={} user=tls dbname=inferwatch sslmode=verify-full sslrootcert={cacert}",
+                "host=127.0.0.1 port={} user=tls dbname=inferwatch sslmode=verify-full sslrootcert={cacert} {options}",
                 node.pg_port
             ))
             .args(["-c", sql])
@@ -163,13 +165,20 @@ fn https_ingests_with_the_certificate_and_plain_http_is_refused() {
             .output()
             .unwrap()
     };
-    let info = psql("\\conninfo");
+    let info = psql("", "\\conninfo");
     assert!(
         info.status.success(),
         "{}",
         String::from_utf8_lossy(&info.stderr)
     );
     assert!(String::from_utf8_lossy(&info.stdout).contains("SSL connection"));
+    let bound = psql("channel_binding=require", "SELECT 40 + 2");
+    assert!(
+        bound.status.success(),
+        "{}",
+        String::from_utf8_lossy(&bound.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&bound.stdout).trim(), "42");
     drop(node);
     let stored = common::run(&[
         "query",
