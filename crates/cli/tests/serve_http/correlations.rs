@@ -73,42 +73,58 @@ fn written(data: &std::path::Path) -> Vec<Value> {
         .collect()
 }
 
-#[test]
-fn a_burst_and_auth_failures_sent_by_a_shipper_correlate_once_across_a_kill_9() {
-    if !available("curl", &["--version"]) {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let rules = dir.path().join("rules");
-    std::fs::create_dir_all(&rules).unwrap();
-    std::fs::write(rules.join("burst.yaml"), BURST).unwrap();
-    let correlations = dir.path().join("correlations.yaml");
-    std::fs::write(&correlations, CORRELATIONS).unwrap();
-    let ingest = token(&data, "ingest", None);
-    let read = token(&data, "read", None);
-    let admin = token(&data, "admin", None);
-    let flags = [
-        "--rules",
-        rules.to_str().unwrap(),
-        "--correlations",
-        correlations.to_str().unwrap(),
-    ];
-    let node = Node::start(&data, &flags);
+/// A node with the burst rule and the correlations; its data directory,
+/// the correlations file and ingest, read and admin tokens.
+struct Setup {
+    _dir: tempfile::TempDir,
+    data: std::path::PathBuf,
+    rules: std::path::PathBuf,
+    correlations: std::path::PathBuf,
+    ingest: String,
+    read: String,
+    admin: String,
+}
 
-    // Auth failures for both models, as an Elasticsearch shipper sends
-    // them; one success, which no Sigma rule selects.
-    let at = event_clock(300);
+impl Setup {
+    fn new() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let rules = dir.path().join("rules");
+        std::fs::create_dir_all(&rules).unwrap();
+        std::fs::write(rules.join("burst.yaml"), BURST).unwrap();
+        let correlations = dir.path().join("correlations.yaml");
+        std::fs::write(&correlations, CORRELATIONS).unwrap();
+        Setup {
+            ingest: token(&data, "ingest", None),
+            read: token(&data, "read", None),
+            admin: token(&data, "admin", None),
+            _dir: dir,
+            data,
+            rules,
+            correlations,
+        }
+    }
+
+    fn start(&self, extra: &[&str]) -> Node {
+        let mut flags = vec![
+            "--rules",
+            self.rules.to_str().unwrap(),
+            "--correlations",
+            self.correlations.to_str().unwrap(),
+        ];
+        flags.extend(extra);
+        Node::start(&self.data, &flags)
+    }
+}
+
+/// Auth outcomes (model, outcome, second) bulked into index `auth`, as an
+/// Elasticsearch shipper sends them.
+fn send_auth(node: &Node, ingest: &str, at: &dyn Fn(i64) -> String, rows: &[(&str, &str, i64)]) {
     let mut bulk = String::new();
-    for (model, outcome, second) in [
-        ("loud", "failure", 4),
-        ("loud", "failure", 6),
-        ("calm", "failure", 5),
-        ("loud", "success", 7),
-    ] {
+    for (model, outcome, second) in rows {
         bulk.push_str("{\"create\":{\"_index\":\"auth\"}}\n");
         bulk.push_str(
-            &json!({"@timestamp": at(second), "model": model, "outcome": outcome,
+            &json!({"@timestamp": at(*second), "model": model, "outcome": outcome,
                     "user": "svc-batch"})
             .to_string(),
         );
@@ -124,20 +140,25 @@ fn a_burst_and_auth_failures_sent_by_a_shipper_correlate_once_across_a_kill_9() 
         &node.url("/_bulk"),
     ]);
     assert_eq!(answer.json()["errors"], false, "{}", answer.body);
+}
 
-    // A burst on `loud` only; calm traffic on `calm`; ticks move the clock
-    // past the burst's window and the correlations' lateness.
+/// Inference lines: `burst` requests of model `loud` at second 2, then a
+/// `tick` event every 5 s of `seconds`; returns the answer's `accepted`.
+fn send_inference(
+    node: &Node,
+    ingest: &str,
+    at: &dyn Fn(i64) -> String,
+    burst: usize,
+    seconds: std::ops::Range<i64>,
+) -> Value {
     let line = |model: &str, at: &str| {
         format!("{{\"timestamp\":\"{at}\",\"model_id\":\"{model}\",\"latency_ms\":5}}\n")
     };
     let mut body = String::new();
-    for _ in 0..25 {
+    for _ in 0..burst {
         body.push_str(&line("loud", &at(2)));
     }
-    for second in (0..10).step_by(2) {
-        body.push_str(&line("calm", &at(second)));
-    }
-    for second in (10..240).step_by(5) {
+    for second in seconds.step_by(5) {
         body.push_str(&line("tick", &at(second)));
     }
     let answer = curl(&[
@@ -147,10 +168,55 @@ fn a_burst_and_auth_failures_sent_by_a_shipper_correlate_once_across_a_kill_9() 
         &body,
         &node.url("/api/v1/ingest/inference"),
     ]);
-    assert_eq!(answer.json()["accepted"], 76, "{}", answer.body);
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    answer.json()["accepted"].clone()
+}
+
+#[test]
+fn a_burst_and_auth_failures_sent_by_a_shipper_correlate_once_across_a_kill_9() {
+    if !available("curl", &["--version"]) {
+        return;
+    }
+    let setup = Setup::new();
+    let (data, rules, correlations) = (&setup.data, &setup.rules, &setup.correlations);
+    let (ingest, read, admin) = (&setup.ingest, &setup.read, &setup.admin);
+    let node = setup.start(&[]);
+
+    // Auth failures for both models; one success, which no Sigma rule selects.
+    let at = event_clock(300);
+    send_auth(
+        &node,
+        ingest,
+        &at,
+        &[
+            ("loud", "failure", 4),
+            ("loud", "failure", 6),
+            ("calm", "failure", 5),
+            ("loud", "success", 7),
+        ],
+    );
+
+    // A burst on `loud` only; calm traffic on `calm`; ticks move the clock
+    // past the burst's window and the correlations' lateness.
+    let line = |model: &str, at: &str| {
+        format!("{{\"timestamp\":\"{at}\",\"model_id\":\"{model}\",\"latency_ms\":5}}\n")
+    };
+    let mut body = String::new();
+    for second in (0..10).step_by(2) {
+        body.push_str(&line("calm", &at(second)));
+    }
+    let answer = curl(&[
+        "-H",
+        &format!("Authorization: Bearer {ingest}"),
+        "--data-binary",
+        &body,
+        &node.url("/api/v1/ingest/inference"),
+    ]);
+    assert_eq!(answer.json()["accepted"], 5, "{}", answer.body);
+    assert_eq!(send_inference(&node, ingest, &at, 25, 10..240), 71);
 
     let fired = eventually(60, "the correlation alert on the board", || {
-        let alerts = board(&node, &read);
+        let alerts = board(&node, read);
         (!alerts.is_empty()).then_some(alerts)
     });
     assert_eq!(fired.len(), 1, "{fired:#?}");
@@ -163,11 +229,11 @@ fn a_burst_and_auth_failures_sent_by_a_shipper_correlate_once_across_a_kill_9() 
         .map(|member| member["dimension"].as_str().unwrap())
         .collect();
     assert_eq!(members, ["burst", "auth-failure"], "{fired:#?}");
-    assert_eq!(written(&data).len(), 1, "{:#?}", written(&data));
+    assert_eq!(written(data).len(), 1, "{:#?}", written(data));
 
     // A reload whose correlation names a rule that does not exist.
     std::fs::write(
-        &correlations,
+        correlations,
         CORRELATIONS.replace("    - burst\n", "    - no-such-rule\n"),
     )
     .unwrap();
@@ -185,8 +251,8 @@ fn a_burst_and_auth_failures_sent_by_a_shipper_correlate_once_across_a_kill_9() 
         "{}",
         refused.body
     );
-    assert_eq!(board(&node, &read).len(), 1);
-    std::fs::write(&correlations, CORRELATIONS).unwrap();
+    assert_eq!(board(&node, read).len(), 1);
+    std::fs::write(correlations, CORRELATIONS).unwrap();
 
     // kill -9 and a restart: the replay finds the same correlation and
     // writes nothing twice; the board has it again.
@@ -206,13 +272,13 @@ fn a_burst_and_auth_failures_sent_by_a_shipper_correlate_once_across_a_kill_9() 
         &[("INFERWATCH_CORRELATIONS", correlations.to_str().unwrap())],
     );
     let again = eventually(60, "the correlation back on the board", || {
-        let alerts = board(&node, &read);
+        let alerts = board(&node, read);
         (!alerts.is_empty()).then_some(alerts)
     });
     assert_eq!(again.len(), 1, "{again:#?}");
     assert_eq!(again[0]["group"], json!({"model_id": "loud"}));
     assert_eq!(again[0]["starts_at"], fired[0]["starts_at"]);
-    assert_eq!(written(&data).len(), 1, "{:#?}", written(&data));
+    assert_eq!(written(data).len(), 1, "{:#?}", written(data));
     node.stop();
 }
 
@@ -226,98 +292,46 @@ fn side_rows_later_than_the_default_lateness_correlate_within_a_longer_one() {
         return;
     }
     for lateness in [None, Some("10m")] {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        let rules = dir.path().join("rules");
-        std::fs::create_dir_all(&rules).unwrap();
-        std::fs::write(rules.join("burst.yaml"), BURST).unwrap();
-        let correlations = dir.path().join("correlations.yaml");
-        std::fs::write(&correlations, CORRELATIONS).unwrap();
-        let ingest = token(&data, "ingest", None);
-        let read = token(&data, "read", None);
-        let mut flags = vec![
-            "--rules",
-            rules.to_str().unwrap(),
-            "--correlations",
-            correlations.to_str().unwrap(),
-        ];
-        if let Some(lateness) = lateness {
-            flags.extend(["--correlation-lateness", lateness]);
-        }
-        let node = Node::start(&data, &flags);
-        let at = event_clock(1200);
-        let send_inference = |seconds: std::ops::Range<i64>, burst: bool| {
-            let mut body = String::new();
-            let line = |model: &str, at: &str| {
-                format!("{{\"timestamp\":\"{at}\",\"model_id\":\"{model}\",\"latency_ms\":5}}\n")
-            };
-            if burst {
-                for _ in 0..25 {
-                    body.push_str(&line("loud", &at(2)));
-                }
-            }
-            for second in seconds.step_by(5) {
-                body.push_str(&line("tick", &at(second)));
-            }
-            let answer = curl(&[
-                "-H",
-                &format!("Authorization: Bearer {ingest}"),
-                "--data-binary",
-                &body,
-                &node.url("/api/v1/ingest/inference"),
-            ]);
-            assert_eq!(answer.status, 200, "{}", answer.body);
+        let setup = Setup::new();
+        let (ingest, read) = (&setup.ingest, &setup.read);
+        let node = match lateness {
+            Some(lateness) => setup.start(&["--correlation-lateness", lateness]),
+            None => setup.start(&[]),
         };
+        let at = event_clock(1200);
         // The burst, and the clock five minutes past it.
-        send_inference(10..300, true);
+        send_inference(&node, ingest, &at, 25, 10..300);
         let last_tick = chrono::DateTime::parse_from_rfc3339(&at(295))
             .unwrap()
             .timestamp() as f64;
         eventually(60, "detection's clock at the last tick", || {
-            let metrics = get(&node, &read, "/metrics").body;
+            let metrics = get(&node, read, "/metrics").body;
             metric(&metrics, "inferwatch_detection_clock_seconds")
                 .filter(|&clock| clock >= last_tick)
         });
         // Only now the auth failures that came with the burst (three: a
         // new stream's rows pass once three agree on the time).
-        let mut bulk = String::new();
-        for second in [4, 5, 6] {
-            bulk.push_str("{\"create\":{\"_index\":\"auth\"}}\n");
-            bulk.push_str(
-                &json!({"@timestamp": at(second), "model": "loud", "outcome": "failure"})
-                    .to_string(),
-            );
-            bulk.push('\n');
-        }
-        let answer = curl(&[
-            "-H",
-            &format!("Authorization: Bearer {ingest}"),
-            "-H",
-            "Content-Type: application/x-ndjson",
-            "--data-binary",
-            &bulk,
-            &node.url("/_bulk"),
-        ]);
-        assert_eq!(answer.json()["errors"], false, "{}", answer.body);
+        let failures = [4, 5, 6].map(|second| ("loud", "failure", second));
+        send_auth(&node, ingest, &at, &failures);
         // Traffic goes on past the longer lateness.
-        send_inference(300..800, false);
+        send_inference(&node, ingest, &at, 0, 300..800);
         match lateness {
             None => {
                 let late = eventually(60, "the late auth rows counted", || {
-                    let metrics = get(&node, &read, "/metrics").body;
+                    let metrics = get(&node, read, "/metrics").body;
                     metric(&metrics, "inferwatch_correlation_late_findings")
                         .filter(|&late| late >= 3.0)
                 });
                 assert_eq!(late, 3.0);
-                assert!(board(&node, &read).is_empty());
+                assert!(board(&node, read).is_empty());
             }
             Some(_) => {
                 let fired = eventually(60, "the correlation of the late auth rows", || {
-                    let alerts = board(&node, &read);
+                    let alerts = board(&node, read);
                     (!alerts.is_empty()).then_some(alerts)
                 });
                 assert_eq!(fired[0]["group"], json!({"model_id": "loud"}));
-                let metrics = get(&node, &read, "/metrics").body;
+                let metrics = get(&node, read, "/metrics").body;
                 assert_eq!(
                     metric(&metrics, "inferwatch_correlation_late_findings"),
                     Some(0.0)
