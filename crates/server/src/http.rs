@@ -48,7 +48,7 @@ use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
 use prost::Message;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::api::ApiOptions;
 use crate::auth::{Denied, Need, TokenRecord, TokenStore};
@@ -608,7 +608,7 @@ async fn elastic_product(mut response: Response) -> Response {
     response
 }
 
-pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response {
+pub(crate) fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Response {
     // Compact: Vector looks for the substring `"errors":true`.
     let text = serde_json::to_vec(body).unwrap_or_default();
     (
@@ -1109,17 +1109,7 @@ async fn bulk_request(
         errors,
         items,
     };
-    // Compact: Vector looks for the substring `"errors":true`.
-    let text = serde_json::to_vec(&answer).unwrap_or_default();
-    (
-        StatusCode::OK,
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        text,
-    )
-        .into_response()
+    json_response(StatusCode::OK, &answer)
 }
 
 /// A `_bulk` answer, serialised straight from the verdicts (a
