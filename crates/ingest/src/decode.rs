@@ -455,6 +455,17 @@ fn check_nesting(line: &[u8]) -> Result<bool, LineError> {
     Ok(false)
 }
 
+/// Checks that JSON text nests objects and arrays at most
+/// [`MAX_NESTING_DEPTH`] deep, with the reason when it does not. Text from
+/// a client must pass it before sonic-rs iterates it (see
+/// `check_nesting`): a protocol framing that reads members lazily is
+/// otherwise one request away from a stack overflow.
+pub fn check_json_depth(json: &[u8]) -> Result<(), String> {
+    check_nesting(json)
+        .map(|_| ())
+        .map_err(LineError::into_message)
+}
+
 /// The line loop both decoders share: cuts `chunk` into lines, strips
 /// `\r` and a leading byte-order mark, skips blank lines, refuses lines too
 /// long or too far into the chunk, and dead-letters the lines `decode_line`

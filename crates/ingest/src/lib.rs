@@ -168,7 +168,9 @@ pub use dead_letter::{
     read_dead_letters, DeadLetter, DeadLetterKind, DeadLetterWriter, DecodeCounters,
     DEAD_LETTER_RAW_LIMIT,
 };
-pub use decode::{DecodedBatch, Decoder, MAX_CHUNK_BYTES, MAX_LINE_BYTES, MAX_NESTING_DEPTH};
+pub use decode::{
+    check_json_depth, DecodedBatch, Decoder, MAX_CHUNK_BYTES, MAX_LINE_BYTES, MAX_NESTING_DEPTH,
+};
 pub use derive::{summarise_logits, summarise_probabilities, ClassSummary};
 pub use enrich::{Enrichment, LookupTable};
 pub use error::IngestError;

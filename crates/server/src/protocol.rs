@@ -158,6 +158,7 @@ impl<'a> ObjectLine<'a> {
     /// As [`ObjectLine::from_object`], for text that may hold more than one
     /// value (a raw line, a string): it must be exactly one object.
     fn from_object_text(text: &'a [u8]) -> Result<Self, String> {
+        inferwatch_ingest::check_json_depth(text)?;
         serde_json::from_slice::<IgnoredAny>(text).map_err(|error| error.to_string())?;
         Self::from_object(text)
     }
@@ -442,6 +443,12 @@ pub fn frame_hec_events(
                     note(&mut fault, 6, "Invalid data format", event_number);
                     continue;
                 }
+                // serde_json delimits any depth; sonic-rs must not see it.
+                if let Err(reason) = inferwatch_ingest::check_json_depth(envelope) {
+                    framed.push_refused(reason);
+                    note(&mut fault, 6, "Invalid data format", event_number);
+                    continue;
+                }
                 match hec_record(envelope, defaults, now) {
                     Ok((index, line)) => framed.push_line(&stream_name(&index), &line),
                     Err((code, text)) => {
@@ -631,6 +638,7 @@ pub fn frame_otlp(request: &ExportLogsServiceRequest, now: i64) -> Framed {
                     Some(any_value::Value::StringValue(text)) => {
                         // Checked first: its members are merged only if all are.
                         let merged = is_object(text.as_bytes())
+                            && inferwatch_ingest::check_json_depth(text.as_bytes()).is_ok()
                             && serde_json::from_str::<IgnoredAny>(text).is_ok()
                             && line.push_members(text.trim().as_bytes()).is_ok();
                         if !merged {
@@ -916,5 +924,50 @@ mod tests {
         assert_eq!(lines[2]["tier"], "scope");
         assert_eq!(lines[3]["body"], 3);
         assert_eq!(lines[3]["timestamp"], "1970-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn hostile_bodies_are_refused_or_kept_as_text_never_a_crash() {
+        let deep = |open: &str, close: &str| {
+            format!(
+                "{{\"event\":{{\"a\":{}1{}}},\"host\":\"h\"}}",
+                open.repeat(100_000),
+                close.repeat(100_000)
+            )
+        };
+        for body in [deep("[", "]"), deep("{\"k\":", "}")] {
+            let (framed, fault) = frame_hec_events(body.as_bytes(), &HecDefaults::default(), 0);
+            assert_eq!(fault.map(|fault| fault.code), Some(6));
+            assert!(matches!(framed.items[0], Item::Refused { .. }));
+            let (framed, _) = frame_hec_raw(body.as_bytes(), &HecDefaults::default(), 0);
+            assert_eq!(lines(&framed)[0]["message"].as_str(), Some(body.as_str()));
+        }
+        // Invalid UTF-8 in one event refuses that event only.
+        let body = b"{\"event\":{\"a\":1}}{\"event\":{\"a\":\"\xff\"}}{\"event\":{\"a\":2}}";
+        let (framed, fault) = frame_hec_events(body, &HecDefaults::default(), 0);
+        assert_eq!(fault.map(|fault| (fault.code, fault.event)), Some((6, 1)));
+        assert!(matches!(framed.items[1], Item::Refused { .. }));
+        let kept: Vec<Value> = lines(&framed).iter().map(|line| line["a"].clone()).collect();
+        assert_eq!(kept, [json!(1), json!(2)]);
+        // A deep JSON text body stays text.
+        let text = format!("{{\"a\":{}1{}}}", "[".repeat(100_000), "]".repeat(100_000));
+        let request = ExportLogsServiceRequest {
+            resource_logs: vec![opentelemetry_proto::tonic::logs::v1::ResourceLogs {
+                scope_logs: vec![opentelemetry_proto::tonic::logs::v1::ScopeLogs {
+                    log_records: vec![opentelemetry_proto::tonic::logs::v1::LogRecord {
+                        body: Some(AnyValue {
+                            value: Some(any_value::Value::StringValue(text.clone())),
+                        }),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        assert_eq!(
+            lines(&frame_otlp(&request, 0))[0]["body"].as_str(),
+            Some(text.as_str())
+        );
     }
 }
