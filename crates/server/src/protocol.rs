@@ -947,7 +947,10 @@ mod tests {
         let (framed, fault) = frame_hec_events(body, &HecDefaults::default(), 0);
         assert_eq!(fault.map(|fault| (fault.code, fault.event)), Some((6, 1)));
         assert!(matches!(framed.items[1], Item::Refused { .. }));
-        let kept: Vec<Value> = lines(&framed).iter().map(|line| line["a"].clone()).collect();
+        let kept: Vec<Value> = lines(&framed)
+            .iter()
+            .map(|line| line["a"].clone())
+            .collect();
         assert_eq!(kept, [json!(1), json!(2)]);
         // A deep JSON text body stays text.
         let text = format!("{{\"a\":{}1{}}}", "[".repeat(100_000), "]".repeat(100_000));
