@@ -122,6 +122,17 @@ fn curl(args: &[&str]) -> Answer {
     }
 }
 
+/// NDJSON `body` posted to the node's inference stream with `token`.
+fn post_inference(node: &Node, token: &str, body: &str) -> Answer {
+    curl(&[
+        "-H",
+        &format!("Authorization: Bearer {token}"),
+        "--data-binary",
+        body,
+        &node.url("/api/v1/ingest/inference"),
+    ])
+}
+
 fn token(data: &Path, scope: &str, stream: Option<&str>) -> String {
     let mut args = vec![
         "token",
@@ -839,13 +850,7 @@ mod history_reload_dead_letters {
                 }
                 body.push_str(&line("tick", &at(second)));
             }
-            let answer = curl(&[
-                "-H",
-                &format!("Authorization: Bearer {ingest}"),
-                "--data-binary",
-                &body,
-                &node.url("/api/v1/ingest/inference"),
-            ]);
+            let answer = post_inference(&node, &ingest, &body);
             assert_eq!(answer.status, 200, "{}", answer.body);
         };
         send(0, 30);

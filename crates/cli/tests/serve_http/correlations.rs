@@ -9,7 +9,7 @@
 
 use serde_json::{json, Value};
 
-use super::{available, curl, event_clock, eventually, token, Answer, Node};
+use super::{available, curl, event_clock, eventually, post_inference, token, Answer, Node};
 
 const BURST: &str = "id: burst\ntitle: A burst of requests\nseverity: high\ngroup_by: [model_id]\nwindow: 10s\nevery: 10s\nallowed_lateness: 1s\ncondition: count() >= 20\n";
 
@@ -161,13 +161,7 @@ fn send_inference(
     for second in seconds.step_by(5) {
         body.push_str(&line("tick", &at(second)));
     }
-    let answer = curl(&[
-        "-H",
-        &format!("Authorization: Bearer {ingest}"),
-        "--data-binary",
-        &body,
-        &node.url("/api/v1/ingest/inference"),
-    ]);
+    let answer = post_inference(node, ingest, &body);
     assert_eq!(answer.status, 200, "{}", answer.body);
     answer.json()["accepted"].clone()
 }
@@ -205,13 +199,7 @@ fn a_burst_and_auth_failures_sent_by_a_shipper_correlate_once_across_a_kill_9() 
     for second in (0..10).step_by(2) {
         body.push_str(&line("calm", &at(second)));
     }
-    let answer = curl(&[
-        "-H",
-        &format!("Authorization: Bearer {ingest}"),
-        "--data-binary",
-        &body,
-        &node.url("/api/v1/ingest/inference"),
-    ]);
+    let answer = post_inference(&node, ingest, &body);
     assert_eq!(answer.json()["accepted"], 5, "{}", answer.body);
     assert_eq!(send_inference(&node, ingest, &at, 25, 10..240), 71);
 
