@@ -15,6 +15,7 @@ use inferwatch_core::{format_timestamp, DEFAULT_STREAM};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use serde::de::IgnoredAny;
+use sonic_rs::LazyValue;
 use std::borrow::Cow;
 
 /// One stream's lines.
@@ -88,7 +89,14 @@ impl Framed {
 
 /// A stream name from an Elasticsearch index, a HEC index or a path:
 /// the store takes letters, digits, `_` and `-`; anything else becomes `_`.
-pub fn stream_name(index: &str) -> String {
+pub fn stream_name(index: &str) -> Cow<'_, str> {
+    if !index.is_empty()
+        && index
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-')
+    {
+        return Cow::Borrowed(index);
+    }
     let name: String = index
         .chars()
         .map(|c| {
@@ -100,9 +108,9 @@ pub fn stream_name(index: &str) -> String {
         })
         .collect();
     if name.is_empty() {
-        DEFAULT_STREAM.to_string()
+        Cow::Borrowed(DEFAULT_STREAM)
     } else {
-        name
+        Cow::Owned(name)
     }
 }
 
@@ -134,6 +142,15 @@ impl<'a> ObjectLine<'a> {
             line: b"{".to_vec(),
             keys: Vec::new(),
         }
+    }
+
+    /// An empty object written into `line`, with `keys` for its keys (both
+    /// cleared): buffers handed from one line to the next.
+    fn reusing(mut line: Vec<u8>, mut keys: Vec<Cow<'a, str>>) -> Self {
+        line.clear();
+        line.push(b'{');
+        keys.clear();
+        ObjectLine { line, keys }
     }
 
     /// Starts from an object's text, kept as it is; its keys are read (and
@@ -204,9 +221,36 @@ impl<'a> ObjectLine<'a> {
         Ok(())
     }
 
-    fn finish(mut self) -> Vec<u8> {
+    /// A member of the record itself, as the client wrote it: a repeated
+    /// key is kept, so the decoder sees what it would in the record's text.
+    fn push_member(&mut self, key: Cow<'a, str>, value: &[u8]) {
+        if !self.keys.is_empty() {
+            self.line.push(b',');
+        }
+        write_json_string(&mut self.line, &key);
+        self.line.push(b':');
+        self.line.extend_from_slice(value);
+        self.keys.push(key);
+    }
+
+    fn finish(self) -> Vec<u8> {
+        self.finish_parts().0
+    }
+
+    /// The line, and the key buffer for reuse.
+    fn finish_parts(mut self) -> (Vec<u8>, Vec<Cow<'a, str>>) {
         self.line.push(b'}');
-        self.line
+        // Everything written is checked JSON, where a line break can only
+        // be whitespace between tokens (one in a string is escaped); a
+        // pretty-printed record must still be one line.
+        if memchr::memchr2(b'\n', b'\r', &self.line).is_some() {
+            for byte in &mut self.line {
+                if matches!(byte, b'\n' | b'\r') {
+                    *byte = b' ';
+                }
+            }
+        }
+        (self.line, self.keys)
     }
 }
 
@@ -415,50 +459,36 @@ pub fn frame_hec_events(
 ) -> (Framed, Option<HecFault>) {
     let mut framed = Framed::default();
     let mut fault = None;
-    let note = |fault: &mut Option<HecFault>, code, text, event| {
-        if fault.is_none() {
-            *fault = Some(HecFault { code, text, event });
-        }
-    };
-    // serde_json's stream finds where each object ends (and stops at the
-    // first that is not JSON); each object is then read member by member.
-    let mut stream = serde_json::Deserializer::from_slice(body).into_iter::<IgnoredAny>();
-    let mut start = 0;
-    loop {
-        let event_number = framed.items.len();
-        match stream.next() {
-            None => break,
-            Some(Err(error)) => {
-                framed.push_refused(format!("invalid JSON: {error}"));
-                note(&mut fault, 6, "Invalid data format", event_number);
-                // The rest of the body cannot be delimited.
+    let mut scratch = LineScratch::default();
+    // Shippers write one event per line; such a line is read in one pass.
+    // From the first line that is not exactly one envelope (objects split
+    // over lines or run together, bad JSON), the general path takes over.
+    let mut general_from = body.len();
+    for (_, line) in body_lines(body) {
+        match read_hec_line(line, &mut scratch.members) {
+            Ok(envelope) => match envelope {
+                Some(envelope) => {
+                    push_hec_object(&mut framed, &envelope, &mut scratch, defaults, now)
+                }
+                None => {
+                    let event_number = framed.items.len();
+                    let record = hec_record(line, defaults, now);
+                    push_hec_record(&mut framed, &mut fault, record, event_number);
+                }
+            },
+            Err(()) => {
+                general_from = line.as_ptr() as usize - body.as_ptr() as usize;
                 break;
-            }
-            Some(Ok(_)) => {
-                let end = stream.byte_offset();
-                let envelope = body[start..end].trim_ascii();
-                start = end;
-                if !is_object(envelope) {
-                    framed.push_refused("an event must be a JSON object");
-                    note(&mut fault, 6, "Invalid data format", event_number);
-                    continue;
-                }
-                // serde_json delimits any depth; sonic-rs must not see it.
-                if let Err(reason) = inferwatch_ingest::check_json_depth(envelope) {
-                    framed.push_refused(reason);
-                    note(&mut fault, 6, "Invalid data format", event_number);
-                    continue;
-                }
-                match hec_record(envelope, defaults, now) {
-                    Ok((index, line)) => framed.push_line(&stream_name(&index), &line),
-                    Err((code, text)) => {
-                        framed.push_refused(text);
-                        note(&mut fault, code, text, event_number);
-                    }
-                }
             }
         }
     }
+    frame_hec_stream(
+        &body[general_from..],
+        &mut framed,
+        &mut fault,
+        defaults,
+        now,
+    );
     if framed.items.is_empty() {
         fault = Some(HecFault {
             code: 5,
@@ -467,6 +497,274 @@ pub fn frame_hec_events(
         });
     }
     (framed, fault)
+}
+
+/// A framed HEC record, or its code and text.
+type HecRecord = Result<(String, Vec<u8>), (u32, &'static str)>;
+
+fn push_hec_record(
+    framed: &mut Framed,
+    fault: &mut Option<HecFault>,
+    record: HecRecord,
+    event: usize,
+) {
+    match record {
+        Ok((index, line)) => framed.push_line(&stream_name(&index), &line),
+        Err((code, text)) => {
+            framed.push_refused(text);
+            if fault.is_none() {
+                *fault = Some(HecFault { code, text, event });
+            }
+        }
+    }
+}
+
+/// The general path for concatenated HEC objects at any layout: serde_json's
+/// stream finds where each object ends (and stops at the first that is not
+/// JSON); each object is then read member by member.
+fn frame_hec_stream(
+    body: &[u8],
+    framed: &mut Framed,
+    fault: &mut Option<HecFault>,
+    defaults: &HecDefaults,
+    now: i64,
+) {
+    let mut stream = serde_json::Deserializer::from_slice(body).into_iter::<IgnoredAny>();
+    let mut start = 0;
+    loop {
+        let event_number = framed.items.len();
+        let record = match stream.next() {
+            None => break,
+            Some(Err(error)) => {
+                framed.push_refused(format!("invalid JSON: {error}"));
+                if fault.is_none() {
+                    *fault = Some(HecFault {
+                        code: 6,
+                        text: "Invalid data format",
+                        event: event_number,
+                    });
+                }
+                // The rest of the body cannot be delimited.
+                break;
+            }
+            Some(Ok(_)) => {
+                let end = stream.byte_offset();
+                let envelope = body[start..end].trim_ascii();
+                start = end;
+                if !is_object(envelope) {
+                    Err((6, "Invalid data format"))
+                } else if inferwatch_ingest::check_json_depth(envelope).is_err() {
+                    // serde_json delimits any depth; sonic-rs must not see it.
+                    Err((6, "Invalid data format"))
+                } else {
+                    hec_record(envelope, defaults, now)
+                }
+            }
+        };
+        push_hec_record(framed, fault, record, event_number);
+    }
+}
+
+/// Buffers reused from one HEC event to the next.
+#[derive(Default)]
+struct LineScratch<'a> {
+    members: Vec<(Cow<'a, str>, LazyValue<'a>)>,
+    keys: Vec<Cow<'a, str>>,
+    line: Vec<u8>,
+}
+
+/// Reads one line that should hold one HEC envelope whose event is an
+/// object, in a single pass of sonic-rs: the envelope's members and the
+/// event's are validated and kept as raw text, nothing is parsed twice.
+/// `Ok(None)`: the line is one JSON value but not such an envelope (a text
+/// event, say), for the general reading. `Err`: the line is not one JSON
+/// value, or is too deep to read.
+fn read_hec_line<'a>(
+    line: &'a [u8],
+    members: &mut Vec<(Cow<'a, str>, LazyValue<'a>)>,
+) -> Result<Option<HecEnvelope<'a>>, ()> {
+    use serde::de::DeserializeSeed;
+    // Lazy values are skipped recursively by sonic-rs: bound the depth first.
+    inferwatch_ingest::check_json_depth(line).map_err(|_| ())?;
+    // sonic-rs trusts a slice to be UTF-8 when it lends lazy values
+    // (invalid bytes panic in it): hand it a checked `str`.
+    let line = std::str::from_utf8(line).map_err(|_| ())?;
+    members.clear();
+    let mut deserializer = sonic_rs::Deserializer::from_str(line);
+    let envelope = EnvelopeSeed { members }
+        .deserialize(&mut deserializer)
+        .map_err(|_| ())?;
+    deserializer.end().map_err(|_| ())?;
+    Ok(envelope)
+}
+
+/// Deserializes a HEC envelope, collecting an object event's members.
+struct EnvelopeSeed<'v, 'a> {
+    members: &'v mut Vec<(Cow<'a, str>, LazyValue<'a>)>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for EnvelopeSeed<'_, 'de> {
+    type Value = Option<HecEnvelope<'de>>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for EnvelopeSeed<'_, 'de> {
+    type Value = Option<HecEnvelope<'de>>;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("a HEC envelope")
+    }
+
+    fn visit_map<M: serde::de::MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+        let mut envelope = HecEnvelope::default();
+        // Whether every member is one the one-pass reading can keep.
+        let mut fits = true;
+        while let Some(JsonKey(key)) = map.next_key()? {
+            if key == "event" {
+                // The last of a repeated key wins: start over.
+                self.members.clear();
+                let object = map.next_value_seed(EventMembers {
+                    members: &mut *self.members,
+                })?;
+                fits &= object;
+                envelope.event = Some(b"{}");
+                continue;
+            }
+            let value = map.next_value::<LazyValue<'de>>()?;
+            let raw = match value.as_raw_cow() {
+                Cow::Borrowed(raw) => raw.as_bytes(),
+                Cow::Owned(_) => {
+                    fits = false;
+                    continue;
+                }
+            };
+            match key.as_ref() {
+                "time" => envelope.time = Some(raw),
+                "host" => envelope.host = Some(raw),
+                "source" => envelope.source = Some(raw),
+                "sourcetype" => envelope.sourcetype = Some(raw),
+                "index" => envelope.index = Some(raw),
+                "fields" => envelope.fields = Some(raw),
+                _ => {}
+            }
+        }
+        Ok((fits && envelope.event.is_some()).then_some(envelope))
+    }
+}
+
+/// A JSON key, borrowed from the input unless it has escapes (serde's own
+/// `Cow<str>` always allocates).
+struct JsonKey<'a>(Cow<'a, str>);
+
+impl<'de> serde::Deserialize<'de> for JsonKey<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> serde::de::Visitor<'de> for KeyVisitor {
+            type Value = JsonKey<'de>;
+            fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+                formatter.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, key: &'de str) -> Result<Self::Value, E> {
+                Ok(JsonKey(Cow::Borrowed(key)))
+            }
+            fn visit_str<E>(self, key: &str) -> Result<Self::Value, E> {
+                Ok(JsonKey(Cow::Owned(key.to_string())))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+/// Reads an event: its members if it is an object (`true`); any other
+/// value is consumed and answers `false`.
+struct EventMembers<'v, 'a> {
+    members: &'v mut Vec<(Cow<'a, str>, LazyValue<'a>)>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for EventMembers<'_, 'de> {
+    type Value = bool;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<bool, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for EventMembers<'_, 'de> {
+    type Value = bool;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("an event")
+    }
+
+    fn visit_map<M: serde::de::MapAccess<'de>>(self, mut map: M) -> Result<bool, M::Error> {
+        while let Some(JsonKey(key)) = map.next_key()? {
+            let value = map.next_value::<LazyValue<'de>>()?;
+            self.members.push((key, value));
+        }
+        Ok(true)
+    }
+
+    fn visit_seq<S: serde::de::SeqAccess<'de>>(self, mut seq: S) -> Result<bool, S::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(false)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<bool, E> {
+        Ok(false)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<bool, E> {
+        Ok(false)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<bool, E> {
+        Ok(false)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<bool, E> {
+        Ok(false)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<bool, E> {
+        Ok(false)
+    }
+
+    fn visit_unit<E>(self) -> Result<bool, E> {
+        Ok(false)
+    }
+
+    fn visit_none<E>(self) -> Result<bool, E> {
+        Ok(false)
+    }
+}
+
+/// Frames a HEC envelope whose event is an object read by
+/// [`read_hec_line`], in `scratch`'s buffers.
+fn push_hec_object<'a>(
+    framed: &mut Framed,
+    envelope: &HecEnvelope<'a>,
+    scratch: &mut LineScratch<'a>,
+    defaults: &HecDefaults,
+    now: i64,
+) {
+    let mut record = ObjectLine::reusing(
+        std::mem::take(&mut scratch.line),
+        std::mem::take(&mut scratch.keys),
+    );
+    for (key, value) in scratch.members.drain(..) {
+        record.push_member(key, value.as_raw_str().as_bytes());
+    }
+    let record = hec_metadata(record, envelope, defaults, now);
+    let (line, keys) = record.finish_parts();
+    framed.push_line(&stream_name(&hec_index(envelope, defaults)), &line);
+    scratch.line = line;
+    scratch.keys = keys;
 }
 
 /// Frames a HEC `/services/collector/raw` body: each non-empty line is an
@@ -485,7 +783,10 @@ pub fn frame_hec_raw(body: &[u8], defaults: &HecDefaults, now: i64) -> (Framed, 
                 record
             }
         };
-        framed.push_line(&stream, &hec_line(record, &no_envelope, defaults, now));
+        framed.push_line(
+            &stream,
+            &hec_metadata(record, &no_envelope, defaults, now).finish(),
+        );
     }
     let fault = framed.items.is_empty().then_some(HecFault {
         code: 5,
@@ -561,22 +862,29 @@ fn hec_record(
         record.push_raw("message", event);
         record
     };
-    let index = envelope
+    let index = hec_index(&envelope, defaults).into_owned();
+    Ok((
+        index,
+        hec_metadata(record, &envelope, defaults, now).finish(),
+    ))
+}
+
+/// The index an envelope names, else the request's, else the default.
+fn hec_index<'a>(envelope: &HecEnvelope<'a>, defaults: &'a HecDefaults) -> Cow<'a, str> {
+    envelope
         .index
         .and_then(json_string)
-        .map(Cow::into_owned)
-        .or_else(|| defaults.index.clone())
-        .unwrap_or_else(|| DEFAULT_STREAM.to_string());
-    Ok((index, hec_line(record, &envelope, defaults, now)))
+        .or_else(|| defaults.index.as_deref().map(Cow::Borrowed))
+        .unwrap_or(Cow::Borrowed(DEFAULT_STREAM))
 }
 
 /// Event time and metadata onto a HEC record, never over its own keys.
-fn hec_line<'a>(
+fn hec_metadata<'a>(
     mut record: ObjectLine<'a>,
     envelope: &HecEnvelope<'a>,
     defaults: &HecDefaults,
     now: i64,
-) -> Vec<u8> {
+) -> ObjectLine<'a> {
     if !TIME_KEYS.iter().any(|key| record.has(key)) {
         let time = envelope
             .time
@@ -603,7 +911,7 @@ fn hec_line<'a>(
         // Checked as JSON with the envelope: this cannot fail.
         let _ = record.push_members(fields);
     }
-    record.finish()
+    record
 }
 
 /// The keys a record's own time may have; metadata adds none then.
@@ -786,6 +1094,103 @@ mod tests {
         assert!(lines.contains("\"message\":\"plain text\""), "{lines}");
         let (_, fault) = frame_hec_events(b"  ", &HecDefaults::default(), 0);
         assert_eq!(fault.unwrap().code, 5);
+    }
+
+    /// What the general path frames from `body`, for comparison.
+    fn framed_by_stream(body: &[u8]) -> (Framed, Option<HecFault>) {
+        let mut framed = Framed::default();
+        let mut fault = None;
+        frame_hec_stream(body, &mut framed, &mut fault, &HecDefaults::default(), 7);
+        (framed, fault)
+    }
+
+    /// Items, and each group's stream and lines as JSON values.
+    fn framing_of(framed: &Framed) -> (Vec<Item>, Vec<(String, Vec<Value>)>) {
+        let groups = framed
+            .groups
+            .iter()
+            .map(|group| {
+                let lines = group
+                    .data
+                    .split(|&byte| byte == b'\n')
+                    .filter(|line| !line.is_empty())
+                    .map(|line| {
+                        serde_json::from_slice(line).unwrap_or_else(|error| {
+                            panic!("{error}: {}", String::from_utf8_lossy(line))
+                        })
+                    })
+                    .collect();
+                (group.stream.clone(), lines)
+            })
+            .collect();
+        (framed.items.clone(), groups)
+    }
+
+    #[test]
+    fn hec_events_one_per_line_frame_as_the_general_path_does() {
+        let envelopes = [
+            r#"{"time":1767225600.5,"event":{"model_id":"m","latency_ms":12.5,"probs":[0.1,0.9]},"host":"h","fields":{"region":"eu","host":"not this"}}"#,
+            r#"{"event":{"ts":"2026-01-01T00:00:00Z","host":"own","a\u0062c":1,"n":{"deep":[1,{"x":null}]}},"time":5,"host":"envelope","sourcetype":"st"}"#,
+            r#"{"event":{"a":1,"a":2},"event":{"b":3},"index":"gw.logs","index":"other"}"#,
+            r#"{"event":"plain text","source":"s"}"#,
+            r#"{"event":"{\"model_id\":\"in a string\"}"}"#,
+            r#"{"event":42}"#,
+            r#"{"event":[1,2]}"#,
+            r#"{"event":null}"#,
+            r#"{"event":{}}"#,
+            r#"{"fields":{"x":1}}"#,
+            r#"{ "event" : { "spaced" : true } , "index" : "inference" }"#,
+            r#"{"event":{"a":1},"index":"inf\u0065rence"}"#,
+            r#"[1,2]"#,
+        ];
+        let layouts: [&dyn Fn(&[&str]) -> String; 4] = [
+            &|events| events.join("\n"),
+            &|events| events.join("\r\n") + "\n",
+            &|events| events.concat(),
+            &|events| {
+                events
+                    .iter()
+                    .map(|event| match serde_json::from_str::<Value>(event) {
+                        Ok(value) => serde_json::to_string_pretty(&value).unwrap(),
+                        Err(_) => event.to_string(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            },
+        ];
+        // The one-pass reading takes object events and leaves the rest.
+        let mut members = Vec::new();
+        let taken: Vec<bool> = envelopes
+            .iter()
+            .map(|line| matches!(read_hec_line(line.as_bytes(), &mut members), Ok(Some(_))))
+            .collect();
+        // An escaped string in the envelope is left too (sonic-rs lends no raw text for it).
+        let expected = [
+            true, true, true, false, false, false, false, false, true, false, true, false, false,
+        ];
+        assert_eq!(taken, expected);
+        assert!(read_hec_line(br#"{"event":{"a":1}}{"event":{}}"#, &mut members).is_err());
+        assert!(read_hec_line(b"{\"event\":{\"a\":\"\xff\"}}", &mut members).is_err());
+        let defaults = HecDefaults::default();
+        for layout in layouts {
+            let body = layout(&envelopes);
+            let (framed, fault) = frame_hec_events(body.as_bytes(), &defaults, 7);
+            let (expected, expected_fault) = framed_by_stream(body.as_bytes());
+            assert_eq!(framing_of(&framed), framing_of(&expected), "{body}");
+            assert_eq!(fault, expected_fault);
+            assert_eq!(framed.items.len(), envelopes.len());
+        }
+        // One line per event, then one that is not JSON: the events before
+        // it are framed, it and the rest of the body are refused as one.
+        let body = format!("{}\n{{\"event\":{{\"a\":\n{}", envelopes[0], envelopes[1]);
+        let (framed, fault) = frame_hec_events(body.as_bytes(), &defaults, 7);
+        assert_eq!(framed.items.len(), 2);
+        assert!(matches!(framed.items[1], Item::Refused { .. }));
+        assert_eq!(fault.map(|fault| (fault.code, fault.event)), Some((6, 1)));
+        let line = &lines(&framed)[0];
+        assert_eq!(line["host"], "h");
+        assert_eq!(line["region"], "eu");
+        assert_eq!(line["timestamp"], "2026-01-01T00:00:00.500Z");
     }
 
     #[test]

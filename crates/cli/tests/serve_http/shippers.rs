@@ -477,7 +477,7 @@ mod replay {
                 for ((_, index, document), status) in actions.into_iter().zip(expected) {
                     if status < 300 {
                         accepted
-                            .entry(inferwatch_server::protocol::stream_name(&index))
+                            .entry(inferwatch_server::protocol::stream_name(&index).into_owned())
                             .or_default()
                             .push(document);
                     }
