@@ -221,9 +221,10 @@ impl Decoder {
         }
     }
 
-    /// The same decoder with every line taking the general walk.
-    #[cfg(test)]
-    pub(crate) fn without_flat_path(mut self) -> Decoder {
+    /// The same decoder with every line taking the general walk: for tests
+    /// and benchmarks that hold the fast path against it.
+    #[doc(hidden)]
+    pub fn without_flat_path(mut self) -> Decoder {
         self.flat_path = false;
         self
     }
@@ -441,8 +442,9 @@ impl Iterator for LineScanner<'_> {
 /// million `[` would otherwise overflow the stack. A line with at most
 /// `MAX_NESTING_DEPTH` opening brackets cannot be too deep, which settles
 /// nearly every line; only the rest are scanned. Returns whether the line
-/// is shallow (see `walk::SHALLOW_OPENINGS`). Flat lines never get here:
-/// the fast path reads only objects one array deep.
+/// is shallow (see `walk::SHALLOW_OPENINGS`). Lines the fast path reads
+/// never get here: it follows objects only along the mapping's paths, at
+/// most `MAX_NESTING_DEPTH` deep, and arrays one deep.
 fn check_nesting(line: &[u8]) -> Result<bool, LineError> {
     let openings = memchr::memchr2_iter(b'{', b'[', line).count();
     if openings <= crate::walk::SHALLOW_OPENINGS {
@@ -657,15 +659,43 @@ fn not_an_object(text: &str) -> LineError {
 /// A sonic-rs error as a dead-letter reason with the byte column in the
 /// line (1-based) and a short excerpt around it.
 pub(crate) fn json_error(error: &sonic_rs::Error, base: usize, text: &str) -> LineError {
+    let local = error.offset().min(text.len());
+    let column = base + local + 1;
+    LineError::new(
+        DeadLetterKind::InvalidJson,
+        format!(
+            "invalid JSON at byte column {column}: {}{}",
+            json_error_text(error, text, local),
+            near(text.as_bytes(), local)
+        ),
+    )
+}
+
+/// As [`json_error`], for a value read again on its own (the walk checks a
+/// value's syntax when it passes, its range only when it converts it): the
+/// field names where it is.
+pub(crate) fn field_json_error(error: &sonic_rs::Error, field: &str, value: &str) -> LineError {
+    let local = error.offset().min(value.len());
+    LineError::new(
+        DeadLetterKind::InvalidJson,
+        format!(
+            "invalid JSON in field {field}: {}{}",
+            json_error_text(error, value, local),
+            near(value.as_bytes(), local)
+        ),
+    )
+}
+
+/// What went wrong, in words, without the position sonic-rs appends.
+fn json_error_text(error: &sonic_rs::Error, text: &str, local: usize) -> String {
     let message = error.to_string();
     let what = message.split(" at line ").next().unwrap_or(&message);
     let what = what.strip_suffix(" while parsing").unwrap_or(what);
-    let local = error.offset().min(text.len());
     let rest = text
         .as_bytes()
         .get(local.saturating_sub(1)..)
         .unwrap_or_default();
-    let what = if what.starts_with("Float number must be finite") {
+    if what.starts_with("Float number must be finite") {
         // sonic-rs says this for 1e999 too, where it is misleading.
         "number out of range (beyond a 64-bit float)".to_string()
     } else if what.starts_with("EOF") {
@@ -690,15 +720,7 @@ pub(crate) fn json_error(error: &sonic_rs::Error, base: usize, text: &str) -> Li
             lowercase.extend(characters);
         }
         lowercase
-    };
-    let column = base + local + 1;
-    LineError::new(
-        DeadLetterKind::InvalidJson,
-        format!(
-            "invalid JSON at byte column {column}: {what}{}",
-            near(text.as_bytes(), local)
-        ),
-    )
+    }
 }
 
 /// `` near `…` ``: up to 12 bytes either side of `position`, with control

@@ -199,13 +199,9 @@ pub(crate) fn convert_lazy(
             let seed = ValueSeed::<ReturnOutcome>::new(rule, rule.hot(), &mut *record);
             match seed.deserialize(&mut deserializer) {
                 Ok(outcome) => outcome,
-                Err(_) => Err(LineError::new(
-                    DeadLetterKind::Internal,
-                    format!(
-                        "field {}: a validated value failed to parse again",
-                        rule.source
-                    ),
-                )),
+                // Syntax was checked as the walk passed; a number beyond
+                // f64 is found only now, as the serde walk finds it.
+                Err(error) => Err(crate::decode::field_json_error(&error, &rule.source, raw)),
             }
         }
     }
@@ -446,13 +442,17 @@ fn walk_general_edge(
                 node: child as usize,
                 report_unmapped: report_unmapped && edge.rules.is_empty(),
             };
-            if seed.deserialize(&mut deserializer).is_err() {
-                return Err(record.failure.take().unwrap_or_else(|| {
-                    LineError::new(
-                        DeadLetterKind::Internal,
-                        "a validated object failed to parse again",
-                    )
-                }));
+            if let Err(error) = seed.deserialize(&mut deserializer) {
+                if let Some(failure) = record.failure.take() {
+                    return Err(failure);
+                }
+                // Syntax was checked as the walk passed; a number beyond
+                // f64 is found only now, as the iterative walk finds it.
+                let field = match key {
+                    Key::Borrowed(text) => text.to_string(),
+                    Key::Arena(start, end) => record.text_at(start, end).to_string(),
+                };
+                return Err(crate::decode::field_json_error(&error, &field, raw));
             }
             Ok(())
         }

@@ -713,69 +713,184 @@ fn fuzz_decoder_flat_path_matches_general_walk() {
     run(
         "decoder_flat_vs_general",
         strategy,
+        |(objects, repeats, mapping)| flat_matches_general(&objects, repeats, mapping),
+    );
+}
+
+/// Keys the mappings descend through, and some they do not.
+const PATH_KEYS: &[&str] = &[
+    "event",
+    "time",
+    "model",
+    "response",
+    "usage",
+    "prompt_tokens",
+    "completion_tokens",
+    "elapsed",
+    "request",
+    "prompt",
+    "api_key",
+    "tenant",
+    "geo",
+    "region",
+    "error",
+    "type",
+    "http",
+    "status_code",
+    "gen_ai",
+    "input_tokens",
+    "timestamp",
+    "ts",
+    "model_id",
+    "other",
+];
+
+/// A value under a path key: flat, or an object of the same, as other
+/// fleets nest their logs (`{"response":{"usage":{"prompt_tokens":3}}}`).
+fn path_value() -> impl Strategy<Value = String> {
+    flat_value().prop_recursive(3, 24, 5, |inner| {
+        prop::collection::vec((prop::sample::select(PATH_KEYS), inner), 0..5).prop_map(|fields| {
+            let inner: Vec<String> = fields
+                .iter()
+                .map(|(key, value)| format!("\"{key}\":{value}"))
+                .collect();
+            format!("{{{}}}", inner.join(","))
+        })
+    })
+}
+
+/// Nested lines through the mappings' paths: the fast path walks objects
+/// under keys a mapping descends into, and must read them as the general
+/// walk does (same rows, same refusals with the same reasons), with the
+/// key-order cache meeting the same key at the same position under another
+/// parent. The same lines go to a decoder without the fast path.
+#[test]
+fn fuzz_decoder_nested_fast_path_matches_general_walk() {
+    let fields = (
+        prop::option::weighted(0.5, ("timestamp|ts", timestamp_value())),
+        prop::collection::vec(
+            (
+                prop::sample::select(PATH_KEYS).prop_map(str::to_string),
+                path_value(),
+            ),
+            0..8,
+        ),
+    )
+        .prop_map(|(timestamp, mut fields)| {
+            if let Some(timestamp) = timestamp {
+                fields.insert(0, timestamp);
+            }
+            fields
+        });
+    let strategy = (
+        prop::collection::vec(fields, 1..6),
+        1usize..4,
+        0..mappings().len(),
+    );
+    run(
+        "decoder_nested_flat_vs_general",
+        strategy,
         |(objects, repeats, mapping)| {
             let mapping = mappings()[mapping].clone();
-            let mut flat_lines = Vec::new();
-            let mut general_lines = Vec::new();
+            let mut lines = Vec::new();
             for _ in 0..repeats {
-                for fields in &objects {
-                    flat_lines.push(object(fields, ","));
-                    // A nested object is never flat; its key is one no
-                    // mapping claims and no generator writes.
-                    let mut general = fields.clone();
-                    general.push(("~general~".to_string(), "{\"n\":[{}]}".to_string()));
-                    general_lines.push(object(&general, ","));
-                }
+                lines.extend(objects.iter().map(|fields| object(fields, ",")));
             }
-            let chunk = |lines: &[String]| Chunk {
+            let chunk = Chunk {
                 source: Arc::from("fuzz.jsonl"),
                 first_line: 1,
                 first_offset: 0,
                 data: lines.join("\n").into_bytes(),
                 skipped_bytes: 0,
             };
-            let flat = decode_checked(&mut Decoder::new(mapping.clone()), &chunk(&flat_lines))?;
-            let general = decode_checked(&mut Decoder::new(mapping), &chunk(&general_lines))?;
-            prop_assert_eq!(&flat.row_lines, &general.row_lines);
-            // Same lines refused for the same reason; an invalid JSON
-            // message quotes the text around the error, which the added
-            // field changes.
+            let fast = decode_checked(&mut Decoder::new(mapping.clone()), &chunk)?;
+            let general = decode_checked(&mut Decoder::new(mapping).without_flat_path(), &chunk)?;
+            prop_assert_eq!(&fast.row_lines, &general.row_lines);
             let letters = |decoded: &DecodedBatch| -> Vec<(u64, Option<DeadLetterKind>, String)> {
                 decoded
                     .dead_letters
                     .iter()
-                    .map(|letter| {
-                        let reason = if letter.kind == Some(DeadLetterKind::InvalidJson) {
-                            String::new()
-                        } else {
-                            letter.reason.clone()
-                        };
-                        (letter.line, letter.kind, reason)
-                    })
+                    .map(|letter| (letter.line, letter.kind, letter.reason.clone()))
                     .collect()
             };
-            let (flat_letters, general_letters) = (letters(&flat), letters(&general));
-            prop_assert_eq!(flat_letters, general_letters);
-            let mut general_rows = batch_to_json_rows(&general.batch);
-            for row in &mut general_rows {
-                let Some(row) = row.as_object_mut() else {
-                    continue;
-                };
-                let emptied = row
-                    .get_mut("attributes")
-                    .and_then(serde_json::Value::as_object_mut)
-                    .is_some_and(|map| {
-                        map.remove("~general~");
-                        map.is_empty()
-                    });
-                if emptied {
-                    row.remove("attributes");
-                }
-            }
-            prop_assert_eq!(batch_to_json_rows(&flat.batch), general_rows);
+            prop_assert_eq!(letters(&fast), letters(&general));
+            prop_assert_eq!(
+                batch_to_json_rows(&fast.batch),
+                batch_to_json_rows(&general.batch)
+            );
             Ok(())
         },
     );
+}
+
+/// Decodes each object as written (the fast path reads what it can) and
+/// with a nested field no mapping claims added (always the general walk):
+/// both must give the same rows and refuse the same lines.
+fn flat_matches_general(
+    objects: &[Vec<(String, String)>],
+    repeats: usize,
+    mapping: usize,
+) -> Result<(), TestCaseError> {
+    let mapping = mappings()[mapping].clone();
+    let mut flat_lines = Vec::new();
+    let mut general_lines = Vec::new();
+    for _ in 0..repeats {
+        for fields in objects {
+            flat_lines.push(object(fields, ","));
+            // A nested object is never flat; its key is one no
+            // mapping claims and no generator writes.
+            let mut general = fields.clone();
+            general.push(("~general~".to_string(), "{\"n\":[{}]}".to_string()));
+            general_lines.push(object(&general, ","));
+        }
+    }
+    let chunk = |lines: &[String]| Chunk {
+        source: Arc::from("fuzz.jsonl"),
+        first_line: 1,
+        first_offset: 0,
+        data: lines.join("\n").into_bytes(),
+        skipped_bytes: 0,
+    };
+    let flat = decode_checked(&mut Decoder::new(mapping.clone()), &chunk(&flat_lines))?;
+    let general = decode_checked(&mut Decoder::new(mapping), &chunk(&general_lines))?;
+    prop_assert_eq!(&flat.row_lines, &general.row_lines);
+    // Same lines refused for the same reason; an invalid JSON
+    // message quotes the text around the error, which the added
+    // field changes.
+    let letters = |decoded: &DecodedBatch| -> Vec<(u64, Option<DeadLetterKind>, String)> {
+        decoded
+            .dead_letters
+            .iter()
+            .map(|letter| {
+                let reason = if letter.kind == Some(DeadLetterKind::InvalidJson) {
+                    String::new()
+                } else {
+                    letter.reason.clone()
+                };
+                (letter.line, letter.kind, reason)
+            })
+            .collect()
+    };
+    let (flat_letters, general_letters) = (letters(&flat), letters(&general));
+    prop_assert_eq!(flat_letters, general_letters);
+    let mut general_rows = batch_to_json_rows(&general.batch);
+    for row in &mut general_rows {
+        let Some(row) = row.as_object_mut() else {
+            continue;
+        };
+        let emptied = row
+            .get_mut("attributes")
+            .and_then(serde_json::Value::as_object_mut)
+            .is_some_and(|map| {
+                map.remove("~general~");
+                map.is_empty()
+            });
+        if emptied {
+            row.remove("attributes");
+        }
+    }
+    prop_assert_eq!(batch_to_json_rows(&flat.batch), general_rows);
+    Ok(())
 }
 
 /// Garbage: random bytes cut into lines, and whole golden files mutated.

@@ -460,35 +460,44 @@ pub fn frame_hec_events(
     let mut framed = Framed::default();
     let mut fault = None;
     let mut scratch = LineScratch::default();
-    // Shippers write one event per line; such a line is read in one pass.
-    // From the first line that is not exactly one envelope (objects split
-    // over lines or run together, bad JSON), the general path takes over.
-    let mut general_from = body.len();
-    for (_, line) in body_lines(body) {
-        match read_hec_line(line, &mut scratch.members) {
-            Ok(envelope) => match envelope {
-                Some(envelope) => {
-                    push_hec_object(&mut framed, &envelope, &mut scratch, defaults, now)
-                }
-                None => {
-                    let event_number = framed.items.len();
-                    let record = hec_record(line, defaults, now);
-                    push_hec_record(&mut framed, &mut fault, record, event_number);
-                }
-            },
-            Err(()) => {
-                general_from = line.as_ptr() as usize - body.as_ptr() as usize;
+    // serde_json's stream finds where each object ends, at any depth and
+    // layout (sonic-rs cannot say where it stopped), and stops at the first
+    // that is not JSON; each object is then read once by sonic-rs.
+    let mut stream = serde_json::Deserializer::from_slice(body).into_iter::<IgnoredAny>();
+    let mut start = 0;
+    loop {
+        let event_number = framed.items.len();
+        let record = match stream.next() {
+            None => break,
+            Some(Err(error)) => {
+                framed.push_refused(format!("invalid JSON: {error}"));
+                note_fault(&mut fault, 6, "Invalid data format", event_number);
+                // The rest of the body cannot be delimited.
                 break;
+            }
+            Some(Ok(_)) => {
+                let end = stream.byte_offset();
+                let envelope = body[start..end].trim_ascii();
+                start = end;
+                match read_hec_envelope(envelope, &mut scratch.members) {
+                    Ok(Some(read)) => {
+                        push_hec_object(&mut framed, &read, &mut scratch, defaults, now);
+                        continue;
+                    }
+                    // Not an object event: read the general way.
+                    Ok(None) => hec_record(envelope, defaults, now),
+                    Err(()) => Err((6, "Invalid data format")),
+                }
+            }
+        };
+        match record {
+            Ok((index, line)) => framed.push_line(&stream_name(&index), &line),
+            Err((code, text)) => {
+                framed.push_refused(text);
+                note_fault(&mut fault, code, text, event_number);
             }
         }
     }
-    frame_hec_stream(
-        &body[general_from..],
-        &mut framed,
-        &mut fault,
-        defaults,
-        now,
-    );
     if framed.items.is_empty() {
         fault = Some(HecFault {
             code: 5,
@@ -499,69 +508,10 @@ pub fn frame_hec_events(
     (framed, fault)
 }
 
-/// A framed HEC record, or its code and text.
-type HecRecord = Result<(String, Vec<u8>), (u32, &'static str)>;
-
-fn push_hec_record(
-    framed: &mut Framed,
-    fault: &mut Option<HecFault>,
-    record: HecRecord,
-    event: usize,
-) {
-    match record {
-        Ok((index, line)) => framed.push_line(&stream_name(&index), &line),
-        Err((code, text)) => {
-            framed.push_refused(text);
-            if fault.is_none() {
-                *fault = Some(HecFault { code, text, event });
-            }
-        }
-    }
-}
-
-/// The general path for concatenated HEC objects at any layout: serde_json's
-/// stream finds where each object ends (and stops at the first that is not
-/// JSON); each object is then read member by member.
-fn frame_hec_stream(
-    body: &[u8],
-    framed: &mut Framed,
-    fault: &mut Option<HecFault>,
-    defaults: &HecDefaults,
-    now: i64,
-) {
-    let mut stream = serde_json::Deserializer::from_slice(body).into_iter::<IgnoredAny>();
-    let mut start = 0;
-    loop {
-        let event_number = framed.items.len();
-        let record = match stream.next() {
-            None => break,
-            Some(Err(error)) => {
-                framed.push_refused(format!("invalid JSON: {error}"));
-                if fault.is_none() {
-                    *fault = Some(HecFault {
-                        code: 6,
-                        text: "Invalid data format",
-                        event: event_number,
-                    });
-                }
-                // The rest of the body cannot be delimited.
-                break;
-            }
-            Some(Ok(_)) => {
-                let end = stream.byte_offset();
-                let envelope = body[start..end].trim_ascii();
-                start = end;
-                if !is_object(envelope) {
-                    Err((6, "Invalid data format"))
-                } else if inferwatch_ingest::check_json_depth(envelope).is_err() {
-                    // serde_json delimits any depth; sonic-rs must not see it.
-                    Err((6, "Invalid data format"))
-                } else {
-                    hec_record(envelope, defaults, now)
-                }
-            }
-        };
-        push_hec_record(framed, fault, record, event_number);
+/// Keeps the first fault of a request.
+fn note_fault(fault: &mut Option<HecFault>, code: u32, text: &'static str, event: usize) {
+    if fault.is_none() {
+        *fault = Some(HecFault { code, text, event });
     }
 }
 
@@ -573,13 +523,12 @@ struct LineScratch<'a> {
     line: Vec<u8>,
 }
 
-/// Reads one line that should hold one HEC envelope whose event is an
-/// object, in a single pass of sonic-rs: the envelope's members and the
-/// event's are validated and kept as raw text, nothing is parsed twice.
-/// `Ok(None)`: the line is one JSON value but not such an envelope (a text
-/// event, say), for the general reading. `Err`: the line is not one JSON
-/// value, or is too deep to read.
-fn read_hec_line<'a>(
+/// Reads one HEC envelope whose event is an object in a single pass of
+/// sonic-rs: the envelope's members and the event's are validated and kept
+/// as raw text. `Ok(None)`: one JSON value but not such an envelope (a text
+/// event, a missing event, an escaped string in the envelope), for the
+/// general reading. `Err`: not one JSON value, not UTF-8, or too deep.
+fn read_hec_envelope<'a>(
     line: &'a [u8],
     members: &mut Vec<(Cow<'a, str>, LazyValue<'a>)>,
 ) -> Result<Option<HecEnvelope<'a>>, ()> {
@@ -745,7 +694,7 @@ impl<'de> serde::de::Visitor<'de> for EventMembers<'_, 'de> {
 }
 
 /// Frames a HEC envelope whose event is an object read by
-/// [`read_hec_line`], in `scratch`'s buffers.
+/// [`read_hec_envelope`], in `scratch`'s buffers.
 fn push_hec_object<'a>(
     framed: &mut Framed,
     envelope: &HecEnvelope<'a>,
@@ -1096,14 +1045,6 @@ mod tests {
         assert_eq!(fault.unwrap().code, 5);
     }
 
-    /// What the general path frames from `body`, for comparison.
-    fn framed_by_stream(body: &[u8]) -> (Framed, Option<HecFault>) {
-        let mut framed = Framed::default();
-        let mut fault = None;
-        frame_hec_stream(body, &mut framed, &mut fault, &HecDefaults::default(), 7);
-        (framed, fault)
-    }
-
     /// Items, and each group's stream and lines as JSON values.
     fn framing_of(framed: &Framed) -> (Vec<Item>, Vec<(String, Vec<Value>)>) {
         let groups = framed
@@ -1127,7 +1068,7 @@ mod tests {
     }
 
     #[test]
-    fn hec_events_one_per_line_frame_as_the_general_path_does() {
+    fn hec_events_read_in_one_pass_frame_as_the_general_reading_does() {
         let envelopes = [
             r#"{"time":1767225600.5,"event":{"model_id":"m","latency_ms":12.5,"probs":[0.1,0.9]},"host":"h","fields":{"region":"eu","host":"not this"}}"#,
             r#"{"event":{"ts":"2026-01-01T00:00:00Z","host":"own","a\u0062c":1,"n":{"deep":[1,{"x":null}]}},"time":5,"host":"envelope","sourcetype":"st"}"#,
@@ -1158,26 +1099,43 @@ mod tests {
                     .join("\n")
             },
         ];
-        // The one-pass reading takes object events and leaves the rest.
-        let mut members = Vec::new();
-        let taken: Vec<bool> = envelopes
-            .iter()
-            .map(|line| matches!(read_hec_line(line.as_bytes(), &mut members), Ok(Some(_))))
-            .collect();
+        // The one-pass reading takes object events and leaves the rest; what
+        // it takes, it frames as the general reading does.
+        let defaults = HecDefaults::default();
+        let mut taken = Vec::new();
+        for envelope in envelopes {
+            let mut members = Vec::new();
+            let Ok(Some(read)) = read_hec_envelope(envelope.as_bytes(), &mut members) else {
+                taken.push(false);
+                continue;
+            };
+            taken.push(true);
+            let mut scratch = LineScratch {
+                members,
+                ..LineScratch::default()
+            };
+            let mut framed = Framed::default();
+            push_hec_object(&mut framed, &read, &mut scratch, &defaults, 7);
+            let (index, line) = hec_record(envelope.as_bytes(), &defaults, 7).unwrap();
+            assert_eq!(framed.groups[0].stream, stream_name(&index));
+            let general: Value = serde_json::from_slice(&line).unwrap();
+            assert_eq!(lines(&framed), [general], "{envelope}");
+        }
         // An escaped string in the envelope is left too (sonic-rs lends no raw text for it).
         let expected = [
             true, true, true, false, false, false, false, false, true, false, true, false, false,
         ];
         assert_eq!(taken, expected);
-        assert!(read_hec_line(br#"{"event":{"a":1}}{"event":{}}"#, &mut members).is_err());
-        assert!(read_hec_line(b"{\"event\":{\"a\":\"\xff\"}}", &mut members).is_err());
-        let defaults = HecDefaults::default();
-        for layout in layouts {
+        let mut members = Vec::new();
+        assert!(read_hec_envelope(br#"{"event":{"a":1}}{"event":{}}"#, &mut members).is_err());
+        assert!(read_hec_envelope(b"{\"event\":{\"a\":\"\xff\"}}", &mut members).is_err());
+        // The layout of the body does not matter.
+        let one_per_line = frame_hec_events(layouts[0](&envelopes).as_bytes(), &defaults, 7);
+        for layout in &layouts[1..] {
             let body = layout(&envelopes);
             let (framed, fault) = frame_hec_events(body.as_bytes(), &defaults, 7);
-            let (expected, expected_fault) = framed_by_stream(body.as_bytes());
-            assert_eq!(framing_of(&framed), framing_of(&expected), "{body}");
-            assert_eq!(fault, expected_fault);
+            assert_eq!(framing_of(&framed), framing_of(&one_per_line.0), "{body}");
+            assert_eq!(fault, one_per_line.1);
             assert_eq!(framed.items.len(), envelopes.len());
         }
         // One line per event, then one that is not JSON: the events before

@@ -1513,3 +1513,53 @@ fn issue_16_a_mapping_sets_the_latency_and_token_limits() {
         .to_string();
     assert!(error.contains("positive number"), "{error}");
 }
+
+/// The simulator's foreign fleet, as its `--mapping-out` reads it back.
+const FOREIGN_MAPPING: &str = "fields:
+  - { from: ts_ms, to: timestamp, unit: ms }
+  - { from: service.name, to: model_id }
+  - { from: service.build, to: model_version }
+  - { from: caller.key, to: client_id }
+  - { from: timing.total_ms, to: latency_ms }
+  - { from: usage.prompt, to: input_tokens }
+  - { from: prediction.scores, to: probabilities }
+";
+
+#[test]
+fn nested_lines_along_the_mapping_take_the_fast_path() {
+    let mut decoder = Decoder::new(Arc::new(user_mapping(FOREIGN_MAPPING)));
+    let mut walk = |line: &str| {
+        decoder.record.clear();
+        crate::flat::walk_flat(
+            &decoder.mapping,
+            &mut decoder.record,
+            &mut decoder.key_order,
+            line,
+        )
+        .map(|outcome| outcome.is_ok())
+    };
+    let nested = r#"{"caller":{"key":"k","addr":"10.0.0.1"},"service":{"name":"m","build":"b"},"timing":{"total_ms":5.5},"ts_ms":1767225600000,"usage":{"prompt":2},"prediction":{"scores":[0.1,0.9]}}"#;
+    assert_eq!(walk(nested), Some(true));
+    // The same keys at the same positions under other parents.
+    let swapped = r#"{"service":{"key":"k","addr":"10.0.0.1"},"caller":{"name":"m","build":"b"},"timing":{"total_ms":5.5},"ts_ms":1767225600000}"#;
+    assert_eq!(walk(swapped), Some(true));
+    // An object under a key the mapping does not descend into is the general walk's.
+    assert_eq!(walk(r#"{"ts_ms":1,"extra":{"a":1}}"#), None);
+    assert_eq!(walk(r#"{"ts_ms":1,"service":{"name":{"a":1}}}"#), None);
+    let text = [
+        nested,
+        swapped,
+        nested,
+        r#"{"ts_ms":1767225600000,"service":"flat"}"#,
+    ]
+    .join("\n");
+    let [fast, general] = decode_both_ways(user_mapping(FOREIGN_MAPPING), &text);
+    assert_eq!(fast, general);
+    let rows = &fast.0;
+    assert_eq!(rows.len(), 4);
+    assert_eq!(rows[0]["model_id"], "m");
+    assert_eq!(rows[0]["client_id"], "k");
+    assert_eq!(rows[1]["model_id"], Value::Null, "{}", rows[1]);
+    assert_eq!(rows[1]["attributes"]["service.key"], "k", "{}", rows[1]);
+    assert_eq!(rows[2]["model_id"], "m");
+}
