@@ -227,7 +227,16 @@ impl<'a> ObjectLine<'a> {
         if !self.keys.is_empty() {
             self.line.push(b',');
         }
-        write_json_string(&mut self.line, &key);
+        match &key {
+            // Borrowed from checked JSON, so it had no escape: written back
+            // as it was, unless it holds a control character.
+            Cow::Borrowed(text) if text.bytes().all(|byte| byte >= 0x20) => {
+                self.line.push(b'"');
+                self.line.extend_from_slice(text.as_bytes());
+                self.line.push(b'"');
+            }
+            _ => write_json_string(&mut self.line, &key),
+        }
         self.line.push(b':');
         self.line.extend_from_slice(value);
         self.keys.push(key);
@@ -486,7 +495,11 @@ pub fn frame_hec_events(
                     }
                     // Not an object event: read the general way.
                     Ok(None) => hec_record(envelope, defaults, now),
-                    Err(()) => Err((6, "Invalid data format")),
+                    Err(reason) => {
+                        framed.push_refused(reason);
+                        note_fault(&mut fault, 6, "Invalid data format", event_number);
+                        continue;
+                    }
                 }
             }
         };
@@ -527,23 +540,28 @@ struct LineScratch<'a> {
 /// sonic-rs: the envelope's members and the event's are validated and kept
 /// as raw text. `Ok(None)`: one JSON value but not such an envelope (a text
 /// event, a missing event, an escaped string in the envelope), for the
-/// general reading. `Err`: not one JSON value, not UTF-8, or too deep.
+/// general reading. `Err`: why it is refused (not one JSON object, not
+/// UTF-8, too deep).
 fn read_hec_envelope<'a>(
     line: &'a [u8],
     members: &mut Vec<(Cow<'a, str>, LazyValue<'a>)>,
-) -> Result<Option<HecEnvelope<'a>>, ()> {
+) -> Result<Option<HecEnvelope<'a>>, String> {
     use serde::de::DeserializeSeed;
+    if !is_object(line) {
+        return Err("an event must be a JSON object".to_string());
+    }
     // Lazy values are skipped recursively by sonic-rs: bound the depth first.
-    inferwatch_ingest::check_json_depth(line).map_err(|_| ())?;
+    inferwatch_ingest::check_json_depth(line)?;
     // sonic-rs trusts a slice to be UTF-8 when it lends lazy values
     // (invalid bytes panic in it): hand it a checked `str`.
-    let line = std::str::from_utf8(line).map_err(|_| ())?;
+    let line = std::str::from_utf8(line)
+        .map_err(|error| format!("invalid UTF-8 at byte {}", error.valid_up_to() + 1))?;
     members.clear();
     let mut deserializer = sonic_rs::Deserializer::from_str(line);
     let envelope = EnvelopeSeed { members }
         .deserialize(&mut deserializer)
-        .map_err(|_| ())?;
-    deserializer.end().map_err(|_| ())?;
+        .and_then(|envelope| deserializer.end().map(|()| envelope))
+        .map_err(|error| format!("invalid JSON: {error}"))?;
     Ok(envelope)
 }
 
@@ -1128,7 +1146,19 @@ mod tests {
         assert_eq!(taken, expected);
         let mut members = Vec::new();
         assert!(read_hec_envelope(br#"{"event":{"a":1}}{"event":{}}"#, &mut members).is_err());
-        assert!(read_hec_envelope(b"{\"event\":{\"a\":\"\xff\"}}", &mut members).is_err());
+        let refusal = |body: &'static [u8]| {
+            let mut members = Vec::new();
+            read_hec_envelope(body, &mut members)
+                .err()
+                .unwrap_or_default()
+        };
+        assert!(refusal(b"{\"event\":{\"a\":\"\xff\"}}").contains("invalid UTF-8"));
+        assert_eq!(refusal(b" [1]"), "an event must be a JSON object");
+        assert!(refusal(b"{\"event\":{\"a\":1}").contains("invalid JSON"));
+        let deep = format!("{{\"event\":{}1{}}}", "[".repeat(65), "]".repeat(65));
+        let mut members = Vec::new();
+        let refused = read_hec_envelope(deep.as_bytes(), &mut members).err();
+        assert!(refused.is_some_and(|reason| reason.contains("nesting deeper")));
         // The layout of the body does not matter.
         let one_per_line = frame_hec_events(layouts[0](&envelopes).as_bytes(), &defaults, 7);
         for layout in &layouts[1..] {
