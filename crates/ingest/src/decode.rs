@@ -660,28 +660,24 @@ fn not_an_object(text: &str) -> LineError {
 /// line (1-based) and a short excerpt around it.
 pub(crate) fn json_error(error: &sonic_rs::Error, base: usize, text: &str) -> LineError {
     let local = error.offset().min(text.len());
-    let column = base + local + 1;
-    LineError::new(
-        DeadLetterKind::InvalidJson,
-        format!(
-            "invalid JSON at byte column {column}: {}{}",
-            json_error_text(error, text, local),
-            near(text.as_bytes(), local)
-        ),
-    )
+    invalid_json(&format!("at byte column {}", base + local + 1), error, text)
 }
 
 /// As [`json_error`], for a value read again on its own (the walk checks a
 /// value's syntax when it passes, its range only when it converts it): the
 /// field names where it is.
 pub(crate) fn field_json_error(error: &sonic_rs::Error, field: &str, value: &str) -> LineError {
-    let local = error.offset().min(value.len());
+    invalid_json(&format!("in field {field}"), error, value)
+}
+
+fn invalid_json(place: &str, error: &sonic_rs::Error, text: &str) -> LineError {
+    let local = error.offset().min(text.len());
     LineError::new(
         DeadLetterKind::InvalidJson,
         format!(
-            "invalid JSON in field {field}: {}{}",
-            json_error_text(error, value, local),
-            near(value.as_bytes(), local)
+            "invalid JSON {place}: {}{}",
+            json_error_text(error, text, local),
+            near(text.as_bytes(), local)
         ),
     )
 }
