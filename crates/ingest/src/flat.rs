@@ -2,28 +2,27 @@
 //!
 //! Nearly every model server writes the same shape: one object whose values
 //! are strings without escapes, plain decimal numbers, booleans, nulls and
-//! arrays of numbers (probabilities, logits), or objects of those under
-//! keys the mapping descends into (`{"service":{"name":…}}`). For that
-//! shape, driving sonic-rs's serde deserializer through visitors costs far more than the
-//! parse itself: per key a `deserialize_str` call, a visitor, a seed, and
-//! per value a `deserialize_any` dispatch (measured on 400 K simulated
-//! lines: 1.13 µs per line for the whole decode against 0.33 µs for
-//! sonic-rs into `IgnoredAny`). This module scans such a line directly,
-//! eight bytes at a time, checks each key against the previous line's key
-//! order ([`KeyOrder`]), and hands keys and values to the same key table
-//! and the same `Record` conversions the serde walk uses, so a line means
-//! the same whichever path read it. The whole decode is then 0.82 µs.
+//! arrays of numbers (probabilities, logits), or objects of those under keys
+//! the mapping descends into (`{"service":{"name":…}}`). For that shape,
+//! driving sonic-rs's serde deserializer through visitors costs far more than
+//! the parse itself: per key a `deserialize_str` call, a visitor, a seed, and
+//! per value a `deserialize_any` dispatch (measured on 400 K simulated lines:
+//! 1.13 µs per line for the whole decode against 0.33 µs for sonic-rs into
+//! `IgnoredAny`). This module scans such a line directly, eight bytes at a
+//! time, checks each key against the previous line's key order
+//! ([`KeyOrder`]), and hands keys and values to the same key table and the
+//! same `Record` conversions the serde walk uses, so a line means the same
+//! whichever path read it. The whole decode is then 0.82 µs.
 //!
-//! It is a fast path, not a second parser: it accepts a strict subset of
-//! JSON and answers `None` on anything outside it (an escape, an object
-//! under a key the mapping does not descend into, a number it cannot
-//! convert exactly, a key that needs its raw
-//! JSON, a syntax error). The caller then clears the record and walks the
-//! line with sonic-rs, which also produces every error message; nothing this
-//! module did survives that. Numbers are converted only where the result is
-//! exact by construction (Clinger's fast path: at most 19 digits, a mantissa
-//! below 2^53 and a power of ten up to 10^22), which is what sonic-rs gives
-//! for them too; anything else goes to sonic-rs.
+//! It is a fast path, not a second parser: it accepts a strict subset of JSON
+//! and answers `None` on anything outside it (an escape, an object under a
+//! key the mapping does not descend into, a number it cannot convert exactly,
+//! a key that needs its raw JSON, a syntax error). The caller then clears the
+//! record and walks the line with sonic-rs, which also produces every error
+//! message; nothing this module did survives that. Numbers are converted only
+//! where the result is exact by construction (Clinger's fast path: at most 19
+//! digits, a mantissa below 2^53 and a power of ten up to 10^22), which is
+//! what sonic-rs gives for them too; anything else goes to sonic-rs.
 
 use crate::columns::same_bytes;
 use crate::mapping::{Conversion, HotRule, KeySlot, Mapping, Rule, TrieNode};

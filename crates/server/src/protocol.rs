@@ -1102,11 +1102,12 @@ mod tests {
             r#"{"event":{"a":1},"index":"inf\u0065rence"}"#,
             r#"[1,2]"#,
         ];
-        let layouts: [&dyn Fn(&[&str]) -> String; 4] = [
-            &|events| events.join("\n"),
-            &|events| events.join("\r\n") + "\n",
-            &|events| events.concat(),
-            &|events| {
+        type Layout = fn(&[&str]) -> String;
+        let layouts: [Layout; 4] = [
+            |events| events.join("\n"),
+            |events| events.join("\r\n") + "\n",
+            |events| events.concat(),
+            |events| {
                 events
                     .iter()
                     .map(|event| match serde_json::from_str::<Value>(event) {
