@@ -148,6 +148,18 @@ pub struct PostgresConfig {
 pub fn load_config(path: &Path) -> Result<RunConfig, ServerError> {
     let text = std::fs::read_to_string(path).map_err(|error| ServerError::io(path, error))?;
     let mut config: RunConfig = from_yaml_text(path, &text)?;
+    // Durations are checked here, so a bad one is named with its file and
+    // key before any store is opened.
+    for (key, value) in [
+        ("max_future", &config.max_future),
+        ("correlation_lateness", &config.correlation_lateness),
+    ] {
+        if let Some(value) = value {
+            inferwatch_core::parse_duration(value).map_err(|error| {
+                ServerError::Config(format!("{}: {key}: {error}", path.display()))
+            })?;
+        }
+    }
     let base = path.parent().unwrap_or(Path::new("."));
     let resolve = |p: &Path| {
         if p.is_absolute() {
@@ -404,5 +416,15 @@ mod tests {
         let message = load_config(&path).unwrap_err().to_string();
         assert!(message.contains("run.yaml:5:"), "{message}");
         assert!(message.contains("fsinc"), "{message}");
+        for key in ["max_future", "correlation_lateness"] {
+            std::fs::write(
+                &path,
+                format!("data: d\ninputs: [a]\nrules: r\n{key}: soon\n"),
+            )
+            .unwrap();
+            let message = load_config(&path).unwrap_err().to_string();
+            assert!(message.contains(&format!("run.yaml: {key}: ")), "{message}");
+            assert!(message.contains("soon"), "{message}");
+        }
     }
 }
