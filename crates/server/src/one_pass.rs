@@ -773,75 +773,7 @@ pub fn ingest_pass<D: ChunkDecoder>(
     options: PassOptions,
     decoder: D,
     writer: &mut StoreWriter,
-    detection: Option<&mut Detection>,
-    observer: &mut dyn PassObserver,
-) -> Result<PassSummary, ServerError> {
-    // Detection runs on its own thread, fed the stored batches in order
-    // through a short queue: the pass takes the longer of storing and
-    // detecting, not their sum, and the alerts are the same.
-    std::thread::scope(|scope| {
-        let (mut detector, worker) = match detection {
-            Some(detection) => {
-                let (sender, receiver) = std::sync::mpsc::sync_channel(DETECTION_QUEUE);
-                let worker = std::thread::Builder::new()
-                    .name("detect".into())
-                    .spawn_scoped(scope, move || detect_in_order(detection, receiver))
-                    .map_err(|error| ServerError::io(Path::new("<detection thread>"), error))?;
-                (Some(sender), Some(worker))
-            }
-            None => (None, None),
-        };
-        let stored = store_pass(options, decoder, writer, &mut detector, observer);
-        // Closing the queue ends detection; its error comes first, since a
-        // failed detection also stops the pass.
-        drop(detector);
-        if let Some(worker) = worker {
-            match worker.join() {
-                Ok(detected) => detected?,
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        }
-        stored
-    })
-}
-
-/// Batches waiting for the detection thread (each is one chunk).
-const DETECTION_QUEUE: usize = 4;
-
-/// A stored batch and its event-time clock, for detection.
-type ToDetect = std::sync::mpsc::SyncSender<(RecordBatch, Vec<i64>)>;
-
-fn detect_in_order(
-    detection: &mut Detection,
-    batches: std::sync::mpsc::Receiver<(RecordBatch, Vec<i64>)>,
-) -> Result<(), ServerError> {
-    for (batch, clock) in batches {
-        detection.observe(&batch, &clock)?;
-    }
-    detection.finish()
-}
-
-/// Hands a stored batch to detection; `Err` when detection has stopped
-/// (its own error is reported by [`ingest_pass`]).
-fn to_detection(
-    detector: &Option<ToDetect>,
-    batch: &RecordBatch,
-    clock: Vec<i64>,
-) -> Result<(), ServerError> {
-    match detector {
-        Some(sender) if batch.num_rows() > 0 => sender
-            .send((batch.clone(), clock))
-            .map_err(|_| ServerError::Internal("detection stopped".into())),
-        _ => Ok(()),
-    }
-}
-
-/// The storing side of [`ingest_pass`].
-fn store_pass<D: ChunkDecoder>(
-    options: PassOptions,
-    decoder: D,
-    writer: &mut StoreWriter,
-    detector: &mut Option<ToDetect>,
+    mut detection: Option<&mut Detection>,
     observer: &mut dyn PassObserver,
 ) -> Result<PassSummary, ServerError> {
     let follow = options.input.follow;
@@ -864,7 +796,9 @@ fn store_pass<D: ChunkDecoder>(
         if decoded.batch.num_rows() > 0 {
             writer.append(&options.stream, &decoded.batch, None)?;
             events += decoded.batch.num_rows() as u64;
-            to_detection(detector, &decoded.batch, clock)?;
+            if let Some(detection) = detection.as_deref_mut() {
+                detection.observe(&decoded.batch, &clock)?;
+            }
         }
     }
     // Appended batches not yet durable: (WAL sequence, events). The WAL
@@ -891,7 +825,9 @@ fn store_pass<D: ChunkDecoder>(
                 )?;
                 events += rows;
                 unacked.push_back((sequence, rows));
-                to_detection(detector, &decoded.batch, clock)?;
+                if let Some(detection) = detection.as_deref_mut() {
+                    detection.observe(&decoded.batch, &clock)?;
+                }
             }
             PipelineEvent::Idle => writer.tick()?,
         }
@@ -912,8 +848,8 @@ fn store_pass<D: ChunkDecoder>(
         // (A stopped follower keeps it held in the WAL position instead.)
         let released = guard.finish();
         events += store_guard_release(writer, &options.stream, &released, &last_append)?;
-        if let Some(batch) = &released.batch {
-            to_detection(detector, batch, released.clock.clone())?;
+        if let (Some(batch), Some(detection)) = (&released.batch, detection.as_deref_mut()) {
+            detection.observe(batch, &released.clock)?;
         }
         write_released_dead_letters(
             &mut dead_letters,
@@ -921,6 +857,9 @@ fn store_pass<D: ChunkDecoder>(
             &released,
             &mut counters,
         )?;
+    }
+    if let Some(detection) = detection {
+        detection.finish()?;
     }
     pipeline.finish();
     Ok(PassSummary {
