@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use super::common;
-use super::{available, counts_by_model, curl, events, Answer, Node};
+use super::{available, counts_by_model, curl, events, post_inference, Answer, Node};
 
 fn token(data: &Path, rate_limit: Option<&str>) -> String {
     let mut args = vec![
@@ -22,16 +22,6 @@ fn token(data: &Path, rate_limit: Option<&str>) -> String {
         args.extend(["--rate-limit", limit]);
     }
     common::run(&args).trim().to_string()
-}
-
-fn ndjson(node: &Node, token: &str, body: &str) -> Answer {
-    curl(&[
-        "-H",
-        &format!("Authorization: Bearer {token}"),
-        "--data-binary",
-        body,
-        &node.url("/api/v1/ingest/inference"),
-    ])
 }
 
 fn retry_after(answer: &Answer) -> u64 {
@@ -55,11 +45,11 @@ fn a_token_past_its_burst_waits_while_other_tokens_go_on() {
     let node = Node::start(&data, &["--rate-limit", "events=10,events_burst=200"]);
     let mut acknowledged = 0u64;
 
-    let first = ndjson(&node, &limited, &events("limited", 150));
+    let first = post_inference(&node, &limited, &events("limited", 150));
     assert_eq!(first.status, 200, "{}", first.body);
     acknowledged += first.json()["accepted"].as_u64().unwrap();
     // 50 left, 10 more each second: 100 more must wait about 5 s.
-    let refused = ndjson(&node, &limited, &events("limited", 100));
+    let refused = post_inference(&node, &limited, &events("limited", 100));
     assert_eq!(refused.status, 429, "{}", refused.body);
     assert!(retry_after(&refused) >= 1, "{}", refused.headers);
     assert!(
@@ -105,15 +95,15 @@ fn a_token_past_its_burst_waits_while_other_tokens_go_on() {
     assert_eq!(hec.json()["code"], 9, "{}", hec.body);
     assert!(retry_after(&hec) >= 1);
     // More than the burst can never fit: the answer says so.
-    let too_big = ndjson(&node, &limited, &events("limited", 201));
+    let too_big = post_inference(&node, &limited, &events("limited", 201));
     assert_eq!(too_big.status, 429, "{}", too_big.body);
     assert!(too_big.body.contains("burst"), "{}", too_big.body);
 
     // Other tokens have their own buckets: one under the same default, one
     // with its own, larger limit.
-    let beside = ndjson(&node, &other, &events("other", 150));
+    let beside = post_inference(&node, &other, &events("other", 150));
     assert_eq!(beside.status, 200, "{}", beside.body);
-    let big = ndjson(&node, &free, &events("free", 1000));
+    let big = post_inference(&node, &free, &events("free", 1000));
     assert_eq!(big.status, 200, "{}", big.body);
     assert_eq!(big.json()["accepted"], 1000);
 
@@ -122,7 +112,7 @@ fn a_token_past_its_burst_waits_while_other_tokens_go_on() {
     let mut accepted = None;
     for _ in 0..10 {
         std::thread::sleep(std::time::Duration::from_secs(wait));
-        let again = ndjson(&node, &limited, &events("limited", 100));
+        let again = post_inference(&node, &limited, &events("limited", 100));
         if again.status == 200 {
             accepted = Some(again);
             break;
