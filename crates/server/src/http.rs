@@ -55,8 +55,8 @@ use crate::auth::{Denied, Need, TokenRecord, TokenStore};
 use crate::live::{LiveState, HEARTBEAT_STREAM};
 use crate::metrics::Metrics;
 use crate::protocol::{
-    frame_bulk, frame_hec_events, frame_hec_raw, frame_otlp, stream_name, BulkAction, Framed,
-    HecDefaults, Item,
+    frame_bulk, frame_hec_events, frame_hec_raw, frame_otlp, stream_name, BulkAction, BulkVerb,
+    Framed, HecDefaults, Item,
 };
 use crate::ratelimit::{RateLimit, RateLimiter, Throttled};
 use crate::writer::{IngestWriter, Job, Part, Payload, Refusal, Submit, WriterCounters};
@@ -1096,33 +1096,64 @@ async fn bulk_request(
             )
         }
     };
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        bulk_answer(started, &actions, &verdicts),
+    )
+        .into_response()
+}
+
+/// The `_bulk` answer, compact (Vector looks for the substring
+/// `"errors":true`): `{"took":…,"errors":…,"items":[…]}`, one item per
+/// action, `{"index":{"_index":…,"_id":…,"status":201,"result":"created"}}`
+/// or the item's `status` 400 and `error`. A stored item without `_id`
+/// repeats the previous one's text when its action and index are the same
+/// (the usual request), so it is written once, not serialised per item.
+fn bulk_answer(started: Instant, actions: &[BulkAction], verdicts: &[Verdict]) -> Vec<u8> {
     let errors = verdicts
         .iter()
         .any(|verdict| matches!(verdict, Verdict::Refused(_)));
-    let items: Vec<BulkItem> = actions
-        .iter()
-        .zip(&verdicts)
-        .map(|(action, verdict)| BulkItem { action, verdict })
-        .collect();
-    let answer = BulkAnswer {
-        took: started.elapsed().as_millis() as u64,
-        errors,
-        items,
-    };
-    json_response(StatusCode::OK, &answer)
+    let mut text = Vec::with_capacity(64 + actions.len() * 64);
+    text.extend_from_slice(b"{\"took\":");
+    // Taken when the answer is written, as Elasticsearch reports it.
+    text.extend_from_slice(started.elapsed().as_millis().to_string().as_bytes());
+    text.extend_from_slice(if errors {
+        b",\"errors\":true,\"items\":["
+    } else {
+        b",\"errors\":false,\"items\":["
+    });
+    // The previous stored item without `_id`: its action, index and text.
+    let mut repeated: Option<(BulkVerb, &Arc<str>, std::ops::Range<usize>)> = None;
+    for (number, (action, verdict)) in actions.iter().zip(verdicts).enumerate() {
+        if number > 0 {
+            text.push(b',');
+        }
+        let plain = action.id.is_none() && matches!(verdict, Verdict::Stored);
+        if plain {
+            if let Some((verb, index, range)) = &repeated {
+                if *verb == action.action && Arc::ptr_eq(index, &action.index) {
+                    let range = range.clone();
+                    text.extend_from_within(range);
+                    continue;
+                }
+            }
+        }
+        let start = text.len();
+        // Writing into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut text, &BulkItem { action, verdict });
+        if plain {
+            repeated = Some((action.action, &action.index, start..text.len()));
+        }
+    }
+    text.extend_from_slice(b"]}");
+    text
 }
 
-/// A `_bulk` answer, serialised straight from the verdicts (a
-/// `serde_json::Value` per item cost more than framing the item).
-#[derive(serde::Serialize)]
-struct BulkAnswer<'a> {
-    took: u64,
-    errors: bool,
-    items: Vec<BulkItem<'a>>,
-}
-
-/// `{"index": {"_index": …, "_id": …, "status": 201, "result": "created"}}`,
-/// or the item's `status` 400 and `error`.
+/// One item of a `_bulk` answer.
 struct BulkItem<'a> {
     action: &'a BulkAction,
     verdict: &'a Verdict,
@@ -1136,7 +1167,7 @@ impl serde::Serialize for BulkItem<'_> {
             fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
                 let BulkItem { action, verdict } = self.0;
                 let mut item = serializer.serialize_map(None)?;
-                item.serialize_entry("_index", &action.index)?;
+                item.serialize_entry("_index", &*action.index)?;
                 if let Some(id) = &action.id {
                     item.serialize_entry("_id", id)?;
                 }
@@ -1161,7 +1192,7 @@ impl serde::Serialize for BulkItem<'_> {
             }
         }
         let mut outer = serializer.serialize_map(Some(1))?;
-        outer.serialize_entry(&self.action.action, &Body(self))?;
+        outer.serialize_entry(self.action.action.as_str(), &Body(self))?;
         outer.end()
     }
 }
@@ -1511,6 +1542,53 @@ mod tests {
     fn columns_are_read_from_reasons() {
         assert_eq!(column_of("invalid JSON at line 1 column 17: x"), Some(17));
         assert_eq!(column_of("missing timestamp"), None);
+    }
+
+    #[test]
+    fn bulk_answers_repeat_items_as_serialised_one_by_one() {
+        let body = b"{\"index\":{}}\n{}\n{\"index\":{}}\n{}\n{\"index\":{\"_id\":\"x\"}}\n{}\n\
+{\"index\":{}}\n{}\n{\"index\":{}}\n{}\n{\"create\":{\"_index\":\"q\\\"\"}}\n{}\n\
+{\"create\":{\"_index\":\"q\\\"\"}}\n{}\n{\"delete\":{}}\n{\"index\":{}}\n{}\n";
+        let (_, actions) = frame_bulk(Some("path"), body).unwrap();
+        assert_eq!(actions.len(), 9);
+        let refused = |reason: &str| {
+            Verdict::Refused(Refusal {
+                line: 0,
+                reason: reason.to_string(),
+                kind: None,
+            })
+        };
+        let verdicts = vec![
+            Verdict::Stored,
+            Verdict::Stored,
+            Verdict::Stored,
+            refused("bad \"line\""),
+            Verdict::Stored,
+            Verdict::Stored,
+            Verdict::Stored,
+            refused("delete is not supported"),
+            Verdict::Stored,
+        ];
+        let answer: serde_json::Value =
+            serde_json::from_slice(&bulk_answer(Instant::now(), &actions, &verdicts)).unwrap();
+        let expected: Vec<serde_json::Value> = actions
+            .iter()
+            .zip(&verdicts)
+            .map(|(action, verdict)| serde_json::to_value(BulkItem { action, verdict }).unwrap())
+            .collect();
+        assert_eq!(answer["items"], serde_json::Value::Array(expected));
+        assert_eq!(answer["errors"], true);
+        assert!(answer["took"].is_u64());
+        assert_eq!(answer["items"][0]["index"]["status"], 201);
+        assert_eq!(answer["items"][5]["create"]["_index"], "q\"");
+        assert_eq!(
+            answer["items"][3]["index"]["error"]["reason"],
+            "bad \"line\""
+        );
+        let stored = [Verdict::Stored, Verdict::Stored];
+        let text = bulk_answer(Instant::now(), &actions[..2], &stored);
+        let text = String::from_utf8(text).unwrap();
+        assert!(text.contains("\"errors\":false,\"items\":[{\"index\":{\"_index\":\"path\",\"status\":201,\"result\":\"created\"}},{\"index\""), "{text}");
     }
 
     #[test]

@@ -17,6 +17,7 @@ use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use serde::de::IgnoredAny;
 use sonic_rs::LazyValue;
 use std::borrow::Cow;
+use std::sync::Arc;
 
 /// One stream's lines.
 #[derive(Debug, Default, Clone)]
@@ -53,20 +54,41 @@ pub struct Framed {
     pub items: Vec<Item>,
     /// One per stream named, in order of first use.
     pub groups: Vec<Group>,
+    /// Bytes reserved for the first stream's lines.
+    first_group_capacity: usize,
 }
 
 impl Framed {
+    /// Framing of a body of `body_bytes`: the first stream's lines are
+    /// given room for all of it, so they are not copied as they grow.
+    pub fn with_capacity(body_bytes: usize) -> Framed {
+        Framed {
+            first_group_capacity: body_bytes,
+            ..Framed::default()
+        }
+    }
+
     /// Adds an item whose JSON line is `line` (no newline) in `stream`.
     pub fn push_line(&mut self, stream: &str, line: &[u8]) {
-        let group = match self.groups.iter().position(|group| group.stream == stream) {
-            Some(group) => group,
-            None => {
-                self.groups.push(Group {
-                    stream: stream.to_string(),
-                    ..Group::default()
-                });
-                self.groups.len() - 1
-            }
+        let last = self.groups.len().wrapping_sub(1);
+        let group = match self.groups.get(last) {
+            Some(group) if group.stream == stream => last,
+            _ => match self.groups.iter().position(|group| group.stream == stream) {
+                Some(group) => group,
+                None => {
+                    let capacity = if self.groups.is_empty() {
+                        self.first_group_capacity
+                    } else {
+                        0
+                    };
+                    self.groups.push(Group {
+                        stream: stream.to_string(),
+                        data: Vec::with_capacity(capacity),
+                        items: Vec::new(),
+                    });
+                    self.groups.len() - 1
+                }
+            },
         };
         let item = self.items.len();
         let entry = &mut self.groups[group];
@@ -118,11 +140,37 @@ pub fn stream_name(index: &str) -> Cow<'_, str> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct BulkAction {
     /// `index`, `create`, `update` or `delete`.
-    pub action: String,
-    /// The index named (or the path's).
-    pub index: String,
+    pub action: BulkVerb,
+    /// The index named (or the path's); shared by the items of an action
+    /// line repeated verbatim, as shippers send them.
+    pub index: Arc<str>,
     /// The `_id`, if given.
     pub id: Option<String>,
+}
+
+/// A `_bulk` action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BulkVerb {
+    /// `index`.
+    Index,
+    /// `create`.
+    Create,
+    /// `update` (refused: stored events are never changed).
+    Update,
+    /// `delete` (refused).
+    Delete,
+}
+
+impl BulkVerb {
+    /// The action's name in a `_bulk` body and answer.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BulkVerb::Index => "index",
+            BulkVerb::Create => "create",
+            BulkVerb::Update => "update",
+            BulkVerb::Delete => "delete",
+        }
+    }
 }
 
 /// A JSON object written member by member into one line. A key already
@@ -373,59 +421,86 @@ pub fn frame_bulk(
     default_index: Option<&str>,
     body: &[u8],
 ) -> Result<(Framed, Vec<BulkAction>), String> {
-    let mut framed = Framed::default();
+    let mut framed = Framed::with_capacity(body.len());
     let mut actions = Vec::new();
     let mut lines = body_lines(body);
+    // Shippers repeat one action line (`{"index":{}}`, `{"create":{"_index":…}}`)
+    // before every document: the previous line's reading is reused when the
+    // bytes are the same.
+    let mut previous: Option<(&[u8], BulkAction, Arc<str>)> = None;
     while let Some((number, line)) = lines.next() {
-        let action: ActionLine = serde_json::from_slice(line)
-            .map_err(|error| format!("line {number}: malformed action/metadata line: {error}"))?;
-        if action.keys != 1 {
-            return Err(format!(
-                "line {number}: an action line is an object with one key (index, create, update or delete)"
-            ));
-        }
-        let index = action
-            .meta
-            .index
-            .as_deref()
-            .or(default_index)
-            .unwrap_or(DEFAULT_STREAM)
-            .to_string();
-        let id = action.meta.id.map(|id| match id {
-            DocumentId::Text(text) => text,
-            DocumentId::Number(number) => number.to_string(),
-        });
-        let name = action.action;
-        match name.as_ref() {
-            "index" | "create" => {
+        let (action, stream) = match &previous {
+            Some((text, action, stream)) if *text == line => (action.clone(), stream.clone()),
+            _ => {
+                let (action, stream) = read_action_line(number, line, default_index)?;
+                previous = Some((line, action.clone(), stream.clone()));
+                (action, stream)
+            }
+        };
+        match action.action {
+            BulkVerb::Index | BulkVerb::Create => {
                 let Some((_, document)) = lines.next() else {
                     return Err(format!(
-                        "line {number}: the {name} action has no document line"
+                        "line {number}: the {} action has no document line",
+                        action.action.as_str()
                     ));
                 };
-                framed.push_line(&stream_name(&index), document);
+                framed.push_line(&stream, document);
             }
-            "update" => {
+            BulkVerb::Update => {
                 // Its document line belongs to it: skip it.
                 lines.next();
                 framed.push_refused("update is not supported: stored events are never changed");
             }
-            "delete" => {
+            BulkVerb::Delete => {
                 framed.push_refused("delete is not supported: stored events are never changed");
             }
-            other => {
-                return Err(format!(
-                    "line {number}: unknown action [{other}]: use index, create, update or delete"
-                ))
-            }
         }
-        actions.push(BulkAction {
-            action: name.into_owned(),
-            index,
-            id,
-        });
+        actions.push(action);
     }
     Ok((framed, actions))
+}
+
+/// Reads one action line into its action and the stream it writes to.
+fn read_action_line(
+    number: usize,
+    line: &[u8],
+    default_index: Option<&str>,
+) -> Result<(BulkAction, Arc<str>), String> {
+    let read: ActionLine = serde_json::from_slice(line)
+        .map_err(|error| format!("line {number}: malformed action/metadata line: {error}"))?;
+    if read.keys != 1 {
+        return Err(format!(
+            "line {number}: an action line is an object with one key (index, create, update or delete)"
+        ));
+    }
+    let action = match read.action.as_ref() {
+        "index" => BulkVerb::Index,
+        "create" => BulkVerb::Create,
+        "update" => BulkVerb::Update,
+        "delete" => BulkVerb::Delete,
+        other => {
+            return Err(format!(
+                "line {number}: unknown action [{other}]: use index, create, update or delete"
+            ))
+        }
+    };
+    let index: Arc<str> = Arc::from(
+        read.meta
+            .index
+            .as_deref()
+            .or(default_index)
+            .unwrap_or(DEFAULT_STREAM),
+    );
+    let stream: Arc<str> = match stream_name(&index) {
+        Cow::Borrowed(_) => index.clone(),
+        Cow::Owned(name) => Arc::from(name),
+    };
+    let id = read.meta.id.map(|id| match id {
+        DocumentId::Text(text) => text,
+        DocumentId::Number(number) => number.to_string(),
+    });
+    Ok((BulkAction { action, index, id }, stream))
 }
 
 /// The metadata HEC events carry or inherit from the query string.
@@ -466,7 +541,7 @@ pub fn frame_hec_events(
     defaults: &HecDefaults,
     now: i64,
 ) -> (Framed, Option<HecFault>) {
-    let mut framed = Framed::default();
+    let mut framed = Framed::with_capacity(body.len());
     let mut fault = None;
     let mut scratch = LineScratch::default();
     // serde_json's stream finds where each object ends, at any depth and
@@ -738,7 +813,7 @@ fn push_hec_object<'a>(
 /// event (a JSON object as is, anything else as `message`), stamped `now`
 /// unless it carries a time; metadata comes from the query string.
 pub fn frame_hec_raw(body: &[u8], defaults: &HecDefaults, now: i64) -> (Framed, Option<HecFault>) {
-    let mut framed = Framed::default();
+    let mut framed = Framed::with_capacity(body.len());
     let stream = stream_name(defaults.index.as_deref().unwrap_or(DEFAULT_STREAM));
     let no_envelope = HecEnvelope::default();
     for (_, line) in body_lines(body) {
@@ -1206,8 +1281,8 @@ mod tests {
         let body = b"{\"index\":{\"_index\":\"in\\u0066erence\",\"_id\":42}}\n{\"a\":1}\n\n{\"create\":null}\n  {\"b\":2}  \n";
         let (framed, actions) = frame_bulk(Some("fallback"), body).unwrap();
         assert_eq!(actions[0].id.as_deref(), Some("42"));
-        assert_eq!(actions[0].index, "inference");
-        assert_eq!(actions[1].index, "fallback");
+        assert_eq!(&*actions[0].index, "inference");
+        assert_eq!(&*actions[1].index, "fallback");
         assert_eq!(framed.groups[1].data, b"{\"b\":2}\n");
         let error = frame_bulk(None, b"{\"index\":{},\"create\":{}}\n{}\n").unwrap_err();
         assert!(
@@ -1218,6 +1293,81 @@ mod tests {
         assert!(error.starts_with("line 3: malformed"), "{error}");
         let error = frame_bulk(None, b"{\"upsert\":{}}\n").unwrap_err();
         assert!(error.contains("unknown action [upsert]"), "{error}");
+    }
+
+    #[test]
+    fn repeated_action_lines_read_as_if_each_were_read_anew() {
+        // The same actions, once with every action line repeated verbatim
+        // (reused readings) and once with each spelled differently.
+        let lines = [
+            ("{\"index\":{}}", "{ \"index\":{}}", Some("{\"a\":1}")),
+            ("{\"index\":{}}", "{\"index\": {}}", Some("{\"a\":2}")),
+            (
+                "{\"create\":{\"_index\":\"o.x\"}}",
+                "{\"create\":{\"_index\":\"o.x\"} }",
+                Some("{\"b\":1}"),
+            ),
+            (
+                "{\"create\":{\"_index\":\"o.x\"}}",
+                "{\"create\" :{\"_index\":\"o.x\"}}",
+                Some("{\"b\":2}"),
+            ),
+            (
+                "{\"index\":{\"_id\":7}}",
+                "{\"index\":{\"_id\":7} }",
+                Some("{\"c\":1}"),
+            ),
+            (
+                "{\"index\":{\"_id\":7}}",
+                "{\"index\": {\"_id\":7}}",
+                Some("{\"c\":2}"),
+            ),
+            ("{\"delete\":{}}", "{\"delete\":{}}", None),
+            ("{\"delete\":{}}", "{\"delete\": {}}", None),
+            ("{\"index\":{}}", "{\"index\":{} }", Some("{\"a\":3}")),
+        ];
+        let body = |verbatim: bool| {
+            let mut body = String::new();
+            for line in &lines {
+                body.push_str(if verbatim { line.0 } else { line.1 });
+                body.push('\n');
+                if let Some(document) = line.2 {
+                    body.push_str(document);
+                    body.push('\n');
+                }
+            }
+            body
+        };
+        let repeated = body(true);
+        let distinct = body(false);
+        let (framed, actions) = frame_bulk(Some("path"), repeated.as_bytes()).unwrap();
+        let (expected_framed, expected_actions) =
+            frame_bulk(Some("path"), distinct.as_bytes()).unwrap();
+        assert_eq!(actions, expected_actions);
+        assert_eq!(framed.items, expected_framed.items);
+        let groups = |framed: &Framed| {
+            framed
+                .groups
+                .iter()
+                .map(|group| {
+                    (
+                        group.stream.clone(),
+                        group.data.clone(),
+                        group.items.clone(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(groups(&framed), groups(&expected_framed));
+        assert_eq!(framed.groups.len(), 2);
+        assert_eq!(framed.groups[1].stream, "o_x");
+        assert_eq!(
+            framed.groups[0].data,
+            b"{\"a\":1}\n{\"a\":2}\n{\"c\":1}\n{\"c\":2}\n{\"a\":3}\n"
+        );
+        assert_eq!(&*actions[2].index, "o.x");
+        assert_eq!(actions[4].id.as_deref(), Some("7"));
+        assert_eq!(actions[6].action, BulkVerb::Delete);
     }
 
     #[test]
