@@ -610,7 +610,11 @@ async fn elastic_product(mut response: Response) -> Response {
 
 pub(crate) fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Response {
     // Compact: Vector looks for the substring `"errors":true`.
-    let text = serde_json::to_vec(body).unwrap_or_default();
+    json_text_response(status, serde_json::to_vec(body).unwrap_or_default())
+}
+
+/// A response whose body is JSON text already written.
+fn json_text_response(status: StatusCode, text: Vec<u8>) -> Response {
     (
         status,
         [(
@@ -1096,15 +1100,7 @@ async fn bulk_request(
             )
         }
     };
-    (
-        StatusCode::OK,
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        bulk_answer(started, &actions, &verdicts),
-    )
-        .into_response()
+    json_text_response(StatusCode::OK, bulk_answer(started, &actions, &verdicts))
 }
 
 /// The `_bulk` answer, compact (Vector looks for the substring
